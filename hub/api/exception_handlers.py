@@ -1,0 +1,47 @@
+"""Every error leaves the hub as an OperationOutcome with plain-language diagnostics."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hub.api.responses import FhirResponse
+from hub.errors import HubError, Issue, operation_outcome
+
+log = logging.getLogger("hub.api")
+
+_HTTP_TEXT = {404: "There is nothing at this address.",
+              405: "This method is not supported at this address."}
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on `app`."""
+
+    @app.exception_handler(HubError)
+    async def _hub_error(_request: Request, exc: HubError) -> FhirResponse:
+        return FhirResponse(exc.outcome(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_request: Request, exc: RequestValidationError) -> FhirResponse:
+        text = "; ".join(str(e.get("msg")) for e in exc.errors()) or "The request is malformed."
+        return FhirResponse(operation_outcome([Issue(text, "structure")]), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> FhirResponse:
+        text = _HTTP_TEXT.get(exc.status_code, str(exc.detail))
+        code = "not-found" if exc.status_code == 404 else "processing"
+        return FhirResponse(operation_outcome([Issue(text, code)]),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> FhirResponse:
+        incident = uuid.uuid4()
+        log.exception("incident %s on %s %s", incident, request.method, request.url.path)
+        text = (f"The hub failed to handle this request (incident {incident}); nothing was "
+                "changed. The operators have the details.")
+        return FhirResponse(operation_outcome([Issue(text, "exception", "fatal")]),
+                            status_code=500)

@@ -1,0 +1,203 @@
+"""The FHIR REST API under /fhir: parse the request, call one service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from hub import __version__
+from hub.api.capability import capability_statement
+from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, in_transaction, read_body
+from hub.api.responses import FhirResponse, bundle, entry, page_link, resource_response
+from hub.errors import BadRequestError, Issue, NotFoundError, operation_outcome
+from hub.fhir.validation import validate_resource
+from hub.store import search as search_mod
+from hub.store import service, transaction
+
+router = APIRouter(prefix="/fhir")
+
+
+@router.get("/metadata")
+async def metadata(settings: SettingsDep) -> FhirResponse:
+    """The CapabilityStatement (no token needed)."""
+    return FhirResponse(capability_statement(settings.fhir_base, __version__))
+
+
+@router.post("")
+@router.post("/")
+async def transaction_or_batch(request: Request, db: DatabaseDep, settings: SettingsDep,
+                               subject: SubjectDep) -> FhirResponse:
+    """A transaction (all or nothing) or batch Bundle."""
+    body = await read_body(request, settings)
+    if body["resourceType"] != "Bundle":
+        raise BadRequestError(f"POST /fhir takes a Bundle, not a {body['resourceType']}.",
+                              expression="resourceType")
+    opts = transaction.BundleSettings(settings.page_size, settings.max_page_size)
+    result = await in_transaction(
+        db, lambda s: transaction.process(s, subject, body, opts), write=True)
+    return FhirResponse(result)
+
+
+def _check_body_type(body: dict[str, Any], resource_type: str) -> None:
+    if body["resourceType"] != resource_type:
+        raise BadRequestError(
+            f"The body is a {body['resourceType']}, but the URL names {resource_type}.",
+            expression="resourceType")
+
+
+@router.post("/{resource_type}/$validate")
+async def validate(resource_type: str, request: Request, settings: SettingsDep,
+                   subject: SubjectDep) -> FhirResponse:
+    """Check a resource without storing it; always an OperationOutcome."""
+    service.check_type(subject, resource_type, write=False)
+    body = await read_body(request, settings)
+    if body["resourceType"] == "Parameters":  # $validate may wrap the resource
+        body = next((p["resource"] for p in body.get("parameter", [])
+                     if p.get("name") == "resource" and isinstance(p.get("resource"), dict)),
+                    body)
+    _check_body_type(body, resource_type)
+    issues = validate_resource(body)
+    if not issues:
+        issues = [Issue(f"The {resource_type} is valid.", "informational", "information")]
+    return FhirResponse(operation_outcome(issues))
+
+
+@router.get("/{resource_type}")
+async def search(resource_type: str, request: Request, db: DatabaseDep, settings: SettingsDep,
+                 subject: SubjectDep) -> FhirResponse:
+    """Search one type; a searchset Bundle with paging links."""
+    return await _search(resource_type, list(request.query_params.multi_items()), db, settings,
+                         subject)
+
+
+@router.post("/{resource_type}/_search")
+async def search_post(resource_type: str, request: Request, db: DatabaseDep,
+                      settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+    """Search by form post (same as GET)."""
+    form = await request.form()
+    pairs = [(k, str(v)) for k, v in form.multi_items()]
+    return await _search(resource_type, pairs + list(request.query_params.multi_items()), db,
+                         settings, subject)
+
+
+async def _search(resource_type: str, pairs: list[tuple[str, str]], db: DatabaseDep,
+                  settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+    service.check_type(subject, resource_type, write=False)
+    req = search_mod.parse_request(resource_type, pairs, default_count=settings.page_size,
+                                   max_count=settings.max_page_size)
+    matches, included, page = await in_transaction(
+        db, lambda s: service.search(s, subject, request=req), write=False)
+    base = settings.fhir_base
+    path = f"{base}/{resource_type}"
+    kept = [(k, v) for k, v in pairs if k.split(":")[0] not in page.ignored]
+    links = [("self", page_link(path, kept, req.offset, req.count))]
+    if page.has_next:
+        links.append(("next", page_link(path, kept, req.offset + req.count, req.count)))
+    if req.offset > 0:
+        links.append(("previous", page_link(path, kept, max(0, req.offset - req.count),
+                                            req.count)))
+    entries = [entry(m, base, "match") for m in matches] + [entry(i, base, "include")
+                                                             for i in included]
+    if page.ignored:
+        entries.append({"resource": operation_outcome([Issue(
+            f"Ignored search parameters this hub does not support on {resource_type}: "
+            f"{', '.join(page.ignored)}.", "not-supported", "warning")]),
+            "search": {"mode": "outcome"}})
+    return FhirResponse(bundle("searchset", entries, links, page.total))
+
+
+@router.post("/{resource_type}")
+async def create(resource_type: str, request: Request, db: DatabaseDep, settings: SettingsDep,
+                 subject: SubjectDep) -> FhirResponse:
+    """Create (server id); conditional with If-None-Exist."""
+    service.check_type(subject, resource_type, write=True)
+    body = await read_body(request, settings)
+    _check_body_type(body, resource_type)
+    if_none_exist = request.headers.get("if-none-exist")
+    result = await in_transaction(db, lambda s: service.create(
+        s, subject, resource=body, if_none_exist=if_none_exist), write=True)
+    return resource_response(result.stored, status=201 if result.created else 200,
+                             base=settings.fhir_base, prefer=request.headers.get("prefer"),
+                             location=True)
+
+
+@router.get("/{resource_type}/{resource_id}")
+async def read(resource_type: str, resource_id: str, db: DatabaseDep, settings: SettingsDep,
+               subject: SubjectDep) -> FhirResponse:
+    """The current version."""
+    stored = await in_transaction(db, lambda s: service.read(
+        s, subject, resource_type=resource_type, resource_id=resource_id), write=False)
+    return resource_response(stored, base=settings.fhir_base)
+
+
+@router.put("/{resource_type}/{resource_id}")
+async def update(resource_type: str, resource_id: str, request: Request, db: DatabaseDep,
+                 settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+    """Update (or create under this id); If-Match guards against lost updates."""
+    service.check_type(subject, resource_type, write=True)
+    body = await read_body(request, settings)
+    _check_body_type(body, resource_type)
+    if_match = request.headers.get("if-match")
+    result = await in_transaction(db, lambda s: service.update(
+        s, subject, resource_type=resource_type, resource_id=resource_id, resource=body,
+        if_match=if_match), write=True)
+    return resource_response(result.stored, status=201 if result.created else 200,
+                             base=settings.fhir_base, prefer=request.headers.get("prefer"),
+                             location=result.created)
+
+
+@router.delete("/{resource_type}/{resource_id}")
+async def delete(resource_type: str, resource_id: str, db: DatabaseDep,
+                 subject: SubjectDep) -> Response:
+    """Delete: a new empty version; reading it then gives 410."""
+    stored = await in_transaction(db, lambda s: service.delete_resource(
+        s, subject, resource_type=resource_type, resource_id=resource_id), write=True)
+    headers = {"ETag": stored.etag} if stored else {}
+    return Response(status_code=204, headers=headers)
+
+
+@router.get("/{resource_type}/{resource_id}/_history")
+async def history(resource_type: str, resource_id: str, request: Request, db: DatabaseDep,
+                  settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+    """Instance history, newest first."""
+    pairs = list(request.query_params.multi_items())
+    req = search_mod.parse_request(resource_type, pairs, default_count=settings.page_size,
+                                   max_count=settings.max_page_size)
+    versions, more = await in_transaction(db, lambda s: service.history(
+        s, subject, resource_type=resource_type, resource_id=resource_id, count=req.count,
+        offset=req.offset), write=False)
+    base = settings.fhir_base
+    path = f"{base}/{resource_type}/{resource_id}/_history"
+    links = [("self", page_link(path, pairs, req.offset, req.count))]
+    if more:
+        links.append(("next", page_link(path, pairs, req.offset + req.count, req.count)))
+    entries = []
+    for v in versions:
+        item: dict[str, Any] = {"fullUrl": f"{base}/{v.relative_url}"}
+        if v.body is not None:
+            item["resource"] = v.body
+        item["request"] = {"method": v.method, "url": (
+            resource_type if v.method == "POST" else v.relative_url)}
+        item["response"] = {"status": "201" if v.method == "POST" else (
+            "204" if v.method == "DELETE" else "200"), "etag": v.etag,
+            "lastModified": v.last_modified}
+        entries.append(item)
+    return FhirResponse(bundle("history", entries, links))
+
+
+@router.get("/{resource_type}/{resource_id}/_history/{version_id}")
+async def vread(resource_type: str, resource_id: str, version_id: str, db: DatabaseDep,
+                settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+    """One version."""
+    stored = await in_transaction(db, lambda s: service.vread(
+        s, subject, resource_type=resource_type, resource_id=resource_id,
+        version_id=version_id), write=False)
+    return resource_response(stored, base=settings.fhir_base)
+
+
+@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+async def unknown(path: str) -> FhirResponse:
+    """Anything else under /fhir."""
+    raise NotFoundError(f"There is nothing at /fhir/{path} on this hub.")

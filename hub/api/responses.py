@@ -1,0 +1,63 @@
+"""FHIR JSON responses, and the Bundles the REST API answers with."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.responses import Response
+
+from hub.db.types import utcnow
+from hub.fhir.jsonio import dumps_bytes
+from hub.store.dates import format_instant
+from hub.store.resources import StoredResource
+
+FHIR_JSON = "application/fhir+json"
+
+
+class FhirResponse(Response):
+    """A FHIR JSON body (decimals kept as written)."""
+
+    media_type = f"{FHIR_JSON}; charset=utf-8"
+
+    def render(self, content: Any) -> bytes:
+        return dumps_bytes(content) if content is not None else b""
+
+
+def resource_response(stored: StoredResource, *, status: int = 200, base: str,
+                      prefer: str | None = None, location: bool = False) -> FhirResponse:
+    """A single resource with ETag, Last-Modified and (after a write) Location."""
+    headers = {"ETag": stored.etag, "Last-Modified": stored.last_modified}
+    if location:
+        headers["Location"] = f"{base}/{stored.relative_url}/_history/{stored.version_id}"
+    body: Any = stored.body
+    if prefer and "return=minimal" in prefer:
+        body = None
+    return FhirResponse(body, status_code=status, headers=headers)
+
+
+def entry(stored: StoredResource, base: str, mode: str | None = None) -> dict[str, Any]:
+    """A Bundle entry for a stored resource."""
+    out: dict[str, Any] = {"fullUrl": f"{base}/{stored.relative_url}", "resource": stored.body}
+    if mode:
+        out["search"] = {"mode": mode}
+    return out
+
+
+def page_link(base_path: str, pairs: list[tuple[str, str]], offset: int, count: int) -> str:
+    """A paging URL: the same query with `_offset` and `_count` set."""
+    kept = [(k, v) for k, v in pairs if k not in ("_offset", "_count")]
+    return f"{base_path}?{urlencode([*kept, ('_count', str(count)), ('_offset', str(offset))])}"
+
+
+def bundle(kind: str, entries: list[dict[str, Any]], links: list[tuple[str, str]],
+           total: int | None = None) -> dict[str, Any]:
+    """A Bundle of `kind` with links."""
+    out: dict[str, Any] = {"resourceType": "Bundle", "type": kind,
+                           "timestamp": format_instant(utcnow())}
+    if total is not None:
+        out["total"] = total
+    if links:
+        out["link"] = [{"relation": r, "url": u} for r, u in links]
+    out["entry"] = entries
+    return out

@@ -1,0 +1,37 @@
+"""create_app(): routers, error handlers, and the database opened (and migrated) on start."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from hub import __version__
+from hub.api import exception_handlers, fhir
+from hub.config import Settings, get_settings
+from hub.db.engine import Database
+from hub.db.migrate import upgrade
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
+    """The hub's ASGI app; the schema is brought up to date when it starts."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database.connect(settings)
+        if migrate:
+            upgrade(database.engine)
+        app.state.database = database
+        try:
+            yield
+        finally:
+            database.dispose()
+
+    app = FastAPI(title="CareHub", version=__version__, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    exception_handlers.install(app)
+    app.include_router(fhir.router)
+    return app

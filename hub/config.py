@@ -1,0 +1,45 @@
+"""Settings, all from `HUB_*` environment variables (see README for the list and defaults)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the hub. Durations are in seconds, sizes in bytes."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./carehub.db",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
+    )
+    base_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Public base URL of the hub; the FHIR base is this plus /fhir",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `hub serve` listens on")
+    port: int = Field(default=8080, description="Port `hub serve` listens on")
+    max_body_bytes: int = Field(
+        default=5 * 1024 * 1024, description="Largest request body accepted (413 above)"
+    )
+    page_size: int = Field(default=20, description="Search results per page without _count")
+    max_page_size: int = Field(default=500, description="Largest _count honoured")
+    db_pool_size: int = Field(default=10, description="Database connections per hub process")
+    sqlite_busy_timeout: float = Field(
+        default=30.0, description="Seconds an SQLite writer waits for the lock"
+    )
+
+    @property
+    def fhir_base(self) -> str:
+        """Absolute FHIR base URL, without a trailing slash."""
+        return self.base_url.rstrip("/") + "/fhir"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,60 @@
+"""What the store hands back: one version of one resource, ready to serve."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from hub.store.codec import decode_body
+from hub.store.dates import format_instant
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    """One version of a resource; `body` is None for a deletion."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated_at: datetime
+    body: dict[str, Any] | None
+    method: str = "PUT"
+
+    @property
+    def etag(self) -> str:
+        """Weak ETag of this version."""
+        return f'W/"{self.version_id}"'
+
+    @property
+    def last_modified(self) -> str:
+        """meta.lastUpdated as a FHIR instant."""
+        return format_instant(self.last_updated_at)
+
+    @property
+    def relative_url(self) -> str:
+        """Type/id."""
+        return f"{self.resource_type}/{self.id}"
+
+    @classmethod
+    def from_row(
+        cls,
+        resource_type: str,
+        logical_id: str,
+        version_id: int,
+        at: datetime,
+        body: bytes | None,
+        method: str = "PUT",
+    ) -> StoredResource:
+        """Build from stored columns."""
+        return cls(resource_type, logical_id, version_id, at,
+                   decode_body(body) if body is not None else None, method)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome of a create or update: the version written, or the one already there."""
+
+    stored: StoredResource
+    created: bool
+    unchanged: bool = False  # conditional create matched an existing resource

@@ -1,0 +1,255 @@
+"""Search: parameters from a query string -> SQL over the index tables -> a page of matches."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
+from sqlalchemy.orm import Session
+
+from hub.errors import BadRequestError
+from hub.store.dates import parse_range
+from hub.store.repository import INDEX_TABLES, R, Current, get_current_by_pk
+from hub.store.search_params import SearchParam, fold, params_for, parse_reference
+
+T_TOKEN, T_REF, T_DATE, T_STRING = INDEX_TABLES
+_TABLE = {"token": T_TOKEN, "reference": T_REF, "date": T_DATE, "string": T_STRING}
+_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+RESULT_PARAMS = {"_count", "_offset", "_sort", "_include", "_total", "_format", "_summary",
+                 "_elements"}
+_SPLIT = re.compile(r"(?<!\\),")
+
+
+@dataclass
+class SearchRequest:
+    """A parsed search: criteria and result controls."""
+
+    resource_type: str
+    criteria: list[tuple[str, str]]
+    count: int
+    offset: int = 0
+    sort: list[str] = field(default_factory=list)
+    include: list[str] = field(default_factory=list)
+    total: bool = False
+
+
+@dataclass
+class SearchPage:
+    """One page of results."""
+
+    matches: list[Current]
+    included: list[Current]
+    has_next: bool
+    total: int | None
+    ignored: list[str]
+
+
+def parse_request(
+    resource_type: str, pairs: list[tuple[str, str]], *, default_count: int, max_count: int
+) -> SearchRequest:
+    """Split query pairs into criteria and controls; BadRequestError for malformed controls."""
+    req = SearchRequest(resource_type, [], default_count)
+    for name, value in pairs:
+        if name == "_count":
+            req.count = max(0, min(_int(name, value), max_count))
+        elif name == "_offset":
+            req.offset = max(0, _int(name, value))
+        elif name == "_sort":
+            req.sort.extend(v for v in value.split(",") if v)
+        elif name == "_include":
+            req.include.append(value)
+        elif name == "_total":
+            req.total = value == "accurate"
+        elif name in RESULT_PARAMS:
+            continue
+        else:
+            req.criteria.append((name, value))
+    return req
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequestError(f"{name} must be a whole number, not '{value}'.") from None
+
+
+def _date_clause(prefix: str, low: ColumnElement[datetime], high: ColumnElement[datetime],
+                 value: str, name: str) -> ColumnElement[bool]:
+    rng = parse_range(value)
+    if rng is None:
+        raise BadRequestError(
+            f"Search parameter {name}: '{value}' is not a FHIR date, dateTime or instant.")
+    lo, hi = rng
+    clauses: dict[str, ColumnElement[bool]] = {
+        "eq": and_(low >= lo, high <= hi),
+        "ne": or_(low < lo, high > hi),
+        "gt": high > hi,
+        "lt": low < lo,
+        "ge": high >= lo,
+        "le": low <= hi,
+        "sa": low > hi,
+        "eb": high < lo,
+        "ap": and_(low <= hi, high >= lo),
+    }
+    return clauses[prefix]
+
+
+def _split_prefix(value: str) -> tuple[str, str]:
+    if len(value) > 2 and value[:2] in _PREFIXES and not value[:2].isdigit():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def _value_clause(sp: SearchParam, modifier: str, value: str, name: str) -> ColumnElement[bool]:
+    table = _TABLE[sp.type]
+    value = value.replace("\\,", ",")
+    if sp.type == "token":
+        if "|" in value:
+            system, _, code = value.partition("|")
+            parts = []
+            if code:
+                parts.append(table.c.code == code)
+            parts.append(table.c.system.is_(None) if system == "" else table.c.system == system)
+            return and_(*parts)
+        return table.c.code == value
+    if sp.type == "reference":
+        if modifier == "identifier":
+            raise BadRequestError(f"{name}: the :identifier modifier is not supported.")
+        parsed = parse_reference(value) if "/" in value else None
+        if parsed:
+            return and_(table.c.target_type == parsed[0], table.c.target_id == parsed[1])
+        if modifier and modifier[:1].isupper():
+            return and_(table.c.target_type == modifier, table.c.target_id == value)
+        return table.c.target_id == value
+    if sp.type == "date":
+        prefix, rest = _split_prefix(value)
+        return _date_clause(prefix, table.c.low_at, table.c.high_at, rest, name)
+    # string
+    if modifier == "exact":
+        return table.c.exact == value
+    folded = fold(value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{folded}%" if modifier == "contains" else f"{folded}%"
+    return table.c.value.like(pattern, escape="\\")
+
+
+def _criterion(resource_type: str, name: str, value: str) -> ColumnElement[bool] | None:
+    code, _, modifier = name.partition(":")
+    values = [v for v in _SPLIT.split(value)]
+    if code == "_id":
+        return R.c.logical_id.in_(values)
+    if code == "_lastUpdated":
+        clauses = []
+        for v in values:
+            prefix, rest = _split_prefix(v)
+            clauses.append(_date_clause(prefix, R.c.last_updated_at, R.c.last_updated_at, rest,
+                                        name))
+        return or_(*clauses)
+    sp = params_for(resource_type).get(code)
+    if sp is None:
+        return None
+    table = _TABLE[sp.type]
+    any_row = select(table.c.resource_pk).where(table.c.resource_type == resource_type,
+                                                table.c.param == code)
+    if modifier == "missing":
+        if value not in ("true", "false"):
+            raise BadRequestError(f"{name} takes true or false, not '{value}'.")
+        has = R.c.pk.in_(any_row)
+        return not_(has) if value == "true" else has
+    if modifier == "not" and sp.type == "token":
+        matching = any_row.where(or_(*[_value_clause(sp, "", v, name) for v in values]))
+        return R.c.pk.not_in(matching)
+    if modifier and modifier not in ("exact", "contains") and not (
+        sp.type == "reference" and modifier[:1].isupper()
+    ):
+        raise BadRequestError(f"Search modifier :{modifier} is not supported on {code}.")
+    return R.c.pk.in_(any_row.where(or_(*[_value_clause(sp, modifier, v, name) for v in values])))
+
+
+def _order_by(req: SearchRequest) -> list[ColumnElement[object]]:
+    order: list[ColumnElement[object]] = []
+    for key in req.sort:
+        desc = key.startswith("-")
+        code = key.lstrip("-")
+        col: ColumnElement[object]
+        if code == "_id":
+            col = R.c.logical_id
+        elif code == "_lastUpdated":
+            col = R.c.last_updated_at
+        else:
+            sp = params_for(req.resource_type).get(code)
+            if sp is None or sp.type not in ("date", "string"):
+                raise BadRequestError(f"Cannot sort {req.resource_type} by '{code}'; "
+                                      "sortable are _id, _lastUpdated and date or string "
+                                      "parameters.")
+            table = _TABLE[sp.type]
+            value = table.c.low_at if sp.type == "date" else table.c.value
+            col = (select(func.min(value)).where(table.c.resource_pk == R.c.pk,
+                                                  table.c.param == code)
+                   .correlate(R).scalar_subquery())
+        order.append(col.desc() if desc else col.asc())
+    order.append(R.c.pk.asc())
+    return order
+
+
+def build_query(req: SearchRequest) -> tuple[Select[tuple[int]], list[str]]:
+    """SELECT pk of matching current resources, and the parameters that were ignored."""
+    where: list[ColumnElement[bool]] = [R.c.resource_type == req.resource_type,
+                                        R.c.deleted == false()]
+    ignored: list[str] = []
+    for name, value in req.criteria:
+        clause = _criterion(req.resource_type, name, value)
+        if clause is None:
+            ignored.append(name)
+        else:
+            where.append(clause)
+    return select(R.c.pk).where(*where), ignored
+
+
+def run(session: Session, req: SearchRequest) -> SearchPage:
+    """Execute a search and fetch one page (plus `_include`d resources)."""
+    query, ignored = build_query(req)
+    total = None
+    if req.total:
+        total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    pks = list(session.execute(
+        query.order_by(*_order_by(req)).limit(req.count + 1).offset(req.offset)
+    ).scalars())
+    has_next = len(pks) > req.count
+    pks = pks[: req.count]
+    matches = get_current_by_pk(session, pks)
+    return SearchPage(matches, _includes(session, req, pks), has_next, total, ignored)
+
+
+def _includes(session: Session, req: SearchRequest, pks: list[int]) -> list[Current]:
+    if not req.include or not pks:
+        return []
+    params: list[ColumnElement[bool]] = []
+    for inc in req.include:
+        parts = inc.split(":")
+        if len(parts) < 2 or parts[0] != req.resource_type:
+            raise BadRequestError(
+                f"_include={inc} must name {req.resource_type}:<reference parameter>.")
+        sp = params_for(req.resource_type).get(parts[1])
+        if parts[1] != "*" and (sp is None or sp.type != "reference"):
+            raise BadRequestError(f"_include={inc}: {parts[1]} is not a reference parameter "
+                                  f"of {req.resource_type}.")
+        clause = true() if parts[1] == "*" else T_REF.c.param == parts[1]
+        if len(parts) > 2:
+            clause = and_(clause, T_REF.c.target_type == parts[2])
+        params.append(clause)
+    targets = session.execute(
+        select(T_REF.c.target_type, T_REF.c.target_id).distinct()
+        .where(T_REF.c.resource_pk.in_(pks), or_(*params))
+    ).all()
+    if not targets:
+        return []
+    found = session.execute(
+        select(R.c.pk).where(R.c.deleted == false(),
+                             or_(*[and_(R.c.resource_type == t, R.c.logical_id == i)
+                                   for t, i in targets]))
+    ).scalars()
+    seen = set(pks)
+    return get_current_by_pk(session, [pk for pk in found if pk not in seen])

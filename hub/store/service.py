@@ -1,0 +1,292 @@
+"""The versioned resource store: every write makes a version, every read names its subject.
+
+Services take the session and the acting Subject first; they flush, never commit (the caller's
+transaction decides). Errors are HubErrors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from sqlalchemy import delete, insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hub.auth import scopes
+from hub.auth.subject import Subject
+from hub.db.models import ConditionalKeyRow
+from hub.db.types import utcnow
+from hub.errors import (
+    BadRequestError,
+    GoneError,
+    InvalidResourceError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PreconditionFailedError,
+)
+from hub.fhir.structure import is_resource_type
+from hub.fhir.validation import ID_RE, validate_resource
+from hub.store import repository as repo
+from hub.store import search as search_mod
+from hub.store.codec import encode_body
+from hub.store.dates import format_instant
+from hub.store.resources import StoredResource, WriteResult
+from hub.store.search_params import extract
+from hub.store.types import READ_ONLY, SERVED, WRITABLE
+
+K = ConditionalKeyRow.__table__
+_RETRIES = 5
+
+
+def check_type(subject: Subject, resource_type: str, *, write: bool) -> None:
+    """404 for a type the hub does not serve, 405 for writing a read-only one, 403 by scope."""
+    if resource_type not in SERVED:
+        if is_resource_type(resource_type):
+            raise NotFoundError(f"This hub does not serve {resource_type} resources.")
+        raise NotFoundError(f"'{resource_type}' is not a FHIR resource type.")
+    if write and resource_type in READ_ONLY and subject.kind != "system":
+        raise MethodNotAllowedError(f"{resource_type} is read-only here; only the hub writes it.")
+    scopes.require(subject, resource_type, "write" if write else "read")
+
+
+def _check_valid(resource: dict[str, Any]) -> None:
+    issues = validate_resource(resource)
+    if issues:
+        lead = issues[0].diagnostics if len(issues) == 1 else (
+            f"{len(issues)} problems; the first: {issues[0].diagnostics}")
+        raise InvalidResourceError(f"The {resource.get('resourceType')} is not valid: {lead}",
+                                   issues=issues)
+
+
+def _with_meta(resource: dict[str, Any], rid: str, version: int, at: datetime) -> dict[str, Any]:
+    meta = {k: v for k, v in (resource.get("meta") or {}).items()
+            if k not in ("versionId", "lastUpdated")}
+    meta = {"versionId": str(version), "lastUpdated": format_instant(at), **meta}
+    rest = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
+    return {"resourceType": resource["resourceType"], "id": rid, "meta": meta, **rest}
+
+
+def _stored(current: repo.Current) -> StoredResource:
+    return StoredResource.from_row(current.resource_type, current.logical_id, current.version_id,
+                                   current.last_updated_at, current.body)
+
+
+def _insert(session: Session, resource: dict[str, Any], rid: str) -> tuple[int, StoredResource]:
+    at = utcnow()
+    body = _with_meta(resource, rid, 1, at)
+    pk = repo.insert_resource(session, body["resourceType"], rid, encode_body(body), at)
+    repo.replace_index(session, pk, body["resourceType"], extract(body), fresh=True)
+    return pk, StoredResource(body["resourceType"], rid, 1, at, body, "POST")
+
+
+def create(
+    session: Session,
+    subject: Subject,
+    *,
+    resource: dict[str, Any],
+    if_none_exist: str | None = None,
+    assigned_id: str | None = None,
+) -> WriteResult:
+    """Store a new resource under a server id (or `assigned_id`); with `if_none_exist`, return
+    the one match instead (412 if several). Raises InvalidResourceError, MethodNotAllowedError."""
+    rtype = resource["resourceType"]
+    check_type(subject, rtype, write=True)
+    _check_valid(resource)
+    if not if_none_exist:
+        rid = assigned_id or str(uuid.uuid4())
+        return WriteResult(_insert(session, resource, rid)[1], created=True)
+    return _conditional_create(session, subject, resource, if_none_exist, assigned_id)
+
+
+def _normalise_criteria(criteria: str) -> str:
+    pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+    if not pairs:
+        raise BadRequestError("If-None-Exist has no search criteria.")
+    return urlencode(sorted(pairs))
+
+
+def _conditional_create(
+    session: Session, subject: Subject, resource: dict[str, Any], criteria: str,
+    assigned_id: str | None,
+) -> WriteResult:
+    rtype = resource["resourceType"]
+    norm = _normalise_criteria(criteria)
+    digest = hashlib.sha256(f"{rtype}?{norm}".encode()).hexdigest()
+    for _ in range(_RETRIES):
+        found = match(session, subject, resource_type=rtype, criteria=norm, limit=2)
+        if len(found) > 1:
+            raise PreconditionFailedError(
+                f"If-None-Exist '{criteria}' matches more than one {rtype}; be more specific.")
+        if found:
+            return WriteResult(_stored(found[0]), created=False, unchanged=True)
+        # No match: claim the criteria with a unique key so a concurrent twin cannot also insert.
+        try:
+            with session.begin_nested():
+                session.execute(delete(K).where(K.c.resource_type == rtype,
+                                                K.c.criteria_hash == digest))
+                pk, stored = _insert(session, resource, assigned_id or str(uuid.uuid4()))
+                session.execute(insert(K).values(resource_type=rtype, criteria_hash=digest,
+                                                 criteria=norm[:2000], resource_pk=pk))
+            return WriteResult(stored, created=True)
+        except IntegrityError:
+            continue  # a concurrent request claimed it first: its resource matches now
+    raise PreconditionFailedError(
+        f"If-None-Exist '{criteria}' could not be settled against concurrent writes; retry.")
+
+
+def match(
+    session: Session, subject: Subject, *, resource_type: str, criteria: str, limit: int
+) -> list[repo.Current]:
+    """Current resources matching a search query string (for conditional interactions)."""
+    pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+    req = search_mod.parse_request(resource_type, pairs, default_count=limit, max_count=limit)
+    query, ignored = search_mod.build_query(req)
+    if ignored:
+        raise BadRequestError(
+            f"Conditional criteria use unknown search parameters: {', '.join(ignored)}.")
+    pks = list(session.execute(query.limit(limit)).scalars())
+    return repo.get_current_by_pk(session, pks)
+
+
+def _parse_etag(if_match: str) -> int:
+    tag = if_match.strip()
+    tag = tag.removeprefix("W/").strip('"')
+    try:
+        return int(tag)
+    except ValueError:
+        raise BadRequestError(f"If-Match '{if_match}' is not a version tag like W/\"3\".") from None
+
+
+def update(
+    session: Session,
+    subject: Subject,
+    *,
+    resource_type: str,
+    resource_id: str,
+    resource: dict[str, Any],
+    if_match: str | None = None,
+) -> WriteResult:
+    """Store a new version of Type/id (creating it under that id if new). 412 when `if_match`
+    is not the current version. Raises BadRequestError, InvalidResourceError."""
+    check_type(subject, resource_type, write=True)
+    if resource.get("resourceType") != resource_type:
+        raise BadRequestError(
+            f"The body is a {resource.get('resourceType')}, but the URL names {resource_type}.",
+            expression="resourceType")
+    if resource.get("id") != resource_id:
+        raise BadRequestError(
+            f"The body's id ({resource.get('id')!r}) must equal the id in the URL ({resource_id}).",
+            expression=f"{resource_type}.id")
+    _check_valid(resource)
+    expected = _parse_etag(if_match) if if_match is not None else None
+    for _ in range(_RETRIES):
+        current = repo.get_current(session, resource_type, resource_id)
+        if current is None:
+            if expected is not None:
+                raise PreconditionFailedError(
+                    f"{resource_type}/{resource_id} does not exist, so If-Match cannot hold.")
+            try:
+                with session.begin_nested():
+                    _, stored = _insert(session, resource, resource_id)
+                return WriteResult(stored, created=True)
+            except IntegrityError:
+                continue  # created concurrently; update it instead
+        if expected is not None and expected != current.version_id:
+            raise PreconditionFailedError(
+                f"{resource_type}/{resource_id} is at version {current.version_id}, not "
+                f"{expected}: someone changed it; read it again and reapply your change.")
+        at = utcnow()
+        body = _with_meta(resource, resource_id, current.version_id + 1, at)
+        if repo.write_version(session, current, encode_body(body), at, "PUT"):
+            repo.replace_index(session, current.pk, resource_type, extract(body), fresh=False)
+            return WriteResult(StoredResource(resource_type, resource_id, current.version_id + 1,
+                                              at, body, "PUT"), created=current.deleted)
+        if expected is not None:
+            raise PreconditionFailedError(
+                f"{resource_type}/{resource_id} changed while you wrote; read it again.")
+    raise PreconditionFailedError(f"{resource_type}/{resource_id} is changing too fast; retry.")
+
+
+def delete_resource(
+    session: Session, subject: Subject, *, resource_type: str, resource_id: str
+) -> StoredResource | None:
+    """Delete Type/id (a new, empty version); None when it is not there (deleting is idempotent)."""
+    check_type(subject, resource_type, write=True)
+    for _ in range(_RETRIES):
+        current = repo.get_current(session, resource_type, resource_id)
+        if current is None or current.deleted:
+            return None
+        at = utcnow()
+        if repo.write_version(session, current, None, at, "DELETE"):
+            repo.replace_index(session, current.pk, resource_type, None, fresh=False)
+            return StoredResource(resource_type, resource_id, current.version_id + 1, at, None,
+                                  "DELETE")
+    raise PreconditionFailedError(f"{resource_type}/{resource_id} is changing too fast; retry.")
+
+
+def _require_current(session: Session, resource_type: str, resource_id: str) -> repo.Current:
+    current = repo.get_current(session, resource_type, resource_id)
+    if current is None:
+        raise NotFoundError(f"{resource_type}/{resource_id} is not known here.")
+    return current
+
+
+def read(session: Session, subject: Subject, *, resource_type: str,
+         resource_id: str) -> StoredResource:
+    """The current version of Type/id. Raises NotFoundError, GoneError (deleted)."""
+    check_type(subject, resource_type, write=False)
+    current = _require_current(session, resource_type, resource_id)
+    if current.deleted:
+        raise GoneError(f"{resource_type}/{resource_id} was deleted.",
+                        headers={"ETag": f'W/"{current.version_id}"'})
+    return _stored(current)
+
+
+def vread(session: Session, subject: Subject, *, resource_type: str, resource_id: str,
+          version_id: str) -> StoredResource:
+    """One version of Type/id. Raises NotFoundError, GoneError (a deletion version)."""
+    check_type(subject, resource_type, write=False)
+    current = _require_current(session, resource_type, resource_id)
+    if not version_id.isdigit():
+        raise NotFoundError(f"{resource_type}/{resource_id} has no version '{version_id}'.")
+    row = repo.get_version(session, current.pk, int(version_id))
+    if row is None:
+        raise NotFoundError(f"{resource_type}/{resource_id} has no version {version_id}.")
+    if row.body is None:
+        raise GoneError(f"Version {version_id} of {resource_type}/{resource_id} is its deletion.")
+    return StoredResource.from_row(resource_type, resource_id, row.version_id,
+                                   row.last_updated_at, row.body, row.method)
+
+
+def history(session: Session, subject: Subject, *, resource_type: str, resource_id: str,
+            count: int, offset: int) -> tuple[list[StoredResource], bool]:
+    """Versions of Type/id newest first, and whether more follow."""
+    check_type(subject, resource_type, write=False)
+    current = _require_current(session, resource_type, resource_id)
+    rows = repo.list_versions(session, current.pk, limit=count + 1, offset=offset)
+    versions = [StoredResource.from_row(resource_type, resource_id, r.version_id,
+                                        r.last_updated_at, r.body, r.method) for r in rows]
+    return versions[:count], len(versions) > count
+
+
+def search(session: Session, subject: Subject, *,
+           request: search_mod.SearchRequest) -> tuple[list[StoredResource],
+                                                       list[StoredResource],
+                                                       search_mod.SearchPage]:
+    """Matches and included resources of one search page."""
+    check_type(subject, request.resource_type, write=False)
+    page = search_mod.run(session, request)
+    return ([_stored(c) for c in page.matches], [_stored(c) for c in page.included], page)
+
+
+def valid_id(resource_id: str) -> bool:
+    """True when `resource_id` is a valid FHIR logical id."""
+    return bool(ID_RE.match(resource_id))
+
+
+__all__ = ["check_type", "create", "delete_resource", "history", "match", "read", "search",
+           "update", "valid_id", "vread"]

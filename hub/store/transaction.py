@@ -1,0 +1,264 @@
+"""Transaction and batch Bundles (FHIR R4 3.1.0.11).
+
+A transaction is all or nothing: it runs in the caller's database transaction and any failed
+write raises, so the caller rolls everything back. `urn:uuid:` and other fullUrls are resolved
+to the ids the hub assigns before anything is written. Reads (GET entries) change nothing, so
+a failed read is reported in its entry and does not undo the writes. A batch runs each entry in
+its own savepoint and reports each outcome.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from sqlalchemy.orm import Session
+
+from hub.auth.subject import Subject
+from hub.db.types import utcnow
+from hub.errors import BadRequestError, HubError, Issue, PreconditionFailedError, operation_outcome
+from hub.store import search as search_mod
+from hub.store import service
+from hub.store.dates import format_instant
+from hub.store.resources import StoredResource
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+
+
+@dataclass
+class _Entry:
+    index: int
+    method: str
+    url: str
+    resource: dict[str, Any] | None
+    request: dict[str, Any]
+    full_url: str | None
+    target_id: str | None = None  # resolved logical id for POST/PUT
+    response: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BundleSettings:
+    """What the processor needs to know about the request context."""
+
+    page_size: int
+    max_page_size: int
+
+
+def _entries(bundle: dict[str, Any]) -> list[_Entry]:
+    out = []
+    for i, raw in enumerate(bundle.get("entry") or []):
+        where = f"Bundle.entry[{i}]"
+        request = raw.get("request") if isinstance(raw, dict) else None
+        if not isinstance(request, dict) or not request.get("method") or not request.get("url"):
+            raise BadRequestError(f"{where}.request needs a method and a url.",
+                                  expression=f"{where}.request")
+        method = str(request["method"]).upper()
+        if method not in _ORDER or method in ("PATCH", "HEAD"):
+            raise BadRequestError(f"{where}.request.method {method} is not supported.",
+                                  expression=f"{where}.request.method")
+        resource = raw.get("resource")
+        if method in ("POST", "PUT") and not isinstance(resource, dict):
+            raise BadRequestError(f"{where} has method {method} but no resource.",
+                                  expression=f"{where}.resource")
+        url = str(request["url"]).lstrip("/")
+        out.append(_Entry(i, method, url, resource, request, raw.get("fullUrl")))
+    return out
+
+
+def _split_url(url: str) -> tuple[str, str | None, str | None]:
+    """'Type/id' -> (Type, id, None); 'Type?q' -> (Type, None, q); 'Type' -> (Type, None, None)."""
+    path, _, query = url.partition("?")
+    parts = path.split("/")
+    rtype = parts[0]
+    rid = parts[1] if len(parts) > 1 and parts[1] else None
+    if len(parts) > 2 or (rid and rid.startswith("$")) or rtype.startswith("$"):
+        raise BadRequestError(f"Entry url '{url}' names an operation or path this hub does not "
+                              "process inside a Bundle.")
+    return rtype, rid, (query or None)
+
+
+def _resolve_ids(session: Session, subject: Subject, entries: list[_Entry]) -> dict[str, str]:
+    """Decide every written resource's id up front; map each fullUrl to 'Type/id'."""
+    refs: dict[str, str] = {}
+    for e in entries:
+        if e.method not in ("POST", "PUT"):
+            continue
+        assert e.resource is not None
+        rtype, rid, query = _split_url(e.url)
+        if e.resource.get("resourceType") != rtype:
+            raise BadRequestError(
+                f"Bundle.entry[{e.index}]: the resource is a {e.resource.get('resourceType')} "
+                f"but the request url names {rtype}.", expression=f"Bundle.entry[{e.index}]")
+        service.check_type(subject, rtype, write=True)
+        criteria = e.request.get("ifNoneExist") if e.method == "POST" else query
+        if e.method == "PUT" and rid:
+            e.target_id = rid
+        elif criteria:
+            found = service.match(session, subject, resource_type=rtype, criteria=criteria,
+                                  limit=2)
+            if len(found) > 1:
+                raise PreconditionFailedError(
+                    f"Bundle.entry[{e.index}]: '{criteria}' matches more than one {rtype}.")
+            e.target_id = found[0].logical_id if found else (
+                e.resource.get("id") if e.method == "PUT" and e.resource.get("id")
+                else str(uuid.uuid4()))
+        else:
+            e.target_id = str(uuid.uuid4())
+        if e.full_url:
+            refs[e.full_url] = f"{rtype}/{e.target_id}"
+    return refs
+
+
+def _rewrite(node: Any, refs: dict[str, str], where: str) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                if value in refs:
+                    value = refs[value]
+                elif value.startswith("urn:uuid:"):
+                    raise BadRequestError(
+                        f"{where} refers to {value}, which is no entry of this Bundle.",
+                        expression=where)
+            out[key] = _rewrite(value, refs, where)
+        return out
+    if isinstance(node, list):
+        return [_rewrite(v, refs, where) for v in node]
+    return node
+
+
+def _response(status: int, stored: StoredResource | None) -> dict[str, Any]:
+    resp: dict[str, Any] = {"status": _STATUS_TEXT.get(status, str(status))}
+    if stored is not None:
+        resp["location"] = f"{stored.relative_url}/_history/{stored.version_id}"
+        resp["etag"] = stored.etag
+        resp["lastModified"] = stored.last_modified
+    return resp
+
+
+def _run_entry(session: Session, subject: Subject, e: _Entry,
+               settings: BundleSettings) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    rtype, rid, query = _split_url(e.url)
+    if e.method == "POST":
+        assert e.resource is not None
+        result = service.create(session, subject, resource=e.resource,
+                                if_none_exist=e.request.get("ifNoneExist"),
+                                assigned_id=e.target_id)
+        return _response(201 if result.created else 200, result.stored), result.stored.body
+    if e.method == "PUT":
+        assert e.resource is not None and e.target_id is not None
+        body = {**e.resource, "id": e.target_id}
+        result = service.update(session, subject, resource_type=rtype, resource_id=e.target_id,
+                                resource=body, if_match=e.request.get("ifMatch"))
+        return _response(201 if result.created else 200, result.stored), result.stored.body
+    if e.method == "DELETE":
+        ids = [rid] if rid else [c.logical_id for c in service.match(
+            session, subject, resource_type=rtype, criteria=query or "", limit=2)]
+        if len(ids) > 1:
+            raise PreconditionFailedError(f"Bundle.entry[{e.index}]: '{e.url}' matches more "
+                                          "than one resource; conditional delete takes one.")
+        for one in ids:
+            service.delete_resource(session, subject, resource_type=rtype, resource_id=one)
+        return _response(204, None), None
+    # GET
+    if rid:
+        stored = service.read(session, subject, resource_type=rtype, resource_id=rid)
+        return _response(200, stored), stored.body
+    pairs = parse_qsl(query or "", keep_blank_values=True)
+    request = search_mod.parse_request(rtype, pairs, default_count=settings.page_size,
+                                       max_count=settings.max_page_size)
+    matches, included, _ = service.search(session, subject, request=request)
+    searchset = {"resourceType": "Bundle", "type": "searchset",
+                 "entry": [{"resource": m.body, "search": {"mode": "match"}} for m in matches]
+                 + [{"resource": m.body, "search": {"mode": "include"}} for m in included]}
+    return _response(200, None), searchset
+
+
+def _error_response(err: HubError) -> dict[str, Any]:
+    return {"status": str(err.status), "outcome": err.outcome()}
+
+
+def process(session: Session, subject: Subject, bundle: dict[str, Any],
+            settings: BundleSettings) -> dict[str, Any]:
+    """Run a transaction or batch Bundle; the transaction-response or batch-response Bundle.
+    A transaction raises the first write's HubError (naming the entry) and writes nothing."""
+    kind = bundle.get("type")
+    if kind not in ("transaction", "batch"):
+        raise BadRequestError(
+            f"POST /fhir takes a Bundle of type transaction or batch, not '{kind}'.",
+            expression="Bundle.type")
+    entries = _entries(bundle)
+    if kind == "transaction":
+        return _transaction(session, subject, entries, settings)
+    return _batch(session, subject, entries, settings)
+
+
+def _prefixed(err: HubError, index: int) -> HubError:
+    where = f"Bundle.entry[{index}]"
+    issues = [Issue(i.diagnostics if i.diagnostics.startswith("Bundle.entry")
+                    else f"{where}: {i.diagnostics}", i.code, i.severity,
+                    i.expression if (i.expression or "").startswith("Bundle") else where)
+              for i in err.issues]
+    err.issues = issues
+    err.diagnostics = issues[0].diagnostics
+    return err
+
+
+def _transaction(session: Session, subject: Subject, entries: list[_Entry],
+                 settings: BundleSettings) -> dict[str, Any]:
+    refs = _resolve_ids(session, subject, entries)
+    for e in entries:
+        if e.resource is not None:
+            e.resource = _rewrite(e.resource, refs, f"Bundle.entry[{e.index}].resource")
+    seen: set[str] = set()
+    for e in entries:
+        if e.method in ("POST", "PUT", "DELETE"):
+            key = f"{_split_url(e.url)[0]}/{e.target_id or e.url}"
+            if key in seen:
+                raise BadRequestError(f"Bundle.entry[{e.index}] writes {key} a second time; a "
+                                      "transaction may touch each resource once.",
+                                      expression=f"Bundle.entry[{e.index}]")
+            seen.add(key)
+    results: dict[int, dict[str, Any]] = {}
+    for e in sorted(entries, key=lambda x: (_ORDER[x.method], x.index)):
+        try:
+            response, resource = _run_entry(session, subject, e, settings)
+        except HubError as err:
+            if e.method == "GET":
+                results[e.index] = {"response": _error_response(err)}
+                continue
+            raise _prefixed(err, e.index) from err
+        results[e.index] = {"response": response}
+        if resource is not None and e.method == "GET":
+            results[e.index]["resource"] = resource
+        if e.full_url:
+            results[e.index]["fullUrl"] = e.full_url
+    return {"resourceType": "Bundle", "type": "transaction-response",
+            "timestamp": format_instant(utcnow()),
+            "entry": [results[e.index] for e in entries]}
+
+
+def _batch(session: Session, subject: Subject, entries: list[_Entry],
+           settings: BundleSettings) -> dict[str, Any]:
+    out = []
+    for e in entries:
+        try:
+            with session.begin_nested():
+                if e.resource is not None and e.method in ("POST", "PUT"):
+                    _resolve_ids(session, subject, [e])
+                response, resource = _run_entry(session, subject, e, settings)
+            item: dict[str, Any] = {"response": response}
+            if resource is not None and e.method == "GET":
+                item["resource"] = resource
+            out.append(item)
+        except HubError as err:
+            out.append({"response": _error_response(_prefixed(err, e.index))})
+    return {"resourceType": "Bundle", "type": "batch-response",
+            "timestamp": format_instant(utcnow()), "entry": out}
+
+
+__all__ = ["BundleSettings", "operation_outcome", "process"]

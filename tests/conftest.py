@@ -1,0 +1,137 @@
+"""Test harness: every test that asks for `db_url` runs on SQLite and on PostgreSQL, each time
+on a fresh, migrated database (copied from a template, so it is quick)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from hub.app import create_app
+from hub.config import Settings
+from hub.db.engine import Database
+from hub.db.migrate import upgrade
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+PG_ENV = "HUB_TEST_POSTGRES_URL"
+
+
+def _postgres_url() -> str | None:
+    url = os.environ.get(PG_ENV)
+    if not url and os.environ.get("CI"):
+        pytest.fail(f"{PG_ENV} is not set: CI must run the suite on PostgreSQL too "
+                    "(scripts/test.sh starts one).")
+    return url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file to copy."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    db = Database.connect(Settings(), f"sqlite:///{path}")
+    upgrade(db.engine)
+    db.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str | None]:
+    """Name of a migrated PostgreSQL template database (None without PostgreSQL)."""
+    url = _postgres_url()
+    if not url:
+        yield None
+        return
+    name = f"carehub_tpl_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    target = make_url(url).set(database=name).render_as_string(hide_password=False)
+    db = Database.connect(Settings(), target)
+    upgrade(db.engine)
+    db.dispose()
+    yield name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    """URL of a fresh, migrated database of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "hub.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    template = request.getfixturevalue("pg_template")
+    if template is None:
+        pytest.skip(f"PostgreSQL not configured ({PG_ENV} unset; CI sets it)")
+    url = os.environ[PG_ENV]
+    name = f"carehub_t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """Settings pointing at the fresh database."""
+    return Settings(database_url=db_url, base_url="http://testserver")
+
+
+@pytest.fixture
+def database(settings: Settings) -> Iterator[Database]:
+    """Direct database access for service-level tests."""
+    db = Database.connect(settings)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """An HTTP client on the hub app."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        c.headers["Content-Type"] = "application/fhir+json"
+        yield c
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def live_url(settings: Settings) -> Iterator[str]:
+    """The hub served by uvicorn on loopback (for real concurrency)."""
+    import uvicorn
+
+    port = _free_port()
+    live = settings.model_copy(update={"base_url": f"http://127.0.0.1:{port}"})
+    server = uvicorn.Server(uvicorn.Config(create_app(live), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
