@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The project's one test command: scripts/test.sh [PYTEST ARGS...]
+#
+# 1. creates .venv with python3 if missing (reuses it otherwise) and installs
+#    the package with its dev extras (pip install -e '.[dev]');
+# 2. unless HUB_TEST_POSTGRES_URL is already set, starts a throwaway PostgreSQL
+#    on 127.0.0.1 (scripts/pg.sh) and exports
+#    HUB_TEST_POSTGRES_URL=postgresql+psycopg://carehub@127.0.0.1:PORT/carehub_test
+#    (the server and its data dir are removed on exit);
+#    HUB_TEST_SKIP_POSTGRES=1 skips this and runs SQLite only (no URL exported);
+# 3. runs `.venv/bin/python -m pytest "$@"` and exits with pytest's code.
+#    "No tests collected" (pytest exit 5) counts as a failure.
+#
+# Environment: PYTHON (default python3) is the interpreter used to create .venv.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+# --- virtualenv ----------------------------------------------------------------
+PYTHON=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  log "creating .venv with $("$PYTHON" --version 2>&1)"
+  "$PYTHON" -m venv .venv
+elif ! .venv/bin/python -c 'import sys' 2>/dev/null; then
+  log ".venv is broken (moved or its python is gone); recreating it"
+  "$PYTHON" -m venv --clear .venv
+fi
+VPY=$ROOT/.venv/bin/python
+"$VPY" -m pip install -q -e '.[dev]'
+
+# --- PostgreSQL ------------------------------------------------------------------
+PG_DIR=
+# shellcheck disable=SC2317  # invoked via trap
+cleanup() {
+  local rc=$?
+  if [[ -n $PG_DIR ]]; then
+    bash "$ROOT/scripts/pg.sh" stop "$PG_DIR" || true
+    rm -rf -- "$PG_DIR" || true
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {  # first free TCP port on 127.0.0.1 at or above $1
+  "$VPY" - "$1" <<'EOF'
+import socket, sys
+start = int(sys.argv[1])
+for port in range(start, min(start + 500, 65536)):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(port)
+        sys.exit(0)
+sys.exit(f"no free port in {start}..{start + 499}")
+EOF
+}
+
+if [[ ${HUB_TEST_SKIP_POSTGRES:-} == 1 ]]; then
+  if [[ -n ${HUB_TEST_POSTGRES_URL:-} ]]; then
+    log "HUB_TEST_SKIP_POSTGRES=1: ignoring HUB_TEST_POSTGRES_URL, SQLite only"
+  else
+    log "HUB_TEST_SKIP_POSTGRES=1: SQLite only"
+  fi
+  unset HUB_TEST_POSTGRES_URL
+elif [[ -n ${HUB_TEST_POSTGRES_URL:-} ]]; then
+  log "using PostgreSQL from HUB_TEST_POSTGRES_URL"
+else
+  PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/carehub-pg.XXXXXX")
+  port=55432
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port "$port")
+    rc=0
+    bash "$ROOT/scripts/pg.sh" start "$PG_DIR" "$port" || rc=$?
+    (( rc == 75 && attempt < 5 )) || break   # 75: lost a race for the port, try the next one
+    port=$((port + 1))
+  done
+  if (( rc != 0 )); then
+    log "could not start PostgreSQL (set HUB_TEST_SKIP_POSTGRES=1 to run SQLite-only tests)"
+    exit "$rc"
+  fi
+  export HUB_TEST_POSTGRES_URL="postgresql+psycopg://carehub@127.0.0.1:$port/carehub_test"
+  log "HUB_TEST_POSTGRES_URL=$HUB_TEST_POSTGRES_URL"
+fi
+
+# --- pytest ------------------------------------------------------------------------
+rc=0
+"$VPY" -m pytest "$@" || rc=$?
+if (( rc == 5 )); then
+  log "pytest collected no tests (exit 5): treated as a failure"
+fi
+exit "$rc"
