@@ -1,0 +1,90 @@
+"""If-None-Exist: one resource per criteria, also when many clients ask at once."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+
+import httpx
+from fastapi.testclient import TestClient
+
+from hub.fhir.identifiers import FNR_SYSTEM
+from tests.factories import fnr, patient
+
+NUMBER = fnr(date(1985, 3, 9))
+CRITERIA = f"identifier={FNR_SYSTEM}|{NUMBER}"
+
+
+def test_no_match_creates_and_match_returns_existing(client: TestClient) -> None:
+    first = client.post("/fhir/Patient", json=patient(NUMBER), headers={"If-None-Exist": CRITERIA})
+    assert first.status_code == 201
+    again = client.post("/fhir/Patient", json=patient(NUMBER, given="Changed"),
+                        headers={"If-None-Exist": CRITERIA})
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["name"][0]["given"] == ["Kari"]  # the existing one, unchanged
+    assert len(client.get("/fhir/Patient").json()["entry"]) == 1
+
+
+def test_several_matches_is_412(client: TestClient) -> None:
+    client.post("/fhir/Patient", json=patient(NUMBER))
+    client.post("/fhir/Patient", json=patient(NUMBER))
+    r = client.post("/fhir/Patient", json=patient(NUMBER), headers={"If-None-Exist": CRITERIA})
+    assert r.status_code == 412
+    assert len(client.get("/fhir/Patient").json()["entry"]) == 2
+
+
+def test_unknown_criteria_parameter_is_400(client: TestClient) -> None:
+    r = client.post("/fhir/Patient", json=patient(), headers={"If-None-Exist": "shoe=42"})
+    assert r.status_code == 400
+    assert client.get("/fhir/Patient").json()["entry"] == []
+
+
+def test_after_the_match_changes_a_new_one_is_created(client: TestClient) -> None:
+    first = client.post("/fhir/Patient", json=patient(NUMBER),
+                        headers={"If-None-Exist": CRITERIA}).json()
+    other = fnr(date(1985, 3, 10))
+    client.put(f"/fhir/Patient/{first['id']}", json={**patient(other), "id": first["id"]})
+    again = client.post("/fhir/Patient", json=patient(NUMBER), headers={"If-None-Exist": CRITERIA})
+    assert again.status_code == 201
+    assert again.json()["id"] != first["id"]
+
+
+def test_many_concurrent_clients_make_one_resource(live_url: str) -> None:
+    """24 clients post the same conditional create at once over real HTTP: one 201, the rest
+    200 with the same id, and exactly one Patient stored."""
+
+    def post(i: int) -> tuple[int, str]:
+        with httpx.Client(base_url=live_url, timeout=60) as http:
+            r = http.post("/fhir/Patient", json=patient(NUMBER, given=f"Try{i}"),
+                          headers={"If-None-Exist": CRITERIA,
+                                   "Content-Type": "application/fhir+json"})
+            return r.status_code, r.json().get("id", r.text)
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(post, range(24)))
+    statuses = sorted(s for s, _ in results)
+    assert statuses == [200] * 23 + [201], results
+    assert len({rid for _, rid in results}) == 1
+    with httpx.Client(base_url=live_url) as http:
+        found = http.get("/fhir/Patient", params={"identifier": f"{FNR_SYSTEM}|{NUMBER}"}).json()
+    assert len(found["entry"]) == 1
+
+
+def test_concurrent_update_as_create_on_one_id_keeps_every_version(live_url: str) -> None:
+    """Concurrent PUTs to one new id: one creates, the others become versions 2..n."""
+
+    def put(i: int) -> int:
+        with httpx.Client(base_url=live_url, timeout=60) as http:
+            r = http.put("/fhir/Patient/shared-id",
+                         json={**patient(NUMBER, given=f"V{i}"), "id": "shared-id"},
+                         headers={"Content-Type": "application/fhir+json"})
+            return r.status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = sorted(pool.map(put, range(12)))
+    assert statuses == [200] * 11 + [201]
+    with httpx.Client(base_url=live_url) as http:
+        hist = http.get("/fhir/Patient/shared-id/_history", params={"_count": 50}).json()
+    assert sorted(int(e["resource"]["meta"]["versionId"]) for e in hist["entry"]) == list(
+        range(1, 13))

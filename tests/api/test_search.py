@@ -1,0 +1,167 @@
+"""Search: token, reference, date and string parameters, paging, sorting and _include."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from fastapi.testclient import TestClient
+
+from hub.fhir.identifiers import FNR_SYSTEM
+from tests.factories import encounter, fnr, patient, task
+
+
+def _post(client: TestClient, resource: dict) -> str:
+    r = client.post(f"/fhir/{resource['resourceType']}", json=resource)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _ids(client: TestClient, url: str, **params: object) -> list[str]:
+    r = client.get(url, params=params)
+    assert r.status_code == 200, r.text
+    return [e["resource"]["id"] for e in r.json()["entry"]
+            if e.get("search", {}).get("mode") == "match"]
+
+
+def test_token_by_system_and_code(client: TestClient) -> None:
+    kari = _post(client, patient(fnr(date(1969, 11, 13))))
+    ola_number = fnr(date(1980, 2, 1))
+    ola = _post(client, patient(ola_number, given="Ola"))
+    assert _ids(client, "/fhir/Patient", identifier=f"{FNR_SYSTEM}|{ola_number}") == [ola]
+    assert _ids(client, "/fhir/Patient", identifier=ola_number) == [ola]
+    assert _ids(client, "/fhir/Patient", identifier=f"urn:other|{ola_number}") == []
+    assert sorted(_ids(client, "/fhir/Patient", gender="female")) == sorted([kari, ola])
+    assert _ids(client, "/fhir/Patient", **{"gender:not": "female"}) == []
+
+
+def test_reference_forms(client: TestClient) -> None:
+    kari = _post(client, patient())
+    other = _post(client, patient(fnr(date(1990, 5, 5))))
+    enc = _post(client, encounter(f"Patient/{kari}"))
+    _post(client, encounter(f"Patient/{other}"))
+    assert _ids(client, "/fhir/Encounter", patient=f"Patient/{kari}") == [enc]
+    assert _ids(client, "/fhir/Encounter", subject=kari) == [enc]
+    assert _ids(client, "/fhir/Encounter", **{"subject:Patient": kari}) == [enc]
+    assert _ids(client, "/fhir/Encounter",
+                patient=f"http://testserver/fhir/Patient/{kari}") == [enc]
+
+
+def test_token_or_and_and(client: TestClient) -> None:
+    kari = _post(client, patient())
+    enc = _post(client, encounter(f"Patient/{kari}"))
+    done = _post(client, encounter(f"Patient/{kari}", status="finished"))
+    assert sorted(_ids(client, "/fhir/Encounter", status="in-progress,finished")) == sorted(
+        [enc, done])
+    r = client.get("/fhir/Encounter", params=[("status", "finished"),
+                                              ("patient", f"Patient/{kari}")])
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [done]
+
+
+def test_date_prefixes_and_precision(client: TestClient) -> None:
+    kari = _post(client, patient())
+    early = _post(client, encounter(f"Patient/{kari}", start="2026-01-15T10:00:00Z"))
+    late = _post(client, encounter(f"Patient/{kari}", start="2026-06-15T10:00:00Z"))
+    # An open period runs on; 'eq' needs the whole period inside the day, so use closed ones.
+    day = encounter(f"Patient/{kari}")
+    day["period"] = {"start": "2026-03-01T08:00:00Z", "end": "2026-03-01T12:00:00Z"}
+    mid = _post(client, day)
+    assert _ids(client, "/fhir/Encounter", date="2026-03-01") == [mid]
+    assert sorted(_ids(client, "/fhir/Encounter", date="ge2026-06-01")) == sorted([early, late])
+    assert _ids(client, "/fhir/Encounter", date="lt2026-01-16") == [early]
+    assert _ids(client, "/fhir/Encounter", date="sa2026-03-02") == [late]
+    r = client.get("/fhir/Encounter", params=[("date", "gt2026-02-28"), ("date", "lt2026-03-02")])
+    assert {e["resource"]["id"] for e in r.json()["entry"]} == {mid, early}
+
+
+def test_string_prefix_folded_and_exact(client: TestClient) -> None:
+    aase = _post(client, patient(fnr(date(1950, 1, 1)), family="Ås", given="Åse"))
+    berg = _post(client, patient(fnr(date(1960, 1, 1)), family="Berg"))
+    assert _ids(client, "/fhir/Patient", name="as") == [aase]
+    assert _ids(client, "/fhir/Patient", family="ÅS") == [aase]
+    assert _ids(client, "/fhir/Patient", **{"family:exact": "Ås"}) == [aase]
+    assert _ids(client, "/fhir/Patient", **{"family:exact": "ås"}) == []
+    assert _ids(client, "/fhir/Patient", **{"name:contains": "er"}) == [berg]
+
+
+def test_last_updated_and_id(client: TestClient) -> None:
+    first = client.post("/fhir/Patient", json=patient()).json()
+    second = _post(client, patient(fnr(date(1990, 5, 5))))
+    stamp = first["meta"]["lastUpdated"]
+    assert _ids(client, "/fhir/Patient", _lastUpdated=f"gt{stamp}") == [second]
+    assert _ids(client, "/fhir/Patient", _lastUpdated=f"le{stamp}") == [first["id"]]
+    assert _ids(client, "/fhir/Patient", _id=f"{first['id']},{second}") == [first["id"], second]
+
+
+def test_paging_visits_every_match_once(client: TestClient) -> None:
+    made = {_post(client, patient(fnr(date(1970, 1, d)))) for d in range(1, 8)}
+    seen: list[str] = []
+    url: str | None = "/fhir/Patient?_count=3"
+    pages = 0
+    while url:
+        page = client.get(url).json()
+        seen += [e["resource"]["id"] for e in page["entry"]]
+        url = next((link["url"].replace("http://testserver", "") for link in page["link"]
+                    if link["relation"] == "next"), None)
+        pages += 1
+    assert pages == 3
+    assert sorted(seen) == sorted(made)
+
+
+def test_sort_and_total(client: TestClient) -> None:
+    kari = _post(client, patient())
+    a = _post(client, encounter(f"Patient/{kari}", start="2026-05-01T00:00:00Z"))
+    b = _post(client, encounter(f"Patient/{kari}", start="2026-01-01T00:00:00Z"))
+    c = _post(client, encounter(f"Patient/{kari}", start="2026-09-01T00:00:00Z"))
+    assert _ids(client, "/fhir/Encounter", _sort="date") == [b, a, c]
+    assert _ids(client, "/fhir/Encounter", _sort="-date") == [c, a, b]
+    assert _ids(client, "/fhir/Encounter", _sort="-_lastUpdated") == [c, b, a]
+    r = client.get("/fhir/Encounter", params={"_total": "accurate", "_count": 1}).json()
+    assert r["total"] == 3
+    assert client.get("/fhir/Encounter", params={"_sort": "status"}).status_code == 400
+
+
+def test_unknown_parameter_is_reported_not_silently_applied(client: TestClient) -> None:
+    _post(client, patient())
+    r = client.get("/fhir/Patient", params={"shoe-size": "42"}).json()
+    outcome = [e for e in r["entry"] if e["search"]["mode"] == "outcome"]
+    assert "shoe-size" in outcome[0]["resource"]["issue"][0]["diagnostics"]
+    assert "shoe-size" not in r["link"][0]["url"]
+
+
+def test_include_follows_coordinator_references(client: TestClient) -> None:
+    kari = _post(client, patient())
+    goal = _post(client, {"resourceType": "Goal", "lifecycleStatus": "active",
+                          "description": {"text": "Bo i egen leilighet"},
+                          "subject": {"reference": f"Patient/{kari}"}})
+    team = _post(client, {"resourceType": "CareTeam", "status": "active",
+                          "subject": {"reference": f"Patient/{kari}"}})
+    plan = _post(client, {"resourceType": "CarePlan", "status": "active", "intent": "plan",
+                          "subject": {"reference": f"Patient/{kari}"},
+                          "goal": [{"reference": f"Goal/{goal}"}],
+                          "careTeam": [{"reference": f"CareTeam/{team}"}]})
+    r = client.get("/fhir/CarePlan", params=[("patient", kari), ("_include", "CarePlan:goal"),
+                                             ("_include", "CarePlan:care-team")]).json()
+    modes = {(e["resource"]["resourceType"], e["search"]["mode"]) for e in r["entry"]}
+    assert modes == {("CarePlan", "match"), ("Goal", "include"), ("CareTeam", "include")}
+    assert r["entry"][0]["resource"]["id"] == plan
+
+    enc = _post(client, encounter(f"Patient/{kari}"))
+    _post(client, task(f"Patient/{kari}", f"Encounter/{enc}"))
+    r = client.get("/fhir/Task", params={"_include": "Task:focus"}).json()
+    assert [e["resource"]["id"] for e in r["entry"] if e["search"]["mode"] == "include"] == [enc]
+
+    appt = _post(client, {"resourceType": "Appointment", "status": "booked",
+                          "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T11:00:00Z",
+                          "participant": [{"actor": {"reference": f"Patient/{kari}"},
+                                           "status": "accepted"}]})
+    r = client.get("/fhir/Appointment", params={"_include": "Appointment:actor"}).json()
+    assert [e["resource"]["id"] for e in r["entry"]] == [appt, kari]
+    assert client.get("/fhir/Task", params={"_include": "Task:status"}).status_code == 400
+
+
+def test_updates_reindex(client: TestClient) -> None:
+    kari = _post(client, patient())
+    enc = client.post("/fhir/Encounter", json=encounter(f"Patient/{kari}")).json()
+    client.put(f"/fhir/Encounter/{enc['id']}", json={**enc, "status": "finished"})
+    assert _ids(client, "/fhir/Encounter", status="in-progress") == []
+    assert _ids(client, "/fhir/Encounter", status="finished") == [enc["id"]]

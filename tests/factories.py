@@ -1,0 +1,71 @@
+"""Realistic Norwegian test resources (synthetic people, valid check digits)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from hub.fhir.identifiers import FNR_SYSTEM, KOMMUNENUMMER_SYSTEM, ORGNR_SYSTEM, make_fodselsnummer
+
+
+def fnr(birth: date = date(1969, 11, 13), start: int = 2) -> str:
+    """A valid fødselsnummer for `birth` (the first individual number from `start` that works)."""
+    for individual in range(start, 500):
+        try:
+            return make_fodselsnummer(birth, individual)
+        except ValueError:
+            continue
+    raise AssertionError("no valid fødselsnummer")
+
+
+def patient(number: str | None = None, family: str = "Nordmann", given: str = "Kari",
+            **extra: Any) -> dict[str, Any]:
+    """A Patient identified by fødselsnummer, living in Time kommune."""
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": FNR_SYSTEM, "value": number or fnr()}],
+        "name": [{"family": family, "given": [given]}],
+        "gender": "female",
+        "birthDate": "1969-11-13",
+        "address": [{"line": ["Storgata 1"], "city": "Bryne", "postalCode": "4340",
+                     "district": "Time", "use": "home"}],
+        **extra,
+    }
+
+
+def organization(orgnr: str = "964969590", name: str = "Time kommune") -> dict[str, Any]:
+    """A municipality Organization with organisasjonsnummer and kommunenummer."""
+    return {
+        "resourceType": "Organization",
+        "identifier": [{"system": ORGNR_SYSTEM, "value": orgnr},
+                       {"system": KOMMUNENUMMER_SYSTEM, "value": "1121"}],
+        "active": True,
+        "name": name,
+    }
+
+
+def encounter(patient_ref: str, start: str = "2026-11-01T10:00:00+01:00",
+              status: str = "in-progress") -> dict[str, Any]:
+    """An inpatient Encounter at the centre."""
+    return {
+        "resourceType": "Encounter",
+        "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.2.55555", "value": "enc-1"}],
+        "status": status,
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+        "subject": {"reference": patient_ref},
+        "period": {"start": start},
+    }
+
+
+def task(patient_ref: str, focus_ref: str, status: str = "requested") -> dict[str, Any]:
+    """A discharge-readiness Task."""
+    return {
+        "resourceType": "Task",
+        "status": status,
+        "intent": "order",
+        "code": {"coding": [{"system": "http://carehub.example/fhir/CodeSystem/task-code",
+                             "code": "discharge-readiness"}]},
+        "for": {"reference": patient_ref},
+        "focus": {"reference": focus_ref},
+        "authoredOn": "2026-11-20T09:00:00+01:00",
+    }
