@@ -129,7 +129,7 @@ class StringIndexRow(Base):
 
 
 class ConditionalKeyRow(Base):
-    """Claims an If-None-Exist criteria string for one resource; the unique key makes it race-free."""
+    """Claims If-None-Exist criteria for one resource; the unique key makes the claim race-free."""
 
     __tablename__ = "conditional_keys"
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)

@@ -40,7 +40,9 @@ def loads_object(raw: bytes | str, *, what: str = "The request body") -> JSONDic
 
 def dumps(data: Any) -> str:
     """Serialise to compact JSON text, decimals as written."""
-    return simplejson.dumps(data, use_decimal=True, ensure_ascii=False, separators=(",", ":"))
+    text: str = simplejson.dumps(data, use_decimal=True, ensure_ascii=False,
+                                 separators=(",", ":"))
+    return text
 
 
 def dumps_bytes(data: Any) -> bytes:

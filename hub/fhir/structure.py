@@ -8,7 +8,7 @@ the resource. The models only judge; what the hub stores is the JSON it received
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -20,7 +20,7 @@ from hub.errors import Issue
 FHIR_VERSION = "4.0.1"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model(resource_type: str) -> type[Resource] | None:
     try:
         cls = get_fhir_model_class(resource_type)

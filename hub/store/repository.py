@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from hub.db.models import (
@@ -18,13 +19,13 @@ from hub.db.models import (
 )
 from hub.store.search_params import IndexValues
 
-R = ResourceRow.__table__
-V = ResourceVersionRow.__table__
-INDEX_TABLES = (
-    TokenIndexRow.__table__,
-    ReferenceIndexRow.__table__,
-    DateIndexRow.__table__,
-    StringIndexRow.__table__,
+R = cast(Table, ResourceRow.__table__)
+V = cast(Table, ResourceVersionRow.__table__)
+INDEX_TABLES: tuple[Table, Table, Table, Table] = (
+    cast(Table, TokenIndexRow.__table__),
+    cast(Table, ReferenceIndexRow.__table__),
+    cast(Table, DateIndexRow.__table__),
+    cast(Table, StringIndexRow.__table__),
 )
 
 
@@ -41,8 +42,8 @@ class Current:
     body: bytes | None
 
 
-def _current(row: Row[tuple[object, ...]] | None) -> Current | None:
-    return Current(*row) if row is not None else None  # type: ignore[arg-type]
+def _current(row: Any) -> Current | None:
+    return Current(*row) if row is not None else None
 
 
 _CURRENT_COLS = (R.c.pk, R.c.resource_type, R.c.logical_id, R.c.version_id,
@@ -66,7 +67,7 @@ def get_current_by_pk(session: Session, pks: list[int]) -> list[Current]:
     return [c for pk in pks if (c := _current(rows.get(pk))) is not None]
 
 
-def get_version(session: Session, pk: int, version_id: int) -> Row[tuple[object, ...]] | None:
+def get_version(session: Session, pk: int, version_id: int) -> Any:
     """(version_id, last_updated_at, method, body) of one version, or None."""
     return session.execute(
         select(V.c.version_id, V.c.last_updated_at, V.c.method, V.c.body)
@@ -76,7 +77,7 @@ def get_version(session: Session, pk: int, version_id: int) -> Row[tuple[object,
 
 def list_versions(
     session: Session, pk: int, *, limit: int, offset: int
-) -> list[Row[tuple[object, ...]]]:
+) -> list[Any]:
     """Versions newest first: (version_id, last_updated_at, method, body)."""
     return list(session.execute(
         select(V.c.version_id, V.c.last_updated_at, V.c.method, V.c.body)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
 from sqlalchemy.orm import Session
 
 from hub.errors import BadRequestError
 from hub.store.dates import parse_range
-from hub.store.repository import INDEX_TABLES, R, Current, get_current_by_pk
+from hub.store.repository import INDEX_TABLES, Current, R, get_current_by_pk
 from hub.store.search_params import SearchParam, fold, params_for, parse_reference
 
 T_TOKEN, T_REF, T_DATE, T_STRING = INDEX_TABLES
@@ -194,7 +195,7 @@ def _order_by(req: SearchRequest) -> list[ColumnElement[object]]:
     return order
 
 
-def build_query(req: SearchRequest) -> tuple[Select[tuple[int]], list[str]]:
+def build_query(req: SearchRequest) -> tuple[Select[Any], list[str]]:
     """SELECT pk of matching current resources, and the parameters that were ignored."""
     where: list[ColumnElement[bool]] = [R.c.resource_type == req.resource_type,
                                         R.c.deleted == false()]
@@ -214,7 +215,7 @@ def run(session: Session, req: SearchRequest) -> SearchPage:
     total = None
     if req.total:
         total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    pks = list(session.execute(
+    pks: list[int] = list(session.execute(
         query.order_by(*_order_by(req)).limit(req.count + 1).offset(req.offset)
     ).scalars())
     has_next = len(pks) > req.count

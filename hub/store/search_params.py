@@ -33,7 +33,7 @@ class SearchParam:
     expression: str
     targets: frozenset[str]
     url: str
-    evaluate: Callable[[Any], list[Any]] = field(compare=False, repr=False)
+    evaluate: Callable[..., list[Any]] = field(compare=False, repr=False)
 
 
 @dataclass

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
 
-from sqlalchemy import delete, insert
+from sqlalchemy import Table, delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,9 +36,9 @@ from hub.store.codec import encode_body
 from hub.store.dates import format_instant
 from hub.store.resources import StoredResource, WriteResult
 from hub.store.search_params import extract
-from hub.store.types import READ_ONLY, SERVED, WRITABLE
+from hub.store.types import READ_ONLY, SERVED
 
-K = ConditionalKeyRow.__table__
+K = cast(Table, ConditionalKeyRow.__table__)
 _RETRIES = 5
 
 
@@ -116,24 +116,28 @@ def _conditional_create(
     rtype = resource["resourceType"]
     norm = _normalise_criteria(criteria)
     digest = hashlib.sha256(f"{rtype}?{norm}".encode()).hexdigest()
-    for _ in range(_RETRIES):
+    for attempt in range(_RETRIES):
         found = match(session, subject, resource_type=rtype, criteria=norm, limit=2)
         if len(found) > 1:
             raise PreconditionFailedError(
                 f"If-None-Exist '{criteria}' matches more than one {rtype}; be more specific.")
         if found:
             return WriteResult(_stored(found[0]), created=False, unchanged=True)
-        # No match: claim the criteria with a unique key so a concurrent twin cannot also insert.
+        if attempt:
+            # The last insert met a committed key, yet nothing matches now: the resource that
+            # claimed these criteria has changed since, so its claim is stale.
+            session.execute(delete(K).where(K.c.resource_type == rtype,
+                                            K.c.criteria_hash == digest))
+        # Claim the criteria with a unique key, so a concurrent twin cannot also insert: it
+        # waits for this transaction and then fails, re-searches and finds this resource.
         try:
             with session.begin_nested():
-                session.execute(delete(K).where(K.c.resource_type == rtype,
-                                                K.c.criteria_hash == digest))
                 pk, stored = _insert(session, resource, assigned_id or str(uuid.uuid4()))
                 session.execute(insert(K).values(resource_type=rtype, criteria_hash=digest,
                                                  criteria=norm[:2000], resource_pk=pk))
             return WriteResult(stored, created=True)
         except IntegrityError:
-            continue  # a concurrent request claimed it first: its resource matches now
+            continue
     raise PreconditionFailedError(
         f"If-None-Exist '{criteria}' could not be settled against concurrent writes; retry.")
 
@@ -148,7 +152,7 @@ def match(
     if ignored:
         raise BadRequestError(
             f"Conditional criteria use unknown search parameters: {', '.join(ignored)}.")
-    pks = list(session.execute(query.limit(limit)).scalars())
+    pks: list[int] = list(session.execute(query.limit(limit)).scalars())
     return repo.get_current_by_pk(session, pks)
 
 

@@ -150,7 +150,8 @@ def _run_entry(session: Session, subject: Subject, e: _Entry,
                                 assigned_id=e.target_id)
         return _response(201 if result.created else 200, result.stored), result.stored.body
     if e.method == "PUT":
-        assert e.resource is not None and e.target_id is not None
+        assert e.resource is not None
+        assert e.target_id is not None
         body = {**e.resource, "id": e.target_id}
         result = service.update(session, subject, resource_type=rtype, resource_id=e.target_id,
                                 resource=body, if_match=e.request.get("ifMatch"))

@@ -40,7 +40,8 @@ def test_twin_waits_for_the_first_and_returns_its_resource(database: Database) -
     thread.join(30)
     assert not errors, errors
     assert first.created
-    assert twin[0].unchanged and not twin[0].created
+    assert twin[0].unchanged
+    assert not twin[0].created
     assert twin[0].stored.id == first.stored.id
     with database.session(write=False) as s:
         assert len(service.match(s, ME, resource_type="Patient", criteria=CRITERIA, limit=5)) == 1

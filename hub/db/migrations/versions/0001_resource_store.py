@@ -1,7 +1,7 @@
 """resource store
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23 19:56:15.444550
 """
 from __future__ import annotations
@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import hub.db.types
-
 
 revision = '0001'
 down_revision = None
