@@ -8,7 +8,8 @@
 #    HUB_TEST_POSTGRES_URL=postgresql+psycopg://carehub@127.0.0.1:PORT/carehub_test
 #    (the server and its data dir are removed on exit);
 #    HUB_TEST_SKIP_POSTGRES=1 skips this and runs SQLite only (no URL exported);
-# 3. runs `.venv/bin/python -m pytest "$@"` and exits with pytest's code.
+# 3. runs ruff and mypy (HUB_TEST_SKIP_LINT=1 skips them), then
+#    `.venv/bin/python -m pytest "$@"` and exits with pytest's code.
 #    "No tests collected" (pytest exit 5) counts as a failure.
 #
 # Environment: PYTHON (default python3) is the interpreter used to create .venv.
@@ -89,6 +90,13 @@ else
   fi
   export HUB_TEST_POSTGRES_URL="postgresql+psycopg://carehub@127.0.0.1:$port/carehub_test"
   log "HUB_TEST_POSTGRES_URL=$HUB_TEST_POSTGRES_URL"
+fi
+
+# --- lint and types ----------------------------------------------------------------
+# ruff and mypy --strict (settings in pyproject.toml); HUB_TEST_SKIP_LINT=1 skips them.
+if [[ ${HUB_TEST_SKIP_LINT:-} != 1 ]]; then
+  "$ROOT/.venv/bin/ruff" check --quiet
+  "$ROOT/.venv/bin/mypy"
 fi
 
 # --- pytest ------------------------------------------------------------------------

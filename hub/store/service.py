@@ -250,6 +250,13 @@ def read(session: Session, subject: Subject, *, resource_type: str,
     return _stored(current)
 
 
+def exists(session: Session, subject: Subject, *, resource_type: str, resource_id: str) -> bool:
+    """True when Type/id exists and is not deleted."""
+    check_type(subject, resource_type, write=False)
+    current = repo.get_current(session, resource_type, resource_id)
+    return current is not None and not current.deleted
+
+
 def vread(session: Session, subject: Subject, *, resource_type: str, resource_id: str,
           version_id: str) -> StoredResource:
     """One version of Type/id. Raises NotFoundError, GoneError (a deletion version)."""
