@@ -16,6 +16,12 @@ class Subject:
     id: str
     organization_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    role: str | None = None  # for people: coordinator, auditor or admin
+
+    @property
+    def sees_everything(self) -> bool:
+        """The hub itself (and the open API before access control) is not isolated."""
+        return self.kind in ("system", "open")
 
     @classmethod
     def hub_itself(cls) -> Subject:

@@ -42,6 +42,8 @@ class ResourceRow(Base):
     pk: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     resource_type: Mapped[str] = mapped_column(String(64))
     logical_id: Mapped[str] = mapped_column(String(64))
+    # The organisation whose client created it (None: the hub itself or the open API).
+    owner_org: Mapped[str | None] = mapped_column(String(64), nullable=True)
     version_id: Mapped[int] = mapped_column(Integer)
     last_updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -50,6 +52,7 @@ class ResourceRow(Base):
     __table_args__ = (
         UniqueConstraint("resource_type", "logical_id", name="uq_resources_type_id"),
         Index("ix_resources_type_updated", "resource_type", "last_updated_at"),
+        Index("ix_resources_owner", "owner_org", "resource_type"),
     )
 
 
