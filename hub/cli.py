@@ -1,16 +1,65 @@
-"""The `hub` command."""
+"""The `hub` command: serve, demo, migrations and the admin CLI (CONTRACT section 1).
+
+Admin commands act on the database in HUB_DATABASE_URL as the hub itself; the last line an
+`add` prints is the new id. Errors print a plain sentence to stderr and exit 1.
+"""
 
 from __future__ import annotations
 
+import getpass
 import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
 
 import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
 
+from hub.auth.subject import Subject
 from hub.config import get_settings
+from hub.errors import HubError
 
 app = typer.Typer(help="CareHub: FHIR message hub.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+org_app = typer.Typer(help="Organisations (Organization resources).", no_args_is_help=True)
+client_app = typer.Typer(help="System clients (SMART Backend Services).", no_args_is_help=True)
+user_app = typer.Typer(help="People who sign in to /ui.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(org_app, name="org")
+app.add_typer(client_app, name="client")
+app.add_typer(user_app, name="user")
+
+T = TypeVar("T")
+HUB = Subject.hub_itself()
+out = Console(width=None if sys.stdout.isatty() else 200)
+
+
+@contextmanager
+def _session(*, write: bool) -> Iterator[Session]:
+    from hub.db.engine import Database
+    from hub.db.migrate import upgrade
+
+    database = Database.connect(get_settings())
+    try:
+        upgrade(database.engine)
+        with database.session(write=write) as session:
+            yield session
+    finally:
+        database.dispose()
+
+
+def _run(fn: Callable[[Session], T], *, write: bool = True) -> T:
+    """Run `fn` in one transaction; a HubError becomes a message and exit code 1."""
+    try:
+        with _session(write=write) as session:
+            return fn(session)
+    except HubError as exc:
+        typer.echo(f"error: {exc.diagnostics}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -36,37 +85,191 @@ def demo(
     port: int = typer.Option(None, help="Listen port (default HUB_PORT)"),
 ) -> None:
     """Seed demo organisations and patients (idempotent), then serve."""
-    from hub.db.engine import Database
-    from hub.db.migrate import upgrade
     from hub.demo import seed
 
     settings = get_settings()
-    database = Database.connect(settings)
-    try:
-        upgrade(database.engine)
-        with database.session(write=True) as session:
-            made = seed(session)
-    finally:
-        database.dispose()
+    made = _run(seed)
     base = f"http://{host or settings.host}:{port or settings.port}/fhir"
     typer.echo(f"seeded {len(made)} resources in {settings.database_url}")
-    typer.echo(f"try: curl {base}/Patient   |   {base}/metadata")
+    typer.echo(f"try: curl {base}/metadata")
     serve(host=host, port=port)
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database in HUB_DATABASE_URL to the newest schema."""
-    from hub.db.engine import Database
-    from hub.db.migrate import upgrade
+    _run(lambda _s: None, write=False)
+    typer.echo("schema up to date")
 
-    settings = get_settings()
-    database = Database.connect(settings)
-    try:
-        upgrade(database.engine)
-    finally:
-        database.dispose()
-    typer.echo(f"schema up to date ({database.dialect})")
+
+# --- organisations ---------------------------------------------------------------------
+
+@org_app.command("add")
+def org_add(
+    name: str = typer.Option(..., help="Name, e.g. 'Time kommune'"),
+    kind: str = typer.Option(..., help="mental-health-centre | municipality | other"),
+    identifier: str = typer.Option(..., help="SYSTEM|VALUE, e.g. an organisasjonsnummer"),
+    endpoint: str = typer.Option(None, help="URL the hub pushes messages to"),
+    org_id: str = typer.Option(None, "--id", help="Id to use (default: generated)"),
+) -> None:
+    """Register an organisation; prints its id last."""
+    from hub.orgs.service import add_organization
+
+    new_id = _run(lambda s: add_organization(s, HUB, name=name, kind=kind,
+                                             identifier=identifier, endpoint=endpoint,
+                                             org_id=org_id))
+    typer.echo(new_id)
+
+
+@org_app.command("list")
+def org_list() -> None:
+    """List organisations."""
+    from hub.orgs.service import list_organizations
+
+    orgs = _run(lambda s: list_organizations(s, HUB), write=False)
+    table = Table("id", "name", "kind", "identifier", "active")
+    for o in orgs:
+        body = o.body or {}
+        ident = next(iter(body.get("identifier", [])), {})
+        kind = next((c.get("code", "") for t in body.get("type", []) for c in t.get("coding", [])),
+                    "")
+        table.add_row(o.id, body.get("name", ""), kind,
+                      f"{ident.get('system', '')}|{ident.get('value', '')}",
+                      "yes" if body.get("active", True) else "no")
+    out.print(table)
+
+
+@org_app.command("disable")
+def org_disable(org_id: str = typer.Argument(..., help="Organisation id")) -> None:
+    """Disable an organisation and every client acting for it."""
+    from hub.auth.clients import list_clients, set_client_active
+    from hub.orgs.service import set_organization_active
+
+    def work(s: Session) -> int:
+        set_organization_active(s, HUB, org_id, False)
+        clients = [c.id for c in list_clients(s) if c.organization_id == org_id and c.active]
+        for client_id in clients:
+            set_client_active(s, client_id, False)
+        return len(clients)
+
+    n = _run(work)
+    typer.echo(f"disabled Organization/{org_id} and {n} client(s)")
+
+
+@org_app.command("enable")
+def org_enable(org_id: str = typer.Argument(..., help="Organisation id")) -> None:
+    """Enable an organisation again (its clients stay disabled until enabled one by one)."""
+    from hub.orgs.service import set_organization_active
+
+    _run(lambda s: set_organization_active(s, HUB, org_id, True))
+    typer.echo(f"enabled Organization/{org_id}")
+
+
+# --- clients ---------------------------------------------------------------------------
+
+@client_app.command("add")
+def client_add(
+    org: str = typer.Option(..., "--org", help="Organisation id the client acts for"),
+    jwks: Path = typer.Option(..., exists=True, dir_okay=False, help="JWKS file (public keys)"),
+    name: str = typer.Option(None, help="A name for people (default: the file name)"),
+    client_id: str = typer.Option(None, "--id", help="client_id to use (default: generated)"),
+) -> None:
+    """Register a system client with its public keys; prints its client_id last."""
+    from hub.auth.clients import register_client
+
+    text = jwks.read_text(encoding="utf-8")
+    new_id = _run(lambda s: register_client(s, organization_id=org, jwks_json=text,
+                                            name=name or jwks.stem, client_id=client_id))
+    typer.echo(new_id)
+
+
+@client_app.command("list")
+def client_list() -> None:
+    """List clients."""
+    from hub.auth.clients import list_clients
+
+    rows = _run(lambda s: [(c.id, c.organization_id, c.name, c.active) for c in list_clients(s)],
+                write=False)
+    table = Table("client_id", "organisation", "name", "active")
+    for cid, org, name, active in rows:
+        table.add_row(cid, org, name, "yes" if active else "no")
+    out.print(table)
+
+
+@client_app.command("disable")
+def client_disable(client_id: str = typer.Argument(..., help="client_id")) -> None:
+    """Disable a client; its tokens stop working at once."""
+    from hub.auth.clients import set_client_active
+
+    _run(lambda s: set_client_active(s, client_id, False))
+    typer.echo(f"disabled client {client_id}")
+
+
+@client_app.command("enable")
+def client_enable(client_id: str = typer.Argument(..., help="client_id")) -> None:
+    """Enable a client again."""
+    from hub.auth.clients import set_client_active
+
+    _run(lambda s: set_client_active(s, client_id, True))
+    typer.echo(f"enabled client {client_id}")
+
+
+# --- people ----------------------------------------------------------------------------
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Again: "):
+            typer.echo("error: the passwords differ", err=True)
+            raise typer.Exit(1)
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@user_app.command("add")
+def user_add(
+    username: str = typer.Option(..., help="Sign-in name"),
+    role: str = typer.Option(..., help="coordinator | auditor | admin"),
+    org: str = typer.Option(None, "--org", help="Organisation id (coordinators need one)"),
+) -> None:
+    """Add a person; the password is read from stdin. Prints the new user id last."""
+    from hub.auth.users import add_user
+
+    password = _read_password()
+    new_id = _run(lambda s: add_user(s, username=username, password=password, role=role,
+                                     organization_id=org))
+    typer.echo(str(new_id))
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List people."""
+    from hub.auth.users import list_users
+
+    rows = _run(lambda s: [(u.id, u.username, u.role, u.organization_id, u.active)
+                           for u in list_users(s)], write=False)
+    table = Table("id", "username", "role", "organisation", "active")
+    for uid, username, role, org, active in rows:
+        table.add_row(str(uid), username, role, org or "", "yes" if active else "no")
+    out.print(table)
+
+
+@user_app.command("disable")
+def user_disable(username: str = typer.Argument(..., help="Sign-in name")) -> None:
+    """Disable a person; their sessions end at once."""
+    from hub.auth.users import set_user_active
+
+    _run(lambda s: set_user_active(s, username, False))
+    typer.echo(f"disabled user {username}")
+
+
+@user_app.command("enable")
+def user_enable(username: str = typer.Argument(..., help="Sign-in name")) -> None:
+    """Enable a person again."""
+    from hub.auth.users import set_user_active
+
+    _run(lambda s: set_user_active(s, username, True))
+    typer.echo(f"enabled user {username}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ class Current:
     last_updated_at: datetime
     deleted: bool
     body: bytes | None
+    owner_org: str | None
 
 
 def _current(row: Any) -> Current | None:
@@ -47,7 +48,7 @@ def _current(row: Any) -> Current | None:
 
 
 _CURRENT_COLS = (R.c.pk, R.c.resource_type, R.c.logical_id, R.c.version_id,
-                 R.c.last_updated_at, R.c.deleted, R.c.body)
+                 R.c.last_updated_at, R.c.deleted, R.c.body, R.c.owner_org)
 
 
 def get_current(session: Session, resource_type: str, logical_id: str) -> Current | None:
@@ -88,12 +89,14 @@ def list_versions(
 
 
 def insert_resource(
-    session: Session, resource_type: str, logical_id: str, body: bytes, at: datetime
+    session: Session, resource_type: str, logical_id: str, body: bytes, at: datetime,
+    owner_org: str | None,
 ) -> int:
     """Insert version 1 of a new logical resource; IntegrityError if Type/id is taken."""
     pk: int = session.execute(
         insert(R).values(resource_type=resource_type, logical_id=logical_id, version_id=1,
-                         last_updated_at=at, deleted=False, body=body).returning(R.c.pk)
+                         last_updated_at=at, deleted=False, body=body,
+                         owner_org=owner_org).returning(R.c.pk)
     ).scalar_one()
     session.execute(insert(V).values(resource_pk=pk, version_id=1, last_updated_at=at,
                                      method="POST", body=body))

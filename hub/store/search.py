@@ -195,10 +195,14 @@ def _order_by(req: SearchRequest) -> list[ColumnElement[object]]:
     return order
 
 
-def build_query(req: SearchRequest) -> tuple[Select[Any], list[str]]:
-    """SELECT pk of matching current resources, and the parameters that were ignored."""
+def build_query(req: SearchRequest, visible: ColumnElement[bool] | None
+                ) -> tuple[Select[Any], list[str]]:
+    """SELECT pk of matching current resources the caller may see (`visible`), and the
+    parameters that were ignored."""
     where: list[ColumnElement[bool]] = [R.c.resource_type == req.resource_type,
                                         R.c.deleted == false()]
+    if visible is not None:
+        where.append(visible)
     ignored: list[str] = []
     for name, value in req.criteria:
         clause = _criterion(req.resource_type, name, value)
@@ -209,9 +213,11 @@ def build_query(req: SearchRequest) -> tuple[Select[Any], list[str]]:
     return select(R.c.pk).where(*where), ignored
 
 
-def run(session: Session, req: SearchRequest) -> SearchPage:
-    """Execute a search and fetch one page (plus `_include`d resources)."""
-    query, ignored = build_query(req)
+def run(session: Session, req: SearchRequest, visible: ColumnElement[bool] | None
+        ) -> SearchPage:
+    """Execute a search and fetch one page (plus `_include`d resources), limited to what
+    `visible` lets the caller see."""
+    query, ignored = build_query(req, visible)
     total = None
     if req.total:
         total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
@@ -221,10 +227,11 @@ def run(session: Session, req: SearchRequest) -> SearchPage:
     has_next = len(pks) > req.count
     pks = pks[: req.count]
     matches = get_current_by_pk(session, pks)
-    return SearchPage(matches, _includes(session, req, pks), has_next, total, ignored)
+    return SearchPage(matches, _includes(session, req, pks, visible), has_next, total, ignored)
 
 
-def _includes(session: Session, req: SearchRequest, pks: list[int]) -> list[Current]:
+def _includes(session: Session, req: SearchRequest, pks: list[int],
+              visible: ColumnElement[bool] | None) -> list[Current]:
     if not req.include or not pks:
         return []
     params: list[ColumnElement[bool]] = []
@@ -249,6 +256,7 @@ def _includes(session: Session, req: SearchRequest, pks: list[int]) -> list[Curr
         return []
     found = session.execute(
         select(R.c.pk).where(R.c.deleted == false(),
+                             true() if visible is None else visible,
                              or_(*[and_(R.c.resource_type == t, R.c.logical_id == i)
                                    for t, i in targets]))
     ).scalars()

@@ -16,12 +16,13 @@ from sqlalchemy import Table, delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hub.auth import scopes
+from hub.auth import isolation, scopes
 from hub.auth.subject import Subject
 from hub.db.models import ConditionalKeyRow
 from hub.db.types import utcnow
 from hub.errors import (
     BadRequestError,
+    ConflictError,
     GoneError,
     InvalidResourceError,
     MethodNotAllowedError,
@@ -75,10 +76,12 @@ def _stored(current: repo.Current) -> StoredResource:
                                    current.last_updated_at, current.body)
 
 
-def _insert(session: Session, resource: dict[str, Any], rid: str) -> tuple[int, StoredResource]:
+def _insert(session: Session, subject: Subject, resource: dict[str, Any],
+            rid: str) -> tuple[int, StoredResource]:
     at = utcnow()
     body = _with_meta(resource, rid, 1, at)
-    pk = repo.insert_resource(session, body["resourceType"], rid, encode_body(body), at)
+    pk = repo.insert_resource(session, body["resourceType"], rid, encode_body(body), at,
+                              isolation.owner_of_new(subject))
     repo.replace_index(session, pk, body["resourceType"], extract(body), fresh=True)
     return pk, StoredResource(body["resourceType"], rid, 1, at, body, "POST")
 
@@ -98,7 +101,7 @@ def create(
     _check_valid(resource)
     if not if_none_exist:
         rid = assigned_id or str(uuid.uuid4())
-        return WriteResult(_insert(session, resource, rid)[1], created=True)
+        return WriteResult(_insert(session, subject, resource, rid)[1], created=True)
     return _conditional_create(session, subject, resource, if_none_exist, assigned_id)
 
 
@@ -115,7 +118,9 @@ def _conditional_create(
 ) -> WriteResult:
     rtype = resource["resourceType"]
     norm = _normalise_criteria(criteria)
-    digest = hashlib.sha256(f"{rtype}?{norm}".encode()).hexdigest()
+    # Each organisation matches within what it can see, so each claims its criteria apart.
+    owner = isolation.owner_of_new(subject) or ""
+    digest = hashlib.sha256(f"{owner} {rtype}?{norm}".encode()).hexdigest()
     for attempt in range(_RETRIES):
         found = match(session, subject, resource_type=rtype, criteria=norm, limit=2)
         if len(found) > 1:
@@ -132,7 +137,8 @@ def _conditional_create(
         # waits for this transaction and then fails, re-searches and finds this resource.
         try:
             with session.begin_nested():
-                pk, stored = _insert(session, resource, assigned_id or str(uuid.uuid4()))
+                pk, stored = _insert(session, subject, resource,
+                                     assigned_id or str(uuid.uuid4()))
                 session.execute(insert(K).values(resource_type=rtype, criteria_hash=digest,
                                                  criteria=norm[:2000], resource_pk=pk))
             return WriteResult(stored, created=True)
@@ -148,7 +154,7 @@ def match(
     """Current resources matching a search query string (for conditional interactions)."""
     pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
     req = search_mod.parse_request(resource_type, pairs, default_count=limit, max_count=limit)
-    query, ignored = search_mod.build_query(req)
+    query, ignored = search_mod.build_query(req, isolation.visible_clause(subject))
     if ignored:
         raise BadRequestError(
             f"Conditional criteria use unknown search parameters: {', '.join(ignored)}.")
@@ -189,13 +195,18 @@ def update(
     expected = _parse_etag(if_match) if if_match is not None else None
     for _ in range(_RETRIES):
         current = repo.get_current(session, resource_type, resource_id)
+        if current is not None and not isolation.can_see(subject, current):
+            raise ConflictError(f"The id {resource_id} is not available for a new "
+                                f"{resource_type}; create it with POST to get an id.")
+        if current is not None:
+            isolation.check_can_change(subject, current)
         if current is None:
             if expected is not None:
                 raise PreconditionFailedError(
                     f"{resource_type}/{resource_id} does not exist, so If-Match cannot hold.")
             try:
                 with session.begin_nested():
-                    _, stored = _insert(session, resource, resource_id)
+                    _, stored = _insert(session, subject, resource, resource_id)
                 return WriteResult(stored, created=True)
             except IntegrityError:
                 continue  # created concurrently; update it instead
@@ -222,7 +233,10 @@ def delete_resource(
     check_type(subject, resource_type, write=True)
     for _ in range(_RETRIES):
         current = repo.get_current(session, resource_type, resource_id)
-        if current is None or current.deleted:
+        if current is None or not isolation.can_see(subject, current):
+            return None  # deleting what is not there (for you) is a no-op, revealing nothing
+        isolation.check_can_change(subject, current)
+        if current.deleted:
             return None
         at = utcnow()
         if repo.write_version(session, current, None, at, "DELETE"):
@@ -232,9 +246,10 @@ def delete_resource(
     raise PreconditionFailedError(f"{resource_type}/{resource_id} is changing too fast; retry.")
 
 
-def _require_current(session: Session, resource_type: str, resource_id: str) -> repo.Current:
+def _require_current(session: Session, subject: Subject, resource_type: str,
+                     resource_id: str) -> repo.Current:
     current = repo.get_current(session, resource_type, resource_id)
-    if current is None:
+    if current is None or not isolation.can_see(subject, current):
         raise NotFoundError(f"{resource_type}/{resource_id} is not known here.")
     return current
 
@@ -243,7 +258,7 @@ def read(session: Session, subject: Subject, *, resource_type: str,
          resource_id: str) -> StoredResource:
     """The current version of Type/id. Raises NotFoundError, GoneError (deleted)."""
     check_type(subject, resource_type, write=False)
-    current = _require_current(session, resource_type, resource_id)
+    current = _require_current(session, subject, resource_type, resource_id)
     if current.deleted:
         raise GoneError(f"{resource_type}/{resource_id} was deleted.",
                         headers={"ETag": f'W/"{current.version_id}"'})
@@ -254,14 +269,14 @@ def exists(session: Session, subject: Subject, *, resource_type: str, resource_i
     """True when Type/id exists and is not deleted."""
     check_type(subject, resource_type, write=False)
     current = repo.get_current(session, resource_type, resource_id)
-    return current is not None and not current.deleted
+    return current is not None and not current.deleted and isolation.can_see(subject, current)
 
 
 def vread(session: Session, subject: Subject, *, resource_type: str, resource_id: str,
           version_id: str) -> StoredResource:
     """One version of Type/id. Raises NotFoundError, GoneError (a deletion version)."""
     check_type(subject, resource_type, write=False)
-    current = _require_current(session, resource_type, resource_id)
+    current = _require_current(session, subject, resource_type, resource_id)
     if not version_id.isdigit():
         raise NotFoundError(f"{resource_type}/{resource_id} has no version '{version_id}'.")
     row = repo.get_version(session, current.pk, int(version_id))
@@ -277,7 +292,7 @@ def history(session: Session, subject: Subject, *, resource_type: str, resource_
             count: int, offset: int) -> tuple[list[StoredResource], bool]:
     """Versions of Type/id newest first, and whether more follow."""
     check_type(subject, resource_type, write=False)
-    current = _require_current(session, resource_type, resource_id)
+    current = _require_current(session, subject, resource_type, resource_id)
     rows = repo.list_versions(session, current.pk, limit=count + 1, offset=offset)
     versions = [StoredResource.from_row(resource_type, resource_id, r.version_id,
                                         r.last_updated_at, r.body, r.method) for r in rows]
@@ -290,7 +305,7 @@ def search(session: Session, subject: Subject, *,
                                                        search_mod.SearchPage]:
     """Matches and included resources of one search page."""
     check_type(subject, request.resource_type, write=False)
-    page = search_mod.run(session, request)
+    page = search_mod.run(session, request, isolation.visible_clause(subject))
     return ([_stored(c) for c in page.matches], [_stored(c) for c in page.included], page)
 
 
