@@ -10,15 +10,23 @@ its own savepoint and reports each outcome.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.db.types import utcnow
-from hub.errors import BadRequestError, HubError, Issue, PreconditionFailedError, operation_outcome
+from hub.errors import (
+    BadRequestError,
+    ConflictError,
+    HubError,
+    Issue,
+    PreconditionFailedError,
+    operation_outcome,
+)
 from hub.store import search as search_mod
 from hub.store import service
 from hub.store.dates import format_instant
@@ -81,35 +89,50 @@ def _split_url(url: str) -> tuple[str, str | None, str | None]:
     return rtype, rid, (query or None)
 
 
+def _resolve_one(session: Session, subject: Subject, e: _Entry,
+                 claimed: dict[tuple[str, str], str]) -> None:
+    """Decide the id a POST or PUT entry writes; conditional entries with the same criteria
+    share it (the later one then finds what the earlier one created)."""
+    assert e.resource is not None
+    rtype, rid, query = _split_url(e.url)
+    if e.resource.get("resourceType") != rtype:
+        raise BadRequestError(
+            f"The resource is a {e.resource.get('resourceType')} but the request url names "
+            f"{rtype}.", expression=f"Bundle.entry[{e.index}]")
+    service.check_type(subject, rtype, write=True)
+    criteria = e.request.get("ifNoneExist") if e.method == "POST" else query
+    if e.method == "PUT" and rid:
+        e.target_id = rid
+    elif criteria:
+        key = (rtype, urlencode(sorted(parse_qsl(criteria, keep_blank_values=True))))
+        found = service.match(session, subject, resource_type=rtype, criteria=criteria, limit=2)
+        if len(found) > 1:
+            raise PreconditionFailedError(f"'{criteria}' matches more than one {rtype}.")
+        if found:
+            e.target_id = found[0].logical_id
+        elif key in claimed:
+            e.target_id = claimed[key]
+        else:
+            e.target_id = (str(e.resource["id"]) if e.method == "PUT" and e.resource.get("id")
+                           else str(uuid.uuid4()))
+        claimed[key] = e.target_id
+    else:
+        e.target_id = str(uuid.uuid4())
+
+
 def _resolve_ids(session: Session, subject: Subject, entries: list[_Entry]) -> dict[str, str]:
-    """Decide every written resource's id up front; map each fullUrl to 'Type/id'."""
+    """Decide every written resource's id before writing; map each fullUrl to 'Type/id'."""
     refs: dict[str, str] = {}
+    claimed: dict[tuple[str, str], str] = {}
     for e in entries:
         if e.method not in ("POST", "PUT"):
             continue
-        assert e.resource is not None
-        rtype, rid, query = _split_url(e.url)
-        if e.resource.get("resourceType") != rtype:
-            raise BadRequestError(
-                f"Bundle.entry[{e.index}]: the resource is a {e.resource.get('resourceType')} "
-                f"but the request url names {rtype}.", expression=f"Bundle.entry[{e.index}]")
-        service.check_type(subject, rtype, write=True)
-        criteria = e.request.get("ifNoneExist") if e.method == "POST" else query
-        if e.method == "PUT" and rid:
-            e.target_id = rid
-        elif criteria:
-            found = service.match(session, subject, resource_type=rtype, criteria=criteria,
-                                  limit=2)
-            if len(found) > 1:
-                raise PreconditionFailedError(
-                    f"Bundle.entry[{e.index}]: '{criteria}' matches more than one {rtype}.")
-            e.target_id = found[0].logical_id if found else (
-                e.resource.get("id") if e.method == "PUT" and e.resource.get("id")
-                else str(uuid.uuid4()))
-        else:
-            e.target_id = str(uuid.uuid4())
+        try:
+            _resolve_one(session, subject, e, claimed)
+        except HubError as err:
+            raise _prefixed(err, e.index) from err
         if e.full_url:
-            refs[e.full_url] = f"{rtype}/{e.target_id}"
+            refs[e.full_url] = f"{_split_url(e.url)[0]}/{e.target_id}"
     return refs
 
 
@@ -140,6 +163,21 @@ def _response(status: int, stored: StoredResource | None) -> dict[str, Any]:
     return resp
 
 
+def _run_delete(session: Session, subject: Subject, e: _Entry,
+                touch: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+    rtype, rid, query = _split_url(e.url)
+    ids = [rid] if rid else [c.logical_id for c in service.match(
+        session, subject, resource_type=rtype, criteria=query or "", limit=2)]
+    if len(ids) > 1:
+        raise PreconditionFailedError(
+            f"'{e.url}' matches more than one resource; conditional delete takes one.")
+    for one in ids:
+        if touch:
+            touch(f"{rtype}/{one}", e.index)
+        service.delete_resource(session, subject, resource_type=rtype, resource_id=one)
+    return _response(204, None)
+
+
 def _run_entry(session: Session, subject: Subject, e: _Entry,
                settings: BundleSettings) -> tuple[dict[str, Any], dict[str, Any] | None]:
     rtype, rid, query = _split_url(e.url)
@@ -148,6 +186,11 @@ def _run_entry(session: Session, subject: Subject, e: _Entry,
         result = service.create(session, subject, resource=e.resource,
                                 if_none_exist=e.request.get("ifNoneExist"),
                                 assigned_id=e.target_id)
+        if result.stored.id != e.target_id:
+            raise ConflictError(
+                f"ifNoneExist '{e.request.get('ifNoneExist')}' matches {rtype}/"
+                f"{result.stored.id}, written earlier in this same transaction; give the two "
+                "entries the same criteria or send them in separate requests.")
         return _response(201 if result.created else 200, result.stored), result.stored.body
     if e.method == "PUT":
         assert e.resource is not None
@@ -156,15 +199,6 @@ def _run_entry(session: Session, subject: Subject, e: _Entry,
         result = service.update(session, subject, resource_type=rtype, resource_id=e.target_id,
                                 resource=body, if_match=e.request.get("ifMatch"))
         return _response(201 if result.created else 200, result.stored), result.stored.body
-    if e.method == "DELETE":
-        ids = [rid] if rid else [c.logical_id for c in service.match(
-            session, subject, resource_type=rtype, criteria=query or "", limit=2)]
-        if len(ids) > 1:
-            raise PreconditionFailedError(f"Bundle.entry[{e.index}]: '{e.url}' matches more "
-                                          "than one resource; conditional delete takes one.")
-        for one in ids:
-            service.delete_resource(session, subject, resource_type=rtype, resource_id=one)
-        return _response(204, None), None
     # GET
     if rid:
         stored = service.read(session, subject, resource_type=rtype, resource_id=rid)
@@ -211,21 +245,30 @@ def _prefixed(err: HubError, index: int) -> HubError:
 
 def _transaction(session: Session, subject: Subject, entries: list[_Entry],
                  settings: BundleSettings) -> dict[str, Any]:
+    results: dict[int, dict[str, Any]] = {}
+    touched: dict[str, int] = {}
+
+    def touch(key: str, index: int) -> None:
+        if key in touched:
+            raise BadRequestError(
+                f"Bundle.entry[{index}] writes {key}, which Bundle.entry[{touched[key]}] "
+                "already writes; a transaction may touch each resource once.",
+                expression=f"Bundle.entry[{index}]")
+        touched[key] = index
+
+    # Deletes first (as FHIR orders them), so that conditional entries resolved next see them.
+    for e in (x for x in entries if x.method == "DELETE"):
+        try:
+            results[e.index] = {"response": _run_delete(session, subject, e, touch)}
+        except HubError as err:
+            raise _prefixed(err, e.index) from err
     refs = _resolve_ids(session, subject, entries)
     for e in entries:
-        if e.resource is not None:
+        if e.method in ("POST", "PUT"):
+            touch(f"{_split_url(e.url)[0]}/{e.target_id}", e.index)
             e.resource = _rewrite(e.resource, refs, f"Bundle.entry[{e.index}].resource")
-    seen: set[str] = set()
-    for e in entries:
-        if e.method in ("POST", "PUT", "DELETE"):
-            key = f"{_split_url(e.url)[0]}/{e.target_id or e.url}"
-            if key in seen:
-                raise BadRequestError(f"Bundle.entry[{e.index}] writes {key} a second time; a "
-                                      "transaction may touch each resource once.",
-                                      expression=f"Bundle.entry[{e.index}]")
-            seen.add(key)
-    results: dict[int, dict[str, Any]] = {}
-    for e in sorted(entries, key=lambda x: (_ORDER[x.method], x.index)):
+    for e in sorted((x for x in entries if x.method != "DELETE"),
+                    key=lambda x: (_ORDER[x.method], x.index)):
         try:
             response, resource = _run_entry(session, subject, e, settings)
         except HubError as err:
@@ -249,9 +292,15 @@ def _batch(session: Session, subject: Subject, entries: list[_Entry],
     for e in entries:
         try:
             with session.begin_nested():
-                if e.resource is not None and e.method in ("POST", "PUT"):
-                    _resolve_ids(session, subject, [e])
-                response, resource = _run_entry(session, subject, e, settings)
+                if e.method == "DELETE":
+                    response, resource = _run_delete(session, subject, e), None
+                else:
+                    if e.method in ("POST", "PUT"):
+                        refs = _resolve_ids(session, subject, [e])
+                        # entries of a batch stand alone: no urn:uuid reference can resolve
+                        e.resource = _rewrite(e.resource, refs,
+                                              f"Bundle.entry[{e.index}].resource")
+                    response, resource = _run_entry(session, subject, e, settings)
             item: dict[str, Any] = {"response": response}
             if resource is not None and e.method == "GET":
                 item["resource"] = resource
