@@ -12,6 +12,7 @@ from hub.api import exception_handlers, fhir
 from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.db.migrate import upgrade
+from hub.ui import routes as ui_routes
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -34,4 +35,5 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.settings = settings
     exception_handlers.install(app)
     app.include_router(fhir.router)
+    app.include_router(ui_routes.router)
     return app

@@ -32,6 +32,19 @@ class Settings(BaseSettings):
     sqlite_busy_timeout: float = Field(
         default=30.0, description="Seconds an SQLite writer waits for the lock"
     )
+    signin_max_failures: int = Field(
+        default=5, description="Wrong passwords in a row before a /ui account is paused"
+    )
+    signin_lockout: int = Field(
+        default=300, description="Seconds a /ui account stays paused after too many failures"
+    )
+    session_lifetime: int = Field(
+        default=28800, description="Seconds a /ui web session lasts after sign-in"
+    )
+    trust_forwarded_proto: bool = Field(
+        default=False,
+        description="Trust X-Forwarded-Proto: https from a TLS proxy (marks cookies Secure)",
+    )
 
     @property
     def fhir_base(self) -> str:

@@ -1,0 +1,1 @@
+"""The web UI for people: coordinators, auditors and admins, under /ui."""

@@ -1,0 +1,202 @@
+"""The web UI under /ui: sign in, sign out, and each role's home page.
+
+Every route here answers HTML with strict security headers; errors become plain pages (a
+missing session becomes a redirect to the sign-in page), never OperationOutcome JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jinja2
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+from starlette.responses import RedirectResponse, Response
+
+from hub.api.deps import DatabaseDep, SettingsDep, in_transaction
+from hub.auth.users import SIGN_IN_FAILED, SignInError, authenticate
+from hub.db.types import utcnow
+from hub.errors import BadRequestError, HubError, PayloadTooLargeError
+from hub.ui import queries
+from hub.ui.sessions import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    OptionalSessionDep,
+    SignedInDep,
+    SignInRequiredError,
+    check_csrf,
+    clear_cookie,
+    end_session,
+    is_https,
+    pre_session_csrf,
+    set_cookie,
+    start_session,
+)
+
+log = logging.getLogger("hub.ui")
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy":
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_FORM_LIMIT = 16 * 1024
+_FORM_FIELDS = 20
+_TEMPLATES = Jinja2Templates(env=jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+    autoescape=True))
+
+
+def _render(request: Request, name: str, context: dict[str, Any], *,
+            status_code: int = 200) -> Response:
+    return _TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def _error_page(request: Request, status: int, message: str) -> Response:
+    return _render(request, "error.html", {"status": status, "message": message},
+                   status_code=status)
+
+
+class UIRoute(APIRoute):
+    """A route that answers errors with HTML pages and sets the security headers."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def ui_handler(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except SignInRequiredError:
+                response = RedirectResponse("/ui/sign-in", status_code=303)
+            except HubError as exc:
+                response = _error_page(request, exc.status, exc.diagnostics)
+            except RequestValidationError:
+                response = _error_page(request, 400, "The request is malformed.")
+            except Exception:
+                incident = uuid.uuid4()
+                log.exception("incident %s on %s %s", incident, request.method,
+                              request.url.path)
+                response = _error_page(
+                    request, 500, f"Something went wrong on our side (incident {incident}); "
+                    "nothing was changed. The operators have the details.")
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+        return ui_handler
+
+
+router = APIRouter(prefix="/ui", route_class=UIRoute, include_in_schema=False)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The fields of a url-encoded form (first value of each). Raises BadRequestError,
+    PayloadTooLargeError."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > _FORM_LIMIT:
+            raise PayloadTooLargeError("The form is too large.")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        return {}  # an empty form, whatever its type: the CSRF check answers it
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise BadRequestError("Send the form as an ordinary web form.")
+    try:
+        pairs = parse_qsl(body.decode("utf-8", errors="replace"),
+                          keep_blank_values=True, max_num_fields=_FORM_FIELDS)
+    except ValueError:
+        raise BadRequestError("The form has too many fields.") from None
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        fields.setdefault(key, value)
+    return fields
+
+
+@router.get("")
+@router.get("/")
+async def home(request: Request, signed_in: SignedInDep, db: DatabaseDep,
+               settings: SettingsDep) -> Response:
+    """The signed-in person's home page; without a session, a redirect to sign in."""
+    limit = settings.max_page_size
+
+    def load(session: Session) -> queries.HomePage:
+        return queries.home_page(session, role=signed_in.role,
+                                 organization_id=signed_in.organization_id, limit=limit)
+
+    page = await in_transaction(db, load, write=False)
+    return _render(request, "home.html", {"me": signed_in, "page": page,
+                                          "csrf_token": signed_in.csrf_token})
+
+
+@router.get("/sign-in")
+async def sign_in_form(request: Request, signed_in: OptionalSessionDep,
+                       settings: SettingsDep) -> Response:
+    """The sign-in form, with a fresh pre-session CSRF cookie."""
+    if signed_in is not None:
+        return RedirectResponse("/ui", status_code=303)
+    token = pre_session_csrf(request)
+    response = _render(request, "sign_in.html", {"csrf_token": token, "error": None,
+                                                 "username": ""})
+    set_cookie(response, CSRF_COOKIE, token, secure=is_https(request, settings))
+    return response
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
+    """Check the password; on success a new session and a redirect home, else the form again
+    with one generic message (401). A missing or wrong CSRF token gives 403."""
+    form = await read_form(request)
+    csrf = request.cookies.get(CSRF_COOKIE)
+    check_csrf(csrf, form.get(CSRF_FIELD))
+    username, password = form.get("username", "").strip(), form.get("password", "")
+    previous = request.cookies.get(SESSION_COOKIE)
+    now = utcnow()
+
+    def work(session: Session) -> tuple[str, str] | None:
+        try:
+            user = authenticate(session, username, password, now,
+                                max_failures=settings.signin_max_failures,
+                                lockout=settings.signin_lockout)
+        except SignInError:
+            return None  # commit anyway: the failure count is part of this transaction
+        return start_session(session, user, now=now, lifetime=settings.session_lifetime,
+                             replacing=previous)
+
+    started = await in_transaction(db, work, write=True)
+    secure = is_https(request, settings)
+    if started is None:
+        return _render(request, "sign_in.html",
+                       {"csrf_token": csrf, "error": SIGN_IN_FAILED, "username": username},
+                       status_code=401)
+    response = RedirectResponse("/ui", status_code=303)
+    set_cookie(response, SESSION_COOKIE, started[0], secure=secure)
+    clear_cookie(response, CSRF_COOKIE, secure=secure)
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request, signed_in: OptionalSessionDep, db: DatabaseDep,
+                   settings: SettingsDep) -> Response:
+    """End the session (the form must carry its CSRF token) and go to the sign-in page."""
+    form = await read_form(request)
+    secure = is_https(request, settings)
+    raw = request.cookies.get(SESSION_COOKIE)
+    if signed_in is not None and raw:
+        check_csrf(signed_in.csrf_token, form.get(CSRF_FIELD))
+        await in_transaction(db, lambda s: end_session(s, raw), write=True)
+    response = RedirectResponse("/ui/sign-in", status_code=303)
+    clear_cookie(response, SESSION_COOKIE, secure=secure)
+    return response

@@ -1,0 +1,82 @@
+"""Helpers for the /ui tests: organisations, people, and a browser-like client."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from hub.app import create_app
+from hub.auth.subject import Subject
+from hub.auth.users import add_user
+from hub.config import Settings
+from hub.db.engine import Database
+from hub.fhir.identifiers import ORGNR_SYSTEM
+from hub.store import service
+
+PASSWORD = "riktig hest batteri stift"
+ORG_ID = "jaeren-dps"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+Browser = Callable[..., TestClient]
+
+
+@pytest.fixture
+def org_id(database: Database) -> str:
+    """An active Organization (with a Norwegian name) the coordinators can work for."""
+    org = {"resourceType": "Organization", "id": ORG_ID, "active": True, "name": "Jæren DPS",
+           "identifier": [{"system": ORGNR_SYSTEM, "value": "983974791"}]}
+    with database.session(write=True) as s:
+        service.update(s, Subject.hub_itself(), resource_type="Organization",
+                       resource_id=ORG_ID, resource=org)
+    return ORG_ID
+
+
+def make_user(database: Database, username: str, role: str = "auditor",
+              organization_id: str | None = None, password: str = PASSWORD) -> int:
+    """Add a user in its own committed transaction."""
+    with database.session(write=True) as s:
+        return add_user(s, username=username, password=password, role=role,
+                        organization_id=organization_id)
+
+
+@pytest.fixture
+def browser(settings: Settings) -> Iterator[Browser]:
+    """A factory of test clients on the hub, like browsers: `browser(https=True, **settings)`."""
+    opened: list[TestClient] = []
+
+    def open_one(*, https: bool = False, **overrides: object) -> TestClient:
+        app = create_app(settings.model_copy(update=overrides))
+        scheme = "https" if https else "http"
+        client = TestClient(app, base_url=f"{scheme}://testserver", follow_redirects=False,
+                            raise_server_exceptions=False)
+        client.__enter__()
+        opened.append(client)
+        return client
+
+    yield open_one
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+def csrf_of(page: httpx.Response) -> str:
+    """The hidden CSRF token of the form on `page`."""
+    found = _CSRF.search(page.text)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
+
+
+def sign_in(client: TestClient, username: str, password: str = PASSWORD) -> httpx.Response:
+    """Fetch the sign-in form and post it, as a browser would."""
+    form = client.get("/ui/sign-in")
+    assert form.status_code == 200
+    return client.post("/ui/sign-in", data={"username": username, "password": password,
+                                            "csrf_token": csrf_of(form)})
+
+
+def set_cookies(response: httpx.Response) -> dict[str, str]:
+    """Set-Cookie headers of `response` by cookie name."""
+    return {h.split("=", 1)[0]: h for h in response.headers.get_list("set-cookie")}
