@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hub import __version__
-from hub.api import exception_handlers, fhir
+from hub.api import auth, exception_handlers, fhir
 from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.db.migrate import upgrade
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
     exception_handlers.install(app)
+    app.include_router(auth.router)  # before fhir: its catch-all would take .well-known
     app.include_router(fhir.router)
     app.include_router(ui_routes.router)
     return app

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     sqlite_busy_timeout: float = Field(
         default=30.0, description="Seconds an SQLite writer waits for the lock"
     )
+    token_lifetime: int = Field(
+        default=300, gt=0, description="Seconds an access token lives (at most 300)"
+    )
+    auth_clock_skew: int = Field(
+        default=60, ge=0, description="Seconds of clock difference tolerated in client assertions"
+    )
     signin_max_failures: int = Field(
         default=5, description="Wrong passwords in a row before a /ui account is paused"
     )
