@@ -10,9 +10,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from hub.auth.subject import Subject
+from hub.auth.tokens import subject_for_token
 from hub.config import Settings
 from hub.db.engine import Database
-from hub.errors import PayloadTooLargeError, UnsupportedMediaTypeError
+from hub.db.types import utcnow
+from hub.errors import PayloadTooLargeError, UnauthorizedError, UnsupportedMediaTypeError
 from hub.fhir.jsonio import JSONDict, loads_object
 
 T = TypeVar("T")
@@ -31,14 +33,31 @@ def get_database(request: Request) -> Database:
     return db
 
 
-def get_subject(request: Request) -> Subject:
-    """The acting subject. Without access control every caller is the open subject."""
-    subject: Subject = getattr(request.state, "subject", None) or Subject.open_access()
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+async def get_subject(request: Request, db: DatabaseDep) -> Subject:
+    """The client whose bearer token the request carries (`Authorization: Bearer <token>`).
+    Raises UnauthorizedError (401, `WWW-Authenticate: Bearer`) when it is missing, unknown,
+    expired, or its client is disabled."""
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise UnauthorizedError(
+            "This request needs an access token (Authorization: Bearer <token>); get one at "
+            "/auth/token, see /fhir/.well-known/smart-configuration.",
+            headers={"WWW-Authenticate": 'Bearer realm="carehub"'})
+    now = utcnow()
+    subject = await in_transaction(db, lambda s: subject_for_token(s, token, now), write=False)
+    if subject is None:
+        raise UnauthorizedError(
+            "The access token is unknown or has expired, or its client is disabled; get a new "
+            "one at /auth/token.",
+            headers={"WWW-Authenticate": 'Bearer realm="carehub", error="invalid_token"'})
     return subject
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-DatabaseDep = Annotated[Database, Depends(get_database)]
 SubjectDep = Annotated[Subject, Depends(get_subject)]
 
 
