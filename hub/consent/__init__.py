@@ -1,0 +1,1 @@
+"""Consent and legal basis: the pure disclosure policy (policy.py) and consent periods."""
