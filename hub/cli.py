@@ -130,7 +130,7 @@ def org_list() -> None:
     table = Table("id", "name", "kind", "identifier", "active")
     for o in orgs:
         body = o.body or {}
-        ident = next(iter(body.get("identifier", [])), {})
+        ident: dict[str, str] = next(iter(body.get("identifier", [])), {})
         kind = next((c.get("code", "") for t in body.get("type", []) for c in t.get("coding", [])),
                     "")
         table.add_row(o.id, body.get("name", ""), kind,

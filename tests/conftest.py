@@ -101,11 +101,26 @@ def database(settings: Settings) -> Iterator[Database]:
     db.dispose()
 
 
+TEST_ORG = "org-test"
+"""The organisation the `client` fixture acts for (registered by the fixture)."""
+
+
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """An HTTP client on the hub app."""
+def bearer(settings: Settings, database: Database) -> str:
+    """A real access token (system/*.*) of a client acting for TEST_ORG, obtained through
+    POST /auth/token with a signed assertion."""
+    from tests.auth_helpers import register_and_token
+
+    with TestClient(create_app(settings)) as c:
+        return register_and_token(c, database, org_id=TEST_ORG)
+
+
+@pytest.fixture
+def client(settings: Settings, bearer: str) -> Iterator[TestClient]:
+    """An HTTP client on the hub app, authenticated as a client of TEST_ORG."""
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         c.headers["Content-Type"] = "application/fhir+json"
+        c.headers["Authorization"] = f"Bearer {bearer}"
         yield c
 
 

@@ -50,14 +50,14 @@ def test_after_the_match_changes_a_new_one_is_created(client: TestClient) -> Non
     assert again.json()["id"] != first["id"]
 
 
-def test_many_concurrent_clients_make_one_resource(live_url: str) -> None:
+def test_many_concurrent_clients_make_one_resource(live_url: str, bearer: str) -> None:
     """24 clients post the same conditional create at once over real HTTP: one 201, the rest
     200 with the same id, and exactly one Patient stored."""
 
     def post(i: int) -> tuple[int, str]:
         with httpx.Client(base_url=live_url, timeout=60) as http:
             r = http.post("/fhir/Patient", json=patient(NUMBER, given=f"Try{i}"),
-                          headers={"If-None-Exist": CRITERIA,
+                          headers={"If-None-Exist": CRITERIA, "Authorization": f"Bearer {bearer}",
                                    "Content-Type": "application/fhir+json"})
             return r.status_code, r.json().get("id", r.text)
 
@@ -66,25 +66,27 @@ def test_many_concurrent_clients_make_one_resource(live_url: str) -> None:
     statuses = sorted(s for s, _ in results)
     assert statuses == [200] * 23 + [201], results
     assert len({rid for _, rid in results}) == 1
-    with httpx.Client(base_url=live_url) as http:
+    with httpx.Client(base_url=live_url, headers={"Authorization": f"Bearer {bearer}"}) as http:
         found = http.get("/fhir/Patient", params={"identifier": f"{FNR_SYSTEM}|{NUMBER}"}).json()
     assert len(found["entry"]) == 1
 
 
-def test_concurrent_update_as_create_on_one_id_keeps_every_version(live_url: str) -> None:
+def test_concurrent_update_as_create_on_one_id_keeps_every_version(live_url: str,
+                                                                  bearer: str) -> None:
     """Concurrent PUTs to one new id: one creates, the others become versions 2..n."""
 
     def put(i: int) -> int:
         with httpx.Client(base_url=live_url, timeout=60) as http:
             r = http.put("/fhir/Patient/shared-id",
                          json={**patient(NUMBER, given=f"V{i}"), "id": "shared-id"},
-                         headers={"Content-Type": "application/fhir+json"})
+                         headers={"Content-Type": "application/fhir+json",
+                                  "Authorization": f"Bearer {bearer}"})
             return r.status_code
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         statuses = sorted(pool.map(put, range(12)))
     assert statuses == [200] * 11 + [201]
-    with httpx.Client(base_url=live_url) as http:
+    with httpx.Client(base_url=live_url, headers={"Authorization": f"Bearer {bearer}"}) as http:
         hist = http.get("/fhir/Patient/shared-id/_history", params={"_count": 50}).json()
     assert sorted(int(e["resource"]["meta"]["versionId"]) for e in hist["entry"]) == list(
         range(1, 13))

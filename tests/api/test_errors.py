@@ -94,12 +94,13 @@ def test_bad_search_value_is_400(client: TestClient) -> None:
     _outcome(client.get("/fhir/Patient", params={"_count": "many"}), 400)
 
 
-def test_too_large_is_413(settings: Settings) -> None:
+def test_too_large_is_413(settings: Settings, bearer: str) -> None:
     from hub.app import create_app
 
     small = settings.model_copy(update={"max_body_bytes": 2000})
     with TestClient(create_app(small)) as client:
         client.headers["Content-Type"] = "application/fhir+json"
+        client.headers["Authorization"] = f"Bearer {bearer}"
         big = patient(text={"status": "generated", "div": "<div>" + "x" * 5000 + "</div>"})
         _outcome(client.post("/fhir/Patient", json=big), 413)
         # also when the client does not declare the length (chunked upload)

@@ -15,7 +15,7 @@ from httpx import Response
 
 from hub.fhir import jsonio
 from hub.fhir.identifiers import FNR_SYSTEM
-from tests.conftest import SHARED
+from tests.conftest import SHARED, TEST_ORG
 from tests.factories import encounter, fnr, organization, patient, task
 
 EXAMPLE = SHARED / "fhir-r4-examples" / "Bundle" / "Bundle-bundle-transaction.json"
@@ -39,10 +39,13 @@ def _status(item: dict[str, Any]) -> int:
 
 
 def _matches(client: TestClient, rtype: str, query: str = "") -> list[dict[str, Any]]:
+    """Matches of a search, leaving out the caller's own registered Organization."""
     r = client.get(f"/fhir/{rtype}?_count=100{'&' + query if query else ''}")
     assert r.status_code == 200, r.text
     return [e["resource"] for e in r.json().get("entry", [])
-            if e.get("search", {}).get("mode", "match") == "match"]
+            if e.get("search", {}).get("mode", "match") == "match"
+            and (e["resource"]["resourceType"], e["resource"]["id"]) != ("Organization",
+                                                                         TEST_ORG)]
 
 
 def _id_from_location(item: dict[str, Any], rtype: str) -> str:
