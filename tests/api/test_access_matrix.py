@@ -1,0 +1,156 @@
+"""Cross-organisation access matrix: for every served type and every interaction, another
+organisation's client learns nothing of a record it should not see (status and body)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hub.app import create_app
+from hub.auth.subject import Subject
+from hub.config import Settings
+from hub.db.engine import Database
+from hub.store import service
+from hub.store.types import READ_ONLY, WRITABLE
+from tests.auth_helpers import register_and_token
+from tests.conftest import SHARED
+
+EXAMPLES = SHARED / "fhir-r4-examples"
+DIRECTORY = {"Organization", "Endpoint"}
+LOCATION = {"resourceType": "Location", "status": "active", "name": "Jæren DPS, døgnpost",
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.2", "value": "8123456"}]}
+
+
+def _sample(rtype: str) -> dict[str, Any]:
+    if rtype == "Location":
+        return dict(LOCATION)
+    path = sorted(Path(EXAMPLES / rtype).glob("*.json"))[0]
+    body: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    body.pop("id", None)
+    return body
+
+
+@pytest.fixture
+def two_clients(settings: Settings, database: Database) -> Iterator[tuple[TestClient,
+                                                                          TestClient]]:
+    """Clients of two organisations: the owner (DPS) and a foreign one (a municipality)."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as owner, \
+            TestClient(create_app(settings), raise_server_exceptions=False) as foreign:
+        for c, org in ((owner, "jaeren-dps"), (foreign, "time-kommune")):
+            c.headers["Content-Type"] = "application/fhir+json"
+            c.headers["Authorization"] = "Bearer " + register_and_token(c, database,
+                                                                        org_id=org)
+        yield owner, foreign
+
+
+def _not_found_like(r: Any, missing: Any) -> None:
+    """`r` must look exactly like the answer for an id that never existed."""
+    assert r.status_code == missing.status_code == 404, r.text
+    body, other = r.json(), missing.json()
+    assert body["resourceType"] == other["resourceType"] == "OperationOutcome"
+    assert [i["code"] for i in body["issue"]] == [i["code"] for i in other["issue"]]
+
+
+def _search_ids(c: TestClient, url: str, **params: str) -> list[str]:
+    r = c.get(url, params=params)
+    assert r.status_code == 200, r.text
+    return [e["resource"]["id"] for e in r.json()["entry"] if e["search"]["mode"] != "outcome"]
+
+
+@pytest.mark.parametrize("rtype", sorted(WRITABLE - DIRECTORY))
+def test_foreign_client_gets_nothing(rtype: str, two_clients: tuple[TestClient, TestClient]
+                                     ) -> None:
+    owner, foreign = two_clients
+    created = owner.post(f"/fhir/{rtype}", json=_sample(rtype))
+    assert created.status_code == 201, created.text
+    rid = created.json()["id"]
+    url = f"/fhir/{rtype}/{rid}"
+    assert owner.get(url).status_code == 200
+
+    _not_found_like(foreign.get(url), foreign.get(f"/fhir/{rtype}/never-existed"))
+    _not_found_like(foreign.get(f"{url}/_history/1"),
+                    foreign.get(f"/fhir/{rtype}/never-existed/_history/1"))
+    _not_found_like(foreign.get(f"{url}/_history"),
+                    foreign.get(f"/fhir/{rtype}/never-existed/_history"))
+    assert _search_ids(foreign, f"/fhir/{rtype}", _id=rid) == []
+    assert rid not in _search_ids(foreign, f"/fhir/{rtype}")
+    r = foreign.post(f"/fhir/{rtype}/_search", data={"_id": rid},
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200
+    assert r.json()["entry"] == []
+
+    # changing it: no write, and nothing of its content comes back
+    put = foreign.put(url, json={**_sample(rtype), "id": rid})
+    assert put.status_code == 409, put.text
+    assert put.json()["resourceType"] == "OperationOutcome"
+    assert foreign.delete(url).status_code == 204  # a no-op, as for an absent id
+    after = owner.get(url)
+    assert after.status_code == 200
+    assert after.json()["meta"]["versionId"] == "1"
+
+    # inside a transaction and a batch, reads of it fail like reads of nothing
+    for kind in ("transaction", "batch"):
+        r = foreign.post("/fhir", json={"resourceType": "Bundle", "type": kind, "entry": [
+            {"request": {"method": "GET", "url": f"{rtype}/{rid}"}},
+            {"request": {"method": "GET", "url": f"{rtype}?_id={rid}"}}]})
+        assert r.status_code == 200, r.text
+        first, second = r.json()["entry"]
+        assert first["response"]["status"] == "404"
+        assert "resource" not in first
+        assert second["resource"]["entry"] == []
+
+
+@pytest.mark.parametrize("rtype", sorted(DIRECTORY))
+def test_directory_is_readable_but_only_its_owner_changes_it(
+        rtype: str, two_clients: tuple[TestClient, TestClient]) -> None:
+    owner, foreign = two_clients
+    rid = owner.post(f"/fhir/{rtype}", json=_sample(rtype)).json()["id"]
+    url = f"/fhir/{rtype}/{rid}"
+    assert foreign.get(url).status_code == 200
+    assert foreign.put(url, json={**_sample(rtype), "id": rid}).status_code == 403
+    assert foreign.delete(url).status_code == 403
+    assert owner.get(url).json()["meta"]["versionId"] == "1"
+
+
+@pytest.mark.parametrize("rtype", sorted(READ_ONLY))
+def test_hub_records_are_not_shown_to_clients(rtype: str, database: Database,
+                                              two_clients: tuple[TestClient, TestClient]
+                                              ) -> None:
+    """Stored messages, provenance and audit events written by the hub itself stay hidden
+    until routing (messaging) or the auditor role (audit) grants them."""
+    _, foreign = two_clients
+    path = sorted(Path(EXAMPLES / rtype).glob("*.json"))[0]
+    body = json.loads(path.read_text(encoding="utf-8"))
+    with database.session(write=True) as s:
+        rid = service.create(s, Subject.hub_itself(), resource=body).stored.id
+    _not_found_like(foreign.get(f"/fhir/{rtype}/{rid}"),
+                    foreign.get(f"/fhir/{rtype}/never-existed"))
+    assert _search_ids(foreign, f"/fhir/{rtype}") == []
+    assert foreign.post(f"/fhir/{rtype}", json=body).status_code == 405
+
+
+def test_conditional_create_does_not_reveal_a_foreign_match(
+        two_clients: tuple[TestClient, TestClient]) -> None:
+    owner, foreign = two_clients
+    sample = _sample("Patient")
+    ident = sample["identifier"][0]
+    criteria = f"identifier={ident['system']}|{ident['value']}"
+    first = owner.post("/fhir/Patient", json=sample, headers={"If-None-Exist": criteria})
+    theirs = foreign.post("/fhir/Patient", json=sample, headers={"If-None-Exist": criteria})
+    assert first.status_code == theirs.status_code == 201
+    assert theirs.json()["id"] != first.json()["id"]
+
+
+def test_no_token_and_bad_token_are_401(client: TestClient) -> None:
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer not-a-token"},
+                    {"Authorization": "Basic dXNlcjpwYXNz"}):
+        r = client.get("/fhir/Patient", headers=headers)
+        assert r.status_code == 401
+        assert r.json()["resourceType"] == "OperationOutcome"
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    assert client.get("/fhir/metadata", headers={"Authorization": ""}).status_code == 200
