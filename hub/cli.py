@@ -183,6 +183,28 @@ def client_add(
     typer.echo(new_id)
 
 
+@client_app.command("keygen")
+def client_keygen(
+    key: Path = typer.Option(..., "--key", help="Where to write the private key (PEM, 0600)"),
+    jwks: Path = typer.Option(..., "--jwks", help="Where to write the public JWKS"),
+    kid: str = typer.Option(None, help="Key id (default: a thumbprint)"),
+) -> None:
+    """Make an ES384 key pair for a client system: keep the key, register the JWKS."""
+    import json
+
+    from joserfc.jwk import ECKey
+
+    private = ECKey.generate_key("P-384", private=True)
+    kid = kid or private.thumbprint()
+    public = private.as_dict(private=False, kid=kid, use="sig", alg="ES384")
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private.as_pem(private=True))
+    jwks.write_text(json.dumps({"keys": [public]}, indent=2) + "\n", encoding="utf-8")
+    typer.echo(f"private key {key} (keep it on the client system), public JWKS {jwks}, "
+               f"kid {kid}")
+
+
 @client_app.command("list")
 def client_list() -> None:
     """List clients."""

@@ -1,0 +1,61 @@
+"""The admin CLI of CONTRACT section 1, run as an operator would."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hub.cli import app
+from hub.config import get_settings
+
+
+@pytest.fixture
+def cli(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CliRunner]:
+    monkeypatch.setenv("HUB_DATABASE_URL", db_url)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def _ok(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.exit_code == 0, result.output
+    return str(result.output)
+
+
+def test_org_client_user_lifecycle(cli: CliRunner, tmp_path: Path) -> None:
+    out = _ok(cli.invoke(app, ["org", "add", "--id", "time-kommune", "--name", "Time kommune",
+                               "--kind", "municipality", "--identifier",
+                               "urn:oid:2.16.578.1.12.4.1.4.101|964969590"]))
+    assert out.strip().splitlines()[-1] == "time-kommune"
+    _ok(cli.invoke(app, ["client", "keygen", "--key", "k.pem", "--jwks", "k.json"]))
+    assert stat.S_IMODE(os.stat(tmp_path / "k.pem").st_mode) == 0o600
+    jwks = json.loads((tmp_path / "k.json").read_text())
+    assert "d" not in jwks["keys"][0]  # only the public half
+    out = _ok(cli.invoke(app, ["client", "add", "--org", "time-kommune", "--jwks", "k.json"]))
+    client_id = out.strip().splitlines()[-1]
+    assert client_id in _ok(cli.invoke(app, ["client", "list"]))
+    out = _ok(cli.invoke(app, ["user", "add", "--username", "kari", "--role", "coordinator",
+                               "--org", "time-kommune"], input="a-long-password-1\n"))
+    assert out.strip().splitlines()[-1].isdigit()
+    _ok(cli.invoke(app, ["org", "disable", "time-kommune"]))
+    listed = _ok(cli.invoke(app, ["client", "list"]))
+    assert client_id in listed
+    assert "no" in listed.split(client_id)[1].splitlines()[0]
+
+
+def test_errors_are_one_sentence_and_exit_1(cli: CliRunner) -> None:
+    bad = cli.invoke(app, ["org", "add", "--name", "X", "--kind", "shop",
+                           "--identifier", "a|b"])
+    assert bad.exit_code == 1
+    assert "Traceback" not in bad.output
+    missing = cli.invoke(app, ["client", "disable", "nobody"])
+    assert missing.exit_code == 1
+    weak = cli.invoke(app, ["user", "add", "--username", "x", "--role", "admin"], input="short\n")
+    assert weak.exit_code == 1
