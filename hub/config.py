@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         default=False,
         description="Trust X-Forwarded-Proto: https from a TLS proxy (marks cookies Secure)",
     )
+    audit_key_file: str = Field(
+        default="./carehub-audit-key.pem",
+        description="Ed25519 private key signing the audit trail; created with mode 0600 on "
+        "first run if missing",
+    )
 
     @property
     def fhir_base(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from hub.audit import models as audit_models  # noqa: F401  (registers its tables)
 from hub.db import auth_models  # noqa: F401  (registers its tables)
 from hub.db.models import Base
 
