@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from hub.audit.cli import audit_app
 from hub.auth.subject import Subject
 from hub.config import get_settings
 from hub.errors import HubError
@@ -32,6 +33,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(org_app, name="org")
 app.add_typer(client_app, name="client")
 app.add_typer(user_app, name="user")
+app.add_typer(audit_app, name="audit")
 
 T = TypeVar("T")
 HUB = Subject.hub_itself()

@@ -26,6 +26,14 @@ SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 PG_ENV = "HUB_TEST_POSTGRES_URL"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite needs ../shared (examples, R4 examples) beside the checkout, as in CI."""
+    if not (SHARED / "fhir-r4-examples").is_dir() or not (SHARED / "examples").is_dir():
+        raise pytest.UsageError(
+            f"{SHARED} with examples/ and fhir-r4-examples/ must sit beside the checkout; "
+            "the conformance tests read it.")
+
+
 def _postgres_url() -> str | None:
     url = os.environ.get(PG_ENV)
     if not url and os.environ.get("CI"):
