@@ -93,8 +93,8 @@ async def _search(resource_type: str, pairs: list[tuple[str, str]], db: Database
     path = f"{base}/{resource_type}"
     kept = [(k, v) for k, v in pairs if k.split(":")[0] not in page.ignored]
     links = [("self", page_link(path, kept, req.offset, req.count))]
-    if page.has_next:
-        links.append(("next", page_link(path, kept, req.offset + req.count, req.count)))
+    if page.next_offset is not None:
+        links.append(("next", page_link(path, kept, page.next_offset, req.count)))
     if req.offset > 0:
         links.append(("previous", page_link(path, kept, max(0, req.offset - req.count),
                                             req.count)))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
 from sqlalchemy.orm import Session
@@ -38,13 +39,26 @@ class SearchRequest:
 
 @dataclass
 class SearchPage:
-    """One page of results."""
+    """One page of results; `next_offset` is where the next page starts (None: last page)."""
 
     matches: list[Current]
     included: list[Current]
-    has_next: bool
+    next_offset: int | None
     total: int | None
     ignored: list[str]
+
+    @property
+    def has_next(self) -> bool:
+        """Whether another page follows."""
+        return self.next_offset is not None
+
+
+class Visibility(Protocol):
+    """What the caller may see: an SQL pre-filter and a per-row decision (the consent gate)."""
+
+    def clause(self) -> ColumnElement[bool] | None: ...
+
+    def allows(self, rows: Sequence[Current]) -> list[bool]: ...
 
 
 def parse_request(
@@ -213,25 +227,46 @@ def build_query(req: SearchRequest, visible: ColumnElement[bool] | None
     return select(R.c.pk).where(*where), ignored
 
 
-def run(session: Session, req: SearchRequest, visible: ColumnElement[bool] | None
-        ) -> SearchPage:
-    """Execute a search and fetch one page (plus `_include`d resources), limited to what
-    `visible` lets the caller see."""
-    query, ignored = build_query(req, visible)
-    total = None
-    if req.total:
-        total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    pks: list[int] = list(session.execute(
-        query.order_by(*_order_by(req)).limit(req.count + 1).offset(req.offset)
-    ).scalars())
-    has_next = len(pks) > req.count
-    pks = pks[: req.count]
-    matches = get_current_by_pk(session, pks)
-    return SearchPage(matches, _includes(session, req, pks, visible), has_next, total, ignored)
+def run(session: Session, req: SearchRequest, visibility: Visibility) -> SearchPage:
+    """Execute a search and fetch one page (plus `_include`d resources) of what
+    `visibility` lets the caller see. Offsets count pre-filtered rows, so paging stays exact
+    when the per-row decision drops some."""
+    query, ignored = build_query(req, visibility.clause())
+    ordered = query.order_by(*_order_by(req))
+    matches: list[tuple[int, Current]] = []  # (position among pre-filtered rows, row)
+    position, exhausted = req.offset, False
+    while len(matches) <= req.count and not exhausted:
+        batch = max(req.count + 1 - len(matches), 20)
+        pks: list[int] = list(session.execute(ordered.limit(batch).offset(position)).scalars())
+        exhausted = len(pks) < batch
+        rows = get_current_by_pk(session, pks)
+        for row, ok in zip(rows, visibility.allows(rows), strict=True):
+            if ok:
+                matches.append((position, row))
+            position += 1
+            if len(matches) > req.count:
+                break
+    next_offset = matches[req.count][0] if len(matches) > req.count else None
+    page = [row for _, row in matches[: req.count]]
+    total = _count(session, query, visibility) if req.total else None
+    return SearchPage(page, _includes(session, req, [r.pk for r in page], visibility),
+                      next_offset, total, ignored)
+
+
+def _count(session: Session, query: Select[Any], visibility: Visibility) -> int:
+    total = 0
+    for chunk in _chunks(list(session.execute(query.order_by(R.c.pk)).scalars()), 500):
+        total += sum(visibility.allows(get_current_by_pk(session, chunk)))
+    return total
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 def _includes(session: Session, req: SearchRequest, pks: list[int],
-              visible: ColumnElement[bool] | None) -> list[Current]:
+              visibility: Visibility) -> list[Current]:
     if not req.include or not pks:
         return []
     params: list[ColumnElement[bool]] = []
@@ -254,6 +289,7 @@ def _includes(session: Session, req: SearchRequest, pks: list[int],
     ).all()
     if not targets:
         return []
+    visible = visibility.clause()
     found = session.execute(
         select(R.c.pk).where(R.c.deleted == false(),
                              true() if visible is None else visible,
@@ -261,4 +297,5 @@ def _includes(session: Session, req: SearchRequest, pks: list[int],
                                    for t, i in targets]))
     ).scalars()
     seen = set(pks)
-    return get_current_by_pk(session, [pk for pk in found if pk not in seen])
+    rows = get_current_by_pk(session, [pk for pk in found if pk not in seen])
+    return [row for row, ok in zip(rows, visibility.allows(rows), strict=True) if ok]

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from hub.auth import isolation, scopes
 from hub.auth.subject import Subject
+from hub.consent.gate import Gate
 from hub.db.models import ConditionalKeyRow
 from hub.db.types import utcnow
 from hub.errors import (
@@ -154,7 +155,7 @@ def match(
     """Current resources matching a search query string (for conditional interactions)."""
     pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
     req = search_mod.parse_request(resource_type, pairs, default_count=limit, max_count=limit)
-    query, ignored = search_mod.build_query(req, isolation.visible_clause(subject))
+    query, ignored = search_mod.build_query(req, isolation.own_clause(subject))
     if ignored:
         raise BadRequestError(
             f"Conditional criteria use unknown search parameters: {', '.join(ignored)}.")
@@ -195,7 +196,8 @@ def update(
     expected = _parse_etag(if_match) if if_match is not None else None
     for _ in range(_RETRIES):
         current = repo.get_current(session, resource_type, resource_id)
-        if current is not None and not isolation.can_see(subject, current):
+        if current is not None and not isolation.owns(subject, current) and not Gate(
+                session, subject).can_see(current):
             raise ConflictError(f"The id {resource_id} is not available for a new "
                                 f"{resource_type}; create it with POST to get an id.")
         if current is not None:
@@ -233,7 +235,8 @@ def delete_resource(
     check_type(subject, resource_type, write=True)
     for _ in range(_RETRIES):
         current = repo.get_current(session, resource_type, resource_id)
-        if current is None or not isolation.can_see(subject, current):
+        if current is None or (not isolation.owns(subject, current)
+                               and not Gate(session, subject).can_see(current)):
             return None  # deleting what is not there (for you) is a no-op, revealing nothing
         isolation.check_can_change(subject, current)
         if current.deleted:
@@ -249,7 +252,7 @@ def delete_resource(
 def _require_current(session: Session, subject: Subject, resource_type: str,
                      resource_id: str) -> repo.Current:
     current = repo.get_current(session, resource_type, resource_id)
-    if current is None or not isolation.can_see(subject, current):
+    if current is None or not Gate(session, subject).can_see(current):
         raise NotFoundError(f"{resource_type}/{resource_id} is not known here.")
     return current
 
@@ -269,7 +272,8 @@ def exists(session: Session, subject: Subject, *, resource_type: str, resource_i
     """True when Type/id exists and is not deleted."""
     check_type(subject, resource_type, write=False)
     current = repo.get_current(session, resource_type, resource_id)
-    return current is not None and not current.deleted and isolation.can_see(subject, current)
+    return (current is not None and not current.deleted
+            and Gate(session, subject).can_see(current))
 
 
 def vread(session: Session, subject: Subject, *, resource_type: str, resource_id: str,
@@ -305,7 +309,7 @@ def search(session: Session, subject: Subject, *,
                                                        search_mod.SearchPage]:
     """Matches and included resources of one search page."""
     check_type(subject, request.resource_type, write=False)
-    page = search_mod.run(session, request, isolation.visible_clause(subject))
+    page = search_mod.run(session, request, Gate(session, subject))
     return ([_stored(c) for c in page.matches], [_stored(c) for c in page.included], page)
 
 
