@@ -83,7 +83,7 @@ from hub.db.engine import Database
 from hub.db.migrate import upgrade
 from hub.fhir.identifiers import FNR_SYSTEM, HPR_SYSTEM, make_fodselsnummer
 from hub.fhir.jsonio import loads_object
-from hub.store import search as search_mod
+from hub.store import query as search_mod
 from hub.store import service
 
 PG_ENV = "HUB_TEST_POSTGRES_URL"
@@ -582,7 +582,7 @@ class BenchStore:
         run("read", self.hub_read, self.floor_read, keys)
         hub_s, floor_s = run("search", self.hub_search, self.floor_search, cases)
         timed_cases = cases[warm:]
-        for label in dict.fromkeys(c.label for c in timed_cases):  # each kind of search
+        for label in dict.fromkeys(c.label for c in cases):  # each kind of search
             picked = [i for i, c in enumerate(timed_cases) if c.label == label]
             rows.append(Row(self.label, size, f"  {label}", hub_s.subset(picked),
                             floor_s.subset(picked)))

@@ -97,6 +97,7 @@ fi
 if [[ ${HUB_TEST_SKIP_LINT:-} != 1 ]]; then
   "$ROOT/.venv/bin/ruff" check --quiet
   "$ROOT/.venv/bin/mypy"
+  "$ROOT/.venv/bin/lint-imports"   # the consent gate cannot be bypassed (pyproject.toml)
 fi
 
 # --- pytest ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hub.auth.subject import Subject
 from hub.db.engine import Database
 from hub.demo import seed
-from hub.store import search as search_mod
+from hub.store import query as search_mod
 from hub.store import service
 
 

@@ -13,7 +13,7 @@ from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, in_transaction, r
 from hub.api.responses import FhirResponse, bundle, entry, page_link, resource_response
 from hub.errors import BadRequestError, Issue, NotFoundError, operation_outcome
 from hub.fhir.validation import validate_resource
-from hub.store import search as search_mod
+from hub.store import query as search_mod
 from hub.store import service, transaction
 
 router = APIRouter(prefix="/fhir")

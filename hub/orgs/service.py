@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.errors import BadRequestError, ConflictError
-from hub.store import search as search_mod
+from hub.store import query as search_mod
 from hub.store import service
 from hub.store.resources import StoredResource
 

@@ -1,10 +1,11 @@
-"""Search: parameters from a query string -> SQL over the index tables -> a page of matches."""
+"""Search: a parsed SearchRequest -> SQL over the index tables -> a page of what the caller may
+see. Only the store service runs searches (it passes the consent gate as `visibility`)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -13,28 +14,14 @@ from sqlalchemy.orm import Session
 
 from hub.errors import BadRequestError
 from hub.store.dates import parse_range
+from hub.store.query import SearchRequest
 from hub.store.repository import INDEX_TABLES, Current, R, get_current_by_pk
 from hub.store.search_params import SearchParam, fold, params_for, parse_reference
 
 T_TOKEN, T_REF, T_DATE, T_STRING = INDEX_TABLES
 _TABLE = {"token": T_TOKEN, "reference": T_REF, "date": T_DATE, "string": T_STRING}
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-RESULT_PARAMS = {"_count", "_offset", "_sort", "_include", "_total", "_format", "_summary",
-                 "_elements"}
 _SPLIT = re.compile(r"(?<!\\),")
-
-
-@dataclass
-class SearchRequest:
-    """A parsed search: criteria and result controls."""
-
-    resource_type: str
-    criteria: list[tuple[str, str]]
-    count: int
-    offset: int = 0
-    sort: list[str] = field(default_factory=list)
-    include: list[str] = field(default_factory=list)
-    total: bool = False
 
 
 @dataclass
@@ -59,36 +46,6 @@ class Visibility(Protocol):
     def clause(self) -> ColumnElement[bool] | None: ...
 
     def allows(self, rows: Sequence[Current]) -> list[bool]: ...
-
-
-def parse_request(
-    resource_type: str, pairs: list[tuple[str, str]], *, default_count: int, max_count: int
-) -> SearchRequest:
-    """Split query pairs into criteria and controls; BadRequestError for malformed controls."""
-    req = SearchRequest(resource_type, [], default_count)
-    for name, value in pairs:
-        if name == "_count":
-            req.count = max(0, min(_int(name, value), max_count))
-        elif name == "_offset":
-            req.offset = max(0, _int(name, value))
-        elif name == "_sort":
-            req.sort.extend(v for v in value.split(",") if v)
-        elif name == "_include":
-            req.include.append(value)
-        elif name == "_total":
-            req.total = value == "accurate"
-        elif name in RESULT_PARAMS:
-            continue
-        else:
-            req.criteria.append((name, value))
-    return req
-
-
-def _int(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequestError(f"{name} must be a whole number, not '{value}'.") from None
 
 
 def _date_clause(prefix: str, low: ColumnElement[datetime], high: ColumnElement[datetime],

@@ -32,6 +32,7 @@ from hub.errors import (
 )
 from hub.fhir.structure import is_resource_type
 from hub.fhir.validation import ID_RE, validate_resource
+from hub.store import query as query_mod
 from hub.store import repository as repo
 from hub.store import search as search_mod
 from hub.store.codec import encode_body
@@ -154,7 +155,7 @@ def match(
 ) -> list[repo.Current]:
     """Current resources matching a search query string (for conditional interactions)."""
     pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
-    req = search_mod.parse_request(resource_type, pairs, default_count=limit, max_count=limit)
+    req = query_mod.parse_request(resource_type, pairs, default_count=limit, max_count=limit)
     query, ignored = search_mod.build_query(req, isolation.own_clause(subject))
     if ignored:
         raise BadRequestError(
@@ -304,7 +305,7 @@ def history(session: Session, subject: Subject, *, resource_type: str, resource_
 
 
 def search(session: Session, subject: Subject, *,
-           request: search_mod.SearchRequest) -> tuple[list[StoredResource],
+           request: query_mod.SearchRequest) -> tuple[list[StoredResource],
                                                        list[StoredResource],
                                                        search_mod.SearchPage]:
     """Matches and included resources of one search page."""

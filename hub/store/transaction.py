@@ -27,7 +27,7 @@ from hub.errors import (
     PreconditionFailedError,
     operation_outcome,
 )
-from hub.store import search as search_mod
+from hub.store import query as search_mod
 from hub.store import service
 from hub.store.dates import format_instant
 from hub.store.resources import StoredResource

@@ -12,7 +12,7 @@ from hub.auth.subject import Subject
 from hub.auth.users import list_users
 from hub.db.auth_models import ClientRow, UserRow
 from hub.errors import GoneError, NotFoundError
-from hub.store import search as search_mod
+from hub.store import query as search_mod
 from hub.store import service
 
 

@@ -10,7 +10,7 @@ import pytest
 from hub.auth.subject import Subject
 from hub.db.engine import Database
 from hub.errors import NotFoundError
-from hub.store import search as search_mod
+from hub.store import query as search_mod
 from hub.store import service
 from tests.factories import encounter, fnr, patient
 

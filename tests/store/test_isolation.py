@@ -11,7 +11,7 @@ from hub.auth.subject import Subject
 from hub.db.engine import Database
 from hub.errors import ConflictError, ForbiddenError, NotFoundError
 from hub.fhir.identifiers import FNR_SYSTEM
-from hub.store import search as search_mod
+from hub.store import query as search_mod
 from hub.store import service
 from tests.factories import fnr, organization, patient
 
