@@ -8,6 +8,7 @@ from sqlalchemy import create_engine
 from hub.audit import models as audit_models  # noqa: F401  (registers its tables)
 from hub.db import auth_models  # noqa: F401  (registers its tables)
 from hub.db.models import Base
+from hub.messaging import models as messaging_models  # noqa: F401  (registers its tables)
 
 config = context.config
 target_metadata = Base.metadata
