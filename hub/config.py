@@ -57,6 +57,26 @@ class Settings(BaseSettings):
         "first run if missing",
     )
 
+    legal_basis_events: str = Field(
+        default="admission-notice,ready-for-discharge,ready-for-discharge-withdrawn",
+        description="Events with a statutory basis (administrative content only), comma-separated",
+    )
+    delivery_max_age: int = Field(
+        default=72 * 3600, description="Seconds a push delivery is retried before dead letter"
+    )
+    delivery_first_retry: float = Field(
+        default=5.0, description="Seconds before the first retry (doubling, with jitter)"
+    )
+    delivery_timeout: float = Field(
+        default=10.0, description="Seconds a push attempt may take"
+    )
+    delivery_poll_interval: float = Field(
+        default=1.0, description="Seconds between dispatcher sweeps of due deliveries"
+    )
+    dispatcher: bool = Field(
+        default=True, description="Run the delivery dispatcher inside `hub serve`"
+    )
+
     @property
     def fhir_base(self) -> str:
         """Absolute FHIR base URL, without a trailing slash."""

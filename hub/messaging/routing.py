@@ -1,0 +1,57 @@
+"""May a message of this event about this patient go to that organisation? (CONTRACT 5)
+
+Asked when a message is accepted and again just before each delivery attempt, so a consent
+revoked in between stops queued retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from hub.auth.subject import Subject
+from hub.config import Settings
+from hub.consent.gate import Gate
+from hub.consent.policy import (
+    DEFAULT_LEGAL_BASES,
+    STATUTORY_NOTIFICATION,
+    DisclosureRequest,
+    LegalBasis,
+    Verdict,
+    consent_message_verdict,
+    decide,
+)
+from hub.db.types import utcnow
+
+
+def legal_bases(settings: Settings) -> tuple[LegalBasis, ...]:
+    """The statutory bases in force: the default one, limited to the configured events."""
+    events = frozenset(e.strip() for e in settings.legal_basis_events.split(",") if e.strip())
+    if events == STATUTORY_NOTIFICATION.events:
+        return DEFAULT_LEGAL_BASES
+    return (LegalBasis(STATUTORY_NOTIFICATION.code, events,
+                       STATUTORY_NOTIFICATION.resource_types, STATUTORY_NOTIFICATION.text),)
+
+
+def decide_delivery(
+    session: Session,
+    settings: Settings,
+    *,
+    event: str,
+    patient_id: str | None,
+    content_types: frozenset[str],
+    receiver_org: str,
+    consent: Mapping[str, Any] | None = None,
+) -> Verdict:
+    """The verdict for one destination. A consent-changed message is its own basis (it
+    reaches the organisations it names also when it revokes); otherwise the patient's stored
+    consents and the configured legal bases decide."""
+    recipient = f"Organization/{receiver_org}"
+    if event == "consent-changed" and consent is not None:
+        return consent_message_verdict(consent, recipient)
+    consents = Gate(session, Subject.hub_itself()).consents_of(patient_id) if patient_id else []
+    return decide(consents, DisclosureRequest(recipient=recipient, resource_types=content_types,
+                                              event=event, now=utcnow()),
+                  legal_bases=legal_bases(settings))
