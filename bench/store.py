@@ -71,6 +71,7 @@ from sqlalchemy import (
     MetaData,
     String,
     create_engine,
+    event,
     insert,
     select,
     text,
@@ -641,6 +642,17 @@ def postgres_url(base: str) -> Iterator[str]:
         admin.dispose()
 
 
+def set_plan_cache_mode(engine: Engine, mode: str) -> None:
+    """psycopg prepares a statement after 5 runs; PostgreSQL may then switch to a generic plan.
+    This sets how it chooses, for experiments on the search plans."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET plan_cache_mode = {mode}")
+        dbapi_conn.commit()
+
+
 def database_version(engine: Engine) -> str:
     """The server's (or SQLite library's) version."""
     with engine.connect() as conn:
@@ -760,6 +772,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ops", type=int, default=2000, help="timed operations per kind")
     parser.add_argument("--batch", type=int, default=500, help="creates per fill transaction")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pg-plan-cache-mode", choices=("auto", "force_custom_plan",
+                                                          "force_generic_plan"),
+                        help="SET plan_cache_mode on every PostgreSQL connection (hub and floor)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="cProfile N creates at the last size and print the top costs")
     return parser.parse_args(argv)
@@ -770,6 +785,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=150)
     started = time.perf_counter()
     info = machine_info()
+    if args.pg_plan_cache_mode:
+        info["postgresql plan_cache_mode"] = args.pg_plan_cache_mode
     rows: list[Row] = []
     fills: list[FillStats] = []
     versions: dict[str, str] = {}
@@ -780,6 +797,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = sqlite_url() if kind == "sqlite" else postgres_url(args.pg_url)
         with target as url:
             db = Database.connect(Settings(), url)
+            if kind == "postgresql" and args.pg_plan_cache_mode:
+                set_plan_cache_mode(db.engine, args.pg_plan_cache_mode)
             try:
                 versions[kind] = database_version(db.engine)
                 store = BenchStore(kind, db, NorwegianData(args.seed))
