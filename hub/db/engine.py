@@ -42,6 +42,10 @@ def make_engine(url: str, settings: Settings) -> Engine:
         return engine
     return create_engine(
         url,
+        # No server-side prepared statements: after five runs PostgreSQL would switch a search
+        # to a generic plan that ignores the values and scans (bench/store.py: 4.7 searches/s
+        # instead of about 400 at 100k resources).
+        connect_args={"prepare_threshold": None} if "+psycopg" in url else {},
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
