@@ -1,0 +1,199 @@
+"""Reading the audit trail for auditors: GET /fhir/AuditEvent and the /ui/audit page.
+
+Search runs on the records' columns (patient_ref, recorded_at, agent, subtype), oldest first
+by seq, paged by keyset (`_after` = the last seq of the previous page). The bodies are the
+signed AuditEvents exactly as stored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Text, cast, func, or_, select
+from sqlalchemy.orm import Session
+
+from hub.audit.models import AuditRecordRow
+from hub.errors import BadRequestError
+from hub.store.dates import parse_range
+
+PARAMS = ("patient", "date", "agent", "subtype", "_count", "_after", "_format")
+_DATE_PREFIXES = ("eq", "ge", "gt", "le", "lt")
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_R = AuditRecordRow
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """A parsed search: each tuple is OR'd within, the parts AND'ed."""
+
+    patients: tuple[tuple[str, ...], ...] = ()
+    dates: tuple[tuple[str, datetime], ...] = ()  # (op, instant): op in > >= < <=
+    agents: tuple[tuple[str, ...], ...] = ()
+    subtypes: tuple[tuple[str, ...], ...] = ()
+    count: int = 20
+    after: int = 0
+    pairs: tuple[tuple[str, str], ...] = field(default=())  # as given, for paging links
+
+
+@dataclass(frozen=True)
+class AuditLine:
+    """One record of the trail."""
+
+    seq: int
+    recorded_at: datetime
+    patient_ref: str | None
+    agent: str
+    action: str
+    subtype: str
+    body: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        """The AuditEvent's id."""
+        return str(self.body.get("id", ""))
+
+    @property
+    def outcome(self) -> str:
+        """The AuditEvent's outcome code: 0 success, 4 minor, 8 serious, 12 major failure."""
+        return str(self.body.get("outcome", ""))
+
+    @property
+    def outcome_text(self) -> str:
+        """The outcome in words (outcomeDesc where there is one)."""
+        words = {"0": "success", "4": "failure", "8": "serious failure",
+                 "12": "major failure"}.get(self.outcome, self.outcome)
+        desc = self.body.get("outcomeDesc")
+        return f"{words}: {desc}" if desc and self.outcome != "0" else words
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of records, and the cursor of the next page (None: this was the last)."""
+
+    lines: list[AuditLine]
+    next_after: int | None
+
+
+def patient_ref(value: str) -> str:
+    """`Patient/<id>` from `Patient/<id>`, `<id>` or an absolute URL ending in Patient/<id>."""
+    parts = value.strip().rstrip("/").split("/")
+    rid = parts[-1]
+    if len(parts) >= 2 and parts[-2] != "Patient":
+        raise BadRequestError(f"patient={value}: give a Patient reference (Patient/<id>).",
+                              expression="patient")
+    if not _ID_RE.match(rid):
+        raise BadRequestError(f"patient={value}: '{rid}' is not a FHIR id.",
+                              expression="patient")
+    return f"Patient/{rid}"
+
+
+def _date(value: str) -> list[tuple[str, datetime]]:
+    prefix = value[:2] if value[:2] in _DATE_PREFIXES else "eq"
+    rest = value[2:] if value[:2] in _DATE_PREFIXES else value
+    span = parse_range(rest)
+    if span is None:
+        raise BadRequestError(
+            f"date={value}: give a date, dateTime or instant (e.g. ge2026-01-31, "
+            "lt2026-02-01T12:00:00Z), optionally prefixed by eq, ge, gt, le or lt.",
+            expression="date")
+    low, high = span
+    return {"eq": [(">=", low), ("<=", high)], "ge": [(">=", low)], "gt": [(">", high)],
+            "le": [("<=", high)], "lt": [("<", low)]}[prefix]
+
+
+def _count(value: str, max_count: int) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise BadRequestError(f"_count={value}: give a whole number of at least 1.",
+                              expression="_count")
+    return min(int(value), max_count)
+
+
+def parse_query(pairs: Sequence[tuple[str, str]], *, default_count: int,
+                max_count: int) -> AuditQuery:
+    """The search of these query pairs. Raises BadRequestError for an unsupported parameter
+    (an auditor's typo must not silently widen the search) or a malformed value."""
+    patients, dates, agents, subtypes = [], [], [], []
+    count, after = min(default_count, max_count), 0
+    for raw_name, value in pairs:
+        name = raw_name.strip()
+        if name not in PARAMS:
+            raise BadRequestError(
+                f"AuditEvent search does not support '{raw_name}'; use "
+                f"{', '.join(p for p in PARAMS if p != '_format')}.", expression=raw_name)
+        values = [v.strip() for v in value.split(",") if v.strip()]
+        if name == "_format":
+            continue
+        if name == "_count":
+            count = _count(value.strip(), max_count)
+        elif name == "_after":
+            if not value.strip().isdigit():
+                raise BadRequestError(f"_after={value}: not a paging cursor.",
+                                      expression="_after")
+            after = int(value.strip())
+        elif not values:
+            raise BadRequestError(f"{name} needs a value.", expression=name)
+        elif name == "patient":
+            patients.append(tuple(patient_ref(v) for v in values))
+        elif name == "date":
+            dates.extend(_date(value.strip()))
+        elif name == "agent":
+            agents.append(tuple(values))
+        else:
+            subtypes.append(tuple(v.rsplit("|", 1)[-1] for v in values))
+    kept = tuple((k, v) for k, v in pairs if k not in ("_after", "_count", "_format"))
+    return AuditQuery(tuple(patients), tuple(dates), tuple(agents), tuple(subtypes), count,
+                      after, kept)
+
+
+def _agent_matches(value: str) -> ColumnElement[bool]:
+    if "/" in value:
+        return _R.agent == value
+    return or_(_R.agent == value, _R.agent.endswith(f"/{value}", autoescape=True))
+
+
+def _line(row: AuditRecordRow) -> AuditLine:
+    return AuditLine(row.seq, row.recorded_at, row.patient_ref, row.agent, row.action,
+                     row.subtype, json.loads(bytes(row.body)))
+
+
+def search(session: Session, query: AuditQuery) -> AuditPage:
+    """One page of the records matching `query`, oldest first."""
+    stmt = select(_R).where(_R.seq > query.after)
+    for patients in query.patients:
+        stmt = stmt.where(_R.patient_ref.in_(patients))
+    for op, at in query.dates:
+        column = _R.recorded_at
+        stmt = stmt.where({">": column > at, ">=": column >= at, "<": column < at,
+                           "<=": column <= at}[op])
+    for agents in query.agents:
+        stmt = stmt.where(or_(*(_agent_matches(a) for a in agents)))
+    for subtypes in query.subtypes:
+        stmt = stmt.where(_R.subtype.in_(subtypes))
+    rows = list(session.scalars(stmt.order_by(_R.seq).limit(query.count + 1)))
+    lines = [_line(r) for r in rows[:query.count]]
+    more = len(rows) > query.count
+    return AuditPage(lines, lines[-1].seq if more and lines else None)
+
+
+def read(session: Session, event_id: str) -> AuditLine | None:
+    """The record whose AuditEvent has this id, or None.
+
+    The id lives only inside the signed body, so this scans the bodies (a LIKE on the
+    canonical JSON, then a check of the parsed id): linear in the size of the trail. An
+    indexed id column would need a migration of audit_records.
+    """
+    if not _ID_RE.match(event_id):
+        return None
+    pattern = f'%"id":"{event_id}"%'
+    text = (func.convert_from(_R.body, "UTF8")
+            if session.get_bind().dialect.name == "postgresql" else cast(_R.body, Text))
+    for row in session.scalars(select(_R).where(text.like(pattern)).order_by(_R.seq)):
+        line = _line(row)
+        if line.id == event_id:
+            return line
+    return None
