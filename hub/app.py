@@ -9,6 +9,8 @@ from fastapi import FastAPI
 
 from hub import __version__
 from hub.api import auth, consent, exception_handlers, fhir
+from hub.audit.recorder import Auditor
+from hub.audit.signing import Signer
 from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.db.migrate import upgrade
@@ -25,6 +27,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         if migrate:
             upgrade(database.engine)
         app.state.database = database
+        app.state.auditor = Auditor(Signer.from_file(settings.audit_key_file),
+                                    base_url=settings.fhir_base)
         try:
             yield
         finally:

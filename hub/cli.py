@@ -1,7 +1,10 @@
 """The `hub` command: serve, demo, migrations and the admin CLI (CONTRACT section 1).
 
 Admin commands act on the database in HUB_DATABASE_URL as the hub itself; the last line an
-`add` prints is the new id. Errors print a plain sentence to stderr and exit 1.
+`add` prints is the new id. Errors print a plain sentence to stderr and exit 1. Each command
+that changes who may do what (org, client and user add / disable / enable) leaves an
+AuditEvent naming the operator (the OS user) in its own transaction; a refused one leaves a
+failure record.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -54,14 +57,53 @@ def _session(*, write: bool) -> Iterator[Session]:
         database.dispose()
 
 
-def _run(fn: Callable[[Session], T], *, write: bool = True) -> T:
-    """Run `fn` in one transaction; a HubError becomes a message and exit code 1."""
+def _operator() -> str:
+    """The OS user running the command: the agent of its audit record."""
     try:
-        with _session(write=write) as session:
-            return fn(session)
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return f"uid-{os.getuid()}"
+
+
+def _audit_admin(session: Session, text: str, target: str | None, *,
+                 failed: bool = False) -> None:
+    from hub.audit.events import ADMIN, admin_event
+    from hub.audit.recorder import Auditor
+    from hub.audit.signing import Signer
+
+    operator = _operator()
+    auditor = Auditor(Signer.from_file(get_settings().audit_key_file))
+    auditor.event(session, admin_event(operator, text, target, outcome="4" if failed else "0"),
+                  agent=f"Operator/{operator}", subtype=ADMIN)
+
+
+def _run(fn: Callable[[Session], T], *, write: bool = True, audit_text: str | None = None,
+         audit_target: str | Callable[[T], str] | None = None) -> T:
+    """Run `fn` in one transaction; a HubError becomes a message and exit code 1.
+
+    With `audit_text`, an admin AuditEvent (the operator, the text, `audit_target` or the
+    target made from the result) is recorded in the same transaction; when `fn` fails, a
+    failure record is written in a transaction of its own."""
+    try:
+        with _session(write=write or audit_text is not None) as session:
+            result = fn(session)
+            if audit_text is not None:
+                target = audit_target(result) if callable(audit_target) else audit_target
+                _audit_admin(session, audit_text, target)
+            return result
     except HubError as exc:
+        if audit_text is not None:
+            target = audit_target if isinstance(audit_target, str) else None
+            with _session(write=True) as session:
+                _audit_admin(session, f"{audit_text} (refused: {exc.diagnostics})", target,
+                             failed=True)
         typer.echo(f"error: {exc.diagnostics}", err=True)
         raise typer.Exit(1) from None
+
+
+def _args(**values: Any) -> str:
+    """The options of a command, for its audit record (None left out)."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items() if v is not None)
 
 
 @app.command()
@@ -117,9 +159,12 @@ def org_add(
     """Register an organisation; prints its id last."""
     from hub.orgs.service import add_organization
 
+    text = "org add " + _args(id=org_id, name=name, kind=kind, identifier=identifier,
+                              endpoint=endpoint)
     new_id = _run(lambda s: add_organization(s, HUB, name=name, kind=kind,
                                              identifier=identifier, endpoint=endpoint,
-                                             org_id=org_id))
+                                             org_id=org_id),
+                  audit_text=text, audit_target=lambda new: f"Organization/{new}")
     typer.echo(new_id)
 
 
@@ -154,7 +199,8 @@ def org_disable(org_id: str = typer.Argument(..., help="Organisation id")) -> No
             set_client_active(s, client_id, False)
         return len(clients)
 
-    n = _run(work)
+    n = _run(work, audit_text=f"org disable {org_id} (and its clients)",
+             audit_target=f"Organization/{org_id}")
     typer.echo(f"disabled Organization/{org_id} and {n} client(s)")
 
 
@@ -163,7 +209,8 @@ def org_enable(org_id: str = typer.Argument(..., help="Organisation id")) -> Non
     """Enable an organisation again (its clients stay disabled until enabled one by one)."""
     from hub.orgs.service import set_organization_active
 
-    _run(lambda s: set_organization_active(s, HUB, org_id, True))
+    _run(lambda s: set_organization_active(s, HUB, org_id, True),
+         audit_text=f"org enable {org_id}", audit_target=f"Organization/{org_id}")
     typer.echo(f"enabled Organization/{org_id}")
 
 
@@ -181,7 +228,9 @@ def client_add(
 
     text = jwks.read_text(encoding="utf-8")
     new_id = _run(lambda s: register_client(s, organization_id=org, jwks_json=text,
-                                            name=name or jwks.stem, client_id=client_id))
+                                            name=name or jwks.stem, client_id=client_id),
+                  audit_text=f"client add {_args(org=org, id=client_id, name=name or jwks.stem)}",
+                  audit_target=lambda new: f"Client/{new}")
     typer.echo(new_id)
 
 
@@ -225,7 +274,8 @@ def client_disable(client_id: str = typer.Argument(..., help="client_id")) -> No
     """Disable a client; its tokens stop working at once."""
     from hub.auth.clients import set_client_active
 
-    _run(lambda s: set_client_active(s, client_id, False))
+    _run(lambda s: set_client_active(s, client_id, False),
+         audit_text=f"client disable {client_id}", audit_target=f"Client/{client_id}")
     typer.echo(f"disabled client {client_id}")
 
 
@@ -234,7 +284,8 @@ def client_enable(client_id: str = typer.Argument(..., help="client_id")) -> Non
     """Enable a client again."""
     from hub.auth.clients import set_client_active
 
-    _run(lambda s: set_client_active(s, client_id, True))
+    _run(lambda s: set_client_active(s, client_id, True),
+         audit_text=f"client enable {client_id}", audit_target=f"Client/{client_id}")
     typer.echo(f"enabled client {client_id}")
 
 
@@ -261,7 +312,9 @@ def user_add(
 
     password = _read_password()
     new_id = _run(lambda s: add_user(s, username=username, password=password, role=role,
-                                     organization_id=org))
+                                     organization_id=org),
+                  audit_text=f"user add {_args(username=username, role=role, org=org)}",
+                  audit_target=f"User/{username}")
     typer.echo(str(new_id))
 
 
@@ -283,7 +336,8 @@ def user_disable(username: str = typer.Argument(..., help="Sign-in name")) -> No
     """Disable a person; their sessions end at once."""
     from hub.auth.users import set_user_active
 
-    _run(lambda s: set_user_active(s, username, False))
+    _run(lambda s: set_user_active(s, username, False),
+         audit_text=f"user disable {username}", audit_target=f"User/{username}")
     typer.echo(f"disabled user {username}")
 
 
@@ -292,7 +346,8 @@ def user_enable(username: str = typer.Argument(..., help="Sign-in name")) -> Non
     """Enable a person again."""
     from hub.auth.users import set_user_active
 
-    _run(lambda s: set_user_active(s, username, True))
+    _run(lambda s: set_user_active(s, username, True),
+         audit_text=f"user enable {username}", audit_target=f"User/{username}")
     typer.echo(f"enabled user {username}")
 
 

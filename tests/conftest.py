@@ -96,9 +96,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
 
 
 @pytest.fixture
-def settings(db_url: str) -> Settings:
-    """Settings pointing at the fresh database."""
-    return Settings(database_url=db_url, base_url="http://testserver")
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the fresh database (and an audit key of the test's own)."""
+    return Settings(database_url=db_url, base_url="http://testserver",
+                    audit_key_file=str(tmp_path / "audit-key.pem"))
 
 
 @pytest.fixture

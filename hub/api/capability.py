@@ -14,6 +14,34 @@ _COMMON_SEARCH = [
 ]
 _READ = ["read", "vread", "history-instance", "search-type"]
 _WRITE = ["create", "update", "delete"]
+_AUDIT_EVENT = {  # the audit trail (hub/api/auditevents.py): auditors only, not the store
+    "type": "AuditEvent",
+    "documentation": "The audit trail (IHE BALP AuditEvents), read-only and for auditors "
+                     "only: a person with role auditor signed in at /ui (the session cookie "
+                     "reaches /fhir); anyone else gets 403. Oldest first.",
+    "interaction": [{"code": "read"}, {"code": "search-type"}],
+    "versioning": "no-version",
+    "readHistory": False,
+    "updateCreate": False,
+    "conditionalCreate": False,
+    "conditionalDelete": "not-supported",
+    "searchParam": [
+        {"name": "patient", "type": "reference",
+         "definition": "http://hl7.org/fhir/SearchParameter/clinical-patient",
+         "documentation": "Patient/<id> or <id>; comma-separated for any of several"},
+        {"name": "date", "type": "date",
+         "definition": "http://hl7.org/fhir/SearchParameter/AuditEvent-date",
+         "documentation": "When recorded; prefixes eq ge gt le lt, any precision"},
+        {"name": "agent", "type": "token",
+         "documentation": "Client/<client_id>, User/<username>, Operator/<os user>, or the "
+                          "bare id"},
+        {"name": "subtype", "type": "token",
+         "definition": "http://hl7.org/fhir/SearchParameter/AuditEvent-subtype",
+         "documentation": "read, vread, history-instance, search-type, create, update, "
+                          "delete, transaction, batch, operation, disclose, login, token, "
+                          "admin"},
+    ],
+}
 _INCLUDES = {"CarePlan": ["CarePlan:goal", "CarePlan:care-team"], "Task": ["Task:focus"],
              "Appointment": ["Appointment:actor"]}
 
@@ -22,6 +50,9 @@ def capability_statement(base: str, version: str) -> dict[str, Any]:
     """What this hub serves: resources, interactions, search parameters, operations."""
     resources = []
     for rtype in sorted(SERVED):
+        if rtype == "AuditEvent":
+            resources.append(dict(_AUDIT_EVENT))
+            continue
         interactions = _READ + ([] if rtype in READ_ONLY else _WRITE)
         params = [{"name": sp.code, "definition": sp.url, "type": sp.type}
                   for sp in sorted(params_for(rtype).values(), key=lambda s: s.code)]

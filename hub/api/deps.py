@@ -1,14 +1,18 @@
-"""Request plumbing shared by the routers: the database, the acting subject, the body."""
+"""Request plumbing shared by the routers: the database, the acting subject, the body, and the
+audit trail of every request (`audited_transaction`, `audit_failure`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from hub.audit.events import TOKEN, Interaction, Outcome, agent_name, token_event
+from hub.audit.recorder import NOTHING, Auditor, Touched, take_disclosures
 from hub.auth.subject import Subject
 from hub.auth.tokens import subject_for_token
 from hub.config import Settings
@@ -18,6 +22,7 @@ from hub.errors import PayloadTooLargeError, UnauthorizedError, UnsupportedMedia
 from hub.fhir.jsonio import JSONDict, loads_object
 
 T = TypeVar("T")
+log = logging.getLogger("hub.audit")
 _JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
 
 
@@ -33,16 +38,31 @@ def get_database(request: Request) -> Database:
     return db
 
 
+def get_auditor(request: Request) -> Auditor:
+    """The app's auditor (one signing key per process)."""
+    auditor: Auditor = request.app.state.auditor
+    return auditor
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
+AuditorDep = Annotated[Auditor, Depends(get_auditor)]
 
 
 async def get_subject(request: Request, db: DatabaseDep) -> Subject:
-    """The client whose bearer token the request carries (`Authorization: Bearer <token>`).
+    """The client whose bearer token the request carries (`Authorization: Bearer <token>`),
+    or, without an Authorization header, the person whose /ui session cookie it carries (kind
+    user, no scopes: only what people may do, e.g. auditors reading AuditEvents).
     Raises UnauthorizedError (401, `WWW-Authenticate: Bearer`) when it is missing, unknown,
-    expired, or its client is disabled."""
-    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    expired, or its client is disabled. The subject is kept on request.state for the audit."""
+    header = request.headers.get("authorization", "").strip()
+    scheme, _, token = header.partition(" ")
     token = token.strip()
+    if not header:
+        person = await _session_subject(request, db)
+        if person is not None:
+            request.state.subject = person
+            return person
     if scheme.lower() != "bearer" or not token:
         raise UnauthorizedError(
             "This request needs an access token (Authorization: Bearer <token>); get one at "
@@ -55,7 +75,20 @@ async def get_subject(request: Request, db: DatabaseDep) -> Subject:
             "The access token is unknown or has expired, or its client is disabled; get a new "
             "one at /auth/token.",
             headers={"WWW-Authenticate": 'Bearer realm="carehub", error="invalid_token"'})
+    request.state.subject = subject
     return subject
+
+
+async def _session_subject(request: Request, db: Database) -> Subject | None:
+    """The signed-in person of the request's web session cookie, or None."""
+    from hub.ui.sessions import SESSION_COOKIE, find_session  # the UI builds on this module
+
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        return None
+    now = utcnow()
+    signed_in = await in_transaction(db, lambda s: find_session(s, raw, now), write=False)
+    return signed_in.subject if signed_in is not None else None
 
 
 SubjectDep = Annotated[Subject, Depends(get_subject)]
@@ -69,6 +102,157 @@ async def in_transaction(db: Database, fn: Callable[[Session], T], *, write: boo
             return fn(session)
 
     return await run_in_threadpool(work)
+
+
+# --- the audit trail of requests ------------------------------------------------------------
+
+
+def client_address(request: Request) -> str | None:
+    """The caller's IP address as the server saw it."""
+    return request.client.host if request.client else None
+
+
+async def audited_transaction(
+    request: Request,
+    db: Database,
+    subject: Subject,
+    fn: Callable[[Session], T],
+    *,
+    interaction: Interaction,
+    resource_type: str | None,
+    touched: Callable[[Session, T], Touched] = lambda _s, _r: NOTHING,
+    query: str | None = None,
+    operation: str | None = None,
+) -> T:
+    """Run `fn(session)` and record it in the audit trail in the same transaction: the consent
+    gate's disclosure decisions (session.info["disclosures"]) and then the interaction itself,
+    one record per patient of `touched(session, result)`. Commit on success.
+
+    When `fn` raises, everything rolls back, audit records included; the decisions it made are
+    kept on request.state for the error handler, which records them with the failure
+    (`audit_failure`) in a transaction of its own.
+
+    Always a write session: on SQLite the append needs the database write lock, which a
+    deferred transaction cannot wait for (chain.append), so there every audited request, reads
+    included, is a BEGIN IMMEDIATE write transaction and audited requests run one at a time.
+    PostgreSQL only locks the chain head row, from the append to the commit.
+    """
+    auditor = get_auditor(request)
+    address = client_address(request)
+    request.state.audit_interaction = interaction
+    request.state.audit_operation = operation
+
+    def work() -> T:
+        with db.session(write=True) as session:
+            try:
+                result = fn(session)
+                what = touched(session, result)
+            except BaseException:
+                request.state.pending_disclosures = take_disclosures(session)
+                raise
+            auditor.disclosures(session, take_disclosures(session), subject=subject)
+            auditor.rest(session, subject, interaction=interaction, resource_type=resource_type,
+                         touched=what, query=query, operation=operation, address=address)
+            return result
+
+    return await run_in_threadpool(work)
+
+
+_INSTANCE_INTERACTIONS: dict[str, Interaction] = {
+    "GET": "read", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+_AUDITED_PREFIXES = ("/fhir", "/auth/token")
+_NOT_AUDITED = ("/fhir/metadata", "/fhir/.well-known/")
+
+
+def is_audited(path: str) -> bool:
+    """Whether requests to `path` leave audit records (all of /fhir and /auth/token, but not
+    the CapabilityStatement and the SMART configuration)."""
+    if path.startswith(_NOT_AUDITED) or path.rstrip("/") == "/fhir/metadata":
+        return False
+    return any(path == p or path.startswith(p + "/") for p in _AUDITED_PREFIXES)
+
+
+def _interaction_of(request: Request) -> tuple[Interaction, str | None, str | None, str | None]:
+    """(interaction, resource type, resource id, operation) of a /fhir request, from its URL;
+    what the route decided (audited_transaction) wins."""
+    segments = [s for s in request.url.path.removeprefix("/fhir").split("/") if s]
+    method = request.method.upper()
+    operation = next((s for s in reversed(segments) if s.startswith("$")), None)
+    rtype = segments[0] if segments and segments[0][:1].isupper() else None
+    rid = segments[1] if rtype and len(segments) > 1 and not segments[1].startswith(("$", "_")) \
+        else None
+    interaction: Interaction = "operation"
+    n, tail = len(segments), segments[2:]
+    if operation is not None:
+        pass
+    elif n == 0 and method == "POST":
+        interaction = "transaction"
+    elif n == 1 and method in ("GET", "POST"):
+        interaction = "search-type" if method == "GET" else "create"
+    elif n == 2 and segments[1] == "_search":
+        interaction = "search-type"
+    elif n == 2:
+        interaction = _INSTANCE_INTERACTIONS.get(method, "operation")
+    elif tail == ["_history"]:
+        interaction = "history-instance"
+    elif n == 4 and tail[0] == "_history":
+        interaction = "vread"
+    decided: Interaction | None = getattr(request.state, "audit_interaction", None)
+    decided_op: str | None = getattr(request.state, "audit_operation", None)
+    return decided or interaction, rtype, rid, decided_op or operation
+
+
+async def record_apart(request: Request, write: Callable[[Session, Auditor], object]) -> None:
+    """Run `write(session, auditor)` in a short write transaction of its own, for what must
+    be recorded although the request's own transaction rolled back (or never began). Never
+    raises: the answer goes out whatever happens here; a failure is logged."""
+    try:
+        auditor = get_auditor(request)
+        db = get_database(request)
+    except AttributeError:  # the app is not started (no lifespan): nothing to write to
+        log.error("no audit trail to record %s %s in", request.method, request.url.path)
+        return
+
+    def work() -> None:
+        with db.session(write=True) as session:
+            write(session, auditor)
+
+    try:
+        await run_in_threadpool(work)
+    except Exception:
+        log.exception("could not record %s %s in the audit trail", request.method,
+                      request.url.path)
+
+
+async def audit_failure(request: Request, status: int, text: str) -> None:
+    """Record a request that failed (HubError or worse) in a short write transaction of its
+    own, the request's own having rolled back: who (if known), what was asked, the status
+    (outcome 4 for 4xx, 8 for 5xx), and the disclosure decisions it made on the way. Never
+    raises: the error response goes out whatever happens here."""
+    if not is_audited(request.url.path):
+        return
+    subject: Subject | None = getattr(request.state, "subject", None)
+    pending: list[dict[str, Any]] = getattr(request.state, "pending_disclosures", None) or []
+    interaction, rtype, rid, operation = _interaction_of(request)
+    touched = Touched((f"{rtype}/{rid}",) if rtype and rid else (),
+                      (f"Patient/{rid}",) if rtype == "Patient" and rid else ())
+    outcome: Outcome = "8" if status >= 500 else "4"
+    query = request.url.query or None
+    what = f"{request.method} {request.url.path}: {status}"
+    address = client_address(request)
+
+    def write(session: Session, auditor: Auditor) -> None:
+        if request.url.path.startswith("/auth/"):
+            auditor.event(session, token_event(None, organization_id=None, outcome=outcome,
+                                               reason=text, address=address),
+                          agent=agent_name(None), subtype=TOKEN)
+            return
+        auditor.disclosures(session, pending, subject=subject)
+        auditor.rest(session, subject, interaction=interaction, resource_type=rtype,
+                     touched=touched, outcome=outcome, query=query, description=text,
+                     operation=operation, address=address, request=what)
+
+    await record_apart(request, write)
 
 
 async def read_body(request: Request, settings: Settings) -> JSONDict:

@@ -1,4 +1,5 @@
-"""Every error leaves the hub as an OperationOutcome with plain-language diagnostics."""
+"""Every error leaves the hub as an OperationOutcome with plain-language diagnostics, and is
+recorded in the audit trail (deps.audit_failure) when it ends a /fhir request."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hub.api.deps import audit_failure
 from hub.api.responses import FhirResponse
 from hub.errors import HubError, Issue, operation_outcome
 
@@ -22,17 +24,20 @@ def install(app: FastAPI) -> None:
     """Register the handlers on `app`."""
 
     @app.exception_handler(HubError)
-    async def _hub_error(_request: Request, exc: HubError) -> FhirResponse:
+    async def _hub_error(request: Request, exc: HubError) -> FhirResponse:
+        await audit_failure(request, exc.status, exc.diagnostics)
         return FhirResponse(exc.outcome(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _request_invalid(_request: Request, exc: RequestValidationError) -> FhirResponse:
+    async def _request_invalid(request: Request, exc: RequestValidationError) -> FhirResponse:
         text = "; ".join(str(e.get("msg")) for e in exc.errors()) or "The request is malformed."
+        await audit_failure(request, 400, text)
         return FhirResponse(operation_outcome([Issue(text, "structure")]), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> FhirResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> FhirResponse:
         text = _HTTP_TEXT.get(exc.status_code, str(exc.detail))
+        await audit_failure(request, exc.status_code, text)
         code = "not-found" if exc.status_code == 404 else "processing"
         return FhirResponse(operation_outcome([Issue(text, code)]),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
@@ -43,5 +48,6 @@ def install(app: FastAPI) -> None:
         log.exception("incident %s on %s %s", incident, request.method, request.url.path)
         text = (f"The hub failed to handle this request (incident {incident}); nothing was "
                 "changed. The operators have the details.")
+        await audit_failure(request, 500, text)
         return FhirResponse(operation_outcome([Issue(text, "exception", "fatal")]),
                             status_code=500)

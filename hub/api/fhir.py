@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from hub import __version__
+from hub.api import auditevents
 from hub.api.capability import capability_statement
-from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, in_transaction, read_body
+from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_transaction, read_body
 from hub.api.responses import FhirResponse, bundle, entry, page_link, resource_response
+from hub.audit.events import Interaction
+from hub.audit.recorder import (
+    Touched,
+    touched_bodies,
+    touched_bundle,
+    touched_deleted,
+    touched_stored,
+)
 from hub.errors import BadRequestError, Issue, NotFoundError, operation_outcome
 from hub.fhir.validation import validate_resource
 from hub.store import query as search_mod
 from hub.store import service, transaction
 
 router = APIRouter(prefix="/fhir")
+router.include_router(auditevents.router)  # first: they win over the generic routes below
 
 
 @router.get("/metadata")
@@ -35,8 +46,11 @@ async def transaction_or_batch(request: Request, db: DatabaseDep, settings: Sett
         raise BadRequestError(f"POST /fhir takes a Bundle, not a {body['resourceType']}.",
                               expression="resourceType")
     opts = transaction.BundleSettings(settings.page_size, settings.max_page_size)
-    result = await in_transaction(
-        db, lambda s: transaction.process(s, subject, body, opts), write=True)
+    kind: Interaction = "batch" if body.get("type") == "batch" else "transaction"
+    result = await audited_transaction(
+        request, db, subject, lambda s: transaction.process(s, subject, body, opts),
+        interaction=kind, resource_type=None,
+        touched=lambda s, answer: touched_bundle(s, body, answer))
     return FhirResponse(result)
 
 
@@ -48,8 +62,8 @@ def _check_body_type(body: dict[str, Any], resource_type: str) -> None:
 
 
 @router.post("/{resource_type}/$validate")
-async def validate(resource_type: str, request: Request, settings: SettingsDep,
-                   subject: SubjectDep) -> FhirResponse:
+async def validate(resource_type: str, request: Request, db: DatabaseDep,
+                   settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
     """Check a resource without storing it; always an OperationOutcome."""
     service.check_type(subject, resource_type, write=False)
     body = await read_body(request, settings)
@@ -58,7 +72,10 @@ async def validate(resource_type: str, request: Request, settings: SettingsDep,
                      if p.get("name") == "resource" and isinstance(p.get("resource"), dict)),
                     body)
     _check_body_type(body, resource_type)
-    issues = validate_resource(body)
+    issues = await audited_transaction(
+        request, db, subject, lambda _s: validate_resource(body), interaction="operation",
+        operation="$validate", resource_type=resource_type,
+        touched=lambda _s, _issues: touched_bodies([body]))
     if not issues:
         issues = [Issue(f"The {resource_type} is valid.", "informational", "information")]
     return FhirResponse(operation_outcome(issues))
@@ -68,8 +85,8 @@ async def validate(resource_type: str, request: Request, settings: SettingsDep,
 async def search(resource_type: str, request: Request, db: DatabaseDep, settings: SettingsDep,
                  subject: SubjectDep) -> FhirResponse:
     """Search one type; a searchset Bundle with paging links."""
-    return await _search(resource_type, list(request.query_params.multi_items()), db, settings,
-                         subject)
+    return await _search(resource_type, list(request.query_params.multi_items()), request, db,
+                         settings, subject)
 
 
 @router.post("/{resource_type}/_search")
@@ -78,17 +95,19 @@ async def search_post(resource_type: str, request: Request, db: DatabaseDep,
     """Search by form post (same as GET)."""
     form = await request.form()
     pairs = [(k, str(v)) for k, v in form.multi_items()]
-    return await _search(resource_type, pairs + list(request.query_params.multi_items()), db,
-                         settings, subject)
+    return await _search(resource_type, pairs + list(request.query_params.multi_items()),
+                         request, db, settings, subject)
 
 
-async def _search(resource_type: str, pairs: list[tuple[str, str]], db: DatabaseDep,
-                  settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+async def _search(resource_type: str, pairs: list[tuple[str, str]], request: Request,
+                  db: DatabaseDep, settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
     service.check_type(subject, resource_type, write=False)
     req = search_mod.parse_request(resource_type, pairs, default_count=settings.page_size,
                                    max_count=settings.max_page_size)
-    matches, included, page = await in_transaction(
-        db, lambda s: service.search(s, subject, request=req), write=False)
+    matches, included, page = await audited_transaction(
+        request, db, subject, lambda s: service.search(s, subject, request=req),
+        interaction="search-type", resource_type=resource_type, query=urlencode(pairs),
+        touched=lambda _s, found: touched_bodies(r.body for r in [*found[0], *found[1]]))
     base = settings.fhir_base
     path = f"{base}/{resource_type}"
     kept = [(k, v) for k, v in pairs if k.split(":")[0] not in page.ignored]
@@ -116,19 +135,22 @@ async def create(resource_type: str, request: Request, db: DatabaseDep, settings
     body = await read_body(request, settings)
     _check_body_type(body, resource_type)
     if_none_exist = request.headers.get("if-none-exist")
-    result = await in_transaction(db, lambda s: service.create(
-        s, subject, resource=body, if_none_exist=if_none_exist), write=True)
+    result = await audited_transaction(request, db, subject, lambda s: service.create(
+        s, subject, resource=body, if_none_exist=if_none_exist),
+        interaction="create", resource_type=resource_type,
+        touched=lambda _s, written: touched_stored(written.stored))
     return resource_response(result.stored, status=201 if result.created else 200,
                              base=settings.fhir_base, prefer=request.headers.get("prefer"),
                              location=True)
 
 
 @router.get("/{resource_type}/{resource_id}")
-async def read(resource_type: str, resource_id: str, db: DatabaseDep, settings: SettingsDep,
-               subject: SubjectDep) -> FhirResponse:
+async def read(resource_type: str, resource_id: str, request: Request, db: DatabaseDep,
+               settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
     """The current version."""
-    stored = await in_transaction(db, lambda s: service.read(
-        s, subject, resource_type=resource_type, resource_id=resource_id), write=False)
+    stored = await audited_transaction(request, db, subject, lambda s: service.read(
+        s, subject, resource_type=resource_type, resource_id=resource_id),
+        interaction="read", resource_type=resource_type, touched=lambda _s, r: touched_stored(r))
     return resource_response(stored, base=settings.fhir_base)
 
 
@@ -140,20 +162,24 @@ async def update(resource_type: str, resource_id: str, request: Request, db: Dat
     body = await read_body(request, settings)
     _check_body_type(body, resource_type)
     if_match = request.headers.get("if-match")
-    result = await in_transaction(db, lambda s: service.update(
+    result = await audited_transaction(request, db, subject, lambda s: service.update(
         s, subject, resource_type=resource_type, resource_id=resource_id, resource=body,
-        if_match=if_match), write=True)
+        if_match=if_match), interaction="update", resource_type=resource_type,
+        touched=lambda _s, written: touched_stored(written.stored))
     return resource_response(result.stored, status=201 if result.created else 200,
                              base=settings.fhir_base, prefer=request.headers.get("prefer"),
                              location=result.created)
 
 
 @router.delete("/{resource_type}/{resource_id}")
-async def delete(resource_type: str, resource_id: str, db: DatabaseDep,
+async def delete(resource_type: str, resource_id: str, request: Request, db: DatabaseDep,
                  subject: SubjectDep) -> Response:
     """Delete: a new empty version; reading it then gives 410."""
-    stored = await in_transaction(db, lambda s: service.delete_resource(
-        s, subject, resource_type=resource_type, resource_id=resource_id), write=True)
+    stored = await audited_transaction(request, db, subject, lambda s: service.delete_resource(
+        s, subject, resource_type=resource_type, resource_id=resource_id),
+        interaction="delete", resource_type=resource_type,
+        touched=lambda s, gone: touched_deleted(s, gone, resource_type=resource_type,
+                                                resource_id=resource_id))
     headers = {"ETag": stored.etag} if stored else {}
     return Response(status_code=204, headers=headers)
 
@@ -165,9 +191,11 @@ async def history(resource_type: str, resource_id: str, request: Request, db: Da
     pairs = list(request.query_params.multi_items())
     req = search_mod.parse_request(resource_type, pairs, default_count=settings.page_size,
                                    max_count=settings.max_page_size)
-    versions, more = await in_transaction(db, lambda s: service.history(
+    versions, more = await audited_transaction(request, db, subject, lambda s: service.history(
         s, subject, resource_type=resource_type, resource_id=resource_id, count=req.count,
-        offset=req.offset), write=False)
+        offset=req.offset), interaction="history-instance", resource_type=resource_type,
+        touched=lambda _s, found: Touched((f"{resource_type}/{resource_id}",))
+        + touched_bodies(v.body for v in found[0]))
     base = settings.fhir_base
     path = f"{base}/{resource_type}/{resource_id}/_history"
     links = [("self", page_link(path, pairs, req.offset, req.count))]
@@ -188,12 +216,13 @@ async def history(resource_type: str, resource_id: str, request: Request, db: Da
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
-async def vread(resource_type: str, resource_id: str, version_id: str, db: DatabaseDep,
-                settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+async def vread(resource_type: str, resource_id: str, version_id: str, request: Request,
+                db: DatabaseDep, settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
     """One version."""
-    stored = await in_transaction(db, lambda s: service.vread(
+    stored = await audited_transaction(request, db, subject, lambda s: service.vread(
         s, subject, resource_type=resource_type, resource_id=resource_id,
-        version_id=version_id), write=False)
+        version_id=version_id), interaction="vread", resource_type=resource_type,
+        touched=lambda _s, r: touched_stored(r))
     return resource_response(stored, base=settings.fhir_base)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -17,11 +17,15 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from hub.audit.events import LOGIN, sign_in_event
 from hub.auth.subject import Subject
 from hub.db.auth_models import UserRow, WebSessionRow
 from hub.db.types import utcnow
 from hub.errors import BadRequestError, ConflictError, GoneError, HubError, NotFoundError
 from hub.store import service
+
+if TYPE_CHECKING:
+    from hub.audit.recorder import Auditor
 
 ROLES = ("coordinator", "auditor", "admin")
 MIN_PASSWORD_LENGTH = 12
@@ -126,18 +130,25 @@ def set_user_active(session: Session, username: str, active: bool) -> UserRow:
     return user
 
 
-def record_sign_in(session: Session, username: str, outcome: SignInOutcome) -> None:
-    """The audit hook of every sign-in attempt; does nothing yet.
-
-    The audit issue fills this in: an AuditEvent (IHE BALP login pattern) per attempt, written
-    in the caller's transaction, which commits also when the sign-in fails.
-    """
+def record_sign_in(session: Session, username: str, outcome: SignInOutcome, *,
+                   auditor: Auditor | None, role: str | None = None,
+                   address: str | None = None) -> None:
+    """Record a sign-in attempt in the audit trail (DCM User Authentication / Login), in the
+    caller's transaction, which commits also when the sign-in fails. Without an auditor
+    (service-level use outside the web app) nothing is recorded."""
+    if auditor is None:
+        return
+    name = username[:MAX_USERNAME_LENGTH] or "(empty)"
+    auditor.event(session, sign_in_event(name, outcome, role=role, address=address),
+                  agent=f"User/{name}", subtype=LOGIN)
 
 
 def authenticate(session: Session, username: str, password: str, now: datetime, *,
-                 max_failures: int = 5, lockout: int = 300) -> UserRow:
+                 max_failures: int = 5, lockout: int = 300, auditor: Auditor | None = None,
+                 address: str | None = None) -> UserRow:
     """The user whose name and password these are. After `max_failures` wrong passwords in a
-    row the account is paused for `lockout` seconds, when even the right one fails.
+    row the account is paused for `lockout` seconds, when even the right one fails. Every
+    attempt is recorded by `auditor` (record_sign_in).
 
     Raises SignInError, always with the same message. It records failures in `session`: the
     caller commits also when SignInError is raised.
@@ -146,15 +157,17 @@ def authenticate(session: Session, username: str, password: str, now: datetime, 
         select(UserRow).where(UserRow.username == username).with_for_update())
     if user is None:
         _verify(_dummy_hash(), password)  # as slow as a known name
-        record_sign_in(session, username, "unknown-user")
+        record_sign_in(session, username, "unknown-user", auditor=auditor, address=address)
         raise SignInError
     # Verify even when the answer is already no, so time tells nothing about the account.
     right = _verify(user.password_hash, password)
     if not user.active:
-        record_sign_in(session, username, "disabled")
+        record_sign_in(session, username, "disabled", auditor=auditor, role=user.role,
+                       address=address)
         raise SignInError
     if user.locked_until_at is not None and user.locked_until_at > now:
-        record_sign_in(session, username, "locked")
+        record_sign_in(session, username, "locked", auditor=auditor, role=user.role,
+                       address=address)
         raise SignInError
     if not right:
         user.failed_sign_ins += 1
@@ -162,12 +175,14 @@ def authenticate(session: Session, username: str, password: str, now: datetime, 
             user.locked_until_at = now + timedelta(seconds=lockout)
             user.failed_sign_ins = 0
         session.flush()
-        record_sign_in(session, username, "wrong-password")
+        record_sign_in(session, username, "wrong-password", auditor=auditor, role=user.role,
+                       address=address)
         raise SignInError
     user.failed_sign_ins = 0
     user.locked_until_at = None
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     session.flush()
-    record_sign_in(session, username, "success")
+    record_sign_in(session, username, "success", auditor=auditor, role=user.role,
+                   address=address)
     return user

@@ -1,4 +1,5 @@
-"""The web UI under /ui: sign in, sign out, and each role's home page.
+"""The web UI under /ui: sign in, sign out, each role's home page, and the auditors' view of
+the audit trail (/ui/audit).
 
 Every route here answers HTML with strict security headers; errors become plain pages (a
 missing session becomes a redirect to the sign-in page), never OperationOutcome JSON.
@@ -11,7 +12,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import jinja2
 from fastapi import APIRouter, Request
@@ -21,7 +22,17 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
-from hub.api.deps import DatabaseDep, SettingsDep, in_transaction
+from hub.api.auditevents import require_auditor
+from hub.api.deps import (
+    AuditorDep,
+    DatabaseDep,
+    SettingsDep,
+    audited_transaction,
+    client_address,
+    in_transaction,
+)
+from hub.audit import queries as audit_queries
+from hub.audit.recorder import Touched
 from hub.auth.users import SIGN_IN_FAILED, SignInError, authenticate
 from hub.db.types import utcnow
 from hub.errors import BadRequestError, HubError, PayloadTooLargeError
@@ -155,7 +166,8 @@ async def sign_in_form(request: Request, signed_in: OptionalSessionDep,
 
 
 @router.post("/sign-in")
-async def sign_in(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
+async def sign_in(request: Request, db: DatabaseDep, settings: SettingsDep,
+                  auditor: AuditorDep) -> Response:
     """Check the password; on success a new session and a redirect home, else the form again
     with one generic message (401). A missing or wrong CSRF token gives 403."""
     form = await read_form(request)
@@ -164,14 +176,16 @@ async def sign_in(request: Request, db: DatabaseDep, settings: SettingsDep) -> R
     username, password = form.get("username", "").strip(), form.get("password", "")
     previous = request.cookies.get(SESSION_COOKIE)
     now = utcnow()
+    address = client_address(request)
 
     def work(session: Session) -> tuple[str, str] | None:
         try:
             user = authenticate(session, username, password, now,
                                 max_failures=settings.signin_max_failures,
-                                lockout=settings.signin_lockout)
+                                lockout=settings.signin_lockout, auditor=auditor,
+                                address=address)
         except SignInError:
-            return None  # commit anyway: the failure count is part of this transaction
+            return None  # commit anyway: the failure count and its audit record are in it
         return start_session(session, user, now=now, lifetime=settings.session_lifetime,
                              replacing=previous)
 
@@ -200,3 +214,37 @@ async def sign_out(request: Request, signed_in: OptionalSessionDep, db: Database
     response = RedirectResponse("/ui/sign-in", status_code=303)
     clear_cookie(response, SESSION_COOKIE, secure=secure)
     return response
+
+
+@router.get("/audit")
+async def audit(request: Request, signed_in: SignedInDep, db: DatabaseDep,
+                settings: SettingsDep) -> Response:
+    """The audit trail for auditors: records by patient and time, oldest first (the same search
+    as GET /fhir/AuditEvent, and recorded in the trail like it)."""
+    subject = signed_in.subject
+    require_auditor(subject)
+    form = {k: request.query_params.get(k, "").strip() for k in ("patient", "from", "to")}
+    pairs = [("patient", form["patient"])] if form["patient"] else []
+    pairs += [("date", f"ge{form['from']}")] if form["from"] else []
+    pairs += [("date", f"le{form['to']}")] if form["to"] else []
+    error, page = None, None
+    after = request.query_params.get("after", "")
+    try:
+        query = audit_queries.parse_query(
+            pairs + ([("_after", after)] if after else []),
+            default_count=settings.page_size, max_count=settings.max_page_size)
+    except BadRequestError as exc:
+        error = exc.diagnostics
+    else:
+        page = await audited_transaction(
+            request, db, subject, lambda s: audit_queries.search(s, query),
+            interaction="search-type", resource_type="AuditEvent", query=urlencode(pairs),
+            touched=lambda _s, found: Touched((), tuple(dict.fromkeys(
+                [p for ps in query.patients for p in ps]
+                + [ln.patient_ref for ln in found.lines if ln.patient_ref]))))
+    more = (f"/ui/audit?{urlencode({**form, 'after': str(page.next_after)})}"
+            if page is not None and page.next_after is not None else None)
+    return _render(request, "audit.html", {"me": signed_in, "csrf_token": signed_in.csrf_token,
+                                           "form": form, "page": page, "error": error,
+                                           "more": more},
+                   status_code=400 if error else 200)

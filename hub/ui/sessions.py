@@ -4,6 +4,8 @@ The `carehub_session` cookie holds a random id; `web_sessions` keeps only its SH
 session's CSRF token and expiry. Every request looks the session and its user up again, so
 signing out or disabling a user ends the session at once. Forms carry the session's CSRF
 token; the sign-in form, before any session exists, uses a double-submit `carehub_csrf` cookie.
+The session cookie's path is `/`, so that it also reaches /fhir, where an auditor reads the
+audit trail (GET /fhir/AuditEvent) with it; the CSRF cookie stays under /ui.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from hub.errors import ForbiddenError, UnauthorizedError
 
 SESSION_COOKIE = "carehub_session"
 CSRF_COOKIE = "carehub_csrf"
-COOKIE_PATH = "/ui"
+COOKIE_PATH = "/ui"  # the pre-session CSRF cookie
+SESSION_COOKIE_PATH = "/"  # the session: /ui and the auditors' /fhir/AuditEvent
 CSRF_FIELD = "csrf_token"
 _TOKEN_BYTES = 32  # token_urlsafe(32): 43 characters
 
@@ -131,15 +134,20 @@ def is_https(request: Request, settings: Settings) -> bool:
     return False
 
 
+def _path(name: str) -> str:
+    return SESSION_COOKIE_PATH if name == SESSION_COOKIE else COOKIE_PATH
+
+
 def set_cookie(response: Response, name: str, value: str, *, secure: bool) -> None:
-    """Set one of our cookies: HttpOnly, SameSite=strict, Path=/ui, Secure over TLS."""
-    response.set_cookie(name, value, path=COOKIE_PATH, httponly=True, samesite="strict",
+    """Set one of our cookies: HttpOnly, SameSite=strict, Secure over TLS; Path=/ for the
+    session, /ui for the CSRF cookie."""
+    response.set_cookie(name, value, path=_path(name), httponly=True, samesite="strict",
                         secure=secure)
 
 
 def clear_cookie(response: Response, name: str, *, secure: bool) -> None:
     """Tell the browser to drop one of our cookies."""
-    response.delete_cookie(name, path=COOKIE_PATH, httponly=True, samesite="strict",
+    response.delete_cookie(name, path=_path(name), httponly=True, samesite="strict",
                            secure=secure)
 
 

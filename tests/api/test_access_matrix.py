@@ -128,6 +128,11 @@ def test_hub_records_are_not_shown_to_clients(rtype: str, database: Database,
     body = json.loads(path.read_text(encoding="utf-8"))
     with database.session(write=True) as s:
         rid = service.create(s, Subject.hub_itself(), resource=body).stored.id
+    if rtype == "AuditEvent":  # the audit trail's own routes: auditors only, whatever scopes
+        for answer in (foreign.get(f"/fhir/{rtype}/{rid}"), foreign.get(f"/fhir/{rtype}"),
+                       foreign.post(f"/fhir/{rtype}", json=body)):
+            assert answer.status_code == 403, answer.text
+        return
     _not_found_like(foreign.get(f"/fhir/{rtype}/{rid}"),
                     foreign.get(f"/fhir/{rtype}/never-existed"))
     assert _search_ids(foreign, f"/fhir/{rtype}") == []

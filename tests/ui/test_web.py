@@ -30,7 +30,7 @@ def test_sign_in_sets_a_strict_http_only_cookie(database: Database, browser: Bro
     assert response.status_code == 303
     assert response.headers["location"] == "/ui"
     cookie = set_cookies(response)["carehub_session"]
-    assert {"httponly", "samesite=strict", "path=/ui"} <= _flags(cookie)
+    assert {"httponly", "samesite=strict", "path=/"} <= _flags(cookie)
     assert "secure" not in _flags(cookie)
     [row] = _sessions(database)
     raw = cookie.split(";")[0].split("=", 1)[1]

@@ -1,0 +1,176 @@
+"""GET /fhir/AuditEvent and /ui/audit: auditors (signed in at /ui) search the trail by patient
+and date; everyone else gets 403; the search is recorded in the trail it reads."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hub.db.engine import Database
+from hub.db.types import utcnow
+from tests.audit.trail import mark, since
+from tests.factories import encounter, fnr, patient
+from tests.ui.conftest import browser, make_user, org_id, sign_in  # noqa: F401 (fixtures)
+
+
+@pytest.fixture
+def story(client: TestClient) -> dict[str, str]:
+    """Two patients with an Encounter each, written and read by the `client` fixture."""
+    ids = {}
+    for name, n in (("a", 2), ("b", 3)):
+        pid = client.post("/fhir/Patient", json=patient(fnr(start=n))).json()["id"]
+        eid = client.post("/fhir/Encounter", json=encounter(f"Patient/{pid}")).json()["id"]
+        assert client.get(f"/fhir/Encounter/{eid}").status_code == 200
+        ids[name], ids[f"{name}-encounter"] = pid, eid
+    return ids
+
+
+@pytest.fixture
+def auditor(database: Database, browser: Any) -> TestClient:  # noqa: F811
+    """A browser signed in as an auditor (the session cookie reaches /fhir)."""
+    make_user(database, "revisor", role="auditor")
+    web: TestClient = browser()
+    assert sign_in(web, "revisor").status_code == 303
+    return web
+
+
+def _events(response: Any, *, own: bool = False) -> list[dict[str, Any]]:
+    """The AuditEvents of a searchset; without `own`, not those of the auditor's own
+    searches (each search of a patient is itself recorded under that patient)."""
+    assert response.status_code == 200, response.text
+    found = response.json()
+    assert (found["resourceType"], found["type"]) == ("Bundle", "searchset")
+    events = [e["resource"] for e in found.get("entry", [])]
+    return events if own else [e for e in events if _index(e)["agent"] != "User/revisor"]
+
+
+def _index(event: dict[str, Any]) -> dict[str, str]:
+    (index,) = [e for e in event["extension"] if e["url"].endswith("/audit-index")]
+    return {p["url"]: next(v for k, v in p.items() if k.startswith("value"))
+            for p in index["extension"]}
+
+
+def test_auditor_searches_by_patient_and_date(auditor: TestClient, database: Database,
+                                              story: dict[str, str]) -> None:
+    by_a = _events(auditor.get("/fhir/AuditEvent", params={"patient": f"Patient/{story['a']}"}))
+    assert [_index(e)["subtype"] for e in by_a] == ["create", "create", "read"]
+    assert all(_index(e)["patient"] == f"Patient/{story['a']}" for e in by_a)
+    assert _events(auditor.get("/fhir/AuditEvent", params={"patient": story["a"]})) == by_a
+    both = _events(auditor.get("/fhir/AuditEvent",
+                               params={"patient": f"{story['a']},Patient/{story['b']}"}))
+    assert len(both) == 6
+    recorded = [e["recorded"] for e in both]
+    assert recorded == sorted(recorded)  # oldest first
+
+    today = utcnow().date().isoformat()
+    tomorrow = (utcnow() + timedelta(days=1)).date().isoformat()
+    assert _events(auditor.get("/fhir/AuditEvent", params=[
+        ("patient", story["a"]), ("date", today)])) == by_a
+    assert _events(auditor.get("/fhir/AuditEvent", params=[
+        ("patient", story["a"]), ("date", f"ge{today}"), ("date", f"lt{tomorrow}")])) == by_a
+    assert _events(auditor.get("/fhir/AuditEvent", params=[
+        ("patient", story["a"]), ("date", f"gt{today}")])) == []
+    assert _events(auditor.get("/fhir/AuditEvent", params=[
+        ("patient", story["a"]), ("date", "lt2020-01-01")])) == []
+    first = by_a[0]["recorded"]
+    assert _events(auditor.get("/fhir/AuditEvent", params=[
+        ("patient", story["a"]), ("date", f"gt{first}")])) == by_a[1:]
+
+
+def test_bodies_are_the_signed_events_and_read_by_id(auditor: TestClient, database: Database,
+                                                     story: dict[str, str]) -> None:
+    stored = {r.event["id"]: r.event for r in since(database, 0)}
+    found = _events(auditor.get("/fhir/AuditEvent", params={"patient": story["b"]}))
+    for event in found:
+        assert event == stored[event["id"]]
+    one = auditor.get(f"/fhir/AuditEvent/{found[0]['id']}")
+    assert one.status_code == 200
+    assert one.json() == found[0]
+    assert auditor.get("/fhir/AuditEvent/0d8a6f7e-0000-4000-8000-000000000000"
+                       ).status_code == 404
+
+
+def test_agent_subtype_and_paging(auditor: TestClient, database: Database,
+                                  story: dict[str, str]) -> None:
+    creates = _events(auditor.get("/fhir/AuditEvent", params={"subtype": "create"}))
+    assert len(creates) == 4
+    agent = _index(creates[0])["agent"]
+    assert _events(auditor.get("/fhir/AuditEvent", params=[
+        ("agent", agent), ("subtype", "http://hl7.org/fhir/restful-interaction|read")])) != []
+    assert _events(auditor.get("/fhir/AuditEvent", params={
+        "agent": agent.split("/")[1], "subtype": "create"})) == creates
+    assert _events(auditor.get("/fhir/AuditEvent", params={"agent": "Client/nobody"})) == []
+
+    seen: list[str] = []
+    url: str | None = "/fhir/AuditEvent?subtype=create,read&_count=4"
+    pages = 0
+    while url:
+        page = auditor.get(url)
+        seen += [e["id"] for e in _events(page)]
+        url = next((ln["url"] for ln in page.json()["link"] if ln["relation"] == "next"), None)
+        pages += 1
+    assert pages == 2
+    assert len(seen) == len(set(seen)) == 6  # 4 creates and 2 reads, each once
+
+
+def test_bad_parameters_are_400(auditor: TestClient) -> None:
+    for params in ({"patinet": "x"}, {"date": "yesterday"}, {"date": "ne2026-01-01"},
+                   {"_count": "0"}, {"patient": "Group/g"}):
+        r = auditor.get("/fhir/AuditEvent", params=params)
+        assert r.status_code == 400, params
+        assert r.json()["resourceType"] == "OperationOutcome"
+
+
+def test_only_auditors(client: TestClient, database: Database, browser: Any,  # noqa: F811
+                       org_id: str, story: dict[str, str]) -> None:  # noqa: F811
+    event_id = since(database, 0)[0].event["id"]
+    make_user(database, "kari", role="coordinator", organization_id=org_id)
+    make_user(database, "root", role="admin")
+    for name in ("kari", "root"):
+        person = browser()
+        assert sign_in(person, name).status_code == 303
+        assert person.get("/fhir/AuditEvent").status_code == 403
+        assert person.get(f"/fhir/AuditEvent/{event_id}").status_code == 403
+        assert person.get("/ui/audit").status_code == 403
+    # A client's token, whatever its scopes (system/*.*), reaches no AuditEvent.
+    for answer in (client.get("/fhir/AuditEvent"), client.get(f"/fhir/AuditEvent/{event_id}"),
+                   client.get(f"/fhir/AuditEvent/{event_id}/_history"),
+                   client.post("/fhir/AuditEvent/_search"),
+                   client.put(f"/fhir/AuditEvent/{event_id}", json={})):
+        assert answer.status_code == 403, answer.request.url
+    assert browser().get("/fhir/AuditEvent").status_code == 401
+    refused = [r for r in since(database, 0) if r.event.get("outcome") == "4"
+               and any(e.get("description", "").startswith("GET /fhir/AuditEvent")
+                       for e in r.event.get("entity", []))]
+    assert {r.agent for r in refused} >= {"User/kari", "User/root", "anonymous"}
+
+
+def test_reading_the_trail_is_recorded(auditor: TestClient, database: Database,
+                                       story: dict[str, str]) -> None:
+    m = mark(database)
+    _events(auditor.get("/fhir/AuditEvent", params={"patient": story["a"]}), own=True)
+    records = since(database, m)
+    assert [(r.subtype, r.agent, r.patient_ref) for r in records] == [
+        ("search-type", "User/revisor", f"Patient/{story['a']}")]
+    (query,) = [e for e in records[0].event["entity"] if e["role"]["code"] == "24"]
+    assert query["description"] == f"patient={story['a']}"
+    assert auditor.put(f"/fhir/AuditEvent/{records[0].event['id']}", json={}).status_code == 405
+
+
+def test_the_audit_page(auditor: TestClient, database: Database,
+                        story: dict[str, str]) -> None:
+    today = utcnow().date().isoformat()
+    page = auditor.get("/ui/audit", params={"patient": story["a"], "from": today, "to": today})
+    assert page.status_code == 200
+    assert page.text.count(f"Patient/{story['a']}") >= 3
+    assert "create" in page.text
+    assert "success" in page.text
+    assert f"Patient/{story['b']}" not in page.text
+    bad = auditor.get("/ui/audit", params={"from": "last week"})
+    assert bad.status_code == 400
+    assert "give a date" in bad.text
+    assert [r.subtype for r in since(database, 0) if r.agent == "User/revisor"] == [
+        "login", "search-type"]
