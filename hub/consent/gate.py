@@ -16,7 +16,7 @@ decides each admitted record of another organisation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,25 @@ def _patients_consenting_to(org_id: str) -> Any:
     return select(T_REF.c.target_id).where(
         T_REF.c.resource_type == "Consent", T_REF.c.param == "patient",
         T_REF.c.target_type == "Patient", T_REF.c.resource_pk.in_(consents_naming))
+
+
+def has_plan_consent(consents: Sequence[Mapping[str, Any]], now: datetime) -> bool:
+    """Whether an active, in-period Consent of category individual-plan exists: the patient's
+    consent to making the plan, which sharing the plan needs besides the consent to share."""
+    for consent in consents:
+        if consent.get("status") != "active":
+            continue
+        codes = {(c.get("system"), c.get("code")) for cat in consent.get("category", [])
+                 for c in cat.get("coding", [])}
+        period = (consent.get("provision") or {}).get("period")
+        if INDIVIDUAL_PLAN in codes and check_period(period, now) == "in":
+            return True
+    return False
+
+
+PLAN_WITHOUT_CONSENT = ("The individual plan is shared only when the patient has also "
+                        "consented to making it (a Consent with category individual-plan); "
+                        "there is none active.")
 
 
 class Gate:
@@ -154,23 +173,11 @@ class Gate:
         verdict = decide(consents, DisclosureRequest(
             recipient=recipient, resource_types=frozenset({resource_type}),
             purpose=self.purpose, now=self.now))
-        if verdict.decision == "permit" and resource_type == "CarePlan" and not self._plan_consent(
-                consents):
-            return Verdict("deny", None, "The individual plan is shared only when the patient "
-                           "has also consented to making it (a Consent with category "
-                           "individual-plan); there is none active.")
+        if verdict.decision == "permit" and resource_type == "CarePlan" and not has_plan_consent(
+                consents, self.now):
+            return Verdict("deny", None, PLAN_WITHOUT_CONSENT)
         return verdict
 
-    def _plan_consent(self, consents: list[dict[str, Any]]) -> bool:
-        for consent in consents:
-            if consent.get("status") != "active":
-                continue
-            codes = {(c.get("system"), c.get("code")) for cat in consent.get("category", [])
-                     for c in cat.get("coding", [])}
-            period = (consent.get("provision") or {}).get("period")
-            if INDIVIDUAL_PLAN in codes and check_period(period, self.now) == "in":
-                return True
-        return False
 
     def _log(self, recipient: str, patient: str | None, ref: str, verdict: Verdict) -> None:
         self.session.info.setdefault(DISCLOSURES, []).append({

@@ -25,6 +25,8 @@ class MessageRow(Base):
     event: Mapped[str] = mapped_column(String(64))
     content_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the received bytes' JSON
     patient_ref: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # resource types the message carries, comma-separated (routing decides on them again)
+    content_types: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     bundle_id: Mapped[str] = mapped_column(String(64))  # the stored Bundle resource's id
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     response: Mapped[bytes] = mapped_column(LargeBinary)  # the response message, as sent

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.config import Settings
-from hub.consent.gate import Gate
+from hub.consent.gate import PLAN_WITHOUT_CONSENT, Gate, has_plan_consent
 from hub.consent.policy import (
     DEFAULT_LEGAL_BASES,
     STATUTORY_NOTIFICATION,
@@ -52,6 +52,16 @@ def decide_delivery(
     if event == "consent-changed" and consent is not None:
         return consent_message_verdict(consent, recipient)
     consents = Gate(session, Subject.hub_itself()).consents_of(patient_id) if patient_id else []
-    return decide(consents, DisclosureRequest(recipient=recipient, resource_types=content_types,
-                                              event=event, now=utcnow()),
-                  legal_bases=legal_bases(settings))
+    now = utcnow()
+    verdict = decide(consents, DisclosureRequest(recipient=recipient,
+                                                 resource_types=content_types, event=event,
+                                                 now=now),
+                     legal_bases=legal_bases(settings))
+    if ("CarePlan" in content_types and verdict.decision != "deny"
+            and "CarePlan" not in verdict.redact and not has_plan_consent(consents, now)):
+        if event == "care-plan-shared":
+            return Verdict("deny", None, PLAN_WITHOUT_CONSENT)
+        return Verdict("permit-with-redaction", verdict.basis,
+                       f"{verdict.reason} {PLAN_WITHOUT_CONSENT}",
+                       verdict.redact | {"CarePlan"})
+    return verdict

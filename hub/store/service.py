@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
 
-from sqlalchemy import Table, delete, insert
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -95,12 +95,14 @@ def create(
     resource: dict[str, Any],
     if_none_exist: str | None = None,
     assigned_id: str | None = None,
+    already_valid: bool = False,
 ) -> WriteResult:
     """Store a new resource under a server id (or `assigned_id`); with `if_none_exist`, return
     the one match instead (412 if several). Raises InvalidResourceError, MethodNotAllowedError."""
     rtype = resource["resourceType"]
     check_type(subject, rtype, write=True)
-    _check_valid(resource)
+    if not already_valid:
+        _check_valid(resource)
     if not if_none_exist:
         rid = assigned_id or str(uuid.uuid4())
         return WriteResult(_insert(session, subject, resource, rid)[1], created=True)
@@ -181,9 +183,12 @@ def update(
     resource_id: str,
     resource: dict[str, Any],
     if_match: str | None = None,
+    already_valid: bool = False,
 ) -> WriteResult:
     """Store a new version of Type/id (creating it under that id if new). 412 when `if_match`
-    is not the current version. Raises BadRequestError, InvalidResourceError."""
+    is not the current version. `already_valid`: the caller ran hub.fhir.validation on this
+    very body (message intake), so it is not checked twice. Raises BadRequestError,
+    InvalidResourceError."""
     check_type(subject, resource_type, write=True)
     if resource.get("resourceType") != resource_type:
         raise BadRequestError(
@@ -193,7 +198,8 @@ def update(
         raise BadRequestError(
             f"The body's id ({resource.get('id')!r}) must equal the id in the URL ({resource_id}).",
             expression=f"{resource_type}.id")
-    _check_valid(resource)
+    if not already_valid:
+        _check_valid(resource)
     expected = _parse_etag(if_match) if if_match is not None else None
     for _ in range(_RETRIES):
         current = repo.get_current(session, resource_type, resource_id)
@@ -312,6 +318,27 @@ def search(session: Session, subject: Subject, *,
     check_type(subject, request.resource_type, write=False)
     page = search_mod.run(session, request, Gate(session, subject))
     return ([_stored(c) for c in page.matches], [_stored(c) for c in page.included], page)
+
+
+def find_by_identifier(session: Session, subject: Subject, *, system: str | None, value: str,
+                       resource_types: frozenset[str] | None = None) -> list[StoredResource]:
+    """Current resources (of `resource_types`, or any served type) carrying this identifier,
+    among what `subject` may see."""
+    tokens = repo.INDEX_TABLES[0]
+    query = select(repo.R.c.pk).where(
+        repo.R.c.deleted.is_(False),
+        repo.R.c.pk.in_(select(tokens.c.resource_pk).where(
+            tokens.c.param == "identifier", tokens.c.code == value,
+            tokens.c.system.is_(None) if system is None else tokens.c.system == system)))
+    if resource_types is not None:
+        query = query.where(repo.R.c.resource_type.in_(sorted(resource_types)))
+    gate = Gate(session, subject)
+    clause = gate.clause()
+    if clause is not None:
+        query = query.where(clause)
+    rows = repo.get_current_by_pk(session, list(session.execute(query.order_by(repo.R.c.pk))
+                                                 .scalars()))
+    return [_stored(r) for r, ok in zip(rows, gate.allows(rows), strict=True) if ok]
 
 
 def valid_id(resource_id: str) -> bool:

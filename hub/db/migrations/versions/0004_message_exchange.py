@@ -25,6 +25,7 @@ def upgrade() -> None:
     sa.Column('event', sa.String(length=64), nullable=False),
     sa.Column('content_hash', sa.String(length=64), nullable=False),
     sa.Column('patient_ref', sa.String(length=100), nullable=True),
+    sa.Column('content_types', sa.String(length=1000), nullable=True),
     sa.Column('bundle_id', sa.String(length=64), nullable=False),
     sa.Column('received_at', hub.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('response', sa.LargeBinary(), nullable=False),

@@ -1,0 +1,131 @@
+"""Who and what a message is about: matching its resources to stored ones, and rewriting its
+references to stored ids (CONTRACT section 4, "What a message carries").
+
+Patients are matched by fødselsnummer or D-nummer; every other resource by its type and the
+identifier its sender chose. A match becomes a new version; no match, a new resource. An
+entry whose fullUrl is the hub's own URL of a resource is a new version of that resource.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from hub.auth.subject import Subject
+from hub.errors import InvalidResourceError, Issue
+from hub.fhir.identifiers import DNR_SYSTEM, FNR_SYSTEM
+from hub.store import service
+from hub.store.search_params import parse_reference
+from hub.store.types import SERVED, WRITABLE
+
+PERSON_SYSTEMS = (FNR_SYSTEM, DNR_SYSTEM)
+
+
+@dataclass
+class Placement:
+    """Where one bundle entry goes in the store."""
+
+    index: int
+    resource_type: str
+    resource_id: str
+    exists: bool  # True: a new version of a stored resource
+
+
+def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    ident = resource.get("identifier")
+    if isinstance(ident, dict):
+        return [ident]
+    return [i for i in (ident or []) if isinstance(i, dict) and i.get("value")]
+
+
+def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
+                  fhir_base: str) -> list[Placement]:
+    """Decide, for each entry after the MessageHeader, the stored id it becomes."""
+    placements = []
+    for index, entry in enumerate(entries):
+        resource = entry["resource"]
+        rtype = resource["resourceType"]
+        if index == 0 or rtype not in WRITABLE:
+            continue
+        where = f"Bundle.entry[{index}].resource"
+        full_url = str(entry.get("fullUrl") or "")
+        own_prefix = f"{fhir_base}/{rtype}/"
+        if full_url.startswith(own_prefix):
+            rid = full_url[len(own_prefix):]
+            if not service.exists(session, hub, resource_type=rtype, resource_id=rid):
+                raise InvalidResourceError(
+                    f"{where}: fullUrl {full_url} names no stored {rtype}.",
+                    expression=f"Bundle.entry[{index}].fullUrl")
+            placements.append(Placement(index, rtype, rid, True))
+            continue
+        idents = _identifiers(resource)
+        if rtype == "Patient":
+            idents = [i for i in idents if i.get("system") in PERSON_SYSTEMS]
+            if not idents:
+                raise InvalidResourceError(
+                    f"{where}: the Patient needs a fødselsnummer ({FNR_SYSTEM}) or D-nummer "
+                    f"({DNR_SYSTEM}); the hub matches people by it.",
+                    expression=f"{where}.identifier")
+        found: dict[str, None] = {}
+        for ident in idents:
+            for match in service.find_by_identifier(
+                    session, hub, system=ident.get("system"), value=str(ident["value"]),
+                    resource_types=frozenset({rtype})):
+                found[match.id] = None
+        if len(found) > 1:
+            raise InvalidResourceError(
+                f"{where}: its identifiers match {len(found)} stored {rtype} resources "
+                f"({', '.join(sorted(found))}); the hub cannot tell which one is meant.",
+                expression=f"{where}.identifier")
+        if found:
+            placements.append(Placement(index, rtype, next(iter(found)), True))
+        else:
+            placements.append(Placement(index, rtype, str(uuid.uuid4()), False))
+    return placements
+
+
+def resolve_references(session: Session, hub: Subject, node: Any, refs: dict[str, str],
+                       where: str, issues: list[Issue]) -> Any:
+    """A copy of `node` with bundle-internal references (fullUrls) and identifier-only
+    references rewritten to stored 'Type/id'; unresolvable internal references are issues."""
+    if isinstance(node, list):
+        return [resolve_references(session, hub, v, refs, f"{where}[{i}]", issues)
+                for i, v in enumerate(node)]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        out[key] = resolve_references(session, hub, value, refs, f"{where}.{key}", issues)
+    ref = out.get("reference")
+    if isinstance(ref, str):
+        if ref in refs:
+            out["reference"] = refs[ref]
+        elif ref.startswith("urn:uuid:"):
+            issues.append(Issue(f"{where}.reference {ref} is no entry of this message.",
+                                "invalid", "error", f"{where}.reference"))
+    elif isinstance(out.get("identifier"), dict) and "reference" not in out:
+        target = _by_identifier(session, hub, out)
+        if target:
+            out["reference"] = target
+    return out
+
+
+def _by_identifier(session: Session, hub: Subject, ref: dict[str, Any]) -> str | None:
+    ident = ref["identifier"]
+    if not ident.get("value"):
+        return None
+    rtype = ref.get("type")
+    types = frozenset({rtype}) if isinstance(rtype, str) and rtype in SERVED else None
+    found = service.find_by_identifier(session, hub, system=ident.get("system"),
+                                       value=str(ident["value"]), resource_types=types)
+    return found[0].relative_url if len(found) == 1 else None
+
+
+def reference_target(ref: Any) -> tuple[str, str] | None:
+    """(type, id) of a Reference element, if literal."""
+    if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+        return parse_reference(ref["reference"])
+    return None
