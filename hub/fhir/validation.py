@@ -1,4 +1,5 @@
-"""The one place resources are judged valid: FHIR structure, ids, Norwegian identifiers."""
+"""The one place resources are judged valid: FHIR structure, ids, Norwegian identifiers, and,
+on request, the hub's profiles (hub.fhir.profiles) and the rules for messages."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from typing import Any
 
 from hub.errors import Issue
 from hub.fhir.identifiers import identifier_problems
+from hub.fhir.profiles import conformance, message_issues, message_resources, validate_against
 from hub.fhir.structure import structure_issues
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
+__all__ = ["is_known_profile", "validate_against", "validate_message", "validate_resource"]
 
-def validate_resource(resource: dict[str, Any]) -> list[Issue]:
-    """Every problem that makes `resource` unacceptable; [] when it may be stored."""
+
+def validate_resource(resource: dict[str, Any], *, profile: str | None = None) -> list[Issue]:
+    """Every problem that makes `resource` unacceptable; [] when it may be stored.
+    With `profile` (a canonical url of ours), also every departure from that profile."""
     issues = structure_issues(resource)
     rtype = resource.get("resourceType")
     rid = resource.get("id")
@@ -25,4 +30,46 @@ def validate_resource(resource: dict[str, Any]) -> list[Issue]:
         Issue(f"{where}: {reason}", "value", "error", where)
         for where, reason in identifier_problems(resource)
     )
+    if profile is not None:
+        issues = _merged(issues, validate_against(resource, profile))
     return issues
+
+
+def is_known_profile(url: str) -> bool:
+    """True when `url` is one of the hub's StructureDefinitions (fhir_profiles/)."""
+    found = conformance().by_url(url)
+    return found is not None and found.get("resourceType") == "StructureDefinition"
+
+
+def validate_message(bundle: dict[str, Any], *, warnings: bool = False) -> list[Issue]:
+    """Every problem that makes a message Bundle unacceptable to $process-message (CONTRACT
+    section 4): each entry's own validity (as `validate_resource`), the header, the event's
+    MessageDefinition and profiles, and references inside the bundle. [] when acceptable.
+    With `warnings`, also what is accepted but questionable (severity warning)."""
+    profiled = message_issues(bundle)
+    own: list[Issue] = []
+    for index, resource in message_resources(bundle):
+        own.extend(_in_entry(index, str(resource["resourceType"]), i)
+                   for i in validate_resource(resource))
+    issues = _merged(own, profiled)
+    return issues if warnings else [i for i in issues if i.severity in ("error", "fatal")]
+
+
+def _in_entry(index: int, rtype: str, issue: Issue) -> Issue:
+    """The issue of a resource, its expression made relative to the message Bundle."""
+    prefix = f"Bundle.entry[{index}].resource"
+    expr = issue.expression
+    if expr is None or expr == rtype:
+        expr = prefix
+    elif expr.startswith((f"{rtype}.", f"{rtype}[")):
+        expr = prefix + expr[len(rtype):]
+    else:
+        expr = f"{prefix}.{expr}"
+    return Issue(issue.diagnostics, issue.code, issue.severity, expr)
+
+
+def _merged(base: list[Issue], profiled: list[Issue]) -> list[Issue]:
+    """Profile issues first; a base issue about an element a profile issue already names
+    (e.g. a missing required element, said twice) is dropped."""
+    named = {i.expression for i in profiled}
+    return [*profiled, *(i for i in base if i.expression not in named)]
