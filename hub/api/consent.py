@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from hub.api.deps import DatabaseDep, SubjectDep, in_transaction
+from hub.api.deps import DatabaseDep, SubjectDep, audited_transaction
 from hub.api.responses import FhirResponse
+from hub.audit.recorder import Touched
 from hub.consent import service as consent_service
 
 router = APIRouter(prefix="/fhir")
 
 
 @router.get("/Patient/{patient_id}/$disclosure-check")
-async def disclosure_check(patient_id: str, db: DatabaseDep, subject: SubjectDep,
-                           recipient: str = Query(...), event: str | None = Query(None)
-                           ) -> FhirResponse:
+async def disclosure_check(patient_id: str, request: Request, db: DatabaseDep,
+                           subject: SubjectDep, recipient: str = Query(...),
+                           event: str | None = Query(None)) -> FhirResponse:
     """Parameters: decision (permit | deny), basis, reason."""
-    result = await in_transaction(db, lambda s: consent_service.disclosure_check(
-        s, subject, patient_id=patient_id, recipient=recipient, event=event), write=False)
+    result = await audited_transaction(
+        request, db, subject, lambda s: consent_service.disclosure_check(
+            s, subject, patient_id=patient_id, recipient=recipient, event=event),
+        interaction="operation", resource_type="Patient", operation="$disclosure-check",
+        query=str(request.url.query),
+        touched=lambda _s, _r: Touched((), (f"Patient/{patient_id}",)))
     return FhirResponse(result)

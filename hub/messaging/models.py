@@ -68,3 +68,13 @@ class DeliveryRow(Base):
         Index("ix_deliveries_queue", "receiver_org", "patient_ref", "id"),
         Index("ix_deliveries_pull", "receiver_org", "published_at"),
     )
+
+
+class MessageFullUrlRow(Base):
+    """The stored resource an accepted message's `urn:uuid:` fullUrl became. UUIDs are unique
+    everywhere, so a later message that still names an entry by such a fullUrl (instead of
+    by identifier) is understood."""
+
+    __tablename__ = "message_full_urls"
+    full_url: Mapped[str] = mapped_column(String(100), primary_key=True)
+    target: Mapped[str] = mapped_column(String(200))  # "Type/id"

@@ -18,6 +18,11 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('message_full_urls',
+    sa.Column('full_url', sa.String(length=100), nullable=False),
+    sa.Column('target', sa.String(length=200), nullable=False),
+    sa.PrimaryKeyConstraint('full_url', name=op.f('pk_message_full_urls'))
+    )
     op.create_table('messages',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('sender_org', sa.String(length=64), nullable=False),
@@ -64,6 +69,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table('message_full_urls')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_index('ix_deliveries_queue')
         batch_op.drop_index('ix_deliveries_pull')

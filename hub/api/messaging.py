@@ -1,0 +1,24 @@
+"""POST /fhir/$process-message (CONTRACT section 4)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_transaction, read_body
+from hub.api.responses import FhirResponse
+from hub.audit.recorder import Touched
+from hub.messaging.intake import process_message
+
+router = APIRouter(prefix="/fhir")
+
+
+@router.post("/$process-message")
+async def process_message_route(request: Request, db: DatabaseDep, settings: SettingsDep,
+                                subject: SubjectDep) -> FhirResponse:
+    """Accept a message Bundle: 200 with the response message, or an OperationOutcome."""
+    bundle = await read_body(request, settings)
+    outcome = await audited_transaction(
+        request, db, subject, lambda s: process_message(s, subject, settings, bundle=bundle),
+        interaction="operation", resource_type="Bundle", operation="$process-message",
+        touched=lambda _s, out: Touched(out.resources, out.patients))
+    return FhirResponse(outcome.response)
