@@ -24,12 +24,14 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-from fhirpathpy import evaluate as fhirpath_evaluate
+from fhirpathpy import apply_parsed_path
+from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models as fhirpath_models
+from fhirpathpy.parser import parse as fhirpath_parse
 
 from hub.errors import Issue
 from hub.fhir.identifiers import DNR_SYSTEM, FNR_SYSTEM
@@ -481,17 +483,29 @@ def _binding(run: _Run, element: _Element, value: Any, suffix: str) -> None:
                         f"{_describe(value)}.", "code-invalid")
 
 
+@cache
+def _parsed(expression: str) -> Any:
+    """An invariant parsed once: parsing costs far more than evaluating (bench/ingest.py)."""
+    return fhirpath_parse(expression)  # type: ignore[no-untyped-call]
+
+
+def _evaluate(node: Any, expression: str, base: str | None, context: JSON) -> Any:
+    """fhirpathpy.evaluate, with the expression parsed once."""
+    resource = node if base is None else ResourceNode.create_node(  # type: ignore[no-untyped-call]
+        node, base)
+    return apply_parsed_path(  # type: ignore[no-untyped-call]
+        resource, _parsed(expression), context, _R4)
+
+
 def _invariant(run: _Run, constraint: JSON, node: Any, suffix: str, base: str | None) -> None:
     expression = constraint.get("expression")
     if not isinstance(expression, str):
         return
     key = constraint.get("key", "?")
     severity = "warning" if constraint.get("severity") == "warning" else "error"
-    path: str | dict[str, str] = expression if base is None else {
-        "base": base, "expression": expression}
     try:
-        result = fhirpath_evaluate(node, path, {"resource": run.resource,
-                                                "rootResource": run.resource}, _R4)
+        result = _evaluate(node, expression, base, {"resource": run.resource,
+                                                    "rootResource": run.resource})
     except Exception as exc:  # a broken rule must not pass silently
         run.add(suffix, f"{run.named(suffix)}: rule {key} could not be checked ({exc}).",
                 "invariant", severity)
