@@ -22,7 +22,7 @@ from hub.audit.recorder import (
     touched_stored,
 )
 from hub.errors import BadRequestError, Issue, NotFoundError, operation_outcome
-from hub.fhir.validation import validate_resource
+from hub.fhir.validation import is_known_profile, validate_message, validate_resource
 from hub.store import query as search_mod
 from hub.store import service, transaction
 
@@ -64,16 +64,29 @@ def _check_body_type(body: dict[str, Any], resource_type: str) -> None:
 @router.post("/{resource_type}/$validate")
 async def validate(resource_type: str, request: Request, db: DatabaseDep,
                    settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
-    """Check a resource without storing it; always an OperationOutcome."""
+    """Check a resource without storing it; always an OperationOutcome. `profile` (query or
+    Parameters) checks it against one of the hub's profiles too; a message Bundle is checked
+    as $process-message would (warnings included)."""
     service.check_type(subject, resource_type, write=False)
     body = await read_body(request, settings)
+    profile = request.query_params.get("profile")
     if body["resourceType"] == "Parameters":  # $validate may wrap the resource
-        body = next((p["resource"] for p in body.get("parameter", [])
+        params = [p for p in body.get("parameter", []) if isinstance(p, dict)]
+        profile = profile or next((str(p.get("valueUri") or p.get("valueCanonical"))
+                                   for p in params if p.get("name") == "profile"
+                                   and (p.get("valueUri") or p.get("valueCanonical"))), None)
+        body = next((p["resource"] for p in params
                      if p.get("name") == "resource" and isinstance(p.get("resource"), dict)),
                     body)
     _check_body_type(body, resource_type)
+    if profile is not None and not is_known_profile(profile):
+        raise BadRequestError(f"{profile} is not a profile this hub knows; "
+                              "GET /fhir/StructureDefinition lists them.", expression="profile")
+    as_message = resource_type == "Bundle" and body.get("type") == "message" and profile is None
     issues = await audited_transaction(
-        request, db, subject, lambda _s: validate_resource(body), interaction="operation",
+        request, db, subject,
+        lambda _s: validate_message(body, warnings=True) if as_message
+        else validate_resource(body, profile=profile), interaction="operation",
         operation="$validate", resource_type=resource_type,
         touched=lambda _s, _issues: touched_bodies([body]))
     if not issues:

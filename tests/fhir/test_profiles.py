@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from hub.api import conformance as conformance_api
+from hub.app import create_app
 from hub.errors import Issue
 from hub.fhir import profiles
 from hub.fhir.profiles import BASE, Conformance, conformance, validate_against
 from hub.fhir.validation import validate_message, validate_resource
+from tests.auth_helpers import register_and_token
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE_FILES = sorted((ROOT / "fhir_profiles").glob("*.json"))
@@ -558,3 +562,107 @@ def test_extension_slices_and_definitions() -> None:
 ])
 def test_pattern_containment(value: Any, pattern: Any, expected: bool) -> None:
     assert profiles._contains(value, pattern) is expected
+
+
+# --- the API: conformance resources read-only, $validate with a profile ----------------------
+
+
+@pytest.fixture
+def api(settings: Any, bearer: str, database: Any) -> Iterator[TestClient]:
+    """The hub app with the conformance routes ahead of the generic FHIR ones (as app.py
+    includes them), authenticated with a system/*.* token."""
+    app = create_app(settings)
+    if not any(getattr(r, "path", "") == "/fhir/StructureDefinition"
+               for r in app.router.routes):
+        app.router.routes[0:0] = conformance_api.router.routes
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers["Content-Type"] = "application/fhir+json"
+        client.headers["Authorization"] = f"Bearer {bearer}"
+        yield client
+
+
+def test_search_and_read_conformance_resources(api: TestClient) -> None:
+    url = f"{BASE}/StructureDefinition/carehub-discharge-encounter"
+    found = api.get("/fhir/StructureDefinition", params={"url": url})
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert body["type"] == "searchset"
+    assert body["total"] == 1
+    assert body["entry"][0]["resource"]["url"] == url
+    assert body["entry"][0]["fullUrl"].endswith("/fhir/StructureDefinition/"
+                                                "carehub-discharge-encounter")
+    both = api.get("/fhir/CodeSystem", params={"_id": "task-code,meeting-type"}).json()
+    assert sorted(e["resource"]["id"] for e in both["entry"]) == ["meeting-type", "task-code"]
+    every = api.get("/fhir/MessageDefinition", params={"_count": "100"}).json()
+    assert every["total"] == len(EVENTS)
+    paged = api.get("/fhir/MessageDefinition", params={"_count": "5"}).json()
+    assert len(paged["entry"]) == 5
+    assert any(link["relation"] == "next" for link in paged["link"])
+    read = api.get("/fhir/CodeSystem/message-event")
+    assert read.status_code == 200
+    assert read.json()["url"] == f"{CS}message-event"
+    assert api.get("/fhir/SearchParameter/Patient-identifier").json()["code"] == "identifier"
+    assert api.get("/fhir/ValueSet/goal-category").json()["resourceType"] == "ValueSet"
+
+
+def test_conformance_errors(api: TestClient) -> None:
+    missing = api.get("/fhir/StructureDefinition/nope")
+    assert missing.status_code == 404
+    assert missing.json()["resourceType"] == "OperationOutcome"
+    write = api.post("/fhir/CodeSystem", json={"resourceType": "CodeSystem"})
+    assert write.status_code == 405
+    assert api.get("/fhir/CodeSystem/task-code/_history").status_code == 405
+    ignored = api.get("/fhir/ValueSet", params={"name": "x"}).json()
+    assert ignored["entry"][-1]["search"]["mode"] == "outcome"
+    anonymous = api.get("/fhir/StructureDefinition", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+
+
+def test_conformance_needs_a_read_scope(api: TestClient, database: Any) -> None:
+    token = register_and_token(api, database, org_id="org-narrow", scope="system/Patient.read")
+    narrow = api.get("/fhir/CodeSystem/task-code", headers={"Authorization": f"Bearer {token}"})
+    assert narrow.status_code == 403
+
+
+def test_validate_with_a_profile(api: TestClient) -> None:
+    encounter = _example(13)["entry"][1]["resource"]
+    encounter["subject"] = {"reference": "Patient/p1"}
+    del encounter["period"]["end"]
+    profile = f"{BASE}/StructureDefinition/carehub-discharge-encounter"
+    plain = api.post("/fhir/Encounter/$validate", json=encounter).json()
+    assert plain["issue"][0]["severity"] == "information"
+    checked = api.post("/fhir/Encounter/$validate", params={"profile": profile}, json=encounter)
+    assert checked.status_code == 200
+    issue = checked.json()["issue"][0]
+    assert (issue["severity"], issue["expression"]) == ("error", ["Encounter.period.end"])
+    wrapped = api.post("/fhir/Encounter/$validate", json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "resource", "resource": encounter},
+            {"name": "profile", "valueUri": profile}]}).json()
+    assert wrapped["issue"][0]["expression"] == ["Encounter.period.end"]
+    unknown = api.post("/fhir/Encounter/$validate",
+                       params={"profile": f"{BASE}/StructureDefinition/nope"}, json=encounter)
+    assert unknown.status_code == 400
+
+
+def test_validate_a_message(api: TestClient) -> None:
+    good = api.post("/fhir/Bundle/$validate", json=_example(13)).json()
+    assert [i["severity"] for i in good["issue"]] == ["information"]
+    warned = api.post("/fhir/Bundle/$validate", json=_example(9)).json()
+    assert [i["severity"] for i in warned["issue"]] == ["warning"]
+    broken = _example(13)
+    del broken["entry"][1]["resource"]["period"]["end"]
+    issues = api.post("/fhir/Bundle/$validate", json=broken).json()["issue"]
+    assert issues[0]["expression"] == ["Bundle.entry[1].resource.period.end"]
+
+
+def test_capability_entries() -> None:
+    entries = conformance_api.capability_resources()
+    assert {e["type"] for e in entries} == set(profiles.CONFORMANCE_TYPES)
+    assert all([i["code"] for i in e["interaction"]] == ["read", "search-type"]
+               for e in entries)
+    supported = conformance_api.supported_profiles()
+    assert f"{BASE}/StructureDefinition/carehub-discharge-encounter" in supported["Encounter"]
+    assert "Extension" not in supported
+    messages = conformance_api.capability_messaging()[0]["supportedMessage"]
+    assert len(messages) == len(EVENTS)
