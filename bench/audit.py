@@ -50,6 +50,7 @@ from hub.audit.signing import Signer
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.migrate import upgrade
+from hub.db.types import utcnow
 
 PG_ENV = "HUB_TEST_POSTGRES_URL"
 FILL_BATCH = 1000
@@ -311,12 +312,72 @@ def report(console: Console, results: list[Result], versions: dict[str, str],
     console.print(f"Total wall time: {wall:.1f} s")
 
 
+# --- consent decisions -------------------------------------------------------------------------
+
+def _consent(i: int, patient: str, recipient: str) -> dict[str, Any]:
+    irc = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                       "code": "IRCP"}]}
+    return {"resourceType": "Consent", "id": f"c{i}", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                  "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{patient}"},
+            "dateTime": f"2026-01-{1 + i % 28:02d}T00:00:00Z",
+            "provision": {"type": "permit", "period": {"start": "2026-01-01T00:00:00Z"},
+                          "actor": [{"role": irc, "reference": {"reference": recipient}}],
+                          "provision": [{"type": "deny", "class": [
+                              {"system": "http://hl7.org/fhir/resource-types",
+                               "code": "DocumentReference"}]}]}}
+
+
+def consent_decisions(kind: str, db: Database, n: int) -> list[Result]:
+    """Time of the routing decision for one message with two destinations: the pure policy
+    alone, and with the patient's consents read from the store (what intake does)."""
+    from hub.auth.subject import Subject
+    from hub.consent.policy import DisclosureRequest, decide
+    from hub.messaging.routing import decide_delivery
+    from hub.store import service
+
+    settings = Settings()
+    types = frozenset({"MessageHeader", "Patient", "Encounter", "CarePlan", "Flag"})
+    results = []
+    for k in (1, 10, 50):
+        consents = [_consent(i, "p1", "Organization/time-kommune") for i in range(k)]
+        t0 = time.perf_counter()
+        for _ in range(n):
+            for org in ("time-kommune", "klepp-kommune"):
+                decide(consents, DisclosureRequest(recipient=f"Organization/{org}",
+                                                   resource_types=types,
+                                                   event="discharge-notice", now=utcnow()))
+        results.append(Result(kind, f"consent decision, pure, {k} consents/patient, 2 dest.",
+                              n, time.perf_counter() - t0, []))
+    with db.session(write=True) as s:
+        for i in range(10):
+            body = _consent(i, "bench-patient", "Organization/time-kommune")
+            body.pop("id")
+            service.create(s, Subject.hub_itself(), resource=body)
+    samples = []
+    t0 = time.perf_counter()
+    for _ in range(n):
+        t1 = time.perf_counter()
+        with db.session(write=False) as s:
+            for org in ("time-kommune", "klepp-kommune"):
+                decide_delivery(s, settings, event="discharge-notice",
+                                patient_id="bench-patient", content_types=types,
+                                receiver_org=org)
+        samples.append(time.perf_counter() - t1)
+    results.append(Result(kind, "consent decision, consents read from the store (10), 2 dest.",
+                          n, time.perf_counter() - t0, samples))
+    return results
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=100_000, help="trail size for verify")
     parser.add_argument("--appends", type=int, default=2000, help="timed single appends")
     parser.add_argument("--threads", type=int, default=4, help="threads appending at once")
+    parser.add_argument("--decisions", type=int, default=1000, help="timed consent decisions")
     parser.add_argument("--db", default="sqlite,postgresql",
                         type=lambda v: [p.strip() for p in v.split(",") if p.strip()])
     parser.add_argument("--pg-url", default=os.environ.get(PG_ENV),
@@ -340,6 +401,7 @@ def run_one(kind: str, url: str, args: argparse.Namespace, key: Path,
         results.append(bench.insert_floor(args.appends))
         per_thread = max(1, args.appends // args.threads)
         results.append(bench.threaded_appends(args.threads, per_thread))
+        results.extend(consent_decisions(kind, db, args.decisions))
         return results, database_version(db.engine)
     finally:
         db.dispose()

@@ -1,0 +1,253 @@
+"""Ingest benchmark: N message bundles over HTTP from 8 concurrent clients with real tokens.
+
+    python bench/ingest.py [--n 2000] [--clients 8] [--db sqlite,postgresql] [--pg-url URL]
+
+The hub runs as its own `hub serve` process (dispatcher off: this measures intake, not
+delivery) on a fresh database; each client thread has its own registered client, key and
+token. Messages are admission notices (statutory basis, so every one is routed and queued)
+for distinct synthetic patients. Prints messages/s, p50/p95/p99 latency, and the ratio to the
+in-process floor: parse each bundle and insert it as one row, one transaction per bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hub.auth.subject import Subject  # noqa: E402
+from hub.config import Settings  # noqa: E402
+from hub.db.engine import Database  # noqa: E402
+from hub.db.migrate import upgrade  # noqa: E402
+from hub.fhir.identifiers import make_fodselsnummer  # noqa: E402
+from hub.orgs.service import add_organization  # noqa: E402
+from tests.auth_helpers import client_assertion, make_es384_key, register, token_form  # noqa: E402
+
+EXAMPLE = ROOT.parent / "shared" / "examples" / "03-admission-notice.json"
+ORGNR = "urn:oid:2.16.578.1.12.4.1.4.101"
+console = Console()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _numbers(n: int) -> list[str]:
+    out, day, individual = [], date(1950, 1, 1), 100
+    while len(out) < n:
+        with contextlib.suppress(ValueError):
+            out.append(make_fodselsnummer(day, individual))
+        individual += 1
+        if individual > 499:
+            individual, day = 100, day + timedelta(days=1)
+    return out
+
+
+def _messages(n: int) -> list[bytes]:
+    template = json.loads(EXAMPLE.read_text(encoding="utf-8"))
+    out = []
+    for number in _numbers(n):
+        m = copy.deepcopy(template)
+        m["entry"][0]["resource"]["id"] = str(uuid.uuid4())
+        for entry in m["entry"][1:]:
+            res = entry["resource"]
+            if res["resourceType"] == "Patient":
+                res["identifier"] = [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": number}]
+            elif "identifier" in res:
+                res["identifier"] = [{"system": "urn:ietf:rfc:3986",
+                                      "value": f"urn:uuid:{uuid.uuid4()}"}]
+        out.append(json.dumps(m).encode())
+    return out
+
+
+def _prepare(url: str, clients: int, key_file: str) -> list[tuple[Any, str]]:
+    settings = Settings(database_url=url, audit_key_file=key_file)
+    db = Database.connect(settings)
+    upgrade(db.engine)
+    with db.session(write=True) as s:
+        add_organization(s, Subject.hub_itself(), name="Jæren DPS", kind="mental-health-centre",
+                         identifier=f"{ORGNR}|983974791", org_id="jaeren-dps")
+        add_organization(s, Subject.hub_itself(), name="Time kommune", kind="municipality",
+                         identifier=f"{ORGNR}|964969590", org_id="time-kommune")
+    keys = []
+    for i in range(clients):
+        key, jwks = make_es384_key(f"bench-{i}")
+        keys.append((key, register(db, org_id="jaeren-dps", jwks=jwks, name=f"bench {i}")))
+    db.dispose()
+    return keys
+
+
+def _serve(url: str, port: int, key_file: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "HUB_DATABASE_URL": url, "HUB_PORT": str(port),
+           "HUB_BASE_URL": f"http://127.0.0.1:{port}", "HUB_DISPATCHER": "false",
+           "HUB_AUDIT_KEY_FILE": key_file}
+    proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("hub did not start: " + (proc.stderr.read().decode() if proc.stderr
+                                                 else ""))
+
+
+def _run_hub(url: str, n: int, clients: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        key_file = str(Path(tmp) / "audit.pem")
+        keys = _prepare(url, clients, key_file)
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = _serve(url, port, key_file)
+        try:
+            tokens = []
+            for key, client_id in keys:
+                r = httpx.post(f"{base}/auth/token", data=token_form(
+                    client_assertion(key, client_id, f"{base}/auth/token")))
+                r.raise_for_status()
+                tokens.append(r.json()["access_token"])
+            messages = _messages(n)
+            # warm-up outside the measurement
+            with httpx.Client(base_url=base) as http:
+                for body in _messages(20):
+                    http.post("/fhir/$process-message", content=body, headers={
+                        "Authorization": f"Bearer {tokens[0]}",
+                        "Content-Type": "application/fhir+json"}).raise_for_status()
+            latencies: list[float] = []
+            errors: list[str] = []
+            lock = threading.Lock()
+            barrier = threading.Barrier(clients)
+
+            def work(i: int) -> None:
+                mine = messages[i::clients]
+                with httpx.Client(base_url=base, timeout=60) as http:
+                    barrier.wait()
+                    for body in mine:
+                        t0 = time.perf_counter()
+                        r = http.post("/fhir/$process-message", content=body, headers={
+                            "Authorization": f"Bearer {tokens[i]}",
+                            "Content-Type": "application/fhir+json"})
+                        dt = time.perf_counter() - t0
+                        with lock:
+                            latencies.append(dt)
+                            if r.status_code != 200:
+                                errors.append(f"{r.status_code} {r.text[:200]}")
+
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    if errors:
+        raise RuntimeError(f"{len(errors)} errors, first: {errors[0]}")
+    q = statistics.quantiles(latencies, n=100)
+    return {"rate": n / wall, "p50": q[49] * 1000, "p95": q[94] * 1000, "p99": q[98] * 1000}
+
+
+def _run_floor(url: str, n: int) -> float:
+    engine = create_engine(url)
+    with engine.begin() as c:
+        c.execute(text("DROP TABLE IF EXISTS floor_messages"))
+        c.execute(text("CREATE TABLE floor_messages (id VARCHAR(64) PRIMARY KEY, body TEXT)"))
+    messages = _messages(n)
+    t0 = time.perf_counter()
+    for raw in messages:
+        parsed = json.loads(raw)
+        with engine.begin() as c:
+            c.execute(text("INSERT INTO floor_messages (id, body) VALUES (:i, :b)"),
+                      {"i": parsed["entry"][0]["resource"]["id"], "b": raw.decode()})
+    rate = n / (time.perf_counter() - t0)
+    engine.dispose()
+    return rate
+
+
+def _pg_database(admin_url: str) -> tuple[str, str]:
+    name = f"carehub_ingest_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return name, make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg(admin_url: str, name: str) -> None:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--db", default="sqlite,postgresql")
+    ap.add_argument("--pg-url", default=os.environ.get("HUB_TEST_POSTGRES_URL"))
+    args = ap.parse_args()
+    console.print(f"{platform.python_implementation()} {platform.python_version()}, "
+                  f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; N={args.n}, "
+                  f"{args.clients} clients")
+    table = Table("db", "messages/s", "p50 ms", "p95 ms", "p99 ms", "floor msg/s", "ratio",
+                  "targets (SQLite: >=200/s, p99<100 ms, ratio>=0.25)")
+    for kind in args.db.split(","):
+        if kind == "sqlite":
+            with tempfile.TemporaryDirectory() as tmp:
+                hub = _run_hub(f"sqlite:///{tmp}/hub.db", args.n, args.clients)
+                floor = _run_floor(f"sqlite:///{tmp}/floor.db", args.n)
+        elif kind == "postgresql":
+            if not args.pg_url:
+                console.print("PostgreSQL skipped: give --pg-url or HUB_TEST_POSTGRES_URL")
+                continue
+            name, url = _pg_database(args.pg_url)
+            try:
+                hub = _run_hub(url, args.n, args.clients)
+                floor = _run_floor(url, args.n)
+            finally:
+                _drop_pg(args.pg_url, name)
+        else:
+            raise SystemExit(f"unknown --db {kind}")
+        ratio = hub["rate"] / floor
+        met = (hub["rate"] >= 200 and hub["p99"] < 100 and ratio >= 0.25) if kind == "sqlite" \
+            else None
+        table.add_row(kind, f"{hub['rate']:.0f}", f"{hub['p50']:.1f}", f"{hub['p95']:.1f}",
+                      f"{hub['p99']:.1f}", f"{floor:.0f}", f"{ratio:.3f}",
+                      "" if met is None else ("met" if met else "NOT met"))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
