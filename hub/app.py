@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hub import __version__
-from hub.api import auth, consent, exception_handlers, fhir, messaging
+from hub.api import auth, conformance, consent, exception_handlers, fhir, messaging
 from hub.audit.recorder import Auditor
 from hub.audit.signing import Signer
 from hub.config import Settings, get_settings
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(auth.router)  # before fhir: its catch-all would take .well-known
     app.include_router(consent.router)  # before fhir, for the same reason
     app.include_router(messaging.router)
+    app.include_router(conformance.router)
     app.include_router(fhir.router)
     app.include_router(ui_routes.router)
     return app

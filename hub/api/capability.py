@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub.api.conformance import capability_messaging, capability_resources, supported_profiles
 from hub.fhir.structure import FHIR_VERSION
 from hub.store.search_params import params_for
 from hub.store.types import READ_ONLY, SERVED
@@ -42,6 +43,16 @@ _AUDIT_EVENT = {  # the audit trail (hub/api/auditevents.py): auditors only, not
                           "admin"},
     ],
 }
+_OPS = "http://carehub.example/fhir/OperationDefinition/"
+_PATIENT_OPERATIONS = [
+    {"name": "disclosure-check", "definition": f"{_OPS}Patient-disclosure-check",
+     "documentation": "recipient=Organization/<id>&event=<code>: would a message of this event "
+                      "reach that organisation now? Parameters decision, basis, reason."},
+]
+_SYSTEM_OPERATIONS = [
+    {"name": "process-message",
+     "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message"},
+]
 _INCLUDES = {"CarePlan": ["CarePlan:goal", "CarePlan:care-team"], "Task": ["Task:focus"],
              "Appointment": ["Appointment:actor"]}
 
@@ -49,6 +60,7 @@ _INCLUDES = {"CarePlan": ["CarePlan:goal", "CarePlan:care-team"], "Task": ["Task
 def capability_statement(base: str, version: str) -> dict[str, Any]:
     """What this hub serves: resources, interactions, search parameters, operations."""
     resources = []
+    profiles = supported_profiles()
     for rtype in sorted(SERVED):
         if rtype == "AuditEvent":
             resources.append(dict(_AUDIT_EVENT))
@@ -72,7 +84,13 @@ def capability_statement(base: str, version: str) -> dict[str, Any]:
             res["operation"] = [{"name": "validate",
                                  "definition": "http://hl7.org/fhir/OperationDefinition/"
                                                "Resource-validate"}]
+        if rtype in profiles:
+            res["supportedProfile"] = profiles[rtype]
+        if rtype == "Patient":
+            res["operation"] = [*res.get("operation", []), *_PATIENT_OPERATIONS]
         resources.append(res)
+    resources.extend(capability_resources())
+    resources.sort(key=lambda r: str(r["type"]))
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -88,5 +106,7 @@ def capability_statement(base: str, version: str) -> dict[str, Any]:
                              "OperationOutcome entry of the searchset.",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            "operation": _SYSTEM_OPERATIONS,
         }],
+        "messaging": capability_messaging(),
     }
