@@ -48,6 +48,9 @@ _PATIENT_OPERATIONS = [
     {"name": "disclosure-check", "definition": f"{_OPS}Patient-disclosure-check",
      "documentation": "recipient=Organization/<id>&event=<code>: would a message of this event "
                       "reach that organisation now? Parameters decision, basis, reason."},
+    {"name": "consent-trail", "definition": f"{_OPS}Patient-consent-trail",
+     "documentation": "Every Consent version and disclosure decision for the patient, oldest "
+                      "first; for auditors and the consents' custodian organisations."},
 ]
 _SYSTEM_OPERATIONS = [
     {"name": "process-message",

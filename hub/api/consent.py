@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
-from hub.api.deps import DatabaseDep, SubjectDep, audited_transaction
+from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_transaction
 from hub.api.responses import FhirResponse
 from hub.audit.recorder import Touched
 from hub.consent import service as consent_service
+from hub.consent import trail
 
 router = APIRouter(prefix="/fhir")
 
@@ -22,5 +23,17 @@ async def disclosure_check(patient_id: str, request: Request, db: DatabaseDep,
             s, subject, patient_id=patient_id, recipient=recipient, event=event),
         interaction="operation", resource_type="Patient", operation="$disclosure-check",
         query=str(request.url.query),
+        touched=lambda _s, _r: Touched((), (f"Patient/{patient_id}",)))
+    return FhirResponse(result)
+
+
+@router.get("/Patient/{patient_id}/$consent-trail")
+async def consent_trail(patient_id: str, request: Request, db: DatabaseDep,
+                        settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+    """Every Consent version and disclosure decision for the patient, oldest first."""
+    result = await audited_transaction(
+        request, db, subject, lambda s: trail.consent_trail(
+            s, subject, patient_id=patient_id, fhir_base=settings.fhir_base),
+        interaction="operation", resource_type="Patient", operation="$consent-trail",
         touched=lambda _s, _r: Touched((), (f"Patient/{patient_id}",)))
     return FhirResponse(result)

@@ -1,0 +1,48 @@
+"""$consent-trail: consent versions and disclosure decisions, for custodians and auditors."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from fastapi.testclient import TestClient
+
+from hub.config import Settings
+from hub.db.engine import Database
+from tests.access_clients import other_client
+from tests.conftest import TEST_ORG
+from tests.consent.test_gate import consent
+from tests.factories import encounter, fnr, patient
+
+
+def test_custodian_sees_versions_and_decisions_in_time_order(
+        client: TestClient, settings: Settings, database: Database) -> None:
+    pid = client.post("/fhir/Patient", json=patient(fnr(date(1969, 11, 13)))).json()["id"]
+    enc = client.post("/fhir/Encounter", json=encounter(f"Patient/{pid}")).json()["id"]
+    body = consent(pid, "time-kommune")
+    body["organization"] = [{"reference": f"Organization/{TEST_ORG}"}]
+    cid = client.post("/fhir/Consent", json=body).json()["id"]
+    with other_client(settings, database, "time-kommune") as time:
+        assert time.get(f"/fhir/Encounter/{enc}").status_code == 200  # disclosed: permit
+        client.put(f"/fhir/Consent/{cid}", json={**body, "id": cid, "status": "inactive"})
+        assert time.get(f"/fhir/Encounter/{enc}").status_code == 404  # revoked: deny
+        assert time.get(f"/fhir/Patient/{pid}/$consent-trail").status_code == 404
+    r = client.get(f"/fhir/Patient/{pid}/$consent-trail")
+    assert r.status_code == 200, r.text
+    trail = r.json()
+    assert trail["type"] == "collection"
+    kinds = [(e["resource"]["resourceType"], e["resource"].get("status") or
+              _decision(e["resource"])) for e in trail["entry"]]
+    assert kinds == [("Consent", "active"), ("AuditEvent", "permit"), ("Consent", "inactive"),
+                     ("AuditEvent", "deny")], kinds
+
+
+def _decision(event: dict) -> str:  # type: ignore[type-arg]
+    for entity in event.get("entity", []):
+        for detail in entity.get("detail", []):
+            if detail.get("type") == "decision":
+                return str(detail.get("valueString"))
+    return "?"
+
+
+def test_a_stranger_gets_404(client: TestClient) -> None:
+    assert client.get("/fhir/Patient/nobody/$consent-trail").status_code == 404
