@@ -94,7 +94,9 @@ def test_example_on_fresh_hub_is_rejected_whole(client: TestClient) -> None:
         assert client.get(f"/fhir/Patient/{rid}").status_code == 404
     assert _matches(client, "Patient", "identifier=http:/example.org/fhir/ids|234234") == []
     assert _matches(client, "Patient", "identifier=http:/example.org/fhir/ids|456456") == []
-    assert client.get("/fhir/ValueSet").status_code == 404  # not served, so nothing stored
+    # ValueSets are the hub's own read-only conformance resources: the transaction added none
+    served = client.get("/fhir/ValueSet", params={"_count": 500}).json()["entry"]
+    assert all(e["resource"]["url"].startswith("http://carehub.example/fhir/") for e in served)
 
 
 def test_example_without_lookup_is_still_rejected_on_a_fresh_hub(client: TestClient) -> None:
