@@ -1,0 +1,118 @@
+"""`hub deliveries ...`: list deliveries, replay dead letters, run a dispatcher on its own.
+
+Acts on the database in HUB_DATABASE_URL as the hub itself. Errors print a plain sentence
+to stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from hub.auth.subject import Subject
+from hub.config import get_settings
+from hub.db.engine import Database
+from hub.db.migrate import upgrade
+from hub.delivery import service
+from hub.delivery.dispatcher import Dispatcher
+from hub.errors import HubError
+from hub.store.dates import format_instant
+
+deliveries_app = typer.Typer(help="Message deliveries: list, replay dead letters, dispatch.",
+                             no_args_is_help=True)
+HUB = Subject.hub_itself()
+T = TypeVar("T")
+out = Console(width=200, soft_wrap=True)
+err = Console(stderr=True)
+
+
+@contextmanager
+def _database() -> Iterator[Database]:
+    database = Database.connect(get_settings())
+    try:
+        upgrade(database.engine)
+        yield database
+    finally:
+        database.dispose()
+
+
+def _run(fn: Callable[[Session], T], *, write: bool) -> T:
+    try:
+        with _database() as database, database.session(write=write) as session:
+            return fn(session)
+    except HubError as exc:
+        err.print(exc.diagnostics, markup=False, highlight=False)
+        raise typer.Exit(1) from None
+
+
+@deliveries_app.command("list")
+def list_command(
+    status: list[str] = typer.Option([], "--status", help="Only these statuses (repeatable): "
+                                     "queued, delivered, acknowledged, withheld, dead-letter"),
+    org: str | None = typer.Option(None, "--org", help="Only messages this organisation sent "
+                                   "or received"),
+    limit: int = typer.Option(200, "--limit", help="At most this many, newest first"),
+) -> None:
+    """Deliveries, newest first: id, message, sender, receiver, status, attempts, error."""
+    rows = _run(lambda s: service.list_deliveries(s, HUB, statuses=status, organization=org,
+                                                  limit=limit), write=False)
+    table = Table("id", "message (MessageHeader.id)", "event", "sender", "receiver", "status",
+                  "attempts", "created", "last error / reason")
+    for item in rows:
+        d, m = item.delivery, item.message
+        table.add_row(str(d.id), m.header_id, m.event, m.sender_org, d.receiver_org, d.status,
+                      str(d.attempts), format_instant(d.created_at),
+                      d.last_error or (d.reason if d.status == "withheld" else "") or "")
+    out.print(table)
+
+
+@deliveries_app.command("replay")
+def replay_command(
+    ids: list[int] = typer.Argument(None, help="Delivery ids (see `hub deliveries list`)"),
+    message: str | None = typer.Option(None, "--message",
+                                       help="Every dead letter of this MessageHeader.id"),
+    sender: str | None = typer.Option(None, "--sender", help="The message's sender "
+                                      "(header ids are unique per sender)"),
+) -> None:
+    """Queue dead letters again, with a fresh max-age window; prints each replayed id."""
+    if not ids and not message:
+        err.print("Name delivery ids or --message HEADER_ID.")
+        raise typer.Exit(2)
+    done = _run(lambda s: [d.id for d in service.replay(
+        s, HUB, delivery_ids=ids or (), message_header_id=message, sender_org=sender)],
+        write=True)
+    for delivery_id in done:
+        out.print(delivery_id)
+
+
+@deliveries_app.command("run")
+def run_command(
+    threads: int = typer.Option(2, "--threads", help="Sweeper threads"),
+) -> None:
+    """Run the dispatcher in the foreground until SIGTERM or Ctrl-C (for a hub whose
+    `hub serve` runs with HUB_DISPATCHER=false, or for more dispatching processes)."""
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with _database() as database:
+        dispatcher = Dispatcher(database, get_settings(), threads=threads).start()
+        err.print(f"dispatching (every {get_settings().delivery_poll_interval} s); "
+                  "stop with Ctrl-C")
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            dispatcher.stop()

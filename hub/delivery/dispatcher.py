@@ -1,0 +1,443 @@
+"""The delivery dispatcher: publishes accepted messages for pull and pushes them to receivers.
+
+One `sweep` is one pass, safe to run in any number of threads and hub processes on one
+database at once:
+
+1. Publish. Every permitted delivery committed since the last pass gets a `published_at`,
+   strictly increasing in the order the publisher sees them and later than anything already
+   published to that receiver, under a lock only one publisher holds at a time
+   (`pg_advisory_xact_lock` on PostgreSQL; an SQLite write transaction is exclusive anyway).
+   Pulls see only published deliveries and page by `published_at`, so a message whose
+   intake commits late is published after everything its receiver has already seen, never
+   behind the receiver's cursor.
+2. Claim. Due deliveries (queued, published, `next_attempt_at` passed) are locked
+   (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and leased: `next_attempt_at` moves to
+   now + 2 x timeout (+1 s) and the claim commits. Another process sees a leased row as not
+   due. Only the oldest unfinished delivery of one (receiver, patient) is due: a later one
+   waits until the earlier is delivered, dead-lettered or withheld ("oldest" is by id, the
+   order of acceptance; a pull-only delivery, without a next attempt, holds nothing back).
+   Different receivers and different patients never wait for each other; the claimed
+   deliveries of one pass are sent concurrently, one thread each, so a slow receiver delays
+   only its own queue.
+3. Send, each in its own short transactions around the HTTP call, never holding a lock
+   while waiting for a receiver: decide again whether the delivery may go
+   (`hub.messaging.routing.decide_delivery`; no longer permitted -> `withheld` with the new
+   reason and basis, not sent), find the receiver's active hl7-fhir-msg Endpoint (none: the
+   receiver pulls; `next_attempt_at` becomes NULL and the delivery waits for the pull), load
+   the stored Bundle, drop redacted entries, renew the lease, commit; POST it; then record the
+   outcome in a new transaction: 2xx `delivered`; network error, timeout, 5xx or 429 a retry
+   after first_retry x 2^(attempts-1) (+-20 % jitter, at most an hour; a 429's Retry-After
+   wins), or `dead-letter` once created_at + delivery_max_age has passed (the last retry is
+   made at that moment); any other status `dead-letter` at once.
+
+Delivery is at least once, not exactly once; receivers recognise a repeat by
+MessageHeader.id, which CONTRACT 4 makes idempotent. A repeat happens when the hub cannot
+know the receiver took the message: the answer was lost (timeout or connection reset after
+the receiver had stored it; a 5xx sent after storing), or the process was killed between its
+POST and recording the outcome. A killed process leaves its lease to expire; the delivery is
+then claimed and sent again, so nothing is lost, and only the deliveries in flight at the
+kill can arrive twice. Otherwise no delivery is sent twice and none is sent by two processes
+at once: a leased row is not due for anyone else, the lease is renewed just before the POST
+and outlasts the timeout twice over, and a failure is recorded only by the lease holder (a
+success is recorded whoever holds it, since the receiver has the message). The one gap is a
+receiver trickling its answer byte by byte: httpx's timeout is per read, so such an attempt
+can outlive its lease and overlap a retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+import httpx
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from hub.config import Settings
+from hub.db.engine import Database
+from hub.db.types import utcnow
+from hub.delivery import content
+from hub.fhir.jsonio import dumps_bytes
+from hub.messaging.models import DeliveryRow, MessageRow
+
+log = logging.getLogger("hub.delivery")
+
+D = DeliveryRow
+BATCH = 16
+"""Deliveries claimed (and sent concurrently) per pass."""
+PUBLISH_BATCH = 5000
+MAX_BACKOFF = 3600.0
+"""Seconds: the backoff stops doubling here."""
+LEASE_MARGIN = 1.0
+PUBLISH_LOCK = 0x6361726568756201  # pg_advisory_xact_lock key of the publisher ("carehub\x01")
+_TICK = timedelta(microseconds=1)
+
+Result = Literal["delivered", "retry", "dead-letter", "withheld", "pull-only", "lost"]
+
+
+@dataclass
+class SweepReport:
+    """What one pass did."""
+
+    published: int = 0
+    claimed: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    withheld: int = 0
+    pull_only: int = 0
+    lost: int = 0  # the lease passed to someone else (or the row changed) before the send
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    id: int
+    lease: datetime
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A delivery about to be sent."""
+
+    id: int
+    lease: datetime
+    address: str
+    body: bytes
+    created_at: datetime
+    attempts: int
+
+
+Clock = Callable[[], datetime]
+
+
+def _lease(settings: Settings, at: datetime) -> datetime:
+    return at + timedelta(seconds=settings.delivery_timeout * 2 + LEASE_MARGIN)
+
+
+def _any(db: Database, query: Any) -> bool:
+    """Whether `query` finds a row: looked up first in a read transaction, so that an idle
+    pass never takes SQLite's one write lock."""
+    with db.session(write=False) as session:
+        return session.execute(query.limit(1)).first() is not None
+
+
+# --- 1. publish ------------------------------------------------------------------------------
+
+
+def publish(db: Database) -> int:
+    """Give every newly committed permitted delivery its `published_at`; how many.
+
+    Stamps rise strictly in the order seen (by id), and each is later than everything
+    already published to the same receiver (pulls page per receiver), whatever the clocks of
+    earlier publishers said."""
+    if not _any(db, select(D.id).where(D.status == "queued", D.published_at.is_(None))):
+        return 0
+    with db.session(write=True) as session:
+        if db.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PUBLISH_LOCK})
+        # Only queued deliveries are unpublished: nothing else happens to one before it is
+        # published (withheld ones never are), so ix_deliveries_due narrows this.
+        fresh = session.execute(
+            select(D.id, D.receiver_org).where(D.status == "queued", D.published_at.is_(None))
+            .order_by(D.id).limit(PUBLISH_BATCH)).all()
+        if not fresh:
+            return 0
+        last = {org: session.scalar(select(func.max(D.published_at))
+                                    .where(D.receiver_org == org))
+                for org in {org for _, org in fresh}}
+        stamp = utcnow()
+        rows = []
+        for delivery_id, org in fresh:
+            before = last[org]
+            if before is not None and stamp <= before:
+                stamp = before + _TICK
+            rows.append({"id": delivery_id, "published_at": stamp})
+            stamp += _TICK
+        session.execute(update(D), rows)
+        return len(rows)
+
+
+# --- 2. claim --------------------------------------------------------------------------------
+
+
+def _due(at: datetime) -> Any:
+    """Due deliveries, each the head of its (receiver, patient) queue: the oldest queued one
+    with a next attempt (pull-only ones have none and hold nothing back). One grouping pass
+    over the queued rows (NULL patients form a queue of their own), not a probe per row."""
+    heads = (select(func.min(D.id))
+             .where(D.status == "queued", D.next_attempt_at.is_not(None))
+             .group_by(D.receiver_org, D.patient_ref))
+    return select(D.id).where(
+        D.id.in_(heads), D.status == "queued", D.next_attempt_at <= at,
+        D.published_at.is_not(None)).order_by(D.next_attempt_at, D.id)
+
+
+def claim(db: Database, settings: Settings, *, at: datetime, limit: int = BATCH) -> list[_Claim]:
+    """Lease up to `limit` due deliveries to this caller; commits before returning."""
+    if not _any(db, _due(at)):
+        return []
+    with db.session(write=True) as session:
+        # SQLite renders no FOR UPDATE: its write transaction is exclusive already.
+        query = _due(at).limit(limit).with_for_update(skip_locked=True, of=D)
+        ids = list(session.scalars(query))
+        if not ids:
+            return []
+        lease = _lease(settings, at)
+        session.execute(update(D).where(D.id.in_(ids)).values(next_attempt_at=lease))
+        return [_Claim(i, lease) for i in ids]
+
+
+# --- 3. send ---------------------------------------------------------------------------------
+
+
+def _still_ours(session: Session, c: _Claim) -> DeliveryRow | None:
+    """The claimed row, locked, if it is still queued under this lease."""
+    row = session.scalars(select(D).where(D.id == c.id).with_for_update()).one_or_none()
+    if row is None or row.status != "queued" or row.next_attempt_at != c.lease:
+        return None
+    return row
+
+
+def _prepare(db: Database, settings: Settings, c: _Claim,
+             clock: Clock) -> _Ready | Result:
+    """Decide again, find the endpoint, load the Bundle, renew the lease; commit."""
+    with db.session(write=True) as session:
+        row = _still_ours(session, c)
+        if row is None:
+            return "lost"
+        message = session.get_one(MessageRow, row.message_id)
+        bundle = content.message_bundle(session, message)
+        verdict = content.verdict_now(session, settings, message, row, bundle)
+        if verdict.decision == "deny":
+            row.status, row.decision, row.basis = "withheld", "deny", verdict.basis
+            row.reason = f"Withheld before sending: {verdict.reason}"
+            row.next_attempt_at = None
+            return "withheld"
+        address = content.endpoint_address(session, row.receiver_org)
+        if address is None:
+            row.next_attempt_at = None  # the receiver pulls
+            return "pull-only"
+        row.decision, row.basis, row.reason = verdict.decision, verdict.basis, verdict.reason
+        lease = _lease(settings, clock())
+        row.next_attempt_at = lease
+        return _Ready(row.id, lease, address, dumps_bytes(content.redacted(bundle, verdict)),
+                      row.created_at, row.attempts)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    ok: bool
+    fatal: bool
+    error: str | None
+    retry_after: float | None = None
+
+
+def _retry_after(value: str | None, at: datetime) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - at).total_seconds())
+
+
+def _post(client: httpx.Client, settings: Settings, ready: _Ready, at: datetime) -> _Outcome:
+    try:
+        response = client.post(ready.address, content=ready.body, timeout=settings.delivery_timeout,
+                               headers={"Content-Type": "application/fhir+json",
+                                        "Accept": "application/fhir+json"})
+    except httpx.TimeoutException as exc:
+        return _Outcome(False, False, f"No answer within {settings.delivery_timeout} s "
+                                      f"({type(exc).__name__}) from {ready.address}")
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:  # the Endpoint is wrong
+        return _Outcome(False, True, f"Cannot post to {ready.address}: {exc}")
+    except httpx.HTTPError as exc:
+        return _Outcome(False, False, f"{type(exc).__name__} posting to {ready.address}: {exc}")
+    if 200 <= response.status_code < 300:
+        return _Outcome(True, False, None)
+    snippet = response.text[:300].strip()
+    error = f"HTTP {response.status_code} from {ready.address}" + (f": {snippet}" if snippet
+                                                                   else "")
+    if response.status_code == 429:
+        return _Outcome(False, False, error,
+                        _retry_after(response.headers.get("retry-after"), at))
+    return _Outcome(False, not response.status_code >= 500, error)
+
+
+def backoff(settings: Settings, attempts: int) -> float:
+    """Seconds before the next try after `attempts` failed ones (with +-20 % jitter)."""
+    delay = settings.delivery_first_retry * float(2 ** min(max(attempts - 1, 0), 40))
+    return min(delay, MAX_BACKOFF) * random.uniform(0.8, 1.2)
+
+
+def _record(db: Database, settings: Settings, ready: _Ready, outcome: _Outcome,
+            clock: Clock) -> Result:
+    at = clock()
+    with db.session(write=True) as session:
+        if outcome.ok:
+            # The receiver has it: recorded whoever holds the lease now.
+            row = session.scalars(select(D).where(D.id == ready.id).with_for_update()
+                                  ).one_or_none()
+            if row is None or row.status in ("delivered", "acknowledged"):
+                return "lost"
+            if row.status != "queued":
+                row.last_error = (f"It was {row.status} while an attempt was under way, which "
+                                  f"the receiver accepted.")
+            else:
+                row.last_error = None
+            row.status, row.delivered_at, row.next_attempt_at = "delivered", at, None
+            row.attempts += 1
+            return "delivered"
+        row = _still_ours(session, _Claim(ready.id, ready.lease))
+        if row is None:
+            return "lost"
+        row.attempts += 1
+        row.last_error = outcome.error
+        deadline = row.created_at + timedelta(seconds=settings.delivery_max_age)
+        if outcome.fatal or at >= deadline:
+            if not outcome.fatal:
+                row.last_error = (f"{outcome.error} (retried for {settings.delivery_max_age} s, "
+                                  "giving up)")
+            row.status, row.next_attempt_at = "dead-letter", None
+            return "dead-letter"
+        delay = (outcome.retry_after if outcome.retry_after is not None
+                 else backoff(settings, row.attempts))
+        row.next_attempt_at = min(at + timedelta(seconds=delay), deadline)
+        return "retry"
+
+
+def attempt(db: Database, settings: Settings, client: httpx.Client, c: _Claim,
+            clock: Clock) -> Result:
+    """One attempt at one claimed delivery."""
+    ready = _prepare(db, settings, c, clock)
+    if not isinstance(ready, _Ready):
+        return ready
+    outcome = _post(client, settings, ready, clock())
+    return _record(db, settings, ready, outcome, clock)
+
+
+_TALLY = {"delivered": "delivered", "retry": "retried", "dead-letter": "dead_lettered",
+          "withheld": "withheld", "pull-only": "pull_only", "lost": "lost"}
+
+
+def sweep(db: Database, settings: Settings, *, now: datetime | None = None,
+          transport: httpx.BaseTransport | None = None, client: httpx.Client | None = None,
+          limit: int = BATCH) -> SweepReport:
+    """One pass: publish, claim due deliveries, send them concurrently, record outcomes.
+
+    `now` pins the clock for due times, backoff and max age (tests); `transport` or `client`
+    replace the HTTP client (tests inject httpx.MockTransport; the Dispatcher shares one)."""
+    clock: Clock = (lambda: now) if now is not None else utcnow
+    report = SweepReport(published=publish(db))
+    claims = claim(db, settings, at=clock(), limit=limit)
+    report.claimed = len(claims)
+    if not claims:
+        return report
+    http = client or httpx.Client(transport=transport, timeout=settings.delivery_timeout)
+    try:
+        with ThreadPoolExecutor(max_workers=len(claims),
+                                thread_name_prefix="hub-delivery-send") as pool:
+            futures = [pool.submit(attempt, db, settings, http, c, clock) for c in claims]
+            for future in futures:
+                try:
+                    result = future.result()
+                except Exception as exc:  # a database hiccup: the lease expires, it is retried
+                    log.exception("delivery attempt failed")
+                    report.errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                name = _TALLY[result]
+                setattr(report, name, getattr(report, name) + 1)
+    finally:
+        if client is None:
+            http.close()
+    return report
+
+
+# --- the background dispatcher ----------------------------------------------------------------
+
+
+class Dispatcher:
+    """Sweeps every `settings.delivery_poll_interval` seconds in background threads.
+
+    `threads` sweepers run side by side (claims keep them apart), so a receiver that takes
+    the whole timeout to answer holds up one sweeper, not the others. `stop()` lets the
+    attempts under way finish (each is bounded by delivery_timeout)."""
+
+    def __init__(self, db: Database, settings: Settings, *,
+                 transport: httpx.BaseTransport | None = None, threads: int = 2) -> None:
+        self.db = db
+        self.settings = settings
+        self.threads = max(1, threads)
+        self._transport = transport
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._client: httpx.Client | None = None
+        self.sweeps = 0
+        self.failures = 0
+
+    @property
+    def running(self) -> bool:
+        """True while sweeper threads are alive."""
+        return any(t.is_alive() for t in self._workers)
+
+    def start(self) -> Dispatcher:
+        """Start the sweeper threads (once)."""
+        if self._workers:
+            raise RuntimeError("the dispatcher is already started")
+        self._stop.clear()
+        self._client = httpx.Client(transport=self._transport,
+                                    timeout=self.settings.delivery_timeout)
+        self._workers = [threading.Thread(target=self._loop, name=f"hub-dispatcher-{n}",
+                                          daemon=True) for n in range(self.threads)]
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def _loop(self) -> None:
+        assert self._client is not None
+        while not self._stop.is_set():
+            try:
+                report = sweep(self.db, self.settings, client=self._client)
+                self.sweeps += 1
+            except Exception:
+                self.failures += 1
+                log.exception("delivery sweep failed; trying again")
+                report = SweepReport()
+            if report.claimed < BATCH:  # a full batch: more may be due at once
+                self._stop.wait(self.settings.delivery_poll_interval)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop sweeping; wait for the threads (at most `timeout` seconds each)."""
+        self._stop.set()
+        wait = timeout if timeout is not None else self.settings.delivery_timeout * 2 + 5
+        for worker in self._workers:
+            worker.join(wait)
+        self._workers = []
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> Dispatcher:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def start_dispatcher(database: Database, settings: Settings) -> Dispatcher:
+    """A started Dispatcher on the app's database (call `.stop()` on shutdown)."""
+    return Dispatcher(database, settings).start()

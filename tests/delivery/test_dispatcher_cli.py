@@ -1,0 +1,100 @@
+"""The background Dispatcher and the `hub deliveries` commands."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from hub.config import Settings, get_settings
+from hub.db.engine import Database
+from hub.delivery.cli import deliveries_app
+from hub.delivery.dispatcher import Dispatcher, start_dispatcher, sweep
+from tests.delivery.conftest import ReceiverFactory, wait_for
+from tests.delivery.factory import accept, add_org, add_patient, deliveries, delivery
+from tests.delivery.receivers import Reply
+
+
+def test_the_dispatcher_delivers_in_the_background_and_stops_cleanly(
+        database: Database, fast: Settings, receiver: ReceiverFactory) -> None:
+    r = receiver("time")
+    add_org(database, "sender")
+    add_org(database, "time", r.url)
+    p = add_patient(database)
+    dispatcher = start_dispatcher(database, fast)
+    try:
+        assert dispatcher.running
+        sent = [accept(database, fast, sender="sender", receivers=["time"], patient_id=p)
+                for _ in range(5)]
+        wait_for(lambda: len(r.accepted) == 5, within=15, what="five deliveries")
+    finally:
+        started = time.monotonic()
+        dispatcher.stop()
+    assert time.monotonic() - started < 2
+    assert not dispatcher.running
+    assert r.accepted_ids() == [s.header_id for s in sent]
+    wait_for(lambda: all(d.status == "delivered" for d in deliveries(database)), within=5)
+    assert dispatcher.sweeps > 0
+    assert dispatcher.failures == 0
+
+
+def test_an_injected_transport_replaces_the_network(database: Database, fast: Settings) -> None:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(202)
+
+    add_org(database, "sender")
+    add_org(database, "time", "http://receiver.invalid/fhir")
+    m = accept(database, fast, sender="sender", receivers=["time"],
+               patient_id=add_patient(database))
+    assert sweep(database, fast, transport=httpx.MockTransport(handle)).delivered == 1
+    assert [str(q.url) for q in seen] == ["http://receiver.invalid/fhir"]
+    assert seen[0].headers["content-type"] == "application/fhir+json"
+    assert delivery(database, m.deliveries["time"]).status == "delivered"
+    with Dispatcher(database, fast, transport=httpx.MockTransport(handle)) as running:
+        assert running.running
+
+
+@pytest.fixture
+def cli(fast: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    monkeypatch.setenv("HUB_DATABASE_URL", fast.database_url)
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def test_cli_lists_and_replays_dead_letters(
+        cli: CliRunner, database: Database, fast: Settings, receiver: ReceiverFactory) -> None:
+    r = receiver("time")
+    r.script.extend([Reply(410), Reply(422)])
+    add_org(database, "sender")
+    add_org(database, "time", r.url)
+    p = add_patient(database)
+    one = accept(database, fast, sender="sender", receivers=["time"], patient_id=p)
+    two = accept(database, fast, sender="sender", receivers=["time"], patient_id=p)
+    sweep(database, fast)
+    sweep(database, fast)
+    assert [d.status for d in deliveries(database)] == ["dead-letter", "dead-letter"]
+    listed = cli.invoke(deliveries_app, ["list", "--status", "dead-letter"])
+    assert listed.exit_code == 0, listed.output
+    assert one.header_id in listed.output
+    assert two.header_id in listed.output
+    assert "HTTP 410" in listed.output
+    did = cli.invoke(deliveries_app, ["replay", str(one.deliveries["time"])])
+    assert did.exit_code == 0, did.output
+    assert did.output.split() == [str(one.deliveries["time"])]
+    did = cli.invoke(deliveries_app, ["replay", "--message", two.header_id])
+    assert did.output.split() == [str(two.deliveries["time"])]
+    assert [d.status for d in deliveries(database)] == ["queued", "queued"]
+    again = cli.invoke(deliveries_app, ["replay", "--message", two.header_id])
+    assert again.exit_code == 1
+    assert "no dead letters" in again.output
+    assert "Traceback" not in again.output
+    bad = cli.invoke(deliveries_app, ["list", "--status", "lost"])
+    assert bad.exit_code == 1
+    assert cli.invoke(deliveries_app, ["replay"]).exit_code == 2
