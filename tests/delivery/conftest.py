@@ -6,10 +6,14 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from fastapi.testclient import TestClient
 
+from hub.api import delivery as delivery_api
+from hub.app import create_app
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.delivery.dispatcher import SweepReport, sweep
+from tests.auth_helpers import register_and_token
 from tests.delivery.receivers import Receiver
 
 
@@ -62,3 +66,31 @@ def wait_for(done: Callable[[], bool], *, within: float = 15.0, what: str = "it"
             raise AssertionError(f"gave up waiting for {what} after {within} s")
         time.sleep(0.02)
 
+
+@pytest.fixture
+def api(fast: Settings, database: Database) -> Iterator[TestClient]:
+    """The hub app (no dispatcher inside; the tests sweep) with the delivery routes, and no
+    credentials: pass `headers=auth(...)`."""
+    app = create_app(fast)
+    if not any(getattr(r, "path", None) == "/fhir/$delivery-status" for r in app.routes):
+        # until hub/app.py includes hub.api.delivery's router (before the generic /fhir one)
+        app.router.routes[0:0] = delivery_api.router.routes
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+Auth = Callable[[str], dict[str, str]]
+
+
+@pytest.fixture
+def auth(api: TestClient, database: Database) -> Auth:
+    """`auth(org)`: headers of a real access token of a client of that organisation."""
+    tokens: dict[str, str] = {}
+
+    def headers(org: str) -> dict[str, str]:
+        if org not in tokens:
+            tokens[org] = register_and_token(api, database, org_id=org)
+        return {"Authorization": f"Bearer {tokens[org]}",
+                "Content-Type": "application/fhir+json"}
+
+    return headers

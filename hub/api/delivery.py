@@ -1,0 +1,164 @@
+"""Delivery under /fhir (CONTRACT 6): $delivery-status, the pull, and $replay of dead letters.
+
+Registered before the generic /fhir routes. `GET /fhir/Bundle` is the pull when it carries
+`message.receiver`; without it, it is the ordinary Bundle search of hub.api.fhir.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+
+from hub.api import fhir
+from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_transaction, read_body
+from hub.api.responses import FhirResponse, bundle
+from hub.audit.recorder import Touched, touched_bodies
+from hub.delivery import service
+from hub.errors import BadRequestError, ForbiddenError
+from hub.messaging.models import DeliveryRow
+from hub.store.dates import format_instant, parse_range
+
+router = APIRouter(prefix="/fhir")
+
+RECEIVER = "message.receiver"
+
+
+def _one(pairs: list[tuple[str, str]], name: str) -> str | None:
+    values = [v for k, v in pairs if k == name]
+    if len(values) > 1:
+        raise BadRequestError(f"Give {name} once.", expression=name)
+    return values[0] if values else None
+
+
+@router.get("/$delivery-status")
+async def delivery_status(request: Request, db: DatabaseDep, subject: SubjectDep
+                          ) -> FhirResponse:
+    """Parameters with one `destination` per receiver: receiver, status, attempts,
+    last-error. Only for the sending organisation (404 for anyone else)."""
+    message = _one(list(request.query_params.multi_items()), "message")
+    if not message:
+        raise BadRequestError("Name the message: ?message=<MessageHeader.id>.",
+                              expression="message")
+    result = await audited_transaction(
+        request, db, subject, lambda s: service.delivery_status(s, subject, message),
+        interaction="operation", operation="$delivery-status", resource_type=None,
+        query=request.url.query)
+    return FhirResponse(result)
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    if not value.startswith("gt"):
+        raise BadRequestError("The pull pages by _lastUpdated=gt<instant> only.",
+                              expression="_lastUpdated")
+    span = parse_range(value[2:])
+    if span is None:
+        raise BadRequestError(f"_lastUpdated: '{value[2:]}' is not a FHIR instant.",
+                              expression="_lastUpdated")
+    return span[1]
+
+
+def _count(value: str | None, default: int, most: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise BadRequestError(f"_count must be a positive whole number, not '{value}'.",
+                              expression="_count")
+    return min(int(value), most)
+
+
+@router.get("/Bundle")
+async def bundles(request: Request, db: DatabaseDep, settings: SettingsDep,
+                  subject: SubjectDep) -> FhirResponse:
+    """The pull (`message.receiver=Organization/<own id>`, `_lastUpdated=gt<instant>`,
+    `_count`): a searchset of the receiver's message Bundles, oldest first, each with
+    meta.lastUpdated = when it was published. Otherwise the generic Bundle search."""
+    pairs = list(request.query_params.multi_items())
+    receiver = _one(pairs, RECEIVER)
+    if receiver is None:
+        return await fhir.search("Bundle", request, db, settings, subject)
+    unknown = sorted({k for k, _ in pairs} - {RECEIVER, "_lastUpdated", "_count"})
+    if unknown:
+        raise BadRequestError(f"The pull takes {RECEIVER}, _lastUpdated and _count only, not "
+                              f"{', '.join(unknown)}.", expression=unknown[0])
+    org = receiver.removeprefix("Organization/")
+    if "/" in org or not org:
+        raise BadRequestError(f"{RECEIVER} is Organization/<id>, not '{receiver}'.",
+                              expression=RECEIVER)
+    if subject.organization_id != org:
+        raise ForbiddenError(f"You act for Organization/{subject.organization_id}; pull only "
+                             "your own messages.", expression=RECEIVER)
+    since = _since(_one(pairs, "_lastUpdated"))
+    count = _count(_one(pairs, "_count"), settings.page_size, settings.max_page_size)
+    found = await audited_transaction(
+        request, db, subject,
+        lambda s: service.pull(s, subject, settings, since=since, count=count),
+        interaction="search-type", resource_type="Bundle", query=urlencode(pairs),
+        touched=lambda _s, got: Touched(tuple(f"Bundle/{b['id']}" for _, b in got))
+        + touched_bodies(e.get("resource") for _, b in got for e in b.get("entry", [])))
+    base = settings.fhir_base
+
+    def link(after: datetime | None) -> str:
+        query = [(RECEIVER, f"Organization/{org}")]
+        if after is not None:
+            query.append(("_lastUpdated", f"gt{format_instant(after)}"))
+        return f"{base}/Bundle?{urlencode([*query, ('_count', str(count))])}"
+
+    links = [("self", link(since))]
+    if len(found) == count:
+        links.append(("next", link(found[-1][0].published_at)))
+    entries: list[dict[str, Any]] = [
+        {"fullUrl": f"{base}/Bundle/{b['id']}", "resource": b, "search": {"mode": "match"}}
+        for _, b in found]
+    return FhirResponse(bundle("searchset", entries, links))
+
+
+def _replay_request(body: dict[str, Any]) -> tuple[list[int], str | None, str | None]:
+    if body.get("resourceType") != "Parameters":
+        raise BadRequestError("$replay takes Parameters: delivery (valueInteger, repeated) or "
+                              "message (valueString: the MessageHeader.id), optionally sender "
+                              "(valueReference).", expression="resourceType")
+    ids: list[int] = []
+    message = sender = None
+    for p in body.get("parameter", []):
+        name = p.get("name") if isinstance(p, dict) else None
+        if name == "delivery":
+            value = p.get("valueInteger", p.get("valueString"))
+            if isinstance(value, bool) or not str(value).isdigit():
+                raise BadRequestError("delivery is a delivery id (valueInteger).",
+                                      expression="Parameters.parameter")
+            ids.append(int(str(value)))
+        elif name == "message" and isinstance(p.get("valueString"), str):
+            message = p["valueString"]
+        elif name == "sender" and isinstance(p.get("valueReference"), dict):
+            sender = str(p["valueReference"].get("reference", "")).removeprefix("Organization/")
+        else:
+            raise BadRequestError(f"$replay does not take the parameter {name!r} this way.",
+                                  expression="Parameters.parameter")
+    return ids, message, sender
+
+
+def _replayed(delivery: DeliveryRow) -> dict[str, Any]:
+    part = service.destination(delivery)
+    part["part"].insert(0, {"name": "delivery", "valueInteger": delivery.id})
+    return part
+
+
+@router.post("/$replay")
+async def replay(request: Request, db: DatabaseDep, settings: SettingsDep,
+                 subject: SubjectDep) -> FhirResponse:
+    """Queue dead letters again (coordinators of the sender or receiver). Answers
+    Parameters with a `destination` per replayed delivery (plus its `delivery` id)."""
+    # A FHIR JSON body is required, so a cross-site form cannot replay with a coordinator's
+    # session cookie.
+    ids, message, sender = _replay_request(await read_body(request, settings))
+    done = await audited_transaction(
+        request, db, subject,
+        lambda s: [_replayed(d) for d in service.replay(
+            s, subject, delivery_ids=ids, message_header_id=message, sender_org=sender)],
+        interaction="operation", operation="$replay", resource_type=None)
+    return FhirResponse({"resourceType": "Parameters", "parameter": done})
