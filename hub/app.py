@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hub import __version__
-from hub.api import auth, conformance, consent, exception_handlers, fhir, messaging
+from hub.api import auth, conformance, consent, delivery, exception_handlers, fhir, messaging
 from hub.audit.recorder import Auditor
 from hub.audit.signing import Signer
 from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.db.migrate import upgrade
+from hub.delivery.dispatcher import start_dispatcher
 from hub.ui import routes as ui_routes
 
 
@@ -29,9 +30,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         app.state.database = database
         app.state.auditor = Auditor(Signer.from_file(settings.audit_key_file),
                                     base_url=settings.fhir_base)
+        dispatcher = (start_dispatcher(database, settings, app.state.auditor)
+                      if settings.dispatcher else None)
         try:
             yield
         finally:
+            if dispatcher is not None:
+                dispatcher.stop()
             database.dispose()
 
     app = FastAPI(title="CareHub", version=__version__, lifespan=lifespan,
@@ -41,6 +46,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(auth.router)  # before fhir: its catch-all would take .well-known
     app.include_router(consent.router)  # before fhir, for the same reason
     app.include_router(messaging.router)
+    app.include_router(delivery.router)  # before fhir: GET /fhir/Bundle?message.receiver=
     app.include_router(conformance.router)
     app.include_router(fhir.router)
     app.include_router(ui_routes.router)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from hub.audit.cli import audit_app
 from hub.auth.subject import Subject
 from hub.config import get_settings
+from hub.delivery.cli import deliveries_app
 from hub.errors import HubError
 
 app = typer.Typer(help="CareHub: FHIR message hub.", no_args_is_help=True)
@@ -37,6 +38,7 @@ app.add_typer(org_app, name="org")
 app.add_typer(client_app, name="client")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.add_typer(deliveries_app, name="deliveries")
 
 T = TypeVar("T")
 HUB = Subject.hub_itself()

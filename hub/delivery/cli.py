@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from hub.audit.recorder import Auditor
+from hub.audit.signing import Signer
 from hub.auth.subject import Subject
 from hub.config import get_settings
 from hub.db.engine import Database
@@ -108,7 +110,9 @@ def run_command(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with _database() as database:
-        dispatcher = Dispatcher(database, get_settings(), threads=threads).start()
+        settings = get_settings()
+        auditor = Auditor(Signer.from_file(settings.audit_key_file), base_url=settings.fhir_base)
+        dispatcher = Dispatcher(database, settings, threads=threads, auditor=auditor).start()
         err.print(f"dispatching (every {get_settings().delivery_poll_interval} s); "
                   "stop with Ctrl-C")
         try:

@@ -60,6 +60,7 @@ import httpx
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
+from hub.audit.recorder import Auditor
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.types import utcnow
@@ -206,8 +207,19 @@ def _still_ours(session: Session, c: _Claim) -> DeliveryRow | None:
     return row
 
 
+def _audit(session: Session, auditor: Auditor | None, row: DeliveryRow, message: MessageRow,
+           reason: str) -> None:
+    """Record a disclosure decision taken at send time (in the delivery's transaction)."""
+    if auditor is None:
+        return
+    auditor.disclosures(session, [{
+        "recipient": f"Organization/{row.receiver_org}", "patient": row.patient_ref,
+        "resources": [f"Bundle/{message.bundle_id}"], "decision": row.decision,
+        "basis": row.basis, "reason": reason}], subject=None)
+
+
 def _prepare(db: Database, settings: Settings, c: _Claim,
-             clock: Clock) -> _Ready | Result:
+             clock: Clock, auditor: Auditor | None = None) -> _Ready | Result:
     """Decide again, find the endpoint, load the Bundle, renew the lease; commit."""
     with db.session(write=True) as session:
         row = _still_ours(session, c)
@@ -220,6 +232,7 @@ def _prepare(db: Database, settings: Settings, c: _Claim,
             row.status, row.decision, row.basis = "withheld", "deny", verdict.basis
             row.reason = f"Withheld before sending: {verdict.reason}"
             row.next_attempt_at = None
+            _audit(session, auditor, row, message, row.reason)
             return "withheld"
         address = content.endpoint_address(session, row.receiver_org)
         if address is None:
@@ -285,7 +298,7 @@ def backoff(settings: Settings, attempts: int) -> float:
 
 
 def _record(db: Database, settings: Settings, ready: _Ready, outcome: _Outcome,
-            clock: Clock) -> Result:
+            clock: Clock, auditor: Auditor | None = None) -> Result:
     at = clock()
     with db.session(write=True) as session:
         if outcome.ok:
@@ -301,6 +314,8 @@ def _record(db: Database, settings: Settings, ready: _Ready, outcome: _Outcome,
                 row.last_error = None
             row.status, row.delivered_at, row.next_attempt_at = "delivered", at, None
             row.attempts += 1
+            _audit(session, auditor, row, session.get_one(MessageRow, row.message_id),
+                   f"Delivered by push to {ready.address}. {row.reason}")
             return "delivered"
         row = _still_ours(session, _Claim(ready.id, ready.lease))
         if row is None:
@@ -321,13 +336,13 @@ def _record(db: Database, settings: Settings, ready: _Ready, outcome: _Outcome,
 
 
 def attempt(db: Database, settings: Settings, client: httpx.Client, c: _Claim,
-            clock: Clock) -> Result:
+            clock: Clock, auditor: Auditor | None = None) -> Result:
     """One attempt at one claimed delivery."""
-    ready = _prepare(db, settings, c, clock)
+    ready = _prepare(db, settings, c, clock, auditor)
     if not isinstance(ready, _Ready):
         return ready
     outcome = _post(client, settings, ready, clock())
-    return _record(db, settings, ready, outcome, clock)
+    return _record(db, settings, ready, outcome, clock, auditor)
 
 
 _TALLY = {"delivered": "delivered", "retry": "retried", "dead-letter": "dead_lettered",
@@ -336,8 +351,10 @@ _TALLY = {"delivered": "delivered", "retry": "retried", "dead-letter": "dead_let
 
 def sweep(db: Database, settings: Settings, *, now: datetime | None = None,
           transport: httpx.BaseTransport | None = None, client: httpx.Client | None = None,
-          limit: int = BATCH) -> SweepReport:
-    """One pass: publish, claim due deliveries, send them concurrently, record outcomes.
+          limit: int = BATCH, auditor: Auditor | None = None) -> SweepReport:
+    """One pass: publish, claim due deliveries, send them concurrently, record outcomes
+    (with `auditor`, each push that reached its receiver and each send-time withholding is
+    written to the audit trail in the same transaction).
 
     `now` pins the clock for due times, backoff and max age (tests); `transport` or `client`
     replace the HTTP client (tests inject httpx.MockTransport; the Dispatcher shares one)."""
@@ -351,7 +368,8 @@ def sweep(db: Database, settings: Settings, *, now: datetime | None = None,
     try:
         with ThreadPoolExecutor(max_workers=len(claims),
                                 thread_name_prefix="hub-delivery-send") as pool:
-            futures = [pool.submit(attempt, db, settings, http, c, clock) for c in claims]
+            futures = [pool.submit(attempt, db, settings, http, c, clock, auditor)
+                       for c in claims]
             for future in futures:
                 try:
                     result = future.result()
@@ -378,8 +396,10 @@ class Dispatcher:
     attempts under way finish (each is bounded by delivery_timeout)."""
 
     def __init__(self, db: Database, settings: Settings, *,
-                 transport: httpx.BaseTransport | None = None, threads: int = 2) -> None:
+                 transport: httpx.BaseTransport | None = None, threads: int = 2,
+                 auditor: Auditor | None = None) -> None:
         self.db = db
+        self.auditor = auditor
         self.settings = settings
         self.threads = max(1, threads)
         self._transport = transport
@@ -411,7 +431,8 @@ class Dispatcher:
         assert self._client is not None
         while not self._stop.is_set():
             try:
-                report = sweep(self.db, self.settings, client=self._client)
+                report = sweep(self.db, self.settings, client=self._client,
+                               auditor=self.auditor)
                 self.sweeps += 1
             except Exception:
                 self.failures += 1
@@ -438,6 +459,8 @@ class Dispatcher:
         self.stop()
 
 
-def start_dispatcher(database: Database, settings: Settings) -> Dispatcher:
-    """A started Dispatcher on the app's database (call `.stop()` on shutdown)."""
-    return Dispatcher(database, settings).start()
+def start_dispatcher(database: Database, settings: Settings,
+                     auditor: Auditor | None = None) -> Dispatcher:
+    """A started Dispatcher on the app's database (call `.stop()` on shutdown); with
+    `auditor`, deliveries are written to the audit trail."""
+    return Dispatcher(database, settings, auditor=auditor).start()
