@@ -38,7 +38,8 @@ def consent_trail(session: Session, subject: Subject, *, patient_id: str,
     Raises NotFoundError when the caller is neither an auditor nor a custodian."""
     consents = Gate(session, HUB).consents_of(patient_id)
     auditor = subject.kind == "user" and subject.role == "auditor"
-    if not (auditor or subject.sees_everything or _custodian(consents, subject.organization_id)):
+    custodian = subject.kind == "client" and _custodian(consents, subject.organization_id)
+    if not (auditor or subject.sees_everything or custodian):
         raise NotFoundError(f"Patient/{patient_id} is not known here.")
     timeline: list[tuple[str, int, dict[str, Any]]] = []
     for consent in consents:

@@ -12,6 +12,7 @@ from tests.access_clients import other_client
 from tests.conftest import TEST_ORG
 from tests.consent.test_gate import consent
 from tests.factories import encounter, fnr, patient
+from tests.ui.conftest import browser, make_user, sign_in  # noqa: F401 (fixtures)
 
 
 def test_custodian_sees_versions_and_decisions_in_time_order(
@@ -46,3 +47,21 @@ def _decision(event: dict) -> str:  # type: ignore[type-arg]
 
 def test_a_stranger_gets_404(client: TestClient) -> None:
     assert client.get("/fhir/Patient/nobody/$consent-trail").status_code == 404
+
+
+def test_auditor_reads_the_trail_and_a_coordinator_does_not(
+        client: TestClient, database: Database, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    pid = client.post("/fhir/Patient", json=patient(fnr(date(1980, 2, 2)))).json()["id"]
+    body = consent(pid, "time-kommune")
+    body["organization"] = [{"reference": f"Organization/{TEST_ORG}"}]
+    client.post("/fhir/Consent", json=body)
+    make_user(database, "revisor", role="auditor")
+    make_user(database, "koordinator", role="coordinator", organization_id=TEST_ORG)
+    auditor = browser()
+    assert sign_in(auditor, "revisor").status_code == 303
+    trail = auditor.get(f"/fhir/Patient/{pid}/$consent-trail")
+    assert trail.status_code == 200, trail.text
+    assert [e["resource"]["resourceType"] for e in trail.json()["entry"]] == ["Consent"]
+    coordinator = browser()
+    assert sign_in(coordinator, "koordinator").status_code == 303
+    assert coordinator.get(f"/fhir/Patient/{pid}/$consent-trail").status_code == 404
