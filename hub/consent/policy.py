@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from hub.consent.periods import EARLIEST, check_period, instant
+from hub.consent.periods import check_period, instant
+from hub.fhir.datetimes import EARLIEST
 
 Decision = Literal["permit", "deny", "permit-with-redaction"]
 

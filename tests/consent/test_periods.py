@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hub.consent.periods import LATEST, check_period, instant, span
+from hub.consent.periods import check_period, instant, span
+from hub.fhir.datetimes import LATEST
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
