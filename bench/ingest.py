@@ -103,10 +103,10 @@ def _prepare(url: str, clients: int, key_file: str) -> list[tuple[Any, str]]:
     return keys
 
 
-def _serve(url: str, port: int, key_file: str) -> subprocess.Popen[bytes]:
+def _serve(url: str, port: int, key_file: str, workers: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "HUB_DATABASE_URL": url, "HUB_PORT": str(port),
            "HUB_BASE_URL": f"http://127.0.0.1:{port}", "HUB_DISPATCHER": "false",
-           "HUB_AUDIT_KEY_FILE": key_file}
+           "HUB_AUDIT_KEY_FILE": key_file, "HUB_WORKERS": str(workers)}
     proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
@@ -121,13 +121,13 @@ def _serve(url: str, port: int, key_file: str) -> subprocess.Popen[bytes]:
                                                  else ""))
 
 
-def _run_hub(url: str, n: int, clients: int) -> dict[str, float]:
+def _run_hub(url: str, n: int, clients: int, workers: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         key_file = str(Path(tmp) / "audit.pem")
         keys = _prepare(url, clients, key_file)
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
-        proc = _serve(url, port, key_file)
+        proc = _serve(url, port, key_file, workers)
         try:
             tokens = []
             for key, client_id in keys:
@@ -215,18 +215,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=1, help="hub serve worker processes")
     ap.add_argument("--db", default="sqlite,postgresql")
     ap.add_argument("--pg-url", default=os.environ.get("HUB_TEST_POSTGRES_URL"))
     args = ap.parse_args()
     console.print(f"{platform.python_implementation()} {platform.python_version()}, "
                   f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; N={args.n}, "
-                  f"{args.clients} clients")
+                  f"{args.clients} clients, {args.workers} hub worker(s)")
     table = Table("db", "messages/s", "p50 ms", "p95 ms", "p99 ms", "floor msg/s", "ratio",
                   "targets (SQLite: >=200/s, p99<100 ms, ratio>=0.25)")
     for kind in args.db.split(","):
         if kind == "sqlite":
             with tempfile.TemporaryDirectory() as tmp:
-                hub = _run_hub(f"sqlite:///{tmp}/hub.db", args.n, args.clients)
+                hub = _run_hub(f"sqlite:///{tmp}/hub.db", args.n, args.clients, args.workers)
                 floor = _run_floor(f"sqlite:///{tmp}/floor.db", args.n)
         elif kind == "postgresql":
             if not args.pg_url:
@@ -234,7 +235,7 @@ def main() -> None:
                 continue
             name, url = _pg_database(args.pg_url)
             try:
-                hub = _run_hub(url, args.n, args.clients)
+                hub = _run_hub(url, args.n, args.clients, args.workers)
                 floor = _run_floor(url, args.n)
             finally:
                 _drop_pg(args.pg_url, name)

@@ -112,6 +112,7 @@ def _args(**values: Any) -> str:
 def serve(
     host: str = typer.Option(None, help="Listen address (default HUB_HOST)"),
     port: int = typer.Option(None, help="Listen port (default HUB_PORT)"),
+    workers: int = typer.Option(None, help="Worker processes (default HUB_WORKERS)"),
 ) -> None:
     """Run the hub (migrations run on start)."""
     import uvicorn
@@ -120,8 +121,16 @@ def serve(
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
+    workers = workers or settings.workers
     if "HUB_BASE_URL" not in os.environ:  # links should name the address actually served
-        settings = settings.model_copy(update={"base_url": f"http://{host}:{port}"})
+        os.environ["HUB_BASE_URL"] = f"http://{host}:{port}"
+        get_settings.cache_clear()
+        settings = get_settings()
+    if workers > 1:
+        _run(lambda _s: None, write=False)  # migrate once here, not in racing workers
+        uvicorn.run("hub.app:create_app", factory=True, host=host, port=port,
+                    workers=workers, log_level="info")
+        return
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 

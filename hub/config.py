@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     delivery_poll_interval: float = Field(
         default=1.0, description="Seconds between dispatcher sweeps of due deliveries"
     )
+    workers: int = Field(
+        default=1, description="Worker processes `hub serve` runs (SQLite: writes take turns)"
+    )
     dispatcher: bool = Field(
         default=True, description="Run the delivery dispatcher inside `hub serve`"
     )
