@@ -30,19 +30,18 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cryptography
 import sqlalchemy
+from benchdb import postgres_url, sqlite_url
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import Engine, create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, select, text
 
 from hub.audit.chain import BATCH_SIZE, append, verify
 from hub.audit.models import AuditRecordRow
@@ -234,30 +233,6 @@ class Bench:
 # --- databases ---------------------------------------------------------------------------------
 
 
-@contextmanager
-def sqlite_url() -> Iterator[str]:
-    """A file in a fresh temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="carehub-bench-audit-") as tmp:
-        yield f"sqlite:///{tmp}/bench.db"
-
-
-@contextmanager
-def postgres_url(base: str) -> Iterator[str]:
-    """A database carehub_bench_audit_<random> on the server at `base`, dropped afterwards."""
-    name = f"carehub_bench_audit_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(base).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
 def database_version(engine: Engine) -> str:
     """The server's (or SQLite library's) version."""
     with engine.connect() as conn:
@@ -421,7 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console.print(f"[yellow]PostgreSQL skipped: give --pg-url or set {PG_ENV}."
                               "[/yellow]")
                 continue
-            target = sqlite_url() if kind == "sqlite" else postgres_url(args.pg_url)
+            target = (sqlite_url("carehub-bench-audit-") if kind == "sqlite"
+                      else postgres_url(args.pg_url, "carehub_bench_audit_"))
             with target as url:
                 rows, versions[kind] = run_one(kind, url, args, key, console)
                 results.extend(rows)

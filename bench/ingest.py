@@ -33,10 +33,11 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchdb import postgres_url, sqlite_url  # noqa: E402
 
 from hub.auth.subject import Subject  # noqa: E402
 from hub.config import Settings  # noqa: E402
@@ -195,22 +196,6 @@ def _run_floor(url: str, n: int) -> float:
     return rate
 
 
-def _pg_database(admin_url: str) -> tuple[str, str]:
-    name = f"carehub_ingest_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name, make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_pg(admin_url: str, name: str) -> None:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
@@ -226,19 +211,16 @@ def main() -> None:
                   "targets (SQLite: >=200/s, p99<100 ms, ratio>=0.25)")
     for kind in args.db.split(","):
         if kind == "sqlite":
-            with tempfile.TemporaryDirectory() as tmp:
-                hub = _run_hub(f"sqlite:///{tmp}/hub.db", args.n, args.clients, args.workers)
-                floor = _run_floor(f"sqlite:///{tmp}/floor.db", args.n)
+            with sqlite_url("carehub-ingest-") as url, sqlite_url("carehub-floor-") as floor_url:
+                hub = _run_hub(url, args.n, args.clients, args.workers)
+                floor = _run_floor(floor_url, args.n)
         elif kind == "postgresql":
             if not args.pg_url:
                 console.print("PostgreSQL skipped: give --pg-url or HUB_TEST_POSTGRES_URL")
                 continue
-            name, url = _pg_database(args.pg_url)
-            try:
+            with postgres_url(args.pg_url, "carehub_ingest_") as url:
                 hub = _run_hub(url, args.n, args.clients, args.workers)
                 floor = _run_floor(url, args.n)
-            finally:
-                _drop_pg(args.pg_url, name)
         else:
             raise SystemExit(f"unknown --db {kind}")
         ratio = hub["rate"] / floor

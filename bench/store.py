@@ -38,17 +38,16 @@ import pstats
 import random
 import sqlite3
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import sqlalchemy
+from benchdb import postgres_url, sqlite_url
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -70,13 +69,11 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
-    create_engine,
     event,
     insert,
     select,
     text,
 )
-from sqlalchemy.engine import make_url
 
 from hub.auth.subject import Subject
 from hub.config import Settings
@@ -618,30 +615,6 @@ class RateColumn(ProgressColumn):
 # --- databases ---------------------------------------------------------------------------------
 
 
-@contextmanager
-def sqlite_url() -> Iterator[str]:
-    """A file in a fresh temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="carehub-bench-") as tmp:
-        yield f"sqlite:///{tmp}/bench.db"
-
-
-@contextmanager
-def postgres_url(base: str) -> Iterator[str]:
-    """A database carehub_bench_<random> on the server at `base`, dropped afterwards."""
-    name = f"carehub_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(base).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
 def set_plan_cache_mode(engine: Engine, mode: str) -> None:
     """psycopg prepares a statement after 5 runs; PostgreSQL may then switch to a generic plan.
     This sets how it chooses, for experiments on the search plans."""
@@ -794,7 +767,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if kind == "postgresql" and not args.pg_url:
             console.print(f"[yellow]PostgreSQL skipped: give --pg-url or set {PG_ENV}.[/yellow]")
             continue
-        target = sqlite_url() if kind == "sqlite" else postgres_url(args.pg_url)
+        target = (sqlite_url("carehub-bench-") if kind == "sqlite"
+                  else postgres_url(args.pg_url, "carehub_bench_"))
         with target as url:
             db = Database.connect(Settings(), url)
             if kind == "postgresql" and args.pg_plan_cache_mode:
