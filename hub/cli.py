@@ -47,16 +47,10 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 
 @contextmanager
 def _session(*, write: bool) -> Iterator[Session]:
-    from hub.db.engine import Database
-    from hub.db.migrate import upgrade
+    from hub.db.migrate import migrated_database
 
-    database = Database.connect(get_settings())
-    try:
-        upgrade(database.engine)
-        with database.session(write=write) as session:
-            yield session
-    finally:
-        database.dispose()
+    with migrated_database(get_settings()) as database, database.session(write=write) as s:
+        yield s
 
 
 def _operator() -> str:

@@ -6,8 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 
@@ -20,21 +19,15 @@ from hub.audit.chain import verify
 from hub.audit.signing import AuditKeyError, key_id, load_key, load_public_key, public_key_pem
 from hub.config import get_settings
 from hub.db.engine import Database
-from hub.db.migrate import upgrade
+from hub.db.migrate import migrated_database
 
 audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
 PROGRESS_ABOVE = 10_000  # records; smaller trails verify in a blink
 
 
-@contextmanager
-def _database() -> Iterator[Database]:
-    database = Database.connect(get_settings())
-    try:
-        upgrade(database.engine)
-        yield database
-    finally:
-        database.dispose()
+def _database() -> AbstractContextManager[Database]:
+    return migrated_database(get_settings())
 
 
 class _Bar:

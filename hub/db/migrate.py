@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, text
+
+from hub.config import Settings
+from hub.db.engine import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x6361726568756221  # "carehub!": one advisory lock for schema changes
@@ -35,3 +40,15 @@ def upgrade(engine: Engine) -> None:
             if engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
                 conn.commit()
+
+
+@contextmanager
+def migrated_database(settings: Settings) -> Iterator[Database]:
+    """The database of `settings`, brought to the newest schema, closed afterwards (for the
+    command-line tools)."""
+    database = Database.connect(settings)
+    try:
+        upgrade(database.engine)
+        yield database
+    finally:
+        database.dispose()

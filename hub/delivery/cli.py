@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import FrameType
 from typing import TypeVar
 
@@ -23,7 +23,7 @@ from hub.audit.signing import Signer
 from hub.auth.subject import Subject
 from hub.config import get_settings
 from hub.db.engine import Database
-from hub.db.migrate import upgrade
+from hub.db.migrate import migrated_database
 from hub.delivery import service
 from hub.delivery.dispatcher import Dispatcher
 from hub.errors import HubError
@@ -37,14 +37,8 @@ out = Console(width=200, soft_wrap=True)
 err = Console(stderr=True)
 
 
-@contextmanager
-def _database() -> Iterator[Database]:
-    database = Database.connect(get_settings())
-    try:
-        upgrade(database.engine)
-        yield database
-    finally:
-        database.dispose()
+def _database() -> AbstractContextManager[Database]:
+    return migrated_database(get_settings())
 
 
 def _run(fn: Callable[[Session], T], *, write: bool) -> T:
