@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -36,12 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import cryptography
-import sqlalchemy
-from benchdb import postgres_url, sqlite_url
+from benchdb import database_version, machine_info, postgres_url, sqlite_url
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import Engine, select, text
+from sqlalchemy import select, text
 
 from hub.audit.chain import BATCH_SIZE, append, verify
 from hub.audit.models import AuditRecordRow
@@ -233,35 +230,6 @@ class Bench:
 # --- databases ---------------------------------------------------------------------------------
 
 
-def database_version(engine: Engine) -> str:
-    """The server's (or SQLite library's) version."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            return f"SQLite {conn.execute(text('select sqlite_version()')).scalar_one()}"
-        return f"PostgreSQL {conn.execute(text('show server_version')).scalar_one()}"
-
-
-def machine_info() -> dict[str, str]:
-    """nproc, CPU, Python and library versions, load."""
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh
-                        if line.startswith("model name")), "?")
-    except OSError:
-        pass
-    return {
-        "nproc": f"{len(os.sched_getaffinity(0))} (of {os.cpu_count()})",
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "sqlalchemy": sqlalchemy.__version__,
-        "cryptography": f"{cryptography.__version__}",
-        "sqlite library": sqlite3.sqlite_version,
-        "load average at start": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
-
-
 # --- report ------------------------------------------------------------------------------------
 
 
@@ -386,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=150)
     started = time.perf_counter()
-    info = machine_info()
+    info = machine_info(cryptography=cryptography.__version__)
     results: list[Result] = []
     versions: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="carehub-bench-key-") as keydir:

@@ -1,14 +1,18 @@
-"""Throwaway databases for the benchmarks (run as `python bench/<name>.py`, so this module is
-importable as `benchdb`)."""
+"""Throwaway databases and machine facts for the benchmarks (run as `python bench/<name>.py`,
+so this module is importable as `benchdb`)."""
 
 from __future__ import annotations
 
+import os
+import platform
+import sqlite3
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine, text
+import sqlalchemy
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 
@@ -34,3 +38,36 @@ def postgres_url(base: str, prefix: str = "carehub_bench_") -> Iterator[str]:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def database_version(engine: Engine) -> str:
+    """The server's (or SQLite library's) version."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            return f"SQLite {conn.execute(text('select sqlite_version()')).scalar_one()}"
+        return f"PostgreSQL {conn.execute(text('show server_version')).scalar_one()}"
+
+
+def machine_info(**extra: str) -> dict[str, str]:
+    """nproc, CPU, Python and library versions, load at start; `extra` adds lines."""
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh
+                        if line.startswith("model name")), "?")
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    return {
+        "nproc": f"{usable} (of {os.cpu_count()})",
+        "cpu": cpu,
+        "platform": platform.platform(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "sqlalchemy": sqlalchemy.__version__,
+        "sqlite library": sqlite3.sqlite_version,
+        **extra,
+        "load average at start": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }

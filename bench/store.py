@@ -33,10 +33,8 @@ import cProfile
 import io
 import json
 import os
-import platform
 import pstats
 import random
-import sqlite3
 import sys
 import time
 import uuid
@@ -47,7 +45,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import sqlalchemy
-from benchdb import postgres_url, sqlite_url
+from benchdb import database_version, machine_info, postgres_url, sqlite_url
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -624,40 +622,6 @@ def set_plan_cache_mode(engine: Engine, mode: str) -> None:
         with dbapi_conn.cursor() as cur:
             cur.execute(f"SET plan_cache_mode = {mode}")
         dbapi_conn.commit()
-
-
-def database_version(engine: Engine) -> str:
-    """The server's (or SQLite library's) version."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            return f"SQLite {conn.execute(text('select sqlite_version()')).scalar_one()}"
-        version = conn.execute(text("show server_version")).scalar_one()
-        return f"PostgreSQL {version}"
-
-
-def machine_info() -> dict[str, str]:
-    """nproc, CPU, Python and library versions, load."""
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh
-                        if line.startswith("model name")), "?")
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return {
-        "nproc": f"{usable} (of {os.cpu_count()})",
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "sqlalchemy": sqlalchemy.__version__,
-        "sqlite library": sqlite3.sqlite_version,
-        "load average at start": load,
-    }
 
 
 # --- report ------------------------------------------------------------------------------------
