@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from hub.app import create_app
 from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.store import service
 from hub.store.types import READ_ONLY, WRITABLE
-from tests.auth_helpers import register_and_token
+from tests.access_clients import other_client
 from tests.conftest import SHARED
 
 EXAMPLES = SHARED / "fhir-r4-examples"
@@ -39,12 +38,8 @@ def _sample(rtype: str) -> dict[str, Any]:
 def two_clients(settings: Settings, database: Database) -> Iterator[tuple[TestClient,
                                                                           TestClient]]:
     """Clients of two organisations: the owner (DPS) and a foreign one (a municipality)."""
-    with TestClient(create_app(settings), raise_server_exceptions=False) as owner, \
-            TestClient(create_app(settings), raise_server_exceptions=False) as foreign:
-        for c, org in ((owner, "jaeren-dps"), (foreign, "time-kommune")):
-            c.headers["Content-Type"] = "application/fhir+json"
-            c.headers["Authorization"] = "Bearer " + register_and_token(c, database,
-                                                                        org_id=org)
+    with other_client(settings, database, "jaeren-dps") as owner, \
+            other_client(settings, database, "time-kommune") as foreign:
         yield owner, foreign
 
 

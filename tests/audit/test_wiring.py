@@ -22,6 +22,7 @@ from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.store import query as search_mod
 from hub.store import service
+from tests.access_clients import other_client
 from tests.audit.trail import Record, check_chain, client_id_of, mark, since
 from tests.auth_helpers import FORM, register_and_token, token_form
 from tests.conftest import TEST_ORG
@@ -352,12 +353,8 @@ def test_the_gate_decisions_of_a_request_are_recorded_with_it(
     """End to end: a municipality reads the centre's Encounter under a consent (permit, with
     the Consent as basis), and, once the consent is revoked, is refused (404) - the deny is
     recorded although the request's transaction rolled back."""
-    with TestClient(create_app(settings), raise_server_exceptions=False) as dps, \
-            TestClient(create_app(settings), raise_server_exceptions=False) as time:
-        for c, org in ((dps, "jaeren-dps"), (time, "time-kommune")):
-            c.headers["Content-Type"] = "application/fhir+json"
-            c.headers["Authorization"] = "Bearer " + register_and_token(c, database,
-                                                                        org_id=org)
+    with other_client(settings, database, "jaeren-dps") as dps, \
+            other_client(settings, database, "time-kommune") as time:
         pid = dps.post("/fhir/Patient", json=patient()).json()["id"]
         eid = dps.post("/fhir/Encounter", json=encounter(f"Patient/{pid}")).json()["id"]
         given = consent(pid, "time-kommune")

@@ -11,13 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from hub.app import create_app
 from hub.audit.models import AuditRecordRow
 from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.orgs.service import add_organization
-from tests.auth_helpers import register_and_token
+from tests.access_clients import other_client
 from tests.delivery.receivers import Receiver
 from tests.messaging.test_story import EXAMPLES, ORGNR, load
 
@@ -47,12 +46,8 @@ def test_consent_message_is_pushed_audited_and_acknowledged(
         add_organization(s, Subject.hub_itself(), name="Time kommune", kind="municipality",
                          identifier=f"{ORGNR}|964969590", org_id="time-kommune",
                          endpoint=receiver.url)
-    with TestClient(create_app(live), raise_server_exceptions=False) as dps, \
-            TestClient(create_app(settings), raise_server_exceptions=False) as time_client:
-        for c, org in ((dps, "jaeren-dps"), (time_client, "time-kommune")):
-            c.headers["Content-Type"] = "application/fhir+json"
-            c.headers["Authorization"] = "Bearer " + register_and_token(c, database,
-                                                                        org_id=org)
+    with other_client(live, database, "jaeren-dps") as dps, \
+            other_client(settings, database, "time-kommune") as time_client:
         message = load(EXAMPLES[0])
         header_id = message["entry"][0]["resource"]["id"]
         assert dps.post("/fhir/$process-message", json=message).status_code == 200

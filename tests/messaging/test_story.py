@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from hub.app import create_app
 from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.orgs.service import add_organization
-from tests.auth_helpers import register_and_token
+from tests.access_clients import other_client
 from tests.conftest import SHARED
 
 EXAMPLES = sorted((SHARED / "examples").glob("[0-9][0-9]-*.json"))
@@ -36,15 +35,9 @@ def hub(settings: Settings, database: Database) -> Iterator[dict[str, TestClient
                          org_id="jaeren-dps")
         add_organization(s, Subject.hub_itself(), name="Time kommune", kind="municipality",
                          identifier=f"{ORGNR}|964969590", org_id="time-kommune")
-    clients = {}
-    with TestClient(create_app(settings), raise_server_exceptions=False) as dps, \
-            TestClient(create_app(settings), raise_server_exceptions=False) as time:
-        for c, org in ((dps, "jaeren-dps"), (time, "time-kommune")):
-            c.headers["Content-Type"] = "application/fhir+json"
-            c.headers["Authorization"] = "Bearer " + register_and_token(c, database,
-                                                                        org_id=org)
-            clients[org] = c
-        yield clients
+    with other_client(settings, database, "jaeren-dps") as dps, \
+            other_client(settings, database, "time-kommune") as time:
+        yield {"jaeren-dps": dps, "time-kommune": time}
 
 
 def post(hub: dict[str, TestClient], message: dict[str, Any]) -> Any:
