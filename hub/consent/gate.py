@@ -47,6 +47,19 @@ def _patients_consenting_to(org_id: str) -> Any:
         T_REF.c.target_type == "Patient", T_REF.c.resource_pk.in_(consents_naming))
 
 
+def decision_item(*, recipient: str, patient: str | None, resources: Sequence[str],
+                  verdict: Verdict) -> dict[str, Any]:
+    """One disclosure decision in the shape the audit trail records
+    (hub.audit.recorder.Auditor.disclosures)."""
+    return {"recipient": recipient, "patient": patient, "resources": list(resources),
+            "decision": verdict.decision, "basis": verdict.basis, "reason": verdict.reason}
+
+
+def log_decision(session: Session, item: dict[str, Any]) -> None:
+    """Leave a decision in the session for the audit record of its transaction."""
+    session.info.setdefault(DISCLOSURES, []).append(item)
+
+
 def has_plan_consent(consents: Sequence[Mapping[str, Any]], now: datetime) -> bool:
     """Whether an active, in-period Consent of category individual-plan exists: the patient's
     consent to making the plan, which sharing the plan needs besides the consent to share."""
@@ -180,6 +193,5 @@ class Gate:
 
 
     def _log(self, recipient: str, patient: str | None, ref: str, verdict: Verdict) -> None:
-        self.session.info.setdefault(DISCLOSURES, []).append({
-            "recipient": recipient, "patient": patient, "resources": [ref],
-            "decision": verdict.decision, "basis": verdict.basis, "reason": verdict.reason})
+        log_decision(self.session, decision_item(recipient=recipient, patient=patient,
+                                                 resources=[ref], verdict=verdict))

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.config import Settings
-from hub.consent.gate import DISCLOSURES
+from hub.consent.gate import decision_item, log_decision
 from hub.consent.policy import Verdict
 from hub.errors import HubError
 from hub.messaging.models import DeliveryRow, MessageRow
@@ -114,10 +114,9 @@ def redacted(bundle: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
 def log_disclosure(session: Session, delivery: DeliveryRow, message: MessageRow,
                    verdict: Verdict) -> None:
     """Leave the decision for the audit trail (session.info, as the consent gate does)."""
-    session.info.setdefault(DISCLOSURES, []).append({
-        "recipient": f"Organization/{delivery.receiver_org}", "patient": message.patient_ref,
-        "resources": [f"Bundle/{message.bundle_id}"], "decision": verdict.decision,
-        "basis": verdict.basis, "reason": verdict.reason})
+    log_decision(session, decision_item(
+        recipient=f"Organization/{delivery.receiver_org}", patient=message.patient_ref,
+        resources=[f"Bundle/{message.bundle_id}"], verdict=verdict))
 
 
 def endpoint_address(session: Session, org_id: str) -> str | None:

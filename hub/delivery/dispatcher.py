@@ -54,7 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import httpx
 from sqlalchemy import func, select, text, update
@@ -62,6 +62,8 @@ from sqlalchemy.orm import Session
 
 from hub.audit.recorder import Auditor
 from hub.config import Settings
+from hub.consent.gate import decision_item
+from hub.consent.policy import Decision, Verdict
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.delivery import content
@@ -212,10 +214,10 @@ def _audit(session: Session, auditor: Auditor | None, row: DeliveryRow, message:
     """Record a disclosure decision taken at send time (in the delivery's transaction)."""
     if auditor is None:
         return
-    auditor.disclosures(session, [{
-        "recipient": f"Organization/{row.receiver_org}", "patient": row.patient_ref,
-        "resources": [f"Bundle/{message.bundle_id}"], "decision": row.decision,
-        "basis": row.basis, "reason": reason}], subject=None)
+    verdict = Verdict(cast(Decision, row.decision), row.basis, reason)
+    auditor.disclosures(session, [decision_item(
+        recipient=f"Organization/{row.receiver_org}", patient=row.patient_ref,
+        resources=[f"Bundle/{message.bundle_id}"], verdict=verdict)], subject=None)
 
 
 def _prepare(db: Database, settings: Settings, c: _Claim,

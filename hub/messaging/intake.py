@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from hub.auth import scopes
 from hub.auth.subject import Subject
 from hub.config import Settings
-from hub.consent.gate import DISCLOSURES
+from hub.consent.gate import decision_item, log_decision
 from hub.db.types import utcnow
 from hub.errors import (
     BadRequestError,
@@ -254,10 +254,9 @@ def _route(session: Session, settings: Settings, accepted: Accepted, header: dic
             status="queued" if queued else "withheld", decision=verdict.decision,
             basis=verdict.basis, reason=verdict.reason, attempts=0,
             next_attempt_at=now if queued else None, created_at=now))
-        session.info.setdefault(DISCLOSURES, []).append({
-            "recipient": f"Organization/{receiver}", "patient": accepted.message.patient_ref,
-            "resources": sorted(stored), "decision": verdict.decision,
-            "basis": verdict.basis, "reason": verdict.reason})
+        log_decision(session, decision_item(
+            recipient=f"Organization/{receiver}", patient=accepted.message.patient_ref,
+            resources=sorted(stored), verdict=verdict))
         out.append((receiver, queued, verdict.reason))
     return out
 
