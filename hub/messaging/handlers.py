@@ -1,8 +1,10 @@
 """One handler per event code: what an accepted message does beyond being stored and routed.
 
 The generic path (hub/messaging/intake.py) validates, stores every resource, and routes one
-delivery per destination. A handler adds the event's own effects in the same transaction.
-The workflow issue adds the rules of the care-coordination events here.
+delivery per destination. Handlers add the event's own effects in the same transaction, in
+the order they registered: the care-coordination rules (hub/workflows/) and the timed checks
+they start (hub/scheduler/). A handler that finds a rule broken raises InvalidResourceError
+(422) and the whole message, with everything stored for it, is rolled back.
 """
 
 from __future__ import annotations
@@ -34,30 +36,36 @@ class Accepted:
 
 
 Handler = Callable[[Session, Accepted], None]
-HANDLERS: dict[str, Handler] = {}
-
-
-def handles(*events: str) -> Callable[[Handler], Handler]:
-    """Register a handler for events."""
-
-    def register(fn: Handler) -> Handler:
-        for event in events:
-            HANDLERS[event] = fn
-        return fn
-
-    return register
-
-
-def _nothing_more(_session: Session, _accepted: Accepted) -> None:
-    """Stored and routed; the event has no further effect yet."""
-
 
 EVENTS = ("consent-changed", "care-plan-shared", "admission-notice", "self-admission-agreement",
           "self-admission-request", "self-admission-response", "meeting-invitation",
           "meeting-response", "ready-for-discharge", "ready-for-discharge-withdrawn",
           "discharge-readiness-response", "discharge-notice", "follow-up-contact")
-for _event in EVENTS:
-    HANDLERS[_event] = _nothing_more
+# Every event code a sender may post; an event with no handler is stored and routed only.
+HANDLERS: dict[str, list[Handler]] = {event: [] for event in EVENTS}
+
+
+def handles(*events: str) -> Callable[[Handler], Handler]:
+    """Register a handler for events (several handlers per event run in registration order)."""
+
+    def register(fn: Handler) -> Handler:
+        for event in events:
+            if event not in HANDLERS:
+                raise ValueError(f"{event} is not an event senders may post")
+            if fn not in HANDLERS[event]:
+                HANDLERS[event].append(fn)
+        return fn
+
+    return register
+
+
+def run_handlers(session: Session, accepted: Accepted) -> None:
+    """Everything the accepted message's event does beyond storing and routing."""
+    import hub.scheduler.hooks  # noqa: F401  (registers the timed checks' handlers)
+    import hub.workflows  # noqa: F401  (registers the care-coordination rules)
+
+    for handler in HANDLERS[accepted.event]:
+        handler(session, accepted)
 
 
 @handles("consent-changed")
@@ -83,11 +91,3 @@ def consent_changed(session: Session, accepted: Accepted) -> None:
                 next_attempt_at=None))
             accepted.notes.append(f"withdrew delivery {delivery.id} to "
                                   f"Organization/{delivery.receiver_org}")
-
-
-@handles("care-plan-shared")
-def care_plan_shared(_session: Session, accepted: Accepted) -> None:
-    """The individual plan is stored as a new version (by its identifier) with its Goals and
-    CareTeam; sharing it needs the patient's two consents, which the routing checks."""
-    plans = [ref for ref in accepted.focus if ref.startswith("CarePlan/")]
-    accepted.notes.extend(f"stored {ref}" for ref in plans)

@@ -34,7 +34,7 @@ from hub.errors import (
 from hub.fhir.jsonio import dumps_bytes, loads
 from hub.fhir.validation import validate_message
 from hub.messaging import identity
-from hub.messaging.handlers import HANDLERS, Accepted
+from hub.messaging.handlers import Accepted, run_handlers
 from hub.messaging.models import DeliveryRow, MessageFullUrlRow, MessageRow
 from hub.messaging.routing import decide_delivery
 from hub.store import service
@@ -185,7 +185,7 @@ def _accept(session: Session, subject: Subject, settings: Settings, bundle: dict
     message.content_types = ",".join(sorted(content_types | {"MessageHeader"}))
     message.bundle_id = kept.id
     accepted = Accepted(settings, event, sender, message, patient_id, stored, focus)
-    HANDLERS[event](session, accepted)
+    run_handlers(session, accepted)
     destinations = _route(session, settings, accepted, header, content_types, stored)
     response = _response(settings, header, event, destinations, accepted.notes)
     session.execute(update(MessageRow).where(MessageRow.id == message_id).values(

@@ -1,0 +1,1 @@
+"""The message handlers that start timed checks (registered on import)."""
