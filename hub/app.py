@@ -15,6 +15,7 @@ from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.db.migrate import upgrade
 from hub.delivery.dispatcher import start_dispatcher
+from hub.scheduler.runner import start_scheduler
 from hub.ui import routes as ui_routes
 
 
@@ -32,9 +33,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                                     base_url=settings.fhir_base)
         dispatcher = (start_dispatcher(database, settings, app.state.auditor)
                       if settings.dispatcher else None)
+        scheduler = (start_scheduler(database, settings, app.state.auditor)
+                     if settings.scheduler else None)
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             if dispatcher is not None:
                 dispatcher.stop()
             database.dispose()

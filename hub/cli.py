@@ -129,6 +129,47 @@ def serve(
 
 
 @app.command()
+def scheduler(
+    once: bool = typer.Option(False, "--once", help="Sweep once and exit"),
+    interval: float = typer.Option(None, help="Seconds between sweeps "
+                                              "(default HUB_SCHEDULER_INTERVAL)"),
+) -> None:
+    """Run the timed checks on their own (for hubs served with HUB_SCHEDULER=false)."""
+    import signal
+    import threading
+
+    from hub.audit.recorder import Auditor
+    from hub.audit.signing import Signer
+    from hub.db.migrate import migrated_database
+    from hub.scheduler.runner import Scheduler
+
+    settings = get_settings()
+    if interval is not None:
+        settings = settings.model_copy(update={"scheduler_interval": interval})
+    with migrated_database(settings) as database:
+        auditor = Auditor(Signer.from_file(settings.audit_key_file), base_url=settings.fhir_base)
+        runner = Scheduler(database, settings, auditor=auditor)
+        if once:
+            report = runner.run_once()
+            if report is None:
+                raise typer.Exit(1)
+            typer.echo(f"acted on {report.acted} due checks {report.outcomes}, "
+                       f"{report.failed} failed")
+            return
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        runner.start()
+        typer.echo(f"sweeping timed checks every {settings.scheduler_interval:g} s; "
+                   "Ctrl-C stops")
+        try:
+            done.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            runner.stop()
+
+
+@app.command()
 def demo(
     host: str = typer.Option(None, help="Listen address (default HUB_HOST)"),
     port: int = typer.Option(None, help="Listen port (default HUB_PORT)"),

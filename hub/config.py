@@ -80,6 +80,58 @@ class Settings(BaseSettings):
         default=True, description="Run the delivery dispatcher inside `hub serve`"
     )
 
+    # --- timed checks (hub/scheduler/, CONTRACT section 7) ---
+    scheduler: bool = Field(
+        default=True, description="Run the timed checks' scheduler inside `hub serve`"
+    )
+    scheduler_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between sweeps of due timed checks"
+    )
+    scheduler_batch: int = Field(
+        default=200, gt=0, description="Due checks acted on per transaction of a sweep"
+    )
+    timezone: str = Field(
+        default="Europe/Oslo",
+        description="Zone of calendar days (a contact on the discharge day does not count)",
+    )
+    follow_up_first_contact: int = Field(
+        default=72 * 3600, description="Seconds after discharge the first contact is due by"
+    )
+    follow_up_first_contact_suicide_risk: int = Field(
+        default=48 * 3600,
+        description="Seconds after discharge the first contact is due by with suicide risk",
+    )
+    follow_up_second_check: int = Field(
+        default=7 * 86400, description="Seconds after discharge of the second follow-up check"
+    )
+    follow_up_third_check: int = Field(
+        default=30 * 86400, description="Seconds after discharge of the third follow-up check"
+    )
+    follow_up_legal_basis: str = Field(
+        default="helsepersonelloven-45",
+        description="Legal basis code under which the hub's own notices go without consent "
+        "(empty: consent only)",
+    )
+    notice_legal_basis_events: str = Field(
+        default="follow-up-overdue,discharge-readiness-overdue,consent-expiring,"
+        "delivery-unacknowledged",
+        description="The hub's own notices that HUB_FOLLOW_UP_LEGAL_BASIS covers, comma-separated",
+    )
+    discharge_readiness_timeout: int = Field(
+        default=24 * 3600, description="Seconds a ready-for-discharge may go unanswered"
+    )
+    meeting_reminder: int = Field(
+        default=24 * 3600, description="Seconds before a meeting's start its reminder goes"
+    )
+    consent_expiry_notice: int = Field(
+        default=7 * 86400, description="Seconds before a consent ends its custodian is told"
+    )
+    ack_timeout: int = Field(
+        default=24 * 3600,
+        description="Seconds a delivered message may go unacknowledged before its sender is "
+        "told (0: off)",
+    )
+
     @property
     def fhir_base(self) -> str:
         """Absolute FHIR base URL, without a trailing slash."""

@@ -69,6 +69,7 @@ from hub.db.types import utcnow
 from hub.delivery import content
 from hub.fhir.jsonio import dumps_bytes
 from hub.messaging.models import DeliveryRow, MessageRow
+from hub.scheduler.deadlines import expect_ack
 
 log = logging.getLogger("hub.delivery")
 
@@ -316,6 +317,7 @@ def _record(db: Database, settings: Settings, ready: _Ready, outcome: _Outcome,
                 row.last_error = None
             row.status, row.delivered_at, row.next_attempt_at = "delivered", at, None
             row.attempts += 1
+            expect_ack(session, settings, row.id, at)
             _audit(session, auditor, row, session.get_one(MessageRow, row.message_id),
                    f"Delivered by push to {ready.address}. {row.reason}")
             return "delivered"

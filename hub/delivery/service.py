@@ -28,6 +28,7 @@ from hub.errors import (
     NotFoundError,
 )
 from hub.messaging.models import DeliveryRow, MessageRow
+from hub.scheduler.deadlines import expect_ack
 from hub.store.dates import format_instant
 
 D, M = DeliveryRow, MessageRow
@@ -152,8 +153,12 @@ def pull(session: Session, subject: Subject, settings: Settings, *, since: datet
                                         reason=f"Withheld before the pull: {verdict.reason}",
                                         next_attempt_at=None))
                 continue
-            session.execute(update(D).where(D.id == row.id, D.status.in_(_UNDELIVERED))
-                            .values(status="delivered", delivered_at=at, next_attempt_at=None))
+            handed = session.execute(update(D).where(D.id == row.id,
+                                                     D.status.in_(_UNDELIVERED))
+                                     .values(status="delivered", delivered_at=at,
+                                             next_attempt_at=None))
+            if handed.rowcount:  # type: ignore[attr-defined]
+                expect_ack(session, settings, row.id, at)
             body = content.redacted(bundle, verdict)
             body = {**body, "meta": {**(body.get("meta") or {}),
                                      "lastUpdated": format_instant(row.published_at)}}

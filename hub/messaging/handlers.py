@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from hub.config import Settings
+from hub.errors import InvalidResourceError
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.messaging.routing import decide_delivery
 
@@ -64,7 +65,12 @@ def run_handlers(session: Session, accepted: Accepted) -> None:
     import hub.scheduler.hooks  # noqa: F401  (registers the timed checks' handlers)
     import hub.workflows  # noqa: F401  (registers the care-coordination rules)
 
-    for handler in HANDLERS[accepted.event]:
+    handlers = HANDLERS.get(accepted.event)
+    if handlers is None:  # a notice only the hub sends (hub/messaging/outbound.py)
+        raise InvalidResourceError(
+            f"{accepted.event} is a notice the hub itself sends; no organisation sends it.",
+            expression="Bundle.entry[0].resource.eventCoding")
+    for handler in handlers:
         handler(session, accepted)
 
 

@@ -27,12 +27,33 @@ from hub.db.types import utcnow
 
 
 def legal_bases(settings: Settings) -> tuple[LegalBasis, ...]:
-    """The statutory bases in force: the default one, limited to the configured events."""
+    """The statutory bases in force: the default one, limited to the configured events, and
+    the basis of the hub's own notices (HUB_FOLLOW_UP_LEGAL_BASIS) when one is configured."""
     events = frozenset(e.strip() for e in settings.legal_basis_events.split(",") if e.strip())
-    if events == STATUTORY_NOTIFICATION.events:
-        return DEFAULT_LEGAL_BASES
-    return (LegalBasis(STATUTORY_NOTIFICATION.code, events,
-                       STATUTORY_NOTIFICATION.resource_types, STATUTORY_NOTIFICATION.text),)
+    bases = DEFAULT_LEGAL_BASES if events == STATUTORY_NOTIFICATION.events else (
+        LegalBasis(STATUTORY_NOTIFICATION.code, events, STATUTORY_NOTIFICATION.resource_types,
+                   STATUTORY_NOTIFICATION.text),)
+    return (*bases, *hub_notice_bases(settings))
+
+
+HUB_NOTICE_TYPES = frozenset({"MessageHeader", "Patient", "Task", "Encounter", "Consent",
+                              "Communication"})
+"""What the hub's own notices carry: the overdue Task, the expiring Consent (to its own
+custodian), a Communication about an unacknowledged delivery (to its own sender)."""
+
+
+def hub_notice_bases(settings: Settings) -> tuple[LegalBasis, ...]:
+    """The legal basis of the hub's own notices (empty setting: none, consent only)."""
+    code = settings.follow_up_legal_basis.strip()
+    events = frozenset(e.strip() for e in settings.notice_legal_basis_events.split(",")
+                       if e.strip())
+    if not code or not events:
+        return ()
+    return (LegalBasis(code, events, HUB_NOTICE_TYPES, (
+        "the duty to give cooperating health personnel the information needed for the "
+        "patient's follow-up (helsepersonelloven § 45) and the centre's and municipality's "
+        "duty to cooperate on it (spesialisthelsetjenesteloven § 2-1e, helse- og "
+        "omsorgstjenesteloven § 3-4); administrative content only")),)
 
 
 def decide_delivery(

@@ -1,0 +1,192 @@
+"""Follow-up after discharge (CONTRACT section 7), end to end over HTTP: the checks a
+discharge makes, the contacts that meet them, and the escalation of those that fall due."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from hub.audit.models import AuditRecordRow
+from hub.config import Settings
+from hub.db.engine import Database
+from hub.delivery.content import message_bundle
+from hub.fhir.datetimes import parse
+from hub.fhir.validation import validate_message
+from hub.scheduler.sweep import sweep
+from tests.factories import fnr
+from tests.scheduler.story import (
+    accepted,
+    checks,
+    contact,
+    discharge,
+    example,
+    follow_up_tasks,
+    notes,
+    notices,
+    oslo,
+    overdue,
+)
+
+Hub = dict[str, TestClient]
+
+
+def _due(task: dict) -> object:
+    found = parse(task["restriction"]["period"]["end"])
+    assert found is not None
+    return found.low
+
+
+def test_discharge_makes_three_checks_owned_by_the_municipality(hub: Hub) -> None:
+    discharged = oslo(1, 14)
+    answer = accepted(hub, discharge(discharged))
+    assert "Follow-up checks scheduled for Organization/time-kommune" in notes(answer)
+    tasks = follow_up_tasks(hub)
+    assert sorted(tasks) == ["first-contact", "second-check", "third-check"]
+    assert _due(tasks["first-contact"]) == discharged + timedelta(hours=72)
+    assert _due(tasks["second-check"]) == discharged + timedelta(days=7)
+    assert _due(tasks["third-check"]) == discharged + timedelta(days=30)
+    for task in tasks.values():
+        assert task["status"] == "requested"
+        assert task["owner"] == {"reference": "Organization/time-kommune"}
+        assert task["requester"] == {"reference": "Organization/jaeren-dps"}
+        assert task["focus"]["reference"].startswith("Encounter/")
+        assert task["for"]["reference"].startswith("Patient/")
+        assert not overdue(task)
+    # the municipality reads them too (the story's consent names it)
+    accepted(hub, example(1))
+    seen = hub["time-kommune"].get("/fhir/Task", params={"code": "follow-up-check"}).json()
+    assert len(seen["entry"]) == 3
+
+
+def test_suicide_risk_makes_the_first_contact_due_in_48_hours(hub: Hub) -> None:
+    discharged = oslo(1, 9)
+    accepted(hub, discharge(discharged, suicide_risk=True))
+    assert _due(follow_up_tasks(hub)["first-contact"]) == discharged + timedelta(hours=48)
+
+
+def test_a_discharge_sent_again_makes_no_second_set(hub: Hub, database: Database) -> None:
+    discharged = oslo(2, 11)
+    first = discharge(discharged)
+    encounter = first["entry"][1]["resource"]["identifier"][0]["value"]
+    accepted(hub, first)
+    again = accepted(hub, discharge(discharged + timedelta(hours=1), encounter=encounter))
+    assert "scheduled before and stand as they were" in notes(again)
+    assert len(checks(database, "follow-up")) == 3
+    assert len(follow_up_tasks(hub)) == 3
+    assert _due(follow_up_tasks(hub)["first-contact"]) == discharged + timedelta(hours=72)
+
+
+def test_a_past_discharge_is_overdue_at_the_first_sweep_once(
+        hub: Hub, database: Database, settings: Settings) -> None:
+    accepted(hub, discharge(oslo(40, 10)))
+    report = sweep(database, settings)
+    assert report.outcomes == {"escalated": 3}
+    tasks = follow_up_tasks(hub)
+    assert all(overdue(t) and t["status"] == "requested" for t in tasks.values())
+    assert all(t["meta"]["versionId"] == "2" for t in tasks.values())
+    flags = hub["jaeren-dps"].get("/fhir/Flag").json()["entry"]
+    hub_flags = [f["resource"] for f in flags if f["resource"]["identifier"][0]["system"]
+                 .endswith("follow-up-overdue-flag")]
+    assert len(hub_flags) == 3
+    assert all(f["status"] == "active" for f in hub_flags)
+    sent = notices(database, "follow-up-overdue")
+    assert len(sent) == 3
+    for message, deliveries in sent:
+        assert message.sender_org == "carehub"
+        assert [(d.receiver_org, d.status, d.basis) for d in deliveries] == [
+            ("jaeren-dps", "queued", "helsepersonelloven-45"),
+            ("time-kommune", "queued", "helsepersonelloven-45")]
+        with database.session(write=False) as s:
+            bundle = message_bundle(s, message)
+        assert validate_message(bundle) == []
+        header = bundle["entry"][0]["resource"]
+        assert header["source"]["endpoint"] == "http://testserver/fhir"
+        assert "sender" not in header
+        task = bundle["entry"][1]["resource"]
+        assert overdue(task)
+        assert [e["resource"]["resourceType"] for e in bundle["entry"]] == [
+            "MessageHeader", "Task", "Patient"]
+    # each escalation exactly once
+    assert sweep(database, settings).acted == 0
+    assert len(notices(database, "follow-up-overdue")) == 3
+    assert len(hub["jaeren-dps"].get("/fhir/Flag").json()["entry"]) == 3
+    # audited as the hub: the Task versions, the Flags, the decisions and the messages
+    with database.session(write=False) as s:
+        rows = s.execute(select(AuditRecordRow.subtype, AuditRecordRow.action).where(
+            AuditRecordRow.agent == "System/carehub")).all()
+    kinds = [tuple(r) for r in rows]
+    assert kinds.count(("update", "U")) >= 3
+    assert kinds.count(("create", "C")) >= 3 + 3  # the Tasks at discharge, then the Flags
+    assert kinds.count(("operation", "E")) == 3
+    assert kinds.count(("disclose", "R")) == 6
+
+
+def test_the_notice_is_withheld_without_consent_when_no_legal_basis_is_set(
+        hub: Hub, database: Database, settings: Settings) -> None:
+    accepted(hub, example(1))  # the consent names Time kommune only
+    accepted(hub, discharge(oslo(40, 10)))
+    consent_only = settings.model_copy(update={"follow_up_legal_basis": ""})
+    sweep(database, consent_only)
+    for _message, deliveries in notices(database, "follow-up-overdue"):
+        assert [(d.receiver_org, d.status) for d in deliveries] == [
+            ("jaeren-dps", "withheld"), ("time-kommune", "queued")]
+
+
+def test_a_contact_the_day_after_meets_every_check(hub: Hub, database: Database,
+                                                   settings: Settings) -> None:
+    discharged = oslo(2, 10)
+    accepted(hub, discharge(discharged))
+    answer = accepted(hub, contact(oslo(1, 9)))
+    assert "meets the follow-up checks" in notes(answer)
+    tasks = follow_up_tasks(hub)
+    assert all(t["status"] == "completed" for t in tasks.values())
+    assert all(t["output"][0]["valueReference"]["reference"].startswith("Encounter/")
+               for t in tasks.values())
+    assert sweep(database, settings, now=discharged + timedelta(days=40)).acted == 0
+    assert notices(database, "follow-up-overdue") == []
+
+
+def test_a_contact_on_the_discharge_day_does_not_count(hub: Hub, database: Database,
+                                                       settings: Settings) -> None:
+    discharged = oslo(4, 10)
+    accepted(hub, discharge(discharged))
+    answer = accepted(hub, contact(oslo(4, 22)))  # late evening, same day in Oslo
+    assert "discharge day does not meet" in notes(answer)
+    assert all(t["status"] == "requested" for t in follow_up_tasks(hub).values())
+    report = sweep(database, settings)
+    assert report.outcomes == {"escalated": 1}  # the first contact was due yesterday
+    assert overdue(follow_up_tasks(hub)["first-contact"])
+
+
+def test_a_contact_after_due_leaves_that_check_overdue(hub: Hub, database: Database,
+                                                       settings: Settings) -> None:
+    discharged = oslo(10, 10)
+    accepted(hub, discharge(discharged))
+    assert sweep(database, settings).outcomes == {"escalated": 2}  # 72 h and 7 days
+    accepted(hub, contact(oslo(1, 12)))  # day 9: after both of them, before day 30
+    tasks = follow_up_tasks(hub)
+    assert tasks["first-contact"]["status"] == "requested"
+    assert overdue(tasks["first-contact"])
+    assert tasks["second-check"]["status"] == "requested"
+    assert tasks["third-check"]["status"] == "completed"
+
+
+def test_a_timely_contact_reported_late_still_meets_the_check(
+        hub: Hub, database: Database, settings: Settings) -> None:
+    discharged = oslo(5, 10)
+    patient = fnr(start=40)
+    accepted(hub, discharge(discharged, fnr=patient))
+    assert sweep(database, settings).outcomes == {"escalated": 1}
+    accepted(hub, contact(oslo(4, 10), fnr=patient))  # the day after discharge
+    tasks = follow_up_tasks(hub)
+    assert all(t["status"] == "completed" for t in tasks.values())
+    assert not overdue(tasks["first-contact"])
+    flags = [f["resource"] for f in hub["jaeren-dps"].get("/fhir/Flag").json()["entry"]]
+    assert [f["status"] for f in flags] == ["inactive"]
+
+
+def test_a_patient_without_checks_is_unaffected_by_a_contact(hub: Hub) -> None:
+    answer = accepted(hub, contact(oslo(1, 12), fnr=fnr(start=60)))
+    assert "meets" not in notes(answer)
