@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                       if settings.dispatcher else None)
         scheduler = (start_scheduler(database, settings, app.state.auditor)
                      if settings.scheduler else None)
+        app.state.scheduler = scheduler
         try:
             yield
         finally:

@@ -35,6 +35,11 @@ EVENTS = {
     "discharge-readiness-response", "discharge-notice", "follow-up-contact",
     "follow-up-overdue",
 }
+HUB_NOTICES = {  # sent by the hub only, so not in the example story (tests/scheduler)
+    "discharge-readiness-overdue", "meeting-reminder", "consent-expiring",
+    "delivery-unacknowledged",
+}
+ALL_EVENTS = EVENTS | HUB_NOTICES
 
 
 def _load(path: Path) -> JSON:
@@ -92,7 +97,7 @@ def test_code_systems_are_complete_and_case_sensitive() -> None:
 
 def test_contract_codes() -> None:
     reg = conformance()
-    assert reg.code_system_codes(f"{CS}message-event") == frozenset(EVENTS)
+    assert reg.code_system_codes(f"{CS}message-event") == frozenset(ALL_EVENTS)
     assert reg.code_system_codes(f"{CS}task-code") == frozenset({
         "follow-up-check", "discharge-readiness", "self-admission-request"})
     assert reg.code_system_codes(f"{CS}meeting-type") == frozenset({
@@ -120,7 +125,7 @@ def test_every_code_and_canonical_referenced_exists() -> None:
 def test_one_message_definition_per_event() -> None:
     reg = conformance()
     definitions = reg.of_type("MessageDefinition")
-    assert {md["eventCoding"]["code"] for md in definitions} == EVENTS
+    assert {md["eventCoding"]["code"] for md in definitions} == ALL_EVENTS
     asks = {"self-admission-request": "self-admission-response",
             "meeting-invitation": "meeting-response",
             "ready-for-discharge": "discharge-readiness-response"}
@@ -594,7 +599,7 @@ def test_search_and_read_conformance_resources(api: TestClient) -> None:
     both = api.get("/fhir/CodeSystem", params={"_id": "task-code,meeting-type"}).json()
     assert sorted(e["resource"]["id"] for e in both["entry"]) == ["meeting-type", "task-code"]
     every = api.get("/fhir/MessageDefinition", params={"_count": "100"}).json()
-    assert every["total"] == len(EVENTS)
+    assert every["total"] == len(ALL_EVENTS)
     paged = api.get("/fhir/MessageDefinition", params={"_count": "5"}).json()
     assert len(paged["entry"]) == 5
     assert any(link["relation"] == "next" for link in paged["link"])
@@ -665,4 +670,4 @@ def test_capability_entries() -> None:
     assert f"{BASE}/StructureDefinition/carehub-discharge-encounter" in supported["Encounter"]
     assert "Extension" not in supported
     messages = conformance_api.capability_messaging()[0]["supportedMessage"]
-    assert len(messages) == len(EVENTS)
+    assert len(messages) == len(ALL_EVENTS)
