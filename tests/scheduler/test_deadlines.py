@@ -169,7 +169,8 @@ def test_sender_is_told_of_a_delivery_left_unacknowledged(
     assert _routes(database, "delivery-unacknowledged") == [[("jaeren-dps", "queued")]]
     bundle = _valid(database, "delivery-unacknowledged")
     said = bundle["entry"][1]["resource"]["payload"][0]["contentString"]
-    assert "admission-notice" in said and "Organization/time-kommune" in said
+    assert "admission-notice" in said
+    assert "Organization/time-kommune" in said
     # the sender reads the Communication as its own
     found = hub["jaeren-dps"].get("/fhir/Communication").json()["entry"]
     assert len(found) == 1
