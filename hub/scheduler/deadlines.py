@@ -32,7 +32,7 @@ from hub.fhir.datetimes import parse
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.messaging.outbound import HUB_SENDER, send_notice
 from hub.scheduler import due
-from hub.scheduler.actions import HUB, Act, acts_on, org_id, recipients
+from hub.scheduler.actions import Act, acts_on, org_id, recipients
 from hub.scheduler.followup import writer
 from hub.scheduler.models import ScheduledCheckRow
 from hub.store import service
@@ -187,6 +187,3 @@ def ack_overdue(act: Act, row: ScheduledCheckRow) -> str:
     act.journal.sent(sent, why=f"delivery-unacknowledged for delivery {delivery.id}")
     return "notified"
 
-
-__all__ = ["HUB", "ack_overdue", "consent_expiring", "expect_ack", "meeting_reminder",
-           "readiness_overdue"]
