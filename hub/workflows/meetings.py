@@ -41,7 +41,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
-from hub.errors import InvalidResourceError, Issue, PreconditionFailedError
+from hub.errors import GoneError, InvalidResourceError, Issue, PreconditionFailedError
 from hub.messaging.handlers import Accepted, handles
 from hub.store import service
 from hub.workflows.stored import HUB, body, problem, ref, reject, shown
@@ -50,6 +50,7 @@ MEETING_TYPE = "http://carehub.example/fhir/CodeSystem/meeting-type"
 KIND_WORDS = {"network": "network meeting", "cooperation": "cooperation meeting",
               "responsibility": "responsibility group meeting"}
 ANSWER_TRIES = 5
+ANSWERS = ("accepted", "declined", "tentative")
 
 
 def meeting_kind(meeting: dict[str, Any]) -> str:
@@ -80,28 +81,56 @@ def meeting_invitation(session: Session, accepted: Accepted) -> None:
     reject(issues)
     version = int((meeting.get("meta") or {}).get("versionId") or 1)
     status = meeting.get("status")
-    if version == 1 and status != "booked":
+    before = _replaced(session, meeting_ref, version)
+    if before is None and status != "booked":
         raise InvalidResourceError(
             f"The hub has no meeting with this identifier, and a new meeting is sent as "
             f"booked; this one is {status}. To change or cancel a meeting, send it with the "
             "identifier of its invitation.", expression=accepted.where(meeting_ref, "status"))
-    if version > 1:
-        before = service.vread(session, HUB, resource_type="Appointment",
-                               resource_id=meeting_ref.split("/", 1)[1],
-                               version_id=str(version - 1)).body or {}
+    if before is not None:
         if before.get("status") != "booked":
             raise InvalidResourceError(
                 f"{_described(meeting_ref, before, first=True)} is {before.get('status')} at "
                 "the hub; only a booked meeting can be changed or cancelled. To meet again, "
                 "send an invitation to a new meeting (a new identifier).",
                 expression=accepted.where(meeting_ref, "status"))
-    done = ("booked" if version == 1 else
+        _note_answers_set_back(accepted, before, meeting)
+    done = ("booked" if before is None else
             f"{'cancelled' if status == 'cancelled' else f'changed ({status})'}, version "
             f"{version}")
     accepted.notes.append(
         f"{_described(meeting_ref, meeting, first=True)} {done}; participants: "
         + "; ".join(f"{shown(p.get('actor'))} ({p.get('required')}, {p.get('status')})"
                     for p in meeting.get("participant") or []) + ".")
+
+
+def _replaced(session: Session, meeting_ref: str, version: int) -> dict[str, Any] | None:
+    """The version of the meeting this message replaced (None: a new meeting, or one
+    deleted since, which a new invitation books afresh)."""
+    if version == 1:
+        return None
+    try:
+        return service.vread(session, HUB, resource_type="Appointment",
+                             resource_id=meeting_ref.split("/", 1)[1],
+                             version_id=str(version - 1)).body
+    except GoneError:
+        return None
+
+
+def _note_answers_set_back(accepted: Accepted, before: dict[str, Any],
+                           meeting: dict[str, Any]) -> None:
+    """Say which answers recorded at the hub a new version of the meeting sets back to
+    needs-action (the organiser's system may not have had them); they stay in history."""
+    answered = {ref(p.get("actor")): p.get("status") for p in before.get("participant") or []
+                if p.get("status") in ANSWERS}
+    set_back = [f"{actor} ({answered[actor]})" for actor in
+                (ref(p.get("actor")) for p in meeting.get("participant") or []
+                 if p.get("status") == "needs-action") if actor in answered]
+    if set_back and meeting.get("status") == "booked":
+        accepted.notes.append(
+            "This version sets answers the hub had recorded back to needs-action: "
+            f"{', '.join(set_back)}. If the meeting did not move, send it with their answers; "
+            "otherwise they are asked again.")
 
 
 def _participant_issues(session: Session, accepted: Accepted, meeting_ref: str,

@@ -181,6 +181,20 @@ def test_answers_from_several_participants_are_all_kept(booked: Hub) -> None:
     assert len(found(booked, "time-kommune", "AppointmentResponse")) == 2
 
 
+def test_a_change_that_sets_answers_back_says_so(booked: Hub) -> None:
+    accepted(booked, answer())
+    moved = meeting()  # the organiser's system still has the patient at needs-action
+    resource(moved, "Appointment")["start"] = "2026-12-04T13:00:00+01:00"
+    resource(moved, "Appointment")["end"] = "2026-12-04T14:00:00+01:00"
+    said = accepted(booked, moved)
+    assert "sets answers the hub had recorded back to needs-action: Patient/" in said
+    assert "(declined)" in said
+    history = booked["jaeren-dps"].get(
+        f"/fhir/Appointment/{_the_meeting(booked)['id']}/_history").json()["entry"]
+    assert [_status_of(e["resource"], "Patient") for e in history] == [
+        ["needs-action"], ["declined"], ["needs-action"]]
+
+
 def test_the_same_answer_again_does_not_change_the_meeting(booked: Hub) -> None:
     accepted(booked, answer())
     said = accepted(booked, answer(key="a-2"))
