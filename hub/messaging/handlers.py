@@ -34,6 +34,14 @@ class Accepted:
     stored: dict[str, dict[str, Any]]  # "Type/id" -> stored body, for every entry
     focus: list[str]  # "Type/id" of the focus resources
     notes: list[str] = field(default_factory=list)
+    entries: dict[str, int] = field(default_factory=dict)  # "Type/id" -> its Bundle.entry index
+
+    def where(self, ref: str, path: str = "") -> str:
+        """The expression of an element of a stored entry in the message (`Bundle.entry[2].
+        resource.expressedBy`), or of the stored resource when the message did not carry it."""
+        index = self.entries.get(ref)
+        base = f"Bundle.entry[{index}].resource" if index is not None else ref.split("/", 1)[0]
+        return f"{base}.{path}" if path else base
 
 
 Handler = Callable[[Session, Accepted], None]

@@ -184,7 +184,9 @@ def _accept(session: Session, subject: Subject, settings: Settings, bundle: dict
     message.patient_ref = f"Patient/{patient_id}" if patient_id else None
     message.content_types = ",".join(sorted(content_types | {"MessageHeader"}))
     message.bundle_id = kept.id
-    accepted = Accepted(settings, event, sender, message, patient_id, stored, focus)
+    accepted = Accepted(settings, event, sender, message, patient_id, stored, focus,
+                        entries={f"{p.resource_type}/{p.resource_id}": p.index
+                                 for p in placements})
     run_handlers(session, accepted)
     destinations = _route(session, settings, accepted, header, content_types, stored)
     response = _response(settings, header, event, destinations, accepted.notes)
