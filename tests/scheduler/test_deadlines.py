@@ -75,6 +75,8 @@ def _invitation(start_in: timedelta, *, status: str = "booked",
     meeting["start"] = format_instant(start)
     meeting["end"] = format_instant(start + timedelta(hours=1))
     meeting["status"] = status
+    if status == "cancelled":
+        meeting["cancelationReason"] = {"text": "Pasienten er innlagt; nytt møte avtales."}
     return message
 
 
