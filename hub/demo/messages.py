@@ -91,13 +91,14 @@ class Person:
 
 
 class Clock:
-    """Times of the story, relative to its anchor (a whole hour)."""
+    """Times of the story, relative to its anchor (a midnight, UTC)."""
 
     def __init__(self, anchor: datetime) -> None:
         self.anchor = anchor
 
-    def at(self, days: float = 0, hours: float = 0) -> str:
-        """The instant `days` and `hours` from the anchor (negative: before)."""
+    def at(self, days: float = 0, hours: float = 8) -> str:
+        """The instant `days` from the anchor (negative: before), at `hours` UTC (by default
+        08:00, the morning in Norway)."""
         return format_instant(self.anchor + timedelta(days=days, hours=hours))
 
 

@@ -1,7 +1,7 @@
 """The demo's story, told as the centre's and the municipalities' systems would tell it.
 
-Four (synthetic) people, all dates relative to the anchor T (the hour the demo was first
-seeded), so the coordinators' pending lists always look current:
+Four (synthetic) people, all dates relative to the anchor T (the midnight before the demo was
+first seeded), so the coordinators' pending lists always look current:
 
 - Kari Nordmann (Time kommune) consents to sharing with Time kommune and Jæren DPS and to an
   individual plan, which is shared with her own goals. She has a user-controlled admission
@@ -143,9 +143,11 @@ def kari(t: Clock) -> Iterator[tuple[Message, dict[str, str]]]:
     yield m, both
 
     agreement = by_identifier("ServiceRequest", "kari/agreement")
-    stay = {"start": t.at(-41), "end": t.at(-38)}
-    yield _self_admission(t, "kari/stay-1", "requested", stay, agreement, -42), {DPS: "queued"}
-    yield _self_admission(t, "kari/stay-1", "accepted", stay, agreement, -41.5), both
+    stay = {"start": t.at(-41, 10), "end": t.at(-38, 10)}
+    yield (_self_admission(t, "kari/stay-1", "requested", stay, agreement, sent=-42, asked=-42),
+           {DPS: "queued"})
+    yield (_self_admission(t, "kari/stay-1", "accepted", stay, agreement, sent=-41.75,
+                           asked=-42), both)
 
     m = _msg(t, "kari/meeting", "meeting-invitation", DPS, [TIME], -3)
     p = m.add("patient", KARI.resource())
@@ -173,23 +175,24 @@ def kari(t: Clock) -> Iterator[tuple[Message, dict[str, str]]]:
                    "jobbe igjen."}, focus=True)
     yield m, {DPS: "queued"}
 
-    stay = {"start": t.at(2), "end": t.at(5)}
-    yield _self_admission(t, "kari/stay-2", "requested", stay, agreement, -0.25), {DPS: "queued"}
+    stay = {"start": t.at(2, 10), "end": t.at(5, 10)}
+    yield (_self_admission(t, "kari/stay-2", "requested", stay, agreement, sent=-0.75,
+                           asked=-0.75), {DPS: "queued"})
 
 
 def _self_admission(t: Clock, name: str, status: str, stay: dict[str, str],
-                    agreement: dict[str, Any], days: float) -> Message:
+                    agreement: dict[str, Any], *, sent: float, asked: float) -> Message:
     """The municipality's request for a stay (requested) or the centre's answer (accepted)."""
     requested = status == "requested"
     event = "self-admission-request" if requested else "self-admission-response"
     sender, receiver = (TIME, DPS) if requested else (DPS, TIME)
-    m = _msg(t, f"{name}/{status}", event, sender, [receiver], days)
+    m = _msg(t, f"{name}/{status}", event, sender, [receiver], sent)
     p = m.add("patient", KARI.resource())
     output = None if requested else [{"type": {"text": "arrival"},
                                       "valueDateTime": stay["start"]}]
     m.add("task", task(name, "self-admission-request", p, status=status, focus=agreement,
-                       requester=TIME, owner=DPS, authored=t.at(days) if requested
-                       else t.at(days - 0.5), period=stay, output=output), focus=True)
+                       requester=TIME, owner=DPS, authored=t.at(asked), period=stay,
+                       output=output), focus=True)
     return m
 
 
@@ -220,7 +223,7 @@ def _discharge_dialogue(t: Clock, who: Person, name: str, municipality: str, *,
 
 
 _ADMITTED = {"ingrid": -21.0, "ola": -10.0, "jonas": -3.0}
-_ASKED = {"ingrid/ready-1": -9.0, "ingrid/ready-2": -7.0, "ola/ready": -0.2}
+_ASKED = {"ingrid/ready-1": -9.0, "ingrid/ready-2": -7.0, "ola/ready": -0.75}
 
 
 def _admission(t: Clock, who: Person, municipality: str) -> Message:
@@ -241,7 +244,7 @@ def ingrid(t: Clock) -> Iterator[tuple[Message, dict[str, str]]]:
     yield _discharge_dialogue(t, INGRID, "ingrid/ready-1", TIME, planned=-6, sent=-8,
                               status="cancelled"), to_time
     yield _discharge_dialogue(t, INGRID, "ingrid/ready-2", TIME, planned=-4, sent=-7), to_time
-    yield _discharge_dialogue(t, INGRID, "ingrid/ready-2", TIME, planned=-4, sent=-6.5,
+    yield _discharge_dialogue(t, INGRID, "ingrid/ready-2", TIME, planned=-4, sent=-6.75,
                               status="accepted"), to_dps
 
     discharged = -4.0
@@ -276,7 +279,7 @@ def ola(t: Clock) -> Iterator[tuple[Message, dict[str, str]]]:
     to_klepp = {KLEPP: "queued"}
     yield _consent(t, OLA, "ola/consent", [KLEPP, DPS], -12), to_klepp
     yield _admission(t, OLA, KLEPP), to_klepp
-    yield _discharge_dialogue(t, OLA, "ola/ready", KLEPP, planned=2, sent=-0.2), to_klepp
+    yield _discharge_dialogue(t, OLA, "ola/ready", KLEPP, planned=2, sent=-0.75), to_klepp
 
 
 def jonas(t: Clock) -> Iterator[tuple[Message, dict[str, str]]]:

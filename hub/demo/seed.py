@@ -142,8 +142,9 @@ def _users(session: Session, directory: Path) -> list[DemoUser]:
 
 def seed(session: Session, directory: Path, *, base_url: str) -> Seeded:
     """Register the demo's organisations, clients (keys in `directory`) and people unless
-    there; the scenario's anchor is when the centre's demo client was first registered, so a
-    second run sends the very same messages (and the hub answers them as repeats)."""
+    there; the scenario's anchor is the midnight (UTC) before the centre's demo client was
+    first registered, so a second run sends the very same messages (and the hub answers them
+    as repeats)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.chmod(0o700)  # private keys and passwords live here
     clients: dict[str, DemoClient] = {}
@@ -154,5 +155,5 @@ def seed(session: Session, directory: Path, *, base_url: str) -> Seeded:
         if org.kind == "mental-health-centre":
             anchor = created
     users = _users(session, directory)
-    anchor = anchor.replace(minute=0, second=0, microsecond=0)
+    anchor = anchor.replace(hour=0, minute=0, second=0, microsecond=0)
     return Seeded(clients, users, anchor)
