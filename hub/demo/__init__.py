@@ -47,5 +47,5 @@ def tell_story(settings: Settings, seeded: Seeded) -> Told:
     from hub.app import create_app
 
     app = create_app(settings.model_copy(update={"dispatcher": False}))
-    with TestClient(app, base_url=settings.base_url, raise_server_exceptions=True) as http:
+    with TestClient(app, base_url=settings.base_url, raise_server_exceptions=False) as http:
         return Driver(http, seeded.clients, token_url(settings)).tell(story(seeded.anchor))
