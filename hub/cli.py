@@ -26,6 +26,7 @@ from hub.audit.cli import audit_app
 from hub.auth.subject import Subject
 from hub.config import get_settings
 from hub.delivery.cli import deliveries_app
+from hub.demo.cli import demo_app
 from hub.errors import HubError
 
 app = typer.Typer(help="CareHub: FHIR message hub.", no_args_is_help=True)
@@ -39,6 +40,7 @@ app.add_typer(client_app, name="client")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(demo_app, name="demo")
 
 T = TypeVar("T")
 HUB = Subject.hub_itself()
@@ -167,22 +169,6 @@ def scheduler(
             pass
         finally:
             runner.stop()
-
-
-@app.command()
-def demo(
-    host: str = typer.Option(None, help="Listen address (default HUB_HOST)"),
-    port: int = typer.Option(None, help="Listen port (default HUB_PORT)"),
-) -> None:
-    """Seed demo organisations and patients (idempotent), then serve."""
-    from hub.demo import seed
-
-    settings = get_settings()
-    made = _run(seed)
-    base = f"http://{host or settings.host}:{port or settings.port}/fhir"
-    typer.echo(f"seeded {len(made)} resources in {settings.database_url}")
-    typer.echo(f"try: curl {base}/metadata")
-    serve(host=host, port=port)
 
 
 @db_app.command("upgrade")

@@ -35,8 +35,9 @@ from hub.audit import queries as audit_queries
 from hub.audit.recorder import Touched
 from hub.auth.users import SIGN_IN_FAILED, SignInError, authenticate
 from hub.db.types import utcnow
+from hub.delivery import service as delivery_service
 from hub.errors import BadRequestError, HubError, PayloadTooLargeError
-from hub.ui import queries
+from hub.ui import queries, transitions
 from hub.ui.sessions import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -148,8 +149,36 @@ async def home(request: Request, signed_in: SignedInDep, db: DatabaseDep,
                                  organization_id=signed_in.organization_id, limit=limit)
 
     page = await in_transaction(db, load, write=False)
-    return _render(request, "home.html", {"me": signed_in, "page": page,
+    pending = None
+    if signed_in.role == "coordinator" and signed_in.organization_id:
+        subject, now = signed_in.subject, utcnow()
+        pending = await audited_transaction(
+            request, db, subject,
+            lambda s: transitions.pending_transitions(s, subject, now=now),
+            interaction="search-type", resource_type="Task", query="view=pending-transitions",
+            touched=lambda _s, found: Touched((), found.patients))
+    replayed = request.query_params.get("replayed", "")
+    return _render(request, "home.html", {"me": signed_in, "page": page, "pending": pending,
+                                          "replayed": replayed if replayed.isdigit() else None,
                                           "csrf_token": signed_in.csrf_token})
+
+
+@router.post("/deliveries/{delivery_id}/replay")
+async def replay_delivery(delivery_id: int, request: Request, signed_in: SignedInDep,
+                          db: DatabaseDep) -> Response:
+    """Queue a dead letter again (coordinators of its sender or receiver; the form must carry
+    the session's CSRF token), recorded in the audit trail like POST /fhir/$replay; back to
+    the home page, which says so."""
+    form = await read_form(request)
+    check_csrf(signed_in.csrf_token, form.get(CSRF_FIELD))
+    subject = signed_in.subject
+    await audited_transaction(
+        request, db, subject,
+        lambda s: delivery_service.replay(s, subject, delivery_ids=[delivery_id]),
+        interaction="operation", operation="$replay", resource_type=None,
+        touched=lambda _s, done: Touched((), tuple(d.patient_ref for d in done
+                                                   if d.patient_ref)))
+    return RedirectResponse(f"/ui?replayed={delivery_id}#dead-letters", status_code=303)
 
 
 @router.get("/sign-in")
