@@ -29,6 +29,7 @@ from hub.demo.keys import read_clients
 from hub.demo.scenario import JONAS, PEOPLE, story
 from hub.fhir.identifiers import FNR_SYSTEM, KOMMUNENUMMER_SYSTEM, fodselsnummer_problem
 from hub.messaging.models import DeliveryRow, MessageRow
+from hub.messaging.outbound import HUB_SENDER
 from hub.store import query as search_mod
 from hub.store import service
 
@@ -64,11 +65,16 @@ def _all(database: Database, rtype: str, *pairs: tuple[str, str]) -> list[dict[s
 
 def _counts(database: Database) -> dict[str, Any]:
     with database.session(write=False) as s:
-        deliveries = Counter(s.scalars(select(DeliveryRow.status)).all())
-        messages = s.scalar(select(func.count()).select_from(MessageRow))
+        deliveries = Counter(s.scalars(select(DeliveryRow.status).join(
+            MessageRow, MessageRow.id == DeliveryRow.message_id).where(
+            MessageRow.sender_org != HUB_SENDER)).all())
+        messages = s.scalar(select(func.count()).select_from(MessageRow).where(
+            MessageRow.sender_org != HUB_SENDER))
+        notices = sorted(s.scalars(select(MessageRow.event).where(
+            MessageRow.sender_org == HUB_SENDER)).all())
     types = ("Organization", "Endpoint", "Patient", "Consent", "CarePlan", "Goal", "Task",
              "Appointment", "AppointmentResponse", "Encounter", "Flag", "ServiceRequest")
-    return {"messages": messages, "deliveries": deliveries,
+    return {"messages": messages, "deliveries": deliveries, "notices": notices,
             **{t: len(_all(database, t)) for t in types}}
 
 
@@ -95,6 +101,9 @@ def test_demo_seeds_tells_the_story_and_is_idempotent(demo_env: Settings) -> Non
         assert before["deliveries"] == Counter({"queued": destinations - withheld,
                                                 "withheld": withheld})
         assert withheld == 1
+        # the timed checks swept once after the story: Ingrid's first contact (48 h after a
+        # discharge four days ago) is overdue, once
+        assert before["notices"].count("follow-up-overdue") == 1
         _check_data(database, demo_env)
     finally:
         database.dispose()
@@ -136,7 +145,8 @@ def _check_data(database: Database, settings: Settings) -> None:
     assert all(g["expressedBy"] == g["subject"] for g in goals)
     [answer] = _all(database, "AppointmentResponse")
     assert answer["participantStatus"] == "accepted"
-    assert [f["code"]["coding"][0]["code"] for f in _all(database, "Flag")] == ["225444004"]
+    flags = sorted(f["code"]["coding"][0]["code"] for f in _all(database, "Flag"))
+    assert flags == ["225444004", "follow-up-check"]  # suicide risk, and the missed first contact
 
     # the consent gate as the story says: Jonas has no consent, his meeting was withheld
     with database.session(write=False) as s:

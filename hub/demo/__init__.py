@@ -24,6 +24,7 @@ from hub.config import Settings
 from hub.demo.drive import Driver, Told
 from hub.demo.scenario import story
 from hub.demo.seed import Seeded
+from hub.scheduler.sweep import SweepReport, sweep
 
 DIRECTORY_NAME = "carehub-demo"
 
@@ -39,13 +40,27 @@ def demo_directory(settings: Settings) -> Path:
 
 def tell_story(settings: Settings, seeded: Seeded) -> Told:
     """Post the story to the hub app in this process, over its HTTP routes (the dispatcher
-    stays off meanwhile; the served hub pushes). Raises DemoError."""
+    and the scheduler stay off meanwhile; the served hub pushes, and `first_sweep` runs the
+    timed checks once the story is told). Raises DemoError."""
     with warnings.catch_warnings():  # starlette's note about httpx2 is not for demo users
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
     from hub.app import create_app
 
-    app = create_app(settings.model_copy(update={"dispatcher": False}))
+    app = create_app(settings.model_copy(update={"dispatcher": False, "scheduler": False}))
     with TestClient(app, base_url=settings.base_url, raise_server_exceptions=False) as http:
         return Driver(http, seeded.clients, token_url(settings)).tell(story(seeded.anchor))
+
+
+def first_sweep(settings: Settings) -> SweepReport:
+    """The timed checks once, as the served hub's scheduler would at start: what the story
+    left past due (Ingrid's first contact) is escalated now, also with --no-serve. Exactly
+    once: a second run of the demo finds nothing more due."""
+    from hub.db.engine import Database
+
+    database = Database.connect(settings)
+    try:
+        return sweep(database, settings)
+    finally:
+        database.dispose()

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hub.config import Settings, get_settings
-from hub.demo import demo_directory, tell_story
+from hub.demo import demo_directory, first_sweep, tell_story
 from hub.demo.drive import DemoError
 from hub.demo.keys import read_clients, token_form, write_clients
 from hub.demo.scenario import PEOPLE
@@ -88,6 +88,9 @@ def demo(
         typer.echo(f"error: the demo story failed: {exc}", err=True)
         raise typer.Exit(1) from None
     _report(settings, seeded, directory, told.sent, told.queued, told.withheld)
+    swept = first_sweep(settings)
+    typer.echo(f"Timed checks swept once: {swept.acted} acted on "
+               f"({', '.join(f'{n} {k}' for k, n in sorted(swept.outcomes.items())) or 'none'}).")
     if serve:
         _serve(settings, host or settings.host, port or settings.port)
 

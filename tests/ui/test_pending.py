@@ -4,7 +4,6 @@ in what order, and replaying a dead letter."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -21,9 +20,8 @@ from hub.demo.scenario import DPS, INGRID, JONAS, KARI, KLEPP, OLA, TIME, story
 from hub.fhir.identifiers import FNR_SYSTEM, ORGNR_SYSTEM
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.orgs.service import add_organization
+from hub.scheduler.sweep import sweep
 from hub.store import service
-from hub.store.dates import format_instant
-from hub.store.query import SearchRequest
 from hub.ui.transitions import when
 from tests.access_clients import other_client
 from tests.ui.conftest import Browser, csrf_of, make_user, sign_in
@@ -34,8 +32,9 @@ CS = "http://carehub.example/fhir/CodeSystem/"
 
 @pytest.fixture
 def told(settings: Settings, database: Database) -> dict[str, Any]:
-    """The demo's story posted through $process-message by each organisation's client, the
-    follow-up checks the scheduler would make for Ingrid, and a coordinator per organisation."""
+    """The demo's story posted through $process-message by each organisation's client, one
+    scheduler sweep (Ingrid's discharge made her follow-up checks), and a coordinator per
+    organisation."""
     with database.session(write=True) as s:
         for org_id, name, kind, orgnr in (
                 (DPS, "Jæren DPS", "mental-health-centre", "983974791"),
@@ -53,15 +52,8 @@ def told(settings: Settings, database: Database) -> dict[str, Any]:
         for step in steps:
             r = clients[step.sender].post("/fhir/$process-message", json=step.bundle)
             assert r.status_code == 200, r.text
-    ingrid = _patient_id(database, INGRID.fnr)
-    with database.session(write=True) as s:
-        request = SearchRequest("Encounter", [("patient", f"Patient/{ingrid}"),
-                                              ("status", "finished")], count=2)
-        [stay], _, _ = service.search(s, HUB, request=request)
-        for days, label, overdue in ((-2, "First contact", True), (3, "7-day check", False),
-                                     (26, "30-day check", False)):
-            service.create(s, HUB, resource=_check(ingrid, stay.id, now + timedelta(days=days),
-                                                   label, overdue=overdue))
+    # the scheduler's first sweep finds Ingrid's first contact (48 h, suicide risk) overdue
+    assert sweep(database, settings).outcomes["escalated"] == 1
     for username, org_id in (("koordinator.dps", DPS), ("koordinator.time", TIME),
                              ("koordinator.klepp", KLEPP)):
         make_user(database, username, role="coordinator", organization_id=org_id)
@@ -73,22 +65,6 @@ def _patient_id(database: Database, number: str) -> str:
         [found] = service.find_by_identifier(s, HUB, system=FNR_SYSTEM, value=number,
                                              resource_types=frozenset({"Patient"}))
         return found.id
-
-
-def _check(patient: str, encounter: str, due: Any, label: str, *,
-           overdue: bool) -> dict[str, Any]:
-    """A follow-up check as CONTRACT section 7 describes the scheduler's."""
-    body: dict[str, Any] = {
-        "resourceType": "Task", "status": "requested", "intent": "order",
-        "code": {"coding": [{"system": f"{CS}task-code", "code": "follow-up-check"}]},
-        "description": label, "for": {"reference": f"Patient/{patient}"},
-        "focus": {"reference": f"Encounter/{encounter}"},
-        "owner": {"reference": f"Organization/{TIME}"},
-        "restriction": {"period": {"end": format_instant(due)}}}
-    if overdue:
-        body["businessStatus"] = {"coding": [{"system": f"{CS}task-business-status",
-                                              "code": "overdue"}]}
-    return body
 
 
 def _shown(clock: Clock, days: float, hours: float = 8) -> str:
@@ -125,13 +101,13 @@ def test_the_municipality_sees_its_overdue_checks_first_and_what_is_ahead(
     rows = _rows(follow_up)
     assert len(rows) == 3
     assert all(r.startswith(f"{INGRID.name} (born {INGRID.birth})") for r in rows)
-    assert "First contact" in rows[0]
-    assert "7-day check" in rows[1]
-    assert "30-day check" in rows[2]
+    assert "First contact after discharge, within 48 hours" in rows[0]
+    assert "7 days after discharge" in rows[1]
+    assert "30 days after discharge" in rows[2]
     assert "Overdue" in rows[0]
-    assert "2 days ago" in rows[0]
+    assert _shown(told["clock"], -2) in rows[0]  # discharged at -4 days, due 48 h later
     assert "Open" in rows[1]
-    assert "in 3 days" in rows[1]
+    assert _shown(told["clock"], 3) in rows[1]
     assert follow_up.count('class="overdue"') == 1
     assert '<th scope="col">Due</th>' in follow_up
 
@@ -142,9 +118,11 @@ def test_the_municipality_sees_its_overdue_checks_first_and_what_is_ahead(
     assert "Will come" in meetings[0]
     assert "begynne å jobbe igjen" in meetings[0]
 
-    [flag] = _rows(_section(page, "Flags on your patients"))
-    assert INGRID.name in flag
-    assert "suicide risk" in flag
+    flags = _rows(_section(page, "Flags on your patients"))
+    assert len(flags) == 2  # the centre's suicide-risk flag and the scheduler's overdue flag
+    assert all(INGRID.name in flag for flag in flags)
+    assert any("suicide risk" in flag for flag in flags)
+    assert any("overdue" in flag.lower() for flag in flags)
 
     [request] = _rows(_section(page, "Self-admission requests waiting for an answer"))
     assert KARI.name in request
