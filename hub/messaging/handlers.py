@@ -33,6 +33,8 @@ class Accepted:
     stored: dict[str, dict[str, Any]]  # "Type/id" -> stored body, for every entry
     focus: list[str]  # "Type/id" of the focus resources
     notes: list[str] = field(default_factory=list)
+    # What the sender should act on although the message was accepted (severity warning).
+    warnings: list[str] = field(default_factory=list)
 
 
 Handler = Callable[[Session, Accepted], None]
