@@ -395,12 +395,13 @@ def record_request(session: Session, accepted: Accepted) -> None:
     row.agreement_id, row.unit_id = agreement.agreement_id, unit.unit_id
     row.patient_ref, row.requester_org = agreement.patient_ref, accepted.sender_org
     row.start_at, row.end_at, row.days = stay.start, stay.end, stay.days
-    session.add(row)
-    _note_long_stay(session, accepted, row, agreement, stay)
+    row.over_maximum = False
     if refusal is None:
         row.status, row.decided_by, row.decided_at = "requested", None, None
         row.reason_code = row.reason = None
         row.next_possible_on = None
+        session.add(row)
+        _note_long_stay(session, accepted, row, agreement, stay)
         accepted.notes.append(
             f"Self-admission request {task_ref} recorded within the terms of "
             f"ServiceRequest/{agreement.agreement_id}: a bed is free in "
@@ -410,6 +411,7 @@ def record_request(session: Session, accepted: Accepted) -> None:
         row.status, row.decided_by, row.decided_at = "rejected", "hub", now
         row.reason_code, row.reason = refusal.code, refusal.sentence()
         row.next_possible_on = refusal.next_on
+        session.add(row)
         _reject_as_hub(session, task_ref, task, refusal)
         accepted.warnings.append(
             f"Self-admission request {task_ref} is recorded, but the hub has rejected it: "
