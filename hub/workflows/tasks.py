@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 from sqlalchemy.orm import Session
 
+from hub.auth import scopes
 from hub.auth.subject import Subject
 from hub.errors import GoneError, InvalidResourceError, NotFoundError
 from hub.messaging.handlers import EVENTS, Accepted, handles
@@ -121,8 +122,9 @@ def fail(session: Session, accepted: Accepted, ref: str, diagnostics: str,
 def _final_reason(previous: dict[str, Any]) -> str:
     status = previous.get("status")
     if status == "cancelled" and task_code(previous) == "discharge-readiness":
-        return ("was withdrawn by the centre (ready-for-discharge-withdrawn), so there is "
-                "nothing left to answer or change; wait for a new ready-for-discharge")
+        return ("was withdrawn by the centre (ready-for-discharge-withdrawn), which is final: "
+                "there is nothing left to answer or change. A new question is a new "
+                "ready-for-discharge with a new Task identifier")
     why = (previous.get("statusReason") or {}).get("text")
     text = f"is {status}" + (f" ({why})" if why else "")
     later = [o.get("valueDate") for o in previous.get("output") or []
@@ -203,12 +205,14 @@ def task_roles(session: Session, accepted: Accepted) -> None:
 
 def check_rest_update(session: Session, subject: Subject, *, resource_id: str,
                       resource: dict[str, Any]) -> None:
-    """The same rule for PUT /fhir/Task/{id} on a stored Task, acting for the caller's
-    organisation (people and the hub itself, who act for none, are not checked here)."""
+    """The same rule for PUT /fhir/Task/{id} on a stored Task the caller can see, acting for
+    the caller's organisation (people and the hub itself, who act for none, are not checked
+    here; what the caller cannot see is left to the store, which reveals nothing)."""
     if subject.organization_id is None:
         return
+    reader = subject if scopes.allows(subject.scopes, "Task", "read") else HUB
     try:
-        current = service.read(session, HUB, resource_type="Task", resource_id=resource_id)
+        current = service.read(session, reader, resource_type="Task", resource_id=resource_id)
     except (NotFoundError, GoneError):
         return
     check_status_change(current.body, resource, actor=subject.organization_id)
