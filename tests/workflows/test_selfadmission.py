@@ -11,6 +11,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from hub.app import create_app
+from hub.config import Settings
+from hub.db.engine import Database
+from tests.audit.trail import mark, since
+from tests.ui.conftest import make_user, sign_in
 from tests.workflows import adm_messages
 from tests.workflows.adm_messages import (
     CENTRE,
@@ -347,3 +352,35 @@ def test_figures_after_a_year_of_requests(parties: Clients) -> None:
         denied = parties[KLEPP].get(f"/fhir/{what}/$self-admission-figures")
         assert denied.status_code == 404
         assert denied.json()["resourceType"] == "OperationOutcome"
+
+
+def test_figures_are_for_coordinators_of_a_party_and_audited(
+        parties: Clients, settings: Settings, database: Database) -> None:
+    ok(parties, agreement(KARI, name="avtale"))
+    admit(parties, KARI, "r1", "avtale", day("03-02"), day("03-05"))
+    path = agreement_path(parties, "avtale")
+    patient = stored(parties[TIME], "Task", "r1")["for"]["reference"]
+    make_user(database, "kari.koordinator", role="coordinator", organization_id=CENTRE)
+    make_user(database, "per.koordinator", role="coordinator", organization_id=KLEPP)
+    seen = {}
+    for username in ("kari.koordinator", "per.koordinator"):
+        with TestClient(create_app(settings), base_url="https://testserver",
+                        follow_redirects=False, raise_server_exceptions=False) as person:
+            assert sign_in(person, username).status_code in (302, 303)
+            seen[username] = person.get(f"/fhir/{path}/$self-admission-figures")
+    assert seen["kari.koordinator"].status_code == 200, seen["kari.koordinator"].text
+    assert seen["per.koordinator"].status_code == 404
+
+    before = mark(database)
+    figures(parties[CENTRE], path)
+    [record] = [r for r in since(database, before) if path in r.entity_refs()]
+    assert record.outcome == "0"
+    assert record.patients() == [patient]
+
+
+def test_the_capability_statement_lists_the_figures(parties: Clients) -> None:
+    meta = parties[CENTRE].get("/fhir/metadata").json()
+    ops = {r["type"]: {o["name"] for o in r.get("operation", [])}
+           for r in meta["rest"][0]["resource"]}
+    assert "self-admission-figures" in ops["ServiceRequest"]
+    assert "self-admission-figures" in ops["Location"]
