@@ -84,6 +84,10 @@ class Stay:
         """The calendar date of `at` in the sender's time zone."""
         return at.astimezone(self.zone).date()
 
+    def last_day(self, end: datetime) -> date:
+        """The last calendar date before the (exclusive) end `end`, in the sender's zone."""
+        return self.day(end - timedelta(microseconds=1))
+
     def moved(self, start: datetime) -> Stay:
         """The same length, from `start`."""
         return Stay(start, start + (self.end - self.start), self.zone)
@@ -165,15 +169,16 @@ def _refusal(agreement: SelfAdmissionAgreementRow, unit: SelfAdmissionUnitRow,
     until = agreement.valid_until_at
     if stay.start < agreement.valid_from_at or (until is not None and stay.end > until):
         return Refusal("outside-valid-period", (
-            f"the stay asked for ({stay.day(stay.start)} to {stay.day(stay.end)}) is outside "
-            f"the agreement's valid period ({stay.day(agreement.valid_from_at)} to "
-            f"{stay.day(until) if until else 'open-ended'})"))
+            f"the stay asked for ({stay.day(stay.start)} to {stay.last_day(stay.end)}) is "
+            f"outside the agreement's valid period ({stay.day(agreement.valid_from_at)} to "
+            f"{stay.last_day(until) if until else 'open-ended'})"))
     gap = timedelta(days=agreement.min_days_between_stays)
     for held in holds:
         if held.agreement_id != agreement.agreement_id:
             continue
         if held.start < stay.end + gap and stay.start < held.end + gap:
-            where = (f"after the stay that ends {stay.day(held.end)}" if held.start <= stay.start
+            where = (f"after the stay that ends {stay.last_day(held.end)}"
+                     if held.start <= stay.start
                      else f"before the stay that starts {stay.day(held.start)}")
             return Refusal("too-soon", (
                 f"the stay asked for is too soon {where} under this agreement: at least "
@@ -181,7 +186,8 @@ def _refusal(agreement: SelfAdmissionAgreementRow, unit: SelfAdmissionUnitRow,
     if _busiest(holds, stay) >= unit.beds:
         return Refusal("no-free-bed", (
             f"all {unit.beds} user-controlled beds of {unit.name or 'the unit'} are taken for "
-            f"part of the stay asked for ({stay.day(stay.start)} to {stay.day(stay.end)})"))
+            f"part of the stay asked for ({stay.day(stay.start)} to "
+            f"{stay.last_day(stay.end)})"))
     return None
 
 
@@ -447,7 +453,7 @@ def record_response(session: Session, accepted: Accepted) -> None:
     if arrival >= asked.end:
         fail(session, accepted, task_ref, (
             f"{label(task)}: the arrival ({arrival_text}) is not before the end of the stay "
-            f"asked for ({asked.day(asked.end)})."), "output")
+            f"asked for ({asked.last_day(asked.end)})."), "output")
     stay = Stay(arrival, asked.end, asked.zone)
     refusal = assess(session, agreement, unit, stay, exclude=row.task_id)
     if refusal is not None:
@@ -463,7 +469,7 @@ def record_response(session: Session, accepted: Accepted) -> None:
     accepted.notes.append(
         f"Admission recorded: a self-admission stay of {stay.days} days in "
         f"{unit.name or 'the unit'} from {arrival_text or stay.start.isoformat()} to "
-        f"{asked.day(asked.end)}.")
+        f"{asked.last_day(asked.end)}.")
 
 
 # --- figures --------------------------------------------------------------------------------

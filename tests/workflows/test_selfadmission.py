@@ -384,3 +384,17 @@ def test_the_capability_statement_lists_the_figures(parties: Clients) -> None:
            for r in meta["rest"][0]["resource"]}
     assert "self-admission-figures" in ops["ServiceRequest"]
     assert "self-admission-figures" in ops["Location"]
+
+
+def test_a_stay_given_in_dates_counts_its_last_day(parties: Clients) -> None:
+    ok(parties, agreement(KARI, name="avtale", max_days=3))
+    r = ok(parties, request(KARI, name="datoer", agreement_name="avtale", start="2026-04-01",
+                            end="2026-04-03"))
+    assert said(r, "warning") == ""  # 1, 2 and 3 April: three days, within the maximum
+    ok(parties, response(KARI, name="datoer", agreement_name="avtale", start="2026-04-01",
+                         end="2026-04-03", arrival="2026-04-01T09:00:00+02:00"))
+    assert figures(parties[CENTRE], agreement_path(parties, "avtale"))["days-used"] == 3
+    r = ok(parties, request(KARI, name="for-tidlig", agreement_name="avtale",
+                            start="2026-04-10", end="2026-04-11"))
+    assert "too soon after the stay that ends 2026-04-03" in said(r, "warning")
+    assert "next possible date for a stay of this length is 2026-04-18" in said(r, "warning")
