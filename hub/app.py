@@ -8,7 +8,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hub import __version__
-from hub.api import auth, conformance, consent, delivery, exception_handlers, fhir, messaging
+from hub.api import (
+    auth,
+    conformance,
+    consent,
+    delivery,
+    exception_handlers,
+    fhir,
+    messaging,
+    workflows,
+)
 from hub.audit.recorder import Auditor
 from hub.audit.signing import Signer
 from hub.config import Settings, get_settings
@@ -51,6 +60,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     exception_handlers.install(app)
     app.include_router(auth.router)  # before fhir: its catch-all would take .well-known
     app.include_router(consent.router)  # before fhir, for the same reason
+    app.include_router(workflows.router)  # before fhir, for the same reason
     app.include_router(messaging.router)
     app.include_router(delivery.router)  # before fhir: GET /fhir/Bundle?message.receiver=
     app.include_router(conformance.router)

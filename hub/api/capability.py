@@ -52,6 +52,20 @@ _PATIENT_OPERATIONS = [
      "documentation": "Every Consent version and disclosure decision for the patient, oldest "
                       "first; for auditors and the consents' custodian organisations."},
 ]
+_FIGURES = ("Parameters: requests, admissions, share-admitted, days-used, stays-over-maximum, "
+            "pending and rejected (by reason)")
+_INSTANCE_OPERATIONS = {
+    "ServiceRequest": [{
+        "name": "self-admission-figures",
+        "definition": f"{_OPS}ServiceRequest-self-admission-figures",
+        "documentation": f"User-controlled admission under one agreement. {_FIGURES}; for the "
+                         "clients and coordinators of the agreement's organisations."}],
+    "Location": [{
+        "name": "self-admission-figures",
+        "definition": f"{_OPS}Location-self-admission-figures",
+        "documentation": f"User-controlled admission in one unit, all its agreements. {_FIGURES} "
+                         "and beds; for the unit's centre and its agreements' organisations."}],
+}
 _SYSTEM_OPERATIONS = [
     {"name": "process-message",
      "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message"},
@@ -91,6 +105,8 @@ def capability_statement(base: str, version: str) -> dict[str, Any]:
             res["supportedProfile"] = profiles[rtype]
         if rtype == "Patient":
             res["operation"] = [*res.get("operation", []), *_PATIENT_OPERATIONS]
+        if rtype in _INSTANCE_OPERATIONS:
+            res["operation"] = [*res.get("operation", []), *_INSTANCE_OPERATIONS[rtype]]
         resources.append(res)
     resources.extend(capability_resources())
     resources.sort(key=lambda r: str(r["type"]))

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from hub import __version__
@@ -25,6 +26,8 @@ from hub.errors import BadRequestError, Issue, NotFoundError, operation_outcome
 from hub.fhir.validation import is_known_profile, validate_message, validate_resource
 from hub.store import query as search_mod
 from hub.store import service, transaction
+from hub.store.resources import WriteResult
+from hub.workflows import tasks
 
 router = APIRouter(prefix="/fhir")
 router.include_router(auditevents.router)  # first: they win over the generic routes below
@@ -175,9 +178,15 @@ async def update(resource_type: str, resource_id: str, request: Request, db: Dat
     body = await read_body(request, settings)
     _check_body_type(body, resource_type)
     if_match = request.headers.get("if-match")
-    result = await audited_transaction(request, db, subject, lambda s: service.update(
-        s, subject, resource_type=resource_type, resource_id=resource_id, resource=body,
-        if_match=if_match), interaction="update", resource_type=resource_type,
+
+    def write(s: Session) -> WriteResult:
+        if resource_type == "Task":  # a Task's status belongs to its parties' roles
+            tasks.check_rest_update(s, subject, resource_id=resource_id, resource=body)
+        return service.update(s, subject, resource_type=resource_type,
+                              resource_id=resource_id, resource=body, if_match=if_match)
+
+    result = await audited_transaction(
+        request, db, subject, write, interaction="update", resource_type=resource_type,
         touched=lambda _s, written: touched_stored(written.stored))
     return resource_response(result.stored, status=201 if result.created else 200,
                              base=settings.fhir_base, prefer=request.headers.get("prefer"),

@@ -34,6 +34,8 @@ class Accepted:
     stored: dict[str, dict[str, Any]]  # "Type/id" -> stored body, for every entry
     focus: list[str]  # "Type/id" of the focus resources
     notes: list[str] = field(default_factory=list)
+    # What the sender should act on although the message was accepted (severity warning).
+    warnings: list[str] = field(default_factory=list)
     entries: dict[str, int] = field(default_factory=dict)  # "Type/id" -> its Bundle.entry index
 
     def where(self, ref: str, path: str = "") -> str:

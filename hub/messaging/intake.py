@@ -189,7 +189,8 @@ def _accept(session: Session, subject: Subject, settings: Settings, bundle: dict
                                  for p in placements})
     run_handlers(session, accepted)
     destinations = _route(session, settings, accepted, header, content_types, stored)
-    response = _response(settings, header, event, destinations, accepted.notes)
+    response = _response(settings, header, event, destinations, accepted.notes,
+                         accepted.warnings)
     session.execute(update(MessageRow).where(MessageRow.id == message_id).values(
         response=dumps_bytes(response)))
     return Outcome(response, False, (*stored, kept.relative_url),
@@ -276,7 +277,8 @@ def _receivers(destinations: Iterable[Any]) -> list[str]:
 
 
 def _response(settings: Settings, header: dict[str, Any], event: str,
-              destinations: list[tuple[str, bool, str]], notes: list[str]) -> dict[str, Any]:
+              destinations: list[tuple[str, bool, str]], notes: list[str],
+              warnings: Iterable[str] = ()) -> dict[str, Any]:
     outcome_id = str(uuid.uuid4())
     issues = [{"severity": "information", "code": "informational",
                "diagnostics": (f"Queued for Organization/{org}. {why}" if queued else
@@ -285,6 +287,8 @@ def _response(settings: Settings, header: dict[str, Any], event: str,
               for i, (org, queued, why) in enumerate(destinations)]
     issues += [{"severity": "information", "code": "informational", "diagnostics": n}
                for n in notes]
+    issues += [{"severity": "warning", "code": "business-rule", "diagnostics": w}
+               for w in warnings]
     response_header = {
         "resourceType": "MessageHeader", "id": str(uuid.uuid4()),
         "eventCoding": {"system": EVENT_SYSTEM, "code": event},

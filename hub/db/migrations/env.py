@@ -10,6 +10,7 @@ from hub.db import auth_models  # noqa: F401  (registers its tables)
 from hub.db.models import Base
 from hub.messaging import models as messaging_models  # noqa: F401  (registers its tables)
 from hub.scheduler import models as scheduler_models  # noqa: F401  (registers its tables)
+from hub.workflows import models as workflow_models  # noqa: F401  (registers its tables)
 
 config = context.config
 target_metadata = Base.metadata
