@@ -56,15 +56,18 @@ EVENTS = ("consent-changed", "care-plan-shared", "admission-notice", "self-admis
 HANDLERS: dict[str, list[Handler]] = {event: [] for event in EVENTS}
 
 
-def handles(*events: str) -> Callable[[Handler], Handler]:
-    """Register a handler for events (several handlers per event run in registration order)."""
+def handles(*events: str, first: bool = False) -> Callable[[Handler], Handler]:
+    """Register a handler for events. Handlers of an event run in registration order;
+    `first` puts this one before those registered so far (a rule every other handler may
+    rely on having been checked, such as who may change a Task's status)."""
 
     def register(fn: Handler) -> Handler:
         for event in events:
             if event not in HANDLERS:
                 raise ValueError(f"{event} is not an event senders may post")
-            if fn not in HANDLERS[event]:
-                HANDLERS[event].append(fn)
+            if fn in HANDLERS[event]:
+                continue
+            HANDLERS[event].insert(0 if first else len(HANDLERS[event]), fn)
         return fn
 
     return register
@@ -72,8 +75,8 @@ def handles(*events: str) -> Callable[[Handler], Handler]:
 
 def run_handlers(session: Session, accepted: Accepted) -> None:
     """Everything the accepted message's event does beyond storing and routing."""
-    import hub.scheduler.hooks  # noqa: F401  (registers the timed checks' handlers)
-    import hub.workflows  # noqa: F401  (registers the care-coordination rules)
+    import hub.workflows  # noqa: F401, I001  (the care-coordination rules, then
+    import hub.scheduler.hooks  # noqa: F401, I001  the timed checks that follow from them)
 
     handlers = HANDLERS.get(accepted.event)
     if handlers is None:  # a notice only the hub sends (hub/messaging/outbound.py)

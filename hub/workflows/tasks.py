@@ -189,7 +189,7 @@ def check_status_change(previous: dict[str, Any] | None, new: dict[str, Any], *,
             expression=f"{where}.status")
 
 
-@handles(*EVENTS)
+@handles(*EVENTS, first=True)
 def task_roles(session: Session, accepted: Accepted) -> None:
     """Every Task a message carries changes status only as its parties' roles allow."""
     for ref, body in accepted.stored.items():
