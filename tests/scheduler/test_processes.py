@@ -57,22 +57,56 @@ def test_hub_serve_sweeps_at_start(hub: Hub, database: Database, settings: Setti
     assert len(notices(database, "follow-up-overdue")) == 3
 
 
+def _scheduler_env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HUB_DATABASE_URL": settings.database_url,
+            "HUB_BASE_URL": settings.base_url, "HUB_AUDIT_KEY_FILE": settings.audit_key_file,
+            **extra}
+
+
 def test_hub_scheduler_command_catches_up(hub: Hub, database: Database,
                                           settings: Settings) -> None:
     accepted(hub, discharge(oslo(40, 10)))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HUB_DATABASE_URL": settings.database_url,
-           "HUB_BASE_URL": settings.base_url, "HUB_AUDIT_KEY_FILE": settings.audit_key_file}
-    done = subprocess.run([sys.executable, "-m", "hub.cli", "scheduler", "--once"], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run([sys.executable, "-m", "hub.cli", "scheduler", "--once"],
+                          env=_scheduler_env(settings), capture_output=True, text=True,
+                          timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "acted on 3 due checks" in done.stdout
     assert len(notices(database, "follow-up-overdue")) == 3
 
 
+def _discharged_long_ago(hub: Hub, patients: int) -> None:
+    for n in range(patients):
+        accepted(hub, discharge(oslo(40, 10), fnr=fnr(start=100 + n)))
+
+
+def _each_escalated_once(database: Database, checks: int) -> None:
+    sent = notices(database, "follow-up-overdue")
+    with database.session(write=False) as s:
+        rows = s.scalars(select(ScheduledCheckRow)).all()
+        tasks = Counter(message_bundle(s, m)["entry"][1]["resource"]["id"] for m, _ in sent)
+    assert all(r.outcome == "escalated" for r in rows)
+    assert len(tasks) == checks
+    assert set(tasks.values()) == {1}
+    assert all(len(deliveries) == 2 for _m, deliveries in sent)
+
+
+def test_two_hub_scheduler_processes_raise_each_escalation_once(
+        hub: Hub, database: Database, settings: Settings) -> None:
+    _discharged_long_ago(hub, 12)
+    env = _scheduler_env(settings, HUB_SCHEDULER_BATCH="4")
+    procs = [subprocess.Popen([sys.executable, "-m", "hub.cli", "scheduler", "--once"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    acted = [int(out.split("acted on ")[1].split()[0]) for out, _err in outputs]
+    assert sum(acted) == 36
+    _each_escalated_once(database, 36)
+
+
 def test_two_sweepers_raise_each_escalation_once(hub: Hub, database: Database,
                                                  settings: Settings) -> None:
-    for n in range(12):
-        accepted(hub, discharge(oslo(40, 10), fnr=fnr(start=100 + n)))
+    _discharged_long_ago(hub, 12)
     small = settings.model_copy(update={"scheduler_batch": 4})
     start = threading.Barrier(2)
     reports: list[SweepReport] = []
@@ -92,11 +126,4 @@ def test_two_sweepers_raise_each_escalation_once(hub: Hub, database: Database,
         t.join(120)
     assert sum(r.acted for r in reports) == 36
     assert sum(r.failed for r in reports) == 0
-    sent = notices(database, "follow-up-overdue")
-    with database.session(write=False) as s:
-        rows = s.scalars(select(ScheduledCheckRow)).all()
-        tasks = Counter(message_bundle(s, m)["entry"][1]["resource"]["id"] for m, _ in sent)
-    assert all(r.outcome == "escalated" for r in rows)
-    assert len(tasks) == 36
-    assert set(tasks.values()) == {1}
-    assert all(len(deliveries) == 2 for _m, deliveries in sent)
+    _each_escalated_once(database, 36)
