@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from hub.config import Settings
 from hub.consent.periods import span
 from hub.fhir.datetimes import parse
+from hub.fhir.profiles import conformance
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.messaging.outbound import HUB_SENDER, send_notice
 from hub.scheduler import due
@@ -131,16 +132,23 @@ def consent_expiring(act: Act, row: ScheduledCheckRow) -> str:
 # --- deliveries not acknowledged ------------------------------------------------------------
 
 
+def _answer_required(event: str) -> bool:
+    definition = conformance().message_definition(event)
+    return definition is not None and definition.get("responseRequired") == "always"
+
+
 def expect_ack(session: Session, settings: Settings, delivery_id: int,
                delivered_at: datetime) -> None:
-    """A delivery was just delivered: schedule the check that its receiver acknowledges it
-    (nothing when HUB_ACK_TIMEOUT is 0, or for the hub's own notices)."""
+    """A delivery was just delivered: schedule the check that its receiver acknowledges it.
+    Only for events whose MessageDefinition says `responseRequired` always: the others are
+    answered only on error, so silence is their success. Nothing when HUB_ACK_TIMEOUT is 0,
+    or for the hub's own notices."""
     if settings.ack_timeout <= 0:
         return
     found = session.get(DeliveryRow, delivery_id)
     message = session.get(MessageRow, found.message_id) if found else None
     if found is None or message is None or message.sender_org == HUB_SENDER \
-            or found.ack_code is not None:
+            or found.ack_code is not None or not _answer_required(message.event):
         return
     due.schedule(session, kind=ACK, target=f"Delivery/{delivery_id}",
                  due_at=delivered_at + timedelta(seconds=settings.ack_timeout),

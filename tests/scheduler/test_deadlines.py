@@ -161,17 +161,20 @@ def _pull(hub: Hub, database: Database) -> None:
 
 def test_sender_is_told_of_a_delivery_left_unacknowledged(
         hub: Hub, database: Database, settings: Settings) -> None:
-    accepted(hub, example(3))  # admission-notice, statutory basis
+    accepted(hub, example(3))  # admission-notice: answered only on error, not chased
+    accepted(hub, example(9))  # ready-for-discharge: statutory basis, an answer is required
     _pull(hub, database)
     assert [r.target.split("/")[0] for r in checks(database, "ack-timeout")] == ["Delivery"]
-    assert sweep(database, settings, now=utcnow() + timedelta(hours=23)).acted == 0
+    sweep(database, settings, now=utcnow() + timedelta(hours=23))  # (the question is overdue)
+    assert [r.outcome for r in checks(database, "ack-timeout")] == [None]
     at = utcnow() + timedelta(hours=25)
-    assert sweep(database, settings, now=at).outcomes == {"notified": 1}
+    sweep(database, settings, now=at)
     assert sweep(database, settings, now=at).acted == 0
+    assert [r.outcome for r in checks(database, "ack-timeout")] == ["notified"]
     assert _routes(database, "delivery-unacknowledged") == [[("jaeren-dps", "queued")]]
     bundle = _valid(database, "delivery-unacknowledged")
     said = bundle["entry"][1]["resource"]["payload"][0]["contentString"]
-    assert "admission-notice" in said
+    assert "ready-for-discharge" in said
     assert "Organization/time-kommune" in said
     # the sender reads the Communication as its own
     found = hub["jaeren-dps"].get("/fhir/Communication").json()["entry"]
@@ -182,18 +185,28 @@ def test_sender_is_told_of_a_delivery_left_unacknowledged(
     assert len(checks(database, "ack-timeout")) == 1
 
 
+def test_a_message_answered_only_on_error_is_not_chased(hub: Hub, database: Database,
+                                                         settings: Settings) -> None:
+    accepted(hub, example(3))  # admission-notice: responseRequired on-error
+    _pull(hub, database)
+    assert checks(database, "ack-timeout") == []
+    assert sweep(database, settings, now=utcnow() + timedelta(days=2)).acted == 0
+    assert notices(database, "delivery-unacknowledged") == []
+
+
 def test_an_acknowledged_delivery_is_not_chased(hub: Hub, database: Database,
                                                 settings: Settings) -> None:
-    admission = example(3)
-    accepted(hub, admission)
+    accepted(hub, example(3))
+    question = example(9)
+    accepted(hub, question)
     _pull(hub, database)
     ack = example(15)
     header = ack["entry"][0]["resource"]
-    header["eventCoding"]["code"] = "admission-notice"
-    header["response"]["identifier"] = admission["entry"][0]["resource"]["id"]
+    header["eventCoding"]["code"] = "ready-for-discharge"
+    header["response"]["identifier"] = question["entry"][0]["resource"]["id"]
     accepted(hub, ack)
-    assert sweep(database, settings, now=utcnow() + timedelta(days=2)).outcomes == {
-        "acknowledged": 1}
+    sweep(database, settings, now=utcnow() + timedelta(days=2))
+    assert [r.outcome for r in checks(database, "ack-timeout")] == ["acknowledged"]
     assert notices(database, "delivery-unacknowledged") == []
 
 
