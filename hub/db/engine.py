@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import Settings
@@ -36,6 +36,14 @@ class _WriterQueue:
         self._lock_path = lock_path
         self._fd: int | None = None
         self._pid = 0
+        self._count_guard = threading.Lock()
+        self.waiting = 0  # threads of this process waiting for a turn
+        self.group: _Group | None = None  # the open group transaction, if any
+
+    @property
+    def depth(self) -> int:
+        """How many turns the thread holding the queue has taken (reentrant)."""
+        return self._depth
 
     def _file(self) -> int | None:
         if self._lock_path is None:
@@ -52,9 +60,16 @@ class _WriterQueue:
     def acquire(self, timeout: float) -> bool:
         """Take a turn; False when it did not come within `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        if not self._lock.acquire(timeout=timeout):
-            return False
-        if self._depth == 0 and (fd := self._file()) is not None:
+        with self._count_guard:
+            self.waiting += 1
+        try:
+            if not self._lock.acquire(timeout=timeout):
+                return False
+        finally:
+            with self._count_guard:
+                self.waiting -= 1
+        # An open group already holds the file (taken by the writer that opened it).
+        if self._depth == 0 and self.group is None and (fd := self._file()) is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -91,9 +106,29 @@ class _WriterQueue:
     def release(self) -> None:
         """End a turn taken by `acquire`."""
         self._depth -= 1
-        if self._depth == 0 and self._fd is not None and self._pid == os.getpid():
+        if (self._depth == 0 and self.group is None and self._fd is not None
+                and self._pid == os.getpid()):
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._lock.release()
+
+
+GROUP_MAX_WRITERS = 16
+"""At most this many write transactions of one process share one SQLite commit."""
+GROUP_MAX_OPEN = 0.05
+"""Seconds a group commit may stay open for writers joining it (bounds the first's wait)."""
+
+
+class _Group:
+    """Write transactions of one process that share one SQLite transaction and one commit
+    (group commit): each runs in a savepoint of the group's connection, one after the other
+    under the writers' queue; the last commits for all, and each answers only then."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.opened = time.monotonic()
+        self.members = 0
+        self.committed = threading.Event()
+        self.error: BaseException | None = None
 
 
 _SQLITE_WRITERS: dict[str, _WriterQueue] = {}
@@ -149,6 +184,18 @@ def make_engine(url: str, settings: Settings) -> Engine:
     )
 
 
+def _commit(queue: _WriterQueue, group: _Group) -> None:
+    """Commit an open group (the caller holds a turn of `queue`) and tell its members."""
+    queue.group = None
+    try:
+        group.conn.commit()
+    except BaseException as exc:
+        group.error = exc
+    finally:
+        group.conn.close()
+        group.committed.set()
+
+
 @dataclass
 class Database:
     """One database: an engine plus read and write session factories."""
@@ -184,17 +231,68 @@ class Database:
             # sleeps gave a p99 over a second (bench/ingest.py: 1.4 s -> 0.18 s). A writer
             # that does not take the queue (another program) is still waited for in SQLite's
             # busy_timeout; so are we, at most.
-            lock = _writers_lock(self.engine)
-            if not lock.acquire(timeout=self.busy_timeout):
+            queue = _writers_lock(self.engine)
+            if not queue.acquire(timeout=self.busy_timeout):
                 raise TimeoutError(f"SQLite write lock still taken after {self.busy_timeout} s")
-            try:
-                with factory() as session, session.begin():
-                    yield session
-            finally:
-                lock.release()
+            if queue.depth > 1:  # a write session inside a write session: on its own
+                try:
+                    with factory() as session, session.begin():
+                        yield session
+                finally:
+                    queue.release()
+                return
+            yield from self._in_group(queue)
             return
         with factory() as session, session.begin():
             yield session
+
+    def _in_group(self, queue: _WriterQueue) -> Iterator[Session]:
+        """One write transaction as a member of a group commit (see _Group); the caller holds
+        a turn of `queue`, which this gives back. Returns (or raises) only after the commit
+        that makes its work durable, or raises the error of a commit that failed."""
+        group = queue.group
+        try:
+            if group is None:
+                conn = self._write.kw["bind"].connect()
+                try:
+                    conn.begin()
+                except BaseException:
+                    conn.close()
+                    raise
+                group = queue.group = _Group(conn)
+        except BaseException:
+            queue.release()
+            raise
+        failed: BaseException | None = None
+        try:
+            with Session(bind=group.conn, join_transaction_mode="create_savepoint",
+                         expire_on_commit=False) as session, session.begin():
+                yield session
+        except BaseException as exc:  # rolled back to its savepoint; the others stand
+            failed = exc
+        group.members += 1
+        if (queue.waiting and group.members < GROUP_MAX_WRITERS
+                and time.monotonic() - group.opened < GROUP_MAX_OPEN):
+            queue.release()  # the next writer joins; the last one commits for all
+            if failed is not None:
+                raise failed
+            while not group.committed.wait(GROUP_MAX_OPEN):
+                # The writer expected to join gave up waiting: commit the group ourselves.
+                if queue.acquire(timeout=self.busy_timeout):
+                    try:
+                        if queue.group is group:
+                            _commit(queue, group)
+                    finally:
+                        queue.release()
+        else:
+            try:
+                _commit(queue, group)
+            finally:
+                queue.release()
+            if failed is not None:
+                raise failed
+        if group.error is not None:
+            raise group.error
 
     def dispose(self) -> None:
         """Close every pooled connection."""

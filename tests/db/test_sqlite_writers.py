@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from hub.config import Settings
 from hub.db.engine import Database
@@ -102,3 +102,41 @@ def test_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     with db.session(write=False) as s:
         assert s.execute(text("SELECT n FROM counter")).scalar_one() == 160
     db.dispose()
+
+
+def test_concurrent_writers_share_commits_and_a_failure_stays_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    _make_counter(path)
+    db = _database(path)
+    with db.session(write=True) as s:
+        s.execute(text("CREATE TABLE seen (who TEXT NOT NULL)"))
+    commits: list[int] = []
+    event.listen(db.engine, "commit", lambda _conn: commits.append(1))
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        for j in range(15):
+            try:
+                with db.session(write=True) as s:
+                    n = s.execute(text("SELECT n FROM counter")).scalar_one()
+                    s.execute(text("INSERT INTO seen (who) VALUES (:w)"), {"w": f"{i}-{j}"})
+                    time.sleep(0.002)  # work inside the transaction: others queue meanwhile
+                    if j == 7 and i % 2:
+                        raise LookupError("this one fails")
+                    s.execute(text("UPDATE counter SET n = :n"), {"n": n + 1})
+            except LookupError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    with db.session(write=False) as s:
+        n = s.execute(text("SELECT n FROM counter")).scalar_one()
+        seen = set(s.execute(text("SELECT who FROM seen")).scalars())
+    db.dispose()
+    assert len(errors) == 4
+    assert n == 8 * 15 - 4  # every transaction that returned is committed, and only those
+    assert seen == {f"{i}-{j}" for i in range(8) for j in range(15) if not (j == 7 and i % 2)}
+    assert len(commits) < 8 * 15  # queued writers shared commits
