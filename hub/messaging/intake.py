@@ -175,6 +175,10 @@ _STORED_MESSAGE = update(M).where(M.c.id == bindparam("message_id")).values(
 _RESPONSE = update(M).where(M.c.id == bindparam("message_id")).values(
     response=bindparam("answer"))
 _INSERT_DELIVERY = insert(D)
+F = cast(Table, MessageFullUrlRow.__table__)
+_FULL_URL_TARGETS = select(F.c.full_url, F.c.target).where(
+    F.c.full_url.in_(bindparam("urls", expanding=True)))
+_INSERT_FULL_URLS = insert(F)
 
 
 def _earlier(session: Session, sender: str, header_id: str, digest: str) -> Outcome | None:
@@ -263,8 +267,7 @@ def _earlier_full_urls(session: Session, bundle: dict[str, Any],
     wanted = {u for u in _urns(bundle.get("entry", [])) if u not in own}
     if not wanted:
         return {}
-    rows = session.execute(select(MessageFullUrlRow.full_url, MessageFullUrlRow.target).where(
-        MessageFullUrlRow.full_url.in_(sorted(wanted))))
+    rows = session.connection().execute(_FULL_URL_TARGETS, {"urls": sorted(wanted)})
     return {full_url: target for full_url, target in rows}
 
 
@@ -272,11 +275,11 @@ def _remember_full_urls(session: Session, refs: dict[str, str]) -> None:
     new = {u: t for u, t in refs.items() if u.startswith("urn:uuid:")}
     if not new:
         return
-    known = set(session.execute(select(MessageFullUrlRow.full_url).where(
-        MessageFullUrlRow.full_url.in_(sorted(new)))).scalars())
+    conn = session.connection()
+    known = {u for u, _ in conn.execute(_FULL_URL_TARGETS, {"urls": sorted(new)})}
     rows = [{"full_url": u, "target": t} for u, t in new.items() if u not in known]
     if rows:
-        session.execute(insert(MessageFullUrlRow), rows)
+        conn.execute(_INSERT_FULL_URLS, rows)
 
 
 def _route(session: Session, settings: Settings, accepted: Accepted, header: dict[str, Any],

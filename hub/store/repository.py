@@ -66,11 +66,14 @@ def get_current(session: Session, resource_type: str, logical_id: str) -> Curren
     return _current(row)
 
 
+_CURRENT_BY_PK = select(*_CURRENT_COLS).where(R.c.pk.in_(bindparam("pks", expanding=True)))
+
+
 def get_current_by_pk(session: Session, pks: list[int]) -> list[Current]:
     """Current rows for these primary keys, in the order given."""
     if not pks:
         return []
-    rows = {r.pk: r for r in session.execute(select(*_CURRENT_COLS).where(R.c.pk.in_(pks)))}
+    rows = {r.pk: r for r in session.connection().execute(_CURRENT_BY_PK, {"pks": pks})}
     return [c for pk in pks if (c := _current(rows.get(pk))) is not None]
 
 
