@@ -118,7 +118,8 @@ def _serve(url: str, port: int, key_file: str, workers: int) -> subprocess.Popen
     env = {**os.environ, "HUB_DATABASE_URL": url, "HUB_PORT": str(port),
            "HUB_BASE_URL": f"http://127.0.0.1:{port}", "HUB_DISPATCHER": "false",
            "HUB_AUDIT_KEY_FILE": key_file, "HUB_WORKERS": str(workers)}
-    proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve"], env=env,
+    # cwd: `python -m` puts it first on sys.path, so the hub served is this tree's
+    proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
