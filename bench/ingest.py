@@ -1,12 +1,20 @@
 """Ingest benchmark: N message bundles over HTTP from 8 concurrent clients with real tokens.
 
-    python bench/ingest.py [--n 2000] [--clients 8] [--db sqlite,postgresql] [--pg-url URL]
+    python bench/ingest.py [--n 2000] [--clients 8] [--workers 2] [--runs 3]
+                           [--db sqlite,postgresql] [--pg-url URL]
 
 The hub runs as its own `hub serve` process (dispatcher off: this measures intake, not
 delivery) on a fresh database; each client thread has its own registered client, key and
-token. Messages are admission notices (statutory basis, so every one is routed and queued)
-for distinct synthetic patients. Prints messages/s, p50/p95/p99 latency, and the ratio to the
-in-process floor: parse each bundle and insert it as one row, one transaction per bundle.
+token, and one keep-alive HTTP/1.1 connection (the standard library's http.client: the load
+generator shares the cores with the hub, so it should cost little). Every request is a real
+HTTP POST answered only after the message is committed. Messages are admission notices
+(statutory basis, so every one is routed and queued) for distinct synthetic patients, built
+and serialised before the clock starts.
+
+Prints messages/s, p50/p95/p99 latency, the CPU the hub's processes and the load generator
+spent per message, and the ratio to the in-process floor: parse each bundle (the hub's JSON
+parser) and insert it as one row, one committed transaction per bundle, through an engine
+set up like the hub's (same SQLite journal and synchronous pragmas), in one thread.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import http.client
 import json
 import os
 import platform
@@ -32,7 +41,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,9 +50,10 @@ from benchdb import postgres_url, sqlite_url  # noqa: E402
 
 from hub.auth.subject import Subject  # noqa: E402
 from hub.config import Settings  # noqa: E402
-from hub.db.engine import Database  # noqa: E402
+from hub.db.engine import Database, make_engine  # noqa: E402
 from hub.db.migrate import upgrade  # noqa: E402
 from hub.fhir.identifiers import make_fodselsnummer  # noqa: E402
+from hub.fhir.jsonio import loads  # noqa: E402
 from hub.orgs.service import add_organization  # noqa: E402
 from tests.auth_helpers import client_assertion, make_es384_key, register, token_form  # noqa: E402
 
@@ -108,7 +118,8 @@ def _serve(url: str, port: int, key_file: str, workers: int) -> subprocess.Popen
     env = {**os.environ, "HUB_DATABASE_URL": url, "HUB_PORT": str(port),
            "HUB_BASE_URL": f"http://127.0.0.1:{port}", "HUB_DISPATCHER": "false",
            "HUB_AUDIT_KEY_FILE": key_file, "HUB_WORKERS": str(workers)}
-    proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve"], env=env,
+    # cwd: `python -m` puts it first on sys.path, so the hub served is this tree's
+    proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -120,6 +131,34 @@ def _serve(url: str, port: int, key_file: str, workers: int) -> subprocess.Popen
     proc.kill()
     raise RuntimeError("hub did not start: " + (proc.stderr.read().decode() if proc.stderr
                                                  else ""))
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of process `root` and its live descendants (uvicorn's
+    worker processes), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        todo.extend(child for child, (parent, _) in stats.items() if parent == pid)
+    return total
+
+
+def _post(conn: http.client.HTTPConnection, body: bytes, token: str) -> tuple[int, bytes]:
+    conn.request("POST", "/fhir/$process-message", body=body, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+    response = conn.getresponse()
+    return response.status, response.read()
 
 
 def _run_hub(url: str, n: int, clients: int, workers: int) -> dict[str, float]:
@@ -137,99 +176,119 @@ def _run_hub(url: str, n: int, clients: int, workers: int) -> dict[str, float]:
                 r.raise_for_status()
                 tokens.append(r.json()["access_token"])
             messages = _messages(n)
-            # warm-up outside the measurement
-            with httpx.Client(base_url=base) as http:
-                for body in _messages(20):
-                    http.post("/fhir/$process-message", content=body, headers={
-                        "Authorization": f"Bearer {tokens[0]}",
-                        "Content-Type": "application/fhir+json"}).raise_for_status()
+            # warm-up outside the measurement, on every client's connection (every worker)
+            for i, body in enumerate(_messages(10 * clients)):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                status, text = _post(conn, body, tokens[i % clients])
+                conn.close()
+                if status != 200:
+                    raise RuntimeError(f"warm-up: {status} {text[:200]!r}")
             latencies: list[float] = []
             errors: list[str] = []
             lock = threading.Lock()
-            barrier = threading.Barrier(clients)
+            barrier = threading.Barrier(clients + 1)
 
             def work(i: int) -> None:
                 mine = messages[i::clients]
-                with httpx.Client(base_url=base, timeout=60) as http:
-                    barrier.wait()
-                    for body in mine:
-                        t0 = time.perf_counter()
-                        r = http.post("/fhir/$process-message", content=body, headers={
-                            "Authorization": f"Bearer {tokens[i]}",
-                            "Content-Type": "application/fhir+json"})
-                        dt = time.perf_counter() - t0
-                        with lock:
-                            latencies.append(dt)
-                            if r.status_code != 200:
-                                errors.append(f"{r.status_code} {r.text[:200]}")
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                conn.connect()
+                barrier.wait()
+                for body in mine:
+                    t0 = time.perf_counter()
+                    status, text = _post(conn, body, tokens[i])
+                    dt = time.perf_counter() - t0
+                    with lock:
+                        latencies.append(dt)
+                        if status != 200:
+                            errors.append(f"{status} {text[:200]!r}")
+                conn.close()
 
             threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
-            t0 = time.perf_counter()
             for t in threads:
                 t.start()
+            hub_cpu0, own_cpu0 = _tree_cpu(proc.pid), time.process_time()
+            barrier.wait()
+            t0 = time.perf_counter()
             for t in threads:
                 t.join()
             wall = time.perf_counter() - t0
+            hub_cpu, own_cpu = _tree_cpu(proc.pid) - hub_cpu0, time.process_time() - own_cpu0
         finally:
             proc.terminate()
             proc.wait(30)
     if errors:
         raise RuntimeError(f"{len(errors)} errors, first: {errors[0]}")
     q = statistics.quantiles(latencies, n=100)
-    return {"rate": n / wall, "p50": q[49] * 1000, "p95": q[94] * 1000, "p99": q[98] * 1000}
+    return {"rate": n / wall, "p50": q[49] * 1000, "p95": q[94] * 1000, "p99": q[98] * 1000,
+            "hub_cpu": hub_cpu / n * 1000, "client_cpu": own_cpu / n * 1000}
 
 
 def _run_floor(url: str, n: int) -> float:
-    engine = create_engine(url)
+    """Messages/s of the floor: the hub's parser, one row per bundle, one commit each, on an
+    engine with the hub's connection setup (SQLite: WAL and the hub's synchronous level)."""
+    engine = make_engine(url, Settings(database_url=url))
     with engine.begin() as c:
         c.execute(text("DROP TABLE IF EXISTS floor_messages"))
         c.execute(text("CREATE TABLE floor_messages (id VARCHAR(64) PRIMARY KEY, body TEXT)"))
     messages = _messages(n)
+    insert = text("INSERT INTO floor_messages (id, body) VALUES (:i, :b)")
     t0 = time.perf_counter()
     for raw in messages:
-        parsed = json.loads(raw)
+        parsed = loads(raw)
         with engine.begin() as c:
-            c.execute(text("INSERT INTO floor_messages (id, body) VALUES (:i, :b)"),
-                      {"i": parsed["entry"][0]["resource"]["id"], "b": raw.decode()})
+            c.execute(insert, {"i": parsed["entry"][0]["resource"]["id"], "b": raw.decode()})
     rate = n / (time.perf_counter() - t0)
+    with engine.begin() as c:
+        c.execute(text("DROP TABLE floor_messages"))
     engine.dispose()
     return rate
+
+
+def _one(kind: str, args: argparse.Namespace) -> dict[str, float] | None:
+    if kind == "sqlite":
+        with sqlite_url("carehub-ingest-") as url, sqlite_url("carehub-floor-") as floor_url:
+            hub = _run_hub(url, args.n, args.clients, args.workers)
+            floor = _run_floor(floor_url, args.n)
+    elif kind == "postgresql":
+        if not args.pg_url:
+            console.print("PostgreSQL skipped: give --pg-url or HUB_TEST_POSTGRES_URL")
+            return None
+        with postgres_url(args.pg_url, "carehub_ingest_") as url:
+            hub = _run_hub(url, args.n, args.clients, args.workers)
+            floor = _run_floor(url, args.n)
+    else:
+        raise SystemExit(f"unknown --db {kind}")
+    return {**hub, "floor": floor, "ratio": hub["rate"] / floor}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=1, help="hub serve worker processes")
+    ap.add_argument("--workers", type=int, default=2, help="hub serve worker processes")
+    ap.add_argument("--runs", type=int, default=1, help="runs per database (fresh each)")
     ap.add_argument("--db", default="sqlite,postgresql")
     ap.add_argument("--pg-url", default=os.environ.get("HUB_TEST_POSTGRES_URL"))
     args = ap.parse_args()
     console.print(f"{platform.python_implementation()} {platform.python_version()}, "
                   f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; N={args.n}, "
                   f"{args.clients} clients, {args.workers} hub worker(s)")
-    table = Table("db", "messages/s", "p50 ms", "p95 ms", "p99 ms", "floor msg/s", "ratio",
-                  "targets (SQLite: >=200/s, p99<100 ms, ratio>=0.25)")
+    table = Table("db", "msg/s", "p50 ms", "p95 ms", "p99 ms", "hub CPU ms/msg",
+                  "client CPU ms/msg", "floor msg/s", "ratio", "target")
     for kind in args.db.split(","):
-        if kind == "sqlite":
-            with sqlite_url("carehub-ingest-") as url, sqlite_url("carehub-floor-") as floor_url:
-                hub = _run_hub(url, args.n, args.clients, args.workers)
-                floor = _run_floor(floor_url, args.n)
-        elif kind == "postgresql":
-            if not args.pg_url:
-                console.print("PostgreSQL skipped: give --pg-url or HUB_TEST_POSTGRES_URL")
-                continue
-            with postgres_url(args.pg_url, "carehub_ingest_") as url:
-                hub = _run_hub(url, args.n, args.clients, args.workers)
-                floor = _run_floor(url, args.n)
-        else:
-            raise SystemExit(f"unknown --db {kind}")
-        ratio = hub["rate"] / floor
-        met = (hub["rate"] >= 200 and hub["p99"] < 100 and ratio >= 0.25) if kind == "sqlite" \
-            else None
-        table.add_row(kind, f"{hub['rate']:.0f}", f"{hub['p50']:.1f}", f"{hub['p95']:.1f}",
-                      f"{hub['p99']:.1f}", f"{floor:.0f}", f"{ratio:.3f}",
-                      "" if met is None else ("met" if met else "NOT met"))
+        for _ in range(args.runs):
+            r = _one(kind, args)
+            if r is None:
+                break
+            met = (r["rate"] >= 200 and r["p99"] < 100 and r["ratio"] >= 0.25) \
+                if kind == "sqlite" else None
+            table.add_row(kind, f"{r['rate']:.0f}", f"{r['p50']:.1f}", f"{r['p95']:.1f}",
+                          f"{r['p99']:.1f}", f"{r['hub_cpu']:.1f}", f"{r['client_cpu']:.2f}",
+                          f"{r['floor']:.0f}", f"{r['ratio']:.3f}",
+                          "" if met is None else ("met" if met else "NOT met"))
     console.print(table)
+    console.print("target (SQLite): >= 200 messages/s, p99 < 100 ms, ratio >= 0.25; "
+                  f"load at end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

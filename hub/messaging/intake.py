@@ -5,6 +5,11 @@ problem); the sender must be the caller's organisation; claim (sender, MessageHe
 `messages` (a twin waits on the unique key and then returns the first answer); place every
 entry (new resource or new version, by identity); rewrite references to stored ids; store;
 run the event's handler; decide and queue one delivery per destination; store the response.
+
+The checks that need no database (`check_message`: the Bundle's shape, validation, the content
+hash) can run before the transaction; the API does so, so that on SQLite the write lock is
+held only for the work that needs it. The statements of this path are built once and run on
+the session's connection (bench/ingest.py).
 """
 
 from __future__ import annotations
@@ -13,11 +18,11 @@ import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from hub.auth import scopes
 from hub.auth.subject import Subject
@@ -51,6 +56,28 @@ class Outcome:
     replayed: bool  # True: a duplicate; this is the first call's stored answer
     resources: tuple[str, ...] = ()  # what it stored ("Type/id"), for the audit trail
     patients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A message Bundle that passed `check_message`: its header and content hash."""
+
+    bundle: dict[str, Any]
+    header: dict[str, Any]
+    digest: str
+
+
+def check_message(bundle: dict[str, Any]) -> Checked:
+    """What can be judged of a message without the database: the Bundle's shape (400) and
+    its validity (422, one issue per problem). Pure: safe to run outside the transaction."""
+    header = _header(bundle)
+    issues = validate_message(bundle)
+    if issues:
+        raise InvalidResourceError(
+            f"The message is not valid: {issues[0].diagnostics}"
+            + (f" (and {len(issues) - 1} more problems)" if len(issues) > 1 else ""),
+            issues=issues)
+    return Checked(bundle, header, _content_hash(bundle))
 
 
 def _content_hash(bundle: dict[str, Any]) -> str:
@@ -87,17 +114,14 @@ def _org_id(ref: Any) -> str | None:
 
 
 def process_message(session: Session, subject: Subject, settings: Settings, *,
-                    bundle: dict[str, Any]) -> Outcome:
+                    bundle: dict[str, Any], checked: Checked | None = None) -> Outcome:
     """Accept one message. Raises BadRequestError (400: not a message), InvalidResourceError
     (422, one issue per problem), ForbiddenError (403: sender is not the caller's
-    organisation), ConflictError (409: same MessageHeader.id, other content)."""
-    header = _header(bundle)
-    issues = validate_message(bundle)
-    if issues:
-        raise InvalidResourceError(
-            f"The message is not valid: {issues[0].diagnostics}"
-            + (f" (and {len(issues) - 1} more problems)" if len(issues) > 1 else ""),
-            issues=issues)
+    organisation), ConflictError (409: same MessageHeader.id, other content).
+    `checked`: `check_message(bundle)` of this very bundle, already run by the caller."""
+    if checked is None or checked.bundle is not bundle:
+        checked = check_message(bundle)
+    header = checked.header
     sender = _org_id(header.get("sender"))
     if subject.organization_id is None or sender != subject.organization_id:
         raise ForbiddenError(
@@ -114,31 +138,52 @@ def process_message(session: Session, subject: Subject, settings: Settings, *,
         raise InvalidResourceError("The MessageHeader needs an id: the hub recognises a "
                                    "message sent twice by it.",
                                    expression="Bundle.entry[0].resource.id")
-    digest = _content_hash(bundle)
+    digest = checked.digest
     earlier = _earlier(session, sender, header_id, digest)
     if earlier is not None:
         return earlier
     event = str(header["eventCoding"]["code"])
     if header.get("response"):
         return _acknowledgement(session, subject, settings, bundle, header, event)
+    received_at = utcnow()
     try:
         with session.begin_nested():
-            message_id = session.execute(insert(MessageRow).values(
-                sender_org=sender, header_id=header_id, event=event, content_hash=digest,
-                patient_ref=None, content_types=None, bundle_id="", received_at=utcnow(),
-                response=b"").returning(MessageRow.id)).scalar_one()
+            message_id = session.connection().execute(_INSERT_MESSAGE, {
+                "sender_org": sender, "header_id": header_id, "event": event,
+                "content_hash": digest, "patient_ref": None, "content_types": None,
+                "bundle_id": "", "received_at": received_at, "response": b""}).scalar_one()
     except IntegrityError:
         # A twin committed first (its insert held the key until then): answer as it did.
         again = _earlier(session, sender, header_id, digest)
         if again is None:  # pragma: no cover - the key exists, so the row does
             raise
         return again
-    return _accept(session, subject, settings, bundle, header, event, sender, message_id)
+    message = MessageRow(id=message_id, sender_org=sender, header_id=header_id, event=event,
+                         content_hash=digest, patient_ref=None, content_types=None,
+                         bundle_id="", received_at=received_at, response=b"")
+    return _accept(session, subject, settings, bundle, header, event, sender, message)
+
+
+M = cast(Table, MessageRow.__table__)
+D = cast(Table, DeliveryRow.__table__)
+_EARLIER = select(M.c.content_hash, M.c.response).where(
+    M.c.sender_org == bindparam("sender"), M.c.header_id == bindparam("header_id"))
+_INSERT_MESSAGE = insert(M).returning(M.c.id)
+_STORED_MESSAGE = update(M).where(M.c.id == bindparam("message_id")).values(
+    patient_ref=bindparam("patient"), content_types=bindparam("types"),
+    bundle_id=bindparam("bundle"))
+_RESPONSE = update(M).where(M.c.id == bindparam("message_id")).values(
+    response=bindparam("answer"))
+_INSERT_DELIVERY = insert(D)
+F = cast(Table, MessageFullUrlRow.__table__)
+_FULL_URL_TARGETS = select(F.c.full_url, F.c.target).where(
+    F.c.full_url.in_(bindparam("urls", expanding=True)))
+_INSERT_FULL_URLS = insert(F)
 
 
 def _earlier(session: Session, sender: str, header_id: str, digest: str) -> Outcome | None:
-    row = session.execute(select(MessageRow.content_hash, MessageRow.response).where(
-        MessageRow.sender_org == sender, MessageRow.header_id == header_id)).first()
+    row = session.connection().execute(
+        _EARLIER, {"sender": sender, "header_id": header_id}).first()
     if row is None:
         return None
     if row.content_hash != digest:
@@ -150,7 +195,7 @@ def _earlier(session: Session, sender: str, header_id: str, digest: str) -> Outc
 
 
 def _accept(session: Session, subject: Subject, settings: Settings, bundle: dict[str, Any],
-            header: dict[str, Any], event: str, sender: str, message_id: int) -> Outcome:
+            header: dict[str, Any], event: str, sender: str, message: MessageRow) -> Outcome:
     # The hub stores as itself, but what it creates belongs to the sender's organisation.
     writer = Subject("system", f"messaging:{sender}", sender, frozenset({"system/*.*"}))
     entries = [e for e in bundle.get("entry", []) if isinstance(e, dict)]
@@ -166,8 +211,13 @@ def _accept(session: Session, subject: Subject, settings: Settings, bundle: dict
                                            where, issues)
         body["id"] = p.resource_id
         # Validated whole as a message above; references rewritten since (ids only).
-        result = service.update(session, writer, resource_type=p.resource_type,
-                                resource_id=p.resource_id, resource=body, already_valid=True)
+        if p.exists:
+            result = service.update(session, writer, resource_type=p.resource_type,
+                                    resource_id=p.resource_id, resource=body,
+                                    already_valid=True)
+        else:  # a fresh uuid: nothing can be stored under it yet
+            result = service.create(session, writer, resource=body,
+                                    assigned_id=p.resource_id, already_valid=True)
         assert result.stored.body is not None
         stored[result.stored.relative_url] = result.stored.body
     if issues:
@@ -180,10 +230,15 @@ def _accept(session: Session, subject: Subject, settings: Settings, bundle: dict
     content_types = frozenset(ref.split("/", 1)[0] for ref in stored)
     kept = service.create(session, Subject.hub_itself(), resource=bundle,
                           already_valid=True).stored
-    message = session.get_one(MessageRow, message_id)
     message.patient_ref = f"Patient/{patient_id}" if patient_id else None
     message.content_types = ",".join(sorted(content_types | {"MessageHeader"}))
     message.bundle_id = kept.id
+    session.connection().execute(_STORED_MESSAGE, {
+        "message_id": message.id, "patient": message.patient_ref,
+        "types": message.content_types, "bundle": message.bundle_id})
+    # Handlers get the row as an ORM object, as if loaded: what they change is flushed.
+    make_transient_to_detached(message)
+    session.add(message)
     accepted = Accepted(settings, event, sender, message, patient_id, stored, focus,
                         entries={f"{p.resource_type}/{p.resource_id}": p.index
                                  for p in placements})
@@ -191,8 +246,8 @@ def _accept(session: Session, subject: Subject, settings: Settings, bundle: dict
     destinations = _route(session, settings, accepted, header, content_types, stored)
     response = _response(settings, header, event, destinations, accepted.notes,
                          accepted.warnings)
-    session.execute(update(MessageRow).where(MessageRow.id == message_id).values(
-        response=dumps_bytes(response)))
+    session.connection().execute(_RESPONSE, {"message_id": message.id,
+                                             "answer": dumps_bytes(response)})
     return Outcome(response, False, (*stored, kept.relative_url),
                    (message.patient_ref,) if message.patient_ref else ())
 
@@ -215,8 +270,7 @@ def _earlier_full_urls(session: Session, bundle: dict[str, Any],
     wanted = {u for u in _urns(bundle.get("entry", [])) if u not in own}
     if not wanted:
         return {}
-    rows = session.execute(select(MessageFullUrlRow.full_url, MessageFullUrlRow.target).where(
-        MessageFullUrlRow.full_url.in_(sorted(wanted))))
+    rows = session.connection().execute(_FULL_URL_TARGETS, {"urls": sorted(wanted)})
     return {full_url: target for full_url, target in rows}
 
 
@@ -224,11 +278,11 @@ def _remember_full_urls(session: Session, refs: dict[str, str]) -> None:
     new = {u: t for u, t in refs.items() if u.startswith("urn:uuid:")}
     if not new:
         return
-    known = set(session.execute(select(MessageFullUrlRow.full_url).where(
-        MessageFullUrlRow.full_url.in_(sorted(new)))).scalars())
+    conn = session.connection()
+    known = {u for u, _ in conn.execute(_FULL_URL_TARGETS, {"urls": sorted(new)})}
     rows = [{"full_url": u, "target": t} for u, t in new.items() if u not in known]
     if rows:
-        session.execute(insert(MessageFullUrlRow), rows)
+        conn.execute(_INSERT_FULL_URLS, rows)
 
 
 def _route(session: Session, settings: Settings, accepted: Accepted, header: dict[str, Any],
@@ -251,12 +305,12 @@ def _route(session: Session, settings: Settings, accepted: Accepted, header: dic
                                   content_types=content_types | {"MessageHeader"},
                                   receiver_org=receiver, consent=consent)
         queued = verdict.decision != "deny"
-        session.execute(insert(DeliveryRow).values(
-            message_id=accepted.message.id, receiver_org=receiver,
-            patient_ref=accepted.message.patient_ref,
-            status="queued" if queued else "withheld", decision=verdict.decision,
-            basis=verdict.basis, reason=verdict.reason, attempts=0,
-            next_attempt_at=now if queued else None, created_at=now))
+        session.connection().execute(_INSERT_DELIVERY, {
+            "message_id": accepted.message.id, "receiver_org": receiver,
+            "patient_ref": accepted.message.patient_ref,
+            "status": "queued" if queued else "withheld", "decision": verdict.decision,
+            "basis": verdict.basis, "reason": verdict.reason, "attempts": 0,
+            "next_attempt_at": now if queued else None, "created_at": now})
         log_decision(session, decision_item(
             recipient=f"Organization/{receiver}", patient=accepted.message.patient_ref,
             resources=sorted(stored), verdict=verdict))

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Select, Table, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -320,24 +320,36 @@ def search(session: Session, subject: Subject, *,
     return ([_stored(c) for c in page.matches], [_stored(c) for c in page.included], page)
 
 
-def find_by_identifier(session: Session, subject: Subject, *, system: str | None, value: str,
-                       resource_types: frozenset[str] | None = None) -> list[StoredResource]:
-    """Current resources (of `resource_types`, or any served type) carrying this identifier,
-    among what `subject` may see."""
+def _identifier_query(with_system: bool, with_types: bool) -> Select[Any]:
     tokens = repo.INDEX_TABLES[0]
     query = select(repo.R.c.pk).where(
         repo.R.c.deleted.is_(False),
         repo.R.c.pk.in_(select(tokens.c.resource_pk).where(
-            tokens.c.param == "identifier", tokens.c.code == value,
-            tokens.c.system.is_(None) if system is None else tokens.c.system == system)))
-    if resource_types is not None:
-        query = query.where(repo.R.c.resource_type.in_(sorted(resource_types)))
+            tokens.c.param == "identifier", tokens.c.code == bindparam("value"),
+            tokens.c.system == bindparam("system") if with_system
+            else tokens.c.system.is_(None))))
+    if with_types:
+        query = query.where(repo.R.c.resource_type.in_(bindparam("types", expanding=True)))
+    return query.order_by(repo.R.c.pk)
+
+
+# Built once (message intake asks this for every entry); key: (system given, types given).
+_BY_IDENTIFIER = {(s, t): _identifier_query(s, t) for s in (True, False) for t in (True, False)}
+
+
+def find_by_identifier(session: Session, subject: Subject, *, system: str | None, value: str,
+                       resource_types: frozenset[str] | None = None) -> list[StoredResource]:
+    """Current resources (of `resource_types`, or any served type) carrying this identifier,
+    among what `subject` may see."""
+    query = _BY_IDENTIFIER[(system is not None, resource_types is not None)]
+    params: dict[str, Any] = {"value": value, "system": system,
+                              "types": sorted(resource_types or ())}
     gate = Gate(session, subject)
     clause = gate.clause()
     if clause is not None:
         query = query.where(clause)
-    rows = repo.get_current_by_pk(session, list(session.execute(query.order_by(repo.R.c.pk))
-                                                 .scalars()))
+    pks: list[int] = list(session.connection().execute(query, params).scalars())
+    rows = repo.get_current_by_pk(session, pks)
     return [_stored(r) for r, ok in zip(rows, gate.allows(rows), strict=True) if ok]
 
 

@@ -1,0 +1,66 @@
+"""The store's indexing walks plain FHIRPath paths itself (hub.store.search_params): for every
+search parameter and every example resource it must give exactly what fhirpathpy gives."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import fhirpathpy
+import pytest
+
+from hub.store.search_params import compile_expression, extract, registry
+from tests.conftest import SHARED
+
+
+def _resources() -> Iterator[dict[str, Any]]:
+    for path in sorted((SHARED / "fhir-r4-examples").rglob("*.json")):
+        yield json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+    for path in sorted((SHARED / "examples").glob("*.json")):
+        message = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+        yield message
+        yield from (e["resource"] for e in message.get("entry", []) if "resource" in e)
+
+
+EDGE_CASES: list[dict[str, Any]] = [
+    # primitive extensions and nulls in arrays: fhirpathpy has its own ideas, which we keep
+    {"resourceType": "Patient", "name": [{"given": ["Kari", None], "_given": [
+        None, {"extension": [{"url": "http://example.org/x", "valueCode": "y"}]}]}],
+     "birthDate": "1980-02-29", "_birthDate": {"extension": [
+         {"url": "http://example.org/t", "valueTime": "10:00:00"}]}},
+    # duplicates inside one path stay; a union removes them
+    {"resourceType": "Patient", "telecom": [{"system": "phone", "value": "1"},
+                                            {"system": "phone", "value": "1"},
+                                            {"system": "email", "value": "a@b.no"}]},
+    {"resourceType": "Location", "name": "Sola", "alias": ["Sola", "Sola DPS"]},
+    {"resourceType": "Location", "name": "Sola"},
+    {"resourceType": "DocumentReference", "masterIdentifier": {"value": "1"},
+     "identifier": [{"value": "1"}]},
+    # wrong shapes: a string where an object belongs, another type's resource
+    {"resourceType": "Patient", "name": "Kari", "telecom": [{"_system": {"id": "x"}}]},
+    {"resourceType": "Encounter", "period": {"start": "2024-01-01"}, "subject": {}},
+]
+
+
+@pytest.mark.parametrize("expression", sorted({
+    sp.expression for params in registry().values() for sp in params.values()}))
+def test_each_expression_agrees_with_fhirpathpy(expression: str) -> None:
+    fast, slow = compile_expression(expression), fhirpathpy.compile(expression)
+    checked = 0
+    for resource in [*_resources(), *EDGE_CASES]:
+        assert fast(resource) == slow(resource), (expression, resource.get("id"))
+        checked += 1
+    assert checked > 100
+
+
+def test_extract_finds_what_a_patient_is_searched_by() -> None:
+    values = extract({"resourceType": "Patient", "identifier": [
+        {"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": "13031353453"}],
+        "name": [{"family": "Ås", "given": ["Kari"]}],
+        "telecom": [{"system": "phone", "value": "+4791234567"}], "birthDate": "2013-03-13"})
+    assert ("identifier", "urn:oid:2.16.578.1.12.4.1.4.1", "13031353453") in values.tokens
+    assert ("phone", "phone", "+4791234567") in values.tokens
+    assert ("family", "as", "Ås") in values.strings
+    assert [d[0] for d in values.dates] == ["birthdate"]
