@@ -291,6 +291,7 @@ def record_agreement(session: Session, accepted: Accepted) -> None:
         session.add(unit)
     unit.name, unit.managing_org = unit_body.get("name"), managing
     unit.beds, unit.updated_at = int(beds), now
+    session.flush()  # the unit row before the agreement row that refers to it
     header = message_header(session, accepted)
     parties = {centre, *(org_of(p) for p in agreement.get("performer") or []),
                org_of(agreement.get("requester")),
