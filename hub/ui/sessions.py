@@ -110,7 +110,7 @@ def find_session(session: Session, raw: str, now: datetime) -> SignedIn | None:
     ).first()
     if row is None:
         return None
-    web, user = row.tuple()
+    web, user = row[0], row[1]
     if web.expires_at <= now or not user.active:
         return None
     return SignedIn(web.id_hash, user.id, user.username, user.role, user.organization_id,
