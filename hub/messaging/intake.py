@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from hub.auth import scopes
 from hub.auth.subject import Subject
 from hub.config import Settings
-from hub.consent.gate import decision_item, log_decision
 from hub.db.types import utcnow
 from hub.errors import (
     BadRequestError,
@@ -40,8 +39,8 @@ from hub.fhir.jsonio import dumps_bytes, loads
 from hub.fhir.validation import validate_message
 from hub.messaging import identity
 from hub.messaging.handlers import Accepted, run_handlers
-from hub.messaging.models import DeliveryRow, MessageFullUrlRow, MessageRow
-from hub.messaging.routing import decide_delivery
+from hub.messaging.models import MessageFullUrlRow, MessageRow
+from hub.messaging.routing import queue_delivery
 from hub.store import service
 from hub.store.dates import format_instant
 
@@ -165,7 +164,6 @@ def process_message(session: Session, subject: Subject, settings: Settings, *,
 
 
 M = cast(Table, MessageRow.__table__)
-D = cast(Table, DeliveryRow.__table__)
 _EARLIER = select(M.c.content_hash, M.c.response).where(
     M.c.sender_org == bindparam("sender"), M.c.header_id == bindparam("header_id"))
 _INSERT_MESSAGE = insert(M).returning(M.c.id)
@@ -174,7 +172,6 @@ _STORED_MESSAGE = update(M).where(M.c.id == bindparam("message_id")).values(
     bundle_id=bindparam("bundle"))
 _RESPONSE = update(M).where(M.c.id == bindparam("message_id")).values(
     response=bindparam("answer"))
-_INSERT_DELIVERY = insert(D)
 F = cast(Table, MessageFullUrlRow.__table__)
 _FULL_URL_TARGETS = select(F.c.full_url, F.c.target).where(
     F.c.full_url.in_(bindparam("urls", expanding=True)))
@@ -291,7 +288,6 @@ def _route(session: Session, settings: Settings, accepted: Accepted, header: dic
     """One delivery per destination; (receiver, queued?, why) for the response."""
     consent = next((body for ref, body in stored.items()
                     if ref in accepted.focus and ref.startswith("Consent/")), None)
-    now = utcnow()
     out = []
     receivers = _receivers(header.get("destination", []))
     for receiver in receivers:
@@ -300,20 +296,12 @@ def _route(session: Session, settings: Settings, accepted: Accepted, header: dic
             raise InvalidResourceError(
                 f"The destination Organization/{receiver} is not registered with the hub.",
                 expression="Bundle.entry[0].resource.destination")
-        verdict = decide_delivery(session, settings, event=accepted.event,
-                                  patient_id=accepted.patient_id,
-                                  content_types=content_types | {"MessageHeader"},
-                                  receiver_org=receiver, consent=consent)
+        verdict = queue_delivery(session, settings, message_id=accepted.message.id,
+                                 event=accepted.event, patient_ref=accepted.message.patient_ref,
+                                 content_types=content_types | {"MessageHeader"},
+                                 receiver_org=receiver, resources=sorted(stored),
+                                 consent=consent)
         queued = verdict.decision != "deny"
-        session.connection().execute(_INSERT_DELIVERY, {
-            "message_id": accepted.message.id, "receiver_org": receiver,
-            "patient_ref": accepted.message.patient_ref,
-            "status": "queued" if queued else "withheld", "decision": verdict.decision,
-            "basis": verdict.basis, "reason": verdict.reason, "attempts": 0,
-            "next_attempt_at": now if queued else None, "created_at": now})
-        log_decision(session, decision_item(
-            recipient=f"Organization/{receiver}", patient=accepted.message.patient_ref,
-            resources=sorted(stored), verdict=verdict))
         out.append((receiver, queued, verdict.reason))
     return out
 

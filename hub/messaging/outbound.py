@@ -21,13 +21,12 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.config import Settings
-from hub.consent.gate import decision_item, log_decision
 from hub.db.types import utcnow
 from hub.errors import HubError
 from hub.fhir.jsonio import dumps_bytes
 from hub.fhir.validation import validate_message
-from hub.messaging.models import DeliveryRow, MessageRow
-from hub.messaging.routing import decide_delivery
+from hub.messaging.models import MessageRow
+from hub.messaging.routing import queue_delivery
 from hub.store import service
 from hub.store.dates import format_instant
 
@@ -133,17 +132,10 @@ def send_notice(session: Session, settings: Settings, *, event: str,
         response=b"").returning(MessageRow.id)).scalar_one()
     out = []
     for org in orgs:
-        verdict = decide_delivery(session, settings, event=event, patient_id=str(patient["id"]),
-                                  content_types=types, receiver_org=org)
+        verdict = queue_delivery(
+            session, settings, message_id=message_id, event=event, patient_ref=patient_ref,
+            content_types=types, receiver_org=org,
+            resources=[kept.relative_url, *(f"{f['resourceType']}/{f['id']}" for f in focus)])
         queued = verdict.decision != "deny"
-        session.execute(insert(DeliveryRow).values(
-            message_id=message_id, receiver_org=org, patient_ref=patient_ref,
-            status="queued" if queued else "withheld", decision=verdict.decision,
-            basis=verdict.basis, reason=verdict.reason, attempts=0,
-            next_attempt_at=now if queued else None, created_at=now))
-        log_decision(session, decision_item(
-            recipient=f"Organization/{org}", patient=patient_ref,
-            resources=[kept.relative_url, *(f"{f['resourceType']}/{f['id']}" for f in focus)],
-            verdict=verdict))
         out.append((org, queued, verdict.reason))
     return Sent(message_id, str(header["id"]), kept.relative_url, patient_ref, tuple(out))

@@ -6,14 +6,21 @@ revoked in between stops queued retries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.config import Settings
-from hub.consent.gate import PLAN_WITHOUT_CONSENT, Gate, has_plan_consent
+from hub.consent.gate import (
+    PLAN_WITHOUT_CONSENT,
+    Gate,
+    decision_item,
+    has_plan_consent,
+    log_decision,
+)
 from hub.consent.policy import (
     DEFAULT_LEGAL_BASES,
     STATUTORY_NOTIFICATION,
@@ -24,6 +31,7 @@ from hub.consent.policy import (
     decide,
 )
 from hub.db.types import utcnow
+from hub.messaging.models import DeliveryRow
 
 
 def legal_bases(settings: Settings) -> tuple[LegalBasis, ...]:
@@ -85,4 +93,40 @@ def decide_delivery(
         return Verdict("permit-with-redaction", verdict.basis,
                        f"{verdict.reason} {PLAN_WITHOUT_CONSENT}",
                        verdict.redact | {"CarePlan"})
+    return verdict
+
+
+_INSERT_DELIVERY = insert(cast(Table, DeliveryRow.__table__))
+
+
+def queue_delivery(
+    session: Session,
+    settings: Settings,
+    *,
+    message_id: int,
+    event: str,
+    patient_ref: str | None,
+    content_types: frozenset[str],
+    receiver_org: str,
+    resources: Sequence[str],
+    consent: Mapping[str, Any] | None = None,
+) -> Verdict:
+    """Decide one destination of an accepted message and record it: a delivery row (queued,
+    or withheld with the reason) and the disclosure decision for the audit trail of the
+    caller's transaction. Every message the hub takes on, posted or its own notice, is routed
+    here."""
+    patient_id = patient_ref.split("/", 1)[1] if patient_ref else None
+    verdict = decide_delivery(session, settings, event=event, patient_id=patient_id,
+                              content_types=content_types, receiver_org=receiver_org,
+                              consent=consent)
+    queued = verdict.decision != "deny"
+    now = utcnow()
+    session.connection().execute(_INSERT_DELIVERY, {
+        "message_id": message_id, "receiver_org": receiver_org, "patient_ref": patient_ref,
+        "status": "queued" if queued else "withheld", "decision": verdict.decision,
+        "basis": verdict.basis, "reason": verdict.reason, "attempts": 0,
+        "next_attempt_at": now if queued else None, "created_at": now})
+    log_decision(session, decision_item(recipient=f"Organization/{receiver_org}",
+                                        patient=patient_ref, resources=list(resources),
+                                        verdict=verdict))
     return verdict
