@@ -9,7 +9,8 @@ import sqlite3
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from datetime import date, timedelta
 
 import sqlalchemy
 from sqlalchemy import Engine, create_engine, text
@@ -38,6 +39,21 @@ def postgres_url(base: str, prefix: str = "carehub_bench_") -> Iterator[str]:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def fodselsnummers(n: int) -> list[str]:
+    """`n` distinct valid fødselsnummer of synthetic people born from 1950 on."""
+    from hub.fhir.identifiers import make_fodselsnummer  # the caller has put the hub on the path
+
+    out: list[str] = []
+    day, individual = date(1950, 1, 1), 100
+    while len(out) < n:
+        with suppress(ValueError):
+            out.append(make_fodselsnummer(day, individual))
+        individual += 1
+        if individual > 499:
+            individual, day = 100, day + timedelta(days=1)
+    return out
 
 
 def database_version(engine: Engine) -> str:

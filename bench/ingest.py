@@ -20,7 +20,6 @@ set up like the hub's (same SQLite journal and synchronous pragmas), in one thre
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import http.client
 import json
@@ -34,7 +33,6 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +44,12 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchdb import postgres_url, sqlite_url  # noqa: E402
+from benchdb import fodselsnummers, postgres_url, sqlite_url  # noqa: E402
 
 from hub.auth.subject import Subject  # noqa: E402
 from hub.config import Settings  # noqa: E402
 from hub.db.engine import Database, make_engine  # noqa: E402
 from hub.db.migrate import upgrade  # noqa: E402
-from hub.fhir.identifiers import make_fodselsnummer  # noqa: E402
 from hub.fhir.jsonio import loads  # noqa: E402
 from hub.orgs.service import add_organization  # noqa: E402
 from tests.auth_helpers import client_assertion, make_es384_key, register, token_form  # noqa: E402
@@ -69,21 +66,10 @@ def _free_port() -> int:
         return port
 
 
-def _numbers(n: int) -> list[str]:
-    out, day, individual = [], date(1950, 1, 1), 100
-    while len(out) < n:
-        with contextlib.suppress(ValueError):
-            out.append(make_fodselsnummer(day, individual))
-        individual += 1
-        if individual > 499:
-            individual, day = 100, day + timedelta(days=1)
-    return out
-
-
 def _messages(n: int) -> list[bytes]:
     template = json.loads(EXAMPLE.read_text(encoding="utf-8"))
     out = []
-    for number in _numbers(n):
+    for number in fodselsnummers(n):
         m = copy.deepcopy(template)
         m["entry"][0]["resource"]["id"] = str(uuid.uuid4())
         for entry in m["entry"][1:]:
