@@ -37,6 +37,9 @@ class Accepted:
     # What the sender should act on although the message was accepted (severity warning).
     warnings: list[str] = field(default_factory=list)
     entries: dict[str, int] = field(default_factory=dict)  # "Type/id" -> its Bundle.entry index
+    # "Type/id" sent exactly as already stored: no new version was written, so its `stored`
+    # body is the current version, which is also the version this message replaces.
+    unchanged: frozenset[str] = frozenset()
 
     def where(self, ref: str, path: str = "") -> str:
         """The expression of an element of a stored entry in the message (`Bundle.entry[2].

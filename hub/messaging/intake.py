@@ -3,7 +3,8 @@
 Order of work, all in the caller's transaction: parse and validate (nothing stored on any
 problem); the sender must be the caller's organisation; claim (sender, MessageHeader.id) in
 `messages` (a twin waits on the unique key and then returns the first answer); place every
-entry (new resource or new version, by identity); rewrite references to stored ids; store;
+entry (new resource or new version, by identity); rewrite references to stored ids; store
+(a resource that says exactly what its current version says is kept as it is: no new version);
 run the event's handler; decide and queue one delivery per destination; store the response.
 
 The checks that need no database (`check_message`: the Bundle's shape, validation, the content
@@ -202,6 +203,7 @@ def _accept(session: Session, subject: Subject, settings: Settings, bundle: dict
     refs = {**_earlier_full_urls(session, bundle, refs), **refs}
     issues: list[Issue] = []
     stored: dict[str, dict[str, Any]] = {}
+    unchanged: set[str] = set()  # sent again as stored: no new version written
     for p in placements:
         where = f"Bundle.entry[{p.index}].resource"
         body = identity.resolve_references(session, writer, entries[p.index]["resource"], refs,
@@ -211,12 +213,14 @@ def _accept(session: Session, subject: Subject, settings: Settings, bundle: dict
         if p.exists:
             result = service.update(session, writer, resource_type=p.resource_type,
                                     resource_id=p.resource_id, resource=body,
-                                    already_valid=True)
+                                    already_valid=True, keep_unchanged=True)
         else:  # a fresh uuid: nothing can be stored under it yet
             result = service.create(session, writer, resource=body,
                                     assigned_id=p.resource_id, already_valid=True)
         assert result.stored.body is not None
         stored[result.stored.relative_url] = result.stored.body
+        if result.unchanged:
+            unchanged.add(result.stored.relative_url)
     if issues:
         raise InvalidResourceError(issues[0].diagnostics, issues=issues)
     _remember_full_urls(session, refs)
@@ -238,7 +242,7 @@ def _accept(session: Session, subject: Subject, settings: Settings, bundle: dict
     session.add(message)
     accepted = Accepted(settings, event, sender, message, patient_id, stored, focus,
                         entries={f"{p.resource_type}/{p.resource_id}": p.index
-                                 for p in placements})
+                                 for p in placements}, unchanged=frozenset(unchanged))
     run_handlers(session, accepted)
     destinations = _route(session, settings, accepted, header, content_types, stored)
     response = _response(settings, header, event, destinations, accepted.notes,

@@ -57,4 +57,6 @@ class WriteResult:
 
     stored: StoredResource
     created: bool
-    unchanged: bool = False  # conditional create matched an existing resource
+    # conditional create matched an existing resource, or an update (keep_unchanged) said
+    # what the current version says: nothing was written
+    unchanged: bool = False

@@ -30,12 +30,13 @@ from hub.errors import (
     NotFoundError,
     PreconditionFailedError,
 )
+from hub.fhir.jsonio import dumps_bytes
 from hub.fhir.structure import is_resource_type
 from hub.fhir.validation import ID_RE, validate_resource
 from hub.store import query as query_mod
 from hub.store import repository as repo
 from hub.store import search as search_mod
-from hub.store.codec import encode_body
+from hub.store.codec import decode_body, encode_body
 from hub.store.dates import format_instant
 from hub.store.resources import StoredResource, WriteResult
 from hub.store.search_params import extract
@@ -71,6 +72,34 @@ def _with_meta(resource: dict[str, Any], rid: str, version: int, at: datetime) -
     meta = {"versionId": str(version), "lastUpdated": format_instant(at), **meta}
     rest = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
     return {"resourceType": resource["resourceType"], "id": rid, "meta": meta, **rest}
+
+
+_VERSION_META = ("versionId", "lastUpdated")  # set by the store on every version
+
+
+def _canonical(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _canonical(node[k]) for k in sorted(node)}
+    if isinstance(node, list):
+        return [_canonical(v) for v in node]
+    return node
+
+
+def _content(resource: dict[str, Any]) -> bytes:
+    """What a version says, as canonical bytes: the body without the meta the store sets
+    (key order ignored; numbers as written, so 0.40 differs from 0.4 and true from 1)."""
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in _VERSION_META}
+    body = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        body["meta"] = meta
+    return dumps_bytes(_canonical(body))
+
+
+def _same_content(current: repo.Current, resource: dict[str, Any]) -> bool:
+    """True when `resource` says exactly what the current (not deleted) version says."""
+    if current.deleted or current.body is None:
+        return False
+    return _content(decode_body(current.body)) == _content(resource)
 
 
 def _stored(current: repo.Current) -> StoredResource:
@@ -184,10 +213,14 @@ def update(
     resource: dict[str, Any],
     if_match: str | None = None,
     already_valid: bool = False,
+    keep_unchanged: bool = False,
 ) -> WriteResult:
     """Store a new version of Type/id (creating it under that id if new). 412 when `if_match`
     is not the current version. `already_valid`: the caller ran hub.fhir.validation on this
-    very body (message intake), so it is not checked twice. Raises BadRequestError,
+    very body (message intake), so it is not checked twice. `keep_unchanged`: when the body
+    says exactly what the current version says (meta.versionId and lastUpdated aside), write
+    nothing and return the current version with `unchanged` (message intake: a resource sent
+    again in every message keeps a meaningful history). Raises BadRequestError,
     InvalidResourceError."""
     check_type(subject, resource_type, write=True)
     if resource.get("resourceType") != resource_type:
@@ -223,6 +256,8 @@ def update(
             raise PreconditionFailedError(
                 f"{resource_type}/{resource_id} is at version {current.version_id}, not "
                 f"{expected}: someone changed it; read it again and reapply your change.")
+        if keep_unchanged and _same_content(current, resource):
+            return WriteResult(_stored(current), created=False, unchanged=True)
         at = utcnow()
         body = _with_meta(resource, resource_id, current.version_id + 1, at)
         if repo.write_version(session, current, encode_body(body), at, "PUT"):

@@ -102,7 +102,8 @@ def individual_plan(session: Session, accepted: Accepted) -> None:
     consent_note = _consent_rule(session, accepted, patient)
     if plan.get("status") in CURRENT:
         _one_current_plan(session, accepted, plan_ref, patient)
-    accepted.notes.extend(_notes(plan_ref, plan, goals, teams))
+    accepted.notes.extend(_notes(plan_ref, plan, goals, teams,
+                                 unchanged=plan_ref in accepted.unchanged))
     if consent_note:
         accepted.notes.append(consent_note)
 
@@ -234,10 +235,11 @@ def _one_current_plan(session: Session, accepted: Accepted, plan_ref: str,
 
 
 def _notes(plan_ref: str, plan: dict[str, Any], goals: list[tuple[str, dict[str, Any]]],
-           teams: list[tuple[str, dict[str, Any]]]) -> list[str]:
+           teams: list[tuple[str, dict[str, Any]]], *, unchanged: bool) -> list[str]:
     version = str((plan.get("meta") or {}).get("versionId") or "1")
-    stored = "as a new plan" if version == "1" else f"as version {version}"
-    notes = [f"Individual plan {plan_ref} (status {plan.get('status')}) stored {stored}."]
+    stored = ("kept: the same as its stored version " + version if unchanged else
+              "stored as a new plan" if version == "1" else f"stored as version {version}")
+    notes = [f"Individual plan {plan_ref} (status {plan.get('status')}) {stored}."]
     if goals:
         notes.append(f"{len(goals)} goal{'s' if len(goals) > 1 else ''} of the patient's own: "
                      + "; ".join(_goal_words(ref_, goal) for ref_, goal in goals) + ".")

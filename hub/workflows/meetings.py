@@ -81,7 +81,8 @@ def meeting_invitation(session: Session, accepted: Accepted) -> None:
     reject(issues)
     version = int((meeting.get("meta") or {}).get("versionId") or 1)
     status = meeting.get("status")
-    before = _replaced(session, meeting_ref, version)
+    before = (meeting if meeting_ref in accepted.unchanged else
+              _replaced(session, meeting_ref, version))
     if before is None and status != "booked":
         raise InvalidResourceError(
             f"The hub has no meeting with this identifier, and a new meeting is sent as "
@@ -96,6 +97,8 @@ def meeting_invitation(session: Session, accepted: Accepted) -> None:
                 expression=accepted.where(meeting_ref, "status"))
         _note_answers_set_back(accepted, before, meeting)
     done = ("booked" if before is None else
+            f"sent again unchanged ({status}), version {version}"
+            if meeting_ref in accepted.unchanged else
             f"{'cancelled' if status == 'cancelled' else f'changed ({status})'}, version "
             f"{version}")
     accepted.notes.append(

@@ -67,8 +67,14 @@ def label(resource: dict[str, Any]) -> str:
     return f"{resource.get('resourceType')}/{resource.get('id')}"
 
 
-def previous_version(session: Session, ref: str) -> dict[str, Any] | None:
-    """The version of `ref` before its current one (None when the current one is the first)."""
+def previous_version(session: Session, accepted: Accepted, ref: str) -> dict[str, Any] | None:
+    """The version of `ref` this message replaced (None when the message created it): the one
+    before the current one, or the current one itself when the message sent it again
+    unchanged (no new version was written)."""
+    if ref in accepted.unchanged:
+        return accepted.stored[ref]
+    if str(((accepted.stored.get(ref) or {}).get("meta") or {}).get("versionId")) == "1":
+        return None  # created by this message: no history to read (bench/ingest.py)
     rtype, rid = ref.split("/", 1)
     versions, _ = service.history(session, HUB, resource_type=rtype, resource_id=rid, count=2,
                                   offset=0)
@@ -195,7 +201,7 @@ def task_roles(session: Session, accepted: Accepted) -> None:
     for ref, body in accepted.stored.items():
         if ref.startswith("Task/"):
             try:
-                check_status_change(previous_version(session, ref), body,
+                check_status_change(previous_version(session, accepted, ref), body,
                                     actor=accepted.sender_org)
             except InvalidResourceError as err:
                 where = entry_path(session, accepted, ref)
@@ -234,7 +240,7 @@ def _check_stay(session: Session, accepted: Accepted, ref: str,
         fail(session, accepted, ref,
              f"{label(encounter)}: subject must be the Patient this message carries.",
              "subject")
-    previous = previous_version(session, ref)
+    previous = previous_version(session, accepted, ref)
     if previous is not None and previous.get("status") in _ENDED_STAY:
         fail(session, accepted, ref,
              f"{label(encounter)} is {previous.get('status')}: that stay has ended and cannot "
@@ -299,7 +305,7 @@ def ready_for_discharge(session: Session, accepted: Accepted) -> None:
 def ready_for_discharge_withdrawn(session: Session, accepted: Accepted) -> None:
     """The centre withdraws a question that is still requested or accepted."""
     task_ref, task = _readiness_task(accepted)
-    previous = previous_version(session, task_ref)
+    previous = previous_version(session, accepted, task_ref)
     if previous is not None and previous.get("status") not in ("requested", "accepted",
                                                                 "cancelled"):
         fail(session, accepted, task_ref,

@@ -73,6 +73,7 @@ def test_same_identifier_is_a_new_version(consented: Hub) -> None:
     accepted(consented, plan())
     revised = plan()
     resource(revised, "Goal", 1)["description"]["text"] = "Tilbake i full jobb"
+    resource(revised, "CarePlan")["description"] = "Revidert etter samtale om jobben."
     said = accepted(consented, revised)
     assert "stored as version 2" in said
     [stored] = found(consented, "jaeren-dps", "CarePlan")
@@ -246,7 +247,12 @@ def test_the_same_message_twice_changes_nothing(consented: Hub) -> None:
     second = post(consented, message)
     assert second.json() == first.json()
     assert found(consented, "jaeren-dps", "CarePlan")[0]["meta"]["versionId"] == "1"
-    assert "stored as version 2" in accepted(consented, again(message))
+    # the same content in a new message is accepted, but is no new version of the plan
+    assert "kept: the same as its stored version 1" in accepted(consented, again(message))
+    assert found(consented, "jaeren-dps", "CarePlan")[0]["meta"]["versionId"] == "1"
+    changed = again(message)
+    resource(changed, "CarePlan")["description"] = "Revidert plan etter samtale med Kari."
+    assert "stored as version 2" in accepted(consented, changed)
 
 
 def test_the_shared_examples_plan_is_an_individual_plan_and_the_follow_up_plan_is_not() -> None:
