@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from hub.auth.isolation import DIRECTORY_TYPES
@@ -32,6 +32,12 @@ from hub.store.codec import decode_body
 from hub.store.repository import INDEX_TABLES, Current, R
 
 T_REF = INDEX_TABLES[1]
+# A patient's current Consents, built once (asked on every routing decision).
+_CONSENTS_OF = select(R.c.body).where(
+    R.c.pk.in_(select(T_REF.c.resource_pk).where(
+        T_REF.c.resource_type == "Consent", T_REF.c.param == "patient",
+        T_REF.c.target_type == "Patient", T_REF.c.target_id == bindparam("patient_id"))),
+    R.c.deleted.is_(False)).order_by(R.c.pk)
 DISCLOSURES = "disclosures"
 INDIVIDUAL_PLAN = ("http://carehub.example/fhir/CodeSystem/consent-category", "individual-plan")
 """A Consent with this category is the patient's consent to making an individual plan."""
@@ -150,12 +156,7 @@ class Gate:
     def consents_of(self, patient_id: str) -> list[dict[str, Any]]:
         """Current Consents of Patient/patient_id (read by the gate itself, unfiltered)."""
         if patient_id not in self._consents:
-            pks = select(T_REF.c.resource_pk).where(
-                T_REF.c.resource_type == "Consent", T_REF.c.param == "patient",
-                T_REF.c.target_type == "Patient", T_REF.c.target_id == patient_id)
-            bodies = self.session.execute(
-                select(R.c.body).where(R.c.pk.in_(pks), R.c.deleted.is_(False))
-                .order_by(R.c.pk)).scalars()
+            bodies = self.session.execute(_CONSENTS_OF, {"patient_id": patient_id}).scalars()
             self._consents[patient_id] = [decode_body(b) for b in bodies if b is not None]
         return self._consents[patient_id]
 
