@@ -137,6 +137,16 @@ def test_a_booked_meeting_is_changed_then_cancelled_then_not_again(booked: Hub) 
     assert _the_meeting(booked)["meta"]["versionId"] == "3"
 
 
+def test_an_invitation_sent_again_unchanged_keeps_the_meetings_version(booked: Hub) -> None:
+    said = accepted(booked, again(meeting()))
+    assert "sent again unchanged (booked), version 1" in said
+    assert _the_meeting(booked)["meta"]["versionId"] == "1"
+    moved = meeting()
+    resource(moved, "Appointment")["start"] = "2026-12-04T13:00:00+01:00"
+    resource(moved, "Appointment")["end"] = "2026-12-04T14:00:00+01:00"
+    assert "changed (booked), version 2" in accepted(booked, moved)
+
+
 def test_a_cancellation_says_why(booked: Hub) -> None:
     issues = refused(booked, meeting(status="cancelled"))
     assert any("cmt-3" in i["diagnostics"] and "cancelationReason" in i["diagnostics"]
