@@ -69,3 +69,36 @@ def task(patient_ref: str, focus_ref: str, status: str = "requested") -> dict[st
         "focus": {"reference": focus_ref},
         "authoredOn": "2026-11-20T09:00:00+01:00",
     }
+
+
+IRCP = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                    "code": "IRCP"}]}
+
+
+def consent(patient_id: str, recipient: str, *, status: str = "active",
+            classes: list[str] | None = None, end: str | None = None,
+            category: str | None = None, custodian: str = "jaeren-dps") -> dict[str, Any]:
+    """An active (or `status`) patient-privacy Consent of the patient permitting `recipient`
+    (an Organization id), from 2026 on: all data, or the resource types in `classes`; with
+    `end`, until then; `category` adds one of our consent-category codes."""
+    provision: dict[str, Any] = {
+        "type": "permit", "period": {"start": "2026-01-01T00:00:00Z", **({"end": end} if end
+                                                                          else {})},
+        "actor": [{"role": IRCP, "reference": {"reference": f"Organization/{recipient}"}}]}
+    if classes:
+        provision["class"] = [{"system": "http://hl7.org/fhir/resource-types", "code": c}
+                              for c in classes]
+    body: dict[str, Any] = {
+        "resourceType": "Consent", "status": status,
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                              "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "dateTime": "2026-01-01T00:00:00Z",
+        "organization": [{"reference": f"Organization/{custodian}"}],
+        "provision": provision}
+    if category:
+        body["category"].append({"coding": [{
+            "system": "http://carehub.example/fhir/CodeSystem/consent-category",
+            "code": category}]})
+    return body

@@ -26,8 +26,7 @@ from tests.access_clients import other_client
 from tests.audit.trail import Record, check_chain, client_id_of, mark, since
 from tests.auth_helpers import FORM, register_and_token, token_form
 from tests.conftest import TEST_ORG
-from tests.consent.test_gate import consent
-from tests.factories import encounter, fnr, patient
+from tests.factories import consent, encounter, fnr, patient
 from tests.ui.conftest import browser, make_user, sign_in  # noqa: F401 (browser: a fixture)
 
 HUB = Subject.hub_itself()

@@ -10,8 +10,7 @@ from hub.config import Settings
 from hub.db.engine import Database
 from tests.access_clients import other_client
 from tests.conftest import TEST_ORG
-from tests.consent.test_gate import consent
-from tests.factories import encounter, fnr, patient
+from tests.factories import consent, encounter, fnr, patient
 from tests.ui.conftest import browser, make_user, sign_in  # noqa: F401 (fixtures)
 
 

@@ -7,8 +7,7 @@ from datetime import date
 from fastapi.testclient import TestClient
 
 from tests.conftest import TEST_ORG
-from tests.consent.test_gate import consent
-from tests.factories import fnr, patient
+from tests.factories import consent, fnr, patient
 
 
 def _params(r) -> dict[str, object]:  # type: ignore[no-untyped-def]

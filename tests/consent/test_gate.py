@@ -12,40 +12,12 @@ from hub.db.engine import Database
 from hub.errors import NotFoundError
 from hub.store import query as search_mod
 from hub.store import service
-from tests.factories import encounter, fnr, patient
+from tests.factories import consent, encounter, fnr, patient
 
 ALL = frozenset({"system/*.*"})
 DPS = Subject("client", "dps-ehr", "jaeren-dps", ALL)
 TIME = Subject("client", "time-ehr", "time-kommune", ALL)
 KLEPP = Subject("client", "klepp-ehr", "klepp-kommune", ALL)
-IRCP = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                    "code": "IRCP"}]}
-
-
-def consent(patient_id: str, recipient: str, *, status: str = "active",
-            classes: list[str] | None = None, end: str | None = None,
-            category: str | None = None) -> dict[str, Any]:
-    provision: dict[str, Any] = {
-        "type": "permit", "period": {"start": "2026-01-01T00:00:00Z", **({"end": end} if end
-                                                                          else {})},
-        "actor": [{"role": IRCP, "reference": {"reference": f"Organization/{recipient}"}}]}
-    if classes:
-        provision["class"] = [{"system": "http://hl7.org/fhir/resource-types", "code": c}
-                              for c in classes]
-    body: dict[str, Any] = {
-        "resourceType": "Consent", "status": status,
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                              "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "dateTime": "2026-01-01T00:00:00Z",
-        "organization": [{"reference": "Organization/jaeren-dps"}],
-        "provision": provision}
-    if category:
-        body["category"].append({"coding": [{
-            "system": "http://carehub.example/fhir/CodeSystem/consent-category",
-            "code": category}]})
-    return body
 
 
 def _create(db: Database, who: Subject, body: dict[str, Any]) -> str:

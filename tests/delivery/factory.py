@@ -29,12 +29,10 @@ from hub.messaging.routing import decide_delivery
 from hub.orgs.service import add_organization
 from hub.store import service
 from hub.store.dates import format_instant
-from tests.factories import fnr, patient
+from tests.factories import consent, fnr, patient
 
 HUB = Subject.hub_itself()
 EVENT_SYSTEM = "http://carehub.example/fhir/CodeSystem/message-event"
-IRCP = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                    "code": "IRCP"}]}
 _orgnr = iter(range(910000000, 999999999, 7))
 
 
@@ -63,33 +61,19 @@ def add_patient(db: Database, n: int = 0) -> str:
         return service.create(s, HUB, resource=body).stored.id
 
 
-def consent(patient_id: str, recipient: str, *, status: str = "active",
-            sender: str = "sender") -> dict[str, Any]:
-    """A Consent of the patient permitting `recipient` everything."""
-    return {
-        "resourceType": "Consent", "status": status,
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                              "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "dateTime": "2026-01-01T00:00:00Z",
-        "organization": [{"reference": f"Organization/{sender}"}],
-        "provision": {"type": "permit", "period": {"start": "2026-01-01T00:00:00Z"},
-                      "actor": [{"role": IRCP,
-                                 "reference": {"reference": f"Organization/{recipient}"}}]}}
-
-
 def add_consent(db: Database, patient_id: str, recipient: str) -> str:
     """Store an active Consent permitting `recipient`; its id."""
     with db.session(write=True) as s:
-        return service.create(s, HUB, resource=consent(patient_id, recipient)).stored.id
+        body = consent(patient_id, recipient, custodian="sender")
+        return service.create(s, HUB, resource=body).stored.id
 
 
 def revoke_consent(db: Database, consent_id: str, patient_id: str, recipient: str) -> None:
     """A new version of the Consent with status inactive."""
     with db.session(write=True) as s:
         service.update(s, HUB, resource_type="Consent", resource_id=consent_id,
-                       resource={**consent(patient_id, recipient, status="inactive"),
+                       resource={**consent(patient_id, recipient, status="inactive",
+                                                   custodian="sender"),
                                  "id": consent_id})
 
 
