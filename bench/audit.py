@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import cryptography
-from benchdb import database_version, machine_info, postgres_url, sqlite_url
+from benchdb import database_version, machine_info, postgres_url, print_machine, sqlite_url
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -236,11 +236,7 @@ class Bench:
 def report(console: Console, results: list[Result], versions: dict[str, str],
            info: dict[str, str], wall: float) -> None:
     """Print machine info and the results table."""
-    facts = Table(title="Machine", show_header=False)
-    for key, value in {**info, **{f"{db} version": v for db, v in versions.items()}}.items():
-        facts.add_row(key, value)
-    facts.add_row("load average at end", ", ".join(f"{x:.2f}" for x in os.getloadavg()))
-    console.print(facts)
+    print_machine(console, info, versions)
     table = Table(title="Audit trail")
     for name in ("db", "what", "n", "seconds", "per second", "p50 ms", "p95 ms"):
         table.add_column(name, justify="left" if name in ("db", "what") else "right")

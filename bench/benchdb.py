@@ -13,6 +13,8 @@ from contextlib import contextmanager, suppress
 from datetime import date, timedelta
 
 import sqlalchemy
+from rich.console import Console
+from rich.table import Table
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -87,3 +89,13 @@ def machine_info(**extra: str) -> dict[str, str]:
         **extra,
         "load average at start": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+
+
+def print_machine(console: Console, info: dict[str, str], versions: dict[str, str]) -> None:
+    """The machine facts (from machine_info), each database's version and the load at the
+    end, as the first table of a benchmark's report."""
+    facts = Table(title="Machine", show_header=False)
+    for key, value in {**info, **{f"{db} version": v for db, v in versions.items()}}.items():
+        facts.add_row(key, value)
+    facts.add_row("load average at end", ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    console.print(facts)

@@ -45,7 +45,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import sqlalchemy
-from benchdb import database_version, machine_info, postgres_url, sqlite_url
+from benchdb import database_version, machine_info, postgres_url, print_machine, sqlite_url
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -634,11 +634,7 @@ def _rate(x: float) -> str:
 def report(console: Console, rows: list[Row], fills: list[FillStats], versions: dict[str, str],
            info: dict[str, str], wall: float) -> None:
     """Print machine info, the fill summary and the ops table."""
-    facts = Table(title="Machine", show_header=False)
-    for key, value in {**info, **{f"{db} version": v for db, v in versions.items()}}.items():
-        facts.add_row(key, value)
-    facts.add_row("load average at end", ", ".join(f"{x:.2f}" for x in os.getloadavg()))
-    console.print(facts)
+    print_machine(console, info, versions)
 
     fill = Table(title="Fill (bulk, untimed in the ops table)")
     for name in ("db", "size", "added", "hub s", "hub res/s", "floor s", "floor rows/s"):
