@@ -150,9 +150,11 @@ async def audited_transaction(
             except BaseException:
                 request.state.pending_disclosures = take_disclosures(session)
                 raise
-            auditor.disclosures(session, take_disclosures(session), subject=subject)
-            auditor.rest(session, subject, interaction=interaction, resource_type=resource_type,
-                         touched=what, query=query, operation=operation, address=address)
+            auditor.write(session, [
+                *auditor.disclosure_entries(take_disclosures(session), subject=subject),
+                *auditor.rest_entries(subject, interaction=interaction,
+                                      resource_type=resource_type, touched=what, query=query,
+                                      operation=operation, address=address)])
             return result
 
     return await run_in_threadpool(work)
@@ -247,10 +249,12 @@ async def audit_failure(request: Request, status: int, text: str) -> None:
                                                reason=text, address=address),
                           agent=agent_name(None), subtype=TOKEN)
             return
-        auditor.disclosures(session, pending, subject=subject)
-        auditor.rest(session, subject, interaction=interaction, resource_type=rtype,
-                     touched=touched, outcome=outcome, query=query, description=text,
-                     operation=operation, address=address, request=what)
+        auditor.write(session, [
+            *auditor.disclosure_entries(pending, subject=subject),
+            *auditor.rest_entries(subject, interaction=interaction, resource_type=rtype,
+                                  touched=touched, outcome=outcome, query=query,
+                                  description=text, operation=operation, address=address,
+                                  request=what)])
 
     await record_apart(request, write)
 

@@ -70,6 +70,17 @@ _ADVANCE_HEAD = (update(_HEAD).where(_HEAD.c.id == 1)
 _INSERT_RECORD = insert(AuditRecordRow.metadata.tables["audit_records"])
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One AuditEvent (as JSON) to link onto the chain, with its search columns."""
+
+    event: Mapping[str, Any]
+    patient_ref: str | None
+    agent: str
+    action: str
+    subtype: str
+
+
 def append(
     session: Session,
     signer: Signer,
@@ -81,45 +92,61 @@ def append(
     subtype: str,
 ) -> int:
     """Link `event` (an AuditEvent as JSON) onto the chain in the caller's transaction; its seq.
+    See `append_all`."""
+    return append_all(session, signer, [Entry(event, patient_ref, agent, action, subtype)])[0]
 
-    Sets the event's `id` (a new uuid4), `recorded` (now), `action` and the audit-index
+
+def append_all(session: Session, signer: Signer, entries: Sequence[Entry]) -> list[int]:
+    """Link `entries` onto the chain, in order, in the caller's transaction; their seqs
+    (consecutive). One read and one update of the head and one insert however many there are.
+
+    Sets each event's `id` (a new uuid4), `recorded` (now), `action` and the audit-index
     extension before hashing; the caller commits. Raises ValueError for an unknown action or an
-    event whose own `action` differs.
+    event whose own `action` differs, before anything is written.
 
     Cost: the head row stays locked until the caller's transaction ends, so every transaction
     that appends waits for the previous one to commit; append last, just before commit. On
     PostgreSQL that is the row lock taken here; on SQLite, use a write session (`BEGIN
     IMMEDIATE`) - it holds the database write lock anyway, and in a deferred transaction an
-    append racing another one fails with "database is locked" instead of waiting. Several
-    appends in one transaction get consecutive seqs.
+    append racing another one fails with "database is locked" instead of waiting.
     """
-    if action not in ACTIONS:
-        raise ValueError(f"audit action must be one of C R U D E, not {action!r}")
-    if event.get("action", action) != action:
-        raise ValueError(f"event action {event['action']!r} differs from {action!r}")
-
+    for entry in entries:
+        if entry.action not in ACTIONS:
+            raise ValueError(f"audit action must be one of C R U D E, not {entry.action!r}")
+        if entry.event.get("action", entry.action) != entry.action:
+            raise ValueError(
+                f"event action {entry.event['action']!r} differs from {entry.action!r}")
+    if not entries:
+        return []
     conn = session.connection()
     prev_seq, prev_hash = conn.execute(_LOCK_HEAD).one()
-    seq = int(prev_seq) + 1
+    seq = int(prev_seq)
     recorded_at = utcnow()  # under the lock, so that `recorded` follows seq order
-    extensions = [e for e in event.get("extension", []) if e.get("url") != INDEX_EXTENSION]
-    record = {
-        **event,
-        "id": str(uuid.uuid4()),
-        "recorded": _instant(recorded_at),
-        "action": action,
-        "extension": [*extensions, _index_extension(patient_ref, agent, subtype)],
-    }
-    body = canonical_json(record)
-    digest = link_hash(prev_hash, body)
-    conn.execute(_INSERT_RECORD, {
-        "seq": seq, "recorded_at": recorded_at, "patient_ref": patient_ref, "agent": agent,
-        "action": action, "subtype": subtype, "body": body, "prev_hash": prev_hash,
-        "hash": digest, "signature": signer.sign(bytes.fromhex(digest)),
-        "key_id": signer.key_id,
-    })
-    conn.execute(_ADVANCE_HEAD, {"new_seq": seq, "new_hash": digest})
-    return seq
+    rows = []
+    for entry in entries:
+        seq += 1
+        event = entry.event
+        extensions = [e for e in event.get("extension", []) if e.get("url") != INDEX_EXTENSION]
+        record = {
+            **event,
+            "id": str(uuid.uuid4()),
+            "recorded": _instant(recorded_at),
+            "action": entry.action,
+            "extension": [*extensions,
+                          _index_extension(entry.patient_ref, entry.agent, entry.subtype)],
+        }
+        body = canonical_json(record)
+        digest = link_hash(prev_hash, body)
+        rows.append({
+            "seq": seq, "recorded_at": recorded_at, "patient_ref": entry.patient_ref,
+            "agent": entry.agent, "action": entry.action, "subtype": entry.subtype,
+            "body": body, "prev_hash": prev_hash, "hash": digest,
+            "signature": signer.sign(bytes.fromhex(digest)), "key_id": signer.key_id,
+        })
+        prev_hash = digest
+    conn.execute(_INSERT_RECORD, rows)
+    conn.execute(_ADVANCE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
+    return [row["seq"] for row in rows]
 
 
 # --- verify ------------------------------------------------------------------------------

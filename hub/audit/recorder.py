@@ -163,47 +163,75 @@ def _merged(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 class Auditor:
-    """Appends AuditEvents to the chain with one signing key (load it once per process)."""
+    """Appends AuditEvents to the chain with one signing key (load it once per process).
+
+    The `*_entries` methods build chain entries without writing; `write` links any number of
+    them in one append (one head read, one insert: what a request with several records needs).
+    `rest`, `disclosures`, `record` and `record_many` build and write at once."""
 
     def __init__(self, signer: Signer, *, base_url: str | None = None) -> None:
         self.signer = signer
         self.base_url = base_url
 
+    def write(self, session: Session, entries: Sequence[chain.Entry]) -> list[int]:
+        """Append `entries` in the caller's transaction (see chain.append_all); their seqs."""
+        return chain.append_all(session, self.signer, entries)
+
     def record(self, session: Session, event: Mapping[str, Any], *, patient_ref: str | None,
                agent: str, action: str, subtype: str) -> int:
         """Append `event` in the caller's transaction (see chain.append); its seq."""
-        return chain.append(session, self.signer, event, patient_ref=patient_ref, agent=agent,
-                            action=action, subtype=subtype)
+        return self.write(session, [chain.Entry(event, patient_ref, agent, action, subtype)])[0]
+
+    @staticmethod
+    def per_patient_entries(event: Mapping[str, Any], *, patient_refs: Sequence[str],
+                            agent: str, action: str, subtype: str) -> list[chain.Entry]:
+        """One entry per patient of `patient_refs` (the event narrowed to that patient), or
+        one without a patient when there is none."""
+        patients: list[str | None] = list(dict.fromkeys(patient_refs)) or [None]
+        return [chain.Entry(events.for_patient(event, p), p, agent, action, subtype)
+                for p in patients]
 
     def record_many(self, session: Session, event: Mapping[str, Any], *,
                     patient_refs: Sequence[str], agent: str, action: str,
                     subtype: str) -> list[int]:
-        """One record per patient of `patient_refs` (the event narrowed to that patient), or
-        one without a patient when there is none; their seqs."""
-        patients: list[str | None] = list(dict.fromkeys(patient_refs)) or [None]
-        return [self.record(session, events.for_patient(event, p), patient_ref=p, agent=agent,
-                            action=action, subtype=subtype) for p in patients]
+        """One record per patient of `patient_refs` (see per_patient_entries); their seqs."""
+        return self.write(session, self.per_patient_entries(
+            event, patient_refs=patient_refs, agent=agent, action=action, subtype=subtype))
+
+    def rest_entries(self, subject: Subject | None, *, interaction: Interaction,
+                     resource_type: str | None, touched: Touched = NOTHING,
+                     outcome: Outcome = "0", query: str | None = None,
+                     description: str | None = None, operation: str | None = None,
+                     address: str | None = None, request: str | None = None
+                     ) -> list[chain.Entry]:
+        """The records of a RESTful interaction (events.rest_event), one per patient."""
+        event = events.rest_event(
+            subject, interaction=interaction, resource_type=resource_type,
+            resource_ids=touched.resources, patient_refs=touched.patients, outcome=outcome,
+            query=query, description=description, operation=operation, address=address,
+            base_url=self.base_url, request=request)
+        return self.per_patient_entries(event, patient_refs=touched.patients,
+                                        agent=events.agent_name(subject),
+                                        action=events.ACTION_OF[interaction],
+                                        subtype=interaction)
 
     def rest(self, session: Session, subject: Subject | None, *, interaction: Interaction,
              resource_type: str | None, touched: Touched = NOTHING, outcome: Outcome = "0",
              query: str | None = None, description: str | None = None,
              operation: str | None = None, address: str | None = None,
              request: str | None = None) -> list[int]:
-        """Record a RESTful interaction (events.rest_event), one record per patient."""
-        event = events.rest_event(
-            subject, interaction=interaction, resource_type=resource_type,
-            resource_ids=touched.resources, patient_refs=touched.patients, outcome=outcome,
-            query=query, description=description, operation=operation, address=address,
-            base_url=self.base_url, request=request)
-        return self.record_many(session, event, patient_refs=touched.patients,
-                                agent=events.agent_name(subject),
-                                action=events.ACTION_OF[interaction], subtype=interaction)
+        """Record a RESTful interaction (see rest_entries); the seqs."""
+        return self.write(session, self.rest_entries(
+            subject, interaction=interaction, resource_type=resource_type, touched=touched,
+            outcome=outcome, query=query, description=description, operation=operation,
+            address=address, request=request))
 
-    def disclosures(self, session: Session, items: Sequence[Mapping[str, Any]], *,
-                    subject: Subject | None) -> list[int]:
-        """One Privacy Disclosure event per decision of the consent gate (decisions that
-        differ only in their resources are merged); their seqs."""
-        seqs = []
+    def disclosure_entries(self, items: Sequence[Mapping[str, Any]], *,
+                           subject: Subject | None) -> list[chain.Entry]:
+        """One Privacy Disclosure record per decision of the consent gate (decisions that
+        differ only in their resources are merged)."""
+        entries = []
+        agent = events.agent_name(subject if subject is not None else HUB)
         for item in _merged(items):
             patient = item.get("patient") if isinstance(item.get("patient"), str) else None
             event = events.disclosure_event(
@@ -212,10 +240,13 @@ class Auditor:
                 decision=str(item.get("decision") or "deny"),
                 basis=str(item["basis"]) if item.get("basis") else None,
                 reason=str(item.get("reason") or ""), subject=subject, base_url=self.base_url)
-            agent = events.agent_name(subject if subject is not None else HUB)
-            seqs.append(self.record(session, event, patient_ref=patient, agent=agent,
-                                    action="R", subtype=events.DISCLOSE))
-        return seqs
+            entries.append(chain.Entry(event, patient, agent, "R", events.DISCLOSE))
+        return entries
+
+    def disclosures(self, session: Session, items: Sequence[Mapping[str, Any]], *,
+                    subject: Subject | None) -> list[int]:
+        """Record the consent gate's decisions (see disclosure_entries); the seqs."""
+        return self.write(session, self.disclosure_entries(items, subject=subject))
 
     def event(self, session: Session, event: JSON, *, agent: str, subtype: str,
               patient_ref: str | None = None) -> int:

@@ -48,10 +48,11 @@ class Journal:
 
     def sent(self, sent: Sent | None, *, why: str) -> None:
         """A notice the hub sent: its routing decisions, then the message itself."""
-        self.auditor.disclosures(self.session, take_disclosures(self.session), subject=HUB)
-        if sent is None:
-            return
-        patients = (sent.patient_ref,) if sent.patient_ref else ()
-        self.auditor.rest(self.session, HUB, interaction="operation", resource_type="Bundle",
-                          touched=Touched((sent.bundle_ref,), patients),
-                          operation="$send-message", description=why)
+        entries = self.auditor.disclosure_entries(take_disclosures(self.session), subject=HUB)
+        if sent is not None:
+            patients = (sent.patient_ref,) if sent.patient_ref else ()
+            entries += self.auditor.rest_entries(
+                HUB, interaction="operation", resource_type="Bundle",
+                touched=Touched((sent.bundle_ref,), patients), operation="$send-message",
+                description=why)
+        self.auditor.write(self.session, entries)

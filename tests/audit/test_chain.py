@@ -17,8 +17,10 @@ from sqlalchemy import Connection, text
 
 from hub.audit.chain import (
     INDEX_EXTENSION,
+    Entry,
     VerifyResult,
     append,
+    append_all,
     canonical_json,
     link_hash,
     verify,
@@ -210,6 +212,38 @@ def test_append_refuses_a_bad_action(
     ev = {**event(1), **({"action": given} if given else {})}
     with pytest.raises(ValueError, match="action"), database.session(write=True) as s:
         append(s, signer, ev, patient_ref=None, agent="a", action=action, subtype="read")
+
+
+def test_append_all_links_a_batch_like_single_appends(database: Database, signer: Signer) -> None:
+    """Several entries in one append: consecutive seqs, each chained onto the one before,
+    the head at the last, and a single append after them continues the chain."""
+    fill(database, signer, 2)
+    entries = [Entry(event(i), f"Patient/{i}", "Client/time", "R", "read") for i in (3, 4, 5)]
+    with database.session(write=True) as s:
+        assert append_all(s, signer, entries) == [3, 4, 5]
+        assert append_all(s, signer, []) == []
+    fill(database, signer, 1)
+    with database.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT seq, prev_hash, hash, patient_ref FROM audit_records ORDER BY seq")).all()
+        head = conn.execute(text("SELECT seq, hash FROM audit_chain_head")).one()
+    assert [r.seq for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r.patient_ref for r in rows[2:5]] == ["Patient/3", "Patient/4", "Patient/5"]
+    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert tuple(head) == (6, rows[-1].hash)
+    result = check(database, signer)
+    assert (result.ok, result.count) == (True, 6)
+
+
+def test_append_all_refuses_a_bad_entry_before_writing_any(
+    database: Database, signer: Signer
+) -> None:
+    entries = [Entry(event(1), None, "a", "R", "read"), Entry(event(2), None, "a", "X", "read")]
+    with database.session(write=True) as s:
+        with pytest.raises(ValueError, match="action"):
+            append_all(s, signer, entries)
+        count = s.execute(text("SELECT count(*) FROM audit_records")).scalar()
+    assert count == 0
 
 
 # --- tampering -----------------------------------------------------------------------------

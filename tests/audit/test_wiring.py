@@ -213,17 +213,17 @@ def test_rollback_after_the_append_keeps_only_the_failure(
     """The action's transaction fails after its success record was appended: neither
     persists, and the failure is recorded on its own."""
     auditor: Auditor = client.app.state.auditor
-    real_rest = auditor.rest
+    real_write = auditor.write
     appended: list[list[int]] = []
 
-    def rest_then_fail(*args: Any, **kwargs: Any) -> list[int]:
-        seqs = real_rest(*args, **kwargs)
+    def write_then_fail(*args: Any, **kwargs: Any) -> list[int]:
+        seqs = real_write(*args, **kwargs)
         if not appended:
             appended.append(seqs)
             raise RuntimeError("the transaction fails after the audit append")
         return seqs
 
-    monkeypatch.setattr(auditor, "rest", rest_then_fail)
+    monkeypatch.setattr(auditor, "write", write_then_fail)
     m = mark(database)
     assert client.post("/fhir/Patient", json=patient()).status_code == 500
     assert appended == [[m + 1]]  # the success record was appended, then rolled back
