@@ -1,11 +1,12 @@
 """$process-message (CONTRACT section 4): check, store, route, answer, in one transaction.
 
 Order of work, all in the caller's transaction: parse and validate (nothing stored on any
-problem); the sender must be the caller's organisation; claim (sender, MessageHeader.id) in
-`messages` (a twin waits on the unique key and then returns the first answer); place every
-entry (new resource or new version, by identity); rewrite references to stored ids; store
-(a resource that says exactly what its current version says is kept as it is: no new version);
-run the event's handler; decide and queue one delivery per destination; store the response.
+problem); the sender must be the caller's organisation; place every entry (new resource or new
+version, by identity: reads only); claim (sender, MessageHeader.id) in `messages` (a twin
+waits on the unique key and then returns the first answer); rewrite references to stored ids;
+store (a resource that says exactly what its current version says is kept as it is: no new
+version; the new ones and the Bundle with one insert per table); run the event's handlers;
+decide and queue one delivery per destination; store the response.
 
 The checks that need no database (`check_message`: the Bundle's shape, validation, the content
 hash) can run before the transaction; the API does so, so that on SQLite the write lock is
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from hub.auth import scopes
@@ -44,6 +46,7 @@ from hub.messaging.models import MessageFullUrlRow, MessageRow
 from hub.messaging.routing import queue_delivery
 from hub.store import service
 from hub.store.dates import format_instant
+from hub.store.resources import StoredResource
 
 EVENT_SYSTEM = "http://carehub.example/fhir/CodeSystem/message-event"
 
@@ -145,32 +148,42 @@ def process_message(session: Session, subject: Subject, settings: Settings, *,
     event = str(header["eventCoding"]["code"])
     if header.get("response"):
         return _acknowledgement(session, subject, settings, bundle, header, event)
-    received_at = utcnow()
-    try:
-        with session.begin_nested():
-            message_id = session.connection().execute(_INSERT_MESSAGE, {
-                "sender_org": sender, "header_id": header_id, "event": event,
-                "content_hash": digest, "patient_ref": None, "content_types": None,
-                "bundle_id": "", "received_at": received_at, "response": b""}).scalar_one()
-    except IntegrityError:
-        # A twin committed first (its insert held the key until then): answer as it did.
+    # The hub stores as itself, but what it creates belongs to the sender's organisation.
+    writer = Subject("system", f"messaging:{sender}", sender, frozenset({"system/*.*"}))
+    entries = [e for e in bundle.get("entry", []) if isinstance(e, dict)]
+    # Placing only reads, so it may come before the claim: a twin that claims first makes
+    # this call answer as the twin did, and nothing placed here is written.
+    placements = identity.place_entries(session, writer, entries, settings.fhir_base)
+    patient_id = next((p.resource_id for p in placements if p.resource_type == "Patient"), None)
+    message = MessageRow(
+        sender_org=sender, header_id=header_id, event=event, content_hash=digest,
+        patient_ref=f"Patient/{patient_id}" if patient_id else None,
+        content_types=",".join(sorted({p.resource_type for p in placements} | {"MessageHeader"})),
+        bundle_id=str(uuid.uuid4()), received_at=utcnow(), response=b"")
+    claim = _CLAIM[session.get_bind().dialect.name]
+    message_id = session.connection().execute(claim, {
+        "sender_org": sender, "header_id": header_id, "event": event, "content_hash": digest,
+        "patient_ref": message.patient_ref, "content_types": message.content_types,
+        "bundle_id": message.bundle_id, "received_at": message.received_at,
+        "response": b""}).scalar()
+    if message_id is None:
+        # A twin holds the key (PostgreSQL waited for it to commit): answer as it did.
         again = _earlier(session, sender, header_id, digest)
         if again is None:  # pragma: no cover - the key exists, so the row does
-            raise
+            raise ConflictError(f"MessageHeader.id {header_id} is being accepted; send again.")
         return again
-    message = MessageRow(id=message_id, sender_org=sender, header_id=header_id, event=event,
-                         content_hash=digest, patient_ref=None, content_types=None,
-                         bundle_id="", received_at=received_at, response=b"")
-    return _accept(session, subject, settings, bundle, header, event, sender, message)
+    message.id = message_id
+    return _accept(session, settings, bundle, header, event, writer, entries, placements,
+                   message)
 
 
 M = cast(Table, MessageRow.__table__)
 _EARLIER = select(M.c.content_hash, M.c.response).where(
     M.c.sender_org == bindparam("sender"), M.c.header_id == bindparam("header_id"))
-_INSERT_MESSAGE = insert(M).returning(M.c.id)
-_STORED_MESSAGE = update(M).where(M.c.id == bindparam("message_id")).values(
-    patient_ref=bindparam("patient"), content_types=bindparam("types"),
-    bundle_id=bindparam("bundle"))
+# Claims (sender, MessageHeader.id); no row back when a twin has it. No savepoint needed:
+# the conflict is not an error, so the transaction goes on.
+_CLAIM = {"sqlite": sqlite_insert(M).on_conflict_do_nothing().returning(M.c.id),
+          "postgresql": postgresql_insert(M).on_conflict_do_nothing().returning(M.c.id)}
 _RESPONSE = update(M).where(M.c.id == bindparam("message_id")).values(
     response=bindparam("answer"))
 F = cast(Table, MessageFullUrlRow.__table__)
@@ -192,55 +205,52 @@ def _earlier(session: Session, sender: str, header_id: str, digest: str) -> Outc
     return Outcome(loads(row.response), replayed=True)
 
 
-def _accept(session: Session, subject: Subject, settings: Settings, bundle: dict[str, Any],
-            header: dict[str, Any], event: str, sender: str, message: MessageRow) -> Outcome:
-    # The hub stores as itself, but what it creates belongs to the sender's organisation.
-    writer = Subject("system", f"messaging:{sender}", sender, frozenset({"system/*.*"}))
-    entries = [e for e in bundle.get("entry", []) if isinstance(e, dict)]
-    placements = identity.place_entries(session, writer, entries, settings.fhir_base)
+def _accept(session: Session, settings: Settings, bundle: dict[str, Any],
+            header: dict[str, Any], event: str, writer: Subject, entries: list[dict[str, Any]],
+            placements: list[identity.Placement], message: MessageRow) -> Outcome:
     refs = {str(entries[p.index].get("fullUrl")): f"{p.resource_type}/{p.resource_id}"
             for p in placements if entries[p.index].get("fullUrl")}
     refs = {**_earlier_full_urls(session, bundle, refs), **refs}
     issues: list[Issue] = []
-    stored: dict[str, dict[str, Any]] = {}
+    written: list[StoredResource | None] = []  # per placement; None: new, stored below
     unchanged: set[str] = set()  # sent again as stored: no new version written
+    new: list[service.New] = []
     for p in placements:
         where = f"Bundle.entry[{p.index}].resource"
         body = identity.resolve_references(session, writer, entries[p.index]["resource"], refs,
                                            where, issues)
         body["id"] = p.resource_id
         # Validated whole as a message above; references rewritten since (ids only).
-        if p.exists:
-            result = service.update(session, writer, resource_type=p.resource_type,
-                                    resource_id=p.resource_id, resource=body,
-                                    already_valid=True, keep_unchanged=True)
-        else:  # a fresh uuid: nothing can be stored under it yet
-            result = service.create(session, writer, resource=body,
-                                    assigned_id=p.resource_id, already_valid=True)
-        assert result.stored.body is not None
-        stored[result.stored.relative_url] = result.stored.body
+        if not p.exists:  # a fresh uuid: nothing can be stored under it yet
+            new.append(service.New(writer, body, p.resource_id))
+            written.append(None)
+            continue
+        result = service.update(session, writer, resource_type=p.resource_type,
+                                resource_id=p.resource_id, resource=body,
+                                already_valid=True, keep_unchanged=True)
+        written.append(result.stored)
         if result.unchanged:
             unchanged.add(result.stored.relative_url)
     if issues:
         raise InvalidResourceError(issues[0].diagnostics, issues=issues)
+    # The new resources and the message itself, one insert per table.
+    created = iter(service.create_many(
+        session, [*new, service.New(Subject.hub_itself(), bundle, message.bundle_id)]))
+    stored: dict[str, dict[str, Any]] = {}
+    for done in written:
+        version = done if done is not None else next(created)
+        assert version.body is not None
+        stored[version.relative_url] = version.body
+    kept = next(created)
     _remember_full_urls(session, refs)
-    patient_id = next((ref.split("/", 1)[1] for ref in stored if ref.startswith("Patient/")),
-                      None)
     focus = [refs.get(str(f.get("reference")), str(f.get("reference")))
              for f in header.get("focus", []) if isinstance(f, dict)]
     content_types = frozenset(ref.split("/", 1)[0] for ref in stored)
-    kept = service.create(session, Subject.hub_itself(), resource=bundle,
-                          already_valid=True).stored
-    message.patient_ref = f"Patient/{patient_id}" if patient_id else None
-    message.content_types = ",".join(sorted(content_types | {"MessageHeader"}))
-    message.bundle_id = kept.id
-    session.connection().execute(_STORED_MESSAGE, {
-        "message_id": message.id, "patient": message.patient_ref,
-        "types": message.content_types, "bundle": message.bundle_id})
+    patient_id = message.patient_ref.split("/", 1)[1] if message.patient_ref else None
     # Handlers get the row as an ORM object, as if loaded: what they change is flushed.
     make_transient_to_detached(message)
     session.add(message)
-    accepted = Accepted(settings, event, sender, message, patient_id, stored, focus,
+    accepted = Accepted(settings, event, message.sender_org, message, patient_id, stored, focus,
                         entries={f"{p.resource_type}/{p.resource_id}": p.index
                                  for p in placements}, unchanged=frozenset(unchanged))
     run_handlers(session, accepted)

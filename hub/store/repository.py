@@ -6,6 +6,7 @@ a statement and its cache key costs more than SQLite takes to run it (bench/inge
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -97,7 +98,6 @@ def list_versions(
     ))
 
 
-_INSERT_RESOURCE = insert(R).returning(R.c.pk)
 _INSERT_VERSION = insert(V)
 _WRITE_VERSION = (update(R).where(R.c.pk == bindparam("at_pk"),
                                   R.c.version_id == bindparam("at_version"))
@@ -108,19 +108,39 @@ _DELETE_INDEX = tuple(delete(table).where(table.c.resource_pk == bindparam("pk")
                       for table in INDEX_TABLES)
 
 
-def insert_resource(
-    session: Session, resource_type: str, logical_id: str, body: bytes, at: datetime,
-    owner_org: str | None,
-) -> int:
-    """Insert version 1 of a new logical resource; IntegrityError if Type/id is taken."""
+@dataclass(frozen=True)
+class NewResource:
+    """Version 1 of a logical resource, to insert."""
+
+    resource_type: str
+    logical_id: str
+    body: bytes
+    at: datetime
+    owner_org: str | None
+
+
+_INSERT_RESOURCES = insert(R).returning(R.c.pk, R.c.resource_type, R.c.logical_id)
+
+
+def insert_resources(session: Session, new: Sequence[NewResource]) -> list[int]:
+    """Insert version 1 of new logical resources, one statement for their rows and one for
+    their versions; their pks, in order. IntegrityError if a Type/id is taken.
+
+    The pks come back by Type/id rather than in parameter order: asking SQLAlchemy for
+    ordered RETURNING makes it send one INSERT per row on SQLite."""
+    if not new:
+        return []
     conn = session.connection()
-    pk: int = conn.execute(_INSERT_RESOURCE, {
-        "resource_type": resource_type, "logical_id": logical_id, "version_id": 1,
-        "last_updated_at": at, "deleted": False, "body": body, "owner_org": owner_org,
-    }).scalar_one()
-    conn.execute(_INSERT_VERSION, {"resource_pk": pk, "version_id": 1, "last_updated_at": at,
-                                   "method": "POST", "body": body})
-    return pk
+    rows = [{"resource_type": n.resource_type, "logical_id": n.logical_id, "version_id": 1,
+             "last_updated_at": n.at, "deleted": False, "body": n.body,
+             "owner_org": n.owner_org} for n in new]
+    returned = conn.execute(_INSERT_RESOURCES, rows[0] if len(rows) == 1 else rows).all()
+    pk_of = {(rtype, rid): pk for pk, rtype, rid in returned}
+    pks = [pk_of[(n.resource_type, n.logical_id)] for n in new]
+    versions = [{"resource_pk": pk, "version_id": 1, "last_updated_at": n.at,
+                 "method": "POST", "body": n.body} for pk, n in zip(pks, new, strict=True)]
+    conn.execute(_INSERT_VERSION, versions[0] if len(versions) == 1 else versions)
+    return pks
 
 
 def write_version(
@@ -143,22 +163,29 @@ def replace_index(
     session: Session, pk: int, resource_type: str, values: IndexValues | None, *, fresh: bool
 ) -> None:
     """Make the index rows of `pk` exactly `values` (None: no rows, for deleted resources)."""
-    conn = session.connection()
     if not fresh:
+        conn = session.connection()
         for statement in _DELETE_INDEX:
             conn.execute(statement, {"pk": pk})
-    if values is None:
-        return
-    rows: tuple[list[dict[str, Any]], ...] = (
-        [{"resource_pk": pk, "resource_type": resource_type, "param": p, "system": s,
-          "code": c} for p, s, c in values.tokens],
-        [{"resource_pk": pk, "resource_type": resource_type, "param": p, "target_type": t,
-          "target_id": i} for p, t, i in values.references],
-        [{"resource_pk": pk, "resource_type": resource_type, "param": p, "low_at": lo,
-          "high_at": hi} for p, lo, hi in values.dates],
-        [{"resource_pk": pk, "resource_type": resource_type, "param": p, "value": v,
-          "exact": e} for p, v, e in values.strings],
-    )
+    if values is not None:
+        insert_index(session, [(pk, resource_type, values)])
+
+
+def insert_index(session: Session, items: Sequence[tuple[int, str, IndexValues]]) -> None:
+    """Add the index rows of resources that have none yet (pk, type, values): one statement
+    per index table, whatever the number of resources."""
+    rows: tuple[list[dict[str, Any]], ...] = ([], [], [], [])
+    tokens, references, dates, strings = rows
+    for pk, resource_type, values in items:
+        tokens += [{"resource_pk": pk, "resource_type": resource_type, "param": p, "system": s,
+                    "code": c} for p, s, c in values.tokens]
+        references += [{"resource_pk": pk, "resource_type": resource_type, "param": p,
+                        "target_type": t, "target_id": i} for p, t, i in values.references]
+        dates += [{"resource_pk": pk, "resource_type": resource_type, "param": p,
+                   "low_at": lo, "high_at": hi} for p, lo, hi in values.dates]
+        strings += [{"resource_pk": pk, "resource_type": resource_type, "param": p, "value": v,
+                     "exact": e} for p, v, e in values.strings]
+    conn = session.connection()
     for insert_rows, batch in zip(_INSERT_INDEX, rows, strict=True):
         if batch:
             conn.execute(insert_rows, batch)

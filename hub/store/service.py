@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
@@ -107,14 +109,41 @@ def _stored(current: repo.Current) -> StoredResource:
                                    current.last_updated_at, current.body)
 
 
+@dataclass(frozen=True)
+class New:
+    """A new resource for `create_many`: stored as `subject`, under `resource_id`."""
+
+    subject: Subject
+    resource: dict[str, Any]
+    resource_id: str
+
+
+def _insert_all(session: Session, items: Sequence[New]) -> list[tuple[int, StoredResource]]:
+    at = utcnow()
+    bodies = [_with_meta(it.resource, it.resource_id, 1, at) for it in items]
+    pks = repo.insert_resources(session, [
+        repo.NewResource(body["resourceType"], it.resource_id, encode_body(body), at,
+                         isolation.owner_of_new(it.subject))
+        for it, body in zip(items, bodies, strict=True)])
+    repo.insert_index(session, [(pk, body["resourceType"], extract(body))
+                                for pk, body in zip(pks, bodies, strict=True)])
+    return [(pk, StoredResource(body["resourceType"], body["id"], 1, at, body, "POST"))
+            for pk, body in zip(pks, bodies, strict=True)]
+
+
 def _insert(session: Session, subject: Subject, resource: dict[str, Any],
             rid: str) -> tuple[int, StoredResource]:
-    at = utcnow()
-    body = _with_meta(resource, rid, 1, at)
-    pk = repo.insert_resource(session, body["resourceType"], rid, encode_body(body), at,
-                              isolation.owner_of_new(subject))
-    repo.replace_index(session, pk, body["resourceType"], extract(body), fresh=True)
-    return pk, StoredResource(body["resourceType"], rid, 1, at, body, "POST")
+    return _insert_all(session, [New(subject, resource, rid)])[0]
+
+
+def create_many(session: Session, items: Sequence[New]) -> list[StoredResource]:
+    """Store new, already validated resources under ids nobody can have used (fresh uuids),
+    as `create(..., assigned_id=..., already_valid=True)` would one by one, but with one
+    insert per table for them all (message intake). Checks every type first: raises
+    NotFoundError, MethodNotAllowedError, ForbiddenError before writing anything."""
+    for it in items:
+        check_type(it.subject, it.resource["resourceType"], write=True)
+    return [stored for _, stored in _insert_all(session, items)]
 
 
 def create(
