@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_transaction, read_body
+from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_work, read_body
 from hub.api.responses import FhirResponse
 from hub.audit.recorder import Touched
-from hub.messaging.intake import check_message, process_message
+from hub.messaging.intake import Outcome, check_message, process_message
 
 router = APIRouter(prefix="/fhir")
 
@@ -18,12 +18,17 @@ async def process_message_route(request: Request, db: DatabaseDep, settings: Set
                                 subject: SubjectDep) -> FhirResponse:
     """Accept a message Bundle: 200 with the response message, or an OperationOutcome."""
     bundle = await read_body(request, settings)
-    # Validation needs no database: done first, so the write transaction (on SQLite, the
-    # database's one write lock) is held only for the work that needs it.
-    checked = await run_in_threadpool(check_message, bundle)
-    outcome = await audited_transaction(
-        request, db, subject,
-        lambda s: process_message(s, subject, settings, bundle=bundle, checked=checked),
-        interaction="operation", resource_type="Bundle", operation="$process-message",
-        touched=lambda _s, out: Touched(out.resources, out.patients))
+
+    def work() -> Outcome:
+        # Validation needs no database: done before the write transaction (on SQLite, the
+        # database's one write lock), which is then held only for the work that needs it;
+        # on the same worker thread, to save a thread hop.
+        checked = check_message(bundle)
+        return audited_work(
+            request, db, subject,
+            lambda s: process_message(s, subject, settings, bundle=bundle, checked=checked),
+            interaction="operation", resource_type="Bundle", operation="$process-message",
+            touched=lambda _s, out: Touched(out.resources, out.patients))
+
+    outcome = await run_in_threadpool(work)
     return FhirResponse(outcome.response)
