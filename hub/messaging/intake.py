@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, make_transient_to_detached
@@ -189,7 +189,8 @@ _RESPONSE = update(M).where(M.c.id == bindparam("message_id")).values(
 F = cast(Table, MessageFullUrlRow.__table__)
 _FULL_URL_TARGETS = select(F.c.full_url, F.c.target).where(
     F.c.full_url.in_(bindparam("urls", expanding=True)))
-_INSERT_FULL_URLS = insert(F)
+_INSERT_FULL_URLS = {"sqlite": sqlite_insert(F).on_conflict_do_nothing(),
+                     "postgresql": postgresql_insert(F).on_conflict_do_nothing()}
 
 
 def _earlier(session: Session, sender: str, header_id: str, digest: str) -> Outcome | None:
@@ -208,9 +209,9 @@ def _earlier(session: Session, sender: str, header_id: str, digest: str) -> Outc
 def _accept(session: Session, settings: Settings, bundle: dict[str, Any],
             header: dict[str, Any], event: str, writer: Subject, entries: list[dict[str, Any]],
             placements: list[identity.Placement], message: MessageRow) -> Outcome:
-    refs = {str(entries[p.index].get("fullUrl")): f"{p.resource_type}/{p.resource_id}"
-            for p in placements if entries[p.index].get("fullUrl")}
-    refs = {**_earlier_full_urls(session, bundle, refs), **refs}
+    own = {str(entries[p.index].get("fullUrl")): f"{p.resource_type}/{p.resource_id}"
+           for p in placements if entries[p.index].get("fullUrl")}
+    refs = {**_earlier_full_urls(session, bundle, own), **own}
     issues: list[Issue] = []
     written: list[StoredResource | None] = []  # per placement; None: new, stored below
     unchanged: set[str] = set()  # sent again as stored: no new version written
@@ -242,7 +243,7 @@ def _accept(session: Session, settings: Settings, bundle: dict[str, Any],
         assert version.body is not None
         stored[version.relative_url] = version.body
     kept = next(created)
-    _remember_full_urls(session, refs)
+    _remember_full_urls(session, own)
     focus = [refs.get(str(f.get("reference")), str(f.get("reference")))
              for f in header.get("focus", []) if isinstance(f, dict)]
     content_types = frozenset(ref.split("/", 1)[0] for ref in stored)
@@ -285,15 +286,12 @@ def _earlier_full_urls(session: Session, bundle: dict[str, Any],
     return {full_url: target for full_url, target in rows}
 
 
-def _remember_full_urls(session: Session, refs: dict[str, str]) -> None:
-    new = {u: t for u, t in refs.items() if u.startswith("urn:uuid:")}
-    if not new:
-        return
-    conn = session.connection()
-    known = {u for u, _ in conn.execute(_FULL_URL_TARGETS, {"urls": sorted(new)})}
-    rows = [{"full_url": u, "target": t} for u, t in new.items() if u not in known]
+def _remember_full_urls(session: Session, own: dict[str, str]) -> None:
+    """Keep where this message's urn:uuid fullUrls went; one already kept stays as it was."""
+    rows = [{"full_url": u, "target": t} for u, t in own.items() if u.startswith("urn:uuid:")]
     if rows:
-        conn.execute(_INSERT_FULL_URLS, rows)
+        insert_new = _INSERT_FULL_URLS[session.get_bind().dialect.name]
+        session.connection().execute(insert_new, rows)
 
 
 def _route(session: Session, settings: Settings, accepted: Accepted, header: dict[str, Any],

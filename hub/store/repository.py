@@ -52,7 +52,12 @@ def _current(row: Any) -> Current | None:
     return Current(*row) if row is not None else None
 
 
-_CURRENT_COLS = (R.c.pk, R.c.resource_type, R.c.logical_id, R.c.version_id,
+def current_rows(session: Session, query: Any, params: dict[str, Any]) -> list[Current]:
+    """The rows of `query`, a select of CURRENT_COLUMNS (with whatever conditions)."""
+    return [Current(*row) for row in session.connection().execute(query, params)]
+
+
+_CURRENT_COLS = CURRENT_COLUMNS = (R.c.pk, R.c.resource_type, R.c.logical_id, R.c.version_id,
                  R.c.last_updated_at, R.c.deleted, R.c.body, R.c.owner_org)
 
 

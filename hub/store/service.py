@@ -386,7 +386,7 @@ def search(session: Session, subject: Subject, *,
 
 def _identifier_query(with_system: bool, with_types: bool) -> Select[Any]:
     tokens = repo.INDEX_TABLES[0]
-    query = select(repo.R.c.pk).where(
+    query = select(*repo.CURRENT_COLUMNS).where(
         repo.R.c.deleted.is_(False),
         repo.R.c.pk.in_(select(tokens.c.resource_pk).where(
             tokens.c.param == "identifier", tokens.c.code == bindparam("value"),
@@ -412,8 +412,7 @@ def find_by_identifier(session: Session, subject: Subject, *, system: str | None
     clause = gate.clause()
     if clause is not None:
         query = query.where(clause)
-    pks: list[int] = list(session.connection().execute(query, params).scalars())
-    rows = repo.get_current_by_pk(session, pks)
+    rows = repo.current_rows(session, query, params)
     return [_stored(r) for r, ok in zip(rows, gate.allows(rows), strict=True) if ok]
 
 
