@@ -30,6 +30,8 @@ from hub.consent.policy import DisclosureRequest, Verdict, consent_message_verdi
 from hub.db.types import utcnow
 from hub.store.codec import decode_body
 from hub.store.repository import INDEX_TABLES, Current, R
+from hub.store.search_params import params_for
+from hub.store.types import SERVED
 
 T_REF = INDEX_TABLES[1]
 # A patient's current Consents, built once (asked on every routing decision).
@@ -38,6 +40,9 @@ _CONSENTS_OF = select(R.c.body).where(
         T_REF.c.resource_type == "Consent", T_REF.c.param == "patient",
         T_REF.c.target_type == "Patient", T_REF.c.target_id == bindparam("patient_id"))),
     R.c.deleted.is_(False)).order_by(R.c.pk)
+# The types with a `patient` search parameter: naming them lets the reference index (which
+# leads with the resource type) find a patient's records instead of scanning all references.
+_ABOUT_PATIENT_TYPES = sorted(t for t in SERVED if params_for(t).get("patient") is not None)
 DISCLOSURES = "disclosures"
 INDIVIDUAL_PLAN = ("http://carehub.example/fhir/CodeSystem/consent-category", "individual-plan")
 """A Consent with this category is the patient's consent to making an individual plan."""
@@ -112,6 +117,7 @@ class Gate:
             return directory
         candidates = _patients_consenting_to(org)
         about_candidates = R.c.pk.in_(select(T_REF.c.resource_pk).where(
+            T_REF.c.resource_type.in_(_ABOUT_PATIENT_TYPES),
             T_REF.c.param == "patient", T_REF.c.target_type == "Patient",
             T_REF.c.target_id.in_(candidates)))
         named = R.c.pk.in_(select(T_REF.c.resource_pk).where(

@@ -1,6 +1,6 @@
-"""service.create_many: several new resources in one insert per table, each as `create` with
-an assigned id would store it (owner, version 1, search index), and nothing when one may not
-be written."""
+"""The store paths message intake takes: service.create_many (several new resources in one
+insert per table, each stored, indexed and owned as `create` would) and the identifier
+look-up (an index search, whatever is stored)."""
 
 from __future__ import annotations
 
@@ -63,3 +63,34 @@ def test_a_type_the_subject_may_not_write_is_refused(database: Database) -> None
             service.New(reader, {**encounter(f"Patient/{pid}"), "id": eid}, eid),
         ])
     assert _search(database, DPS, "Patient") == []
+
+
+def test_identifier_lookup_uses_the_token_index(database: Database) -> None:
+    """Message intake looks every entry up by identifier, as an organisation: that must be
+    index searches, not scans of every token or reference (it once was both, and grew
+    slower with every message stored)."""
+    if database.dialect != "sqlite":
+        pytest.skip("reads SQLite's query plan")
+    from sqlalchemy import event
+
+    statements: list[tuple[str, object]] = []
+
+    def keep(_c: object, _cur: object, statement: str, params: object, *_a: object) -> None:
+        statements.append((statement, params))
+
+    event.listen(database.engine, "before_cursor_execute", keep)
+    try:
+        for types in (frozenset({"Patient"}), None):
+            with database.session(write=False) as s:
+                service.find_by_identifier(s, DPS, system="urn:oid:x", value="1",
+                                           resource_types=types)
+    finally:
+        event.remove(database.engine, "before_cursor_execute", keep)
+    lookups = [(st, p) for st, p in statements if "search_tokens" in st]
+    assert len(lookups) == 2
+    with database.engine.connect() as conn:
+        for statement, params in lookups:
+            plan = " | ".join(str(row[-1]) for row in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + statement, params))  # type: ignore[arg-type]
+            assert "USING INDEX ix_search_tokens_lookup" in plan, plan
+            assert "SCAN " not in plan, plan  # nor in the consent gate's pre-filter
