@@ -14,7 +14,9 @@ and serialised before the clock starts.
 Prints messages/s, p50/p95/p99 latency, the CPU the hub's processes and the load generator
 spent per message, and the ratio to the in-process floor: parse each bundle (the hub's JSON
 parser) and insert it as one row, one committed transaction per bundle, through an engine
-set up like the hub's (same SQLite journal and synchronous pragmas), in one thread.
+set up like the hub's (same SQLite journal and synchronous pragmas), in one thread. A second
+floor also parses each bundle into the FHIR model (fhir.resources), which the issue's words
+"parse and one insert" may mean for a FHIR hub; the target is judged against the first.
 """
 
 from __future__ import annotations
@@ -51,12 +53,13 @@ from hub.config import Settings  # noqa: E402
 from hub.db.engine import Database, make_engine  # noqa: E402
 from hub.db.migrate import upgrade  # noqa: E402
 from hub.fhir.jsonio import loads  # noqa: E402
+from hub.fhir.structure import structure_issues  # noqa: E402
 from hub.orgs.service import add_organization  # noqa: E402
 from tests.auth_helpers import client_assertion, make_es384_key, register, token_form  # noqa: E402
 
 EXAMPLE = ROOT.parent / "shared" / "examples" / "03-admission-notice.json"
 ORGNR = "urn:oid:2.16.578.1.12.4.1.4.101"
-console = Console()
+console = Console(width=200)
 
 
 def _free_port() -> int:
@@ -209,9 +212,11 @@ def _run_hub(url: str, n: int, clients: int, workers: int) -> dict[str, float]:
             "hub_cpu": hub_cpu / n * 1000, "client_cpu": own_cpu / n * 1000}
 
 
-def _run_floor(url: str, n: int) -> float:
+def _run_floor(url: str, n: int, *, fhir_model: bool = False) -> float:
     """Messages/s of the floor: the hub's parser, one row per bundle, one commit each, on an
-    engine with the hub's connection setup (SQLite: WAL and the hub's synchronous level)."""
+    engine with the hub's connection setup (SQLite: WAL and the hub's synchronous level).
+    `fhir_model`: parse into the FHIR model as well (fhir.resources, through the hub's one
+    module for it), the step a FHIR server cannot skip; the plain floor parses JSON only."""
     engine = make_engine(url, Settings(database_url=url))
     with engine.begin() as c:
         c.execute(text("DROP TABLE IF EXISTS floor_messages"))
@@ -221,6 +226,8 @@ def _run_floor(url: str, n: int) -> float:
     t0 = time.perf_counter()
     for raw in messages:
         parsed = loads(raw)
+        if fhir_model and structure_issues(parsed):
+            raise RuntimeError("the bench's message does not parse as a FHIR Bundle")
         with engine.begin() as c:
             c.execute(insert, {"i": parsed["entry"][0]["resource"]["id"], "b": raw.decode()})
     rate = n / (time.perf_counter() - t0)
@@ -235,6 +242,8 @@ def _one(kind: str, args: argparse.Namespace) -> dict[str, float] | None:
         with sqlite_url("carehub-ingest-") as url, sqlite_url("carehub-floor-") as floor_url:
             hub = _run_hub(url, args.n, args.clients, args.workers)
             floor = _run_floor(floor_url, args.n)
+        with sqlite_url("carehub-floor-fhir-") as floor_url:
+            fhir_floor = _run_floor(floor_url, args.n, fhir_model=True)
     elif kind == "postgresql":
         if not args.pg_url:
             console.print("PostgreSQL skipped: give --pg-url or HUB_TEST_POSTGRES_URL")
@@ -242,9 +251,11 @@ def _one(kind: str, args: argparse.Namespace) -> dict[str, float] | None:
         with postgres_url(args.pg_url, "carehub_ingest_") as url:
             hub = _run_hub(url, args.n, args.clients, args.workers)
             floor = _run_floor(url, args.n)
+            fhir_floor = _run_floor(url, args.n, fhir_model=True)
     else:
         raise SystemExit(f"unknown --db {kind}")
-    return {**hub, "floor": floor, "ratio": hub["rate"] / floor}
+    return {**hub, "floor": floor, "ratio": hub["rate"] / floor, "fhir_floor": fhir_floor,
+            "fhir_ratio": hub["rate"] / fhir_floor}
 
 
 def main() -> None:
@@ -260,7 +271,8 @@ def main() -> None:
                   f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; N={args.n}, "
                   f"{args.clients} clients, {args.workers} hub worker(s)")
     table = Table("db", "msg/s", "p50 ms", "p95 ms", "p99 ms", "hub CPU ms/msg",
-                  "client CPU ms/msg", "floor msg/s", "ratio", "target")
+                  "client CPU ms/msg", "floor msg/s", "ratio", "FHIR floor msg/s",
+                  "FHIR ratio", "target")
     for kind in args.db.split(","):
         for _ in range(args.runs):
             r = _one(kind, args)
@@ -271,10 +283,13 @@ def main() -> None:
             table.add_row(kind, f"{r['rate']:.0f}", f"{r['p50']:.1f}", f"{r['p95']:.1f}",
                           f"{r['p99']:.1f}", f"{r['hub_cpu']:.1f}", f"{r['client_cpu']:.2f}",
                           f"{r['floor']:.0f}", f"{r['ratio']:.3f}",
+                          f"{r['fhir_floor']:.0f}", f"{r['fhir_ratio']:.3f}",
                           "" if met is None else ("met" if met else "NOT met"))
     console.print(table)
-    console.print("target (SQLite): >= 200 messages/s, p99 < 100 ms, ratio >= 0.25; "
-                  f"load at end {os.getloadavg()[0]:.1f}")
+    console.print("target (SQLite): >= 200 messages/s, p99 < 100 ms, ratio >= 0.25, judged "
+                  "against the plain floor (JSON parse and one durable insert per bundle); "
+                  "the FHIR floor also parses each bundle into the FHIR model. "
+                  f"Load at end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
