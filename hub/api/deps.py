@@ -4,8 +4,8 @@ audit trail of every request (`audited_transaction`, `audit_failure`)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -22,6 +22,7 @@ from hub.errors import PayloadTooLargeError, UnauthorizedError, UnsupportedMedia
 from hub.fhir.jsonio import JSONDict, loads_object
 
 T = TypeVar("T")
+P = ParamSpec("P")
 log = logging.getLogger("hub.audit")
 _JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
 
@@ -112,7 +113,7 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def audited_transaction(
+def audited_work(
     request: Request,
     db: Database,
     subject: Subject,
@@ -126,7 +127,9 @@ async def audited_transaction(
 ) -> T:
     """Run `fn(session)` and record it in the audit trail in the same transaction: the consent
     gate's disclosure decisions (session.info["disclosures"]) and then the interaction itself,
-    one record per patient of `touched(session, result)`. Commit on success.
+    one record per patient of `touched(session, result)`. Commit on success. Blocks: call it
+    on a worker thread (`audited_transaction` does), e.g. from a route that has more to do
+    there first (one thread hop instead of two).
 
     When `fn` raises, everything rolls back, audit records included; the decisions it made are
     kept on request.state for the error handler, which records them with the failure
@@ -137,25 +140,6 @@ async def audited_transaction(
     included, is a BEGIN IMMEDIATE write transaction and audited requests run one at a time.
     PostgreSQL only locks the chain head row, from the append to the commit.
     """
-    return await run_in_threadpool(
-        audited_work, request, db, subject, fn, interaction=interaction,
-        resource_type=resource_type, touched=touched, query=query, operation=operation)
-
-
-def audited_work(
-    request: Request,
-    db: Database,
-    subject: Subject,
-    fn: Callable[[Session], T],
-    *,
-    interaction: Interaction,
-    resource_type: str | None,
-    touched: Callable[[Session, T], Touched] = lambda _s, _r: NOTHING,
-    query: str | None = None,
-    operation: str | None = None,
-) -> T:
-    """`audited_transaction` on the calling thread, for a route that has more to do on its
-    worker thread first (one thread hop instead of two)."""
     auditor = get_auditor(request)
     address = client_address(request)
     request.state.audit_interaction = interaction
@@ -173,6 +157,17 @@ def audited_work(
                                   resource_type=resource_type, touched=what, query=query,
                                   operation=operation, address=address)])
         return result
+
+
+def _on_worker_thread(work: Callable[P, T]) -> Callable[P, Awaitable[T]]:
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await run_in_threadpool(work, *args, **kwargs)
+
+    return run
+
+
+audited_transaction = _on_worker_thread(audited_work)
+"""`audited_work` on a worker thread, awaited from the event loop (what routes use)."""
 
 
 _INSTANCE_INTERACTIONS: dict[str, Interaction] = {
