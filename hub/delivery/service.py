@@ -89,11 +89,13 @@ def record_ack(session: Session, subject: Subject, *, response_identifier: str, 
     org = subject.organization_id
     if org is None:
         raise ForbiddenError("Only an organisation that received a message acknowledges it.")
-    query = (select(D).join(M, M.id == D.message_id)
-             .where(M.header_id == response_identifier, D.receiver_org == org,
-                    D.status != "withheld").order_by(D.id).with_for_update(of=D))
+    # The message first, by its header id (an index), then its delivery to this receiver:
+    # a join lets SQLite start from every delivery of the receiver instead.
+    acked = select(M.id).where(M.header_id == response_identifier)
     if sender_org is not None:
-        query = query.where(M.sender_org == sender_org)
+        acked = acked.where(M.sender_org == sender_org)
+    query = (select(D).where(D.message_id.in_(acked), D.receiver_org == org,
+                             D.status != "withheld").order_by(D.id).with_for_update(of=D))
     rows = list(session.scalars(query))
     if not rows:
         raise NotFoundError(f"No message {response_identifier} went to Organization/{org}; "
@@ -201,9 +203,12 @@ def replay(session: Session, subject: Subject, *, delivery_ids: Iterable[int] = 
     query = select(D, M).join(M, M.id == D.message_id).order_by(D.id).with_for_update(of=D)
     if ids:
         query = query.where(D.id.in_(ids))
-    if message_header_id:
-        query = query.where(M.header_id == message_header_id)
-    if sender_org:
+    if message_header_id:  # through the header index first, as in record_ack
+        named = select(M.id).where(M.header_id == message_header_id)
+        if sender_org:
+            named = named.where(M.sender_org == sender_org)
+        query = query.where(D.message_id.in_(named))
+    elif sender_org:
         query = query.where(M.sender_org == sender_org)
     visible = [(d, m) for d, m in session.execute(query).all() if _may_replay(subject, m, d)]
     if ids:

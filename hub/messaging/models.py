@@ -33,6 +33,9 @@ class MessageRow(Base):
     __table_args__ = (
         UniqueConstraint("sender_org", "header_id", name="uq_messages_sender_header"),
         Index("ix_messages_patient", "patient_ref"),
+        # Acknowledgements and replays name a message by its header id alone (a receiver may
+        # not know the sender's org); without this they read every delivery of the receiver.
+        Index("ix_messages_header", "header_id"),
     )
 
 
