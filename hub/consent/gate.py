@@ -49,13 +49,18 @@ INDIVIDUAL_PLAN = ("http://carehub.example/fhir/CodeSystem/consent-category", "i
 
 
 def _patients_consenting_to(org_id: str) -> Any:
-    """Ids of patients with a stored Consent naming Organization/org_id as actor."""
-    consents_naming = select(T_REF.c.resource_pk).where(
-        T_REF.c.resource_type == "Consent", T_REF.c.param == "actor",
-        T_REF.c.target_type == "Organization", T_REF.c.target_id == org_id)
-    return select(T_REF.c.target_id).where(
-        T_REF.c.resource_type == "Consent", T_REF.c.param == "patient",
-        T_REF.c.target_type == "Patient", T_REF.c.resource_pk.in_(consents_naming))
+    """Ids of patients with a stored Consent naming Organization/org_id as actor.
+
+    A join from the Consents naming the organisation (the full reference index key) to their
+    patient references (by resource): written as `pk IN (naming)` instead, SQLite read every
+    Consent's patient reference in the database and filtered those."""
+    naming, patient = T_REF.alias("naming"), T_REF.alias("consent_patient")
+    return (select(patient.c.target_id)
+            .select_from(naming.join(patient, patient.c.resource_pk == naming.c.resource_pk))
+            .where(naming.c.resource_type == "Consent", naming.c.param == "actor",
+                   naming.c.target_type == "Organization", naming.c.target_id == org_id,
+                   patient.c.resource_type == "Consent", patient.c.param == "patient",
+                   patient.c.target_type == "Patient"))
 
 
 def decision_item(*, recipient: str, patient: str | None, resources: Sequence[str],
