@@ -169,19 +169,35 @@ def _order_by(req: SearchRequest) -> list[ColumnElement[object]]:
 def build_query(req: SearchRequest, visible: ColumnElement[bool] | None
                 ) -> tuple[Select[Any], list[str]]:
     """SELECT pk of matching current resources the caller may see (`visible`), and the
-    parameters that were ignored."""
-    where: list[ColumnElement[bool]] = [R.c.resource_type == req.resource_type,
-                                        R.c.deleted == false()]
+    parameters that were ignored.
+
+    When a criterion is `pk IN (index rows of this type)`, the resource type is not asked of
+    `resources` again: it is implied, and asking it let SQLite walk every resource of the type
+    (its type index) and test each against the matches, a search costing with the store's
+    size instead of with what it finds (bench: 474 -> 113 searches/s from 20k to 100k)."""
+    where: list[ColumnElement[bool]] = [R.c.deleted == false()]
     if visible is not None:
         where.append(visible)
     ignored: list[str] = []
+    narrowed = False
     for name, value in req.criteria:
         clause = _criterion(req.resource_type, name, value)
         if clause is None:
             ignored.append(name)
         else:
             where.append(clause)
+            narrowed = narrowed or _keeps_to_type(name)
+    if not narrowed:
+        where.insert(0, R.c.resource_type == req.resource_type)
     return select(R.c.pk).where(*where), ignored
+
+
+def _keeps_to_type(name: str) -> bool:
+    """Whether `_criterion` makes `name` a `pk IN (index rows of the searched type)`: every
+    search parameter but _id and _lastUpdated (columns of `resources`) and the :missing and
+    :not modifiers (which may also match what has no index rows)."""
+    code, _, modifier = name.partition(":")
+    return code not in ("_id", "_lastUpdated") and modifier not in ("missing", "not")
 
 
 def run(session: Session, req: SearchRequest, visibility: Visibility) -> SearchPage:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
 from fastapi.testclient import TestClient
 
 from hub.fhir.identifiers import FNR_SYSTEM
@@ -165,3 +166,48 @@ def test_updates_reindex(client: TestClient) -> None:
     client.put(f"/fhir/Encounter/{enc['id']}", json={**enc, "status": "finished"})
     assert _ids(client, "/fhir/Encounter", status="in-progress") == []
     assert _ids(client, "/fhir/Encounter", status="finished") == [enc["id"]]
+
+
+def test_a_search_keeps_to_its_type_when_others_share_the_value(client: TestClient) -> None:
+    """Encounter and Task of one patient share `patient` (and `status`) values: a search of
+    one type never returns the other, whichever kind of criterion narrows it (the type is
+    left to the index rows when a parameter narrows, and asked of the resource otherwise)."""
+    kari = _post(client, patient())
+    enc = _post(client, encounter(f"Patient/{kari}", status="in-progress"))
+    tsk = _post(client, task(f"Patient/{kari}", f"Encounter/{enc}", status="in-progress"))
+    assert _ids(client, "/fhir/Encounter", patient=f"Patient/{kari}") == [enc]
+    assert _ids(client, "/fhir/Task", patient=f"Patient/{kari}") == [tsk]
+    assert _ids(client, "/fhir/Task", status="in-progress") == [tsk]
+    assert _ids(client, "/fhir/Task", _id=f"{enc},{tsk}") == [tsk]
+    assert _ids(client, "/fhir/Encounter", **{"status:not": "finished"}) == [enc]
+    assert _ids(client, "/fhir/Encounter", **{"location:missing": "true"}) == [enc]
+    assert _ids(client, "/fhir/Task", _lastUpdated="ge2000-01-01") == [tsk]
+
+
+def test_a_search_by_a_parameter_costs_with_its_matches_not_the_store(
+        client: TestClient) -> None:
+    """SQLite's plan of a parameter search starts from the index rows it matches, not from
+    every resource of the type (which made searches slow down with the store's size)."""
+    from sqlalchemy import event
+
+    database = client.app.state.database
+    if database.dialect != "sqlite":
+        pytest.skip("reads SQLite's plan; PostgreSQL plans by its statistics")
+    kari = _post(client, patient())
+    statements: list[tuple[str, object]] = []
+
+    def keep(_c: object, _cur: object, statement: str, params: object, *_a: object) -> None:
+        statements.append((statement, params))
+
+    event.listen(database.engine, "before_cursor_execute", keep)
+    try:
+        _ids(client, "/fhir/Encounter", patient=f"Patient/{kari}")
+    finally:
+        event.remove(database.engine, "before_cursor_execute", keep)
+    [(statement, params)] = [(st, p) for st, p in statements
+                             if st.startswith("SELECT resources.pk") and "search_references" in st]
+    with database.engine.connect() as conn:
+        plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + statement, params))
+    assert "SEARCH resources USING INTEGER PRIMARY KEY" in plan, plan
+    assert "ix_resources_type_updated" not in plan, plan
