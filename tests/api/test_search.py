@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from hub.fhir.identifiers import FNR_SYSTEM
 from tests.factories import encounter, fnr, patient, task
+from tests.plans import sqlite_plan, statements_of
 
 
 def _post(client: TestClient, resource: dict) -> str:
@@ -188,26 +189,14 @@ def test_a_search_by_a_parameter_costs_with_its_matches_not_the_store(
         client: TestClient) -> None:
     """SQLite's plan of a parameter search starts from the index rows it matches, not from
     every resource of the type (which made searches slow down with the store's size)."""
-    from sqlalchemy import event
-
     database = client.app.state.database
     if database.dialect != "sqlite":
         pytest.skip("reads SQLite's plan; PostgreSQL plans by its statistics")
     kari = _post(client, patient())
-    statements: list[tuple[str, object]] = []
-
-    def keep(_c: object, _cur: object, statement: str, params: object, *_a: object) -> None:
-        statements.append((statement, params))
-
-    event.listen(database.engine, "before_cursor_execute", keep)
-    try:
-        _ids(client, "/fhir/Encounter", patient=f"Patient/{kari}")
-    finally:
-        event.remove(database.engine, "before_cursor_execute", keep)
-    [(statement, params)] = [(st, p) for st, p in statements
+    ran = statements_of(database.engine, lambda: _ids(client, "/fhir/Encounter",
+                                                      patient=f"Patient/{kari}"))
+    [(statement, params)] = [(st, p) for st, p in ran
                              if st.startswith("SELECT resources.pk") and "search_references" in st]
-    with database.engine.connect() as conn:
-        plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN " + statement, params))
+    plan = sqlite_plan(database.engine, statement, params)
     assert "SEARCH resources USING INTEGER PRIMARY KEY" in plan, plan
     assert "ix_resources_type_updated" not in plan, plan

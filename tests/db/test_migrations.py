@@ -4,12 +4,9 @@ other way round) fails here instead of in production."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import event
 
 from hub.audit import models as audit_models  # noqa: F401  (registers its tables)
 from hub.auth.subject import Subject
@@ -21,6 +18,7 @@ from hub.errors import NotFoundError
 from hub.messaging import models as messaging_models  # noqa: F401  (registers its tables)
 from hub.scheduler import models as scheduler_models  # noqa: F401  (registers its tables)
 from hub.workflows import models as workflow_models  # noqa: F401  (registers its tables)
+from tests.plans import sqlite_plan, statements_of
 
 
 def test_the_migrated_schema_is_the_models(database: Database) -> None:
@@ -35,21 +33,14 @@ def test_acknowledgements_find_a_message_by_its_header_id_through_an_index(
     every delivery to the receiver (SQLite's plan of the statement it runs)."""
     if database.dialect != "sqlite":
         pytest.skip("reads SQLite's query plan; the index is the same on both")
-    statements: list[tuple[str, Any]] = []
-
-    def keep(_c: object, _cur: object, statement: str, params: Any, *_a: object) -> None:
-        statements.append((statement, params))
-
     acker = Subject("client", "time-ehr", "time-kommune", frozenset({"system/*.*"}))
-    event.listen(database.engine, "before_cursor_execute", keep)
-    try:
+
+    def acknowledge() -> None:
         with database.session(write=True) as s, pytest.raises(NotFoundError):
             record_ack(s, acker, response_identifier="no-such-message", code="ok")
-    finally:
-        event.remove(database.engine, "before_cursor_execute", keep)
-    [(statement, params)] = [(st, p) for st, p in statements if "header_id" in st]
-    with database.engine.connect() as conn:
-        plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN " + statement, params))
+
+    [(statement, params)] = [(st, p) for st, p in statements_of(database.engine, acknowledge)
+                             if "header_id" in st]
+    plan = sqlite_plan(database.engine, statement, params)
     assert "ix_messages_header (header_id=?)" in plan, plan
     assert "SCAN " not in plan, plan

@@ -15,6 +15,7 @@ from hub.errors import ForbiddenError
 from hub.store import query as search_mod
 from hub.store import service
 from tests.factories import encounter, fnr, patient
+from tests.plans import sqlite_plan, statements_of
 
 ALL = frozenset({"system/*.*"})
 DPS = Subject("client", "dps-ehr", "jaeren-dps", ALL)
@@ -71,28 +72,19 @@ def test_identifier_lookup_uses_the_token_index(database: Database) -> None:
     (it once was all three, and grew slower with every message or consent stored)."""
     if database.dialect != "sqlite":
         pytest.skip("reads SQLite's query plan")
-    from sqlalchemy import event
 
-    statements: list[tuple[str, object]] = []
-
-    def keep(_c: object, _cur: object, statement: str, params: object, *_a: object) -> None:
-        statements.append((statement, params))
-
-    event.listen(database.engine, "before_cursor_execute", keep)
-    try:
+    def look_up() -> None:
         for types in (frozenset({"Patient"}), None):
             with database.session(write=False) as s:
                 service.find_by_identifier(s, DPS, system="urn:oid:x", value="1",
                                            resource_types=types)
-    finally:
-        event.remove(database.engine, "before_cursor_execute", keep)
-    lookups = [(st, p) for st, p in statements if "search_tokens" in st]
+
+    lookups = [(st, p) for st, p in statements_of(database.engine, look_up)
+               if "search_tokens" in st]
     assert len(lookups) == 2
-    with database.engine.connect() as conn:
-        for statement, params in lookups:
-            plan = " | ".join(str(row[-1]) for row in conn.exec_driver_sql(
-                "EXPLAIN QUERY PLAN " + statement, params))  # type: ignore[arg-type]
-            assert "USING INDEX ix_search_tokens_lookup" in plan, plan
-            # nor in the consent gate's pre-filter, nor a read of a whole index prefix
-            assert "SCAN " not in plan, plan
-            assert "(resource_type=? AND param=?)" not in plan, plan
+    for statement, params in lookups:
+        plan = sqlite_plan(database.engine, statement, params)
+        assert "USING INDEX ix_search_tokens_lookup" in plan, plan
+        # nor in the consent gate's pre-filter, nor a read of a whole index prefix
+        assert "SCAN " not in plan, plan
+        assert "(resource_type=? AND param=?)" not in plan, plan
