@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
+from hub.db.locks import lock_names
 from hub.errors import InvalidResourceError, Issue
 from hub.fhir.identifiers import DNR_SYSTEM, FNR_SYSTEM
 from hub.store import service
@@ -41,9 +42,26 @@ def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:
     return [i for i in (ident or []) if isinstance(i, dict) and i.get("value")]
 
 
+def _identity_names(entries: list[dict[str, Any]]) -> list[str]:
+    """'Type|system|value' of every identifier an entry may be matched by."""
+    names = []
+    for index, entry in enumerate(entries):
+        resource = entry.get("resource")
+        if index == 0 or not isinstance(resource, dict):
+            continue
+        rtype = resource.get("resourceType")
+        names += [f"{rtype}|{i.get('system')}|{i['value']}" for i in _identifiers(resource)]
+    return names
+
+
 def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
                   fhir_base: str) -> list[Placement]:
-    """Decide, for each entry after the MessageHeader, the stored id it becomes."""
+    """Decide, for each entry after the MessageHeader, the stored id it becomes.
+
+    The identities looked up are locked first (hub.db.locks), all at once and until the
+    transaction ends: two messages about the same new patient, accepted side by side by two
+    hub processes, would otherwise both find none and make two."""
+    lock_names(session, _identity_names(entries))
     placements = []
     for index, entry in enumerate(entries):
         resource = entry["resource"]

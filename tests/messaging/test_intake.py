@@ -83,3 +83,43 @@ def test_revocation_withdraws_deliveries_not_yet_made(hub: dict[str, TestClient]
     invitation["entry"][0]["resource"]["id"] = str(uuid.uuid4())
     assert post(hub, invitation).status_code == 200
     assert _deliveries(database)["meeting-invitation"][-1] == ("time-kommune", "withheld")
+
+
+def test_different_messages_at_once_about_a_new_patient_make_one_patient(
+        hub: dict[str, TestClient], live_url: str, database: Database) -> None:  # noqa: F811
+    """Six messages (each its own id and its own Consent) about a patient the hub has not
+    seen, posted at once: one Patient, which all six name (on PostgreSQL the placements run
+    in parallel transactions; each new identity is claimed before it is looked up)."""
+    first = load(EXAMPLES[0])
+    token = hub["jaeren-dps"].headers["Authorization"]
+    messages = []
+    for _ in range(6):
+        m = copy.deepcopy(first)
+        m["entry"][0]["resource"]["id"] = str(uuid.uuid4())
+        for entry in m["entry"][1:]:
+            res = entry["resource"]
+            if res["resourceType"] == "Consent":
+                res["identifier"] = [{"system": "urn:ietf:rfc:3986",
+                                      "value": f"urn:uuid:{uuid.uuid4()}"}]
+        messages.append(m)
+    barrier = threading.Barrier(len(messages))
+    answers: list[httpx.Response] = []
+
+    def send(message: dict[str, Any]) -> None:
+        with httpx.Client(base_url=live_url, timeout=60) as http:
+            barrier.wait()
+            answers.append(http.post("/fhir/$process-message", json=message, headers={
+                "Authorization": token, "Content-Type": "application/fhir+json"}))
+
+    threads = [threading.Thread(target=send, args=(m,)) for m in messages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    patients = hub["jaeren-dps"].get("/fhir/Patient").json().get("entry", [])
+    assert len(patients) == 1, [p["resource"]["id"] for p in patients]
+    pid = patients[0]["resource"]["id"]
+    consents = hub["jaeren-dps"].get("/fhir/Consent").json()["entry"]
+    assert len(consents) == 6
+    assert {c["resource"]["patient"]["reference"] for c in consents} == {f"Patient/{pid}"}

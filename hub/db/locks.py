@@ -1,0 +1,34 @@
+"""Transaction-scoped locks on names, for deciding "is it there yet?" safely across processes.
+
+Two transactions that both look something up, find nothing and create it would make two of
+it. On PostgreSQL, where transactions run side by side, `lock_names` takes an advisory lock per
+name until the transaction ends, so the second waits for the first to commit and then finds
+what it created (READ COMMITTED: each statement sees what is committed). On SQLite writers
+already run one at a time under the database's write lock, so there is nothing to do.
+
+Names are hashed to PostgreSQL's 64-bit lock keys (a collision only makes two unrelated names
+wait for each other) and locked in key order, so that two transactions locking overlapping
+names cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+
+def lock_key(name: str) -> int:
+    """The signed 64-bit advisory lock key of `name`."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def lock_names(session: Session, names: Iterable[str]) -> None:
+    """Hold a lock on each of `names` until the session's transaction ends (PostgreSQL; on
+    SQLite the write transaction already excludes every other writer)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for key in sorted({lock_key(n) for n in names}):
+        session.execute(select(func.pg_advisory_xact_lock(key)))
