@@ -1,11 +1,12 @@
 """Writing AuditEvents onto the chain: one `Auditor` per process, used by the API, the UI and
 the CLI alike, always inside the transaction of the action it records.
 
-`record` appends one event; `record_many` appends one per patient (the records' patient_ref
-column holds one patient, and BALP wants one event per patient), or one without a patient when
-the action touched none. `rest` and `disclosures` build and record the usual events; `Touched`
-says which resources and patients an action touched, and the `touched_*` helpers work it out
-from what the store returned.
+`record` appends one event. An action is recorded once per patient it touched (the records'
+patient_ref column holds one patient, and BALP wants one event per patient), or once without a
+patient when it touched none (`per_patient_entries`). `rest_entries` and `disclosure_entries`
+build the usual events and `write` links any number of them in one append; `rest` and
+`disclosures` do both at once. `Touched` says which resources and patients an action touched,
+and the `touched_*` helpers work it out from what the store returned.
 
 Disclosure decisions reach the auditor through the session: the consent gate appends one dict
 per decision to `session.info["disclosures"]` (keys recipient, patient, resources, decision,
@@ -167,7 +168,7 @@ class Auditor:
 
     The `*_entries` methods build chain entries without writing; `write` links any number of
     them in one append (one head read, one insert: what a request with several records needs).
-    `rest`, `disclosures`, `record` and `record_many` build and write at once."""
+    `rest`, `disclosures` and `record` build and write at once."""
 
     def __init__(self, signer: Signer, *, base_url: str | None = None) -> None:
         self.signer = signer
@@ -190,13 +191,6 @@ class Auditor:
         patients: list[str | None] = list(dict.fromkeys(patient_refs)) or [None]
         return [chain.Entry(events.for_patient(event, p), p, agent, action, subtype)
                 for p in patients]
-
-    def record_many(self, session: Session, event: Mapping[str, Any], *,
-                    patient_refs: Sequence[str], agent: str, action: str,
-                    subtype: str) -> list[int]:
-        """One record per patient of `patient_refs` (see per_patient_entries); their seqs."""
-        return self.write(session, self.per_patient_entries(
-            event, patient_refs=patient_refs, agent=agent, action=action, subtype=subtype))
 
     def rest_entries(self, subject: Subject | None, *, interaction: Interaction,
                      resource_type: str | None, touched: Touched = NOTHING,

@@ -165,13 +165,13 @@ def write_version(
 
 
 def replace_index(
-    session: Session, pk: int, resource_type: str, values: IndexValues | None, *, fresh: bool
+    session: Session, pk: int, resource_type: str, values: IndexValues | None
 ) -> None:
-    """Make the index rows of `pk` exactly `values` (None: no rows, for deleted resources)."""
-    if not fresh:
-        conn = session.connection()
-        for statement in _DELETE_INDEX:
-            conn.execute(statement, {"pk": pk})
+    """Make the index rows of `pk` exactly `values` (None: no rows, for deleted resources);
+    a new resource's go in with `insert_index`."""
+    conn = session.connection()
+    for statement in _DELETE_INDEX:
+        conn.execute(statement, {"pk": pk})
     if values is not None:
         insert_index(session, [(pk, resource_type, values)])
 

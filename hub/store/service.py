@@ -290,7 +290,7 @@ def update(
         at = utcnow()
         body = _with_meta(resource, resource_id, current.version_id + 1, at)
         if repo.write_version(session, current, encode_body(body), at, "PUT"):
-            repo.replace_index(session, current.pk, resource_type, extract(body), fresh=False)
+            repo.replace_index(session, current.pk, resource_type, extract(body))
             return WriteResult(StoredResource(resource_type, resource_id, current.version_id + 1,
                                               at, body, "PUT"), created=current.deleted)
         if expected is not None:
@@ -314,7 +314,7 @@ def delete_resource(
             return None
         at = utcnow()
         if repo.write_version(session, current, None, at, "DELETE"):
-            repo.replace_index(session, current.pk, resource_type, None, fresh=False)
+            repo.replace_index(session, current.pk, resource_type, None)
             return StoredResource(resource_type, resource_id, current.version_id + 1, at, None,
                                   "DELETE")
     raise PreconditionFailedError(f"{resource_type}/{resource_id} is changing too fast; retry.")
