@@ -50,4 +50,13 @@ def dumps_bytes(data: Any) -> bytes:
     return dumps(data).encode("utf-8")
 
 
-__all__ = ["Decimal", "JSONDict", "dumps", "dumps_bytes", "loads", "loads_object"]
+def canonical_bytes(data: Any) -> bytes:
+    """Compact UTF-8 JSON with every object's keys sorted, decimals as written: the same
+    bytes for the same content whatever the key order (content hashes, comparisons)."""
+    text: str = simplejson.dumps(data, use_decimal=True, ensure_ascii=False,
+                                 separators=(",", ":"), sort_keys=True)
+    return text.encode("utf-8")
+
+
+__all__ = ["Decimal", "JSONDict", "canonical_bytes", "dumps", "dumps_bytes", "loads",
+           "loads_object"]

@@ -38,7 +38,7 @@ from hub.errors import (
     InvalidResourceError,
     Issue,
 )
-from hub.fhir.jsonio import dumps_bytes, loads
+from hub.fhir.jsonio import canonical_bytes, dumps_bytes, loads
 from hub.fhir.validation import validate_message
 from hub.messaging import identity
 from hub.messaging.handlers import Accepted, run_handlers
@@ -86,16 +86,8 @@ def check_message(bundle: dict[str, Any]) -> Checked:
 def _content_hash(bundle: dict[str, Any]) -> str:
     """A hash of what the message says (its meta is transport detail and left out)."""
     body = {k: v for k, v in bundle.items() if k != "meta"}
-    canonical = dumps_bytes(_sorted(body))
+    canonical = canonical_bytes(body)
     return hashlib.sha256(canonical).hexdigest()
-
-
-def _sorted(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _sorted(node[k]) for k in sorted(node)}
-    if isinstance(node, list):
-        return [_sorted(v) for v in node]
-    return node
 
 
 def _header(bundle: dict[str, Any]) -> dict[str, Any]:

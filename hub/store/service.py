@@ -32,7 +32,7 @@ from hub.errors import (
     NotFoundError,
     PreconditionFailedError,
 )
-from hub.fhir.jsonio import dumps_bytes
+from hub.fhir.jsonio import canonical_bytes
 from hub.fhir.structure import is_resource_type
 from hub.fhir.validation import ID_RE, validate_resource
 from hub.store import query as query_mod
@@ -79,14 +79,6 @@ def _with_meta(resource: dict[str, Any], rid: str, version: int, at: datetime) -
 _VERSION_META = ("versionId", "lastUpdated")  # set by the store on every version
 
 
-def _canonical(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _canonical(node[k]) for k in sorted(node)}
-    if isinstance(node, list):
-        return [_canonical(v) for v in node]
-    return node
-
-
 def _content(resource: dict[str, Any]) -> bytes:
     """What a version says, as canonical bytes: the body without the meta the store sets
     (key order ignored; numbers as written, so 0.40 differs from 0.4 and true from 1)."""
@@ -94,7 +86,7 @@ def _content(resource: dict[str, Any]) -> bytes:
     body = {k: v for k, v in resource.items() if k != "meta"}
     if meta:
         body["meta"] = meta
-    return dumps_bytes(_canonical(body))
+    return canonical_bytes(body)
 
 
 def _same_content(current: repo.Current, resource: dict[str, Any]) -> bool:
