@@ -44,6 +44,13 @@ def organization(orgnr: str = "964969590", name: str = "Time kommune") -> dict[s
     }
 
 
+def practitioner(hpr: str = "9144889", family: str = "Lege") -> dict[str, Any]:
+    """A Practitioner with an HPR-nummer."""
+    return {"resourceType": "Practitioner", "active": True,
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": hpr}],
+            "name": [{"family": family, "given": ["Lise"]}]}
+
+
 def encounter(patient_ref: str, start: str = "2026-11-01T10:00:00+01:00",
               status: str = "in-progress") -> dict[str, Any]:
     """An inpatient Encounter at the centre."""

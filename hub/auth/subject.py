@@ -10,7 +10,12 @@ SubjectKind = Literal["client", "user", "system", "open"]
 
 @dataclass(frozen=True)
 class Subject:
-    """The acting party of one request or job."""
+    """The acting party of one request or job.
+
+    Authority is always someone's: a subject with an organisation sees and changes what that
+    organisation may, whatever its kind (the hub working for an organisation included). Only
+    the hub as itself (no organisation) is not isolated, and it writes only its own notices
+    and the directory (hub/auth/isolation.py)."""
 
     kind: SubjectKind
     id: str
@@ -20,15 +25,21 @@ class Subject:
 
     @property
     def sees_everything(self) -> bool:
-        """The hub itself (and the open API before access control) is not isolated."""
-        return self.kind in ("system", "open")
+        """The hub itself for no organisation."""
+        return self.kind == "system" and self.organization_id is None
+
+    @property
+    def is_hub(self) -> bool:
+        """The hub acting as itself, for no organisation."""
+        return self.kind == "system" and self.organization_id is None
 
     @classmethod
     def hub_itself(cls) -> Subject:
-        """The hub's own jobs (migrations, seeding, scheduler)."""
+        """The hub's own jobs (migrations, seeding, delivery, its own notices)."""
         return cls("system", "carehub", None, frozenset({"system/*.*"}))
 
     @classmethod
-    def open_access(cls) -> Subject:
-        """The caller of an API without token checks (until access control lands)."""
-        return cls("open", "anonymous", None, frozenset({"system/*.*"}))
+    def working_for(cls, org_id: str, job: str) -> Subject:
+        """The hub doing `job` for Organization/org_id: it sees and changes what that
+        organisation may, nothing more (CONTRACT section 3)."""
+        return cls("system", f"{job}:{org_id}", org_id, frozenset({"system/*.*"}))

@@ -111,6 +111,8 @@ class New:
 
 
 def _insert_all(session: Session, items: Sequence[New]) -> list[tuple[int, StoredResource]]:
+    for it in items:
+        isolation.check_create(it.subject, it.resource)
     at = utcnow()
     bodies = [_with_meta(it.resource, it.resource_id, 1, at) for it in items]
     pks = repo.insert_resources(session, [
@@ -235,14 +237,17 @@ def update(
     if_match: str | None = None,
     already_valid: bool = False,
     keep_unchanged: bool = False,
+    part: str | None = None,
 ) -> WriteResult:
     """Store a new version of Type/id (creating it under that id if new). 412 when `if_match`
     is not the current version. `already_valid`: the caller ran hub.fhir.validation on this
     very body (message intake), so it is not checked twice. `keep_unchanged`: when the body
     says exactly what the current version says (meta.versionId and lastUpdated aside), write
     nothing and return the current version with `unchanged` (message intake: a resource sent
-    again in every message keeps a meaningful history). Raises BadRequestError,
-    InvalidResourceError."""
+    again in every message keeps a meaningful history). `part`: the named part of another
+    organisation's resource the caller writes (hub.auth.isolation). Raises BadRequestError,
+    InvalidResourceError, ForbiddenError (another organisation's resource), ConflictError
+    (an id the caller cannot see)."""
     check_type(subject, resource_type, write=True)
     if resource.get("resourceType") != resource_type:
         raise BadRequestError(
@@ -257,12 +262,13 @@ def update(
     expected = _parse_etag(if_match) if if_match is not None else None
     for _ in range(_RETRIES):
         current = repo.get_current(session, resource_type, resource_id)
-        if current is not None and not isolation.owns(subject, current) and not Gate(
+        old = decode_body(current.body) if current is not None and current.body else None
+        if current is not None and not isolation.owns(subject, current) and not (
+                old is not None and isolation.may_change_part(
+                    subject, resource_type, old, resource, part=part)) and not Gate(
                 session, subject).can_see(current):
             raise ConflictError(f"The id {resource_id} is not available for a new "
                                 f"{resource_type}; create it with POST to get an id.")
-        if current is not None:
-            isolation.check_can_change(subject, current)
         if current is None:
             if expected is not None:
                 raise PreconditionFailedError(
@@ -279,6 +285,7 @@ def update(
                 f"{expected}: someone changed it; read it again and reapply your change.")
         if keep_unchanged and _same_content(current, resource):
             return WriteResult(_stored(current), created=False, unchanged=True)
+        isolation.check_change(subject, current, old, resource, part=part)
         at = utcnow()
         body = _with_meta(resource, resource_id, current.version_id + 1, at)
         if repo.write_version(session, current, encode_body(body), at, "PUT"):
@@ -301,7 +308,7 @@ def delete_resource(
         if current is None or (not isolation.owns(subject, current)
                                and not Gate(session, subject).can_see(current)):
             return None  # deleting what is not there (for you) is a no-op, revealing nothing
-        isolation.check_can_change(subject, current)
+        isolation.check_change(subject, current, None, None)
         if current.deleted:
             return None
         at = utcnow()
@@ -341,14 +348,20 @@ def exists(session: Session, subject: Subject, *, resource_type: str, resource_i
 
 def vread(session: Session, subject: Subject, *, resource_type: str, resource_id: str,
           version_id: str) -> StoredResource:
-    """One version of Type/id. Raises NotFoundError, GoneError (a deletion version)."""
+    """One version of Type/id, where the subject may see that very version (each version is
+    judged on its own: CONTRACT section 5). Raises NotFoundError, GoneError (a deletion)."""
     check_type(subject, resource_type, write=False)
-    current = _require_current(session, subject, resource_type, resource_id)
-    if not version_id.isdigit():
-        raise NotFoundError(f"{resource_type}/{resource_id} has no version '{version_id}'.")
+    current = repo.get_current(session, resource_type, resource_id)
+    missing = NotFoundError(f"{resource_type}/{resource_id} is not known here "
+                            f"(no version '{version_id}').")
+    if current is None or not version_id.isdigit() or len(version_id) > 18:
+        raise missing
     row = repo.get_version(session, current.pk, int(version_id))
     if row is None:
-        raise NotFoundError(f"{resource_type}/{resource_id} has no version {version_id}.")
+        raise missing
+    gate = Gate(session, subject)
+    if not _version_visible(session, gate, current, row):
+        raise missing
     if row.body is None:
         raise GoneError(f"Version {version_id} of {resource_type}/{resource_id} is its deletion.")
     return StoredResource.from_row(resource_type, resource_id, row.version_id,
@@ -357,13 +370,38 @@ def vread(session: Session, subject: Subject, *, resource_type: str, resource_id
 
 def history(session: Session, subject: Subject, *, resource_type: str, resource_id: str,
             count: int, offset: int) -> tuple[list[StoredResource], bool]:
-    """Versions of Type/id newest first, and whether more follow."""
+    """The versions of Type/id the subject may see, newest first, and whether more follow.
+    Each version is judged on its own; paging counts only those. NotFoundError when none."""
     check_type(subject, resource_type, write=False)
-    current = _require_current(session, subject, resource_type, resource_id)
-    rows = repo.list_versions(session, current.pk, limit=count + 1, offset=offset)
+    current = repo.get_current(session, resource_type, resource_id)
+    if current is None:
+        raise NotFoundError(f"{resource_type}/{resource_id} is not known here.")
+    rows = repo.list_versions(session, current.pk, limit=_MAX_VERSIONS, offset=0)
+    gate = Gate(session, subject)
+    visible = [r for i, r in enumerate(rows)
+               if _version_visible(session, gate, current, r, older=rows[i + 1:i + 2])]
+    if not visible:
+        raise NotFoundError(f"{resource_type}/{resource_id} is not known here.")
+    page = visible[offset:offset + count]
     versions = [StoredResource.from_row(resource_type, resource_id, r.version_id,
-                                        r.last_updated_at, r.body, r.method) for r in rows]
-    return versions[:count], len(versions) > count
+                                        r.last_updated_at, r.body, r.method) for r in page]
+    return versions, len(visible) > offset + count
+
+
+_MAX_VERSIONS = 10_000  # history reads them all to judge each; no real resource has more
+
+
+def _version_visible(session: Session, gate: Gate, current: repo.Current, row: Any, *,
+                     older: Sequence[Any] | None = None) -> bool:
+    """Whether `gate`'s subject may see this version. A deletion says nothing but that the
+    resource was deleted: it is shown to those who could see the version it deleted."""
+    if row.body is not None:
+        return gate.can_see_version(current, decode_body(row.body))
+    before = list(older) if older is not None else (
+        [repo.get_version(session, current.pk, row.version_id - 1)] if row.version_id > 1
+        else [])
+    return bool(before) and before[0] is not None and before[0].body is not None and (
+        gate.can_see_version(current, decode_body(before[0].body)))
 
 
 def search(session: Session, subject: Subject, *,
@@ -408,10 +446,18 @@ def find_by_identifier(session: Session, subject: Subject, *, system: str | None
     return [_stored(r) for r, ok in zip(rows, gate.allows(rows), strict=True) if ok]
 
 
+def owner_of(session: Session, *, resource_type: str, resource_id: str) -> str | None:
+    """The organisation that owns Type/id (None: the hub's own, or no such resource). Owners
+    are no secret from the hub's own flows (who organised a meeting, who sent a request)."""
+    current = repo.get_current(session, resource_type, resource_id)
+    return current.owner_org if current is not None else None
+
+
 def valid_id(resource_id: str) -> bool:
     """True when `resource_id` is a valid FHIR logical id."""
     return bool(ID_RE.match(resource_id))
 
 
-__all__ = ["check_type", "create", "delete_resource", "history", "match", "read", "search",
+__all__ = ["check_type", "create", "delete_resource", "history", "match", "owner_of", "read",
+           "search",
            "update", "valid_id", "vread"]

@@ -18,9 +18,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from hub.auth.isolation import DIRECTORY_TYPES
+from hub.auth.subject import Subject
+from hub.db.engine import Database
 from hub.fhir import jsonio
+from hub.store import service
 from hub.store.types import READ_ONLY, WRITABLE
-from tests.conftest import SHARED
+from tests.conftest import SHARED, TEST_ORG
 
 EXAMPLES = SHARED / "fhir-r4-examples"
 README = EXAMPLES / "README.md"
@@ -89,10 +93,27 @@ def test_example_counts_match_readme() -> None:
 
 
 @pytest.mark.parametrize("path", _params(WRITABLE_FILES))
-def test_writable_example_round_trips(client: TestClient, path: Path) -> None:
+def test_writable_example_round_trips(client: TestClient, database: Database,
+                                      path: Path) -> None:
     raw = path.read_bytes()
     example = jsonio.loads(raw)
     rtype, own_id = example["resourceType"], example["id"]
+    if rtype in DIRECTORY_TYPES:  # written only by `hub org` (the hub itself), read by all
+        assert client.post(f"/fhir/{rtype}", content=raw).status_code == 403
+        with database.session(write=True) as s:
+            service.update(s, Subject.hub_itself(), resource_type=rtype, resource_id=own_id,
+                           resource=example)
+        read = client.get(f"/fhir/{rtype}/{own_id}")
+        assert read.status_code == 200, read.text
+        _assert_same(read.content, raw, keep_id=True)
+        return
+    if rtype == "Consent":  # recorded only by the custodian it names (CONTRACT section 5)
+        if example.get("organization") != [{"reference": f"Organization/{TEST_ORG}"}]:
+            refused = client.post(f"/fhir/{rtype}", content=raw)
+            assert refused.status_code == 422, refused.text
+            assert "custodian" in refused.text
+        example["organization"] = [{"reference": f"Organization/{TEST_ORG}"}]
+        raw = jsonio.dumps_bytes(example)
 
     created = client.post(f"/fhir/{rtype}", content=raw)
     assert created.status_code == 201, created.text

@@ -14,7 +14,7 @@ from tests.factories import fnr, patient
 
 NUMBER = fnr(date(1985, 3, 9))
 CRITERIA = f"identifier={FNR_SYSTEM}|{NUMBER}"
-ME = Subject.hub_itself()
+ME = Subject.working_for("jaeren-dps", "test")
 
 
 def test_twin_waits_for_the_first_and_returns_its_resource(database: Database) -> None:

@@ -64,8 +64,10 @@ def test_foreign_records_cannot_be_changed_or_deleted(database: Database) -> Non
         assert stored.version_id == 1
 
 
-def test_directory_is_shared_but_owned(database: Database) -> None:
-    org_id = _create(database, DPS, organization("983974791", "Jæren DPS"))
+def test_directory_is_shared_but_written_by_the_hub_only(database: Database) -> None:
+    with pytest.raises(ForbiddenError), database.session(write=True) as s:
+        service.create(s, DPS, resource=organization("983974791", "Jæren DPS"))
+    org_id = _create(database, Subject.hub_itself(), organization("983974791", "Jæren DPS"))
     assert _search(database, TIME, "Organization") == [org_id]
     with pytest.raises(ForbiddenError), database.session(write=True) as s:
         service.update(s, TIME, resource_type="Organization", resource_id=org_id,
@@ -84,7 +86,16 @@ def test_conditional_create_does_not_reveal_or_reuse_foreign_records(
 
 def test_include_does_not_leak_foreign_targets(database: Database) -> None:
     foreign = _create(database, DPS, patient(NUMBER))
+    stay = _create(database, DPS, {
+        "resourceType": "Encounter", "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+        "subject": {"reference": f"Patient/{foreign}"}})
     team = {"resourceType": "CareTeam", "status": "active",
-            "subject": {"reference": f"Patient/{foreign}"}}
+            "subject": {"reference": f"Patient/{foreign}"},
+            "encounter": {"reference": f"Encounter/{stay}"}}
     team_id = _create(database, TIME, team)
-    assert _search(database, TIME, "CareTeam", ("_include", "CareTeam:patient")) == [team_id]
+    # the centre's stay is not Time kommune's to see, included or not
+    assert _search(database, TIME, "CareTeam", ("_include", "CareTeam:encounter")) == [team_id]
+    # the Patient is: Time kommune holds a record about the person (CONTRACT section 3)
+    assert _search(database, TIME, "CareTeam", ("_include", "CareTeam:patient")) == [
+        team_id, foreign]

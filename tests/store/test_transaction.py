@@ -16,7 +16,7 @@ from httpx import Response
 from hub.fhir import jsonio
 from hub.fhir.identifiers import FNR_SYSTEM
 from tests.conftest import SHARED, TEST_ORG
-from tests.factories import encounter, fnr, organization, patient, task
+from tests.factories import encounter, fnr, patient, practitioner, task
 
 EXAMPLE = SHARED / "fhir-r4-examples" / "Bundle" / "Bundle-bundle-transaction.json"
 P_URN = "urn:uuid:3f1c1d6e-8a34-4c7b-9b9e-1f0a3c5d7e01"
@@ -208,7 +208,7 @@ def test_invalid_entry_rolls_back_the_whole_transaction(client: TestClient) -> N
     bundle = _bundle(
         "transaction",
         _post(patient(), P_URN),
-        _post(organization(), O_URN),
+        _post(practitioner(), O_URN),
         _post(encounter(P_URN), E_URN),
         _post(bad),
     )
@@ -217,7 +217,7 @@ def test_invalid_entry_rolls_back_the_whole_transaction(client: TestClient) -> N
     text = _issues_text(r.json())
     assert "Bundle.entry[3]" in text, text
     assert "shoeSize" in text, text
-    for rtype in ("Patient", "Organization", "Encounter"):
+    for rtype in ("Patient", "Practitioner", "Encounter"):
         assert _matches(client, rtype) == [], rtype
 
 
@@ -235,7 +235,7 @@ def test_stale_if_match_in_transaction_is_412_and_stores_nothing(client: TestCli
     stale = {**current, "gender": "male"}
     bundle = _bundle(
         "transaction",
-        _post(organization(), O_URN),
+        _post(practitioner(), O_URN),
         _post(patient(fnr(start=40), given="Ola"), P_URN),
         {"resource": stale, "request": {"method": "PUT", "url": f"Patient/{pid}",
                                         "ifMatch": 'W/"1"'}},
@@ -244,7 +244,7 @@ def test_stale_if_match_in_transaction_is_412_and_stores_nothing(client: TestCli
     r = _send(client, bundle)
     assert r.status_code == 412, r.text
     assert "Bundle.entry[2]" in _issues_text(r.json())
-    assert _matches(client, "Organization") == []
+    assert _matches(client, "Practitioner") == []
     assert _matches(client, "Encounter") == []
     assert [p["id"] for p in _matches(client, "Patient")] == [pid]
     now = client.get(f"/fhir/Patient/{pid}").json()
@@ -257,7 +257,7 @@ def test_stale_if_match_in_transaction_is_412_and_stores_nothing(client: TestCli
 def test_batch_reports_each_entry_and_keeps_the_good_ones(client: TestClient) -> None:
     bundle = _bundle(
         "batch",
-        _post(organization()),
+        _post(practitioner()),
         _post(patient(shoeSize=44)),
         _post(patient(fnr(start=40), given="Ola")),
     )
@@ -270,9 +270,9 @@ def test_batch_reports_each_entry_and_keeps_the_good_ones(client: TestClient) ->
     bad = out["entry"][1]["response"]
     assert 400 <= _status(out["entry"][1]) < 500, bad
     assert "shoeSize" in _issues_text(bad["outcome"])
-    org_id = _id_from_location(out["entry"][0], "Organization")
+    org_id = _id_from_location(out["entry"][0], "Practitioner")
     pat_id = _id_from_location(out["entry"][2], "Patient")
-    assert [o["id"] for o in _matches(client, "Organization")] == [org_id]
+    assert [o["id"] for o in _matches(client, "Practitioner")] == [org_id]
     assert [p["id"] for p in _matches(client, "Patient")] == [pat_id]
     assert client.get(f"/fhir/Patient/{pat_id}").json()["name"][0]["given"] == ["Ola"]
 

@@ -1,0 +1,53 @@
+"""Reading FHIR references: the one place that knows their shapes.
+
+A literal reference is `Type/id`, `Type/id/_history/n` or an absolute URL ending so; a
+`urn:` or `#` reference names something inside a bundle or resource, never a stored record.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_HISTORY = re.compile(r"/_history/[^/]*$")
+
+
+def parse(reference: object) -> tuple[str, str] | None:
+    """(type, id) of a literal reference string, else None."""
+    if not isinstance(reference, str):
+        return None
+    ref = _HISTORY.sub("", reference.strip())
+    if ref.startswith(("urn:", "#")):
+        return None
+    parts = ref.split("/")
+    if len(parts) < 2:
+        return None
+    if len(parts) > 2 and not ref.startswith(("http://", "https://")):
+        return None
+    rtype, rid = parts[-2], parts[-1]
+    if not rtype[:1].isupper() or not rid:
+        return None
+    return rtype, rid
+
+
+def target(element: Any) -> tuple[str, str] | None:
+    """(type, id) of a Reference element (a dict with `reference`), else None."""
+    return parse(element.get("reference")) if isinstance(element, dict) else None
+
+
+def org_id(element: Any) -> str | None:
+    """The id of the Organization a Reference element names, else None."""
+    found = target(element)
+    return found[1] if found and found[0] == "Organization" else None
+
+
+def org_ref(reference: object) -> str | None:
+    """'Organization/<id>' for an Organization reference string, else None."""
+    found = parse(reference)
+    return f"Organization/{found[1]}" if found and found[0] == "Organization" else None
+
+
+def org_ids(elements: Any) -> set[str]:
+    """Ids of the Organizations a list of Reference elements names."""
+    items = elements if isinstance(elements, list) else [elements]
+    return {o for o in (org_id(e) for e in items) if o}
