@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     follow_up_third_check: int = Field(
         default=30 * 86400, description="Seconds after discharge of the third follow-up check"
     )
+    reply_basis_events: str = Field(
+        default="meeting-response,discharge-readiness-response,self-admission-response,"
+        "self-admission-request,follow-up-contact",
+        description="Events that go back, without consent, to the organisation whose message "
+        "they answer (legal basis reply), comma-separated",
+    )
     follow_up_legal_basis: str = Field(
         default="helsepersonelloven-45",
         description="Legal basis code under which the hub's own notices go without consent "

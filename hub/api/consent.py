@@ -15,12 +15,13 @@ router = APIRouter(prefix="/fhir")
 
 @router.get("/Patient/{patient_id}/$disclosure-check")
 async def disclosure_check(patient_id: str, request: Request, db: DatabaseDep,
-                           subject: SubjectDep, recipient: str = Query(...),
+                           settings: SettingsDep, subject: SubjectDep,
+                           recipient: str = Query(...),
                            event: str | None = Query(None)) -> FhirResponse:
     """Parameters: decision (permit | deny), basis, reason."""
     result = await audited_transaction(
         request, db, subject, lambda s: consent_service.disclosure_check(
-            s, subject, patient_id=patient_id, recipient=recipient, event=event),
+            s, subject, settings, patient_id=patient_id, recipient=recipient, event=event),
         interaction="operation", resource_type="Patient", operation="$disclosure-check",
         query=str(request.url.query),
         touched=lambda _s, _r: Touched((), (f"Patient/{patient_id}",)))

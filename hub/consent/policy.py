@@ -126,6 +126,11 @@ class Verdict:
     basis: str | None
     reason: str
     redact: frozenset[str] = field(default_factory=frozenset)
+    withheld_for: str | None = None  # a deny that a later consent releases: what it waits for
+
+
+PLAN_CONSENT_MISSING = "individual-plan-consent"
+"""Verdict.withheld_for of an individual plan withheld for lack of the patient's consent."""
 
 
 @dataclass(frozen=True)
@@ -470,27 +475,37 @@ def _deny(
 # --- consent-changed and $disclosure-check ----------------------------------------------------
 
 
-def _named_anywhere(provision: Mapping[str, Any]) -> set[str]:
-    """Organizations among the actors of a provision and all provisions nested in it."""
-    refs = _actor_refs(provision.get("actor"))
+def _permit_named(provision: Mapping[str, Any], *, root: bool = True) -> set[str]:
+    """Organizations a provision and the provisions nested in it name to permit: the actors
+    of a permit (a root without a type permits nothing; a nested one without a type is an
+    exception, so a deny)."""
+    kind = provision.get("type")
+    refs = _actor_refs(provision.get("actor")) if kind == "permit" else set()
     for nested in _items(provision.get("provision")):
-        refs |= _named_anywhere(_mapping(nested))
+        refs |= _permit_named(_mapping(nested), root=False)
     return refs
 
 
+def custodians(consent: Mapping[str, Any]) -> set[str]:
+    """'Organization/<id>' of the organisations a Consent names as custodian."""
+    return {o for o in (organization_ref(_mapping(r).get("reference"))
+                        for r in _items(consent.get("organization"))) if o}
+
+
 def consent_message_verdict(consent: Mapping[str, Any], recipient: str) -> Verdict:
-    """Whether a consent-changed with `consent` may go to `recipient`: yes when it names it."""
+    """Whether `recipient` may see `consent` (and so receive its consent-changed, also when
+    it revokes): its custodian and the organisations its permit provisions name; never one
+    it names only to deny (CONTRACT section 5)."""
     ref = _consent_ref(consent)
     if consent.get("resourceType") != "Consent" or ref is None:
         return Verdict("deny", None, "The consent has no id; store it before routing it")
     org = organization_ref(recipient)
-    custodians = {o for o in (organization_ref(_mapping(r).get("reference"))
-                              for r in _items(consent.get("organization"))) if o}
-    actors = _named_anywhere(_mapping(consent.get("provision")))
-    if org is None or org not in custodians | actors:
-        return Verdict("deny", None, f"{recipient} is not named in {ref}; a consent goes only to "
-                                     "the organisations it names")
-    role = "custodian" if org in custodians else "actor"
+    keepers = custodians(consent)
+    actors = _permit_named(_mapping(consent.get("provision")))
+    if org is None or org not in keepers | actors:
+        return Verdict("deny", None, f"{recipient} is not named in {ref} as custodian or as "
+                                     "one it permits; a consent goes only to those")
+    role = "custodian" if org in keepers else "actor"
     revoked = " and its revocation" if consent.get("status") == "inactive" else ""
     return Verdict("permit", ref, f"{recipient} is named in {ref} (as {role}), so it receives "
                                   f"the consent{revoked}")

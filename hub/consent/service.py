@@ -7,26 +7,24 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
+from hub.config import Settings
+from hub.consent import bases
 from hub.consent.events import EVENT_CONTENT
-from hub.consent.gate import Gate
-from hub.consent.policy import (
-    DisclosureRequest,
-    Verdict,
-    consent_message_verdict,
-    decide,
-    explain,
-    organization_ref,
-)
-from hub.db.types import utcnow
+from hub.consent.gate import MessageQuestion
+from hub.consent.policy import Verdict, explain, organization_ref
 from hub.errors import BadRequestError
 from hub.store import service
 
 
-def disclosure_check(session: Session, subject: Subject, *, patient_id: str, recipient: str,
-                     event: str | None) -> dict[str, Any]:
-    """Would a message of `event` about Patient/patient_id reach `recipient` now? A FHIR
-    Parameters (decision, basis, reason). NotFoundError when the caller cannot see the patient;
-    BadRequestError for an unknown event or a recipient that is not an Organization."""
+def disclosure_check(session: Session, subject: Subject, settings: Settings, *,
+                     patient_id: str, recipient: str, event: str | None) -> dict[str, Any]:
+    """Would a message of `event` (default: one carrying only the Patient) about
+    Patient/patient_id, sent by the caller's organisation, reach `recipient` now? Asks the
+    very decision routing asks (hub.consent.gate.Gate.message_verdict), for a message that
+    answers nothing (a reply's basis depends on the message it answers) and carries what
+    the event's MessageDefinition lists. A FHIR Parameters (decision, basis, reason).
+    NotFoundError when the caller cannot see the patient; BadRequestError for an unknown
+    event or a recipient that is not an Organization."""
     service.read(session, subject, resource_type="Patient", resource_id=patient_id)
     org = organization_ref(recipient)
     if org is None:
@@ -34,14 +32,23 @@ def disclosure_check(session: Session, subject: Subject, *, patient_id: str, rec
     if event is not None and event not in EVENT_CONTENT:
         raise BadRequestError(f"Unknown event '{event}'; known events: "
                               f"{', '.join(sorted(EVENT_CONTENT))}.")
-    consents = Gate(session, Subject.hub_itself()).consents_of(patient_id)
+    gate = bases.gate(session, settings)
+    receiver = org.split("/", 1)[1]
     verdict: Verdict
     if event == "consent-changed":
-        verdicts = [consent_message_verdict(c, org) for c in consents]
+        # The Consent it would carry: one the caller's organisation recorded (it sends it).
+        mine = gate.consents_by(patient_id, subject.organization_id)
+        verdicts = [gate.message_verdict(MessageQuestion(
+            event=event, sender_org=subject.organization_id, patient_id=patient_id,
+            content_types=EVENT_CONTENT[event], receiver_org=receiver, consent=c))
+            for c in mine]
         verdict = next((v for v in verdicts if v.decision == "permit"), Verdict(
-            "deny", None, f"No consent of Patient/{patient_id} names {org}."))
+            "deny", None, f"No consent of Patient/{patient_id} recorded by your organisation "
+                          f"names {org} as custodian or as one it permits."))
     else:
-        types = EVENT_CONTENT[event] if event else frozenset({"Patient"})
-        verdict = decide(consents, DisclosureRequest(recipient=org, resource_types=types,
-                                                     event=event, now=utcnow()))
+        verdict = gate.message_verdict(MessageQuestion(
+            event=event, sender_org=subject.organization_id, patient_id=patient_id,
+            content_types=EVENT_CONTENT[event] if event else frozenset({"Patient"}),
+            receiver_org=receiver,
+            individual_plan=event == "care-plan-shared"))
     return explain(verdict)

@@ -1,12 +1,16 @@
 """$consent-trail (CONTRACT section 8): every version of a patient's consents and every
 disclosure decision about the patient, in time order.
 
-For auditors, and for the clients of an organisation that is custodian (Consent.organization)
-of one of the patient's consents; to anyone else the patient is as if unknown (404).
+For auditors. The clients of an organisation that is custodian (Consent.organization) of
+one of the patient's consents get the part that is theirs: the versions of the consents
+their organisation recorded, and the decisions that named them or were about its own
+records (a custodian of one consent learns nothing of the others). To anyone else the
+patient is as if unknown (404).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -15,7 +19,6 @@ from hub.audit import events
 from hub.audit.queries import AuditQuery, search
 from hub.auth.subject import Subject
 from hub.consent.gate import Gate
-from hub.consent.policy import organization_ref
 from hub.db.types import utcnow
 from hub.errors import NotFoundError
 from hub.store import service
@@ -24,23 +27,19 @@ from hub.store.dates import format_instant
 HUB = Subject.hub_itself()
 
 
-def _custodian(consents: list[dict[str, Any]], org_id: str | None) -> bool:
-    if org_id is None:
-        return False
-    mine = f"Organization/{org_id}"
-    return any(organization_ref(o.get("reference")) == mine
-               for c in consents for o in c.get("organization", []) if isinstance(o, dict))
-
-
 def consent_trail(session: Session, subject: Subject, *, patient_id: str,
                   fhir_base: str) -> dict[str, Any]:
     """A collection Bundle of Consent versions and disclosure AuditEvents, oldest first.
     Raises NotFoundError when the caller is neither an auditor nor a custodian."""
-    consents = Gate(session, HUB).consents_of(patient_id)
-    auditor = subject.kind == "user" and subject.role == "auditor"
-    custodian = subject.kind == "client" and _custodian(consents, subject.organization_id)
-    if not (auditor or subject.sees_everything or custodian):
-        raise NotFoundError(f"Patient/{patient_id} is not known here.")
+    gate = Gate(session, HUB)
+    auditor = (subject.kind == "user" and subject.role == "auditor") or subject.sees_everything
+    consents = gate.consents_of(patient_id)
+    if not auditor:
+        consents = (gate.consents_by(patient_id, subject.organization_id)
+                    if subject.kind == "client" else [])
+        if not consents:
+            raise NotFoundError(f"Patient/{patient_id} is not known here.")
+    mine = {f"Consent/{c['id']}" for c in consents}
     timeline: list[tuple[str, int, dict[str, Any]]] = []
     for consent in consents:
         versions, more = service.history(session, HUB, resource_type="Consent",
@@ -57,6 +56,9 @@ def consent_trail(session: Session, subject: Subject, *, patient_id: str,
                                           subtypes=((events.DISCLOSE,),), count=500,
                                           after=after))
         for line in page.lines:
+            if not auditor and not _concerns(session, line.body, mine,
+                                             subject.organization_id):
+                continue
             timeline.append((format_instant(line.recorded_at), 1, {
                 "fullUrl": f"{fhir_base}/AuditEvent/{line.body.get('id')}",
                 "resource": line.body}))
@@ -67,3 +69,19 @@ def consent_trail(session: Session, subject: Subject, *, patient_id: str,
     return {"resourceType": "Bundle", "type": "collection",
             "timestamp": format_instant(utcnow()), "total": len(timeline),
             "entry": [entry for _, _, entry in timeline]}
+
+
+def _concerns(session: Session, audit_event: dict[str, Any], consents: set[str],
+              org: str | None) -> bool:
+    """Whether a disclosure AuditEvent is the custodian's business: it names one of its
+    consents (as basis or in its reason), or it decided on records its organisation owns."""
+    text = json.dumps(audit_event)
+    if any(f"{c}\"" in text or f"{c} " in text or f"{c}," in text for c in consents):
+        return True
+    for entity in audit_event.get("entity", []):
+        ref = str((entity.get("what") or {}).get("reference") or "")
+        rtype, _, rid = ref.partition("/")
+        if rid and rtype != "Patient" and org is not None and service.owner_of(
+                session, resource_type=rtype, resource_id=rid) == org:
+            return True
+    return False

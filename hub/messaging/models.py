@@ -55,6 +55,8 @@ class DeliveryRow(Base):
     decision: Mapped[str] = mapped_column(String(30))  # permit | deny | permit-with-redaction
     basis: Mapped[str | None] = mapped_column(String(200), nullable=True)
     reason: Mapped[str] = mapped_column(Text)
+    # A withheld delivery that a later consent releases: what it waits for (policy codes).
+    withheld_for: Mapped[str | None] = mapped_column(String(40), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

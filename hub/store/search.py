@@ -202,25 +202,23 @@ def _keeps_to_type(name: str) -> bool:
 
 def run(session: Session, req: SearchRequest, visibility: Visibility) -> SearchPage:
     """Execute a search and fetch one page (plus `_include`d resources) of what
-    `visibility` lets the caller see. Offsets count pre-filtered rows, so paging stays exact
-    when the per-row decision drops some."""
+    `visibility` lets the caller see. Offsets, totals and `next` count only what the caller
+    may see (CONTRACT section 5: no trace of the hidden), so a page walks the pre-filtered
+    rows from the start; `_count=0` asks no page at all."""
     query, ignored = build_query(req, visibility.clause())
     ordered = query.order_by(*_order_by(req))
-    matches: list[tuple[int, Current]] = []  # (position among pre-filtered rows, row)
-    position, exhausted = req.offset, False
-    while len(matches) <= req.count and not exhausted:
-        batch = max(req.count + 1 - len(matches), 20)
+    wanted = req.offset + req.count + 1  # visible rows up to one past this page
+    seen: list[Current] = []
+    position, exhausted = 0, req.count == 0
+    while len(seen) < wanted and not exhausted:
+        batch = max(wanted - len(seen), 50)
         pks: list[int] = list(session.execute(ordered.limit(batch).offset(position)).scalars())
         exhausted = len(pks) < batch
+        position += len(pks)
         rows = get_current_by_pk(session, pks)
-        for row, ok in zip(rows, visibility.allows(rows), strict=True):
-            if ok:
-                matches.append((position, row))
-            position += 1
-            if len(matches) > req.count:
-                break
-    next_offset = matches[req.count][0] if len(matches) > req.count else None
-    page = [row for _, row in matches[: req.count]]
+        seen.extend(row for row, ok in zip(rows, visibility.allows(rows), strict=True) if ok)
+    page = seen[req.offset:req.offset + req.count]
+    next_offset = req.offset + req.count if len(seen) > req.offset + req.count else None
     total = _count(session, query, visibility) if req.total else None
     return SearchPage(page, _includes(session, req, [r.pk for r in page], visibility),
                       next_offset, total, ignored)

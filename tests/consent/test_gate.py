@@ -47,7 +47,8 @@ def story(database: Database) -> dict[str, str]:
     pid = _create(database, DPS, patient(fnr(date(1969, 11, 13))))
     enc = _create(database, DPS, encounter(f"Patient/{pid}"))
     plan = _create(database, DPS, {"resourceType": "CarePlan", "status": "active",
-                                   "intent": "plan", "subject": {"reference": f"Patient/{pid}"}})
+                                   "intent": "plan", "category": [{"text": "individuell plan"}],
+                                   "subject": {"reference": f"Patient/{pid}"}})
     return {"patient": pid, "encounter": enc, "plan": plan}
 
 
@@ -78,7 +79,10 @@ def test_individual_plan_needs_the_consent_to_make_it_too(database: Database,
                                                            story: dict[str, str]) -> None:
     _create(database, DPS, consent(story["patient"], "time-kommune"))
     assert not _can_read(database, TIME, "CarePlan", story["plan"])
-    _create(database, DPS, consent(story["patient"], "jaeren-dps", category="individual-plan"))
+    # the consent to the plan must itself permit the receiver (CONTRACT 5)
+    _create(database, DPS, consent(story["patient"], "klepp-kommune", category="individual-plan"))
+    assert not _can_read(database, TIME, "CarePlan", story["plan"])
+    _create(database, DPS, consent(story["patient"], "time-kommune", category="individual-plan"))
     assert _can_read(database, TIME, "CarePlan", story["plan"])
 
 

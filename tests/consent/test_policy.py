@@ -540,7 +540,7 @@ def test_with_nothing_requested_a_grant_or_legal_basis_still_decides() -> None:
         (TIME, "permit"),  # an actor
         ("https://hub.example/fhir/Organization/time-kommune", "permit"),
         (DPS, "permit"),  # the custodian
-        (KLEPP, "permit"),  # an actor of a nested deny
+        (KLEPP, "deny"),  # named only in a nested deny: never told (CONTRACT 5)
         ("Organization/sola-kommune", "deny"),
     ],
 )

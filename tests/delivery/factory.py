@@ -20,9 +20,11 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.config import Settings
+from hub.consent.gate import MessageQuestion
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.fhir.identifiers import ORGNR_SYSTEM
+from hub.fhir.vocab import is_individual_plan
 from hub.fhir.jsonio import dumps_bytes
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.messaging.routing import decide_delivery
@@ -32,6 +34,7 @@ from hub.store.dates import format_instant
 from tests.factories import consent, fnr, patient
 
 HUB = Subject.hub_itself()
+SENDER = Subject.working_for("sender", "test")  # the custodian of the tests' consents
 EVENT_SYSTEM = "http://carehub.example/fhir/CodeSystem/message-event"
 _orgnr = iter(range(910000000, 999999999, 7))
 
@@ -54,24 +57,26 @@ def set_endpoint_status(db: Database, org_id: str, status: str) -> None:
                        resource={**body, "status": status})
 
 
-def add_patient(db: Database, n: int = 0) -> str:
-    """A stored Patient (a distinct fødselsnummer per `n`); its id."""
+def add_patient(db: Database, n: int = 0, *, owner: str = "sender") -> str:
+    """A stored Patient (a distinct fødselsnummer per `n`), written by Organization/owner;
+    its id."""
     with db.session(write=True) as s:
         body = patient(fnr(date(1969, 11, 13), start=2 + n * 7), given=f"Kari{n}")
-        return service.create(s, HUB, resource=body).stored.id
+        return service.create(s, Subject.working_for(owner, "test"), resource=body).stored.id
 
 
 def add_consent(db: Database, patient_id: str, recipient: str) -> str:
-    """Store an active Consent permitting `recipient`; its id."""
+    """Store an active Consent permitting `recipient`, recorded by its custodian "sender";
+    its id."""
     with db.session(write=True) as s:
         body = consent(patient_id, recipient, custodian="sender")
-        return service.create(s, HUB, resource=body).stored.id
+        return service.create(s, SENDER, resource=body).stored.id
 
 
 def revoke_consent(db: Database, consent_id: str, patient_id: str, recipient: str) -> None:
     """A new version of the Consent with status inactive."""
     with db.session(write=True) as s:
-        service.update(s, HUB, resource_type="Consent", resource_id=consent_id,
+        service.update(s, SENDER, resource_type="Consent", resource_id=consent_id,
                        resource={**consent(patient_id, recipient, status="inactive",
                                                    custodian="sender"),
                                  "id": consent_id})
@@ -151,8 +156,10 @@ def accept_in(s: Session, settings: Settings, *, sender: str, receivers: list[st
         bundle_id=kept.id, received_at=now, response=b"{}",
     ).returning(MessageRow.id)).scalar_one()
     for receiver in receivers:
-        verdict = decide_delivery(s, settings, event=event, patient_id=patient_id,
-                                  content_types=types, receiver_org=receiver, consent=consent)
+        verdict = decide_delivery(s, settings, MessageQuestion(
+            event=event, sender_org=sender, patient_id=patient_id, content_types=types,
+            receiver_org=receiver, consent=consent,
+            individual_plan=any(is_individual_plan(e["resource"]) for e in bundle["entry"])))
         queued = verdict.decision != "deny"
         s.execute(insert(DeliveryRow).values(
             message_id=message_id, receiver_org=receiver,

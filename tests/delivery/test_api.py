@@ -153,6 +153,7 @@ def test_pull_decides_again_and_redacts(
     cid = add_consent(database, p, TIME)
     plan = {"resourceType": "CarePlan", "status": "active", "intent": "plan",
             "identifier": [{"system": "urn:test", "value": "plan-2"}],
+            "category": [{"text": "individuell plan"}],  # needs the consent to the plan
             "subject": {"reference": f"Patient/{p}"}}
     redacted = accept(database, fast, sender=SENDER, receivers=[TIME], patient_id=p,
                       event="discharge-notice", extra=[plan])

@@ -282,6 +282,7 @@ def test_redacted_types_are_left_out_of_what_is_sent(
     add_consent(database, p, "time")  # but no consent to make an individual plan
     plan = {"resourceType": "CarePlan", "status": "active", "intent": "plan",
             "identifier": [{"system": "urn:test", "value": "plan-1"}],
+            "category": [{"text": "individuell plan"}],
             "subject": {"reference": f"Patient/{p}"}}
     m = accept(database, fast, sender=SENDER, receivers=["time"], patient_id=p,
                event="discharge-notice", extra=[plan])
@@ -340,13 +341,13 @@ def test_a_consent_changed_message_reaches_whom_it_names_also_when_it_revokes(
     ident = [{"system": "urn:test:consent", "value": "c-1"}]
     body = {**consent(p, "time"), "identifier": ident}
     with database.session(write=True) as s:
-        stored = service_store.create(s, Subject.hub_itself(), resource=body).stored
+        stored = service_store.create(s, Subject.working_for("jaeren-dps", "test"), resource=body).stored
     assert stored.body is not None
     m = accept(database, fast, sender=SENDER, receivers=["time"], patient_id=p,
                event="consent-changed", extra=[body], focus_extra=True, consent=stored.body)
     # revoked after acceptance: the message about it still goes, the consent is its basis
     with database.session(write=True) as s:
-        service_store.update(s, Subject.hub_itself(), resource_type="Consent",
+        service_store.update(s, Subject.working_for("jaeren-dps", "test"), resource_type="Consent",
                              resource_id=stored.id,
                              resource={**body, "id": stored.id, "status": "inactive"})
     sweep_until(database, fast, lambda: _all(database, "delivered"))
