@@ -12,9 +12,11 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.config import Settings
-from hub.consent.gate import decision_item, log_decision
+from hub.consent import minimum
+from hub.consent.gate import REPLY, MessageQuestion, decision_item, log_decision
 from hub.consent.policy import Verdict
 from hub.errors import HubError
+from hub.fhir import vocab
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.messaging.routing import decide_delivery
 from hub.store import service
@@ -94,21 +96,37 @@ def verdict_now(session: Session, settings: Settings, message: MessageRow,
         if consent is None:
             return Verdict("deny" if delivery.decision == "deny" else "permit", delivery.basis,
                            delivery.reason)
-    return decide_delivery(session, settings, event=message.event,
-                           patient_id=patient_id(message),
-                           content_types=content_types(message, bundle),
-                           receiver_org=delivery.receiver_org, consent=consent)
+    plan = any(vocab.is_individual_plan(r) for r in _resources(bundle))
+    return decide_delivery(session, settings, MessageQuestion(
+        event=message.event, sender_org=message.sender_org, patient_id=patient_id(message),
+        content_types=content_types(message, bundle), receiver_org=delivery.receiver_org,
+        consent=consent, individual_plan=plan,
+        # a reply stays one: whom it answers does not change after acceptance
+        replying_to=frozenset({delivery.receiver_org} if delivery.basis == REPLY else ())))
 
 
 def redacted(bundle: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
-    """The Bundle without the entries whose types the verdict redacts (never the header)."""
-    if verdict.decision != "permit-with-redaction" or not verdict.redact:
-        return bundle
-    entries = bundle.get("entry", [])
-    kept = [e for i, e in enumerate(entries)
-            if i == 0 or not isinstance(e, dict)
-            or (e.get("resource") or {}).get("resourceType") not in verdict.redact]
-    return {**bundle, "entry": kept}
+    """The Bundle as the verdict lets its receiver have it: without the entries whose types
+    it redacts (never the header), and, on a legal basis other than reply, trimmed to the
+    event's administrative elements (hub.consent.minimum)."""
+    if verdict.decision == "permit-with-redaction" and verdict.redact:
+        entries = bundle.get("entry", [])
+        kept = [e for i, e in enumerate(entries)
+                if i == 0 or not isinstance(e, dict)
+                or (e.get("resource") or {}).get("resourceType") not in verdict.redact]
+        bundle = {**bundle, "entry": kept}
+    if minimum.on_legal_basis(verdict):
+        event = _event(bundle)
+        if event is not None:
+            bundle = minimum.trim_message(bundle, event)
+    return bundle
+
+
+def _event(bundle: dict[str, Any]) -> str | None:
+    entries = bundle.get("entry") or []
+    header = entries[0].get("resource") if entries and isinstance(entries[0], dict) else None
+    code = ((header or {}).get("eventCoding") or {}).get("code")
+    return code if isinstance(code, str) else None
 
 
 def log_disclosure(session: Session, delivery: DeliveryRow, message: MessageRow,

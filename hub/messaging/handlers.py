@@ -13,10 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from hub.config import Settings
+from hub.consent.gate import REPLY, MessageQuestion, decision_item, log_decision
+from hub.consent.policy import PLAN_CONSENT_MISSING
+from hub.db.types import utcnow
 from hub.errors import InvalidResourceError
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.messaging.routing import decide_delivery
@@ -40,6 +43,9 @@ class Accepted:
     # "Type/id" sent exactly as already stored: no new version was written, so its `stored`
     # body is the current version, which is also the version this message replaces.
     unchanged: frozenset[str] = frozenset()
+    # The organisations whose message this one answers (set by the flows: the meeting's
+    # organiser, a Task's requester, ...): it goes back to them under the legal basis reply.
+    replying_to: set[str] = field(default_factory=set)
 
     def where(self, ref: str, path: str = "") -> str:
         """The expression of an element of a stored entry in the message (`Bundle.entry[2].
@@ -93,23 +99,47 @@ def run_handlers(session: Session, accepted: Accepted) -> None:
 @handles("consent-changed")
 def consent_changed(session: Session, accepted: Accepted) -> None:
     """A consent (or its revocation) applies from now on: every delivery about this patient
-    not yet made is decided again, and withheld where the consent no longer permits it."""
+    not yet made is decided again and withheld where it is no longer permitted, and what was
+    withheld for lack of a consent that is now recorded is released (CONTRACT section 5)."""
     if accepted.patient_id is None:
         return
     pending = session.execute(
         select(DeliveryRow, MessageRow).join(MessageRow, MessageRow.id == DeliveryRow.message_id)
         .where(DeliveryRow.patient_ref == f"Patient/{accepted.patient_id}",
-               DeliveryRow.status == "queued", DeliveryRow.message_id != accepted.message.id)
+               or_(DeliveryRow.status == "queued",
+                   and_(DeliveryRow.status == "withheld",
+                        DeliveryRow.withheld_for.is_not(None))),
+               DeliveryRow.message_id != accepted.message.id)
+        .order_by(DeliveryRow.id)
     ).all()
     for delivery, message in pending:
-        verdict = decide_delivery(session, accepted.settings, event=message.event,
-                                  patient_id=accepted.patient_id,
-                                  content_types=frozenset((message.content_types or "").split(",")),
-                                  receiver_org=delivery.receiver_org)
-        if verdict.decision == "deny":
+        question = MessageQuestion(
+            event=message.event, sender_org=message.sender_org,
+            patient_id=accepted.patient_id,
+            content_types=frozenset((message.content_types or "").split(",")),
+            receiver_org=delivery.receiver_org,
+            individual_plan=delivery.withheld_for == PLAN_CONSENT_MISSING or (
+                "CarePlan" in (message.content_types or "")
+                and message.event == "care-plan-shared"),
+            replying_to=frozenset({delivery.receiver_org} if delivery.basis == REPLY else ()))
+        verdict = decide_delivery(session, accepted.settings, question)
+        receiver = f"Organization/{delivery.receiver_org}"
+        if delivery.status == "queued" and verdict.decision == "deny":
             session.execute(update(DeliveryRow).where(DeliveryRow.id == delivery.id).values(
                 status="withheld", decision="deny", basis=verdict.basis,
                 reason=f"Withdrawn after consent change: {verdict.reason}",
-                next_attempt_at=None))
-            accepted.notes.append(f"withdrew delivery {delivery.id} to "
-                                  f"Organization/{delivery.receiver_org}")
+                withheld_for=verdict.withheld_for, next_attempt_at=None))
+            accepted.notes.append(f"withdrew the {message.event} message of "
+                                  f"{message.received_at:%Y-%m-%d} to {receiver}")
+        elif delivery.status == "withheld" and verdict.decision != "deny":
+            session.execute(update(DeliveryRow).where(DeliveryRow.id == delivery.id).values(
+                status="queued", decision=verdict.decision, basis=verdict.basis,
+                reason=f"Released after consent change: {verdict.reason}",
+                withheld_for=None, next_attempt_at=utcnow()))
+            log_decision(session, decision_item(
+                recipient=receiver, patient=delivery.patient_ref,
+                resources=[f"Bundle/{message.bundle_id}"], verdict=verdict,
+                event=message.event))
+            accepted.notes.append(f"released the {message.event} message of "
+                                  f"{message.received_at:%Y-%m-%d} to {receiver}, withheld "
+                                  "until this consent")

@@ -33,6 +33,7 @@ class Placement:
     resource_type: str
     resource_id: str
     exists: bool  # True: a new version of a stored resource
+    by_full_url: bool = False  # named by the hub's own URL, not matched by identifier
 
 
 def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:
@@ -77,7 +78,7 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
                 raise InvalidResourceError(
                     f"{where}: fullUrl {full_url} names no stored {rtype}.",
                     expression=f"Bundle.entry[{index}].fullUrl")
-            placements.append(Placement(index, rtype, rid, True))
+            placements.append(Placement(index, rtype, rid, True, by_full_url=True))
             continue
         idents = _identifiers(resource)
         if rtype == "Patient":

@@ -27,9 +27,10 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from hub.auth import scopes
+from hub.auth import isolation, scopes
 from hub.auth.subject import Subject
 from hub.config import Settings
+from hub.consent.gate import MessageQuestion
 from hub.db.types import utcnow
 from hub.errors import (
     BadRequestError,
@@ -38,6 +39,7 @@ from hub.errors import (
     InvalidResourceError,
     Issue,
 )
+from hub.fhir import vocab
 from hub.fhir.jsonio import canonical_bytes, dumps_bytes, loads
 from hub.fhir.validation import validate_message
 from hub.messaging import identity
@@ -140,12 +142,15 @@ def process_message(session: Session, subject: Subject, settings: Settings, *,
     event = str(header["eventCoding"]["code"])
     if header.get("response"):
         return _acknowledgement(session, subject, settings, bundle, header, event)
-    # The hub stores as itself, but what it creates belongs to the sender's organisation.
-    writer = Subject("system", f"messaging:{sender}", sender, frozenset({"system/*.*"}))
+    # The message writes as its sender: ownership and the consent gate apply as to REST.
+    writer = subject
     entries = [e for e in bundle.get("entry", []) if isinstance(e, dict)]
     # Placing only reads, so it may come before the claim: a twin that claims first makes
-    # this call answer as the twin did, and nothing placed here is written.
-    placements = identity.place_entries(session, writer, entries, settings.fhir_base)
+    # this call answer as the twin did, and nothing placed here is written. Identities are
+    # matched across the hub (one Patient per fødselsnummer); who may write a match is
+    # decided when it is written.
+    placements = identity.place_entries(session, Subject.hub_itself(), entries,
+                                        settings.fhir_base)
     patient_id = next((p.resource_id for p in placements if p.resource_type == "Patient"), None)
     message = MessageRow(
         sender_org=sender, header_id=header_id, event=event, content_hash=digest,
@@ -210,17 +215,39 @@ def _accept(session: Session, settings: Settings, bundle: dict[str, Any],
     new: list[service.New] = []
     for p in placements:
         where = f"Bundle.entry[{p.index}].resource"
-        body = identity.resolve_references(session, writer, entries[p.index]["resource"], refs,
-                                           where, issues)
+        body = identity.resolve_references(session, Subject.hub_itself(),
+                                           entries[p.index]["resource"], refs, where, issues)
         body["id"] = p.resource_id
         # Validated whole as a message above; references rewritten since (ids only).
         if not p.exists:  # a fresh uuid: nothing can be stored under it yet
+            try:
+                isolation.check_create(writer, body)
+            except (ForbiddenError, InvalidResourceError) as err:
+                raise InvalidResourceError(
+                    f"Bundle.entry[{p.index}]: {err.diagnostics}",
+                    expression=f"Bundle.entry[{p.index}]") from None
             new.append(service.New(writer, body, p.resource_id))
             written.append(None)
             continue
-        result = service.update(session, writer, resource_type=p.resource_type,
-                                resource_id=p.resource_id, resource=body,
-                                already_valid=True, keep_unchanged=True)
+        if p.resource_type == "Patient" and service.owner_of(
+                session, resource_type="Patient", resource_id=p.resource_id) != message.sender_org:
+            # The person is one Patient: another organisation's message links to it and
+            # leaves it as its owner wrote it (CONTRACT section 3).
+            linked = service.read(session, Subject.hub_itself(), resource_type="Patient",
+                                  resource_id=p.resource_id)
+            written.append(linked)
+            unchanged.add(linked.relative_url)
+            continue
+        try:
+            result = service.update(session, writer, resource_type=p.resource_type,
+                                    resource_id=p.resource_id, resource=body,
+                                    already_valid=True, keep_unchanged=True)
+        except (ForbiddenError, ConflictError):
+            raise InvalidResourceError(
+                f"Bundle.entry[{p.index}] would change the {p.resource_type} "
+                f"{_matched_by(p)}, which another organisation owns: only its owner changes "
+                "it (and the organisations a Task names, its status only).",
+                expression=f"Bundle.entry[{p.index}]") from None
         written.append(result.stored)
         if result.unchanged:
             unchanged.add(result.stored.relative_url)
@@ -254,6 +281,10 @@ def _accept(session: Session, settings: Settings, bundle: dict[str, Any],
                                              "answer": dumps_bytes(response)})
     return Outcome(response, False, (*stored, kept.relative_url),
                    (message.patient_ref,) if message.patient_ref else ())
+
+
+def _matched_by(p: identity.Placement) -> str:
+    return "named by its fullUrl" if p.by_full_url else "matched by its identifier"
 
 
 def _urns(node: Any) -> Iterable[str]:
@@ -292,6 +323,7 @@ def _route(session: Session, settings: Settings, accepted: Accepted, header: dic
     """One delivery per destination; (receiver, queued?, why) for the response."""
     consent = next((body for ref, body in stored.items()
                     if ref in accepted.focus and ref.startswith("Consent/")), None)
+    individual_plan = any(vocab.is_individual_plan(body) for body in stored.values())
     out = []
     receivers = _receivers(header.get("destination", []))
     for receiver in receivers:
@@ -300,11 +332,14 @@ def _route(session: Session, settings: Settings, accepted: Accepted, header: dic
             raise InvalidResourceError(
                 f"The destination Organization/{receiver} is not registered with the hub.",
                 expression="Bundle.entry[0].resource.destination")
+        question = MessageQuestion(
+            event=accepted.event, sender_org=accepted.sender_org,
+            patient_id=accepted.patient_id, content_types=content_types | {"MessageHeader"},
+            receiver_org=receiver, consent=consent, individual_plan=individual_plan,
+            replying_to=frozenset(accepted.replying_to))
         verdict = queue_delivery(session, settings, message_id=accepted.message.id,
-                                 event=accepted.event, patient_ref=accepted.message.patient_ref,
-                                 content_types=content_types | {"MessageHeader"},
-                                 receiver_org=receiver, resources=sorted(stored),
-                                 consent=consent)
+                                 question=question, patient_ref=accepted.message.patient_ref,
+                                 resources=sorted(stored))
         queued = verdict.decision != "deny"
         out.append((receiver, queued, verdict.reason))
     return out

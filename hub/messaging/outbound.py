@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.config import Settings
+from hub.consent.gate import MessageQuestion
 from hub.db.types import utcnow
 from hub.errors import HubError
 from hub.fhir.jsonio import dumps_bytes
@@ -130,11 +131,18 @@ def send_notice(session: Session, settings: Settings, *, event: str,
         content_hash=hashlib.sha256(dumps_bytes(bundle)).hexdigest(), patient_ref=patient_ref,
         content_types=",".join(sorted(types)), bundle_id=kept.id, received_at=now,
         response=b"").returning(MessageRow.id)).scalar_one()
+    # The notice discloses the records it is about: the consents their owner recorded
+    # apply (the custodian rule), beside the legal basis of the hub's own notices.
+    content_owner = next((service.owner_of(session, resource_type=str(f["resourceType"]),
+                                           resource_id=str(f["id"])) for f in focus), None)
     out = []
     for org in orgs:
+        question = MessageQuestion(event=event, sender_org=content_owner,
+                                   patient_id=str(patient["id"]), content_types=types,
+                                   receiver_org=org)
         verdict = queue_delivery(
-            session, settings, message_id=message_id, event=event, patient_ref=patient_ref,
-            content_types=types, receiver_org=org,
+            session, settings, message_id=message_id, question=question,
+            patient_ref=patient_ref,
             resources=[kept.relative_url, *(f"{f['resourceType']}/{f['id']}" for f in focus)])
         queued = verdict.decision != "deny"
         out.append((org, queued, verdict.reason))

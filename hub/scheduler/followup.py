@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.messaging.outbound import send_notice
-from hub.scheduler.actions import HUB, Act, acts_on, org_id
+from hub.scheduler.actions import Act, acts_on, org_id
 from hub.scheduler.models import ScheduledCheckRow
 from hub.store import service
 from hub.store.dates import format_instant
@@ -36,7 +36,7 @@ def writer(org: str | None) -> Subject:
     centre), which reads and changes it like its own; others read it as consent permits."""
     if org is None:
         return Subject.hub_itself()
-    return Subject("system", f"scheduler:{org}", org, frozenset({"system/*.*"}))
+    return Subject.working_for(org, "scheduler")
 
 
 def owner_of(task: dict[str, Any]) -> str | None:
@@ -98,16 +98,18 @@ def escalate(act: Act, row: ScheduledCheckRow) -> str:
     return "escalated"
 
 
-def close_flag(session: Session, task_id: str, at: str) -> list[StoredResource]:
-    """Set the overdue Flag of a Task inactive (the check was met after all); the versions
-    written."""
+def close_flag(session: Session, task_id: str, at: str,
+               centre: str | None) -> list[StoredResource]:
+    """Set the overdue Flag of a Task inactive (the check was met after all), for the centre
+    that owns it; the versions written."""
     out = []
-    for flag in service.find_by_identifier(session, HUB, system=FLAG_SID, value=task_id,
-                                           resource_types=frozenset({"Flag"})):
+    for flag in service.find_by_identifier(session, writer(centre), system=FLAG_SID,
+                                           value=task_id, resource_types=frozenset({"Flag"})):
         body = flag.body or {}
         if body.get("status") == "active":
             period = {**(body.get("period") or {}), "end": at}
-            out.append(service.update(session, HUB, resource_type="Flag", resource_id=flag.id,
+            out.append(service.update(session, writer(centre), resource_type="Flag",
+                                      resource_id=flag.id,
                                       resource={**body, "status": "inactive",
                                                 "period": period}).stored)
     return out

@@ -20,14 +20,11 @@ rule is a 422 and nothing of the message is kept):
   refused: send it as a new version of that plan, or end that one first (completed or
   revoked). On PostgreSQL a transaction lock per patient keeps two plans sent at once from
   both passing; SQLite writes one transaction at a time anyway.
-- Consent (issue 4; the regulation on individual plans needs the patient's consent to making
-  the plan and to sharing it). A patient with neither consent recorded (no active Consent of
-  category individual-plan, and no active Consent permitting disclosure to anyone) gets no
-  plan kept at the hub: 422 saying which consents to record. With one of the two, the plan is
-  kept and the response says what is missing; delivery to each receiver is still decided by
-  the consent gate (hub/messaging/routing.py), which withholds the plan until both exist. The
-  shared example story (01 a consent to share, 02 the plan) relies on this: its plan is kept
-  and withheld.
+- Consent (CONTRACT section 5; the regulation on individual plans needs the patient's consent
+  to it). The plan is always kept; the consent gate (hub/consent/gate.py) shares it only with
+  receivers that a Consent of the patient, recorded by the plan's author with category
+  individual-plan, permits. Without one the plan is withheld (the response names the missing
+  consent per receiver) and recording it later releases what was withheld for that reason.
 
 The response notes say what was stored: a new plan or version N, the goals, the care team and
 its coordinator, the patient's participation and the next revision.
@@ -36,24 +33,22 @@ its coordinator, the patient's participation and the next revision.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from hub.consent.gate import Gate, has_plan_consent
+from hub.consent.gate import Gate
 from hub.consent.periods import check_period
-from hub.consent.policy import PARTICIPATION_SYSTEM, RECIPIENT_ROLE
 from hub.db.types import utcnow
 from hub.errors import InvalidResourceError, Issue
+from hub.fhir import vocab
 from hub.messaging.handlers import Accepted, handles
 from hub.store import service
 from hub.store.query import SearchRequest
 from hub.workflows.stored import HUB, body, identifier, problem, ref, reject, shown
 
 BASE = "http://carehub.example/fhir"
-PLAN_CATEGORY = (f"{BASE}/CodeSystem/care-plan-category", "individual-plan")
 PARTICIPATION_URL = f"{BASE}/StructureDefinition/plan-participation"
 REVISION_URL = f"{BASE}/StructureDefinition/plan-revision-date"
 ROLE_SYSTEM = f"{BASE}/CodeSystem/care-team-role"
@@ -61,18 +56,6 @@ CURRENT = ("active", "on-hold")
 PARTICIPATION_WORDS = {"took-part": "the patient took part in making it",
                        "declined": "the patient was asked and declined to take part",
                        "could-not": "the patient could not take part"}
-
-
-def is_individual_plan(plan: dict[str, Any]) -> bool:
-    """Whether a stored CarePlan is an individual plan (by its category, as cip-1 requires)."""
-    for category in plan.get("category") or []:
-        if not isinstance(category, dict):
-            continue
-        codes = {(c.get("system"), c.get("code")) for c in category.get("coding") or []}
-        words = str(category.get("text") or "").strip().lower()
-        if PLAN_CATEGORY in codes or words in ("individuell plan", "individual plan"):
-            return True
-    return False
 
 
 @handles("care-plan-shared")
@@ -169,40 +152,21 @@ def _activity_issues(session: Session, accepted: Accepted, plan_ref: str,
     return issues
 
 
-def _shares(consent: dict[str, Any], now: datetime) -> bool:
-    """Whether a Consent is active and permits disclosure to a named recipient."""
-    provision = consent.get("provision") or {}
-    roles = {(c.get("system"), c.get("code")) for actor in provision.get("actor") or []
-             for c in (actor.get("role") or {}).get("coding") or []}
-    return (consent.get("status") == "active" and provision.get("type", "permit") == "permit"
-            and (PARTICIPATION_SYSTEM, RECIPIENT_ROLE) in roles
-            and check_period(provision.get("period"), now) == "in")
-
-
 def _consent_rule(session: Session, accepted: Accepted, patient: str) -> str | None:
-    """Raise when the patient has neither consent; a note when the one to making it is
-    missing (a missing consent to share shows per receiver as a withheld delivery)."""
+    """A note when no consent to the individual plan, recorded by its author, is in force:
+    the plan is kept and withheld until there is one."""
     assert accepted.patient_id is not None
-    consents = Gate(session, HUB).consents_of(accepted.patient_id)
+    consents = Gate(session, HUB).consents_by(accepted.patient_id, accepted.sender_org)
     now = utcnow()
-    making = has_plan_consent(consents, now)
-    sharing = any(_shares(c, now) for c in consents)
-    record_making = ("a Consent with category "
-                     f"{BASE}/CodeSystem/consent-category|individual-plan (consent to making "
-                     "the plan)")
-    record_sharing = ("a Consent naming each organisation that is to receive the plan in "
-                      "provision.actor with role IRCP (consent to sharing it)")
-    if not making and not sharing:
-        raise InvalidResourceError(
-            f"{patient} has no active consent to an individual plan. Record the patient's "
-            f"consents first, with consent-changed messages: {record_making}, and "
-            f"{record_sharing}. Then send the plan again.",
-            expression="Bundle.entry[0].resource.focus")
-    if not making:
-        return (f"No active consent to making an individual plan is recorded for {patient}: "
-                "the plan is kept, but no receiver gets it until there is one. Record "
-                f"{record_making}, then send the plan again as a new version.")
-    return None  # the consent gate decides per receiver whether it may have the plan
+    if any(vocab.is_plan_consent(c) and c.get("status") == "active"
+           and check_period((c.get("provision") or {}).get("period"), now) == "in"
+           for c in consents):
+        return None
+    return (f"No active consent to the individual plan of {patient} is recorded by "
+            f"Organization/{accepted.sender_org}: the plan is kept, and no receiver gets it "
+            "until you record one (a Consent with category "
+            f"{BASE}/CodeSystem/consent-category|individual-plan naming each receiver in "
+            "provision.actor with role IRCP); then it is delivered without sending it again.")
 
 
 def _lock_patient(session: Session, patient: str) -> None:
@@ -219,7 +183,7 @@ def _one_current_plan(session: Session, accepted: Accepted, plan_ref: str,
     found, _, _ = service.search(session, HUB, request=SearchRequest(
         "CarePlan", [("subject", patient), ("status", ",".join(CURRENT))], count=100))
     others = [r for r in found if r.relative_url != plan_ref and r.body is not None
-              and is_individual_plan(r.body)]
+              and vocab.is_individual_plan(r.body)]
     if others:
         other = others[0]
         assert other.body is not None

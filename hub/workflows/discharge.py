@@ -39,8 +39,10 @@ from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.db.types import utcnow
 from hub.errors import HubError, InvalidResourceError
+from hub.fhir import refs
 from hub.fhir.datetimes import parse
 from hub.messaging.handlers import Accepted, handles
+from hub.messaging.models import MessageRow
 from hub.scheduler import due
 from hub.scheduler.actions import org_id
 from hub.scheduler.followup import (
@@ -232,6 +234,12 @@ def meet_follow_up(session: Session, accepted: Accepted) -> None:
     if found is None or accepted.patient_id is None:
         return
     encounter_ref, encounter = found
+    # The contact answers the discharge notices about this patient: it goes back to their
+    # senders under the legal basis reply.
+    accepted.replying_to.update(session.scalars(
+        select(MessageRow.sender_org).distinct().where(
+            MessageRow.event == "discharge-notice",
+            MessageRow.patient_ref == f"Patient/{accepted.patient_id}")))
     at = _contact_time(encounter)
     if at is None:
         return
@@ -257,6 +265,9 @@ def meet_follow_up(session: Session, accepted: Accepted) -> None:
             task = service.read(session, HUB, resource_type=rtype, resource_id=task_id).body
         except HubError:
             task = None
+        if task is not None and accepted.sender_org not in refs.org_ids(
+                [task.get("owner"), task.get("requester")]):
+            continue  # a check only the organisations it names close
         if task is None or task.get("status") not in OPEN_STATUSES:
             due.close(row, "cancelled" if task is None or task.get("status") != "completed"
                       else "met")
@@ -265,11 +276,11 @@ def meet_follow_up(session: Session, accepted: Accepted) -> None:
         done.update(status="completed", lastModified=now, output=[{
             "type": {"text": "follow-up contact"},
             "valueReference": {"reference": encounter_ref}}])
-        stored = service.update(session, writer(requester_of(task)), resource_type="Task",
+        stored = service.update(session, writer(accepted.sender_org), resource_type="Task",
                                 resource_id=task_id, resource=done).stored
         journal.wrote(stored, why=f"Follow-up check met by the contact {encounter_ref}.")
         if row.outcome == "escalated":
-            for flag in close_flag(session, task_id, now):
+            for flag in close_flag(session, task_id, now, requester_of(task)):
                 journal.wrote(flag, why=f"The overdue check {row.target} was met after all.")
         due.close(row, "met")
         met.append(f"{row.target} (due {format_instant(row.due_at)})")

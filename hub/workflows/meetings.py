@@ -40,11 +40,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from hub.auth.isolation import PARTICIPANT_ANSWER
 from hub.auth.subject import Subject
 from hub.errors import GoneError, InvalidResourceError, Issue, PreconditionFailedError
 from hub.messaging.handlers import Accepted, handles
 from hub.store import service
-from hub.workflows.stored import HUB, body, problem, ref, reject, shown
+from hub.workflows.stored import HUB, body, owner, problem, ref, reject, shown
 
 MEETING_TYPE = "http://carehub.example/fhir/CodeSystem/meeting-type"
 KIND_WORDS = {"network": "network meeting", "cooperation": "cooperation meeting",
@@ -182,6 +183,9 @@ def meeting_response(session: Session, accepted: Accepted) -> None:
             expression=accepted.where(answer_ref, "appointment"))
     actor = ref(answer.get("actor"))
     _check_answerable(accepted, answer_ref, meeting_ref, meeting, patient, actor)
+    organiser = owner(session, meeting_ref)
+    if organiser is not None:
+        accepted.replying_to.add(organiser)  # the answer goes back to the organiser
     status = str(answer.get("participantStatus"))
     version = _record_answer(session, accepted, meeting_ref, actor, status)
     who = "The patient" if actor == patient else str(actor)
@@ -227,8 +231,7 @@ def _record_answer(session: Session, accepted: Accepted, meeting_ref: str, actor
                    status: str) -> int | None:
     """Write the answer into the stored meeting; the new version, or None when unchanged."""
     rid = meeting_ref.split("/", 1)[1]
-    writer = Subject("system", f"messaging:{accepted.sender_org}", accepted.sender_org,
-                     frozenset({"system/*.*"}))
+    writer = Subject.working_for(accepted.sender_org, "messaging")
     for _ in range(ANSWER_TRIES):
         current = service.read(session, HUB, resource_type="Appointment", resource_id=rid)
         meeting = copy.deepcopy(current.body or {})
@@ -241,8 +244,8 @@ def _record_answer(session: Session, accepted: Accepted, meeting_ref: str, actor
             return None
         try:
             return service.update(session, writer, resource_type="Appointment",
-                                  resource_id=rid, resource=meeting,
-                                  if_match=current.etag).stored.version_id
+                                  resource_id=rid, resource=meeting, if_match=current.etag,
+                                  part=PARTICIPANT_ANSWER).stored.version_id
         except PreconditionFailedError:
             continue  # another answer landed since the read: read it and apply this one again
     raise PreconditionFailedError(

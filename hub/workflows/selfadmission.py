@@ -39,6 +39,7 @@ from hub.workflows.models import (
     SelfAdmissionRequestRow,
     SelfAdmissionUnitRow,
 )
+from hub.workflows.stored import requesters
 from hub.workflows.tasks import (
     HUB,
     fail,
@@ -318,8 +319,7 @@ def _flag_long_stay(session: Session, agreement: SelfAdmissionAgreementRow, task
                     stay: Stay) -> str:
     """A Flag on the patient: a stay longer than the agreement allows (owned by the centre,
     who follows it up)."""
-    centre = Subject("system", f"messaging:{agreement.centre_org}", agreement.centre_org,
-                     frozenset({"system/*.*"}))
+    centre = Subject.working_for(agreement.centre_org, "self-admission")
     flag = {
         "resourceType": "Flag",
         "identifier": [{"system": FLAG_SYSTEM, "value": task_id}],
@@ -351,8 +351,9 @@ def _note_long_stay(session: Session, accepted: Accepted, row: SelfAdmissionRequ
 
 
 def _reject_as_hub(session: Session, task_ref: str, task: dict[str, Any],
-                   refusal: Refusal) -> None:
-    """The hub answers a request that cannot be granted: a new version of its Task."""
+                   refusal: Refusal, centre: str) -> None:
+    """The hub answers, for the centre and by the centre's terms, a request that cannot be
+    granted: a new version of its Task, written as the Task's owner (the centre) may."""
     body = {k: v for k, v in task.items() if k != "meta"}
     body["status"] = "rejected"
     body["statusReason"] = {"coding": [{"system": OUTCOME_SYSTEM, "code": refusal.code,
@@ -363,8 +364,8 @@ def _reject_as_hub(session: Session, task_ref: str, task: dict[str, Any],
     if refusal.next_on is not None:
         body["output"] = [{"type": {"text": "next possible date"},
                            "valueDate": refusal.next_on.isoformat()}]
-    service.update(session, HUB, resource_type="Task", resource_id=task_ref.split("/", 1)[1],
-                   resource=body)
+    service.update(session, Subject.working_for(centre, "self-admission"), resource_type="Task",
+                   resource_id=task_ref.split("/", 1)[1], resource=body)
 
 
 @handles("self-admission-request")
@@ -392,6 +393,7 @@ def record_request(session: Session, accepted: Accepted) -> None:
             f"Organization/{accepted.sender_org} is not party to the agreement "
             f"ServiceRequest/{agreement.agreement_id}; only its centre and the organisations "
             "it was sent to may ask for a stay under it."), "requester")
+    accepted.replying_to.add(agreement.centre_org)  # a request answers the centre's offer
     unit = _locked_unit(session, agreement.unit_id)
     assert unit is not None  # an agreement's unit row is written with it
     stay = stay_of((task.get("restriction") or {}).get("period") or {})
@@ -419,7 +421,7 @@ def record_request(session: Session, accepted: Accepted) -> None:
         row.reason_code, row.reason = refusal.code, refusal.sentence()
         row.next_possible_on = refusal.next_on
         session.add(row)
-        _reject_as_hub(session, task_ref, task, refusal)
+        _reject_as_hub(session, task_ref, task, refusal, agreement.centre_org)
         accepted.warnings.append(
             f"Self-admission request {task_ref} is recorded, but the hub has rejected it: "
             f"{refusal.sentence()}")
@@ -436,6 +438,7 @@ def record_response(session: Session, accepted: Accepted) -> None:
         fail(session, accepted, task_ref, (
             f"{label(task)} is no self-admission request the hub has recorded; answer a "
             "request by the identifier it was sent with."), "identifier")
+    accepted.replying_to.update(requesters(session, task_ref, task))
     now = utcnow()
     if task.get("status") == "rejected":
         if row.status != "rejected":

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.errors import GoneError, InvalidResourceError, Issue, NotFoundError
+from hub.fhir import refs
 from hub.messaging.handlers import Accepted
 from hub.store import service
 
@@ -57,6 +58,22 @@ def body(session: Session, accepted: Accepted, target: str | None,
     except (NotFoundError, GoneError):
         return None
     return found.body
+
+
+def owner(session: Session, target: str | None) -> str | None:
+    """The organisation that owns the stored resource `target` ("Type/id")."""
+    if target is None or "/" not in target:
+        return None
+    rtype, rid = target.split("/", 1)
+    return service.owner_of(session, resource_type=rtype, resource_id=rid)
+
+
+def requesters(session: Session, task_ref: str, task: dict[str, Any]) -> set[str]:
+    """The organisations an answer to a Task goes back to: the one that sent the Task (its
+    owner in the store) and an Organization it names as requester."""
+    found = refs.org_ids(task.get("requester"))
+    sent_by = owner(session, task_ref)
+    return found | ({sent_by} if sent_by else set())
 
 
 def reject(issues: list[Issue]) -> None:

@@ -20,6 +20,7 @@ from hub.messaging.handlers import EVENTS, Accepted, handles
 from hub.messaging.identity import reference_target
 from hub.store import service
 from hub.store.query import SearchRequest
+from hub.workflows.stored import requesters
 
 HUB = Subject.hub_itself()
 TASK_CODE_SYSTEM = "http://carehub.example/fhir/CodeSystem/task-code"
@@ -318,6 +319,7 @@ def ready_for_discharge_withdrawn(session: Session, accepted: Accepted) -> None:
 def discharge_readiness_response(session: Session, accepted: Accepted) -> None:
     """The municipality's answer: when it can receive the patient, or why it cannot."""
     task_ref, task = _readiness_task(accepted)
+    accepted.replying_to.update(requesters(session, task_ref, task))
     if task.get("status") == "accepted":
         when = next((o.get("valueDateTime") for o in task.get("output") or []
                      if isinstance(o, dict) and o.get("valueDateTime")), None)

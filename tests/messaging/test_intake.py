@@ -77,7 +77,7 @@ def test_revocation_withdraws_deliveries_not_yet_made(hub: dict[str, TestClient]
     # the revocation itself still reaches the organisation it names
     assert state["consent-changed"][-1] == ("time-kommune", "queued")
     said = " ".join(i["diagnostics"] for i in r.json()["entry"][1]["resource"]["issue"])
-    assert "withdrew delivery" in said
+    assert "withdrew the meeting-invitation message" in said
     # and a new message of the same kind is now withheld at once
     invitation = load(EXAMPLES[3])
     invitation["entry"][0]["resource"]["id"] = str(uuid.uuid4())

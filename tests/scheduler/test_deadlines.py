@@ -14,6 +14,7 @@ from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.delivery.content import message_bundle
+from hub.fhir.datetimes import parse
 from hub.delivery.dispatcher import publish
 from hub.fhir.validation import validate_message
 from hub.scheduler.sweep import sweep
@@ -42,9 +43,17 @@ def _valid(database: Database, event: str) -> dict:
 def test_unanswered_ready_for_discharge_tells_both_sides_once(
         hub: Hub, database: Database, settings: Settings) -> None:
     accepted(hub, example(3))  # the admission (example 9 names its Patient entry)
-    accepted(hub, example(9))
-    later = utcnow() + timedelta(hours=25)
-    assert sweep(database, settings, now=utcnow()).outcomes.get("notified") is None
+    question = example(9)
+    accepted(hub, question)
+    # Counted from when it was asked, not from the day the suite runs (example 9 has a
+    # fixed date in the past).
+    authored = parse(next(e["resource"]["authoredOn"] for e in question["entry"]
+                          if e["resource"]["resourceType"] == "Task"))
+    assert authored is not None
+    asked = authored.low
+    later = asked + timedelta(hours=25)
+    assert sweep(database, settings, now=asked + timedelta(hours=23)).outcomes.get(
+        "notified") is None
     assert sweep(database, settings, now=later).outcomes == {"notified": 1}
     assert sweep(database, settings, now=later).acted == 0
     assert _routes(database, "discharge-readiness-overdue") == [

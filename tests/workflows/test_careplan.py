@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from hub.workflows.careplan import is_individual_plan
+from hub.fhir.vocab import is_individual_plan
 from tests.conftest import SHARED
 from tests.workflows.plan_messages import (
     BASE,
@@ -208,28 +208,32 @@ def test_profile_rules_name_the_element(consented: Hub, change: Any, expression:
     _nothing_kept(consented, before)
 
 
-def test_plan_without_any_consent_is_refused_saying_what_to_record(hub3: Hub) -> None:  # noqa: F811
-    before = _counts(hub3)
-    issues = refused(hub3, plan())
-    text = issues[0]["diagnostics"]
-    assert "has no active consent to an individual plan" in text
-    assert f"{BASE}/CodeSystem/consent-category|individual-plan" in text
-    assert "IRCP" in text
-    _nothing_kept(hub3, before)
-    assert found(hub3, "jaeren-dps", "Patient") == []
+def test_plan_without_any_consent_is_kept_and_withheld_saying_what_to_record(
+        hub3: Hub) -> None:  # noqa: F811
+    """CONTRACT section 5: no plan consent means kept and withheld with the reason in the
+    response (not 422)."""
+    said = accepted(hub3, plan())
+    assert "Withheld from Organization/time-kommune" in said
+    assert "No active consent to the individual plan" in said
+    assert f"{BASE}/CodeSystem/consent-category|individual-plan" in said
+    assert "IRCP" in said
+    assert len(found(hub3, "jaeren-dps", "CarePlan")) == 1
+    assert found(hub3, "time-kommune", "CarePlan") == []
 
 
 def test_a_revoked_consent_counts_as_none(hub3: Hub) -> None:  # noqa: F811
     accepted(hub3, consent())
     accepted(hub3, consent(status="inactive"))
-    refused(hub3, plan())
+    said = accepted(hub3, plan())
+    assert "Withheld from Organization/time-kommune" in said
+    assert found(hub3, "time-kommune", "CarePlan") == []
 
 
 def test_without_the_consent_to_make_it_the_plan_is_kept_and_withheld(hub3: Hub) -> None:  # noqa: F811
     accepted(hub3, consent(making=False))
     said = accepted(hub3, plan())
     assert "Withheld from Organization/time-kommune" in said
-    assert "No active consent to making an individual plan" in said
+    assert "No active consent to the individual plan" in said
     assert len(found(hub3, "jaeren-dps", "CarePlan")) == 1
     assert found(hub3, "time-kommune", "CarePlan") == []
 

@@ -148,12 +148,16 @@ def test_a_stay_that_ended_is_not_admitted_again(parties: Clients, database: Dat
     ok(parties, admission(KARI, stay="opphold-1"))
     [stay] = found(parties, "Encounter", "opphold-1")
     with database.session(write=True) as s:  # the stay ends (as a discharge-notice would)
-        service.update(s, Subject.hub_itself(), resource_type="Encounter", resource_id=stay["id"],
+        service.update(s, Subject.working_for(CENTRE, "test"), resource_type="Encounter",
+                       resource_id=stay["id"],
                        resource={**stay, "status": "finished",
                                  "period": {**stay["period"], "end": "2026-11-20T12:00:00Z"}})
     refused(parties, admission(KARI, stay="opphold-1"), "that stay has ended",
             "Bundle.entry[1].resource.status")
     assert found(parties, "Encounter", "opphold-1")[0]["status"] == "finished"
+
+
+PLANNED = "2026-11-16T12:00:00Z"
 
 
 def test_ready_for_discharge_dialogue(parties: Clients) -> None:
@@ -172,15 +176,15 @@ def test_ready_for_discharge_dialogue(parties: Clients) -> None:
             "was withdrawn by the centre", "Bundle.entry[1].resource.status")
     assert found(parties, "Task", "klar-1")[0]["status"] == "cancelled"
     # A new question, answered by the municipality only, with a date or a reason.
-    ok(parties, ready(KARI, stay="opphold", name="klar-2", planned="2026-11-16T12:00:00Z"))
-    refused(parties, readiness_answer(KARI, stay="opphold", name="klar-2", sender=CENTRE),
+    ok(parties, ready(KARI, stay="opphold", name="klar-2", planned=PLANNED))
+    refused(parties, readiness_answer(KARI, stay="opphold", name="klar-2", planned=PLANNED, sender=CENTRE),
             "Only the Task's owner, Organization/time-kommune, may set it to accepted",
             "Bundle.entry[1].resource.status")
-    refused(parties, readiness_answer(KARI, stay="opphold", name="klar-2", when=None),
+    refused(parties, readiness_answer(KARI, stay="opphold", name="klar-2", planned=PLANNED, when=None),
             "rule cdr-2", "Bundle.entry[1].resource")
-    refused(parties, readiness_answer(KARI, stay="opphold", name="klar-2", status="rejected",
+    refused(parties, readiness_answer(KARI, stay="opphold", name="klar-2", planned=PLANNED, status="rejected",
                                       when=None), "rule cdr-3", "Bundle.entry[1].resource")
-    r = ok(parties, readiness_answer(KARI, stay="opphold", name="klar-2",
+    r = ok(parties, readiness_answer(KARI, stay="opphold", name="klar-2", planned=PLANNED,
                                      when="2026-11-17T09:00:00+01:00"))
     assert "can receive the patient from 2026-11-17T09:00:00+01:00" in said(r)
     [answered] = found(parties, "Task", "klar-2")
@@ -202,7 +206,7 @@ def test_only_a_requested_or_accepted_question_is_withdrawn(parties: Clients,
     ok(parties, ready(KARI, stay="opphold", name="klar"))
     [question] = found(parties, "Task", "klar")
     with database.session(write=True) as s:  # the municipality has begun to receive
-        service.update(s, Subject.hub_itself(), resource_type="Task",
+        service.update(s, Subject.working_for(TIME, "test"), resource_type="Task",
                        resource_id=question["id"], resource={**question,
                                                              "status": "in-progress"})
     refused(parties, withdrawn(KARI, stay="opphold", name="klar"),
