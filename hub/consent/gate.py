@@ -71,8 +71,11 @@ _CONSENTS_OF = select(R.c.body, R.c.owner_org).where(
 # The types with a `patient` search parameter: naming them lets the reference index (which
 # leads with the resource type) find a patient's records instead of scanning all references.
 _ABOUT_PATIENT_TYPES = sorted(t for t in SERVED if params_for(t).get("patient") is not None)
+# Records that make an organisation one that holds records about a patient: its care
+# records, not a Consent (recording one opens nothing, CONTRACT section 5).
+_HOLDING_TYPES = [t for t in _ABOUT_PATIENT_TYPES if t != "Consent"]
 _HOLDS_RECORDS = select(T_REF.c.resource_pk).join(R, R.c.pk == T_REF.c.resource_pk).where(
-    T_REF.c.resource_type.in_(_ABOUT_PATIENT_TYPES), T_REF.c.param == "patient",
+    T_REF.c.resource_type.in_(_HOLDING_TYPES), T_REF.c.param == "patient",
     T_REF.c.target_type == "Patient", T_REF.c.target_id == bindparam("patient_id"),
     R.c.owner_org == bindparam("org"), R.c.deleted.is_(False)).limit(1)
 DISCLOSURES = "disclosures"
@@ -202,9 +205,10 @@ class Gate:
         plan = self._plan_verdict(q.patient_id, q.sender_org, recipient)
         if plan.decision != "deny":
             return verdict
-        if q.event == "care-plan-shared":
-            return Verdict("deny", plan.basis, plan.reason, withheld_for=PLAN_CONSENT_MISSING)
         plan_types = frozenset({"CarePlan", "Goal", "CareTeam"}) & q.content_types
+        if q.event == "care-plan-shared" or not q.content_types - plan_types - verdict.redact:
+            # the plan is what it carries: nothing is left to send without it
+            return Verdict("deny", plan.basis, plan.reason, withheld_for=PLAN_CONSENT_MISSING)
         return Verdict("permit-with-redaction", verdict.basis, f"{verdict.reason} {plan.reason}",
                        verdict.redact | plan_types)
 
@@ -385,5 +389,5 @@ def _patients_consenting_to(org_id: str) -> Any:
 def _patients_held_by(org_id: str) -> Any:
     """Ids of patients Organization/org_id holds records about (records it owns)."""
     return (select(T_REF.c.target_id).join(R, R.c.pk == T_REF.c.resource_pk)
-            .where(T_REF.c.resource_type.in_(_ABOUT_PATIENT_TYPES), T_REF.c.param == "patient",
+            .where(T_REF.c.resource_type.in_(_HOLDING_TYPES), T_REF.c.param == "patient",
                    T_REF.c.target_type == "Patient", R.c.owner_org == org_id))
