@@ -411,9 +411,11 @@ def test_a_statutory_admission_notice_carries_administrative_content_only(
     got = _pulled(hub, database, settings, "klepp-kommune")
     assert len(got) == 1
     text = json.dumps(got[0])
-    assert "F32.2" not in text and "depresjon" not in text
+    assert "F32.2" not in text
+    assert "depresjon" not in text
     delivered = entry(got[0], "Encounter")["resource"]
-    assert delivered["status"] == "in-progress" and delivered["class"]["code"] == "IMP"
+    assert delivered["status"] == "in-progress"
+    assert delivered["class"]["code"] == "IMP"
     assert delivered["period"] == enc["period"]
     assert "SUBSETTED" in json.dumps(delivered["meta"])
     # control: a receiver on the patient's consent (Time kommune, after 01) gets all of it
@@ -495,7 +497,9 @@ def test_recording_the_plan_consent_releases_what_was_withheld(
     assert "released the care-plan-shared message" in said(released)
     with database.session(write=False) as s:
         row = s.get(DeliveryRow, plan.id)
-        assert row is not None and row.status == "queued" and row.withheld_for is None
+        assert row is not None
+        assert row.status == "queued"
+        assert row.withheld_for is None
 
 
 def test_a_refused_message_keeps_nothing(hub: Hub, database: Database) -> None:
