@@ -15,7 +15,7 @@ go through hub.messaging.intake.process_message in-process (one committed transa
 as the route does, without HTTP), so each leaves its Patient, Encounter, CarePlan and three
 follow-up check Tasks whose due rows are all past due, beside the 1,000,000 pending rows in
 the same table. A sweep then escalates them with the real action of
-hub/scheduler/followup.py: a Task version with businessStatus overdue, a Flag, the
+hub/workflows/followup.py: a Task version with businessStatus overdue, a Flag, the
 follow-up-overdue notice stored and routed (hub/messaging/outbound.py: Bundle, messages row,
 a delivery per receiver after the consent gate) and the audit records. Before it, one batch
 of the same kind (the discharges of a separate, older fixture) is swept under cProfile; the
@@ -166,9 +166,9 @@ def _discharges(db: Database, settings: Settings, people: list[str],
 BREAKDOWN = (  # (label, function, called from; None: from anywhere)
     ("read the Task and the Patient", ("hub/scheduler/actions.py", "read"), None),
     ("Task version, overdue (store update)", ("hub/store/service.py", "update"),
-     ("hub/scheduler/followup.py", "escalate")),
+     ("hub/workflows/followup.py", "escalate")),
     ("Flag (conditional create)", ("hub/store/service.py", "create"),
-     ("hub/scheduler/followup.py", "escalate")),
+     ("hub/workflows/followup.py", "escalate")),
     ("notice: build and validate the Bundle", ("hub/messaging/outbound.py", "build"), None),
     ("notice: store the Bundle", ("hub/store/service.py", "create"),
      ("hub/messaging/outbound.py", "send_notice")),

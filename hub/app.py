@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+import hub.wiring  # noqa: F401  (every rule registered before any work)
 from hub import __version__
 from hub.api import (
     auth,

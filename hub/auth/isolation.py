@@ -17,14 +17,24 @@ What a subject may *see* is the consent gate's decision (hub/consent/gate.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from sqlalchemy import ColumnElement, false
+from typing import Any, Protocol
 
 from hub.auth.subject import Subject
 from hub.errors import ForbiddenError, InvalidResourceError
 from hub.fhir import refs
-from hub.store.repository import Current, R
+
+
+class Current(Protocol):
+    """What these rules read of a stored resource (hub.store.repository.Current)."""
+
+    @property
+    def resource_type(self) -> str: ...
+
+    @property
+    def logical_id(self) -> str: ...
+
+    @property
+    def owner_org(self) -> str | None: ...
 
 DIRECTORY_TYPES: frozenset[str] = frozenset({"Organization", "Endpoint"})
 """Shared by every organisation: who is who and where messages go."""
@@ -35,13 +45,6 @@ TASK_STATUS_PARTS = frozenset({"status", "statusReason", "businessStatus", "outp
                                "lastModified", "executionPeriod", "note"})
 """What the organisations a Task names may change in a Task another organisation owns."""
 _VERSION_META = ("versionId", "lastUpdated")
-
-
-def own_clause(subject: Subject) -> ColumnElement[bool] | None:
-    """A filter on `resources` for what `subject`'s organisation wrote (None: no filter)."""
-    if subject.sees_everything:
-        return None
-    return R.c.owner_org == subject.organization_id if subject.organization_id else false()
 
 
 def owns(subject: Subject, current: Current) -> bool:

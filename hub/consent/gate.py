@@ -56,6 +56,7 @@ from hub.consent.policy import (
 )
 from hub.db.types import utcnow
 from hub.fhir import refs, vocab
+from hub.store import visibility
 from hub.store.codec import decode_body
 from hub.store.repository import INDEX_TABLES, Current, R
 from hub.store.search_params import params_for, parse_reference
@@ -391,3 +392,6 @@ def _patients_held_by(org_id: str) -> Any:
     return (select(T_REF.c.target_id).join(R, R.c.pk == T_REF.c.resource_pk)
             .where(T_REF.c.resource_type.in_(_HOLDING_TYPES), T_REF.c.param == "patient",
                    T_REF.c.target_type == "Patient", R.c.owner_org == org_id))
+
+
+visibility.use(Gate)  # the store asks this rule (hub/store/visibility.py)

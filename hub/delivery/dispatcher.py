@@ -67,9 +67,9 @@ from hub.consent.policy import Decision, Verdict
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.delivery import content
+from hub.delivery.scheduled import expect_ack
 from hub.fhir.jsonio import dumps_bytes
 from hub.messaging.models import DeliveryRow, MessageRow
-from hub.scheduler.deadlines import expect_ack
 
 log = logging.getLogger("hub.delivery")
 

@@ -20,6 +20,7 @@ from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.db.types import utcnow
 from hub.delivery import content
+from hub.delivery.scheduled import expect_ack
 from hub.errors import (
     BadRequestError,
     ConflictError,
@@ -28,7 +29,6 @@ from hub.errors import (
     NotFoundError,
 )
 from hub.messaging.models import DeliveryRow, MessageRow
-from hub.scheduler.deadlines import expect_ack
 from hub.store.dates import format_instant
 
 D, M = DeliveryRow, MessageRow

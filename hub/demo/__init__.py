@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+import hub.wiring  # noqa: F401  (every rule registered before any work)
 from hub.auth.tokens import token_url
 from hub.config import Settings
 from hub.demo.drive import Driver, Told

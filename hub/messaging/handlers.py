@@ -2,8 +2,8 @@
 
 The generic path (hub/messaging/intake.py) validates, stores every resource, and routes one
 delivery per destination. Handlers add the event's own effects in the same transaction, in
-the order they registered: the care-coordination rules (hub/workflows/) and the timed checks
-they start (hub/scheduler/). A handler that finds a rule broken raises InvalidResourceError
+the order they registered: the care-coordination rules of hub/workflows/ and the timed checks
+each flow starts beside them. A handler that finds a rule broken raises InvalidResourceError
 (422) and the whole message, with everything stored for it, is rolled back.
 """
 
@@ -21,6 +21,7 @@ from hub.consent.gate import REPLY, MessageQuestion, decision_item, log_decision
 from hub.consent.policy import PLAN_CONSENT_MISSING
 from hub.db.types import utcnow
 from hub.errors import InvalidResourceError
+from hub.fhir.vocab import EVENTS
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.messaging.routing import decide_delivery
 
@@ -57,10 +58,6 @@ class Accepted:
 
 Handler = Callable[[Session, Accepted], None]
 
-EVENTS = ("consent-changed", "care-plan-shared", "admission-notice", "self-admission-agreement",
-          "self-admission-request", "self-admission-response", "meeting-invitation",
-          "meeting-response", "ready-for-discharge", "ready-for-discharge-withdrawn",
-          "discharge-readiness-response", "discharge-notice", "follow-up-contact")
 # Every event code a sender may post; an event with no handler is stored and routed only.
 HANDLERS: dict[str, list[Handler]] = {event: [] for event in EVENTS}
 
@@ -83,10 +80,12 @@ def handles(*events: str, first: bool = False) -> Callable[[Handler], Handler]:
 
 
 def run_handlers(session: Session, accepted: Accepted) -> None:
-    """Everything the accepted message's event does beyond storing and routing."""
-    import hub.workflows  # noqa: F401, I001  (the care-coordination rules, then
-    import hub.scheduler.hooks  # noqa: F401, I001  the timed checks that follow from them)
-
+    """Everything the accepted message's event does beyond storing and routing. The flows
+    register their handlers when hub.workflows is imported (hub/wiring.py does, for every
+    process); without them a message would be stored without its rules, so that refuses."""
+    if not HANDLERS["care-plan-shared"]:
+        raise RuntimeError("The care-coordination rules are not loaded: import hub.wiring "
+                           "before accepting messages.")
     handlers = HANDLERS.get(accepted.event)
     if handlers is None:  # a notice only the hub sends (hub/messaging/outbound.py)
         raise InvalidResourceError(

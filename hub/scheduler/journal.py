@@ -8,6 +8,7 @@ one Privacy Disclosure record per consent-gate decision the action left in the s
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
@@ -16,7 +17,6 @@ from hub.audit.recorder import Auditor, Touched, take_disclosures, touched_store
 from hub.audit.signing import Signer
 from hub.auth.subject import Subject
 from hub.config import Settings
-from hub.messaging.outbound import Sent
 from hub.store.resources import StoredResource
 
 HUB = Subject.hub_itself()
@@ -30,6 +30,17 @@ def _auditor(key_file: str, base_url: str) -> Auditor:
 def auditor_for(settings: Settings) -> Auditor:
     """The process's auditor for these settings (the signing key is loaded once)."""
     return _auditor(settings.audit_key_file, settings.fhir_base)
+
+
+
+class SentNotice(Protocol):
+    """What the journal records of a notice the hub sent (hub.messaging.outbound.Sent)."""
+
+    @property
+    def bundle_ref(self) -> str: ...
+
+    @property
+    def patient_ref(self) -> str | None: ...
 
 
 class Journal:
@@ -46,7 +57,7 @@ class Journal:
                           resource_type=stored.resource_type, touched=touched_stored(stored),
                           description=why)
 
-    def sent(self, sent: Sent | None, *, why: str) -> None:
+    def sent(self, sent: SentNotice | None, *, why: str) -> None:
         """A notice the hub sent: its routing decisions, then the message itself."""
         entries = self.auditor.disclosure_entries(take_disclosures(self.session), subject=HUB)
         if sent is not None:

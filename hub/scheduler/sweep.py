@@ -23,7 +23,6 @@ from hub.audit.recorder import Auditor
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.types import utcnow
-from hub.scheduler import deadlines, followup  # noqa: F401  (register their actions)
 from hub.scheduler.actions import ACTIONS, Act
 from hub.scheduler.due import claim, close
 from hub.scheduler.journal import Journal, auditor_for

@@ -4,10 +4,10 @@ see. Only the store service runs searches (it passes the consent gate as `visibi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
 from sqlalchemy.orm import Session
@@ -17,6 +17,7 @@ from hub.store.dates import parse_range
 from hub.store.query import SearchRequest
 from hub.store.repository import INDEX_TABLES, Current, R, get_current_by_pk
 from hub.store.search_params import SearchParam, fold, params_for, parse_reference
+from hub.store.visibility import Visibility
 
 T_TOKEN, T_REF, T_DATE, T_STRING = INDEX_TABLES
 _TABLE = {"token": T_TOKEN, "reference": T_REF, "date": T_DATE, "string": T_STRING}
@@ -38,14 +39,6 @@ class SearchPage:
     def has_next(self) -> bool:
         """Whether another page follows."""
         return self.next_offset is not None
-
-
-class Visibility(Protocol):
-    """What the caller may see: an SQL pre-filter and a per-row decision (the consent gate)."""
-
-    def clause(self) -> ColumnElement[bool] | None: ...
-
-    def allows(self, rows: Sequence[Current]) -> list[bool]: ...
 
 
 def _date_clause(prefix: str, low: ColumnElement[datetime], high: ColumnElement[datetime],

@@ -14,13 +14,12 @@ from datetime import datetime
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
 
-from sqlalchemy import Select, Table, bindparam, delete, insert, select
+from sqlalchemy import ColumnElement, Select, Table, bindparam, delete, false, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hub.auth import isolation, scopes
 from hub.auth.subject import Subject
-from hub.consent.gate import Gate
 from hub.db.models import ConditionalKeyRow
 from hub.db.types import utcnow
 from hub.errors import (
@@ -38,6 +37,7 @@ from hub.fhir.validation import ID_RE, validate_resource
 from hub.store import query as query_mod
 from hub.store import repository as repo
 from hub.store import search as search_mod
+from hub.store import visibility
 from hub.store.codec import decode_body, encode_body
 from hub.store.dates import format_instant
 from hub.store.resources import StoredResource, WriteResult
@@ -204,13 +204,20 @@ def _conditional_create(
         f"If-None-Exist '{criteria}' could not be settled against concurrent writes; retry.")
 
 
+def _own_clause(subject: Subject) -> ColumnElement[bool] | None:
+    """A filter on `resources` for what `subject`'s organisation wrote (None: no filter)."""
+    if subject.sees_everything:
+        return None
+    return repo.R.c.owner_org == subject.organization_id if subject.organization_id else false()
+
+
 def match(
     session: Session, subject: Subject, *, resource_type: str, criteria: str, limit: int
 ) -> list[repo.Current]:
     """Current resources matching a search query string (for conditional interactions)."""
     pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
     req = query_mod.parse_request(resource_type, pairs, default_count=limit, max_count=limit)
-    query, ignored = search_mod.build_query(req, isolation.own_clause(subject))
+    query, ignored = search_mod.build_query(req, _own_clause(subject))
     if ignored:
         raise BadRequestError(
             f"Conditional criteria use unknown search parameters: {', '.join(ignored)}.")
@@ -265,7 +272,7 @@ def update(
         old = decode_body(current.body) if current is not None and current.body else None
         if current is not None and not isolation.owns(subject, current) and not (
                 old is not None and isolation.may_change_part(
-                    subject, resource_type, old, resource, part=part)) and not Gate(
+                    subject, resource_type, old, resource, part=part)) and not visibility.of(
                 session, subject).can_see(current):
             raise ConflictError(f"The id {resource_id} is not available for a new "
                                 f"{resource_type}; create it with POST to get an id.")
@@ -306,7 +313,7 @@ def delete_resource(
     for _ in range(_RETRIES):
         current = repo.get_current(session, resource_type, resource_id)
         if current is None or (not isolation.owns(subject, current)
-                               and not Gate(session, subject).can_see(current)):
+                               and not visibility.of(session, subject).can_see(current)):
             return None  # deleting what is not there (for you) is a no-op, revealing nothing
         isolation.check_change(subject, current, None, None)
         if current.deleted:
@@ -322,7 +329,7 @@ def delete_resource(
 def _require_current(session: Session, subject: Subject, resource_type: str,
                      resource_id: str) -> repo.Current:
     current = repo.get_current(session, resource_type, resource_id)
-    if current is None or not Gate(session, subject).can_see(current):
+    if current is None or not visibility.of(session, subject).can_see(current):
         raise NotFoundError(f"{resource_type}/{resource_id} is not known here.")
     return current
 
@@ -343,7 +350,7 @@ def exists(session: Session, subject: Subject, *, resource_type: str, resource_i
     check_type(subject, resource_type, write=False)
     current = repo.get_current(session, resource_type, resource_id)
     return (current is not None and not current.deleted
-            and Gate(session, subject).can_see(current))
+            and visibility.of(session, subject).can_see(current))
 
 
 def vread(session: Session, subject: Subject, *, resource_type: str, resource_id: str,
@@ -359,7 +366,7 @@ def vread(session: Session, subject: Subject, *, resource_type: str, resource_id
     row = repo.get_version(session, current.pk, int(version_id))
     if row is None:
         raise missing
-    gate = Gate(session, subject)
+    gate = visibility.of(session, subject)
     if not _version_visible(session, gate, current, row):
         raise missing
     if row.body is None:
@@ -377,7 +384,7 @@ def history(session: Session, subject: Subject, *, resource_type: str, resource_
     if current is None:
         raise NotFoundError(f"{resource_type}/{resource_id} is not known here.")
     rows = repo.list_versions(session, current.pk, limit=_MAX_VERSIONS, offset=0)
-    gate = Gate(session, subject)
+    gate = visibility.of(session, subject)
     visible = [r for i, r in enumerate(rows)
                if _version_visible(session, gate, current, r, older=rows[i + 1:i + 2])]
     if not visible:
@@ -391,8 +398,8 @@ def history(session: Session, subject: Subject, *, resource_type: str, resource_
 _MAX_VERSIONS = 10_000  # history reads them all to judge each; no real resource has more
 
 
-def _version_visible(session: Session, gate: Gate, current: repo.Current, row: Any, *,
-                     older: Sequence[Any] | None = None) -> bool:
+def _version_visible(session: Session, gate: visibility.Visibility, current: repo.Current,
+                     row: Any, *, older: Sequence[Any] | None = None) -> bool:
     """Whether `gate`'s subject may see this version. A deletion says nothing but that the
     resource was deleted: it is shown to those who could see the version it deleted."""
     if row.body is not None:
@@ -410,7 +417,7 @@ def search(session: Session, subject: Subject, *,
                                                        search_mod.SearchPage]:
     """Matches and included resources of one search page."""
     check_type(subject, request.resource_type, write=False)
-    page = search_mod.run(session, request, Gate(session, subject))
+    page = search_mod.run(session, request, visibility.of(session, subject))
     return ([_stored(c) for c in page.matches], [_stored(c) for c in page.included], page)
 
 
@@ -438,7 +445,7 @@ def find_by_identifier(session: Session, subject: Subject, *, system: str | None
     query = _BY_IDENTIFIER[system is not None]
     params: dict[str, Any] = {"value": value, "system": system,
                               "types": sorted(resource_types or SERVED)}
-    gate = Gate(session, subject)
+    gate = visibility.of(session, subject)
     clause = gate.clause()
     if clause is not None:
         query = query.where(clause)

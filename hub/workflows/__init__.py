@@ -9,6 +9,18 @@ with a diagnostics line a clerk can act on, and nothing of the message is kept.
 - selfadmission: user-controlled admission agreements, requests, answers and figures
 - tasks: admission, the ready-for-discharge dialogue, and who may change a Task's status
 - discharge: the discharge notice's follow-up plan and the follow-up contact
+- followup: the follow-up checks after a discharge, escalated when overdue
+- deadlines: unanswered ready-for-discharge, meeting reminders, consent expiry
+- timed: the handlers that start, move and cancel those checks as messages arrive
 """
 
-from hub.workflows import careplan, discharge, meetings, selfadmission, tasks  # noqa: F401
+from hub.workflows import (  # noqa: F401
+    careplan,
+    deadlines,
+    discharge,
+    followup,
+    meetings,
+    selfadmission,
+    tasks,
+    timed,
+)

@@ -45,7 +45,12 @@ from hub.messaging.handlers import Accepted, handles
 from hub.messaging.models import MessageRow
 from hub.scheduler import due
 from hub.scheduler.actions import org_id
-from hub.scheduler.followup import (
+from hub.scheduler.journal import Journal, auditor_for
+from hub.scheduler.models import ScheduledCheckRow
+from hub.store import service
+from hub.store.dates import format_instant
+from hub.store.query import SearchRequest
+from hub.workflows.followup import (
     CHECK_SID,
     KIND,
     OPEN_STATUSES,
@@ -54,11 +59,6 @@ from hub.scheduler.followup import (
     requester_of,
     writer,
 )
-from hub.scheduler.journal import Journal, auditor_for
-from hub.scheduler.models import ScheduledCheckRow
-from hub.store import service
-from hub.store.dates import format_instant
-from hub.store.query import SearchRequest
 
 HUB = Subject.hub_itself()
 SNOMED = "http://snomed.info/sct"

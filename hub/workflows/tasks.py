@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from hub.auth import scopes
 from hub.auth.subject import Subject
 from hub.errors import GoneError, InvalidResourceError, NotFoundError
-from hub.messaging.handlers import EVENTS, Accepted, handles
+from hub.fhir.vocab import EVENTS
+from hub.messaging.handlers import Accepted, handles
 from hub.messaging.identity import reference_target
 from hub.store import service
 from hub.store.query import SearchRequest

@@ -24,8 +24,8 @@ from hub.consent.gate import MessageQuestion
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.fhir.identifiers import ORGNR_SYSTEM
-from hub.fhir.vocab import is_individual_plan
 from hub.fhir.jsonio import dumps_bytes
+from hub.fhir.vocab import is_individual_plan
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.messaging.routing import decide_delivery
 from hub.orgs.service import add_organization

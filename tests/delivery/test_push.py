@@ -341,7 +341,8 @@ def test_a_consent_changed_message_reaches_whom_it_names_also_when_it_revokes(
     ident = [{"system": "urn:test:consent", "value": "c-1"}]
     body = {**consent(p, "time"), "identifier": ident}
     with database.session(write=True) as s:
-        stored = service_store.create(s, Subject.working_for("jaeren-dps", "test"), resource=body).stored
+        stored = service_store.create(s, Subject.working_for("jaeren-dps", "test"),
+                                      resource=body).stored
     assert stored.body is not None
     m = accept(database, fast, sender=SENDER, receivers=["time"], patient_id=p,
                event="consent-changed", extra=[body], focus_extra=True, consent=stored.body)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import hub.scheduler.hooks  # noqa: F401  (imported first on purpose: order must not matter)
 import hub.workflows  # noqa: F401
-from hub.messaging.handlers import EVENTS, HANDLERS, handles
+import hub.workflows.timed  # noqa: F401  (imported first on purpose: order must not matter)
+from hub.fhir.vocab import EVENTS
+from hub.messaging.handlers import HANDLERS, handles
 from hub.workflows.tasks import task_roles
 
 

@@ -14,8 +14,8 @@ from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.delivery.content import message_bundle
-from hub.fhir.datetimes import parse
 from hub.delivery.dispatcher import publish
+from hub.fhir.datetimes import parse
 from hub.fhir.validation import validate_message
 from hub.scheduler.sweep import sweep
 from hub.store.dates import format_instant

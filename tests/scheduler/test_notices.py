@@ -10,7 +10,7 @@ import pytest
 
 from hub.fhir.profiles import BASE, conformance
 from hub.fhir.validation import validate_message
-from hub.messaging.handlers import EVENTS
+from hub.fhir.vocab import EVENTS
 from hub.messaging.outbound import HUB_NOTICES
 from tests.scheduler.story import example
 

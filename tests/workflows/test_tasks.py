@@ -177,12 +177,15 @@ def test_ready_for_discharge_dialogue(parties: Clients) -> None:
     assert found(parties, "Task", "klar-1")[0]["status"] == "cancelled"
     # A new question, answered by the municipality only, with a date or a reason.
     ok(parties, ready(KARI, stay="opphold", name="klar-2", planned=PLANNED))
-    refused(parties, readiness_answer(KARI, stay="opphold", name="klar-2", planned=PLANNED, sender=CENTRE),
+    refused(parties, readiness_answer(KARI, stay="opphold", name="klar-2",
+                                      planned=PLANNED, sender=CENTRE),
             "Only the Task's owner, Organization/time-kommune, may set it to accepted",
             "Bundle.entry[1].resource.status")
-    refused(parties, readiness_answer(KARI, stay="opphold", name="klar-2", planned=PLANNED, when=None),
+    refused(parties, readiness_answer(KARI, stay="opphold", name="klar-2",
+                                      planned=PLANNED, when=None),
             "rule cdr-2", "Bundle.entry[1].resource")
-    refused(parties, readiness_answer(KARI, stay="opphold", name="klar-2", planned=PLANNED, status="rejected",
+    refused(parties, readiness_answer(KARI, stay="opphold", name="klar-2",
+                                      planned=PLANNED, status="rejected",
                                       when=None), "rule cdr-3", "Bundle.entry[1].resource")
     r = ok(parties, readiness_answer(KARI, stay="opphold", name="klar-2", planned=PLANNED,
                                      when="2026-11-17T09:00:00+01:00"))

@@ -1,7 +1,7 @@
 """The message handlers that start, move and cancel timed checks (registered on import).
 
 The follow-up checks of a discharge are made and met by hub/workflows/discharge.py; the
-deadlines here are described in hub/scheduler/deadlines.py. Each runs in the message's own
+deadlines here are described in hub/workflows/deadlines.py. Each runs in the message's own
 transaction, so a check is scheduled exactly when its message is accepted.
 """
 
@@ -17,7 +17,8 @@ from hub.errors import HubError
 from hub.messaging.handlers import Accepted, handles
 from hub.scheduler import due
 from hub.scheduler.actions import HUB, org_id
-from hub.scheduler.deadlines import (
+from hub.store import service
+from hub.workflows.deadlines import (
     CONSENT,
     MEETING,
     READINESS,
@@ -26,8 +27,7 @@ from hub.scheduler.deadlines import (
     meeting_start,
     readiness_start,
 )
-from hub.scheduler.followup import TASK_CODE, owner_of, requester_of
-from hub.store import service
+from hub.workflows.followup import TASK_CODE, owner_of, requester_of
 
 OPEN_MEETING = ("proposed", "pending", "booked", "arrived", "checked-in", "waitlist")
 
