@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from argon2 import PasswordHasher
@@ -27,10 +27,10 @@ from tests.ui.conftest import PASSWORD, make_user
 
 
 def _sign_in(database: Database, username: str, password: str = PASSWORD,
-             now_offset: float = 0) -> UserRow | str:
-    """authenticate() in a committed transaction (as the route does): the user, or the
-    SignInError message."""
-    now = utcnow() + timedelta(seconds=now_offset)
+             now_offset: float = 0, at: datetime | None = None) -> UserRow | str:
+    """authenticate() in a committed transaction (as the route does), now (or `at`): the
+    user, or the SignInError message."""
+    now = at or utcnow() + timedelta(seconds=now_offset)
     with database.session(write=True) as s:
         try:
             return authenticate(s, username, password, now)
@@ -148,9 +148,12 @@ def test_repeated_failures_pause_the_account_and_the_pause_lifts(database: Datab
     assert row.locked_until_at > utcnow() + timedelta(seconds=290)
     # Paused: even the right password fails, with the same words.
     assert _sign_in(database, "revisor") == SIGN_IN_FAILED
-    assert _sign_in(database, "revisor", now_offset=299) == SIGN_IN_FAILED
+    # Timed from the pause itself, not from the clock when this line runs (argon2 on a busy
+    # machine takes seconds): a second before it lifts, and a second after.
+    lifts = row.locked_until_at
+    assert _sign_in(database, "revisor", at=lifts - timedelta(seconds=1)) == SIGN_IN_FAILED
     # The pause lifts after HUB_SIGNIN_LOCKOUT seconds.
-    user = _sign_in(database, "revisor", now_offset=301)
+    user = _sign_in(database, "revisor", at=lifts + timedelta(seconds=1))
     assert isinstance(user, UserRow)
     row = _row(database, "revisor")
     assert (row.failed_sign_ins, row.locked_until_at) == (0, None)
