@@ -22,11 +22,10 @@ from hub.config import Settings
 from hub.db.engine import Database
 from hub.delivery.dispatcher import sweep
 from hub.messaging.models import DeliveryRow
-from hub.orgs.service import add_organization
 from hub.store import service
 from tests.access_clients import other_client
 from tests.auth_helpers import register_and_token
-from tests.messaging.test_story import EXAMPLES, ORGNR, load
+from tests.messaging.test_story import EXAMPLES, load, register_story_organizations
 
 FNR = "13116900216"
 FNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.1"
@@ -41,15 +40,8 @@ Hub = dict[str, TestClient]
 @pytest.fixture
 def hub(settings: Settings, database: Database) -> Iterator[Hub]:
     """The story's two organisations and Klepp kommune, each with a client."""
-    with database.session(write=True) as s:
-        add_organization(s, Subject.hub_itself(), name="Jæren DPS",
-                         kind="mental-health-centre", identifier=f"{ORGNR}|983974791",
-                         org_id="jaeren-dps")
-        add_organization(s, Subject.hub_itself(), name="Time kommune", kind="municipality",
-                         identifier=f"{ORGNR}|964969590", org_id="time-kommune",
-                         endpoint="https://time.example/fhir/messages")
-        add_organization(s, Subject.hub_itself(), name="Klepp kommune", kind="municipality",
-                         identifier=f"{ORGNR}|964969591", org_id="klepp-kommune")
+    register_story_organizations(database, time_endpoint="https://time.example/fhir/messages",
+                                 klepp=True)
     with other_client(settings, database, "jaeren-dps") as dps, \
             other_client(settings, database, "time-kommune") as time, \
             other_client(settings, database, "klepp-kommune") as klepp:

@@ -12,13 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from hub.audit.models import AuditRecordRow
-from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.db.engine import Database
-from hub.orgs.service import add_organization
 from tests.access_clients import other_client
 from tests.delivery.receivers import Receiver
-from tests.messaging.test_story import EXAMPLES, ORGNR, load
+from tests.messaging.test_story import EXAMPLES, load, register_story_organizations
 
 
 @pytest.fixture
@@ -39,13 +37,7 @@ def _status(client: TestClient, header_id: str) -> dict[str, object]:
 def test_consent_message_is_pushed_audited_and_acknowledged(
         settings: Settings, database: Database, receiver: Receiver) -> None:
     live = settings.model_copy(update={"dispatcher": True, "delivery_poll_interval": 0.05})
-    with database.session(write=True) as s:
-        add_organization(s, Subject.hub_itself(), name="Jæren DPS",
-                         kind="mental-health-centre", identifier=f"{ORGNR}|983974791",
-                         org_id="jaeren-dps")
-        add_organization(s, Subject.hub_itself(), name="Time kommune", kind="municipality",
-                         identifier=f"{ORGNR}|964969590", org_id="time-kommune",
-                         endpoint=receiver.url)
+    register_story_organizations(database, time_endpoint=receiver.url)
     with other_client(live, database, "jaeren-dps") as dps, \
             other_client(settings, database, "time-kommune") as time_client:
         message = load(EXAMPLES[0])

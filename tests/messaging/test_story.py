@@ -26,15 +26,27 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
-@pytest.fixture
-def hub(settings: Settings, database: Database) -> Iterator[dict[str, TestClient]]:
-    """A fresh hub with the two organisations of the examples' README, one client each."""
+def register_story_organizations(database: Database, *, time_endpoint: str | None = None,
+                                 klepp: bool = False) -> None:
+    """The two organisations of the examples' README (Time kommune with an Endpoint at
+    `time_endpoint`), and with `klepp` a third municipality named in nothing."""
     with database.session(write=True) as s:
         add_organization(s, Subject.hub_itself(), name="Jæren DPS",
                          kind="mental-health-centre", identifier=f"{ORGNR}|983974791",
                          org_id="jaeren-dps")
         add_organization(s, Subject.hub_itself(), name="Time kommune", kind="municipality",
-                         identifier=f"{ORGNR}|964969590", org_id="time-kommune")
+                         identifier=f"{ORGNR}|964969590", org_id="time-kommune",
+                         endpoint=time_endpoint)
+        if klepp:
+            add_organization(s, Subject.hub_itself(), name="Klepp kommune",
+                             kind="municipality", identifier=f"{ORGNR}|964969591",
+                             org_id="klepp-kommune")
+
+
+@pytest.fixture
+def hub(settings: Settings, database: Database) -> Iterator[dict[str, TestClient]]:
+    """A fresh hub with the two organisations of the examples' README, one client each."""
+    register_story_organizations(database)
     with other_client(settings, database, "jaeren-dps") as dps, \
             other_client(settings, database, "time-kommune") as time:
         yield {"jaeren-dps": dps, "time-kommune": time}
