@@ -30,13 +30,13 @@ The caller chooses the consents (those of the patient the data is about).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from hub.consent.periods import check_period, instant
+from hub.fhir import refs
 from hub.fhir.datetimes import EARLIEST
 
 Decision = Literal["permit", "deny", "permit-with-redaction"]
@@ -181,20 +181,9 @@ def _purpose_codes(value: object) -> frozenset[str]:
     )
 
 
-_HISTORY_RE = re.compile(r"/_history/[^/]*$")
-
-
 def organization_ref(reference: object) -> str | None:
     """'Organization/<id>' for a relative or absolute Organization reference, else None."""
-    if not isinstance(reference, str):
-        return None
-    ref = _HISTORY_RE.sub("", reference.strip())
-    parts = ref.split("/")
-    if len(parts) < 2 or parts[-2] != "Organization" or not parts[-1]:
-        return None
-    if len(parts) > 2 and not ref.startswith(("http://", "https://")):
-        return None
-    return f"Organization/{parts[-1]}"
+    return refs.org_ref(reference)
 
 
 def _actor_refs(actors: object, *, role: str | None = None) -> set[str]:

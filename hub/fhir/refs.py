@@ -35,6 +35,12 @@ def target(element: Any) -> tuple[str, str] | None:
     return parse(element.get("reference")) if isinstance(element, dict) else None
 
 
+def relative(element: Any) -> str | None:
+    """'Type/id' of a Reference element with a literal reference, else None."""
+    found = target(element)
+    return f"{found[0]}/{found[1]}" if found else None
+
+
 def org_id(element: Any) -> str | None:
     """The id of the Organization a Reference element names, else None."""
     found = target(element)

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 from hub.auth.subject import Subject
 from hub.db.locks import lock_names
 from hub.errors import InvalidResourceError, Issue
+from hub.fhir import refs
 from hub.fhir.identifiers import DNR_SYSTEM, FNR_SYSTEM
 from hub.store import service
-from hub.store.search_params import parse_reference
 from hub.store.types import SERVED, WRITABLE
 
 PERSON_SYSTEMS = (FNR_SYSTEM, DNR_SYSTEM)
@@ -143,8 +143,4 @@ def _by_identifier(session: Session, hub: Subject, ref: dict[str, Any]) -> str |
     return found[0].relative_url if len(found) == 1 else None
 
 
-def reference_target(ref: Any) -> tuple[str, str] | None:
-    """(type, id) of a Reference element, if literal."""
-    if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-        return parse_reference(ref["reference"])
-    return None
+reference_target = refs.target

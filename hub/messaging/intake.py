@@ -39,7 +39,7 @@ from hub.errors import (
     InvalidResourceError,
     Issue,
 )
-from hub.fhir import vocab
+from hub.fhir import refs, vocab
 from hub.fhir.jsonio import canonical_bytes, dumps_bytes, loads
 from hub.fhir.validation import validate_message
 from hub.messaging import identity
@@ -105,11 +105,6 @@ def _header(bundle: dict[str, Any]) -> dict[str, Any]:
     return first
 
 
-def _org_id(ref: Any) -> str | None:
-    target = identity.reference_target(ref)
-    return target[1] if target and target[0] == "Organization" else None
-
-
 def process_message(session: Session, subject: Subject, settings: Settings, *,
                     bundle: dict[str, Any], checked: Checked | None = None) -> Outcome:
     """Accept one message. Raises BadRequestError (400: not a message), InvalidResourceError
@@ -119,7 +114,7 @@ def process_message(session: Session, subject: Subject, settings: Settings, *,
     if checked is None or checked.bundle is not bundle:
         checked = check_message(bundle)
     header = checked.header
-    sender = _org_id(header.get("sender"))
+    sender = refs.org_id(header.get("sender"))
     if subject.organization_id is None or sender != subject.organization_id:
         raise ForbiddenError(
             f"MessageHeader.sender is {header.get('sender', {}).get('reference')}, but you act "
@@ -348,7 +343,7 @@ def _route(session: Session, settings: Settings, accepted: Accepted, header: dic
 def _receivers(destinations: Iterable[Any]) -> list[str]:
     seen: dict[str, None] = {}
     for d in destinations:
-        org = _org_id(d.get("receiver")) if isinstance(d, dict) else None
+        org = refs.org_id(d.get("receiver")) if isinstance(d, dict) else None
         if org is None:
             raise InvalidResourceError(
                 "Every MessageHeader.destination needs receiver = Organization/<id>.",

@@ -56,14 +56,6 @@ def acts_on(kind: str) -> Callable[[Action], Action]:
     return register
 
 
-def org_id(ref: Any) -> str | None:
-    """The id of an Organization Reference element, or None."""
-    text = ref.get("reference") if isinstance(ref, dict) else None
-    if isinstance(text, str) and text.startswith("Organization/"):
-        return text.split("/", 1)[1] or None
-    return None
-
-
 def recipients(row: ScheduledCheckRow) -> list[str]:
     """The organisation ids a row's notice goes to."""
     return [o for o in row.recipients.split(",") if o]

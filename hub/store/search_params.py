@@ -21,6 +21,7 @@ from typing import Any
 
 import fhirpathpy
 
+from hub.fhir import refs
 from hub.fhir.jsonio import loads
 from hub.store.dates import MAX_AT, MIN_AT, parse_range
 
@@ -165,15 +166,7 @@ def params_for(resource_type: str) -> dict[str, SearchParam]:
 
 def parse_reference(ref: str) -> tuple[str, str] | None:
     """(type, id) of a literal reference 'Type/id', 'Type/id/_history/n' or an absolute URL."""
-    parts = ref.split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    if len(parts) < 2 or ref.startswith(("urn:", "#")):
-        return None
-    rtype, rid = parts[-2], parts[-1]
-    if not rtype[:1].isupper() or not rid:
-        return None
-    return rtype, rid
+    return refs.parse(ref)
 
 
 def _tokens(value: Any) -> Iterator[tuple[str | None, str]]:

@@ -23,8 +23,9 @@ from typing import Any
 
 from hub.consent.periods import span
 from hub.fhir.datetimes import parse
+from hub.fhir.refs import org_id
 from hub.messaging.outbound import send_notice
-from hub.scheduler.actions import Act, acts_on, org_id, recipients
+from hub.scheduler.actions import Act, acts_on, recipients
 from hub.scheduler.models import ScheduledCheckRow
 from hub.store.dates import format_instant
 

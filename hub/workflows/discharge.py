@@ -41,10 +41,10 @@ from hub.db.types import utcnow
 from hub.errors import HubError, InvalidResourceError
 from hub.fhir import refs
 from hub.fhir.datetimes import parse
+from hub.fhir.refs import org_id
 from hub.messaging.handlers import Accepted, handles
 from hub.messaging.models import MessageRow
 from hub.scheduler import due
-from hub.scheduler.actions import org_id
 from hub.scheduler.journal import Journal, auditor_for
 from hub.scheduler.models import ScheduledCheckRow
 from hub.store import service

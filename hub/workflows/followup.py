@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
+from hub.fhir.refs import org_id
 from hub.messaging.outbound import send_notice
-from hub.scheduler.actions import Act, acts_on, org_id
+from hub.scheduler.actions import Act, acts_on
 from hub.scheduler.models import ScheduledCheckRow
 from hub.store import service
 from hub.store.dates import format_instant

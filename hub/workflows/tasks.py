@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from hub.auth import scopes
 from hub.auth.subject import Subject
 from hub.errors import GoneError, InvalidResourceError, NotFoundError
+from hub.fhir import refs
 from hub.fhir.vocab import EVENTS
 from hub.messaging.handlers import Accepted, handles
-from hub.messaging.identity import reference_target
 from hub.store import service
 from hub.store.query import SearchRequest
 from hub.workflows.stored import requesters
@@ -41,16 +41,8 @@ _ENDED_STAY = frozenset({"finished", "cancelled", "entered-in-error"})
 
 # --- small readers, shared with hub.workflows.selfadmission ---------------------------------
 
-def org_of(ref: Any) -> str | None:
-    """The id of an Organization reference, or None."""
-    target = reference_target(ref)
-    return target[1] if target and target[0] == "Organization" else None
-
-
-def ref_of(ref: Any) -> str | None:
-    """'Type/id' of a literal reference, or None."""
-    target = reference_target(ref)
-    return f"{target[0]}/{target[1]}" if target else None
+org_of = refs.org_id
+ref_of = refs.relative
 
 
 def task_code(task: dict[str, Any]) -> str | None:

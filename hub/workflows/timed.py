@@ -14,9 +14,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from hub.errors import HubError
+from hub.fhir.refs import org_id
 from hub.messaging.handlers import Accepted, handles
 from hub.scheduler import due
-from hub.scheduler.actions import HUB, org_id
+from hub.scheduler.actions import HUB
 from hub.store import service
 from hub.workflows.deadlines import (
     CONSENT,
