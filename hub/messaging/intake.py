@@ -50,7 +50,7 @@ from hub.store import service
 from hub.store.dates import format_instant
 from hub.store.resources import StoredResource
 
-EVENT_SYSTEM = "http://carehub.example/fhir/CodeSystem/message-event"
+EVENT_SYSTEM = vocab.EVENT_SYSTEM
 
 
 @dataclass(frozen=True)

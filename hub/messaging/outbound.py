@@ -26,6 +26,7 @@ from hub.db.types import utcnow
 from hub.errors import HubError
 from hub.fhir.jsonio import dumps_bytes
 from hub.fhir.validation import validate_message
+from hub.fhir.vocab import EVENT_SYSTEM, HUB_EVENTS
 from hub.messaging.models import MessageRow
 from hub.messaging.routing import queue_delivery
 from hub.store import service
@@ -34,9 +35,7 @@ from hub.store.dates import format_instant
 HUB = Subject.hub_itself()
 HUB_SENDER = "carehub"
 """`messages.sender_org` of what the hub itself sends (no organisation has this id)."""
-EVENT_SYSTEM = "http://carehub.example/fhir/CodeSystem/message-event"
-HUB_NOTICES = ("follow-up-overdue", "discharge-readiness-overdue", "meeting-reminder",
-               "consent-expiring", "delivery-unacknowledged")
+HUB_NOTICES = HUB_EVENTS
 """The events only the hub sends (fhir_profiles/CodeSystem-message-event.json)."""
 
 
