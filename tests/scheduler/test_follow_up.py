@@ -11,6 +11,7 @@ from sqlalchemy import select
 from hub.audit.models import AuditRecordRow
 from hub.config import Settings
 from hub.db.engine import Database
+from hub.delivery import content
 from hub.delivery.content import message_bundle
 from hub.fhir.datetimes import parse
 from hub.fhir.validation import validate_message
@@ -129,9 +130,18 @@ def test_the_notice_is_withheld_without_consent_when_no_legal_basis_is_set(
     accepted(hub, discharge(oslo(40, 10)))
     consent_only = settings.model_copy(update={"follow_up_legal_basis": ""})
     sweep(database, consent_only)
-    for _message, deliveries in notices(database, "follow-up-overdue"):
+    found = notices(database, "follow-up-overdue")
+    assert found
+    for message, deliveries in found:
         assert [(d.receiver_org, d.status) for d in deliveries] == [
             ("jaeren-dps", "withheld"), ("time-kommune", "queued")]
+        # the send-time re-check decides as acceptance did: the consent the centre (whose
+        # Task the notice is about) recorded, not the hub's own, which it has none of
+        with database.session(write=False) as s:
+            bundle = content.message_bundle(s, message)
+            again = [content.verdict_now(s, consent_only, message, d, bundle).decision
+                     for d in deliveries]
+        assert again == [d.decision for d in deliveries]
 
 
 def test_a_contact_the_day_after_meets_every_check(hub: Hub, database: Database,
