@@ -151,9 +151,9 @@ def test_no_answer_within_the_timeout_is_retried(
     add_org(database, SENDER)
     add_org(database, "time", r.url)
     m = accept(database, fast, sender=SENDER, receivers=["time"], patient_id=add_patient(database))
-    started = time.monotonic()
     assert sweep(database, fast).retried == 1
-    assert time.monotonic() - started < 1.5  # the attempt gave up after the timeout
+    # The attempt gave up at the timeout: its error says so (no wall-clock bound here; on a
+    # busy machine the sweep around it may take longer than the receiver's delay).
     d = delivery(database, m.deliveries["time"])
     assert d.last_error
     assert "No answer within 0.5 s" in d.last_error

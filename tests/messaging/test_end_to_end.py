@@ -47,6 +47,9 @@ def test_consent_message_is_pushed_audited_and_acknowledged(
         while header_id not in receiver.accepted_ids() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert receiver.accepted_ids() == [header_id]
+        # the receiver has it; the dispatcher records that in its own commit just after
+        while _status(dps, header_id)["status"] == "queued" and time.monotonic() < deadline:
+            time.sleep(0.05)
         status = _status(dps, header_id)
         assert status["status"] == "delivered"
         assert status["attempts"] == 1
