@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from adapters.registry import inbound_channels
 from hub import __version__
 from hub.api import (
     auth,
@@ -40,6 +41,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         app.state.database = database
         app.state.auditor = Auditor(Signer.from_file(settings.audit_key_file),
                                     base_url=settings.fhir_base)
+        # Adapters first: a process that cannot take its ports starts nothing else.
+        channels = inbound_channels(database, settings, app.state.auditor)
+        for channel in channels:
+            await channel.start()
         dispatcher = (start_dispatcher(database, settings, app.state.auditor)
                       if settings.dispatcher else None)
         scheduler = (start_scheduler(database, settings, app.state.auditor)
@@ -52,6 +57,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                 scheduler.stop()
             if dispatcher is not None:
                 dispatcher.stop()
+            for channel in channels:
+                await channel.stop()
             database.dispose()
 
     app = FastAPI(title="CareHub", version=__version__, lifespan=lifespan,

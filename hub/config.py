@@ -80,6 +80,16 @@ class Settings(BaseSettings):
         default=True, description="Run the delivery dispatcher inside `hub serve`"
     )
 
+    # --- adapters (adapters/, CONTRACT section 10) ---
+    mllp_port: int | None = Field(
+        default=None,
+        description="Port `hub serve` takes HL7 v2 ADT on over MLLP (unset: no MLLP listener)",
+    )
+    mllp_host: str = Field(default="127.0.0.1", description="Address the MLLP listener binds")
+    mllp_max_bytes: int = Field(
+        default=5 * 1024 * 1024, gt=0, description="Largest HL7 v2 message taken over MLLP"
+    )
+
     # --- timed checks (hub/scheduler/, CONTRACT section 7) ---
     scheduler: bool = Field(
         default=True, description="Run the timed checks' scheduler inside `hub serve`"
