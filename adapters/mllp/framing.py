@@ -85,7 +85,8 @@ class Deframer:
             end = self._buf.find(END)
             if end != -1 and (start == -1 or end < start):
                 # An end block with no start before it: report what came (once).
-                out.append(Junk(self._junk + end + len(END), bytes(self._buf[:min(end, 64)])))
+                out.append(Junk(self._junk + end + len(END),
+                                bytes(self._buf[:min(end, self.head)])))
                 del self._buf[:end + len(END)]
                 self._junk = 0
                 continue
@@ -111,7 +112,7 @@ class Deframer:
         if restart != -1 and (end == -1 or restart < end):
             # A new start block inside a frame: the frame before it was cut off.
             out.append(Junk(self._over + restart,
-                            self._head or bytes(self._buf[:min(restart, 64)])))
+                            self._head or bytes(self._buf[:min(restart, self.head)])))
             self._end_frame(restart)
             return True
         if end == -1:
