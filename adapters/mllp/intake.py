@@ -19,6 +19,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,6 +43,8 @@ log = logging.getLogger("adapters.mllp")
 HUB = Subject.hub_itself()
 KIND_SYSTEM = "http://carehub.example/fhir/CodeSystem/organization-kind"
 OPERATION = "$process-message"
+DIRECTORY_TTL = 5.0
+"""Seconds a looked-up sender and receiver are remembered."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +64,15 @@ def subject_for(org_id: str, facility: str) -> Subject:
 class Intake:
     """Turns frames into ACKs on one database (thread-safe: no state between messages)."""
 
-    def __init__(self, database: Database, settings: Settings, auditor: Auditor) -> None:
+    def __init__(self, database: Database, settings: Settings, auditor: Auditor, *,
+                 directory_ttl: float = DIRECTORY_TTL) -> None:
         self.db = database
         self.settings = settings
         self.auditor = auditor
         self.zone = ZoneInfo(settings.timezone)
+        self.directory_ttl = directory_ttl
+        self._directory: dict[tuple[tuple[str, ...], str | None], tuple[float, Parties]] = {}
+        self._lock = threading.Lock()
 
     def handle(self, payload: bytes, peer: str | None = None) -> bytes:
         """The ACK to one frame's payload. Never raises."""
@@ -101,8 +109,7 @@ class Intake:
             raise adt.AdtError("MSH-9", adt.UNSUPPORTED_EVENT,
                               f"ADT^{message.trigger} is not yet turned into a FHIR message "
                               "by this hub; send A01 or A03.") from None
-        with self.db.session(write=False) as session:
-            parties = self.parties(session, message)
+        parties = self._parties(message)
         fhir_message = bundle.message(message, sender=parties.sender,
                                       receiver=parties.receiver)
         subject = subject_for(parties.sender, header.facility_ids[0])
@@ -145,8 +152,27 @@ class Intake:
         except Exception:
             log.exception("could not record a refused ADT message in the audit trail")
 
+    def _parties(self, message: adt.Adt) -> Parties:
+        """`parties`, remembered for `directory_ttl` seconds: a PAS sends about the same few
+        organisations all day, and the directory changes seldom (a disabled organisation
+        is refused at most that long after `hub org disable`)."""
+        key = (tuple(message.header.facility_ids), message.person.kommunenummer)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._directory.get(key)
+        if hit is not None and now - hit[0] < self.directory_ttl:
+            return hit[1]
+        with self.db.session(write=False) as session:
+            found = self.parties(session, message)
+        with self._lock:
+            if len(self._directory) > 10_000:
+                self._directory.clear()
+            self._directory[key] = (now, found)
+        return found
+
     def parties(self, session: Session, message: adt.Adt) -> Parties:
-        """The sender (MSH-4) and the receiving municipality (PID-11.9). Raises AdtError."""
+        """The sender (MSH-4) and the receiving municipality (PID-11.9); both must be
+        registered and active. Raises AdtError."""
         sender = None
         for value in message.header.facility_ids:
             for system in (HERID_SYSTEM, ORGNR_SYSTEM):
@@ -162,6 +188,9 @@ class Intake:
             raise adt.AdtError("MSH-4", adt.UNKNOWN_KEY,
                               f"Sending facility {shown} is not a registered organisation "
                               "(its HER-id or organisasjonsnummer, as given to hub org add).")
+        if not _active(session, sender):
+            raise adt.AdtError("MSH-4", adt.UNKNOWN_KEY,
+                               f"Organization/{sender} (MSH-4) is disabled in the hub.")
         kommune = message.person.kommunenummer
         if not kommune:
             raise adt.AdtError("PID-11.9", adt.REQUIRED_MISSING,
@@ -175,6 +204,11 @@ class Intake:
             raise adt.AdtError("PID-11.9", adt.UNKNOWN_KEY,
                               f"No municipality with kommunenummer {kommune} is registered.")
         return Parties(sender, found[0].logical_id)
+
+
+def _active(session: Session, org_id: str) -> bool:
+    body = service.read(session, HUB, resource_type="Organization", resource_id=org_id).body
+    return bool(body) and (body or {}).get("active", True) is not False
 
 
 def _problem_of(exc: HubError) -> adt.AdtError:

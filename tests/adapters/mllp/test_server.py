@@ -192,3 +192,18 @@ def _patients() -> object:
     from hub.store.query import SearchRequest
 
     return SearchRequest("Patient", [], count=10)
+
+
+def test_a_disabled_centre_is_refused(listen: Listen, database: Database) -> None:
+    from hub.auth.subject import Subject
+    from hub.orgs.service import set_organization_active
+
+    with database.session(write=True) as s:
+        set_organization_active(s, Subject.hub_itself(), "jaeren-dps", False)
+    before = kept(database)
+    listener = listen()
+    with listener.pas() as pas:
+        ack = read(pas.send(adt(stay(), "A01", "DISABLED")))
+    assert (ack.code, ack.location) == ("AE", "MSH^1^4")
+    assert "disabled" in ack.text
+    assert kept(database) == before
