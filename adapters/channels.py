@@ -13,6 +13,7 @@ class InboundChannel(Protocol):
     lets messages under way finish."""
 
     name: str
+    port: int  # the port it listens on (once started: port 0 asks for any free one)
 
     async def start(self) -> None:
         """Listen; raises OSError when the address cannot be taken."""
