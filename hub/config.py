@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     )
 
     legal_basis_events: str = Field(
-        default="admission-notice,ready-for-discharge,ready-for-discharge-withdrawn",
+        default="admission-notice,ready-for-discharge,ready-for-discharge-withdrawn,"
+        "admission-cancelled",
         description="Events with a statutory basis (administrative content only), comma-separated",
     )
     delivery_max_age: int = Field(

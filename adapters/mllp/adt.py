@@ -110,7 +110,7 @@ class Adt:
     visit_number: str | None
     admitted_at: datetime | None
     discharged_at: datetime | None
-    sent_at: datetime | None
+    sent_at: datetime
 
 
 def read_header(payload: bytes) -> Header:
@@ -189,8 +189,10 @@ def parse(payload: bytes, header: Header, zone: ZoneInfo) -> Adt:
         if admitted is not None and discharged < admitted:
             raise AdtError("PV1-45", DATA_TYPE_ERROR,
                           "PV1-45 (discharge) is before PV1-44 (admission).")
-    return Adt(header, header.trigger, person, visit, admitted, discharged,
-               _time(message, "MSH.F7", zone))
+    sent = _time(message, "MSH.F7", zone)
+    if sent is None:
+        raise AdtError("MSH-7", REQUIRED_MISSING, "MSH-7 (date/time of message) is empty.")
+    return Adt(header, header.trigger, person, visit, admitted, discharged, sent)
 
 
 def _maybe(message: hl7.Message, name: str) -> hl7.Segment | None:

@@ -4,9 +4,12 @@
 - A03 discharge -> `discharge-notice`: the Encounter finished (`period.end` PV1-45) and a
   follow-up plan naming the municipality as responsible from the discharge on (ADT carries no
   plan; the hub's follow-up checks then run as for any discharge notice).
-- A11 cancel admit, A13 cancel discharge and A08 patient update have no FHIR event yet: an
-  in-progress version of a finished stay is refused by the admission rules
-  (hub/workflows/tasks.py), and no event carries a cancelled stay or a Patient alone.
+- A11 cancel admit -> `admission-cancelled`: the Encounter cancelled (it went where the
+  admission notice went, on the same basis).
+- A13 cancel discharge -> `discharge-cancelled`: the Encounter in progress again, without
+  `period.end`; the hub cancels the follow-up checks of that discharge.
+- A08 update patient information -> `patient-updated`: the Patient (a new version only where
+  the sender owns it; CONTRACT section 3, "The person").
 
 Every message is built only from what the ADT message says, with ids derived from the sending
 organisation and MSH-10: the same ADT message sent again is the same FHIR message, which
@@ -18,6 +21,7 @@ version of one Encounter.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,7 +50,9 @@ def header_id(sender: str, control_id: str) -> str:
 
 def event_of(adt: Adt) -> str:
     """The FHIR event an ADT trigger becomes; ValueError when it has none (yet)."""
-    event = {"A01": "admission-notice", "A03": "discharge-notice"}.get(adt.trigger)
+    event = {"A01": "admission-notice", "A03": "discharge-notice",
+             "A11": "admission-cancelled", "A13": "discharge-cancelled",
+             "A08": "patient-updated"}.get(adt.trigger)
     if event is None:
         raise ValueError(f"ADT^{adt.trigger} has no FHIR event yet")
     return event
@@ -61,10 +67,14 @@ def message(adt: Adt, *, sender: str, receiver: str) -> dict[str, Any]:
         return f"urn:uuid:{uuid.uuid5(_NS, f'{hid}|{role}')}"
 
     patient_url, encounter_url, plan_url = url("patient"), url("encounter"), url("plan")
+    if adt.trigger == "A08":
+        return _envelope(adt, hid, url, event, sender, receiver, [{"reference": patient_url}],
+                         [{"fullUrl": patient_url, "resource": _patient(adt)}])
+    status = {"A03": "finished", "A11": "cancelled"}.get(adt.trigger, "in-progress")
     encounter: dict[str, Any] = {
         "resourceType": "Encounter",
         "identifier": [{"system": visit_system(sender), "value": adt.visit_number}],
-        "status": "finished" if adt.trigger == "A03" else "in-progress",
+        "status": status,
         "class": {"system": ACT_CODE, "code": "IMP", "display": "inpatient encounter"},
         "subject": {"reference": patient_url},
         "period": {"start": _instant(adt.admitted_at)},
@@ -78,6 +88,12 @@ def message(adt: Adt, *, sender: str, receiver: str) -> dict[str, Any]:
             adt, sender=sender, receiver=receiver, patient_url=patient_url)})
         focus.append({"reference": plan_url})
     entries.append({"fullUrl": patient_url, "resource": _patient(adt)})
+    return _envelope(adt, hid, url, event, sender, receiver, focus, entries)
+
+
+def _envelope(adt: Adt, hid: str, url: Callable[[str], str], event: str, sender: str,
+              receiver: str, focus: list[dict[str, Any]],
+              entries: list[dict[str, Any]]) -> dict[str, Any]:
     header = {
         "resourceType": "MessageHeader", "id": hid,
         "eventCoding": {"system": EVENT_SYSTEM, "code": event},
@@ -88,9 +104,8 @@ def message(adt: Adt, *, sender: str, receiver: str) -> dict[str, Any]:
                          "receiver": {"reference": f"Organization/{receiver}"}}],
         "focus": focus,
     }
-    sent = adt.sent_at or adt.discharged_at or adt.admitted_at
     return {"resourceType": "Bundle", "id": str(uuid.uuid5(_NS, f"{hid}|bundle")),
-            "type": "message", "timestamp": _instant(sent),
+            "type": "message", "timestamp": _instant(adt.sent_at),
             "entry": [{"fullUrl": url("header"), "resource": header}, *entries]}
 
 

@@ -54,7 +54,8 @@ Handler = Callable[[Session, Accepted], None]
 EVENTS = ("consent-changed", "care-plan-shared", "admission-notice", "self-admission-agreement",
           "self-admission-request", "self-admission-response", "meeting-invitation",
           "meeting-response", "ready-for-discharge", "ready-for-discharge-withdrawn",
-          "discharge-readiness-response", "discharge-notice", "follow-up-contact")
+          "discharge-readiness-response", "discharge-notice", "follow-up-contact",
+          "admission-cancelled", "discharge-cancelled", "patient-updated")
 # Every event code a sender may post; an event with no handler is stored and routed only.
 HANDLERS: dict[str, list[Handler]] = {event: [] for event in EVENTS}
 
