@@ -5,7 +5,9 @@ Add a channel here (and its folder beside `mllp/`); nothing else names channels.
 
 from __future__ import annotations
 
-from adapters.channels import InboundChannel
+import httpx
+
+from adapters.channels import InboundChannel, OutboundChannel
 from hub.audit.recorder import Auditor
 from hub.config import Settings
 from hub.db.engine import Database
@@ -31,3 +33,12 @@ def inbound_channels(database: Database, settings: Settings,
     if settings.mllp_port is not None:
         channels.append(mllp_channel(database, settings, auditor))
     return channels
+
+
+def push_channel(settings: Settings, *, client: httpx.Client | None = None,
+                 transport: httpx.BaseTransport | None = None) -> OutboundChannel:
+    """The channel the dispatcher pushes deliveries through: FHIR messaging over HTTP to the
+    receiver's hl7-fhir-msg Endpoint (`client` or `transport` replace the HTTP client)."""
+    from adapters.fhir_push import FhirPush
+
+    return FhirPush(client=client, transport=transport, timeout=settings.delivery_timeout)
