@@ -5,12 +5,17 @@ Add a channel here (and its folder beside `mllp/`); nothing else names channels.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import httpx
 
 from adapters.channels import InboundChannel, OutboundChannel
 from hub.audit.recorder import Auditor
 from hub.config import Settings
 from hub.db.engine import Database
+
+if TYPE_CHECKING:
+    from adapters.email.notices import Notifier
 
 
 def mllp_channel(database: Database, settings: Settings, auditor: Auditor, *,
@@ -42,3 +47,15 @@ def push_channel(settings: Settings, *, client: httpx.Client | None = None,
     from adapters.fhir_push import FhirPush
 
     return FhirPush(client=client, transport=transport, timeout=settings.delivery_timeout)
+
+
+def notifier(database: Database, settings: Settings) -> Notifier | None:
+    """The e-mail notice sweeper when HUB_SMTP_URL is set (not started), else None."""
+    if not settings.smtp_url:
+        return None
+    from adapters.email.notices import Notifier
+    from adapters.email.smtp import SmtpMailer
+
+    mailer = SmtpMailer(settings.smtp_url, sender=settings.notify_from)
+    return Notifier(database, settings, mailer,
+                    every=min(settings.scheduler_interval, settings.notify_interval))

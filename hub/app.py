@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from adapters.registry import inbound_channels
+from adapters.registry import inbound_channels, notifier
 from hub import __version__
 from hub.api import (
     auth,
@@ -49,10 +49,15 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                       if settings.dispatcher else None)
         scheduler = (start_scheduler(database, settings, app.state.auditor)
                      if settings.scheduler else None)
+        mail = notifier(database, settings)
+        if mail is not None:
+            mail.start()
         app.state.scheduler = scheduler
         try:
             yield
         finally:
+            if mail is not None:
+                mail.stop()
             if scheduler is not None:
                 scheduler.stop()
             if dispatcher is not None:

@@ -380,14 +380,17 @@ def user_add(
     username: str = typer.Option(..., help="Sign-in name"),
     role: str = typer.Option(..., help="coordinator | auditor | admin"),
     org: str = typer.Option(None, "--org", help="Organisation id (coordinators need one)"),
+    email: str = typer.Option(None, "--email", help="Address for the hub's e-mail notices "
+                                                    "(counts and a link, no health data)"),
 ) -> None:
     """Add a person; the password is read from stdin. Prints the new user id last."""
     from hub.auth.users import add_user
 
     password = _read_password()
+    text = f"user add {_args(username=username, role=role, org=org, email=email)}"
     new_id = _run(lambda s: add_user(s, username=username, password=password, role=role,
-                                     organization_id=org),
-                  audit_text=f"user add {_args(username=username, role=role, org=org)}",
+                                     organization_id=org, email=email),
+                  audit_text=text,
                   audit_target=f"User/{username}")
     typer.echo(str(new_id))
 

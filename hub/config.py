@@ -90,6 +90,17 @@ class Settings(BaseSettings):
     mllp_max_bytes: int = Field(
         default=5 * 1024 * 1024, gt=0, description="Largest HL7 v2 message taken over MLLP"
     )
+    smtp_url: str | None = Field(
+        default=None,
+        description="SMTP server for e-mail notices: smtp://, smtp+starttls:// or smtps:// "
+        "(unset: no e-mail)",
+    )
+    notify_interval: float = Field(
+        default=3600.0, gt=0, description="Seconds: at most one e-mail notice per person"
+    )
+    notify_from: str = Field(
+        default="CareHub <carehub@localhost>", description="From address of e-mail notices"
+    )
 
     # --- timed checks (hub/scheduler/, CONTRACT section 7) ---
     scheduler: bool = Field(
