@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 
 
 def mllp_channel(database: Database, settings: Settings, auditor: Auditor, *,
-                 host: str | None = None, port: int | None = None) -> InboundChannel:
-    """The HL7 v2 MLLP listener on host:port (default HUB_MLLP_HOST, HUB_MLLP_PORT)."""
+                 host: str | None = None, port: int | None = None,
+                 reuse_port: bool = False) -> InboundChannel:
+    """The HL7 v2 MLLP listener on host:port (default HUB_MLLP_HOST, HUB_MLLP_PORT);
+    `reuse_port`: the worker processes of one `hub serve --workers N` share the port."""
     from adapters.mllp.intake import Intake
     from adapters.mllp.server import MllpServer
 
@@ -28,7 +30,7 @@ def mllp_channel(database: Database, settings: Settings, auditor: Auditor, *,
     if chosen is None:
         raise ValueError("no MLLP port: set HUB_MLLP_PORT or pass --port")
     return MllpServer(Intake(database, settings, auditor), host=host or settings.mllp_host,
-                      port=chosen, max_bytes=settings.mllp_max_bytes)
+                      port=chosen, max_bytes=settings.mllp_max_bytes, reuse_port=reuse_port)
 
 
 def inbound_channels(database: Database, settings: Settings,
@@ -36,7 +38,8 @@ def inbound_channels(database: Database, settings: Settings,
     """The inbound channels the settings turn on (MLLP when HUB_MLLP_PORT is set)."""
     channels: list[InboundChannel] = []
     if settings.mllp_port is not None:
-        channels.append(mllp_channel(database, settings, auditor))
+        channels.append(mllp_channel(database, settings, auditor,
+                                     reuse_port=settings.workers > 1))
     return channels
 
 

@@ -124,6 +124,7 @@ def serve(
         settings = get_settings()
     if workers > 1:
         _run(lambda _s: None, write=False)  # migrate once here, not in racing workers
+        os.environ["HUB_WORKERS"] = str(workers)  # the workers share the MLLP port
         uvicorn.run("hub.app:create_app", factory=True, host=host, port=port,
                     workers=workers, log_level="info")
         return

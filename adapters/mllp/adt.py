@@ -58,6 +58,7 @@ class AdtError(Exception):
         self.location = location
         self.code = code
         self.text = text
+        self.recorded = False  # already in the audit trail
 
 
 @dataclass(frozen=True)

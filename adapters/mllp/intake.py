@@ -79,11 +79,14 @@ class Intake:
         try:
             header = adt.read_header(payload)
         except adt.AdtError as problem:
+            self._record_failure(None, problem.text, peer, adt.Header(), "AE")
             return ack.build(adt.Header(), ack.ERROR, text=problem.text,
                              location=problem.location, error_code=problem.code)
         try:
             return self._handle(header, payload, peer)
         except adt.AdtError as problem:
+            if not problem.recorded:
+                self._record_failure(None, problem.text, peer, header, "AE")
             return self._error(header, problem)
         except SQLAlchemyError as exc:
             log.warning("ADT %s not taken now: database error %s", header.control_id,
@@ -118,7 +121,8 @@ class Intake:
             outcome = self._accept(subject, fhir_message, checked, peer, header)
         except HubError as exc:
             problem = _problem_of(exc)
-            self._record_failure(subject, exc, peer, header)
+            self._record_failure(subject, exc.diagnostics, peer, header, f"AE ({exc.status})")
+            problem.recorded = True
             raise problem from None
         return _accepted_ack(header, outcome.response)
 
@@ -140,15 +144,18 @@ class Intake:
                 operation=OPERATION, address=peer,
                 request=f"MLLP ADT^{header.trigger} {header.control_id}")])
 
-    def _record_failure(self, subject: Subject, exc: HubError, peer: str | None,
-                        header: adt.Header) -> None:
+    def _record_failure(self, subject: Subject | None, text: str, peer: str | None,
+                        header: adt.Header, answer: str) -> None:
+        """A refused message in the audit trail, in a transaction of its own (like a failed
+        API request): who, if known (else anonymous), from where, what was said. Nothing of
+        the message itself is kept. Never raises."""
         try:
             with self.db.session(write=True) as session:
                 self.auditor.write(session, self.auditor.rest_entries(
                     subject, interaction="operation", resource_type="Bundle", outcome="4",
-                    operation=OPERATION, address=peer, description=exc.diagnostics,
-                    request=f"MLLP ADT^{header.trigger} {header.control_id}: "
-                            f"{exc.status}"))
+                    operation=OPERATION, address=peer, description=text,
+                    request=f"MLLP ADT^{header.trigger or '?'} {header.control_id or '?'} "
+                            f"from {header.sending_facility[:40] or '?'}: {answer}"))
         except Exception:
             log.exception("could not record a refused ADT message in the audit trail")
 

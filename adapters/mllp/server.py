@@ -32,19 +32,21 @@ class MllpServer:
     name = "mllp"
 
     def __init__(self, intake: Intake, *, host: str, port: int, max_bytes: int,
-                 workers: int = 8) -> None:
+                 workers: int = 8, reuse_port: bool = False) -> None:
         self.intake = intake
         self.host = host
         self.port = port
         self.max_bytes = max_bytes
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub-mllp")
         self._server: asyncio.Server | None = None
+        self.reuse_port = reuse_port  # several worker processes of one `hub serve` share it
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Listen on host:port (port 0: any free port, then `self.port`). Raises OSError."""
         self._server = await asyncio.start_server(self._serve, self.host, self.port,
-                                                  limit=READ_SIZE)
+                                                  limit=READ_SIZE,
+                                                  reuse_port=self.reuse_port or None)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("MLLP listening on %s:%s", self.host, self.port)
 

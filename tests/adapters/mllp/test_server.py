@@ -7,8 +7,11 @@ import socket
 import time
 from collections.abc import Callable
 
+from sqlalchemy import select
+
 from adapters.mllp.framing import Deframer, Frame, frame
 from adapters.mllp.simulator import adt
+from hub.audit.models import AuditRecordRow
 from hub.db.engine import Database
 from tests.adapters.mllp.acks import kept, read
 from tests.adapters.mllp.conftest import CENTRE_HERID, Listener, stay
@@ -112,6 +115,11 @@ def test_an_unknown_sending_facility_gets_ae_naming_msh_4(
     assert (ack.code, ack.error, ack.location) == ("AE", "204", "MSH^1^4")
     assert "999999999 is not a registered organisation" in ack.text
     assert kept(database) == before
+    # the refusal is in the audit trail (as an API request's failure would be)
+    with database.session(write=False) as s:
+        bodies = list(s.scalars(select(AuditRecordRow.body)))
+    refused = [b for b in bodies if b"MLLP ADT^A01 WHO from 999999999: AE" in b]
+    assert len(refused) == 1
 
 
 def test_the_centre_is_also_known_by_its_her_id(listen: Listen) -> None:
