@@ -110,8 +110,8 @@ class Intake:
             bundle.event_of(message)
         except ValueError:
             raise adt.AdtError("MSH-9", adt.UNSUPPORTED_EVENT,
-                              f"ADT^{message.trigger} is not yet turned into a FHIR message "
-                              "by this hub; send A01 or A03.") from None
+                               f"ADT^{message.trigger} is not turned into a FHIR message by "
+                               f"this hub; send one of {', '.join(adt.TRIGGERS)}.") from None
         parties = self._parties(message)
         fhir_message = bundle.message(message, sender=parties.sender,
                                       receiver=parties.receiver)
