@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import hub.wiring  # noqa: F401  (every rule registered before any work)
+from adapters.registry import inbound_channels, notifier
 from hub import __version__
 from hub.api import (
     auth,
@@ -41,18 +42,29 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         app.state.database = database
         app.state.auditor = Auditor(Signer.from_file(settings.audit_key_file),
                                     base_url=settings.fhir_base)
+        # Adapters first: a process that cannot take its ports starts nothing else.
+        channels = inbound_channels(database, settings, app.state.auditor)
+        for channel in channels:
+            await channel.start()
         dispatcher = (start_dispatcher(database, settings, app.state.auditor)
                       if settings.dispatcher else None)
         scheduler = (start_scheduler(database, settings, app.state.auditor)
                      if settings.scheduler else None)
+        mail = notifier(database, settings)
+        if mail is not None:
+            mail.start()
         app.state.scheduler = scheduler
         try:
             yield
         finally:
+            if mail is not None:
+                mail.stop()
             if scheduler is not None:
                 scheduler.stop()
             if dispatcher is not None:
                 dispatcher.stop()
+            for channel in channels:
+                await channel.stop()
             database.dispose()
 
     app = FastAPI(title="CareHub", version=__version__, lifespan=lifespan,

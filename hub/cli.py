@@ -125,6 +125,7 @@ def serve(
         settings = get_settings()
     if workers > 1:
         _run(lambda _s: None, write=False)  # migrate once here, not in racing workers
+        os.environ["HUB_WORKERS"] = str(workers)  # the workers share the MLLP port
         uvicorn.run("hub.app:create_app", factory=True, host=host, port=port,
                     workers=workers, log_level="info")
         return
@@ -172,6 +173,46 @@ def scheduler(
             runner.stop()
 
 
+@app.command()
+def mllp(
+    host: str = typer.Option(None, help="Listen address (default HUB_MLLP_HOST)"),
+    port: int = typer.Option(None, help="Listen port (default HUB_MLLP_PORT, else 2575)"),
+) -> None:
+    """Take HL7 v2 ADT over MLLP on its own (CONTRACT section 10); Ctrl-C stops."""
+    import asyncio
+    import signal
+
+    from adapters.registry import mllp_channel
+    from hub.audit.recorder import Auditor
+    from hub.audit.signing import Signer
+    from hub.db.migrate import migrated_database
+
+    settings = get_settings()
+    chosen = port if port is not None else (settings.mllp_port or 2575)
+
+    async def run() -> None:
+        with migrated_database(settings) as database:
+            auditor = Auditor(Signer.from_file(settings.audit_key_file),
+                              base_url=settings.fhir_base)
+            channel = mllp_channel(database, settings, auditor, host=host, port=chosen)
+            try:
+                await channel.start()
+            except OSError as exc:
+                typer.echo(f"error: cannot listen on {host or settings.mllp_host}:{chosen}: "
+                           f"{exc.strerror or exc}", err=True)
+                raise typer.Exit(1) from None
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            typer.echo(f"taking HL7 v2 over MLLP on {host or settings.mllp_host}:"
+                       f"{getattr(channel, 'port', chosen)}; Ctrl-C stops", err=True)
+            await stop.wait()
+            await channel.stop()
+
+    asyncio.run(run())
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database in HUB_DATABASE_URL to the newest schema."""
@@ -185,18 +226,20 @@ def db_upgrade() -> None:
 def org_add(
     name: str = typer.Option(..., help="Name, e.g. 'Time kommune'"),
     kind: str = typer.Option(..., help="mental-health-centre | municipality | other"),
-    identifier: str = typer.Option(..., help="SYSTEM|VALUE, e.g. an organisasjonsnummer"),
+    identifier: list[str] = typer.Option(
+        ..., help="SYSTEM|VALUE, e.g. an organisasjonsnummer; repeat for more (a "
+                  "municipality's kommunenummer, a HER-id)"),
     endpoint: str = typer.Option(None, help="URL the hub pushes messages to"),
     org_id: str = typer.Option(None, "--id", help="Id to use (default: generated)"),
 ) -> None:
     """Register an organisation; prints its id last."""
     from hub.orgs.service import add_organization
 
-    text = "org add " + _args(id=org_id, name=name, kind=kind, identifier=identifier,
-                              endpoint=endpoint)
+    text = "org add " + _args(id=org_id, name=name, kind=kind,
+                              identifier=" --identifier ".join(identifier), endpoint=endpoint)
     new_id = _run(lambda s: add_organization(s, HUB, name=name, kind=kind,
-                                             identifier=identifier, endpoint=endpoint,
-                                             org_id=org_id),
+                                             identifier=identifier[0], endpoint=endpoint,
+                                             org_id=org_id, more_identifiers=identifier[1:]),
                   audit_text=text, audit_target=lambda new: f"Organization/{new}")
     typer.echo(new_id)
 
@@ -339,14 +382,17 @@ def user_add(
     username: str = typer.Option(..., help="Sign-in name"),
     role: str = typer.Option(..., help="coordinator | auditor | admin"),
     org: str = typer.Option(None, "--org", help="Organisation id (coordinators need one)"),
+    email: str = typer.Option(None, "--email", help="Address for the hub's e-mail notices "
+                                                    "(counts and a link, no health data)"),
 ) -> None:
     """Add a person; the password is read from stdin. Prints the new user id last."""
     from hub.auth.users import add_user
 
     password = _read_password()
+    text = f"user add {_args(username=username, role=role, org=org, email=email)}"
     new_id = _run(lambda s: add_user(s, username=username, password=password, role=role,
-                                     organization_id=org),
-                  audit_text=f"user add {_args(username=username, role=role, org=org)}",
+                                     organization_id=org, email=email),
+                  audit_text=text,
                   audit_target=f"User/{username}")
     typer.echo(str(new_id))
 

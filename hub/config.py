@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     )
 
     legal_basis_events: str = Field(
-        default="admission-notice,ready-for-discharge,ready-for-discharge-withdrawn",
+        default="admission-notice,ready-for-discharge,ready-for-discharge-withdrawn,"
+        "admission-cancelled",
         description="Events with a statutory basis (administrative content only), comma-separated",
     )
     delivery_max_age: int = Field(
@@ -78,6 +79,27 @@ class Settings(BaseSettings):
     )
     dispatcher: bool = Field(
         default=True, description="Run the delivery dispatcher inside `hub serve`"
+    )
+
+    # --- adapters (adapters/, CONTRACT section 10) ---
+    mllp_port: int | None = Field(
+        default=None,
+        description="Port `hub serve` takes HL7 v2 ADT on over MLLP (unset: no MLLP listener)",
+    )
+    mllp_host: str = Field(default="127.0.0.1", description="Address the MLLP listener binds")
+    mllp_max_bytes: int = Field(
+        default=5 * 1024 * 1024, gt=0, description="Largest HL7 v2 message taken over MLLP"
+    )
+    smtp_url: str | None = Field(
+        default=None,
+        description="SMTP server for e-mail notices: smtp://, smtp+starttls:// or smtps:// "
+        "(unset: no e-mail)",
+    )
+    notify_interval: float = Field(
+        default=3600.0, gt=0, description="Seconds: at most one e-mail notice per person"
+    )
+    notify_from: str = Field(
+        default="CareHub <carehub@localhost>", description="From address of e-mail notices"
     )
 
     # --- timed checks (hub/scheduler/, CONTRACT section 7) ---

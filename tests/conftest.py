@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+import adapters.registry  # noqa: F401  (the channels, as hub.app registers them)
 import hub.wiring  # noqa: F401  (every rule registered before any work)
 from hub.app import create_app
 from hub.config import Settings

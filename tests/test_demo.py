@@ -26,6 +26,7 @@ from hub.db.types import utcnow
 from hub.demo import demo_directory
 from hub.demo.drive import DemoError, Driver
 from hub.demo.keys import read_clients
+from hub.demo.pas import FNR as PAS_FNR
 from hub.demo.scenario import JONAS, PEOPLE, story
 from hub.fhir.identifiers import FNR_SYSTEM, KOMMUNENUMMER_SYSTEM, fodselsnummer_problem
 from hub.messaging.models import DeliveryRow, MessageRow
@@ -95,11 +96,16 @@ def test_demo_seeds_tells_the_story_and_is_idempotent(demo_env: Settings) -> Non
             assert password in second
 
         steps = story(_anchor(first))
-        assert before["messages"] == len(steps)
+        # the story, and the PAS's stay over MLLP (an admission and a discharge)
+        assert "ADT^A01 AA, ADT^A03 AA" in first
+        assert "ADT^A01 AA, ADT^A03 AA" in second
+        assert before["messages"] == len(steps) + 2
         withheld = sum(v == "withheld" for s in steps for v in s.expect.values())
         destinations = sum(len(s.expect) for s in steps)
-        assert before["deliveries"] == Counter({"queued": destinations - withheld,
-                                                "withheld": withheld})
+        # the PAS's admission goes to Time kommune on its statutory basis; the discharge
+        # (no consent) is withheld
+        assert before["deliveries"] == Counter({"queued": destinations - withheld + 1,
+                                                "withheld": withheld + 1})
         assert withheld == 1
         # the timed checks swept once after the story: Ingrid's first contact (48 h after a
         # discharge four days ago) is overdue, once
@@ -128,7 +134,7 @@ def _check_data(database: Database, settings: Settings) -> None:
 
     patients = _all(database, "Patient")
     numbers = {i["value"] for p in patients for i in p["identifier"] if i["system"] == FNR_SYSTEM}
-    assert numbers == {p.fnr for p in PEOPLE}
+    assert numbers == {p.fnr for p in PEOPLE} | {PAS_FNR}
     assert all(fodselsnummer_problem(n) is None for n in numbers)
 
     # the story's pending items are there

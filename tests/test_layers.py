@@ -23,8 +23,9 @@ def _lint(copy: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def copy(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "hub", tmp_path / "hub",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("hub", "adapters"):
+        shutil.copytree(ROOT / package, tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 

@@ -7,6 +7,7 @@ in words and in time. Services flush, never commit.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
@@ -83,10 +84,14 @@ def _check_organization(session: Session, organization_id: str) -> None:
         raise BadRequestError(f"Organization/{organization_id} is not active.")
 
 
+_EMAIL = re.compile(r"[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+
 def add_user(session: Session, *, username: str, password: str, role: str,
-             organization_id: str | None) -> int:
-    """Add a person and return the new user id. Raises BadRequestError (role, password,
-    organisation: coordinators must name an active one) and ConflictError (name taken)."""
+             organization_id: str | None, email: str | None = None) -> int:
+    """Add a person and return the new user id; with `email`, they get the hub's notices
+    (counts and a link, never health information). Raises BadRequestError (role, password,
+    organisation: coordinators must name an active one; a malformed e-mail address) and
+    ConflictError (name taken)."""
     username = username.strip()
     if not username or len(username) > MAX_USERNAME_LENGTH:
         raise BadRequestError(
@@ -97,12 +102,16 @@ def add_user(session: Session, *, username: str, password: str, role: str,
         raise BadRequestError("A coordinator works for an organisation: name it (--org).")
     if organization_id:
         _check_organization(session, organization_id)
+    if email is not None:
+        email = email.strip()
+        if not _EMAIL.fullmatch(email):
+            raise BadRequestError(f"'{email[:100]}' is not an e-mail address (name@domain).")
     password_hash = hash_password(password)
     if session.scalar(select(UserRow.id).where(UserRow.username == username)) is not None:
         raise ConflictError(f"There is already a user named '{username}'.")
     user = UserRow(username=username, password_hash=password_hash, role=role,
                    organization_id=organization_id or None, active=True, failed_sign_ins=0,
-                   locked_until_at=None, created_at=utcnow())
+                   locked_until_at=None, created_at=utcnow(), email=email or None)
     try:
         with session.begin_nested():  # a concurrent twin loses here, not at commit
             session.add(user)

@@ -21,6 +21,9 @@ EVENT_CONTENT: dict[str, frozenset[str]] = {
         "discharge-readiness-response": {"Task"},
         "discharge-notice": {"Encounter", "CarePlan", "Flag"},
         "follow-up-contact": {"Encounter"},
+        "admission-cancelled": {"Encounter"},
+        "discharge-cancelled": {"Encounter"},
+        "patient-updated": set(),
         "follow-up-overdue": {"Task"},
     }.items()
 }

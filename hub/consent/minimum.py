@@ -26,7 +26,8 @@ SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValu
 @lru_cache(maxsize=64)
 def administrative(event: str) -> Mapping[str, frozenset[str]] | None:
     """Type -> the elements the event's MessageDefinition lists as administrative; None when
-    it lists none (then nothing is trimmed: the event has no legal basis of that kind)."""
+    it lists none (then a legal-basis receiver gets the MessageHeader alone: when in doubt,
+    withhold)."""
     definition = conformance().by_url(f"{vocab.BASE}/MessageDefinition/{event}")
     if definition is None:
         return None
@@ -63,9 +64,9 @@ def trim_resource(resource: Mapping[str, Any],
 
 def trim_message(bundle: Mapping[str, Any], event: str) -> dict[str, Any]:
     """A message Bundle as a legal-basis receiver of `event` gets it."""
-    elements = administrative(event)
+    elements = administrative(event) or {}  # none listed: nothing but the header goes
     entries = list(bundle.get("entry") or [])
-    if elements is None or not entries:
+    if not entries:
         return dict(bundle)
     kept = [entries[0]]
     for entry in entries[1:]:

@@ -58,6 +58,10 @@ class UserRow(Base):
     failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # e-mail notices without health information (adapters/email); migration 0009
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    notified_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class WebSessionRow(Base):

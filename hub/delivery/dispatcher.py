@@ -24,11 +24,13 @@ database at once:
    (`hub.messaging.routing.decide_delivery`; no longer permitted -> `withheld` with the new
    reason and basis, not sent), find the receiver's active hl7-fhir-msg Endpoint (none: the
    receiver pulls; `next_attempt_at` becomes NULL and the delivery waits for the pull), load
-   the stored Bundle, drop redacted entries, renew the lease, commit; POST it; then record the
-   outcome in a new transaction: 2xx `delivered`; network error, timeout, 5xx or 429 a retry
-   after first_retry x 2^(attempts-1) (+-20 % jitter, at most an hour; a 429's Retry-After
-   wins), or `dead-letter` once created_at + delivery_max_age has passed (the last retry is
-   made at that moment); any other status `dead-letter` at once.
+   the stored Bundle, drop redacted entries, renew the lease, commit; hand it to the push
+   channel (an adapters.channels.OutboundChannel, made by adapters.registry.push_channel:
+   the FHIR push of adapters/fhir_push POSTs it, and its HTTP transport is the test seam);
+   then record the outcome in a new transaction: 2xx `delivered`; network error, timeout,
+   5xx or 429 a retry after first_retry x 2^(attempts-1) (+-20 % jitter, at most an hour;
+   a 429's Retry-After wins), or `dead-letter` once created_at + delivery_max_age has
+   passed (the last retry is made at that moment); any other status `dead-letter` at once.
 
 Delivery is at least once, not exactly once; receivers recognise a repeat by
 MessageHeader.id, which CONTRACT 4 makes idempotent. A repeat happens when the hub cannot
@@ -52,14 +54,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
 import httpx
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
+from adapters.channels import OutboundChannel, Sent
 from hub.audit.recorder import Auditor
 from hub.config import Settings
 from hub.consent.gate import decision_item
@@ -67,6 +69,7 @@ from hub.consent.policy import Decision, Verdict
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.delivery import content
+from hub.delivery.channel import push_channel
 from hub.delivery.scheduled import expect_ack
 from hub.fhir.jsonio import dumps_bytes
 from hub.messaging.models import DeliveryRow, MessageRow
@@ -248,59 +251,13 @@ def _prepare(db: Database, settings: Settings, c: _Claim,
                       row.created_at, row.attempts)
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    ok: bool
-    fatal: bool
-    error: str | None
-    retry_after: float | None = None
-
-
-def _retry_after(value: str | None, at: datetime) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - at).total_seconds())
-
-
-def _post(client: httpx.Client, settings: Settings, ready: _Ready, at: datetime) -> _Outcome:
-    try:
-        response = client.post(ready.address, content=ready.body, timeout=settings.delivery_timeout,
-                               headers={"Content-Type": "application/fhir+json",
-                                        "Accept": "application/fhir+json"})
-    except httpx.TimeoutException as exc:
-        return _Outcome(False, False, f"No answer within {settings.delivery_timeout} s "
-                                      f"({type(exc).__name__}) from {ready.address}")
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:  # the Endpoint is wrong
-        return _Outcome(False, True, f"Cannot post to {ready.address}: {exc}")
-    except httpx.HTTPError as exc:
-        return _Outcome(False, False, f"{type(exc).__name__} posting to {ready.address}: {exc}")
-    if 200 <= response.status_code < 300:
-        return _Outcome(True, False, None)
-    snippet = response.text[:300].strip()
-    error = f"HTTP {response.status_code} from {ready.address}" + (f": {snippet}" if snippet
-                                                                   else "")
-    if response.status_code == 429:
-        return _Outcome(False, False, error,
-                        _retry_after(response.headers.get("retry-after"), at))
-    return _Outcome(False, not response.status_code >= 500, error)
-
-
 def backoff(settings: Settings, attempts: int) -> float:
     """Seconds before the next try after `attempts` failed ones (with +-20 % jitter)."""
     delay = settings.delivery_first_retry * float(2 ** min(max(attempts - 1, 0), 40))
     return min(delay, MAX_BACKOFF) * random.uniform(0.8, 1.2)
 
 
-def _record(db: Database, settings: Settings, ready: _Ready, outcome: _Outcome,
+def _record(db: Database, settings: Settings, ready: _Ready, outcome: Sent,
             clock: Clock, auditor: Auditor | None = None) -> Result:
     at = clock()
     with db.session(write=True) as session:
@@ -339,13 +296,13 @@ def _record(db: Database, settings: Settings, ready: _Ready, outcome: _Outcome,
         return "retry"
 
 
-def attempt(db: Database, settings: Settings, client: httpx.Client, c: _Claim,
+def attempt(db: Database, settings: Settings, channel: OutboundChannel, c: _Claim,
             clock: Clock, auditor: Auditor | None = None) -> Result:
-    """One attempt at one claimed delivery."""
+    """One attempt at one claimed delivery, through `channel` (the push adapter)."""
     ready = _prepare(db, settings, c, clock, auditor)
     if not isinstance(ready, _Ready):
         return ready
-    outcome = _post(client, settings, ready, clock())
+    outcome = channel.send(ready.address, ready.body, timeout=settings.delivery_timeout)
     return _record(db, settings, ready, outcome, clock, auditor)
 
 
@@ -355,24 +312,27 @@ _TALLY = {"delivered": "delivered", "retry": "retried", "dead-letter": "dead_let
 
 def sweep(db: Database, settings: Settings, *, now: datetime | None = None,
           transport: httpx.BaseTransport | None = None, client: httpx.Client | None = None,
-          limit: int = BATCH, auditor: Auditor | None = None) -> SweepReport:
+          limit: int = BATCH, auditor: Auditor | None = None,
+          channel: OutboundChannel | None = None) -> SweepReport:
     """One pass: publish, claim due deliveries, send them concurrently, record outcomes
     (with `auditor`, each push that reached its receiver and each send-time withholding is
     written to the audit trail in the same transaction).
 
-    `now` pins the clock for due times, backoff and max age (tests); `transport` or `client`
-    replace the HTTP client (tests inject httpx.MockTransport; the Dispatcher shares one)."""
+    `now` pins the clock for due times, backoff and max age (tests). Deliveries go out
+    through `channel` (an adapters.channels.OutboundChannel; default the FHIR push of
+    adapters/fhir_push, on `client` or `transport` when given: tests inject
+    httpx.MockTransport; the Dispatcher shares one)."""
     clock: Clock = (lambda: now) if now is not None else utcnow
     report = SweepReport(published=publish(db))
     claims = claim(db, settings, at=clock(), limit=limit)
     report.claimed = len(claims)
     if not claims:
         return report
-    http = client or httpx.Client(transport=transport, timeout=settings.delivery_timeout)
+    push = channel or push_channel(settings, client=client, transport=transport)
     try:
         with ThreadPoolExecutor(max_workers=len(claims),
                                 thread_name_prefix="hub-delivery-send") as pool:
-            futures = [pool.submit(attempt, db, settings, http, c, clock, auditor)
+            futures = [pool.submit(attempt, db, settings, push, c, clock, auditor)
                        for c in claims]
             for future in futures:
                 try:
@@ -384,8 +344,8 @@ def sweep(db: Database, settings: Settings, *, now: datetime | None = None,
                 name = _TALLY[result]
                 setattr(report, name, getattr(report, name) + 1)
     finally:
-        if client is None:
-            http.close()
+        if channel is None:
+            push.close()
     return report
 
 
@@ -409,7 +369,7 @@ class Dispatcher:
         self._transport = transport
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
-        self._client: httpx.Client | None = None
+        self._channel: OutboundChannel | None = None
         self.sweeps = 0
         self.failures = 0
 
@@ -423,8 +383,7 @@ class Dispatcher:
         if self._workers:
             raise RuntimeError("the dispatcher is already started")
         self._stop.clear()
-        self._client = httpx.Client(transport=self._transport,
-                                    timeout=self.settings.delivery_timeout)
+        self._channel = push_channel(self.settings, transport=self._transport)
         self._workers = [threading.Thread(target=self._loop, name=f"hub-dispatcher-{n}",
                                           daemon=True) for n in range(self.threads)]
         for worker in self._workers:
@@ -432,10 +391,10 @@ class Dispatcher:
         return self
 
     def _loop(self) -> None:
-        assert self._client is not None
+        assert self._channel is not None
         while not self._stop.is_set():
             try:
-                report = sweep(self.db, self.settings, client=self._client,
+                report = sweep(self.db, self.settings, channel=self._channel,
                                auditor=self.auditor)
                 self.sweeps += 1
             except Exception:
@@ -452,9 +411,9 @@ class Dispatcher:
         for worker in self._workers:
             worker.join(wait)
         self._workers = []
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
     def __enter__(self) -> Dispatcher:
         return self.start()

@@ -88,6 +88,15 @@ def demo(
         typer.echo(f"error: the demo story failed: {exc}", err=True)
         raise typer.Exit(1) from None
     _report(settings, seeded, directory, told.sent, told.queued, told.withheld)
+    from hub.demo.pas import send_stay
+
+    stay = send_stay(settings, seeded.anchor)
+    typer.echo(f"Jæren DPS's PAS sent a stay of {stay.fnr} over HL7 v2 MLLP (visit "
+               f"{stay.visit}): " + ", ".join(f"ADT^{t} {c}" for t, c in stay.acks.items())
+               + " (AA: accepted).")
+    if any(code != "AA" for code in stay.acks.values()):
+        typer.echo("error: the hub did not accept the PAS's stay", err=True)
+        raise typer.Exit(1)
     swept = first_sweep(settings)
     typer.echo(f"Timed checks swept once: {swept.acted} acted on "
                f"({', '.join(f'{n} {k}' for k, n in sorted(swept.outcomes.items())) or 'none'}).")

@@ -25,8 +25,10 @@ INDIVIDUAL_PLAN = (CARE_PLAN_CATEGORY_SYSTEM, "individual-plan")
 EVENTS = ("consent-changed", "care-plan-shared", "admission-notice", "self-admission-agreement",
           "self-admission-request", "self-admission-response", "meeting-invitation",
           "meeting-response", "ready-for-discharge", "ready-for-discharge-withdrawn",
-          "discharge-readiness-response", "discharge-notice", "follow-up-contact")
-"""Every event code an organisation may post."""
+          "discharge-readiness-response", "discharge-notice", "follow-up-contact",
+          "admission-cancelled", "discharge-cancelled", "patient-updated")
+"""Every event code an organisation may post (the last three come from HL7 v2 ADT: A11, A13,
+A08, adapters/mllp)."""
 HUB_EVENTS = ("follow-up-overdue", "discharge-readiness-overdue", "meeting-reminder",
               "consent-expiring", "delivery-unacknowledged")
 """The notices only the hub sends."""

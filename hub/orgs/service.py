@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session
@@ -37,23 +38,28 @@ def add_organization(
     identifier: str,
     endpoint: str | None = None,
     org_id: str | None = None,
+    more_identifiers: Sequence[str] = (),
 ) -> str:
     """Register an organisation and, with `endpoint`, its FHIR messaging Endpoint; its id.
+    `more_identifiers` (SYSTEM|VALUE) are kept beside `identifier`, e.g. a municipality's
+    kommunenummer beside its organisasjonsnummer (the MLLP adapter finds it by that).
     Raises BadRequestError (bad input), ConflictError (id or identifier already registered)."""
     if kind not in KINDS:
         raise BadRequestError(f"--kind must be one of {', '.join(KINDS)}, not '{kind}'.")
-    system, value = _parse_identifier(identifier)
+    pairs = [_parse_identifier(i) for i in (identifier, *more_identifiers)]
     org_id = org_id or str(uuid.uuid4())
     if not service.valid_id(org_id):
         raise BadRequestError(f"'{org_id}' is not a valid id (letters, digits, '-', '.').")
     if service.exists(session, subject, resource_type="Organization", resource_id=org_id):
         raise ConflictError(f"Organization/{org_id} is already registered.")
-    if service.match(session, subject, resource_type="Organization",
-                     criteria=f"identifier={system}|{value}", limit=1):
-        raise ConflictError(f"An organisation with identifier {system}|{value} is registered.")
+    for system, value in pairs:
+        if service.match(session, subject, resource_type="Organization",
+                         criteria=f"identifier={system}|{value}", limit=1):
+            raise ConflictError(
+                f"An organisation with identifier {system}|{value} is registered.")
     org: dict[str, Any] = {
         "resourceType": "Organization", "id": org_id, "active": True, "name": name,
-        "identifier": [{"system": system, "value": value}],
+        "identifier": [{"system": system, "value": value} for system, value in pairs],
         "type": [{"coding": [{"system": KIND_SYSTEM, "code": kind,
                               "display": _KIND_DISPLAY[kind]}]}],
     }

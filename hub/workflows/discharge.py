@@ -197,7 +197,7 @@ def schedule_follow_up(session: Session, accepted: Accepted) -> None:
         task_id = str(uuid.uuid5(_IDS, f"{encounter_ref}/{label}"))
         target = f"Task/{task_id}"
         existing = due.find(session, KIND, target)
-        if existing is not None:
+        if existing is not None and existing.outcome != "cancelled":
             kept.append(f"{label} due {format_instant(existing.due_at)}")
             continue
         due_at = discharged + timedelta(seconds=seconds)
@@ -207,8 +207,9 @@ def schedule_follow_up(session: Session, accepted: Accepted) -> None:
         stored = service.update(session, writer(centre), resource_type="Task",
                                 resource_id=task_id, resource=body).stored
         journal.wrote(stored, why=f"Follow-up check after the discharge in {encounter_ref}.")
+        # move: a check cancelled with its discharge (discharge-cancelled) opens again
         due.schedule(session, kind=KIND, target=target, due_at=due_at, patient_ref=patient_ref,
-                     recipients=[owner, centre], anchor_at=discharged)
+                     recipients=[owner, centre], anchor_at=discharged, move=True)
         made.append(f"{label} by {format_instant(due_at)}")
     if made:
         accepted.notes.append(
@@ -219,6 +220,42 @@ def schedule_follow_up(session: Session, accepted: Accepted) -> None:
     if kept:
         accepted.notes.append("Follow-up checks of this discharge were scheduled before and "
                               "stand as they were: " + "; ".join(kept) + ".")
+
+
+@handles("discharge-cancelled")
+def cancel_follow_up(session: Session, accepted: Accepted) -> None:
+    """The discharge is cancelled (the stay is in progress again): each follow-up check of
+    that discharge still open is cancelled (a new Task version, its due row closed). A later
+    discharge-notice of the stay schedules them again from its own discharge time."""
+    found = _focus(accepted, "Encounter")
+    if found is None:
+        return
+    encounter_ref, _ = found
+    journal = Journal(session, auditor_for(accepted.settings))
+    cancelled = []
+    for label, _text, _seconds in checks(accepted.settings, False):
+        task_id = str(uuid.uuid5(_IDS, f"{encounter_ref}/{label}"))
+        due.cancel(session, kind=KIND, target=f"Task/{task_id}")
+        try:
+            task = service.read(session, HUB, resource_type="Task", resource_id=task_id).body
+        except HubError:
+            continue
+        if not task or task.get("status") not in OPEN_STATUSES:
+            continue
+        centre = org_id(task.get("requester")) or accepted.sender_org
+        stored = service.update(session, writer(centre), resource_type="Task",
+                                resource_id=task_id, resource={
+                                    **task, "status": "cancelled",
+                                    "statusReason": {"text": "The discharge was cancelled."}}
+                                ).stored
+        why = f"The discharge in {encounter_ref} was cancelled."
+        journal.wrote(stored, why=why)
+        for flag in close_flag(session, task_id, format_instant(utcnow()), centre):
+            journal.wrote(flag, why=why)
+        cancelled.append(label)
+    if cancelled:
+        accepted.notes.append(f"Follow-up checks cancelled with the discharge: "
+                              f"{', '.join(cancelled)}.")
 
 
 def _contact_time(encounter: dict[str, Any]) -> datetime | None:

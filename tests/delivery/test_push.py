@@ -133,7 +133,7 @@ def test_429_waits_as_long_as_retry_after_says(
 def test_http_date_retry_after() -> None:
     from email.utils import format_datetime
 
-    from hub.delivery.dispatcher import _retry_after
+    from adapters.fhir_push.push import retry_after as _retry_after
 
     now = utcnow()
     assert _retry_after("7", now) == 7.0

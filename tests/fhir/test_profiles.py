@@ -39,7 +39,10 @@ HUB_NOTICES = {  # sent by the hub only, so not in the example story (tests/sche
     "discharge-readiness-overdue", "meeting-reminder", "consent-expiring",
     "delivery-unacknowledged",
 }
-ALL_EVENTS = EVENTS | HUB_NOTICES
+ADAPTER_EVENTS = {  # what HL7 v2 ADT A11, A13 and A08 become (adapters/mllp; not in the story)
+    "admission-cancelled", "discharge-cancelled", "patient-updated",
+}
+ALL_EVENTS = EVENTS | HUB_NOTICES | ADAPTER_EVENTS
 
 
 def _load(path: Path) -> JSON:
