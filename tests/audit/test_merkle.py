@@ -52,7 +52,8 @@ def rfc_subproof(m: int, d: list[bytes], b: bool) -> list[bytes]:
 
 def test_hashes_are_domain_separated_as_the_rfc_says() -> None:
     assert leaf_hash(b"x") == hashlib.sha256(b"\x00x").digest()
-    assert node_hash(b"a" * 32, b"b" * 32) == hashlib.sha256(b"\x01" + b"a" * 32 + b"b" * 32).digest()
+    left, right = b"a" * 32, b"b" * 32
+    assert node_hash(left, right) == hashlib.sha256(b"\x01" + left + right).digest()
     assert root_of([]) == EMPTY_ROOT == hashlib.sha256(b"").digest()
     one, two, three = leaves(3)
     assert root_of([one, two, three]) == node_hash(node_hash(one, two), three)
