@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from hub.audit import merkle
@@ -33,10 +33,14 @@ def _checkpoint(row: AuditCheckpointRow) -> Checkpoint:
     return Checkpoint(row.tree_size, row.root_hash, row.signed_at, row.key_id, row.signature)
 
 
+_LATEST = select(_CP.tree_size, _CP.root_hash, _CP.signed_at, _CP.key_id, _CP.signature) \
+    .order_by(_CP.tree_size.desc()).limit(1)
+
+
 def latest_checkpoint(session: Session) -> Checkpoint | None:
     """The checkpoint of the largest tree, or None before the first seal."""
-    row = session.scalars(select(_CP).order_by(_CP.tree_size.desc()).limit(1)).first()
-    return _checkpoint(row) if row is not None else None
+    row = session.connection().execute(_LATEST).first()
+    return Checkpoint(*row) if row is not None else None
 
 
 def checkpoint_at(session: Session, tree_size: int) -> Checkpoint | None:
@@ -55,18 +59,30 @@ def fetch_nodes(session: Session, keys: Iterable[tuple[int, int]]
     """The stored hashes of the nodes `keys` (level 0: the records' leaf hashes); absent ones
     are left out."""
     wanted = set(keys)
-    leaves = [i for level, i in wanted if level == 0]
-    inner = [(level, i) for level, i in wanted if level > 0]
+    leaves = sorted(i for level, i in wanted if level == 0)
+    by_level: dict[int, list[int]] = {}
+    for level, i in sorted(wanted):
+        if level > 0:
+            by_level.setdefault(level, []).append(i)
     out: dict[tuple[int, int], bytes] = {}
+    conn = session.connection()
+    # SQL written out (the keys are ints): building these statements with SQLAlchemy's
+    # expression language costs more than running them. One index search per level: a
+    # row-value IN would make SQLite scan the table.
     if leaves:
-        for leaf in session.execute(
-                select(_R.leaf_index, _R.leaf_hash).where(_R.leaf_index.in_(leaves))):
-            if leaf.leaf_index is not None and leaf.leaf_hash is not None:
-                out[(0, leaf.leaf_index)] = bytes.fromhex(leaf.leaf_hash)
-    if inner:
-        for node in session.execute(
-                select(_N.level, _N.idx, _N.hash).where(tuple_(_N.level, _N.idx).in_(inner))):
-            out[(node.level, node.idx)] = bytes(node.hash)
+        listed = ",".join(str(int(i)) for i in leaves)
+        for index, digest in conn.exec_driver_sql(
+                "SELECT leaf_index, leaf_hash FROM audit_records "
+                f"WHERE leaf_index IN ({listed})"):
+            if index is not None and digest is not None:
+                out[(0, int(index))] = bytes.fromhex(digest)
+    if by_level:
+        where = " OR ".join(f"(level = {int(level)} AND idx IN "
+                            f"({','.join(str(int(i)) for i in indexes)}))"
+                            for level, indexes in by_level.items())
+        for level, index, digest in conn.exec_driver_sql(
+                f"SELECT level, idx, hash FROM audit_tree_nodes WHERE {where}"):
+            out[(int(level), int(index))] = bytes(digest)
     return out
 
 
@@ -82,6 +98,9 @@ def from_stored(session: Session, compute: Callable[[merkle.NodeGetter], T]) -> 
             raise TreeError(f"tree node ({level}, {index}) is not stored") from None
 
     return compute(get)
+
+
+_LEAF_OF = select(_R.leaf_index, _R.leaf_hash).where(_R.seq == bindparam("seq"))
 
 
 @dataclass(frozen=True)
@@ -109,7 +128,7 @@ def inclusion_proof(session: Session, seq: int, checkpoint: Checkpoint | None = 
     Raises TreeError when the record is missing, not sealed under that checkpoint yet, or the
     stored tree does not give the checkpoint's root."""
     checkpoint = checkpoint or latest_checkpoint(session)
-    row = session.execute(select(_R.leaf_index, _R.leaf_hash).where(_R.seq == seq)).first()
+    row = session.connection().execute(_LEAF_OF, {"seq": seq}).first()
     if row is None:
         raise TreeError(f"there is no record {seq}")
     if checkpoint is None or row.leaf_index is None or row.leaf_index >= checkpoint.tree_size:

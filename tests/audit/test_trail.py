@@ -13,11 +13,21 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Connection, text
 
 from hub.audit import merkle
 from hub.audit.checkpoint import Checkpoint
-from hub.audit.records import INDEX_EXTENSION, Entry, append, append_all, canonical_json
+from hub.audit.records import (
+    INDEX_EXTENSION,
+    Entry,
+    _index_extension,
+    append,
+    append_all,
+    canonical_json,
+    index_bytes,
+)
 from hub.audit.seal import SealError, SealReport, seal_all, seal_once
 from hub.audit.signing import Signer
 from hub.audit.tree import (
@@ -627,3 +637,12 @@ def test_writers_and_sealers_in_threads_seal_every_record_once(
     assert leaves == list(range(total))
     result = check(database, signer)
     assert (result.ok, result.count, result.sealed) == (True, total, total)
+
+
+@given(st.one_of(st.none(), st.text()), st.text(), st.text())
+def test_verify_finds_the_index_extension_bytes_the_writer_made(
+        patient: str | None, agent: str, subtype: str) -> None:
+    """verify's fast column check looks for the exact bytes of the canonical audit-index
+    extension; they are what canonical_json writes, whatever the text."""
+    assert index_bytes(patient, agent, subtype) == canonical_json(
+        _index_extension(patient, agent, subtype))
