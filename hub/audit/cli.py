@@ -242,13 +242,15 @@ def seal_command(
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         sealer.start()
-        typer.echo(f"sealing the audit trail every {sealer.interval:g} s; Ctrl-C stops")
+        typer.echo(f"sealing the audit trail every {sealer.interval:g} s; Ctrl-C stops",
+                   err=True)
         try:
             done.wait()
         except KeyboardInterrupt:
             pass
         finally:
             sealer.stop()
+        typer.echo(f"sealer: sealed {sealer.sealed} records in {sealer.passes} passes")
 
 
 @audit_app.command("public-key")
