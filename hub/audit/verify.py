@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from hub.audit import merkle
 from hub.audit.checkpoint import Checkpoint
-from hub.audit.models import AuditRecordRow, AuditTreeNodeRow
+from hub.audit.models import AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRow
 from hub.audit.records import (
     columns_agree,
     columns_disagree,
@@ -119,6 +119,7 @@ class _Walk:
     def __init__(self, source: SessionSource, keys: Mapping[str, Ed25519PublicKey],
                  roots: Mapping[int, str], progress: Progress | None, total: int) -> None:
         self.source, self.keys, self.roots = source, keys, roots
+        self.size = max(roots, default=0)  # the walk stops at the largest checkpoint
         self.progress, self.total = progress, total
         self.frontier = merkle.Frontier()
         self.checked = 0
@@ -135,8 +136,8 @@ class _Walk:
                 cursor = s.connection().connection.cursor()
                 try:
                     cursor.execute(f"SELECT {_WALKED} FROM audit_records WHERE leaf_index >= "
-                                   f"{int(self.checked)} ORDER BY leaf_index LIMIT "
-                                   f"{int(BATCH_SIZE)}")
+                                   f"{int(self.checked)} AND leaf_index < {int(self.size)} "
+                                   f"ORDER BY leaf_index LIMIT {int(BATCH_SIZE)}")
                     rows = cursor.fetchall()
                 finally:
                     cursor.close()
@@ -297,7 +298,14 @@ def verify(
             sealed = walk.checked
             raise
         sealed = walked
-        if walked > size:
+        with _open(source) as s:  # one statement: what is sealed and signed at one moment
+            top_leaf, top_checkpoint = s.execute(select(
+                select(func.max(_R.leaf_index)).scalar_subquery(),
+                select(func.max(AuditCheckpointRow.tree_size)).scalar_subquery())).one()
+        # Records sealed while verify ran come with a checkpoint of their own (one seal, one
+        # transaction), which the next verify checks; a sealed record that no checkpoint
+        # covers was sealed behind the sealer's back (or its checkpoints were deleted).
+        if top_leaf is not None and top_leaf >= max(size, top_checkpoint or 0):
             with _open(source) as s:
                 seq = s.scalar(select(_R.seq).where(_R.leaf_index == size))
             raise _BrokenError(f"record {seq} at leaf {size} is sealed but no checkpoint covers "
@@ -307,8 +315,8 @@ def verify(
             missing = (f"the record at leaf {walked} is" if walked + 1 == size
                        else f"the records at leaves {walked} to {size - 1} are")
             raise _BrokenError(f"{missing} missing: the tree ends at leaf {walked - 1} but "
-                          f"checkpoint {size} covers {size} records (truncated tail)",
-                          None, walked)
+                               f"checkpoint {size} covers {size} records (truncated tail)",
+                               None, walked)
         unsealed = _unsealed(source, public_keys)
     except _BrokenError as broken:
         return VerifyResult(False, sealed, broken.seq, broken.reason, broken.position, sealed,

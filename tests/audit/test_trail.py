@@ -646,3 +646,32 @@ def test_verify_finds_the_index_extension_bytes_the_writer_made(
     extension; they are what canonical_json writes, whatever the text."""
     assert index_bytes(patient, agent, subtype) == canonical_json(
         _index_extension(patient, agent, subtype))
+
+
+def test_verify_while_the_sealer_seals(database: Database, signer: Signer,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records sealed while verify runs come with their own checkpoint: no false alarm."""
+    monkeypatch.setattr("hub.audit.verify.BATCH_SIZE", 7)
+    fill(database, signer, 40)
+    seal(database, signer)
+    stop, errors = threading.Event(), []
+
+    def busy() -> None:
+        try:
+            n = 1000
+            while not stop.is_set():
+                fill(database, signer, 3, first=n)
+                seal_once(database, signer)
+                n += 3
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        results = [check(database, signer) for _ in range(5)]
+    finally:
+        stop.set()
+        worker.join(60)
+    assert not errors, errors
+    assert all(r.ok for r in results), [r.reason for r in results]
