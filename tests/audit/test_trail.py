@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
 
 from hub.audit import merkle
 from hub.audit.checkpoint import Checkpoint
@@ -33,6 +34,7 @@ from hub.audit.signing import Signer
 from hub.audit.tree import (
     TreeError,
     checkpoint_at,
+    checkpoints,
     consistency_proof,
     inclusion_proof,
     latest_checkpoint,
@@ -124,16 +126,15 @@ def rebuild_nodes(conn: Connection) -> None:
 def resign_checkpoints(conn: Connection, forger: Signer, key_id: str | None = None) -> None:
     """Recompute every checkpoint's root from the records and sign it with `forger`."""
     leaves = leaf_hashes(conn)
-    for size, at in list(conn.execute(text("SELECT tree_size, signed_at FROM audit_checkpoints"))):
-        when = Checkpoint.from_json({"format": "carehub-audit-checkpoint/v1", "tree_size": 1,
-                                     "root_hash": "", "key_id": "", "signature": "",
-                                     "signed_at": str(at).replace(" ", "T")[:26].ljust(26, "0")
-                                     + "Z"}).signed_at
-        cp = Checkpoint.sign(forger, size, merkle.root_of(leaves[:size]), when)
-        conn.execute(text("UPDATE audit_checkpoints SET root_hash = :r, signed_at = :t, "
-                          "key_id = :k, signature = :s WHERE tree_size = :n"),
-                     {"r": cp.root_hash, "t": at, "k": key_id or cp.key_id,
-                      "s": cp.signature, "n": size})
+    with Session(bind=conn) as session:
+        stored = checkpoints(session)
+    for old in stored:
+        cp = Checkpoint.sign(forger, old.tree_size, merkle.root_of(leaves[:old.tree_size]),
+                             old.signed_at)
+        conn.execute(text("UPDATE audit_checkpoints SET root_hash = :r, key_id = :k, "
+                          "signature = :s WHERE tree_size = :n"),
+                     {"r": cp.root_hash, "k": key_id or cp.key_id, "s": cp.signature,
+                      "n": old.tree_size})
 
 
 def body_of(conn: Connection, seq: int) -> bytes:
