@@ -28,6 +28,11 @@ from joserfc.jwk import ECKey
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
+def say(line: str) -> None:
+    """One line of the report, on stdout."""
+    sys.stdout.write(line + "\n")
+
+
 def token(http: httpx.Client, base: str, client: dict[str, str]) -> str:
     """An access token for `client`."""
     url = f"{base}/auth/token"
@@ -65,21 +70,21 @@ def main() -> int:
                                headers={"Authorization": f"Bearer {tokens[sender]}",
                                         "Content-Type": "application/fhir+json"})
             if answer.status_code != 200:
-                print(f"FAIL {path.name}: {answer.status_code} {answer.text[:500]}")
+                say(f"FAIL {path.name}: {answer.status_code} {answer.text[:500]}")
                 return 1
-            print(f"ok   {path.name} ({sender}) {answer.elapsed.total_seconds() * 1000:.0f} ms")
+            say(f"ok   {path.name} ({sender}) {answer.elapsed.total_seconds() * 1000:.0f} ms")
         found = http.get(f"{args.base}/fhir/Patient",
                          params={"identifier": "urn:oid:2.16.578.1.12.4.1.4.1|13116900216"},
                          headers={"Authorization": f"Bearer {tokens['jaeren-dps']}"})
         if found.status_code != 200 or not found.json().get("entry"):
-            print(f"FAIL Patient search: {found.status_code} {found.text[:300]}")
+            say(f"FAIL Patient search: {found.status_code} {found.text[:300]}")
             return 1
-        print(f"ok   Patient?identifier: {len(found.json()['entry'])} found")
+        say(f"ok   Patient?identifier: {len(found.json()['entry'])} found")
         meta = http.get(f"{args.base}/fhir/metadata")
         if meta.status_code != 200:
-            print(f"FAIL metadata: {meta.status_code}")
+            say(f"FAIL metadata: {meta.status_code}")
             return 1
-        print("ok   metadata")
+        say("ok   metadata")
     return 0
 
 
