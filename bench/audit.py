@@ -1,28 +1,36 @@
-"""Benchmark of the audit trail: verify speed and append cost, on SQLite and PostgreSQL.
+"""Benchmark of the audit trail: append, seal, verify and proofs, on SQLite and PostgreSQL.
 
-    python bench/audit.py [--records 100000] [--appends 2000] [--threads 4]
+    python bench/audit.py [--records 1000000] [--appends 2000] [--threads 8] [--proofs 1000]
                           [--db sqlite,postgresql] [--pg-url URL]
 
-On each database the trail is filled with `--records` BALP-like AuditEvents (1,000 appends per
-transaction, timed as "fill"), then:
+On each database the trail is filled with `--records` BALP-like AuditEvents (appended as
+hub processes do, `records.append_all`, 1,000 per transaction, timed as "fill"), then:
 
-- verify: hub.audit.chain.verify over the whole trail (batches of 5,000 by keyset on seq, each
-  in its own read transaction), records/s; next to it the read floor, the same batches fetched
-  and nothing checked, so the rest is hashing, Ed25519 verification and the column checks;
+- seal: `seal_all` puts them into the Merkle tree (batches of SEAL_BATCH, each checked
+  against its writer's signature and signed as a checkpoint), records/s;
+- verify: hub.audit.verify.verify over the whole trail (batches by keyset on leaf_index, each
+  in its own read transaction: hash, columns, tree, stored nodes, checkpoint signatures),
+  records/s; next to it the read floor, the same batches fetched and nothing checked;
+- proofs: `--proofs` inclusion proofs of random records against the latest checkpoint (the
+  stored nodes read in one query, the proof checked against the signed root), p50/p95 ms;
+  and consistency proofs between random older checkpoints and the latest;
 - append: `--appends` appends single-threaded, one per transaction (the shape of one audited
   request), appends/s with p50/p95 latency; next to it the floor, the same body INSERTed into a
   bare table one per transaction on the same engine;
-- append, N threads: `--threads` threads appending one per transaction at once, total appends/s
-  (the head lock serialises them: this is the ceiling of audited requests per second).
+- append, N threads: `--threads` threads appending one per transaction at once, total
+  appends/s and its ratio to the single-threaded rate (no lock is shared by appenders, so on
+  PostgreSQL it grows with threads until the CPU is spent; SQLite has one writer).
 
 PostgreSQL runs at --pg-url or $HUB_TEST_POSTGRES_URL in a database of its own
 (carehub_bench_audit_<random>), dropped afterwards; without either it is skipped with a note.
+The load average is printed at start and end: on a shared machine, compare ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -38,11 +46,15 @@ from benchdb import database_version, machine_info, postgres_url, print_machine,
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
-from hub.audit.chain import BATCH_SIZE, append, verify
+from hub.audit.merkle import consistent, root_from_inclusion
 from hub.audit.models import AuditRecordRow
+from hub.audit.records import Entry, append_all
+from hub.audit.seal import seal_all
 from hub.audit.signing import Signer
+from hub.audit.tree import checkpoints, consistency_proof, inclusion_proof
+from hub.audit.verify import BATCH_SIZE, verify
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.migrate import upgrade
@@ -52,8 +64,8 @@ PG_ENV = "HUB_TEST_POSTGRES_URL"
 FILL_BATCH = 1000
 HPR = "urn:oid:2.16.578.1.12.4.1.4.4"
 COLUMNS = [AuditRecordRow.__table__.c[name] for name in (
-    "seq", "recorded_at", "patient_ref", "agent", "action", "subtype", "body", "prev_hash",
-    "hash", "signature", "key_id")]  # what verify reads
+    "seq", "leaf_index", "body", "leaf_hash", "recorded_at", "action", "patient_ref", "agent",
+    "subtype")]  # what verify reads
 
 
 def audit_event(i: int) -> tuple[dict[str, Any], str, str]:
@@ -117,10 +129,13 @@ class Bench:
         self.label, self.db, self.signer = label, db, signer
         self.count = 0
 
-    def _append(self, session: Any, i: int) -> None:
+    @staticmethod
+    def _entry(i: int) -> Entry:
         event, patient, agent = audit_event(i)
-        append(session, self.signer, event, patient_ref=patient, agent=agent, action="R",
-               subtype="read")
+        return Entry(event, patient, agent, "R", "read")
+
+    def _append(self, session: Any, i: int) -> None:
+        append_all(session, self.signer, [self._entry(i)])
 
     def fill(self, n: int, progress: Progress) -> Result:
         task = progress.add_task(f"{self.label}: fill {n:,}", total=n)
@@ -128,14 +143,55 @@ class Bench:
         while self.count < n:
             k = min(FILL_BATCH, n - self.count)
             with self.db.session(write=True) as session:
-                for i in range(self.count, self.count + k):
-                    self._append(session, i)
+                append_all(session, self.signer,
+                           [self._entry(i) for i in range(self.count, self.count + k)])
             self.count += k
             progress.advance(task, k)
         seconds = time.perf_counter() - started
         progress.remove_task(task)
-        self.analyze()
         return Result(self.label, f"fill ({FILL_BATCH:,} appends per transaction)", n, seconds)
+
+    def seal(self) -> Result:
+        started = time.perf_counter()
+        report = seal_all(self.db, self.signer)
+        seconds = time.perf_counter() - started
+        if report.sealed != self.count or report.blocked:
+            raise SystemExit(f"{self.label}: seal failed: {report}")
+        self.analyze()
+        return Result(self.label, "seal (check signature, tree nodes, checkpoint)",
+                      report.sealed, seconds)
+
+    def proofs(self, n: int) -> list[Result]:
+        rng = random.Random(16)
+        with self.db.session(write=False) as session:
+            top = int(session.scalar(select(func.max(AuditRecordRow.seq))) or 0)
+            cps = checkpoints(session)
+        latencies: list[float] = []
+        for _ in range(n):
+            seq = rng.randint(1, top)
+            t0 = time.perf_counter()
+            with self.db.session(write=False) as session:
+                proof = inclusion_proof(session, seq)
+            latencies.append(time.perf_counter() - t0)
+            cp = proof.checkpoint
+            if root_from_inclusion(proof.leaf_index, cp.tree_size, proof.leaf_hash,
+                                   proof.path) != bytes.fromhex(cp.root_hash):
+                raise SystemExit(f"{self.label}: proof of {seq} does not hold")
+        out = [Result(self.label, f"inclusion proof at {cps[-1].tree_size:,} records "
+                      f"(path {len(proof.path)})", n, sum(latencies), latencies)]
+        latencies = []
+        for _ in range(max(1, n // 10)):
+            old = cps[rng.randrange(len(cps))]
+            t0 = time.perf_counter()
+            with self.db.session(write=False) as session:
+                path = consistency_proof(session, old, cps[-1])
+            latencies.append(time.perf_counter() - t0)
+            if not consistent(old.tree_size, cps[-1].tree_size, bytes.fromhex(old.root_hash),
+                              bytes.fromhex(cps[-1].root_hash), path):
+                raise SystemExit(f"{self.label}: consistency from {old.tree_size} fails")
+        out.append(Result(self.label, "consistency proof, a random older checkpoint to the "
+                          "latest", len(latencies), sum(latencies), latencies))
+        return out
 
     def analyze(self) -> None:
         if self.db.dialect == "postgresql":
@@ -156,20 +212,21 @@ class Bench:
         result = verify(lambda: self.db.session(write=False), keys, progress=advance)
         seconds = time.perf_counter() - started
         progress.remove_task(task)
-        if not result.ok or result.count != self.count:
+        if not result.ok or result.sealed != self.count:
             raise SystemExit(f"{self.label}: verify failed: {result}")
         return Result(self.label, "verify", result.count, seconds)
 
     def read_floor(self) -> Result:
         """The same keyset batches verify reads, fetched and dropped."""
-        started, last, n = time.perf_counter(), 0, 0
+        started, last, n = time.perf_counter(), -1, 0
         while True:
             with self.db.session(write=False) as session:
-                rows = session.execute(select(*COLUMNS).where(AuditRecordRow.seq > last)
-                                       .order_by(AuditRecordRow.seq).limit(BATCH_SIZE)).all()
+                rows = session.execute(select(*COLUMNS).where(AuditRecordRow.leaf_index > last)
+                                       .order_by(AuditRecordRow.leaf_index)
+                                       .limit(BATCH_SIZE)).all()
             if not rows:
                 break
-            last, n = rows[-1].seq, n + len(rows)
+            last, n = rows[-1].leaf_index, n + len(rows)
         return Result(self.label, "  floor: fetch the same batches only", n,
                       time.perf_counter() - started)
 
@@ -199,7 +256,8 @@ class Bench:
         return Result(self.label, "  floor: bare INSERT, one per transaction", n,
                       sum(latencies), latencies)
 
-    def threaded_appends(self, threads: int, per_thread: int) -> Result:
+    def threaded_appends(self, threads: int, per_thread: int, single: Result | None = None
+                         ) -> Result:
         start = threading.Barrier(threads + 1)
         base, errors = self.count, []
 
@@ -223,8 +281,10 @@ class Bench:
         if errors:
             raise SystemExit(f"{self.label}: threaded appends failed: {errors[0]!r}")
         self.count += threads * per_thread
-        return Result(self.label, f"append, {threads} threads at once", threads * per_thread,
-                      seconds)
+        ratio = (f" ({threads * per_thread / seconds / single.rate:.2f} x one thread)"
+                 if single is not None and single.rate else "")
+        return Result(self.label, f"append, {threads} threads at once{ratio}",
+                      threads * per_thread, seconds)
 
 
 # --- databases ---------------------------------------------------------------------------------
@@ -313,9 +373,10 @@ def consent_decisions(kind: str, db: Database, n: int) -> list[Result]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=100_000, help="trail size for verify")
+    parser.add_argument("--records", type=int, default=1_000_000, help="trail size")
+    parser.add_argument("--proofs", type=int, default=1000, help="timed inclusion proofs")
     parser.add_argument("--appends", type=int, default=2000, help="timed single appends")
-    parser.add_argument("--threads", type=int, default=4, help="threads appending at once")
+    parser.add_argument("--threads", type=int, default=8, help="threads appending at once")
     parser.add_argument("--decisions", type=int, default=1000, help="timed consent decisions")
     parser.add_argument("--db", default="sqlite,postgresql",
                         type=lambda v: [p.strip() for p in v.split(",") if p.strip()])
@@ -334,12 +395,15 @@ def run_one(kind: str, url: str, args: argparse.Namespace, key: Path,
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             results.append(bench.fill(args.records, progress))
+            results.append(bench.seal())
             results.append(bench.verify(progress))
         results.append(bench.read_floor())
-        results.append(bench.appends(args.appends))
+        results.extend(bench.proofs(args.proofs))
+        single = bench.appends(args.appends)
+        results.append(single)
         results.append(bench.insert_floor(args.appends))
         per_thread = max(1, args.appends // args.threads)
-        results.append(bench.threaded_appends(args.threads, per_thread))
+        results.append(bench.threaded_appends(args.threads, per_thread, single))
         results.extend(consent_decisions(kind, db, args.decisions))
         return results, database_version(db.engine)
     finally:
@@ -365,7 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with target as url:
                 rows, versions[kind] = run_one(kind, url, args, key, console)
                 results.extend(rows)
-                console.print(f"{kind}: done ({rows[1].rate:,.0f} records/s verified)")
+                console.print(f"{kind}: done ({rows[2].rate:,.0f} records/s verified)",
+                              f"load {os.getloadavg()[0]:.2f}")
     report(console, results, versions, info, time.perf_counter() - started)
     return 0
 

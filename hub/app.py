@@ -21,7 +21,8 @@ from hub.api import (
     workflows,
 )
 from hub.audit.recorder import Auditor
-from hub.audit.signing import Signer
+from hub.audit.seal import Sealer
+from hub.audit.signing import Signer, public_keys_from
 from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.db.migrate import upgrade
@@ -54,11 +55,17 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         if mail is not None:
             mail.start()
         app.state.scheduler = scheduler
+        sealer = (Sealer(database, app.state.auditor.signer, interval=settings.seal_interval,
+                         keys=public_keys_from(settings.audit_trusted_keys)).start()
+                  if settings.sealer else None)
+        app.state.sealer = sealer
         try:
             yield
         finally:
             if mail is not None:
                 mail.stop()
+            if sealer is not None:
+                sealer.stop()
             if scheduler is not None:
                 scheduler.stop()
             if dispatcher is not None:

@@ -105,13 +105,43 @@ def _args(**values: Any) -> str:
     return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items() if v is not None)
 
 
+ROLES = ("api", "dispatcher", "scheduler", "sealer")
+_ROLE_SETTINGS = {"dispatcher": "HUB_DISPATCHER", "scheduler": "HUB_SCHEDULER",
+                  "sealer": "HUB_SEALER"}
+
+
+def _roles(given: str | None) -> set[str]:
+    """The roles named by --roles (default: all of them)."""
+    if given is None:
+        return set(ROLES)
+    roles = {r.strip() for r in given.split(",") if r.strip()}
+    unknown = roles - set(ROLES)
+    if unknown or not roles:
+        typer.echo(f"error: --roles takes a comma-separated list of {', '.join(ROLES)}; "
+                   f"not {', '.join(sorted(unknown)) or 'nothing'}", err=True)
+        raise typer.Exit(1)
+    return roles
+
+
 @app.command()
 def serve(
     host: str = typer.Option(None, help="Listen address (default HUB_HOST)"),
     port: int = typer.Option(None, help="Listen port (default HUB_PORT)"),
     workers: int = typer.Option(None, help="Worker processes (default HUB_WORKERS)"),
+    roles: str = typer.Option(
+        None, help="Roles this process runs, comma-separated, of api, dispatcher, scheduler, "
+                   "sealer (default: all; the background roles also need their HUB_* switch "
+                   "on). Without api no port is taken."),
 ) -> None:
     """Run the hub (migrations run on start)."""
+    chosen = _roles(roles)
+    if roles is not None:  # the roles decide; HUB_DISPATCHER etc. are set to match
+        for role, var in _ROLE_SETTINGS.items():
+            os.environ[var] = "true" if role in chosen else "false"
+        get_settings.cache_clear()
+    if "api" not in chosen:
+        _run_background(chosen - {"api"})
+        return
     import uvicorn
 
     from hub.app import create_app
@@ -130,6 +160,47 @@ def serve(
                     workers=workers, log_level="info")
         return
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def _run_background(roles: set[str]) -> None:
+    """Run the dispatcher, scheduler and/or sealer without the API until SIGTERM or Ctrl-C;
+    print what the sealer sealed when it stops."""
+    import signal
+    import threading
+
+    from hub.audit.recorder import Auditor
+    from hub.audit.seal import Sealer
+    from hub.audit.signing import Signer, public_keys_from
+    from hub.db.migrate import migrated_database
+    from hub.delivery.dispatcher import Dispatcher
+    from hub.scheduler.runner import Scheduler
+
+    settings = get_settings()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    with migrated_database(settings) as database:
+        signer = Signer.from_file(settings.audit_key_file)
+        auditor = Auditor(signer, base_url=settings.fhir_base)
+        stoppers: list[Callable[[], object]] = []
+        sealer: Sealer | None = None
+        if "dispatcher" in roles:
+            stoppers.append(Dispatcher(database, settings, auditor=auditor).start().stop)
+        if "scheduler" in roles:
+            stoppers.append(Scheduler(database, settings, auditor=auditor).start().stop)
+        if "sealer" in roles:
+            sealer = Sealer(database, signer, interval=settings.seal_interval,
+                            keys=public_keys_from(settings.audit_trusted_keys)).start()
+            stoppers.append(sealer.stop)
+        typer.echo(f"running {', '.join(sorted(roles))}; SIGTERM or Ctrl-C stops", err=True)
+        try:
+            done.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for stop in reversed(stoppers):
+                stop()
+        if sealer is not None:
+            typer.echo(f"sealer: sealed {sealer.sealed} records in {sealer.passes} passes")
 
 
 @app.command()

@@ -56,6 +56,17 @@ class Settings(BaseSettings):
         description="Ed25519 private key signing the audit trail; created with mode 0600 on "
         "first run if missing",
     )
+    audit_trusted_keys: str = Field(
+        default="",
+        description="PEM public keys (file paths, comma-separated) of earlier audit keys whose "
+        "records and checkpoints still verify and seal (key rotation)",
+    )
+    sealer: bool = Field(
+        default=True, description="Run the audit sealer inside `hub serve`"
+    )
+    seal_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between seals of the audit trail"
+    )
 
     legal_basis_events: str = Field(
         default="admission-notice,ready-for-discharge,ready-for-discharge-withdrawn,"

@@ -100,11 +100,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
     """Settings pointing at the fresh database (and an audit key of the test's own). The
-    delivery dispatcher and the timed checks' scheduler are off: their tests sweep
-    themselves, and end-to-end tests turn them on."""
+    delivery dispatcher, the timed checks' scheduler and the audit sealer are off: their
+    tests run them themselves, and end-to-end tests turn them on."""
     return Settings(database_url=db_url, base_url="http://testserver",
                     audit_key_file=str(tmp_path / "audit-key.pem"), dispatcher=False,
-                    scheduler=False)
+                    scheduler=False, sealer=False)
 
 
 @pytest.fixture

@@ -135,10 +135,11 @@ def audited_work(
     kept on request.state for the error handler, which records them with the failure
     (`audit_failure`) in a transaction of its own.
 
-    Always a write session: on SQLite the append needs the database write lock, which a
-    deferred transaction cannot wait for (chain.append), so there every audited request, reads
-    included, is a BEGIN IMMEDIATE write transaction and audited requests run one at a time.
-    PostgreSQL only locks the chain head row, from the append to the commit.
+    Always a write session: on SQLite the append is an insert, which needs the database
+    write lock, and a deferred transaction cannot wait for it, so there every audited
+    request, reads included, is a BEGIN IMMEDIATE write transaction and audited requests run
+    one at a time. On PostgreSQL the append is a plain insert that waits for no one (the
+    sealer puts committed records into the tree later, hub/audit/seal.py).
     """
     auditor = get_auditor(request)
     address = client_address(request)

@@ -1,5 +1,5 @@
-"""The tamper-evident audit trail: AuditEvents in a hash chain, each link signed with Ed25519.
-
-`chain.append` writes one record in the caller's transaction, `chain.verify` checks the whole
-trail, `signing` holds the key; `hub audit verify` (cli.py) is the operator's check.
+"""The tamper-evident audit trail: AuditEvents appended by plain inserts (records.py), sealed
+in the background into an RFC 9162 Merkle tree (merkle.py, seal.py) with Ed25519-signed
+checkpoints (checkpoint.py), proofs from the stored tree (tree.py), and `verify` of it all
+(verify.py); `hub audit ...` (cli.py) is the operator's and the witness's tool.
 """

@@ -1,4 +1,4 @@
-"""Writing AuditEvents onto the chain: one `Auditor` per process, used by the API, the UI and
+"""Writing AuditEvents to the audit trail: one `Auditor` per process, used by the API, the UI and
 the CLI alike, always inside the transaction of the action it records.
 
 `record` appends one event. An action is recorded once per patient it touched (the records'
@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from hub.audit import chain, events
+from hub.audit import events, records
 from hub.audit.events import JSON, Interaction, Outcome
 from hub.audit.signing import Signer
 from hub.auth.subject import Subject
@@ -164,32 +164,32 @@ def _merged(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 class Auditor:
-    """Appends AuditEvents to the chain with one signing key (load it once per process).
+    """Appends AuditEvents to the trail with one signing key (load it once per process).
 
-    The `*_entries` methods build chain entries without writing; `write` links any number of
-    them in one append (one head read, one insert: what a request with several records needs).
+    The `*_entries` methods build entries without writing; `write` appends any number of
+    them in one insert (what a request with several records needs).
     `rest`, `disclosures` and `record` build and write at once."""
 
     def __init__(self, signer: Signer, *, base_url: str | None = None) -> None:
         self.signer = signer
         self.base_url = base_url
 
-    def write(self, session: Session, entries: Sequence[chain.Entry]) -> list[int]:
-        """Append `entries` in the caller's transaction (see chain.append_all); their seqs."""
-        return chain.append_all(session, self.signer, entries)
+    def write(self, session: Session, entries: Sequence[records.Entry]) -> list[int]:
+        """Append `entries` in the caller's transaction (see records.append_all); their seqs."""
+        return records.append_all(session, self.signer, entries)
 
     def record(self, session: Session, event: Mapping[str, Any], *, patient_ref: str | None,
                agent: str, action: str, subtype: str) -> int:
-        """Append `event` in the caller's transaction (see chain.append); its seq."""
-        return self.write(session, [chain.Entry(event, patient_ref, agent, action, subtype)])[0]
+        """Append `event` in the caller's transaction (see records.append); its seq."""
+        return self.write(session, [records.Entry(event, patient_ref, agent, action, subtype)])[0]
 
     @staticmethod
     def per_patient_entries(event: Mapping[str, Any], *, patient_refs: Sequence[str],
-                            agent: str, action: str, subtype: str) -> list[chain.Entry]:
+                            agent: str, action: str, subtype: str) -> list[records.Entry]:
         """One entry per patient of `patient_refs` (the event narrowed to that patient), or
         one without a patient when there is none."""
         patients: list[str | None] = list(dict.fromkeys(patient_refs)) or [None]
-        return [chain.Entry(events.for_patient(event, p), p, agent, action, subtype)
+        return [records.Entry(events.for_patient(event, p), p, agent, action, subtype)
                 for p in patients]
 
     def rest_entries(self, subject: Subject | None, *, interaction: Interaction,
@@ -197,7 +197,7 @@ class Auditor:
                      outcome: Outcome = "0", query: str | None = None,
                      description: str | None = None, operation: str | None = None,
                      address: str | None = None, request: str | None = None
-                     ) -> list[chain.Entry]:
+                     ) -> list[records.Entry]:
         """The records of a RESTful interaction (events.rest_event), one per patient."""
         event = events.rest_event(
             subject, interaction=interaction, resource_type=resource_type,
@@ -221,7 +221,7 @@ class Auditor:
             address=address, request=request))
 
     def disclosure_entries(self, items: Sequence[Mapping[str, Any]], *,
-                           subject: Subject | None) -> list[chain.Entry]:
+                           subject: Subject | None) -> list[records.Entry]:
         """One Privacy Disclosure record per decision of the consent gate (decisions that
         differ only in their resources are merged)."""
         entries = []
@@ -234,7 +234,7 @@ class Auditor:
                 decision=str(item.get("decision") or "deny"),
                 basis=str(item["basis"]) if item.get("basis") else None,
                 reason=str(item.get("reason") or ""), subject=subject, base_url=self.base_url)
-            entries.append(chain.Entry(event, patient, agent, "R", events.DISCLOSE))
+            entries.append(records.Entry(event, patient, agent, "R", events.DISCLOSE))
         return entries
 
     def disclosures(self, session: Session, items: Sequence[Mapping[str, Any]], *,

@@ -145,3 +145,18 @@ class Signer:
     def sign(self, digest: bytes) -> str:
         """Base64 Ed25519 signature of `digest`."""
         return base64.b64encode(self.private_key.sign(digest)).decode("ascii")
+
+
+def public_keys_from(paths: str) -> dict[str, Ed25519PublicKey]:
+    """key_id -> key of the PEM public keys in `paths` (comma-separated file paths, e.g.
+    HUB_AUDIT_TRUSTED_KEYS); raises AuditKeyError for one that cannot be read."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for name in (p.strip() for p in paths.split(",")):
+        if not name:
+            continue
+        try:
+            public = load_public_key(Path(name).read_bytes())
+        except OSError as exc:
+            raise AuditKeyError(f"cannot read {name}: {exc.strerror}") from exc
+        keys[key_id(public)] = public
+    return keys

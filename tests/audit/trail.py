@@ -8,9 +8,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from hub.audit.chain import VerifyResult, verify
 from hub.audit.models import AuditRecordRow
+from hub.audit.seal import seal_all
 from hub.audit.signing import Signer
+from hub.audit.verify import VerifyResult, verify
 from hub.config import Settings
 from hub.db.auth_models import ClientRow
 from hub.db.engine import Database
@@ -58,8 +59,10 @@ def since(database: Database, seq: int) -> list[Record]:
 
 
 def check_chain(settings: Settings, database: Database) -> VerifyResult:
-    """verify() of the whole trail with the app's key (settings.audit_key_file)."""
+    """Seal what is waiting, then verify() the whole trail with the app's key
+    (settings.audit_key_file)."""
     signer = Signer.from_file(settings.audit_key_file)
+    seal_all(database, signer)
     return verify(lambda: database.session(write=False), {signer.key_id: signer.public_key})
 
 

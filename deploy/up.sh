@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Bring the whole CareHub layout up on this machine and run the smoke test through TLS:
+#
+#   deploy/up.sh [DIR]        (KEEP=1 leaves everything running; stop with DIR/down.sh)
+#
+# 1. PostgreSQL: a throwaway server (scripts/pg.sh: loopback, fsync off - a smoke test, not
+#    the durability of deploy/postgresql/carehub.conf);
+# 2. the settings file DIR/carehub.env, made from deploy/carehub.env; `hub db upgrade`;
+# 3. the two organisations of the shared story, each with a client key (hub client keygen/add);
+# 4. the roles as separate processes, as the systemd units run them: two API processes
+#    (`hub serve --roles api`), a dispatcher, a scheduler and a sealer;
+# 5. nginx with a self-signed certificate (made here with openssl) in front of the two API
+#    processes, rendered from deploy/nginx/carehub.conf;
+# 6. deploy/smoke.py: the shared story (../shared/examples 01-15) posted through HTTPS, the
+#    certificate checked; then the sealer is given a moment and `hub audit verify` must pass
+#    with every record sealed; a backup is taken and checked (deploy/backup.sh).
+# Exits 0 when all of it passed. Needs python3, openssl and nginx (installed with apt-get if
+# missing, as scripts/pg.sh does for PostgreSQL). Logs: DIR/log/.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DIR=${1:-$(mktemp -d "${TMPDIR:-/tmp}/carehub-up.XXXXXX")}
+mkdir -p "$DIR/log" "$DIR/keys" "$DIR/tls" "$DIR/nginx/tmp"
+DIR=$(cd "$DIR" && pwd)
+SHARED=${SHARED:-$ROOT/../shared}
+log() { printf 'up.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+free_port() {
+  python3 - "$1" <<'PY'
+import socket, sys
+for port in range(int(sys.argv[1]), 65000):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(port)
+        break
+PY
+}
+
+# --- the hub ------------------------------------------------------------------------------------
+if [[ ! -x $ROOT/.venv/bin/hub ]]; then
+  log "installing the hub into $ROOT/.venv"
+  python3 -m venv "$ROOT/.venv"
+  "$ROOT/.venv/bin/pip" install -q -e "$ROOT"
+fi
+HUB=$ROOT/.venv/bin/hub
+VPY=$ROOT/.venv/bin/python
+command -v openssl >/dev/null || die "openssl is missing"
+if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+  log "installing nginx (apt-get)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+PIDS=()
+cleanup() {
+  local rc=$?
+  if [[ ${KEEP:-} == 1 && $rc == 0 ]]; then
+    log "left running; stop with $DIR/down.sh"
+    return
+  fi
+  bash "$DIR/down.sh" >/dev/null 2>&1 || true
+  exit "$rc"
+}
+trap cleanup EXIT
+
+PG_PORT=$(free_port 56500)
+bash "$ROOT/scripts/pg.sh" start "$DIR/pg" "$PG_PORT" >"$DIR/log/pg.log" 2>&1 \
+  || die "PostgreSQL did not start ($DIR/log/pg.log)"
+TLS_PORT=$(free_port 58443)
+API1=$(free_port 58081)
+API2=$(free_port $((API1 + 1)))
+
+sed -e "s|^HUB_DATABASE_URL=.*|HUB_DATABASE_URL=postgresql+psycopg://carehub@127.0.0.1:$PG_PORT/carehub_test|" \
+    -e "s|^HUB_BASE_URL=.*|HUB_BASE_URL=https://127.0.0.1:$TLS_PORT|" \
+    -e "s|^HUB_AUDIT_KEY_FILE=.*|HUB_AUDIT_KEY_FILE=$DIR/keys/audit-key.pem|" \
+    -e "s|^HUB_SEAL_INTERVAL=.*|HUB_SEAL_INTERVAL=0.5|" \
+    "$ROOT/deploy/carehub.env" > "$DIR/carehub.env"
+set -a
+# shellcheck disable=SC1091
+source "$DIR/carehub.env"
+set +a
+"$HUB" db upgrade >/dev/null
+
+cat > "$DIR/down.sh" <<DOWN
+#!/usr/bin/env bash
+# Stop what $DIR/../up.sh started (its own processes, by pid).
+[[ -f $DIR/nginx/nginx.pid ]] && kill "\$(cat $DIR/nginx/nginx.pid)" 2>/dev/null
+for pid in \$(cat $DIR/pids 2>/dev/null); do kill -TERM "\$pid" 2>/dev/null; done
+for _ in \$(seq 50); do
+  alive=0
+  for pid in \$(cat $DIR/pids 2>/dev/null); do kill -0 "\$pid" 2>/dev/null && alive=1; done
+  (( alive )) || break
+  sleep 0.2
+done
+for pid in \$(cat $DIR/pids 2>/dev/null); do kill -KILL "\$pid" 2>/dev/null; done
+bash $ROOT/scripts/pg.sh stop $DIR/pg
+exit 0
+DOWN
+chmod +x "$DIR/down.sh"
+: > "$DIR/pids"
+
+# --- organisations and their clients -----------------------------------------------------------
+ORGNR=urn:oid:2.16.578.1.12.4.1.4.101
+"$HUB" org add --id jaeren-dps --name "Jæren DPS" --kind mental-health-centre \
+  --identifier "$ORGNR|983974791" >/dev/null
+"$HUB" org add --id time-kommune --name "Time kommune" --kind municipality \
+  --identifier "$ORGNR|964969590" >/dev/null
+echo "{" > "$DIR/clients.json"
+sep=""
+for org in jaeren-dps time-kommune; do
+  "$HUB" client keygen --key "$DIR/keys/$org.key.pem" --jwks "$DIR/keys/$org.jwks.json" \
+    --kid "$org-smoke" >/dev/null
+  id=$("$HUB" client add --org "$org" --jwks "$DIR/keys/$org.jwks.json" --name "$org smoke" | tail -n 1)
+  printf '%s"%s": {"client_id": "%s", "kid": "%s-smoke", "key_file": "%s"}\n' \
+    "$sep" "$org" "$id" "$org" "$DIR/keys/$org.key.pem" >> "$DIR/clients.json"
+  sep=","
+done
+echo "}" >> "$DIR/clients.json"
+
+# --- the roles, as separate processes ------------------------------------------------------------
+start() {  # name, args...
+  local name=$1; shift
+  setsid "$HUB" serve "$@" >"$DIR/log/$name.log" 2>&1 &
+  echo $! >> "$DIR/pids"
+  PIDS+=($!)
+}
+start api-1 --roles api --host 127.0.0.1 --port "$API1"
+start api-2 --roles api --host 127.0.0.1 --port "$API2"
+start dispatcher --roles dispatcher
+start scheduler --roles scheduler
+start sealer --roles sealer
+for port in "$API1" "$API2"; do
+  for _ in $(seq 100); do
+    curl -fsS "http://127.0.0.1:$port/fhir/metadata" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  curl -fsS "http://127.0.0.1:$port/fhir/metadata" >/dev/null || die "API on $port did not start ($DIR/log)"
+done
+
+# --- TLS in front: nginx with a self-signed certificate ------------------------------------------
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
+  -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+  -keyout "$DIR/tls/carehub.key" -out "$DIR/tls/carehub.crt" 2>/dev/null
+chmod 600 "$DIR/tls/carehub.key"
+sed -e "s|127.0.0.1:8081|127.0.0.1:$API1|; s|127.0.0.1:8082|127.0.0.1:$API2|" \
+    -e "s|listen 443 |listen 127.0.0.1:$TLS_PORT |; s|listen 80;|listen 127.0.0.1:$(free_port 58080);|" \
+    -e "s|server_name carehub.example.no;|server_name 127.0.0.1 localhost;|" \
+    -e "s|/etc/carehub/tls/|$DIR/tls/|" \
+    "$ROOT/deploy/nginx/carehub.conf" > "$DIR/nginx/carehub.conf"
+{
+  [[ $(id -u) == 0 ]] && echo "user root;"
+  cat <<NGINX
+worker_processes 2;
+pid $DIR/nginx/nginx.pid;
+error_log $DIR/log/nginx-error.log warn;
+events { worker_connections 256; }
+http {
+  access_log $DIR/log/nginx-access.log;
+  client_body_temp_path $DIR/nginx/tmp/body;
+  proxy_temp_path $DIR/nginx/tmp/proxy;
+  fastcgi_temp_path $DIR/nginx/tmp/fastcgi;
+  uwsgi_temp_path $DIR/nginx/tmp/uwsgi;
+  scgi_temp_path $DIR/nginx/tmp/scgi;
+  include $DIR/nginx/carehub.conf;
+}
+NGINX
+} > "$DIR/nginx/nginx.conf"
+"$NGINX" -t -q -c "$DIR/nginx/nginx.conf" -p "$DIR/nginx" || die "nginx config ($DIR/nginx/nginx.conf)"
+"$NGINX" -c "$DIR/nginx/nginx.conf" -p "$DIR/nginx"
+log "layout up: https://127.0.0.1:$TLS_PORT -> API :$API1 :$API2; dispatcher, scheduler, sealer; PostgreSQL :$PG_PORT"
+
+# --- the smoke test --------------------------------------------------------------------------------
+"$VPY" "$ROOT/deploy/smoke.py" --base "https://127.0.0.1:$TLS_PORT" --cafile "$DIR/tls/carehub.crt" \
+  --clients "$DIR/clients.json" --examples "$SHARED/examples"
+waiting=1
+for _ in $(seq 60); do
+  detail=$("$HUB" audit verify 2>&1 >/dev/null || true)
+  [[ $detail == *", 0 waiting for the sealer"* ]] && { waiting=0; break; }
+  sleep 0.5
+done
+(( waiting == 0 )) || die "the sealer did not seal the story's records: $detail"
+"$HUB" audit verify
+log "audit: $detail"
+BACKUP=$(HUB=$HUB bash "$ROOT/deploy/backup.sh" backup "$DIR/backups")
+log "backup: $BACKUP"
+"$VPY" - "$PG_PORT" <<'PY'
+import sys
+from sqlalchemy import create_engine, text
+engine = create_engine(f"postgresql+psycopg://carehub@127.0.0.1:{sys.argv[1]}/carehub_test",
+                       isolation_level="AUTOCOMMIT")
+with engine.connect() as conn:
+    conn.execute(text("CREATE DATABASE carehub_restored"))
+PY
+restored=$(HUB_DATABASE_URL=${HUB_DATABASE_URL%/*}/carehub_restored HUB=$HUB \
+           bash "$ROOT/deploy/backup.sh" restore "$BACKUP")
+log "restore into carehub_restored: $restored"
+for pid in "${PIDS[@]}"; do
+  kill -0 "$pid" 2>/dev/null || die "a role process ($pid) died (see $DIR/log)"
+done
+log "smoke test passed"

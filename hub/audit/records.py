@@ -1,0 +1,203 @@
+"""Appending AuditEvents: `append_all` is a plain INSERT in the caller's transaction, and
+takes no lock that other transactions share (no chain head, no counter row): writers in every
+process append side by side. Tamper evidence comes later, when the sealer (seal.py) puts
+committed records into the Merkle tree and signs a checkpoint.
+
+Each record carries its RFC 9162 leaf hash, SHA-256(0x00 || body), and the writer's Ed25519
+signature of it, so the sealer can refuse rows that did not come from a hub process.
+
+The search columns (patient_ref, agent, action, subtype, recorded_at) repeat values that are
+inside the signed body (`action`, `recorded` and the audit-index extension), so an edited
+column is caught like an edited body (`columns_disagree`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from json.encoder import encode_basestring
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from hub.audit.models import AuditRecordRow
+from hub.audit.signing import Signer
+from hub.db.types import utcnow
+
+ACTIONS = frozenset({"C", "R", "U", "D", "E"})
+INDEX_EXTENSION = "http://carehub.example/fhir/StructureDefinition/audit-index"
+# Each occurs exactly once in a record's body (append makes sure), which lets verify compare
+# the search columns with the body by finding their exact bytes instead of parsing the JSON.
+_ONCE = (f'"{INDEX_EXTENSION}"'.encode(), b'"recorded":', b'"action":')
+
+
+def canonical_json(event: Mapping[str, Any]) -> bytes:
+    """The bytes that are hashed: sorted keys, no spaces, UTF-8."""
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def leaf_hex(body: bytes) -> str:
+    """The record's RFC 9162 leaf hash, SHA-256(0x00 || body), as 64 hex digits."""
+    return hashlib.sha256(b"\x00" + body).hexdigest()
+
+
+def link_hash(prev_hash: str, body: bytes) -> str:
+    """The legacy chain's hash_n = sha256(prev hash bytes || body), as 64 hex digits."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
+
+
+def _instant(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _index_extension(patient_ref: str | None, agent: str, subtype: str) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = []
+    if patient_ref is not None:
+        parts.append({"url": "patient", "valueString": patient_ref})
+    parts.append({"url": "agent", "valueString": agent})
+    parts.append({"url": "subtype", "valueCode": subtype})
+    return {"url": INDEX_EXTENSION, "extension": parts}
+
+
+_TABLE = AuditRecordRow.metadata.tables["audit_records"]
+# Built once: statement construction costs more than the statements themselves.
+_INSERT_RECORDS = insert(_TABLE).returning(_TABLE.c.seq, sort_by_parameter_order=True)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One AuditEvent (as JSON) to append, with its search columns."""
+
+    event: Mapping[str, Any]
+    patient_ref: str | None
+    agent: str
+    action: str
+    subtype: str
+
+
+def append(
+    session: Session,
+    signer: Signer,
+    event: Mapping[str, Any],
+    *,
+    patient_ref: str | None,
+    agent: str,
+    action: str,
+    subtype: str,
+) -> int:
+    """Append `event` (an AuditEvent as JSON) in the caller's transaction; its record id.
+    See `append_all`."""
+    return append_all(session, signer, [Entry(event, patient_ref, agent, action, subtype)])[0]
+
+
+def append_all(session: Session, signer: Signer, entries: Sequence[Entry]) -> list[int]:
+    """Insert `entries` as audit records in the caller's transaction, in one statement; their
+    record ids (`seq`, increasing in the order given).
+
+    Sets each event's `id` (a new uuid4), `recorded` (now), `action` and the audit-index
+    extension, then hashes and signs it; the caller commits. Raises ValueError for an unknown
+    action or an event whose own `action` differs, before anything is written.
+
+    No lock is shared with other appenders: ids come from a sequence (PostgreSQL) or the
+    row id (SQLite, whose write transaction is exclusive anyway). The records are not yet
+    tamper-evident: the sealer puts them into the tree once they are committed.
+    """
+    for entry in entries:
+        if entry.action not in ACTIONS:
+            raise ValueError(f"audit action must be one of C R U D E, not {entry.action!r}")
+        if entry.event.get("action", entry.action) != entry.action:
+            raise ValueError(
+                f"event action {entry.event['action']!r} differs from {entry.action!r}")
+    if not entries:
+        return []
+    recorded_at = utcnow()
+    rows = []
+    for entry in entries:
+        event = entry.event
+        extensions = [e for e in event.get("extension", []) if e.get("url") != INDEX_EXTENSION]
+        record = {
+            **event,
+            "id": str(uuid.uuid4()),
+            "recorded": _instant(recorded_at),
+            "action": entry.action,
+            "extension": [*extensions,
+                          _index_extension(entry.patient_ref, entry.agent, entry.subtype)],
+        }
+        body = canonical_json(record)
+        if any(body.count(marker) != 1 for marker in _ONCE):
+            raise ValueError("an AuditEvent may hold `recorded`, `action` and the audit-index "
+                             "extension only once, at its top level")
+        digest = hashlib.sha256(b"\x00" + body).digest()
+        rows.append({
+            "recorded_at": recorded_at, "patient_ref": entry.patient_ref,
+            "agent": entry.agent, "action": entry.action, "subtype": entry.subtype,
+            "body": body, "leaf_hash": digest.hex(), "signature": signer.sign(digest),
+            "key_id": signer.key_id,
+        })
+    return list(session.connection().execute(_INSERT_RECORDS, rows).scalars())
+
+
+def instant_text(value: datetime | str) -> str:
+    """A `recorded_at` column value as the body's `recorded` writes it; raw SQLite text (what
+    a driver-level read returns, "YYYY-MM-DD HH:MM:SS.ffffff") is rewritten, not parsed."""
+    if isinstance(value, str):
+        if len(value) == 26 and value[10] == " ":
+            return f"{value[:10]}T{value[11:]}Z"
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_INDEX_TAIL = f'],"url":"{INDEX_EXTENSION}"}}'
+
+
+def index_bytes(patient_ref: str | None, agent: str, subtype: str) -> bytes:
+    """canonical_json of the audit-index extension of these columns, written out directly
+    (JSON strings by the json module's own encoder): what verify looks for in each body."""
+    parts = [f'{{"url":"patient","valueString":{encode_basestring(patient_ref)}}},'
+             if patient_ref is not None else "",
+             f'{{"url":"agent","valueString":{encode_basestring(agent)}}},',
+             f'{{"url":"subtype","valueCode":{encode_basestring(subtype)}}}']
+    return f'{{"extension":[{"".join(parts)}{_INDEX_TAIL}'.encode()
+
+
+def columns_agree(body: bytes, recorded: str, action: str, patient_ref: str | None,
+                  agent: str, subtype: str) -> bool:
+    """Whether the search columns are the values in `body`, found as exact bytes: the
+    canonical audit-index extension they make, `"recorded":"<recorded>"` and
+    `"action":"<action>"` each occur in it, where each of those keys occurs once (for a
+    body append wrote). `recorded` as `instant_text` gives it. Several times faster than
+    parsing the body; `columns_disagree` says what differs."""
+    return (index_bytes(patient_ref, agent, subtype) in body
+            and f'"recorded":"{recorded}"'.encode() in body
+            and f'"action":"{action}"'.encode() in body
+            and body.count(_ONCE[0]) == 1 and body.count(_ONCE[1]) == 1
+            and body.count(_ONCE[2]) == 1)
+
+
+def columns_disagree(seq: int, body: bytes, recorded_at: datetime, action: str,
+                     patient_ref: str | None, agent: str, subtype: str) -> str | None:
+    """Why a record's search columns disagree with its body; None if they agree."""
+    try:
+        event = json.loads(body)
+        index = next(e for e in event.get("extension", []) if e.get("url") == INDEX_EXTENSION)
+        signed = {part["url"]: next(v for k, v in part.items() if k.startswith("value"))
+                  for part in index["extension"]}
+        values = (event["recorded"], event["action"], signed.get("patient"), signed["agent"],
+                  signed["subtype"])
+    except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
+        return f"record {seq}'s body is not a hub AuditEvent"
+    stored = (_instant(recorded_at), action, patient_ref, agent, subtype)
+    if values == stored:
+        return None
+    names = ("recorded_at", "action", "patient_ref", "agent", "subtype")
+    edited = [name for name, a, b in zip(names, values, stored, strict=True) if a != b]
+    return (f"record {seq} was edited: its {', '.join(edited)} "
+            f"{'differs' if len(edited) == 1 else 'differ'} from its body")

@@ -1,0 +1,253 @@
+"""The sealer: puts committed audit records into the Merkle tree and signs a checkpoint.
+
+`seal_once` is one pass; any number of sealers (threads, `hub serve` processes, `hub audit
+seal`) may run on one database, and each record is sealed exactly once:
+
+1. Read (no lock): the unsealed records, oldest id first, at most `limit`. Each is checked
+   before it may enter the tree: its leaf hash is SHA-256(0x00 || body) and its signature is
+   by a trusted audit key (a legacy record from the hash chain: its link and signature). The
+   pass stops at the first record that fails, which then stays unsealed and makes `hub audit
+   verify` fail naming it: rows slipped into the table without the key are never sealed.
+2. Seal, in one write transaction that only sealers contend for (`pg_try_advisory_xact_lock`
+   on PostgreSQL, so a second sealer skips the pass instead of waiting; SQLite's writer is
+   exclusive anyway): read the latest checkpoint; if it moved since step 1 another sealer
+   was faster and this pass ends. Check the checkpoint's signature and that the stored
+   frontier gives its root (never extend a tree someone rewrote), give the records leaf
+   indexes from the tree size on, in the order read, store the new complete nodes and sign a
+   checkpoint of the new size.
+
+Why no record is skipped: leaf indexes are handed out here, by scanning what is unsealed,
+not by the record ids writers took. A record whose transaction commits after later ids were
+sealed is simply unsealed at the next pass and gets the next free leaf index. Appenders never
+wait for the sealer: it updates only rows that are committed and unsealed, which no writer
+touches again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Row, bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from hub.audit import merkle
+from hub.audit.checkpoint import Checkpoint
+from hub.audit.models import GENESIS_HASH, AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRow
+from hub.audit.records import leaf_hex, link_hash
+from hub.audit.signing import Signer, verify_signature
+from hub.audit.tree import fetch_nodes, latest_checkpoint
+from hub.db.engine import Database
+from hub.db.locks import lock_key
+from hub.db.types import utcnow
+
+log = logging.getLogger("hub.audit.sealer")
+SEAL_LOCK = lock_key("carehub:audit-sealer")
+AnyRow = Row[*tuple[Any, ...]]
+SEAL_BATCH = 5000
+"""Records sealed per pass (and per checkpoint) at most."""
+
+_R = AuditRecordRow
+_T = AuditRecordRow.metadata.tables["audit_records"]
+_SET_LEAF = (update(_T).where(_T.c.seq == bindparam("b_seq"))
+             .values(leaf_index=bindparam("b_index"), leaf_hash=bindparam("b_hash")))
+_INSERT_NODES = insert(AuditTreeNodeRow.metadata.tables["audit_tree_nodes"])
+_INSERT_CHECKPOINT = insert(AuditCheckpointRow.metadata.tables["audit_checkpoints"])
+
+
+class SealError(Exception):
+    """The stored tree or its latest checkpoint was tampered with: sealing stops."""
+
+
+@dataclass(frozen=True)
+class SealReport:
+    """What one pass did: records sealed, the tree size after it, and the record that
+    stopped it (an unsealable record), if one did."""
+
+    sealed: int
+    tree_size: int
+    blocked: str | None = None
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    seq: int
+    leaf: str
+
+
+def _check(row: AnyRow, keys: Mapping[str, Ed25519PublicKey], prev_legacy: str | None
+           ) -> tuple[str | None, str]:
+    """(why `row` may not be sealed or None, its leaf hash hex)."""
+    seq, body = row.seq, bytes(row.body)
+    leaf = leaf_hex(body)
+    key = keys.get(row.key_id)
+    if row.prev_hash is not None:  # a legacy chain record
+        if prev_legacy is None:
+            return f"record {seq} is a hash-chain record after tree records", leaf
+        if row.prev_hash != prev_legacy or link_hash(prev_legacy, body) != row.hash:
+            return (f"record {seq} breaks the legacy hash chain: edited, or a record before "
+                    "it was deleted"), leaf
+        signed = bytes.fromhex(row.hash)
+    else:
+        if row.leaf_hash != leaf:
+            return f"record {seq} was edited: its content does not match its hash", leaf
+        signed = bytes.fromhex(leaf)
+    if key is None:
+        return f"record {seq} is signed by an unknown key ({row.key_id})", leaf
+    if not verify_signature(key, signed, row.signature):
+        return (f"record {seq} has a bad signature: not written by a hub process, or "
+                "edited"), leaf
+    return None, leaf
+
+
+def _legacy_prev(session: Session, size: int) -> str | None:
+    """The legacy chain hash a next legacy record must link to: the genesis hash on an empty
+    tree, the last sealed record's chain hash if it is a legacy record, else None."""
+    if size == 0:
+        return GENESIS_HASH
+    last = session.execute(select(_R.hash).where(_R.leaf_index == size - 1)).scalar()
+    return str(last) if last is not None else None
+
+
+def _read(db: Database, keys: Mapping[str, Ed25519PublicKey], limit: int
+          ) -> tuple[int, list[_Candidate], str | None]:
+    """Step 1: (tree size seen, the records that may be sealed, why the next may not)."""
+    with db.session(write=False) as s:
+        latest = latest_checkpoint(s)
+        size = latest.tree_size if latest is not None else 0
+        rows = s.execute(
+            select(_R.seq, _R.body, _R.leaf_hash, _R.signature, _R.key_id, _R.prev_hash,
+                   _R.hash)
+            .where(_R.leaf_index.is_(None)).order_by(_R.seq).limit(limit)).all()
+        prev_legacy = _legacy_prev(s, size) if rows and rows[0].prev_hash is not None else None
+    out: list[_Candidate] = []
+    for row in rows:
+        problem, leaf = _check(row, keys, prev_legacy)
+        if problem is not None:
+            return size, out, problem
+        prev_legacy = row.hash if row.prev_hash is not None else None
+        out.append(_Candidate(row.seq, leaf))
+    return size, out, None
+
+
+def _frontier(session: Session, latest: Checkpoint | None,
+              keys: Mapping[str, Ed25519PublicKey]) -> merkle.Frontier:
+    """The frontier of the stored tree, checked against its signed latest checkpoint."""
+    if latest is None:
+        if session.scalar(select(func.count()).select_from(AuditTreeNodeRow)):
+            raise SealError("tree nodes are stored but there is no checkpoint")
+        return merkle.Frontier()
+    problem = latest.problem(dict(keys))
+    if problem is not None:
+        raise SealError(problem)
+    wanted = merkle.frontier_nodes(latest.tree_size)
+    nodes = fetch_nodes(session, wanted)
+    if len(nodes) != len(wanted):
+        raise SealError(f"the stored tree of checkpoint {latest.tree_size} is incomplete")
+    frontier = merkle.Frontier(latest.tree_size, [nodes[k] for k in wanted])
+    if frontier.root().hex() != latest.root_hash:
+        raise SealError(f"the stored tree does not give checkpoint {latest.tree_size}'s root")
+    return frontier
+
+
+def seal_once(db: Database, signer: Signer, *,
+              keys: Mapping[str, Ed25519PublicKey] | None = None,
+              limit: int = SEAL_BATCH) -> SealReport | None:
+    """One pass (see the module docstring); None when another sealer holds the tree now.
+    `keys` (key_id -> public key) are the keys whose records may be sealed, default the
+    signer's own. Raises SealError when the stored tree was tampered with."""
+    trusted = dict(keys) if keys is not None else {}
+    trusted.setdefault(signer.key_id, signer.public_key)
+    seen, candidates, blocked = _read(db, trusted, limit)
+    if blocked is not None:
+        log.error("audit sealer stopped before a record: %s", blocked)
+    with db.session(write=True) as s:
+        if db.dialect == "postgresql" and not s.scalar(
+                select(func.pg_try_advisory_xact_lock(SEAL_LOCK))):
+            return None
+        latest = latest_checkpoint(s)
+        size = latest.tree_size if latest is not None else 0
+        if size != seen:
+            return None  # another sealer sealed meanwhile; the next pass starts from there
+        if not candidates:
+            return SealReport(0, size, blocked)
+        frontier = _frontier(s, latest, trusted)
+        leaves: list[dict[str, Any]] = []
+        nodes: list[dict[str, Any]] = []
+        for c in candidates:
+            leaves.append({"b_seq": c.seq, "b_index": frontier.size, "b_hash": c.leaf})
+            nodes.extend({"level": lv, "idx": i, "hash": h}
+                         for lv, i, h in frontier.push(bytes.fromhex(c.leaf)))
+        conn = s.connection()
+        conn.execute(_SET_LEAF, leaves)
+        if nodes:
+            conn.execute(_INSERT_NODES, nodes)
+        cp = Checkpoint.sign(signer, frontier.size, frontier.root(), utcnow())
+        conn.execute(_INSERT_CHECKPOINT, [{
+            "tree_size": cp.tree_size, "root_hash": cp.root_hash, "signed_at": cp.signed_at,
+            "key_id": cp.key_id, "signature": cp.signature}])
+        return SealReport(len(candidates), frontier.size, blocked)
+
+
+def seal_all(db: Database, signer: Signer, *,
+             keys: Mapping[str, Ed25519PublicKey] | None = None,
+             limit: int = SEAL_BATCH) -> SealReport:
+    """Seal passes until nothing sealable is left; the records sealed in all, the size."""
+    total, size = 0, 0
+    while True:
+        report = seal_once(db, signer, keys=keys, limit=limit)
+        if report is None:
+            continue
+        total, size = total + report.sealed, report.tree_size
+        if report.sealed < limit or report.blocked is not None:
+            return SealReport(total, size, report.blocked)
+
+
+class Sealer:
+    """Seals in the background every `interval` seconds (passes back to back while there is
+    a backlog); `start()`, then `stop()` on shutdown. Failures are logged, never raised."""
+
+    def __init__(self, db: Database, signer: Signer, *, interval: float,
+                 keys: Mapping[str, Ed25519PublicKey] | None = None) -> None:
+        self.db, self.signer, self.interval, self.keys = db, signer, interval, keys
+        self.passes = 0
+        self.failures = 0
+        self.sealed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
+
+    def run_once(self) -> SealReport | None:
+        """One pass now; None when another sealer had the tree or the pass failed."""
+        try:
+            report = seal_once(self.db, self.signer, keys=self.keys)
+        except Exception:
+            self.failures += 1
+            log.exception("audit seal failed; trying again next interval")
+            return None
+        finally:
+            self.passes += 1
+        if report is not None:
+            self.sealed += report.sealed
+        return report
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            report = self.run_once()
+            if report is not None and report.sealed >= SEAL_BATCH:
+                continue  # a backlog: keep going
+            self._stop.wait(self.interval)
+
+    def start(self) -> Sealer:
+        """Start sealing in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the pass under way."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

@@ -1,0 +1,678 @@
+"""The audit trail: appends are plain inserts; the sealer puts committed records into the
+Merkle tree and signs checkpoints; verify catches every kind of tampering at the right
+record; proofs hold; concurrent writers and sealers seal every record exactly once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
+
+from hub.audit import merkle
+from hub.audit.checkpoint import Checkpoint
+from hub.audit.records import (
+    INDEX_EXTENSION,
+    Entry,
+    _index_extension,
+    append,
+    append_all,
+    canonical_json,
+    index_bytes,
+)
+from hub.audit.seal import SealError, SealReport, seal_all, seal_once
+from hub.audit.signing import Signer
+from hub.audit.tree import (
+    TreeError,
+    checkpoint_at,
+    checkpoints,
+    consistency_proof,
+    inclusion_proof,
+    latest_checkpoint,
+)
+from hub.audit.verify import VerifyResult, verify
+from hub.db.engine import Database
+
+
+def event(i: int) -> dict[str, Any]:
+    """An AuditEvent of a RESTful read of Patient/{i} by a client (BALP-like)."""
+    return {
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+                 "code": "rest"},
+        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": "read"}],
+        "outcome": "0",
+        "agent": [{"who": {"reference": "Organization/time-kommune"}, "requestor": True}],
+        "source": {"observer": {"display": "CareHub"}},
+        "entity": [{"what": {"reference": f"Patient/{i}"}}],
+    }
+
+
+def fill(database: Database, signer: Signer, n: int, *, per_transaction: int = 50,
+         first: int = 1) -> None:
+    """Append n reads (Patient/first..) in transactions of `per_transaction`."""
+    done = 0
+    while done < n:
+        with database.session(write=True) as s:
+            for _ in range(min(per_transaction, n - done)):
+                append(s, signer, event(first + done), patient_ref=f"Patient/{first + done}",
+                       agent="Client/time", action="R", subtype="read")
+                done += 1
+
+
+def seal(database: Database, signer: Signer) -> SealReport:
+    return seal_all(database, signer)
+
+
+def check(database: Database, *keys: Signer, witnessed: tuple[Checkpoint, ...] = ()
+          ) -> VerifyResult:
+    """verify() with the public keys of `keys`, each batch in its own read session."""
+    public = {k.key_id: k.public_key for k in keys}
+    return verify(lambda: database.session(write=False), public, witnessed=witnessed)
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> Signer:
+    return Signer.from_file(tmp_path / "audit-key.pem")
+
+
+@pytest.fixture
+def attacker() -> Signer:
+    return Signer.from_key(Ed25519PrivateKey.generate())
+
+
+N = 10
+
+
+@pytest.fixture
+def sealed(database: Database, signer: Signer) -> Database:
+    """Records 1..10 at leaves 0..9, sealed in three passes: checkpoints 4, 7 and 10."""
+    for first, n in ((1, 4), (5, 3), (8, 3)):
+        fill(database, signer, n, first=first)
+        assert seal(database, signer).sealed == n
+    return database
+
+
+def tamper(database: Database, work: Callable[[Connection], object]) -> None:
+    """Edit the database directly, as someone with database access would."""
+    with database.engine.begin() as conn:
+        work(conn)
+
+
+def leaf_hashes(conn: Connection) -> list[bytes]:
+    return [bytes.fromhex(h) for (h,) in conn.execute(text(
+        "SELECT leaf_hash FROM audit_records WHERE leaf_index IS NOT NULL ORDER BY leaf_index"))]
+
+
+def rebuild_nodes(conn: Connection) -> None:
+    """Recompute every stored node from the records' leaf hashes, as a forger would."""
+    conn.execute(text("DELETE FROM audit_tree_nodes"))
+    nodes = merkle.nodes_of_leaves(leaf_hashes(conn))
+    for (level, index), digest in nodes.items():
+        if level > 0:
+            conn.execute(text("INSERT INTO audit_tree_nodes (level, idx, hash) "
+                              "VALUES (:l, :i, :h)"), {"l": level, "i": index, "h": digest})
+
+
+def resign_checkpoints(conn: Connection, forger: Signer, key_id: str | None = None) -> None:
+    """Recompute every checkpoint's root from the records and sign it with `forger`."""
+    leaves = leaf_hashes(conn)
+    with Session(bind=conn) as session:
+        stored = checkpoints(session)
+    for old in stored:
+        cp = Checkpoint.sign(forger, old.tree_size, merkle.root_of(leaves[:old.tree_size]),
+                             old.signed_at)
+        conn.execute(text("UPDATE audit_checkpoints SET root_hash = :r, key_id = :k, "
+                          "signature = :s WHERE tree_size = :n"),
+                     {"r": cp.root_hash, "k": key_id or cp.key_id, "s": cp.signature,
+                      "n": old.tree_size})
+
+
+def body_of(conn: Connection, seq: int) -> bytes:
+    return bytes(conn.execute(text("SELECT body FROM audit_records WHERE seq = :s"),
+                              {"s": seq}).scalar_one())
+
+
+def set_body(conn: Connection, seq: int, body: bytes, *, rehash: bool = False) -> None:
+    values: dict[str, Any] = {"b": body, "s": seq}
+    sql = "UPDATE audit_records SET body = :b"
+    if rehash:
+        values["h"] = hashlib.sha256(b"\x00" + body).hexdigest()
+        sql += ", leaf_hash = :h"
+    conn.execute(text(sql + " WHERE seq = :s"), values)
+
+
+def forged_row(conn: Connection, forger: Signer, *, leaf_index: int | None) -> int:
+    """Insert a well-formed record signed by `forger`; its id."""
+    body = canonical_json({**event(999), "id": "forged", "recorded": "2026-01-01T00:00:00.000000Z",
+                           "action": "R", "extension": [{"url": INDEX_EXTENSION, "extension": [
+                               {"url": "agent", "valueString": "Client/time"},
+                               {"url": "subtype", "valueCode": "read"}]}]})
+    digest = hashlib.sha256(b"\x00" + body).digest()
+    seq = int(conn.execute(text("SELECT max(seq) + 100 FROM audit_records")).scalar_one())
+    conn.execute(text(
+        "INSERT INTO audit_records (seq, recorded_at, patient_ref, agent, action, subtype, body, "
+        "leaf_hash, signature, key_id, leaf_index) VALUES (:q, :t, NULL, 'Client/time', 'R', "
+        "'read', :b, :h, :sig, :k, :i)"),
+        {"q": seq, "t": "2026-01-01 00:00:00", "b": body, "h": digest.hex(),
+         "sig": forger.sign(digest), "k": forger.key_id, "i": leaf_index})
+    return seq
+
+
+# --- appending and sealing --------------------------------------------------------------------
+
+
+def test_empty_trail_verifies(database: Database, signer: Signer) -> None:
+    result = check(database, signer)
+    assert (result.ok, result.count, result.first_broken_seq) == (True, 0, None)
+    assert seal(database, signer) == SealReport(0, 0)
+    with database.session(write=False) as s:
+        assert latest_checkpoint(s) is None  # nothing sealed: nothing signed
+
+
+def test_record_holds_the_signed_event_its_leaf_hash_and_search_columns(
+    database: Database, signer: Signer
+) -> None:
+    with database.session(write=True) as s:
+        first = append(s, signer, event(7), patient_ref="Patient/7", agent="Client/time",
+                       action="R", subtype="read")
+        second = append(s, signer, {"resourceType": "AuditEvent"}, patient_ref=None,
+                        agent="User/ola", action="E", subtype="sign-in")
+    assert second > first
+    with database.engine.connect() as conn:
+        row = conn.execute(text("SELECT * FROM audit_records WHERE seq = :s"),
+                           {"s": first}).one()
+    body = json.loads(row.body)
+    assert bytes(row.body) == canonical_json(body)  # sorted keys, compact
+    assert len(body["id"]) == 36
+    assert body["recorded"].endswith("Z")
+    assert body["entity"] == event(7)["entity"]
+    assert row.leaf_hash == hashlib.sha256(b"\x00" + bytes(row.body)).hexdigest()
+    assert signer.public_key.verify(__import__("base64").b64decode(row.signature),
+                                    bytes.fromhex(row.leaf_hash)) is None
+    assert (row.patient_ref, row.agent, row.action, row.subtype, row.key_id) == (
+        "Patient/7", "Client/time", "R", "read", signer.key_id)
+    assert row.leaf_index is None
+    assert row.prev_hash is None
+    result = check(database, signer)
+    assert (result.ok, result.count, result.sealed, result.unsealed) == (True, 2, 0, 2)
+
+
+def test_sealing_puts_records_into_the_tree_in_order_and_signs_a_checkpoint(
+    database: Database, signer: Signer
+) -> None:
+    fill(database, signer, 13, per_transaction=5)
+    assert seal_once(database, signer, limit=8) == SealReport(8, 8)
+    assert seal_once(database, signer) == SealReport(5, 13)
+    assert seal_once(database, signer) == SealReport(0, 13)  # nothing waiting, nothing signed
+    with database.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT seq, leaf_index, leaf_hash FROM audit_records ORDER BY seq")).all()
+        nodes = {(r.level, r.idx): bytes(r.hash) for r in conn.execute(
+            text("SELECT level, idx, hash FROM audit_tree_nodes"))}
+    assert [r.leaf_index for r in rows] == list(range(13))
+    leaves = [bytes.fromhex(r.leaf_hash) for r in rows]
+    expected = {k: v for k, v in merkle.nodes_of_leaves(leaves).items() if k[0] > 0}
+    assert nodes == expected  # every complete node above the leaves, once
+    with database.session(write=False) as s:
+        first, last = checkpoint_at(s, 8), latest_checkpoint(s)
+    assert first is not None
+    assert last is not None
+    assert first.root_hash == merkle.root_of(leaves[:8]).hex()
+    assert last.tree_size == 13
+    assert last.root_hash == merkle.root_of(leaves).hex()
+    assert last.problem({signer.key_id: signer.public_key}) is None
+    result = check(database, signer)
+    assert (result.ok, result.count, result.sealed, result.tree_size) == (True, 13, 13, 13)
+    assert result.reason == "13 records intact (13 sealed under checkpoint 13)"
+
+
+def test_rolled_back_appends_leave_no_trace(database: Database, signer: Signer) -> None:
+    fill(database, signer, 3)
+    def failing_request() -> None:
+        with database.session(write=True) as s:
+            append(s, signer, event(1), patient_ref=None, agent="a", action="R",
+                   subtype="read")
+            raise RuntimeError("request failed")
+
+    with pytest.raises(RuntimeError):
+        failing_request()
+    fill(database, signer, 2)
+    assert seal(database, signer).sealed == 5
+    result = check(database, signer)
+    assert (result.ok, result.count) == (True, 5)
+
+
+def test_append_all_inserts_a_batch_and_refuses_a_bad_entry_before_writing(
+    database: Database, signer: Signer
+) -> None:
+    entries = [Entry(event(i), f"Patient/{i}", "Client/time", "R", "read") for i in (3, 4, 5)]
+    with database.session(write=True) as s:
+        ids = append_all(s, signer, entries)
+        assert append_all(s, signer, []) == []
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 3
+    bad = [Entry(event(1), None, "a", "R", "read"), Entry(event(2), None, "a", "X", "read")]
+    with database.session(write=True) as s:
+        with pytest.raises(ValueError, match="action"):
+            append_all(s, signer, bad)
+        assert s.execute(text("SELECT count(*) FROM audit_records")).scalar() == 3
+    with pytest.raises(ValueError, match="action"), database.session(write=True) as s:
+        append(s, signer, {**event(1), "action": "C"}, patient_ref=None, agent="a",
+               action="R", subtype="read")
+
+
+def test_a_record_committed_late_is_sealed_at_the_next_pass(
+    database: Database, signer: Signer
+) -> None:
+    """A transaction takes its record id, another takes a later id and commits first, the
+    sealer seals that one; the first then commits and is sealed next, not skipped."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite writers run one at a time: ids are in commit order there")
+    appended, go_on = threading.Event(), threading.Event()
+    early: list[int] = []
+
+    def slow_transaction() -> None:
+        with database.session(write=True) as s:
+            early.extend(append_all(s, signer, [Entry(event(1), None, "slow", "R", "read")]))
+            appended.set()
+            go_on.wait(30)
+
+    slow = threading.Thread(target=slow_transaction)
+    slow.start()
+    assert appended.wait(30)
+    fill(database, signer, 2, first=2)  # later ids, committed first
+    assert seal(database, signer) == SealReport(2, 2)
+    go_on.set()
+    slow.join(30)
+    assert seal(database, signer) == SealReport(1, 3)
+    with database.engine.connect() as conn:
+        leaf = conn.execute(text("SELECT leaf_index FROM audit_records WHERE seq = :s"),
+                            {"s": early[0]}).scalar_one()
+        later = conn.execute(text(
+            "SELECT min(seq) FROM audit_records WHERE agent = 'Client/time'")).scalar_one()
+    assert early[0] < later
+    assert leaf == 2
+    assert check(database, signer).ok
+
+
+# --- tampering -------------------------------------------------------------------------------
+
+
+def test_a_sealed_trail_verifies(sealed: Database, signer: Signer) -> None:
+    result = check(sealed, signer)
+    assert (result.ok, result.count, result.tree_size) == (True, N, N)
+
+
+def test_edited_body_byte(sealed: Database, signer: Signer) -> None:
+    def edit(conn: Connection) -> None:
+        body = bytearray(body_of(conn, 5))
+        body[body.index(b"Patient/5") + 8] = ord("6")  # a read of Patient/5 becomes Patient/6
+        set_body(conn, 5, bytes(body))
+
+    tamper(sealed, edit)
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.position, result.count) == (
+        False, 5, 4, 4)
+    assert result.reason == "record 5 was edited: its content does not match its hash"
+
+
+def test_edited_body_with_its_leaf_hash_recomputed_fails_the_stored_tree(
+    sealed: Database, signer: Signer
+) -> None:
+    tamper(sealed, lambda c: set_body(c, 5, body_of(c, 5).replace(b'"outcome":"0"',
+                                                                  b'"outcome":"8"'), rehash=True))
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.position) == (False, 5, 4)
+    assert "stored tree node over leaves 4 to 5 does not match" in result.reason
+
+
+def test_edited_body_with_the_whole_tree_recomputed_fails_the_checkpoint_and_signature(
+    sealed: Database, signer: Signer
+) -> None:
+    def edit(conn: Connection) -> None:
+        set_body(conn, 6, body_of(conn, 6).replace(b'"outcome":"0"', b'"outcome":"4"'),
+                 rehash=True)
+        rebuild_nodes(conn)  # every node consistent again, but the checkpoints are signed
+
+    tamper(sealed, edit)
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.position) == (False, 6, 5)
+    assert "record 6 has a bad signature" in result.reason
+
+
+def test_a_checkpoint_signed_by_another_key(
+    sealed: Database, signer: Signer, attacker: Signer
+) -> None:
+    def edit(conn: Connection) -> None:
+        set_body(conn, 6, body_of(conn, 6).replace(b'"outcome":"0"', b'"outcome":"4"'),
+                 rehash=True)
+        rebuild_nodes(conn)
+        resign_checkpoints(conn, attacker)
+
+    tamper(sealed, edit)
+    result = check(sealed, signer)
+    assert not result.ok
+    assert f"checkpoint 4 is signed by an unknown key ({attacker.key_id})" in result.reason
+    tamper(sealed, lambda c: resign_checkpoints(c, attacker, key_id=signer.key_id))
+    result = check(sealed, signer)
+    assert "checkpoint 4 has a bad signature" in result.reason
+
+
+def test_edited_checkpoint_root(sealed: Database, signer: Signer) -> None:
+    tamper(sealed, lambda c: c.execute(text(
+        "UPDATE audit_checkpoints SET root_hash = :r WHERE tree_size = 7"), {"r": "ab" * 32}))
+    result = check(sealed, signer)
+    assert "checkpoint 7 has a bad signature" in result.reason
+
+
+@pytest.mark.parametrize(("column", "value"), [("patient_ref", "Patient/99"),
+                                                ("patient_ref", None),
+                                                ("agent", "Client/other"),
+                                                ("action", "C"),
+                                                ("subtype", "search")])
+def test_edited_search_column(sealed: Database, signer: Signer, column: str,
+                              value: str | None) -> None:
+    tamper(sealed, lambda c: c.execute(text(
+        f"UPDATE audit_records SET {column} = :v WHERE seq = 3"), {"v": value}))
+    result = check(sealed, signer)
+    assert result.first_broken_seq == 3
+    assert result.reason == f"record 3 was edited: its {column} differs from its body"
+
+
+def test_deleted_middle_record(sealed: Database, signer: Signer) -> None:
+    tamper(sealed, lambda c: c.execute(text("DELETE FROM audit_records WHERE seq = 5")))
+    result = check(sealed, signer)
+    assert (result.ok, result.position, result.count) == (False, 4, 4)
+    assert result.reason.startswith("the record at leaf 4 is missing (deleted)")
+
+
+def test_deleted_middle_record_with_the_rest_moved_up_and_the_tree_rebuilt(
+    sealed: Database, signer: Signer
+) -> None:
+    def edit(conn: Connection) -> None:
+        conn.execute(text("DELETE FROM audit_records WHERE seq = 5"))
+        conn.execute(text("UPDATE audit_records SET leaf_index = -(leaf_index - 1) "
+                          "WHERE leaf_index > 4"))
+        conn.execute(text("UPDATE audit_records SET leaf_index = -leaf_index "
+                          "WHERE leaf_index < 0"))
+        rebuild_nodes(conn)
+
+    tamper(sealed, edit)
+    result = check(sealed, signer)
+    assert (result.ok, result.position) == (False, 4)
+    assert "do not give checkpoint 7's root" in result.reason
+
+
+def test_deleted_tail_record(sealed: Database, signer: Signer) -> None:
+    tamper(sealed, lambda c: c.execute(text("DELETE FROM audit_records WHERE seq = :s"),
+                                       {"s": N}))
+    result = check(sealed, signer)
+    assert (result.ok, result.position, result.count) == (False, N - 1, N - 1)
+    assert "truncated tail" in result.reason
+
+
+def test_truncation_after_a_checkpoint_is_caught_by_a_witness(
+    sealed: Database, signer: Signer
+) -> None:
+    """Cutting the tail together with its nodes and checkpoints leaves a smaller trail that
+    is consistent in itself; the checkpoint a witness exported before shows the cut."""
+    with sealed.session(write=False) as s:
+        kept = latest_checkpoint(s)
+    assert kept is not None
+
+    def cut(conn: Connection) -> None:
+        conn.execute(text("DELETE FROM audit_records WHERE leaf_index >= 7"))
+        conn.execute(text("DELETE FROM audit_checkpoints WHERE tree_size > 7"))
+        conn.execute(text("DELETE FROM audit_tree_nodes WHERE (idx + 1) * "
+                          "(CASE level WHEN 1 THEN 2 WHEN 2 THEN 4 ELSE 8 END) > 7"))
+
+    tamper(sealed, cut)
+    assert check(sealed, signer).ok  # what the database alone can tell
+    witnessed = Checkpoint.loads(json.dumps(kept.to_json()))
+    result = check(sealed, signer, witnessed=(witnessed,))
+    assert (result.ok, result.position) == (False, 7)
+    assert "truncated tail" in result.reason
+
+
+def test_a_witnessed_checkpoint_rewritten_in_the_database(
+    sealed: Database, signer: Signer, attacker: Signer
+) -> None:
+    with sealed.session(write=False) as s:
+        kept = checkpoint_at(s, 7)
+    assert kept is not None
+
+    def rewrite(conn: Connection) -> None:
+        set_body(conn, 2, body_of(conn, 2).replace(b'"outcome":"0"', b'"outcome":"4"'),
+                 rehash=True)
+        rebuild_nodes(conn)
+        resign_checkpoints(conn, signer)  # even with the real key (a stolen key)
+
+    tamper(sealed, rewrite)
+    result = check(sealed, signer, witnessed=(kept,))
+    assert "checkpoint 7 differs from the witnessed one" in result.reason
+
+
+def test_inserted_sealed_record_with_the_tree_rebuilt(
+    sealed: Database, signer: Signer, attacker: Signer
+) -> None:
+    def edit(conn: Connection) -> list[int]:
+        conn.execute(text("UPDATE audit_records SET leaf_index = -(leaf_index + 1) "
+                          "WHERE leaf_index >= 3"))
+        conn.execute(text("UPDATE audit_records SET leaf_index = -leaf_index "
+                          "WHERE leaf_index < 0"))
+        forged.append(forged_row(conn, attacker, leaf_index=3))
+        rebuild_nodes(conn)
+        return forged
+
+    forged: list[int] = []
+    tamper(sealed, edit)
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.position) == (False, forged[0], 3)
+    assert "unknown key" in result.reason
+
+
+def test_inserted_unsealed_record_is_named_and_never_sealed(
+    sealed: Database, signer: Signer, attacker: Signer
+) -> None:
+    forged: list[int] = []
+    tamper(sealed, lambda c: forged.append(forged_row(c, attacker, leaf_index=None)))
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq) == (False, forged[0])
+    assert "unknown key" in result.reason
+    assert "not sealed yet" in result.reason
+    fill(sealed, signer, 2, first=50)
+    report = seal(sealed, signer)
+    assert report.blocked is not None
+    assert f"record {forged[0]}" in report.blocked
+    with sealed.engine.connect() as conn:
+        assert conn.execute(text("SELECT leaf_index FROM audit_records WHERE seq = :s"),
+                            {"s": forged[0]}).scalar() is None
+    assert "unknown key" in check(sealed, signer).reason
+
+
+def test_reordered_records(sealed: Database, signer: Signer) -> None:
+    def swap(conn: Connection) -> None:
+        conn.execute(text("UPDATE audit_records SET leaf_index = -1 WHERE leaf_index = 2"))
+        conn.execute(text("UPDATE audit_records SET leaf_index = 2 WHERE leaf_index = 5"))
+        conn.execute(text("UPDATE audit_records SET leaf_index = 5 WHERE leaf_index = -1"))
+
+    tamper(sealed, swap)
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.position) == (False, 6, 2)
+    assert "reordered" in result.reason
+    tamper(sealed, rebuild_nodes)  # the nodes made to fit: the signed checkpoint does not
+    result = check(sealed, signer)
+    assert (result.ok, result.position) == (False, 0)
+    assert "do not give checkpoint 4's root" in result.reason
+
+
+def test_sealed_records_beyond_the_latest_checkpoint(sealed: Database, signer: Signer) -> None:
+    tamper(sealed, lambda c: c.execute(text("DELETE FROM audit_checkpoints WHERE tree_size = 10")))
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.position) == (False, 8, 7)
+    assert "no checkpoint covers it" in result.reason
+
+
+def test_the_sealer_will_not_extend_a_tampered_tree(
+    sealed: Database, signer: Signer, attacker: Signer
+) -> None:
+    fill(sealed, signer, 1, first=20)
+    tamper(sealed, lambda c: c.execute(text(
+        "UPDATE audit_tree_nodes SET hash = :h WHERE level = 3 AND idx = 0"), {"h": b"x" * 32}))
+    with pytest.raises(SealError, match="does not give checkpoint 10's root"):
+        seal_once(sealed, signer)
+    tamper(sealed, rebuild_nodes)
+    tamper(sealed, lambda c: resign_checkpoints(c, attacker))
+    with pytest.raises(SealError, match="unknown key"):
+        seal_once(sealed, signer)
+
+
+def test_records_of_an_earlier_key_seal_and_verify_with_its_public_key(
+    database: Database, signer: Signer, attacker: Signer
+) -> None:
+    old = Signer.from_key(Ed25519PrivateKey.generate())
+    fill(database, old, 3)
+    assert "unknown key" in check(database, signer).reason  # unsealed: its own signature
+    assert check(database, signer, old).ok
+    assert seal(database, signer).blocked is not None  # unknown to the sealer
+    assert seal_all(database, signer, keys={old.key_id: old.public_key}).sealed == 3
+    assert check(database, signer).ok  # sealed: the checkpoints, signed by the new key, hold
+
+
+# --- proofs ----------------------------------------------------------------------------------
+
+
+def test_inclusion_proofs_of_every_record_against_the_latest_and_an_older_checkpoint(
+    sealed: Database,
+) -> None:
+    with sealed.session(write=False) as s:
+        latest, older = latest_checkpoint(s), checkpoint_at(s, 7)
+        assert latest is not None
+        assert older is not None
+        for seq in range(1, N + 1):
+            proof = inclusion_proof(s, seq)
+            root = merkle.root_from_inclusion(proof.leaf_index, latest.tree_size,
+                                              proof.leaf_hash, proof.path)
+            assert root == bytes.fromhex(latest.root_hash)
+        proof = inclusion_proof(s, 3, older)
+        assert merkle.root_from_inclusion(2, 7, proof.leaf_hash, proof.path) == bytes.fromhex(
+            older.root_hash)
+        with pytest.raises(TreeError, match="not sealed yet"):
+            inclusion_proof(s, 9, older)
+        with pytest.raises(TreeError, match="no record 999"):
+            inclusion_proof(s, 999)
+    assert proof.to_json()["inclusion_path"] == [p.hex() for p in proof.path]
+
+
+def test_consistency_between_checkpoints_and_a_rewrite_refused(sealed: Database) -> None:
+    with sealed.session(write=False) as s:
+        four, ten = checkpoint_at(s, 4), latest_checkpoint(s)
+        assert four is not None
+        assert ten is not None
+        proof = consistency_proof(s, four, ten)
+    assert merkle.consistent(4, 10, bytes.fromhex(four.root_hash),
+                             bytes.fromhex(ten.root_hash), proof)
+    tamper(sealed, lambda c: c.execute(text(
+        "UPDATE audit_tree_nodes SET hash = :h WHERE level = 1 AND idx = 4"), {"h": b"y" * 32}))
+    with sealed.session(write=False) as s, pytest.raises(TreeError, match="not consistent"):
+        consistency_proof(s, four, ten)
+
+
+def test_a_proof_from_a_damaged_stored_node_is_refused(sealed: Database) -> None:
+    tamper(sealed, lambda c: c.execute(text(
+        "UPDATE audit_tree_nodes SET hash = :h WHERE level = 2 AND idx = 1"), {"h": b"z" * 32}))
+    with sealed.session(write=False) as s, pytest.raises(TreeError, match="does not prove"):
+        inclusion_proof(s, 1)
+
+
+# --- concurrency ---------------------------------------------------------------------------
+
+
+def test_writers_and_sealers_in_threads_seal_every_record_once(
+    database: Database, signer: Signer
+) -> None:
+    threads, transactions, per_tx = 4, 15, 3
+    stop, errors = threading.Event(), []
+
+    def writer(t: int) -> None:
+        try:
+            for x in range(transactions):
+                with database.session(write=True) as s:
+                    append_all(s, signer, [Entry(event(x), None, f"T{t}-{x}", "R", "read")
+                                           for _ in range(per_tx)])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def sealer() -> None:
+        try:
+            while not stop.is_set():
+                seal_once(database, signer)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    sealers = [threading.Thread(target=sealer) for _ in range(2)]
+    writers = [threading.Thread(target=writer, args=(t,)) for t in range(threads)]
+    for w in [*sealers, *writers]:
+        w.start()
+    for w in writers:
+        w.join(120)
+    stop.set()
+    for w in sealers:
+        w.join(60)
+    assert not errors, errors
+    seal(database, signer)
+    total = threads * transactions * per_tx
+    with database.engine.connect() as conn:
+        leaves = [i for (i,) in conn.execute(text(
+            "SELECT leaf_index FROM audit_records ORDER BY leaf_index"))]
+    assert leaves == list(range(total))
+    result = check(database, signer)
+    assert (result.ok, result.count, result.sealed) == (True, total, total)
+
+
+@given(st.one_of(st.none(), st.text()), st.text(), st.text())
+def test_verify_finds_the_index_extension_bytes_the_writer_made(
+        patient: str | None, agent: str, subtype: str) -> None:
+    """verify's fast column check looks for the exact bytes of the canonical audit-index
+    extension; they are what canonical_json writes, whatever the text."""
+    assert index_bytes(patient, agent, subtype) == canonical_json(
+        _index_extension(patient, agent, subtype))
+
+
+def test_verify_while_the_sealer_seals(database: Database, signer: Signer,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records sealed while verify runs come with their own checkpoint: no false alarm."""
+    monkeypatch.setattr("hub.audit.verify.BATCH_SIZE", 7)
+    fill(database, signer, 40)
+    seal(database, signer)
+    stop, errors = threading.Event(), []
+
+    def busy() -> None:
+        try:
+            n = 1000
+            while not stop.is_set():
+                fill(database, signer, 3, first=n)
+                seal_once(database, signer)
+                n += 3
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        results = [check(database, signer) for _ in range(5)]
+    finally:
+        stop.set()
+        worker.join(60)
+    assert not errors, errors
+    assert all(r.ok for r in results), [r.reason for r in results]
