@@ -126,7 +126,7 @@ def queue_delivery(
         "status": "queued" if queued else "withheld", "decision": verdict.decision,
         "basis": verdict.basis, "reason": verdict.reason, "attempts": 0,
         "next_attempt_at": now if queued else None, "created_at": now})
-    log_decision(session, decision_item(recipient=f"Organization/{receiver_org}",
-                                        patient=patient_ref, resources=list(resources),
-                                        verdict=verdict))
+    log_decision(session, {**decision_item(recipient=f"Organization/{receiver_org}",
+                                           patient=patient_ref, resources=list(resources),
+                                           verdict=verdict), "event": event})
     return verdict
