@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Row, bindparam, func, insert, select, update
@@ -271,6 +271,13 @@ def _check_record(row: _Row, prev: str, keys: Mapping[str, Ed25519PublicKey]) ->
         return (f"record {seq} has a bad signature: its hash was recomputed without the "
                 "signing key, or the signature was edited")
     return _check_columns(row)
+
+
+def check_record(row: AuditRecordRow, keys: Mapping[str, Ed25519PublicKey]) -> str | None:
+    """Why one record, checked on its own, is broken (its hash over its predecessor's hash
+    and its body, its signature, its search columns); None if intact. Whether the chain
+    around it is whole is what `verify` checks."""
+    return _check_record(cast("_Row", row), row.prev_hash, keys)  # same attributes
 
 
 def _check_columns(row: _Row) -> str | None:

@@ -45,14 +45,18 @@ def make_user(database: Database, username: str, role: str = "auditor",
 
 @pytest.fixture
 def browser(settings: Settings) -> Iterator[Browser]:
-    """A factory of test clients on the hub, like browsers: `browser(https=True, **settings)`."""
+    """A factory of test clients on the hub, like browsers: `browser(https=True, lang="nb",
+    **settings)` (English unless `lang` says otherwise)."""
     opened: list[TestClient] = []
 
-    def open_one(*, https: bool = False, **overrides: object) -> TestClient:
+    def open_one(*, https: bool = False, lang: str | None = "en",
+                 **overrides: object) -> TestClient:
         app = create_app(settings.model_copy(update=overrides))
         scheme = "https" if https else "http"
         client = TestClient(app, base_url=f"{scheme}://testserver", follow_redirects=False,
                             raise_server_exceptions=False)
+        if lang is not None:  # most tests read the English texts; None: the default (bokmål)
+            client.cookies.set("carehub_lang", lang)
         client.__enter__()
         opened.append(client)
         return client

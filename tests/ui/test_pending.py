@@ -57,7 +57,7 @@ def told(settings: Settings, database: Database) -> dict[str, Any]:
     for username, org_id in (("koordinator.dps", DPS), ("koordinator.time", TIME),
                              ("koordinator.klepp", KLEPP)):
         make_user(database, username, role="coordinator", organization_id=org_id)
-    return {"steps": steps, "clock": Clock(anchor)}
+    return {"steps": steps, "clock": Clock(anchor), "database": database}
 
 
 def _patient_id(database: Database, number: str) -> str:
@@ -100,7 +100,11 @@ def test_the_municipality_sees_its_overdue_checks_first_and_what_is_ahead(
     follow_up = _section(page, "Follow-up after discharge")
     rows = _rows(follow_up)
     assert len(rows) == 3
-    assert all(r.startswith(f"{INGRID.name} (born {INGRID.birth})") for r in rows)
+    # a name and the masked fødselsnummer tell namesakes apart; the name opens the person's page
+    assert all(r.startswith(f"{INGRID.name} {INGRID.fnr[:6]} *****") for r in rows)
+    ingrid = _patient_id(told["database"], INGRID.fnr)
+    assert f'<a href="/ui/people/{ingrid}">{INGRID.name}</a>' in follow_up
+    assert INGRID.fnr not in page
     assert "First contact after discharge, within 48 hours" in rows[0]
     assert "7 days after discharge" in rows[1]
     assert "30 days after discharge" in rows[2]
@@ -194,8 +198,13 @@ def test_a_dead_letter_is_replayed_with_the_forms_csrf_token(
     delivery_id = _dead_letter(database, "ready-for-discharge", KLEPP)
     client, page = _home(browser, "koordinator.klepp")
     [row] = _rows(_section(page, "Messages that could not be delivered"))
-    assert "ready-for-discharge" in row
+    assert row.startswith("Ready for discharge")
     assert "HTTP 410" in row
+    assert OLA.name in row and "what it holds up" in row
+    # the discharge waiting for Klepp's answer says that the question never reached Klepp
+    [discharge] = _rows(_section(page, "Discharges being planned"))
+    assert "Waiting for Klepp kommune to answer" in discharge
+    assert "The message never reached them" in discharge
     assert "Send again" in row
     action = f"/ui/deliveries/{delivery_id}/replay"
     assert f'action="{action}"' in page
@@ -213,7 +222,8 @@ def test_a_dead_letter_is_replayed_with_the_forms_csrf_token(
     assert _status(database, delivery_id) == "queued"
     assert _replays(database) == before + 1
     after = client.get(done.headers["location"]).text
-    assert f"Delivery {delivery_id} is queued again" in after
+    assert "The message is queued again" in after
+    assert f"Delivery {delivery_id}" not in after
     assert "Every message has been delivered or is on its way." in after
     # once queued, it is no dead letter to replay
     again = client.post(action, data={"csrf_token": csrf_of(client.get("/ui"))})
@@ -224,7 +234,7 @@ def test_only_the_sender_or_receivers_coordinator_replays(
         told: dict[str, Any], database: Database, browser: Browser) -> None:
     delivery_id = _dead_letter(database, "ready-for-discharge", KLEPP)
     client, page = _home(browser, "koordinator.time")
-    assert "ready-for-discharge" not in _section(page, "Messages that could not be delivered")
+    assert "Ready for discharge" not in _section(page, "Messages that could not be delivered")
     refused = client.post(f"/ui/deliveries/{delivery_id}/replay",
                           data={"csrf_token": csrf_of(client.get("/ui"))})
     assert refused.status_code == 404
