@@ -63,7 +63,7 @@ def main() -> int:
     missing = [m.id for m in refresh("nb", template) if m.id and not m.string]
     refresh("en", template)
     for text in missing:
-        print(f"no bokmål text for: {text!r}")
+        sys.stderr.write(f"no bokmål text for: {text!r}\n")
     return 1 if missing else 0
 
 

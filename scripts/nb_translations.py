@@ -88,7 +88,8 @@ NB = {
         "Eller, uten nummeret, navn og fødselsdato:",
     "Birth date": "Fødselsdato", "Find the person": "Finn personen",
     "People found": "Personer funnet", "born": "født",
-    "The hub keeps no person with these details.": "Huben har ingen person med disse opplysningene.",
+    "The hub keeps no person with these details.":
+        "Huben har ingen person med disse opplysningene.",
     "Give a fødselsnummer or D-nummer, or a name and a birth date.":
         "Oppgi fødselsnummer eller D-nummer, eller navn og fødselsdato.",
     "Give the birth date as a date.": "Oppgi fødselsdatoen som en dato.",

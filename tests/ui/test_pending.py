@@ -200,7 +200,8 @@ def test_a_dead_letter_is_replayed_with_the_forms_csrf_token(
     [row] = _rows(_section(page, "Messages that could not be delivered"))
     assert row.startswith("Ready for discharge")
     assert "HTTP 410" in row
-    assert OLA.name in row and "what it holds up" in row
+    assert OLA.name in row
+    assert "what it holds up" in row
     # the discharge waiting for Klepp's answer says that the question never reached Klepp
     [discharge] = _rows(_section(page, "Discharges being planned"))
     assert "Waiting for Klepp kommune to answer" in discharge
