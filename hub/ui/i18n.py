@@ -81,10 +81,16 @@ class Language:
             return ""
         return format_datetime(self.local(at), "dd.MM.yyyy HH:mm", locale=self.babel_locale)
 
-    def day(self, day: date | datetime | None) -> str:
-        """A calendar day: 13. november 2026 / 13 November 2026."""
-        if day is None:
+    def day(self, day: date | datetime | str | None) -> str:
+        """A calendar day: 13. november 2026 / 13 November 2026 (a FHIR date string as it is
+        when it is not a whole date)."""
+        if not day:
             return ""
+        if isinstance(day, str):
+            try:
+                day = date.fromisoformat(day[:10])
+            except ValueError:
+                return day
         if isinstance(day, datetime):
             day = self.local(day).date()
         return format_date(day, "long", locale=self.babel_locale)

@@ -166,7 +166,10 @@ def _plan(body: Body, goals: Mapping[str, Body], teams: Mapping[str, Body],
         lines.append(GoalLine(text, _ref(goal.get("expressedBy")) == patient_ref,
                               str(goal.get("lifecycleStatus") or "")))
     team: list[tuple[str, str]] = []
-    took_part = any(g.own_words for g in lines)
+    took_part = any(g.own_words for g in lines) or any(
+        str(e.get("url", "")).endswith("/plan-participation")
+        and e.get("valueCode") == "took-part" for e in body.get("extension", [])
+        if isinstance(e, dict))
     for ref in body.get("careTeam", []):
         for p in (teams.get(_ref(ref)) or {}).get("participant", []):
             member = _ref(p.get("member"))

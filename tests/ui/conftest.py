@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -14,8 +15,14 @@ from hub.auth.subject import Subject
 from hub.auth.users import add_user
 from hub.config import Settings
 from hub.db.engine import Database
+from hub.db.types import utcnow
+from hub.demo.messages import Clock
+from hub.demo.scenario import DPS, KLEPP, TIME, story
 from hub.fhir.identifiers import ORGNR_SYSTEM
+from hub.orgs.service import add_organization
+from hub.scheduler.sweep import sweep
 from hub.store import service
+from tests.access_clients import other_client
 
 PASSWORD = "riktig hest batteri stift"
 ORG_ID = "jaeren-dps"
@@ -84,3 +91,33 @@ def sign_in(client: TestClient, username: str, password: str = PASSWORD) -> http
 def set_cookies(response: httpx.Response) -> dict[str, str]:
     """Set-Cookie headers of `response` by cookie name."""
     return {h.split("=", 1)[0]: h for h in response.headers.get_list("set-cookie")}
+
+
+@pytest.fixture
+def told(settings: Settings, database: Database) -> dict[str, Any]:
+    """The demo's story posted through $process-message by each organisation's client, one
+    scheduler sweep (Ingrid's discharge made her follow-up checks), and a coordinator per
+    organisation."""
+    with database.session(write=True) as s:
+        for org_id, name, kind, orgnr in (
+                (DPS, "Jæren DPS", "mental-health-centre", "983974791"),
+                (TIME, "Time kommune", "municipality", "964969590"),
+                (KLEPP, "Klepp kommune", "municipality", "964979022")):
+            add_organization(s, Subject.hub_itself(), name=name, kind=kind,
+                             identifier=f"{ORGNR_SYSTEM}|{orgnr}", org_id=org_id)
+    now = utcnow()
+    anchor = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    steps = story(anchor)
+    with other_client(settings, database, DPS) as dps, \
+            other_client(settings, database, TIME) as time, \
+            other_client(settings, database, KLEPP) as klepp:
+        clients: dict[str, TestClient] = {DPS: dps, TIME: time, KLEPP: klepp}
+        for step in steps:
+            r = clients[step.sender].post("/fhir/$process-message", json=step.bundle)
+            assert r.status_code == 200, r.text
+    # the scheduler's first sweep finds Ingrid's first contact (48 h, suicide risk) overdue
+    assert sweep(database, settings).outcomes["escalated"] == 1
+    for username, org_id in (("koordinator.dps", DPS), ("koordinator.time", TIME),
+                             ("koordinator.klepp", KLEPP)):
+        make_user(database, username, role="coordinator", organization_id=org_id)
+    return {"steps": steps, "clock": Clock(anchor), "database": database}

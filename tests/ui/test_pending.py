@@ -6,58 +6,23 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from hub.audit.models import AuditRecordRow
 from hub.auth.subject import Subject
-from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.demo.messages import Clock
-from hub.demo.scenario import DPS, INGRID, JONAS, KARI, KLEPP, OLA, TIME, story
-from hub.fhir.identifiers import FNR_SYSTEM, ORGNR_SYSTEM
+from hub.demo.scenario import INGRID, JONAS, KARI, KLEPP, OLA
+from hub.fhir.identifiers import FNR_SYSTEM
 from hub.messaging.models import DeliveryRow, MessageRow
-from hub.orgs.service import add_organization
-from hub.scheduler.sweep import sweep
 from hub.store import service
 from hub.ui.transitions import when
-from tests.access_clients import other_client
-from tests.ui.conftest import Browser, csrf_of, make_user, sign_in
+from tests.ui.conftest import Browser, csrf_of, sign_in
 
 HUB = Subject.hub_itself()
 CS = "http://carehub.example/fhir/CodeSystem/"
-
-
-@pytest.fixture
-def told(settings: Settings, database: Database) -> dict[str, Any]:
-    """The demo's story posted through $process-message by each organisation's client, one
-    scheduler sweep (Ingrid's discharge made her follow-up checks), and a coordinator per
-    organisation."""
-    with database.session(write=True) as s:
-        for org_id, name, kind, orgnr in (
-                (DPS, "Jæren DPS", "mental-health-centre", "983974791"),
-                (TIME, "Time kommune", "municipality", "964969590"),
-                (KLEPP, "Klepp kommune", "municipality", "964979022")):
-            add_organization(s, HUB, name=name, kind=kind, identifier=f"{ORGNR_SYSTEM}|{orgnr}",
-                             org_id=org_id)
-    now = utcnow()
-    anchor = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    steps = story(anchor)
-    with other_client(settings, database, DPS) as dps, \
-            other_client(settings, database, TIME) as time, \
-            other_client(settings, database, KLEPP) as klepp:
-        clients: dict[str, TestClient] = {DPS: dps, TIME: time, KLEPP: klepp}
-        for step in steps:
-            r = clients[step.sender].post("/fhir/$process-message", json=step.bundle)
-            assert r.status_code == 200, r.text
-    # the scheduler's first sweep finds Ingrid's first contact (48 h, suicide risk) overdue
-    assert sweep(database, settings).outcomes["escalated"] == 1
-    for username, org_id in (("koordinator.dps", DPS), ("koordinator.time", TIME),
-                             ("koordinator.klepp", KLEPP)):
-        make_user(database, username, role="coordinator", organization_id=org_id)
-    return {"steps": steps, "clock": Clock(anchor), "database": database}
 
 
 def _patient_id(database: Database, number: str) -> str:
