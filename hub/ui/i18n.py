@@ -88,12 +88,14 @@ class Language:
             return ""
         if isinstance(day, str):
             try:
-                day = date.fromisoformat(day[:10])
+                whole = date.fromisoformat(day[:10])
             except ValueError:
                 return day
-        if isinstance(day, datetime):
-            day = self.local(day).date()
-        return format_date(day, "long", locale=self.babel_locale)
+        elif isinstance(day, datetime):
+            whole = self.local(day).date()
+        else:
+            whole = day
+        return format_date(whole, "long", locale=self.babel_locale)
 
     def relative(self, at: datetime | None, now: datetime) -> str:
         """How far `at` is from `now`: "om 3 dager", "2 hours ago"."""
