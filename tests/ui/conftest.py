@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from hub.orgs.service import add_organization
 from hub.scheduler.sweep import sweep
 from hub.store import service
 from tests.access_clients import other_client
+from tests.conftest import SHARED
 
 PASSWORD = "riktig hest batteri stift"
 ORG_ID = "jaeren-dps"
@@ -121,3 +123,32 @@ def told(settings: Settings, database: Database) -> dict[str, Any]:
                              ("koordinator.klepp", KLEPP)):
         make_user(database, username, role="coordinator", organization_id=org_id)
     return {"steps": steps, "clock": Clock(anchor), "database": database}
+
+
+SHARED_FNR = "13116900216"
+"""The person of the shared example story."""
+EXAMPLES = sorted((SHARED / "examples").glob("[0-9][0-9]-*.json"))[:15]
+
+
+@pytest.fixture
+def shared_story(settings: Settings, database: Database) -> Iterator[dict[str, TestClient]]:
+    """The shared examples 01-15 posted in order by each sender's own client, an auditor and
+    a coordinator of Time kommune."""
+    with database.session(write=True) as s:
+        add_organization(s, Subject.hub_itself(), name="Jæren DPS",
+                         kind="mental-health-centre", identifier=f"{ORGNR_SYSTEM}|983974791",
+                         org_id="jaeren-dps")
+        add_organization(s, Subject.hub_itself(), name="Time kommune", kind="municipality",
+                         identifier=f"{ORGNR_SYSTEM}|964969590", org_id="time-kommune")
+    with other_client(settings, database, "jaeren-dps") as dps, \
+            other_client(settings, database, "time-kommune") as time:
+        clients = {"jaeren-dps": dps, "time-kommune": time}
+        for path in EXAMPLES:
+            message = json.loads(path.read_text(encoding="utf-8"))
+            sender = message["entry"][0]["resource"]["sender"]["reference"].split("/")[1]
+            r = clients[sender].post("/fhir/$process-message", json=message)
+            assert r.status_code == 200, f"{path.name}: {r.text}"
+        make_user(database, "revisor", role="auditor")
+        make_user(database, "koordinator.time", role="coordinator",
+                  organization_id="time-kommune")
+        yield clients

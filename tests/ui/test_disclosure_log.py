@@ -8,57 +8,18 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from hub.audit.models import AuditRecordRow
 from hub.auth.subject import Subject
-from hub.config import Settings
 from hub.consent.policy import STATUTORY_NOTIFICATION
 from hub.db.engine import Database
-from hub.fhir.identifiers import FNR_SYSTEM, ORGNR_SYSTEM
-from hub.orgs.service import add_organization
+from hub.fhir.identifiers import FNR_SYSTEM
 from hub.store import service
-from tests.access_clients import other_client
-from tests.conftest import SHARED
-from tests.ui.conftest import Browser, make_user, sign_in
-
-FNR = "13116900216"
-EXAMPLES = sorted((SHARED / "examples").glob("[0-9][0-9]-*.json"))[:15]
-
-
-def _load(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
-
-
-@pytest.fixture
-def story(settings: Settings, database: Database) -> Iterator[dict[str, TestClient]]:
-    """The shared examples 01-15 posted in order by each sender's own client, an auditor and
-    a coordinator of Time kommune."""
-    with database.session(write=True) as s:
-        add_organization(s, Subject.hub_itself(), name="Jæren DPS",
-                         kind="mental-health-centre", identifier=f"{ORGNR_SYSTEM}|983974791",
-                         org_id="jaeren-dps")
-        add_organization(s, Subject.hub_itself(), name="Time kommune", kind="municipality",
-                         identifier=f"{ORGNR_SYSTEM}|964969590", org_id="time-kommune")
-    with other_client(settings, database, "jaeren-dps") as dps, \
-            other_client(settings, database, "time-kommune") as time:
-        clients = {"jaeren-dps": dps, "time-kommune": time}
-        for path in EXAMPLES:
-            message = _load(path)
-            sender = message["entry"][0]["resource"]["sender"]["reference"].split("/")[1]
-            r = clients[sender].post("/fhir/$process-message", json=message)
-            assert r.status_code == 200, f"{path.name}: {r.text}"
-        make_user(database, "revisor", role="auditor")
-        make_user(database, "koordinator.time", role="coordinator",
-                  organization_id="time-kommune")
-        yield clients
+from tests.ui.conftest import SHARED_FNR as FNR
+from tests.ui.conftest import Browser, sign_in
 
 
 def _patient_id(database: Database) -> str:
@@ -86,7 +47,7 @@ def _rows(section: str) -> list[str]:
 
 
 def test_an_auditor_finds_the_person_by_fodselsnummer_and_sees_who_got_what_on_what_basis(
-        story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
     pid = _patient_id(database)
     client = _auditor(browser)
     found = client.get("/ui/audit/people", params={"number": FNR})
@@ -120,9 +81,9 @@ def test_an_auditor_finds_the_person_by_fodselsnummer_and_sees_who_got_what_on_w
 
 
 def test_reads_by_another_organisation_are_listed_with_their_basis(
-        story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
     pid = _patient_id(database)
-    r = story["time-kommune"].get("/fhir/CarePlan", params={"patient": f"Patient/{pid}"})
+    r = shared_story["time-kommune"].get("/fhir/CarePlan", params={"patient": f"Patient/{pid}"})
     assert r.status_code == 200
     page = _auditor(browser).get(f"/ui/audit/people/{pid}").text
     reads = _rows(_section(page, "Reads by other organisations, newest first"))
@@ -134,7 +95,7 @@ def test_reads_by_another_organisation_are_listed_with_their_basis(
 
 
 def test_the_log_filters_by_organisation_period_and_decision(
-        story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
     pid = _patient_id(database)
     client = _auditor(browser)
     only_dps = client.get(f"/ui/audit/people/{pid}",
@@ -153,7 +114,7 @@ def test_the_log_filters_by_organisation_period_and_decision(
 
 
 def test_the_log_exports_as_csv_and_as_a_fhir_bundle(
-        story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
     pid = _patient_id(database)
     client = _auditor(browser)
     exported = client.get(f"/ui/audit/people/{pid}/log.csv")
@@ -178,7 +139,7 @@ def test_the_log_exports_as_csv_and_as_a_fhir_bundle(
 
 
 def test_name_and_birth_date_find_the_person_and_a_wrong_check_digit_is_refused(
-        story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
     pid = _patient_id(database)
     client = _auditor(browser)
     found = client.get("/ui/audit/people", params={"name": "Kari Nordmann",
@@ -191,7 +152,7 @@ def test_name_and_birth_date_find_the_person_and_a_wrong_check_digit_is_refused(
 
 
 def test_only_auditors_see_the_log_and_each_view_is_audited(
-        story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
     pid = _patient_id(database)
     coordinator = browser()
     assert sign_in(coordinator, "koordinator.time").status_code == 303
@@ -210,7 +171,7 @@ def test_only_auditors_see_the_log_and_each_view_is_audited(
 
 
 def test_the_innsyn_copy_is_in_bokmal_whatever_the_auditors_language(
-        story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
     pid = _patient_id(database)
     page = _auditor(browser, lang="en").get(f"/ui/audit/people/{pid}/innsyn")
     assert page.status_code == 200
@@ -222,7 +183,7 @@ def test_the_innsyn_copy_is_in_bokmal_whatever_the_auditors_language(
 
 
 def test_a_changed_record_shows_in_the_state_of_the_trail(
-        story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
     pid = _patient_id(database)
     with database.session(write=True) as s:
         seq = s.scalar(select(AuditRecordRow.seq).where(
@@ -237,7 +198,7 @@ def test_a_changed_record_shows_in_the_state_of_the_trail(
 
 
 def test_each_disclosure_record_names_the_event_that_led_to_it(
-        story: dict[str, TestClient], database: Database) -> None:
+        shared_story: dict[str, TestClient], database: Database) -> None:
     with database.session(write=False) as s:
         bodies = [json.loads(bytes(b)) for b in s.scalars(select(AuditRecordRow.body).where(
             AuditRecordRow.subtype == "disclose"))]
