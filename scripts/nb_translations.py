@@ -216,7 +216,7 @@ NB = {
     "No longer valid: the person consented to": "Gjelder ikke lenger: personen samtykket til",
     "making an individual plan, shared with": "å lage individuell plan, delt med",
     "sharing information with": "å dele opplysninger med", "only": "bare",
-    "but not with": "men ikke med", "from": "fra", "to": "til",
+    "but not with": "men ikke med", "with no end date": "uten sluttdato", "from": "fra", "to": "til",
     "Recorded by %(org)s.": "Registrert av %(org)s.",
     "No consents that name your organisation.": "Ingen samtykker som nevner virksomheten din.",
     "Self-admission stays and requests": "Brukerstyrte innleggelser og forespørsler",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
@@ -182,6 +183,7 @@ class LogLine:
     reason: str
     requested_by: str  # who asked (a client or person), "" for the hub's own work
     event_id: str
+    reason_text: str = ""  # the reason with organisations named, for people
 
     @property
     def permitted(self) -> bool:
@@ -332,8 +334,21 @@ def disclosure_log(session: Session, patient_id: str, filters: Filters, *,
             details.get("event", ""), details.get("interaction", ""),
             types or (("Bundle",) if resources else ()), tuple(resources), decision, basis,
             _version_at(timeline, basis, row.recorded_at) if basis.startswith("Consent/")
-            else "", details.get("reason", ""), _requested_by(body), str(body.get("id", ""))))
+            else "", details.get("reason", ""), _requested_by(body), str(body.get("id", "")),
+            readable(details.get("reason", ""), names)))
     return lines
+
+
+_REF = re.compile(r"\b(Organization|Consent)/([A-Za-z0-9\-.]{1,64})")
+
+
+def readable(reason: str, names: Mapping[str, str]) -> str:
+    """A recorded reason with organisations by name and consents without their ids."""
+    def name(found: re.Match[str]) -> str:
+        if found.group(1) == "Consent":
+            return "the consent"
+        return names.get(found.group(0), found.group(0))
+    return _REF.sub(name, reason)
 
 
 # --- the trail's state ---------------------------------------------------------------------

@@ -54,7 +54,12 @@ def _relative(at: datetime | None) -> str:
     return i18n.current().relative(at, utcnow())
 
 
-_ENV.filters.update(moment=_moment, day=_day, relative=_relative)
+def _capitalize_first(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+_ENV.filters.update(moment=_moment, day=_day, relative=_relative,
+                    capitalize_first=_capitalize_first)
 _ENV.globals.update(events=EVENTS, interactions=INTERACTIONS, statuses=CONSENT_STATUSES)
 _TEMPLATES = Jinja2Templates(env=_ENV)
 

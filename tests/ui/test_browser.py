@@ -21,6 +21,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from hub.auth.subject import Subject
 from hub.db.engine import Database
@@ -86,19 +89,23 @@ class Browser:
     def open(self, path: str) -> None:
         self.driver.get(self.base + path)
 
+    def follow(self, element: WebElement) -> None:
+        """Click a link or button and wait for the next page to load."""
+        page = self.driver.find_element(By.TAG_NAME, "html")
+        element.click()
+        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(page))
+
     def sign_in(self, username: str) -> None:
         """Through the real sign-in form."""
         self.open("/ui/sign-in")
         self.driver.find_element(By.ID, "username").send_keys(username)
         self.driver.find_element(By.ID, "password").send_keys(PASSWORD)
-        self.driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        self.follow(self.driver.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
         assert self.driver.current_url.rstrip("/").endswith("/ui"), self.driver.current_url
 
     def language(self, code: str) -> None:
         """Choose a language with the header's switch."""
-        links = self.driver.find_elements(By.CSS_SELECTOR, f'header nav a[lang="{code}"]')
-        if links:
-            links[0].click()
+        self.follow(self.driver.find_element(By.CSS_SELECTOR, f'header nav a[lang="{code}"]'))
 
     @property
     def text(self) -> str:
@@ -107,7 +114,7 @@ class Browser:
     def check(self, name: str) -> None:
         """No serious or critical axe-core violation; a full-page screenshot kept."""
         self.driver.execute_script(AXE.read_text(encoding="utf-8"))
-        result: dict[str, Any] = self.driver.execute_async_script(
+        result: list[dict[str, Any]] = self.driver.execute_async_script(
             "const done = arguments[arguments.length - 1];"
             "axe.run(document, {resultTypes: ['violations']})"
             ".then(r => done(r.violations)).catch(e => done([{id: 'axe-error', "
@@ -136,7 +143,7 @@ def test_an_auditor_finds_the_person_and_sees_each_recipient_and_basis(
     b.sign_in("revisor")
     b.check("home-nb")
     chrome.find_element(By.ID, "number").send_keys(SHARED_FNR)
-    chrome.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    b.follow(chrome.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
     assert chrome.current_url.endswith(f"/ui/audit/people/{person}")
     assert "Utleveringslogg" in b.text
     rows = [r.text for r in chrome.find_elements(
@@ -148,7 +155,7 @@ def test_an_auditor_finds_the_person_and_sees_each_recipient_and_basis(
     assert any("Jæren DPS" in r and "Svar på møteinnkalling" in r for r in rows), rows
     b.check("disclosure-log-nb")
     # the basis links to the consent's version in the timeline
-    chrome.find_element(By.PARTIAL_LINK_TEXT, "Samtykke (versjon 1)").click()
+    chrome.find_element(By.PARTIAL_LINK_TEXT, "Samtykke (versjon 1)").click()  # same page
     assert "#Consent-" in chrome.current_url
     b.language("en")
     assert "Receiving organisation" in b.text
@@ -184,7 +191,7 @@ def test_the_persons_page_shows_the_goals_in_the_persons_words(
     b.sign_in("koordinator.time")
     assert f"{KARI.fnr[:6]} *****" in b.text
     b.check("home-nb")
-    chrome.find_element(By.LINK_TEXT, KARI.name).click()
+    b.follow(chrome.find_element(By.LINK_TEXT, KARI.name))
     assert "/ui/people/" in chrome.current_url
     text = b.text
     assert "«Komme tilbake i deltidsjobb i butikken innen sommeren»" in text
