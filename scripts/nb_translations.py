@@ -59,6 +59,11 @@ NB = {
         "Alle %(m)d utleveringsoppføringer om personen er uendret: hash og signatur er "
         "kontrollert.",
     "Checked": "Kontrollert",
+    "The trail holds %(n)d records in all.": "Loggen har %(n)d oppføringer i alt.",
+    "The whole trail was last verified": "Hele loggen ble sist kontrollert",
+    "%(n)d records intact.": "%(n)d oppføringer uendret.", "broken": "brutt",
+    "The whole trail has never been verified: run `hub audit verify`.":
+        "Hele loggen er aldri kontrollert: kjør `hub audit verify`.",
     "The trail holds %(n)d records in all; `hub audit verify` checks the whole chain.":
         "Loggen har %(n)d oppføringer i alt; `hub audit verify` kontrollerer hele kjeden.",
     "Filter": "Filtrer", "Organisation": "Virksomhet", "All": "Alle", "Decision": "Beslutning",

@@ -15,11 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
 
+from hub.audit import verifications
 from hub.audit.chain import verify
 from hub.audit.signing import AuditKeyError, key_id, load_key, load_public_key, public_key_pem
 from hub.config import get_settings
 from hub.db.engine import Database
 from hub.db.migrate import migrated_database
+from hub.db.types import utcnow
 
 audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
@@ -81,8 +83,11 @@ def verify_command(
     except AuditKeyError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    with _database() as database, _Bar() as bar:
-        result = verify(lambda: database.session(write=False), keys, progress=bar)
+    with _database() as database:
+        with _Bar() as bar:
+            result = verify(lambda: database.session(write=False), keys, progress=bar)
+        with database.session(write=True) as session:  # shown on the auditors' pages
+            verifications.record(session, result, at=utcnow())
     if result.ok:
         typer.echo(f"{result.count} records intact")
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Index, Integer, LargeBinary, String
+from sqlalchemy import Boolean, CheckConstraint, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db.models import PK, Base
@@ -52,3 +52,19 @@ class AuditChainHeadRow(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class AuditVerificationRow(Base):
+    """One run of `hub audit verify`: when, whether the trail was whole, how many records
+    were intact, and the first broken one. What the auditors' pages show as the state of
+    the trail."""
+
+    __tablename__ = "audit_verifications"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    verified_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ok: Mapped[bool] = mapped_column(Boolean)
+    intact: Mapped[int] = mapped_column(PK)  # records checked and intact
+    first_broken_seq: Mapped[int | None] = mapped_column(PK, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_audit_verifications_at", "verified_at"),)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hub.audit import chain, events
+from hub.audit import chain, events, verifications
 from hub.audit.models import AuditRecordRow
 from hub.auth.subject import Subject
 from hub.consent.gate import Gate
@@ -362,12 +362,16 @@ class TrailState:
     checked: int  # of this person's records, checked now
     broken: tuple[int, ...]  # seqs of those that failed
     checked_at: datetime
+    last_verified_at: datetime | None = None  # the last `hub audit verify` of the whole trail
+    last_verified_ok: bool = False
+    last_verified_intact: int = 0
+    last_verified_reason: str = ""
 
 
 def trail_state(session: Session, patient_id: str, keys: Mapping[str, Ed25519PublicKey],
                 now: datetime) -> TrailState:
     """Check now each of the person's disclosure records (hash, predecessor link, signature,
-    search columns); the full chain is checked by `hub audit verify`."""
+    search columns), with the outcome of the last `hub audit verify` of the whole chain."""
     total = session.scalar(select(func.count()).select_from(_R)) or 0
     rows = session.scalars(select(_R).where(_R.patient_ref == f"Patient/{patient_id}",
                                             _R.subtype == events.DISCLOSE)
@@ -377,7 +381,11 @@ def trail_state(session: Session, patient_id: str, keys: Mapping[str, Ed25519Pub
         checked += 1
         if chain.check_record(row, keys) is not None:
             broken.append(row.seq)
-    return TrailState(int(total), checked, tuple(broken), now)
+    last = verifications.latest(session)
+    if last is None:
+        return TrailState(int(total), checked, tuple(broken), now)
+    return TrailState(int(total), checked, tuple(broken), now, last.verified_at, last.ok,
+                      last.intact, last.reason)
 
 
 # --- exports -------------------------------------------------------------------------------

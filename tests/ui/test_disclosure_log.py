@@ -9,11 +9,15 @@ import io
 import json
 import re
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
+from typer.testing import CliRunner
 
+from hub.audit.cli import audit_app
 from hub.audit.models import AuditRecordRow
 from hub.auth.subject import Subject
+from hub.config import Settings
 from hub.consent.policy import STATUTORY_NOTIFICATION
 from hub.db.engine import Database
 from hub.fhir.identifiers import FNR_SYSTEM
@@ -210,3 +214,20 @@ def test_each_disclosure_record_names_the_event_that_led_to_it(
                     events.add(detail["valueString"])
     assert {"consent-changed", "care-plan-shared", "admission-notice",
             "discharge-notice"} <= events
+
+
+def test_the_state_of_the_trail_says_when_it_was_last_verified_whole(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser,
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    pid = _patient_id(database)
+    client = _auditor(browser)
+    never = _section(client.get(f"/ui/audit/people/{pid}").text, "State of the audit trail")
+    assert "has never been verified" in never
+    monkeypatch.setenv("HUB_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("HUB_AUDIT_KEY_FILE", settings.audit_key_file)
+    result = CliRunner().invoke(audit_app, ["verify"])
+    assert result.exit_code == 0, result.output
+    intact = int(result.output.strip().splitlines()[-1].split()[0])
+    state = _section(client.get(f"/ui/audit/people/{pid}").text, "State of the audit trail")
+    assert "The whole trail was last verified" in state
+    assert f"{intact} records intact." in state
