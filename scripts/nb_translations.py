@@ -195,7 +195,7 @@ NB = {
     "meldingene, nyeste først. Send dem på nytt når mottakersystemet virker igjen.",
     "Attempts": "Forsøk", "Last error": "Siste feil", "Queued": "Satt i kø",
     "Action": "Handling", "what it holds up": "hva den holder igjen",
-    "Send %(event)s to %(receiver)s again": "Send %(event)s til %(receiver)s på nytt",
+    "Send again: %(event)s to %(receiver)s": "Send på nytt: %(event)s til %(receiver)s",
     "Send again": "Send på nytt",
     "Every message has been delivered or is on its way.":
         "Alle meldinger er levert eller på vei.",

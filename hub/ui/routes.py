@@ -198,6 +198,10 @@ async def audit(request: Request, signed_in: SignedInDep, db: DatabaseDep,
     subject = signed_in.subject
     require_auditor(subject)
     form = {k: request.query_params.get(k, "").strip() for k in ("patient", "from", "to")}
+    number = "".join(form["patient"].split())
+    if len(number) == 11 and number.isdigit():  # a fødselsnummer or D-nummer: the person
+        return RedirectResponse(f"/ui/audit/people?{urlencode({'number': number})}",
+                                status_code=303)
     pairs = [("patient", form["patient"])] if form["patient"] else []
     pairs += [("date", f"ge{form['from']}")] if form["from"] else []
     pairs += [("date", f"le{form['to']}")] if form["to"] else []

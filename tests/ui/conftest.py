@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
 from hub.app import create_app
 from hub.auth.subject import Subject
@@ -20,6 +21,7 @@ from hub.db.types import utcnow
 from hub.demo.messages import Clock
 from hub.demo.scenario import DPS, KLEPP, TIME, story
 from hub.fhir.identifiers import ORGNR_SYSTEM
+from hub.messaging.models import DeliveryRow, MessageRow
 from hub.orgs.service import add_organization
 from hub.scheduler.sweep import sweep
 from hub.store import service
@@ -42,6 +44,20 @@ def org_id(database: Database) -> str:
         service.update(s, Subject.hub_itself(), resource_type="Organization",
                        resource_id=ORG_ID, resource=org)
     return ORG_ID
+
+
+def make_dead_letter(database: Database, event: str, receiver: str) -> int:
+    """Turn the delivery of the `event` message to `receiver` into a dead letter, as the
+    dispatcher leaves one that a receiving system refused; its id."""
+    with database.session(write=True) as s:
+        delivery_id = s.scalar(select(DeliveryRow.id).join(
+            MessageRow, MessageRow.id == DeliveryRow.message_id).where(
+            MessageRow.event == event, DeliveryRow.receiver_org == receiver))
+        assert delivery_id is not None
+        s.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id).values(
+            status="dead-letter", attempts=1, next_attempt_at=None,
+            last_error="HTTP 410 from https://klepp.example/fhir: gone"))
+        return delivery_id
 
 
 def make_user(database: Database, username: str, role: str = "auditor",

@@ -27,10 +27,10 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from hub.auth.subject import Subject
 from hub.db.engine import Database
-from hub.demo.scenario import KARI
+from hub.demo.scenario import KARI, KLEPP, OLA
 from hub.fhir.identifiers import FNR_SYSTEM
 from hub.store import service
-from tests.ui.conftest import PASSWORD, SHARED_FNR, make_user
+from tests.ui.conftest import PASSWORD, SHARED_FNR, make_dead_letter, make_user
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
@@ -173,11 +173,18 @@ def test_an_auditor_finds_the_person_and_sees_each_recipient_and_basis(
 def test_a_coordinator_of_another_municipality_sees_nothing_without_consent(
         told: Any, database: Database, live_url: str, chrome: WebDriver) -> None:
     kari = _patient_id(database, KARI.fnr)
+    make_dead_letter(database, "ready-for-discharge", KLEPP)
     b = Browser(chrome, live_url, "klepp")
     b.sign_in("koordinator.klepp")
     assert KARI.family not in b.text
-    assert "Meldinger som ikke kunne leveres" in b.text
+    dead = chrome.find_element(By.ID, "dead-letters").text
+    assert "Utskrivningsklar pasient" in dead
+    assert OLA.name in dead
+    assert "Meldingen kom aldri fram" in b.text  # on the discharge it holds up
     b.check("home-nb")
+    b.follow(chrome.find_element(By.CSS_SELECTOR, "#dead-letters form button"))
+    assert "Meldingen står i kø igjen" in b.text
+    b.check("replayed-nb")
     b.open(f"/ui/people/{kari}")
     assert "Vises ikke for deg" in b.text
     for secret in (KARI.family, "deltidsjobb", KARI.fnr[:6]):

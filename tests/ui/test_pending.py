@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from hub.audit.models import AuditRecordRow
 from hub.auth.subject import Subject
@@ -16,10 +16,10 @@ from hub.db.types import utcnow
 from hub.demo.messages import Clock
 from hub.demo.scenario import INGRID, JONAS, KARI, KLEPP, OLA
 from hub.fhir.identifiers import FNR_SYSTEM
-from hub.messaging.models import DeliveryRow, MessageRow
+from hub.messaging.models import DeliveryRow
 from hub.store import service
 from hub.ui.transitions import when
-from tests.ui.conftest import Browser, csrf_of, sign_in
+from tests.ui.conftest import Browser, csrf_of, make_dead_letter, sign_in
 
 HUB = Subject.hub_itself()
 CS = "http://carehub.example/fhir/CodeSystem/"
@@ -134,18 +134,6 @@ def test_another_municipality_does_not_see_a_patient_without_consent(
     assert "No active flags." in page
 
 
-def _dead_letter(database: Database, event: str, receiver: str) -> int:
-    with database.session(write=True) as s:
-        delivery_id = s.scalar(select(DeliveryRow.id).join(
-            MessageRow, MessageRow.id == DeliveryRow.message_id).where(
-            MessageRow.event == event, DeliveryRow.receiver_org == receiver))
-        assert delivery_id is not None
-        s.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id).values(
-            status="dead-letter", attempts=1, next_attempt_at=None,
-            last_error="HTTP 410 from https://klepp.example/fhir: gone"))
-        return delivery_id
-
-
 def _status(database: Database, delivery_id: int) -> str:
     with database.session(write=False) as s:
         status = s.scalar(select(DeliveryRow.status).where(DeliveryRow.id == delivery_id))
@@ -160,7 +148,7 @@ def _replays(database: Database) -> int:
 
 def test_a_dead_letter_is_replayed_with_the_forms_csrf_token(
         told: dict[str, Any], database: Database, browser: Browser) -> None:
-    delivery_id = _dead_letter(database, "ready-for-discharge", KLEPP)
+    delivery_id = make_dead_letter(database, "ready-for-discharge", KLEPP)
     client, page = _home(browser, "koordinator.klepp")
     [row] = _rows(_section(page, "Messages that could not be delivered"))
     assert row.startswith("Ready for discharge")
@@ -198,7 +186,7 @@ def test_a_dead_letter_is_replayed_with_the_forms_csrf_token(
 
 def test_only_the_sender_or_receivers_coordinator_replays(
         told: dict[str, Any], database: Database, browser: Browser) -> None:
-    delivery_id = _dead_letter(database, "ready-for-discharge", KLEPP)
+    delivery_id = make_dead_letter(database, "ready-for-discharge", KLEPP)
     client, page = _home(browser, "koordinator.time")
     assert "Ready for discharge" not in _section(page, "Messages that could not be delivered")
     refused = client.post(f"/ui/deliveries/{delivery_id}/replay",
