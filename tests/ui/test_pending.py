@@ -159,6 +159,9 @@ def test_a_dead_letter_is_replayed_with_the_forms_csrf_token(
     [discharge] = _rows(_section(page, "Discharges being planned"))
     assert "Waiting for Klepp kommune to answer" in discharge
     assert "The message never reached them" in discharge
+    ola = _patient_id(database, OLA.fnr)
+    assert f'<tr id="discharge-{ola}">' in page
+    assert f'<a href="#discharge-{ola}">what it holds up</a>' in page
     assert "Send again" in row
     action = f"/ui/deliveries/{delivery_id}/replay"
     assert f'action="{action}"' in page
