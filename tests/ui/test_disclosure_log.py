@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from hub.audit.cli import audit_app
 from hub.audit.models import AuditRecordRow
 from hub.auth.subject import Subject
-from hub.config import Settings
+from hub.config import Settings, get_settings
 from hub.consent.policy import STATUTORY_NOTIFICATION
 from hub.db.engine import Database
 from hub.fhir.identifiers import FNR_SYSTEM
@@ -225,7 +225,11 @@ def test_the_state_of_the_trail_says_when_it_was_last_verified_whole(
     assert "has never been verified" in never
     monkeypatch.setenv("HUB_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("HUB_AUDIT_KEY_FILE", settings.audit_key_file)
-    result = CliRunner().invoke(audit_app, ["verify"])
+    get_settings.cache_clear()  # the command reads the environment once per process
+    try:
+        result = CliRunner().invoke(audit_app, ["verify"])
+    finally:
+        get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     intact = int(result.output.strip().splitlines()[-1].split()[0])
     state = _section(client.get(f"/ui/audit/people/{pid}").text, "State of the audit trail")
