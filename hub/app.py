@@ -28,6 +28,7 @@ from hub.db.engine import Database
 from hub.db.migrate import upgrade
 from hub.delivery.dispatcher import start_dispatcher
 from hub.scheduler.runner import start_scheduler
+from hub.ui import people_routes
 from hub.ui import routes as ui_routes
 
 
@@ -86,4 +87,5 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(conformance.router)
     app.include_router(fhir.router)
     app.include_router(ui_routes.router)
+    app.include_router(people_routes.router)
     return app

@@ -8,7 +8,9 @@
 #    HUB_TEST_POSTGRES_URL=postgresql+psycopg://carehub@127.0.0.1:PORT/carehub_test
 #    (the server and its data dir are removed on exit);
 #    HUB_TEST_SKIP_POSTGRES=1 skips this and runs SQLite only (no URL exported);
-# 3. runs ruff and mypy (HUB_TEST_SKIP_LINT=1 skips them), then
+# 3. installs what the browser tests need when missing (chromium, chromium-driver with
+#    apt-get; axe-core with npm into var/npm; HUB_TEST_SKIP_BROWSER=1 skips this);
+# 4. runs ruff and mypy (HUB_TEST_SKIP_LINT=1 skips them), then
 #    `.venv/bin/python -m pytest "$@"` and exits with pytest's code.
 #    "No tests collected" (pytest exit 5) counts as a failure.
 #
@@ -90,6 +92,34 @@ else
   fi
   export HUB_TEST_POSTGRES_URL="postgresql+psycopg://carehub@127.0.0.1:$port/carehub_test"
   log "HUB_TEST_POSTGRES_URL=$HUB_TEST_POSTGRES_URL"
+fi
+
+# --- the browser tests' tools ---------------------------------------------------------
+# Debian's chromium and chromium-driver (apt-get, when missing and running as root, as CI
+# does) and axe-core from npm into var/npm (gitignored). HUB_TEST_SKIP_BROWSER=1 skips this;
+# without the tools tests/ui/test_browser.py skips (under CI=1 it fails).
+if [[ ${HUB_TEST_SKIP_BROWSER:-} != 1 ]]; then
+  apt_install() {
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+      log "installing $* with apt-get"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq </dev/null >/dev/null && apt-get install -y -qq "$@" </dev/null >/dev/null \
+        || log "apt-get install $* failed"
+    else
+      log "$* missing and apt-get is not available to this user"
+    fi
+  }
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt_install chromium chromium-driver
+  fi
+  if [[ ! -f var/npm/node_modules/axe-core/axe.min.js ]]; then
+    command -v npm >/dev/null || apt_install npm
+    if command -v npm >/dev/null; then
+      mkdir -p var/npm
+      npm install --silent --no-audit --no-fund --no-save --prefix var/npm axe-core@4 </dev/null \
+        || log "npm install axe-core failed"
+    fi
+  fi
 fi
 
 # --- lint and types ----------------------------------------------------------------

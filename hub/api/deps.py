@@ -153,7 +153,8 @@ def audited_work(
             request.state.pending_disclosures = take_disclosures(session)
             raise
         auditor.write(session, [
-            *auditor.disclosure_entries(take_disclosures(session), subject=subject),
+            *auditor.disclosure_entries(take_disclosures(session), subject=subject,
+                                        context=operation or interaction),
             *auditor.rest_entries(subject, interaction=interaction,
                                   resource_type=resource_type, touched=what, query=query,
                                   operation=operation, address=address)])
@@ -261,7 +262,8 @@ async def audit_failure(request: Request, status: int, text: str) -> None:
                           agent=agent_name(None), subtype=TOKEN)
             return
         auditor.write(session, [
-            *auditor.disclosure_entries(pending, subject=subject),
+            *auditor.disclosure_entries(pending, subject=subject,
+                                        context=operation or interaction),
             *auditor.rest_entries(subject, interaction=interaction, resource_type=rtype,
                                   touched=touched, outcome=outcome, query=query,
                                   description=text, operation=operation, address=address,

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
 
+from hub.audit import verifications
 from hub.audit.checkpoint import Checkpoint, CheckpointError
 from hub.audit.seal import Sealer, SealError, seal_all
 from hub.audit.signing import (
@@ -40,6 +41,7 @@ from hub.audit.verify import verify
 from hub.config import get_settings
 from hub.db.engine import Database
 from hub.db.migrate import migrated_database
+from hub.db.types import utcnow
 
 audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
@@ -123,9 +125,12 @@ def verify_command(
     except AuditKeyError as exc:
         raise _fail(str(exc)) from None
     witnessed = [_read_checkpoint(p) for p in witness]
-    with _database() as database, _Bar() as bar:
-        result = verify(lambda: database.session(write=False), keys, witnessed=witnessed,
-                        progress=bar)
+    with _database() as database:
+        with _Bar() as bar:
+            result = verify(lambda: database.session(write=False), keys, witnessed=witnessed,
+                            progress=bar)
+        with database.session(write=True) as session:  # shown on the auditors' pages
+            verifications.record(session, result, at=utcnow())
     if result.ok:
         typer.echo(f"{result.count} records intact")
         detail = (f"{result.sealed} sealed under checkpoint {result.tree_size}, "

@@ -295,12 +295,14 @@ def rest_event(
     return event
 
 
-def _basis_entity(decision: str, basis: str | None, reason: str) -> JSON:
+def _basis_entity(decision: str, basis: str | None, reason: str,
+                  context: Sequence[tuple[str, str]] = ()) -> JSON:
     detail = [{"type": "decision", "valueString": decision}]
     if basis:
         detail.append({"type": "basis", "valueString": basis})
     if reason:
         detail.append({"type": "reason", "valueString": reason})
+    detail.extend({"type": kind, "valueString": value} for kind, value in context if value)
     if basis and basis.startswith("Consent/"):
         return {"what": {"reference": basis},
                 "type": {"system": RESOURCE_TYPES, "code": "Consent", "display": "Consent"},
@@ -323,11 +325,15 @@ def disclosure_event(
     reason: str,
     subject: Subject | None,
     base_url: str | None = None,
+    event: str | None = None,
+    interaction: str | None = None,
 ) -> JSON:
     """A disclosure decision (BALP Privacy Disclosure at the source): `recipient_org`
     ("Organization/x") got — or, when `decision` is deny, did not get — `resource_refs` about
     `patient_ref`, on `basis` (a "Consent/<id>" reference, a legal-basis code, or None).
-    `subject` is whoever's request led to the decision."""
+    `subject` is whoever's request led to the decision. What led to it goes in the basis
+    entity's detail, for the disclosure log: `event` (a message-event code: the message was
+    routed) or `interaction` (a restful interaction or operation: the recipient read)."""
     withheld = decision == "deny"
     agents = [
         {"type": {"coding": [dict(_SOURCE_ROLE)]}, "who": dict(HUB_DEVICE), "requestor": False,
@@ -339,7 +345,8 @@ def disclosure_event(
         agents.extend(subject_agents(subject, _RECIPIENT))
     entities = [patient_entity(patient_ref)] if patient_ref else []
     entities.extend(_data_entity(ref) for ref in dict.fromkeys(resource_refs))
-    entities.append(_basis_entity(decision, basis, reason))
+    entities.append(_basis_entity(decision, basis, reason,
+                                  (("event", event or ""), ("interaction", interaction or ""))))
     text = f"{'withheld' if withheld else decision}: {reason}" if reason else decision
     return {
         "resourceType": "AuditEvent",

@@ -7,12 +7,14 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Index,
     Integer,
     LargeBinary,
     PrimaryKeyConstraint,
     Sequence,
     String,
+    Text,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -91,3 +93,19 @@ class AuditCheckpointRow(Base):
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(String(128))
+
+
+class AuditVerificationRow(Base):
+    """One run of `hub audit verify`: when, whether the trail was whole, how many records
+    were intact, and the first broken one. What the auditors' pages show as the state of
+    the trail."""
+
+    __tablename__ = "audit_verifications"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    verified_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ok: Mapped[bool] = mapped_column(Boolean)
+    intact: Mapped[int] = mapped_column(PK)  # records checked and intact
+    first_broken_seq: Mapped[int | None] = mapped_column(PK, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_audit_verifications_at", "verified_at"),)

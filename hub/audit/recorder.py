@@ -10,7 +10,8 @@ and the `touched_*` helpers work it out from what the store returned.
 
 Disclosure decisions reach the auditor through the session: the consent gate appends one dict
 per decision to `session.info["disclosures"]` (keys recipient, patient, resources, decision,
-basis, reason) and whoever ends the transaction hands them to `disclosures`.
+basis, reason, and event when a message was routed) and whoever ends the transaction hands
+them to `disclosures`, with the interaction that led to them (`context`).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def _merged(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for item in items:
         key = (item.get("recipient"), item.get("patient"), item.get("decision"),
-               item.get("basis"), item.get("reason"))
+               item.get("basis"), item.get("reason"), item.get("event"))
         group = groups.setdefault(key, {**item, "resources": []})
         for ref in item.get("resources") or []:
             if ref not in group["resources"]:
@@ -221,9 +222,12 @@ class Auditor:
             address=address, request=request))
 
     def disclosure_entries(self, items: Sequence[Mapping[str, Any]], *,
-                           subject: Subject | None) -> list[records.Entry]:
+                           subject: Subject | None,
+                           context: str | None = None) -> list[records.Entry]:
         """One Privacy Disclosure record per decision of the consent gate (decisions that
-        differ only in their resources are merged)."""
+        differ only in their resources are merged). `context` is the interaction or operation
+        of the request that led to them (read, search-type, $process-message), recorded with
+        each decision that names no message event of its own."""
         entries = []
         agent = events.agent_name(subject if subject is not None else HUB)
         for item in _merged(items):
@@ -233,14 +237,17 @@ class Auditor:
                 resource_refs=[str(r) for r in item["resources"]],
                 decision=str(item.get("decision") or "deny"),
                 basis=str(item["basis"]) if item.get("basis") else None,
-                reason=str(item.get("reason") or ""), subject=subject, base_url=self.base_url)
+                reason=str(item.get("reason") or ""), subject=subject, base_url=self.base_url,
+                event=str(item["event"]) if item.get("event") else None,
+                interaction=None if item.get("event") else context)
             entries.append(records.Entry(event, patient, agent, "R", events.DISCLOSE))
         return entries
 
     def disclosures(self, session: Session, items: Sequence[Mapping[str, Any]], *,
-                    subject: Subject | None) -> list[int]:
+                    subject: Subject | None, context: str | None = None) -> list[int]:
         """Record the consent gate's decisions (see disclosure_entries); the seqs."""
-        return self.write(session, self.disclosure_entries(items, subject=subject))
+        return self.write(session, self.disclosure_entries(items, subject=subject,
+                                                           context=context))
 
     def event(self, session: Session, event: JSON, *, agent: str, subtype: str,
               patient_ref: str | None = None) -> int:

@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import sha256
-from typing import Any
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Row, func, select
@@ -111,6 +111,16 @@ def record_signature_problem(row: AnyRow, keys: Mapping[str, Ed25519PublicKey]) 
         return (f"record {seq} has a bad signature: it was edited and rehashed without the "
                 "signing key, or not written by a hub process")
     return None
+
+
+def check_record(row: AuditRecordRow, keys: Mapping[str, Ed25519PublicKey]) -> str | None:
+    """Why one record, checked on its own, is broken (its hash, its writer's signature, its
+    search columns); None if intact. Whether the tree around it is whole is `verify`'s."""
+    problem = record_signature_problem(cast(AnyRow, row), keys)  # the same attributes
+    if problem is not None:
+        return problem
+    return columns_disagree(row.seq, bytes(row.body), row.recorded_at, row.action,
+                            row.patient_ref, row.agent, row.subtype)
 
 
 class _Walk:

@@ -152,7 +152,7 @@ def log_disclosure(session: Session, delivery: DeliveryRow, message: MessageRow,
     """Leave the decision for the audit trail (session.info, as the consent gate does)."""
     log_decision(session, decision_item(
         recipient=f"Organization/{delivery.receiver_org}", patient=message.patient_ref,
-        resources=[f"Bundle/{message.bundle_id}"], verdict=verdict))
+        resources=[f"Bundle/{message.bundle_id}"], verdict=verdict, event=message.event))
 
 
 def endpoint_address(session: Session, org_id: str) -> str | None:

@@ -221,7 +221,8 @@ def _audit(session: Session, auditor: Auditor | None, row: DeliveryRow, message:
     verdict = Verdict(cast(Decision, row.decision), row.basis, reason)
     auditor.disclosures(session, [decision_item(
         recipient=f"Organization/{row.receiver_org}", patient=row.patient_ref,
-        resources=[f"Bundle/{message.bundle_id}"], verdict=verdict)], subject=None)
+        resources=[f"Bundle/{message.bundle_id}"], verdict=verdict, event=message.event)],
+        subject=None)
 
 
 def _prepare(db: Database, settings: Settings, c: _Claim,

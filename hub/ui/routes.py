@@ -7,18 +7,9 @@ missing session becomes a redirect to the sign-in page), never OperationOutcome 
 
 from __future__ import annotations
 
-import logging
-import uuid
-from collections.abc import Callable, Coroutine
-from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import jinja2
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
@@ -36,15 +27,15 @@ from hub.audit.recorder import Touched
 from hub.auth.users import SIGN_IN_FAILED, SignInError, authenticate
 from hub.db.types import utcnow
 from hub.delivery import service as delivery_service
-from hub.errors import BadRequestError, HubError, PayloadTooLargeError
-from hub.ui import queries, transitions
+from hub.errors import BadRequestError, PayloadTooLargeError
+from hub.ui import i18n, queries, transitions
+from hub.ui.pages import UIRoute, render
 from hub.ui.sessions import (
     CSRF_COOKIE,
     CSRF_FIELD,
     SESSION_COOKIE,
     OptionalSessionDep,
     SignedInDep,
-    SignInRequiredError,
     check_csrf,
     clear_cookie,
     end_session,
@@ -54,58 +45,9 @@ from hub.ui.sessions import (
     start_session,
 )
 
-log = logging.getLogger("hub.ui")
-
-SECURITY_HEADERS = {
-    "Content-Security-Policy":
-        "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
 _FORM_LIMIT = 16 * 1024
 _FORM_FIELDS = 20
-_TEMPLATES = Jinja2Templates(env=jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
-    autoescape=True))
-
-
-def _render(request: Request, name: str, context: dict[str, Any], *,
-            status_code: int = 200) -> Response:
-    return _TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
-
-
-def _error_page(request: Request, status: int, message: str) -> Response:
-    return _render(request, "error.html", {"status": status, "message": message},
-                   status_code=status)
-
-
-class UIRoute(APIRoute):
-    """A route that answers errors with HTML pages and sets the security headers."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def ui_handler(request: Request) -> Response:
-            try:
-                response = await handler(request)
-            except SignInRequiredError:
-                response = RedirectResponse("/ui/sign-in", status_code=303)
-            except HubError as exc:
-                response = _error_page(request, exc.status, exc.diagnostics)
-            except RequestValidationError:
-                response = _error_page(request, 400, "The request is malformed.")
-            except Exception:
-                incident = uuid.uuid4()
-                log.exception("incident %s on %s %s", incident, request.method,
-                              request.url.path)
-                response = _error_page(
-                    request, 500, f"Something went wrong on our side (incident {incident}); "
-                    "nothing was changed. The operators have the details.")
-            response.headers.update(SECURITY_HEADERS)
-            return response
-
-        return ui_handler
+_render = render
 
 
 router = APIRouter(prefix="/ui", route_class=UIRoute, include_in_schema=False)
@@ -158,9 +100,12 @@ async def home(request: Request, signed_in: SignedInDep, db: DatabaseDep,
             interaction="search-type", resource_type="Task", query="view=pending-transitions",
             touched=lambda _s, found: Touched((), found.patients))
     replayed = request.query_params.get("replayed", "")
-    return _render(request, "home.html", {"me": signed_in, "page": page, "pending": pending,
-                                          "replayed": replayed if replayed.isdigit() else None,
-                                          "csrf_token": signed_in.csrf_token})
+    q = request.query_params.get("q", "").strip()[:100]
+    return _render(request, "home.html", {
+        "me": signed_in, "page": page,
+        "pending": transitions.only_named(pending, q) if pending else None, "q": q,
+        "events": transitions.EVENTS, "replayed": replayed if replayed.isdigit() else None,
+        "csrf_token": signed_in.csrf_token})
 
 
 @router.post("/deliveries/{delivery_id}/replay")
@@ -253,6 +198,10 @@ async def audit(request: Request, signed_in: SignedInDep, db: DatabaseDep,
     subject = signed_in.subject
     require_auditor(subject)
     form = {k: request.query_params.get(k, "").strip() for k in ("patient", "from", "to")}
+    number = "".join(form["patient"].split())
+    if len(number) == 11 and number.isdigit():  # a fødselsnummer or D-nummer: the person
+        return RedirectResponse(f"/ui/audit/people?{urlencode({'number': number})}",
+                                status_code=303)
     pairs = [("patient", form["patient"])] if form["patient"] else []
     pairs += [("date", f"ge{form['from']}")] if form["from"] else []
     pairs += [("date", f"le{form['to']}")] if form["to"] else []
@@ -277,3 +226,17 @@ async def audit(request: Request, signed_in: SignedInDep, db: DatabaseDep,
                                            "form": form, "page": page, "error": error,
                                            "more": more},
                    status_code=400 if error else 200)
+
+
+@router.get("/language")
+async def choose_language(request: Request) -> Response:
+    """Remember the chosen language in a cookie (a year) and go back to the page."""
+    lang = request.query_params.get("lang", "")
+    back = request.query_params.get("back", "/ui")
+    if not back.startswith("/ui") or back.startswith("//"):
+        back = "/ui"
+    response = RedirectResponse(back, status_code=303)
+    if lang in i18n.LANGUAGES:
+        response.set_cookie(i18n.COOKIE, lang, max_age=365 * 24 * 3600, path="/ui",
+                            httponly=True, samesite="lax")
+    return response

@@ -20,10 +20,12 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.delivery import service as deliveries
+from hub.fhir.identifiers import DNR_SYSTEM, FNR_SYSTEM
 from hub.store import query as search_mod
 from hub.store import service
 from hub.store.dates import parse_range
 from hub.store.resources import StoredResource
+from hub.ui.i18n import N_
 
 CS = "http://carehub.example/fhir/CodeSystem/"
 TASK_CODE = f"{CS}task-code"
@@ -32,11 +34,29 @@ OPEN_STATUSES = "draft,requested,received,accepted,ready,in-progress,on-hold"
 LIMIT = 200
 """At most this many of each kind are read for the page."""
 LOCAL = ZoneInfo("Europe/Oslo")
-MEETING_KINDS = {"network": "Network meeting", "cooperation": "Cooperation meeting",
-                 "responsibility": "Responsibility meeting"}
-ANSWERS = {"accepted": "Will come", "declined": "Will not come", "tentative": "Might come",
-           "needs-action": "Not answered yet"}
+MEETING_KINDS = {"network": N_("Network meeting"), "cooperation": N_("Cooperation meeting"),
+                 "responsibility": N_("Responsibility meeting")}
+ANSWERS = {"accepted": N_("Will come"), "declined": N_("Will not come"),
+           "tentative": N_("Might come"), "needs-action": N_("Not answered yet")}
+EVENTS = {
+    "consent-changed": N_("Consent changed"), "care-plan-shared": N_("Individual plan shared"),
+    "admission-notice": N_("Admission notice"),
+    "self-admission-agreement": N_("Self-admission agreement"),
+    "self-admission-request": N_("Self-admission request"),
+    "self-admission-response": N_("Answer to a self-admission request"),
+    "meeting-invitation": N_("Meeting invitation"), "meeting-response": N_("Answer to a meeting"),
+    "ready-for-discharge": N_("Ready for discharge"),
+    "ready-for-discharge-withdrawn": N_("Ready for discharge withdrawn"),
+    "discharge-readiness-response": N_("Answer to ready for discharge"),
+    "discharge-notice": N_("Discharge notice"), "follow-up-contact": N_("Follow-up contact"),
+    "follow-up-overdue": N_("Follow-up check overdue"),
+    "discharge-readiness-overdue": N_("Ready for discharge unanswered"),
+    "meeting-reminder": N_("Meeting reminder"), "consent-expiring": N_("Consent expiring"),
+    "delivery-unacknowledged": N_("Delivery not acknowledged"),
+}
+"""The message events in words (translated where shown)."""
 Body = Mapping[str, Any]
+FOLLOW_UP_CHECK = N_("Follow-up check after discharge")
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,7 @@ class When:
     at: datetime | None
     text: str
     relative: str
+    date_only: bool = False
 
     @property
     def iso(self) -> str:
@@ -75,26 +96,44 @@ def when(value: Any, now: datetime, *, date_only: bool = False) -> When:
     local = at.astimezone(LOCAL)
     text = local.strftime("%d.%m.%Y") if date_only or len(value) <= 10 else \
         local.strftime("%d.%m.%Y %H:%M")
-    return When(at, text, _relative(at, now))
+    return When(at, text, _relative(at, now), date_only or len(value) <= 10)
+
+
+@dataclass(frozen=True)
+class PatientLabel:
+    """A patient as coordinators see them: name, birth date, the masked fødselsnummer or
+    D-nummer that tells two namesakes apart, and the id of their page (None: not shown)."""
+
+    name: str
+    born: str = ""
+    masked: str = ""
+    id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.masked})" if self.masked else self.name
+
+
+HIDDEN = PatientLabel(N_("A patient not shown to you"))
 
 
 @dataclass(frozen=True)
 class DischargeLine:
     """An open ready-for-discharge Task."""
 
-    patient: str
+    patient: PatientLabel
     planned: When
     status: str
     centre: str
     municipality: str
-    answer: str
+    can_receive: When | None
+    undelivered: bool = False  # the message asking for the answer is a dead letter
 
 
 @dataclass(frozen=True)
 class FollowUpLine:
     """An open follow-up check after discharge."""
 
-    patient: str
+    patient: PatientLabel
     due: When
     overdue: bool
     owner: str
@@ -105,7 +144,7 @@ class FollowUpLine:
 class SelfAdmissionLine:
     """A self-admission request not yet answered."""
 
-    patient: str
+    patient: PatientLabel
     stay_from: When
     stay_to: When
     requester: str
@@ -116,7 +155,7 @@ class SelfAdmissionLine:
 class MeetingLine:
     """A booked meeting ahead, and the patient's answer."""
 
-    patient: str
+    patient: PatientLabel
     kind: str
     theme: str
     start: When
@@ -128,10 +167,10 @@ class MeetingLine:
 class FlagLine:
     """An active Flag on a patient."""
 
-    patient: str
+    patient: PatientLabel
     what: str
     since: When
-    author: str
+    author: str  # "": set by the hub itself
 
 
 @dataclass(frozen=True)
@@ -140,7 +179,7 @@ class DeadLetterLine:
 
     id: int
     event: str
-    message: str
+    patient: PatientLabel
     sender: str
     receiver: str
     attempts: int
@@ -203,7 +242,7 @@ class _Names:
 
     def __init__(self, session: Session, subject: Subject) -> None:
         self.session, self.subject = session, subject
-        self.patients: dict[str, str] = {}
+        self.patients: dict[str, PatientLabel] = {}
         self.orgs = {f"Organization/{o.id}": str((o.body or {}).get("name") or o.id)
                      for o in _search(session, subject, "Organization", [])}
 
@@ -216,14 +255,23 @@ class _Names:
                 name = (p.body.get("name") or [{}])[0]
                 given = " ".join(name.get("given", []))
                 full = f"{given} {name.get('family', '')}".strip() or "(no name)"
-                born = p.body.get("birthDate")
-                self.patients[f"Patient/{p.id}"] = f"{full} (born {born})" if born else full
+                self.patients[f"Patient/{p.id}"] = PatientLabel(
+                    full, str(p.body.get("birthDate") or ""), _masked(p.body), p.id)
 
-    def patient(self, ref: str) -> str:
-        return self.patients.get(ref, "A patient not shown to you")
+    def patient(self, ref: str) -> PatientLabel:
+        return self.patients.get(ref, HIDDEN)
 
     def org(self, ref: str) -> str:
         return self.orgs.get(ref, ref or "not given")
+
+
+def _masked(body: Body) -> str:
+    """The fødselsnummer or D-nummer with its personal part hidden: `131169 *****`."""
+    for ident in body.get("identifier") or []:
+        value = str(ident.get("value", "")) if isinstance(ident, dict) else ""
+        if ident.get("system") in (FNR_SYSTEM, DNR_SYSTEM) and len(value) == 11:
+            return f"{value[:6]} *****"
+    return ""
 
 
 def _own(body: Body, org_ref: str, *fields: str) -> bool:
@@ -239,13 +287,10 @@ def _finished_encounters(session: Session, subject: Subject, refs: Iterable[str]
             if e.body is not None and e.body.get("status") in ("finished", "cancelled")}
 
 
-def _discharge_answer(body: Body, names: _Names, now: datetime) -> str:
-    status = body.get("status")
-    if status == "requested":
-        return f"Waiting for {names.org(_ref(body.get('owner')))} to answer"
+def _can_receive(body: Body, now: datetime) -> When | None:
     can = next((o.get("valueDateTime") for o in body.get("output", [])
                 if isinstance(o, dict) and o.get("valueDateTime")), None)
-    return f"Accepted: can receive from {when(can, now).text}" if can else "Accepted"
+    return when(can, now) if can else None
 
 
 def pending_transitions(session: Session, subject: Subject, *,
@@ -274,7 +319,9 @@ def pending_transitions(session: Session, subject: Subject, *,
     flags = [f.body for f in _search(session, reader, "Flag", [("status", "active")])
              if f.body is not None]
 
+    dead = deliveries.list_deliveries(session, subject, statuses=["dead-letter"], limit=50)
     patient_refs = [_ref(t.get("for")) for t in discharges + checks + requests]
+    patient_refs += [listed.delivery.patient_ref or "" for listed in dead]
     patient_refs += [_ref(f.get("subject")) for f in flags]
     patient_refs += [_ref(p.get("actor")) for m in meetings for p in m.get("participant", [])]
     names.load_patients(patient_refs)
@@ -287,7 +334,7 @@ def pending_transitions(session: Session, subject: Subject, *,
         out.discharges.append(DischargeLine(
             names.patient(_ref(t.get("for"))), when(period.get("start"), now),
             str(t.get("status")), names.org(_ref(t.get("requester"))),
-            names.org(_ref(t.get("owner"))), _discharge_answer(t, names, now)))
+            names.org(_ref(t.get("owner"))), _can_receive(t, now)))
 
     lines = []
     for t in checks:
@@ -295,8 +342,7 @@ def pending_transitions(session: Session, subject: Subject, *,
         overdue = OVERDUE in _codes(t.get("businessStatus"))
         lines.append(FollowUpLine(names.patient(_ref(t.get("for"))), due, overdue,
                                   names.org(_ref(t.get("owner"))),
-                                  str(t.get("description") or "Follow-up check after "
-                                      "discharge")))
+                                  str(t.get("description") or FOLLOW_UP_CHECK)))
     far = datetime.max.replace(tzinfo=now.tzinfo)
     out.follow_ups = sorted(lines, key=lambda f: (not f.overdue, f.due.at or far))
 
@@ -307,26 +353,37 @@ def pending_transitions(session: Session, subject: Subject, *,
             when(period.get("end"), now), names.org(_ref(t.get("requester"))),
             when(t.get("authoredOn"), now)))
 
-    out.meetings = _meeting_lines(session, reader, meetings, names, now)
+    out.meetings = meeting_lines(session, reader, meetings, now, names)
 
     for f in flags:
         out.flags.append(FlagLine(names.patient(_ref(f.get("subject"))),
                                   _text(f.get("code")) or "flag",
                                   when((f.get("period") or {}).get("start"), now),
-                                  names.org(_ref(f.get("author")))))
+                                  names.org(_ref(f.get("author")))
+                                  if f.get("author") else ""))
+    out.flags.sort(key=lambda f: f.since.iso, reverse=True)
 
-    for listed in deliveries.list_deliveries(session, subject, statuses=["dead-letter"],
-                                             limit=50):
+    for listed in dead:
         d, m = listed.delivery, listed.message
         out.dead_letters.append(DeadLetterLine(
-            d.id, m.event, m.header_id, names.org(f"Organization/{m.sender_org}"),
+            d.id, m.event, names.patient(d.patient_ref or ""),
+            names.org(f"Organization/{m.sender_org}"),
             names.org(f"Organization/{d.receiver_org}"), d.attempts,
             d.last_error or d.reason or "", when(d.created_at.isoformat(), now)))
+    blocked = {(ln.patient.id, ln.receiver) for ln in out.dead_letters
+               if ln.event == "ready-for-discharge"}
+    out.discharges = [dataclasses.replace(ln, undelivered=(ln.patient.id, ln.municipality)
+                                          in blocked) for ln in out.discharges]
     return out
 
 
-def _meeting_lines(session: Session, reader: Subject, meetings: Sequence[Body], names: _Names,
-                   now: datetime) -> list[MeetingLine]:
+def meeting_lines(session: Session, reader: Subject, meetings: Sequence[Body],
+                  now: datetime, names: _Names | None = None) -> list[MeetingLine]:
+    """The meetings with the patient's latest answer and what they want raised."""
+    if names is None:
+        names = _Names(session, reader)
+        names.load_patients(_ref(p.get("actor")) for m in meetings
+                            for p in m.get("participant", []))
     answers: dict[str, Body] = {}
     ids = [str(m.get("id")) for m in meetings]
     if ids:
@@ -345,7 +402,21 @@ def _meeting_lines(session: Session, reader: Subject, meetings: Sequence[Body], 
                      or "needs-action")
         kind = next((code for t in m.get("serviceType", []) for _, code in _codes(t)), "")
         out.append(MeetingLine(
-            names.patient(_ref(patient.get("actor"))), MEETING_KINDS.get(kind, "Meeting"),
+            names.patient(_ref(patient.get("actor"))), MEETING_KINDS.get(kind, N_("Meeting")),
             str(m.get("description") or ""), when(m.get("start"), now),
             ANSWERS.get(status, status), str((answer or {}).get("comment") or "")))
     return out
+
+
+def only_named(pending: Transitions, text: str) -> Transitions:
+    """The transitions of the patients whose name contains `text` (any case)."""
+    wanted = text.strip().casefold()
+    if not wanted:
+        return pending
+
+    def keep(lines: Sequence[Any]) -> list[Any]:
+        return [ln for ln in lines if wanted in ln.patient.name.casefold()]
+
+    return Transitions(keep(pending.discharges), keep(pending.follow_ups),
+                       keep(pending.self_admissions), keep(pending.meetings),
+                       keep(pending.flags), keep(pending.dead_letters), pending.patients)

@@ -6,58 +6,23 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from hub.audit.models import AuditRecordRow
 from hub.auth.subject import Subject
-from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.demo.messages import Clock
-from hub.demo.scenario import DPS, INGRID, JONAS, KARI, KLEPP, OLA, TIME, story
-from hub.fhir.identifiers import FNR_SYSTEM, ORGNR_SYSTEM
-from hub.messaging.models import DeliveryRow, MessageRow
-from hub.orgs.service import add_organization
-from hub.scheduler.sweep import sweep
+from hub.demo.scenario import INGRID, JONAS, KARI, KLEPP, OLA
+from hub.fhir.identifiers import FNR_SYSTEM
+from hub.messaging.models import DeliveryRow
 from hub.store import service
 from hub.ui.transitions import when
-from tests.access_clients import other_client
-from tests.ui.conftest import Browser, csrf_of, make_user, sign_in
+from tests.ui.conftest import Browser, csrf_of, make_dead_letter, sign_in
 
 HUB = Subject.hub_itself()
 CS = "http://carehub.example/fhir/CodeSystem/"
-
-
-@pytest.fixture
-def told(settings: Settings, database: Database) -> dict[str, Any]:
-    """The demo's story posted through $process-message by each organisation's client, one
-    scheduler sweep (Ingrid's discharge made her follow-up checks), and a coordinator per
-    organisation."""
-    with database.session(write=True) as s:
-        for org_id, name, kind, orgnr in (
-                (DPS, "Jæren DPS", "mental-health-centre", "983974791"),
-                (TIME, "Time kommune", "municipality", "964969590"),
-                (KLEPP, "Klepp kommune", "municipality", "964979022")):
-            add_organization(s, HUB, name=name, kind=kind, identifier=f"{ORGNR_SYSTEM}|{orgnr}",
-                             org_id=org_id)
-    now = utcnow()
-    anchor = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    steps = story(anchor)
-    with other_client(settings, database, DPS) as dps, \
-            other_client(settings, database, TIME) as time, \
-            other_client(settings, database, KLEPP) as klepp:
-        clients: dict[str, TestClient] = {DPS: dps, TIME: time, KLEPP: klepp}
-        for step in steps:
-            r = clients[step.sender].post("/fhir/$process-message", json=step.bundle)
-            assert r.status_code == 200, r.text
-    # the scheduler's first sweep finds Ingrid's first contact (48 h, suicide risk) overdue
-    assert sweep(database, settings).outcomes["escalated"] == 1
-    for username, org_id in (("koordinator.dps", DPS), ("koordinator.time", TIME),
-                             ("koordinator.klepp", KLEPP)):
-        make_user(database, username, role="coordinator", organization_id=org_id)
-    return {"steps": steps, "clock": Clock(anchor)}
 
 
 def _patient_id(database: Database, number: str) -> str:
@@ -100,7 +65,11 @@ def test_the_municipality_sees_its_overdue_checks_first_and_what_is_ahead(
     follow_up = _section(page, "Follow-up after discharge")
     rows = _rows(follow_up)
     assert len(rows) == 3
-    assert all(r.startswith(f"{INGRID.name} (born {INGRID.birth})") for r in rows)
+    # a name and the masked fødselsnummer tell namesakes apart; the name opens the person's page
+    assert all(r.startswith(f"{INGRID.name} {INGRID.fnr[:6]} *****") for r in rows)
+    ingrid = _patient_id(told["database"], INGRID.fnr)
+    assert f'<a href="/ui/people/{ingrid}">{INGRID.name}</a>' in follow_up
+    assert INGRID.fnr not in page
     assert "First contact after discharge, within 48 hours" in rows[0]
     assert "7 days after discharge" in rows[1]
     assert "30 days after discharge" in rows[2]
@@ -165,18 +134,6 @@ def test_another_municipality_does_not_see_a_patient_without_consent(
     assert "No active flags." in page
 
 
-def _dead_letter(database: Database, event: str, receiver: str) -> int:
-    with database.session(write=True) as s:
-        delivery_id = s.scalar(select(DeliveryRow.id).join(
-            MessageRow, MessageRow.id == DeliveryRow.message_id).where(
-            MessageRow.event == event, DeliveryRow.receiver_org == receiver))
-        assert delivery_id is not None
-        s.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id).values(
-            status="dead-letter", attempts=1, next_attempt_at=None,
-            last_error="HTTP 410 from https://klepp.example/fhir: gone"))
-        return delivery_id
-
-
 def _status(database: Database, delivery_id: int) -> str:
     with database.session(write=False) as s:
         status = s.scalar(select(DeliveryRow.status).where(DeliveryRow.id == delivery_id))
@@ -191,11 +148,20 @@ def _replays(database: Database) -> int:
 
 def test_a_dead_letter_is_replayed_with_the_forms_csrf_token(
         told: dict[str, Any], database: Database, browser: Browser) -> None:
-    delivery_id = _dead_letter(database, "ready-for-discharge", KLEPP)
+    delivery_id = make_dead_letter(database, "ready-for-discharge", KLEPP)
     client, page = _home(browser, "koordinator.klepp")
     [row] = _rows(_section(page, "Messages that could not be delivered"))
-    assert "ready-for-discharge" in row
+    assert row.startswith("Ready for discharge")
     assert "HTTP 410" in row
+    assert OLA.name in row
+    assert "what it holds up" in row
+    # the discharge waiting for Klepp's answer says that the question never reached Klepp
+    [discharge] = _rows(_section(page, "Discharges being planned"))
+    assert "Waiting for Klepp kommune to answer" in discharge
+    assert "The message never reached them" in discharge
+    ola = _patient_id(database, OLA.fnr)
+    assert f'<tr id="discharge-{ola}">' in page
+    assert f'<a href="#discharge-{ola}">what it holds up</a>' in page
     assert "Send again" in row
     action = f"/ui/deliveries/{delivery_id}/replay"
     assert f'action="{action}"' in page
@@ -213,7 +179,8 @@ def test_a_dead_letter_is_replayed_with_the_forms_csrf_token(
     assert _status(database, delivery_id) == "queued"
     assert _replays(database) == before + 1
     after = client.get(done.headers["location"]).text
-    assert f"Delivery {delivery_id} is queued again" in after
+    assert "The message is queued again" in after
+    assert f"Delivery {delivery_id}" not in after
     assert "Every message has been delivered or is on its way." in after
     # once queued, it is no dead letter to replay
     again = client.post(action, data={"csrf_token": csrf_of(client.get("/ui"))})
@@ -222,9 +189,9 @@ def test_a_dead_letter_is_replayed_with_the_forms_csrf_token(
 
 def test_only_the_sender_or_receivers_coordinator_replays(
         told: dict[str, Any], database: Database, browser: Browser) -> None:
-    delivery_id = _dead_letter(database, "ready-for-discharge", KLEPP)
+    delivery_id = make_dead_letter(database, "ready-for-discharge", KLEPP)
     client, page = _home(browser, "koordinator.time")
-    assert "ready-for-discharge" not in _section(page, "Messages that could not be delivered")
+    assert "Ready for discharge" not in _section(page, "Messages that could not be delivered")
     refused = client.post(f"/ui/deliveries/{delivery_id}/replay",
                           data={"csrf_token": csrf_of(client.get("/ui"))})
     assert refused.status_code == 404

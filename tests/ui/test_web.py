@@ -10,7 +10,7 @@ from hub.auth.users import SIGN_IN_FAILED, set_user_active
 from hub.db.auth_models import ClientRow, WebSessionRow
 from hub.db.engine import Database
 from hub.db.types import utcnow
-from hub.ui.routes import SECURITY_HEADERS
+from hub.ui.pages import SECURITY_HEADERS
 from tests.ui.conftest import PASSWORD, Browser, csrf_of, make_user, set_cookies, sign_in
 
 

@@ -1,0 +1,238 @@
+"""The auditors' disclosure log (CONTRACT section 8) over the shared example story: finding the
+person, each receiving organisation and basis, reads by other organisations, filters, the
+exports, the state of the trail and the printable bokmål copy."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+from typer.testing import CliRunner
+
+from hub.audit.cli import audit_app
+from hub.audit.models import AuditRecordRow
+from hub.auth.subject import Subject
+from hub.config import Settings, get_settings
+from hub.db.engine import Database
+from hub.fhir.identifiers import FNR_SYSTEM
+from hub.store import service
+from tests.ui.conftest import SHARED_FNR as FNR
+from tests.ui.conftest import Browser, sign_in
+
+
+def _patient_id(database: Database) -> str:
+    with database.session(write=False) as s:
+        [found] = service.find_by_identifier(s, Subject.hub_itself(), system=FNR_SYSTEM,
+                                             value=FNR, resource_types=frozenset({"Patient"}))
+        return found.id
+
+
+def _auditor(browser: Browser, lang: str | None = "en") -> TestClient:
+    client = browser(lang=lang)
+    assert sign_in(client, "revisor").status_code == 303
+    return client
+
+
+def _section(page: str, heading: str) -> str:
+    start = page.index(f">{heading}</h2>")
+    return page[start:page.find("</section>", start)]
+
+
+def _rows(section: str) -> list[str]:
+    body = section.split("<tbody>")[1] if "<tbody>" in section else ""
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S)
+    return [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r)).strip() for r in rows]
+
+
+def test_an_auditor_finds_the_person_by_fodselsnummer_and_sees_who_got_what_on_what_basis(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    pid = _patient_id(database)
+    client = _auditor(browser)
+    found = client.get("/ui/audit/people", params={"number": FNR})
+    assert found.status_code == 303
+    assert found.headers["location"] == f"/ui/audit/people/{pid}"
+    page = client.get(found.headers["location"]).text
+    messages = _rows(_section(page, "Messages about the person, newest first"))
+    # one line per routing decision: to Time kommune for each message the centre sent, and
+    # to Jæren DPS for each answer the municipality sent
+    def line(organisation: str, event: str) -> str:
+        return next(r for r in messages if organisation in r and event in r)
+
+    for event in ("Consent changed", "Individual plan shared", "Admission notice",
+                  "Meeting invitation", "Discharge notice"):
+        assert line("Time kommune", event)
+    assert line("Jæren DPS", "Answer to a meeting")
+    # the consent as basis links to the version in force; the admission notice rests on the
+    # consent too, which permits all of it (its statutory basis alone would send only the
+    # administrative content)
+    assert re.search(r'href="#Consent-[^"]+-v1">Consent \(version 1\)', page)
+    assert "Consent (version 1)" in line("Time kommune", "Admission notice")
+    # newest first: the follow-up contact (14) comes before the consent (01)
+    first_contact = next(i for i, r in enumerate(messages) if "Follow-up contact" in r)
+    consent = max(i for i, r in enumerate(messages) if "Consent changed" in r)
+    assert first_contact < consent
+    # the consent timeline: who recorded it and whom it names
+    timeline = _section(page, "Consents over time, newest first")
+    assert "recorded by Jæren DPS" in timeline
+    assert "Names as recipients: Time kommune" in timeline
+    # the trail's state
+    assert "disclosure records are intact" in _section(page, "State of the audit trail")
+
+
+def test_reads_by_another_organisation_are_listed_with_their_basis(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    pid = _patient_id(database)
+    r = shared_story["time-kommune"].get("/fhir/CarePlan", params={"patient": f"Patient/{pid}"})
+    assert r.status_code == 200
+    page = _auditor(browser).get(f"/ui/audit/people/{pid}").text
+    reads = _rows(_section(page, "Reads by other organisations, newest first"))
+    assert reads, "Time kommune's search of the plan is a read of the person's records"
+    assert reads[0].split(" ")[2:4] == ["Time", "kommune"]
+    assert "Search" in reads[0]
+    assert "CarePlan" in reads[0]
+    assert "Consent (version" in reads[0]
+
+
+def test_the_log_filters_by_organisation_period_and_decision(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    pid = _patient_id(database)
+    client = _auditor(browser)
+    only_dps = client.get(f"/ui/audit/people/{pid}",
+                          params={"organization": "Organization/jaeren-dps"}).text
+    rows = _rows(_section(only_dps, "Messages about the person, newest first"))
+    assert rows
+    assert all("Jæren DPS" in r for r in rows)
+    assert not any("Time kommune" in r for r in rows)
+    withheld = client.get(f"/ui/audit/people/{pid}", params={"decision": "deny"}).text
+    assert all("Withheld" in r for r in _rows(_section(
+        withheld, "Messages about the person, newest first")))
+    ahead = client.get(f"/ui/audit/people/{pid}", params={"from": "2999-01-01"}).text
+    assert "No messages about the person match." in ahead
+    bad = client.get(f"/ui/audit/people/{pid}", params={"from": "yesterday"})
+    assert bad.status_code == 400
+
+
+def test_the_log_exports_as_csv_and_as_a_fhir_bundle(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    pid = _patient_id(database)
+    client = _auditor(browser)
+    exported = client.get(f"/ui/audit/people/{pid}/log.csv")
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert {r["recipient_name"] for r in rows} >= {"Time kommune", "Jæren DPS"}
+    admission = next(r for r in rows if r["event"] == "admission-notice")
+    assert admission["basis"].startswith("Consent/")  # the consent permits all of it
+    assert admission["decision"] != "deny"
+    plan = next(r for r in rows if r["event"] == "care-plan-shared")
+    assert plan["basis"].startswith("Consent/")
+    assert plan["basis_version"].startswith(plan["basis"] + "/_history/")
+    bundle = client.get(f"/ui/audit/people/{pid}/trail.json")
+    assert bundle.status_code == 200
+    assert bundle.headers["content-type"].startswith("application/fhir+json")
+    body = bundle.json()
+    assert body["resourceType"] == "Bundle"
+    assert body["type"] == "collection"
+    kinds = {e["resource"]["resourceType"] for e in body["entry"]}
+    assert kinds == {"Consent", "AuditEvent"}
+
+
+def test_name_and_birth_date_find_the_person_and_a_wrong_check_digit_is_refused(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    pid = _patient_id(database)
+    client = _auditor(browser)
+    found = client.get("/ui/audit/people", params={"name": "Kari Nordmann",
+                                                   "born": "1969-11-13"})
+    assert found.status_code == 200
+    assert f'href="/ui/audit/people/{pid}"' in found.text
+    wrong = client.get("/ui/audit/people", params={"number": "13116900217"})
+    assert wrong.status_code == 400
+    assert "check digit" in wrong.text
+
+
+def test_only_auditors_see_the_log_and_each_view_is_audited(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    pid = _patient_id(database)
+    coordinator = browser()
+    assert sign_in(coordinator, "koordinator.time").status_code == 303
+    assert coordinator.get(f"/ui/audit/people/{pid}").status_code == 403
+    assert coordinator.get("/ui/audit/people", params={"number": FNR}).status_code == 403
+
+    def views() -> int:
+        with database.session(write=False) as s:
+            return len(list(s.scalars(select(AuditRecordRow.seq).where(
+                AuditRecordRow.agent == "User/revisor",
+                AuditRecordRow.patient_ref == f"Patient/{pid}"))))
+
+    before = views()
+    _auditor(browser).get(f"/ui/audit/people/{pid}/innsyn")
+    assert views() == before + 1
+
+
+def test_the_innsyn_copy_is_in_bokmal_whatever_the_auditors_language(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    pid = _patient_id(database)
+    page = _auditor(browser, lang="en").get(f"/ui/audit/people/{pid}/innsyn")
+    assert page.status_code == 200
+    assert '<html lang="nb">' in page.text
+    assert "Hvem har fått og lest hva om deg" in page.text
+    assert "Ditt samtykke" in page.text
+    assert "Loven gir adgang" in page.text
+    assert "Time kommune" in page.text
+
+
+def test_a_changed_record_shows_in_the_state_of_the_trail(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    pid = _patient_id(database)
+    with database.session(write=True) as s:
+        seq = s.scalar(select(AuditRecordRow.seq).where(
+            AuditRecordRow.patient_ref == f"Patient/{pid}",
+            AuditRecordRow.subtype == "disclose").limit(1))
+        body = s.scalar(select(AuditRecordRow.body).where(AuditRecordRow.seq == seq))
+        assert body is not None
+        s.execute(update(AuditRecordRow).where(AuditRecordRow.seq == seq).values(
+            body=bytes(body).replace(b"permit", b"deny!!")))
+    page = _auditor(browser).get(f"/ui/audit/people/{pid}").text
+    assert "fail the check" in _section(page, "State of the audit trail")
+
+
+def test_each_disclosure_record_names_the_event_that_led_to_it(
+        shared_story: dict[str, TestClient], database: Database) -> None:
+    with database.session(write=False) as s:
+        bodies = [json.loads(bytes(b)) for b in s.scalars(select(AuditRecordRow.body).where(
+            AuditRecordRow.subtype == "disclose"))]
+    events = set()
+    for body in bodies:
+        for entity in body.get("entity", []):
+            for detail in entity.get("detail", []):
+                if detail["type"] == "event":
+                    events.add(detail["valueString"])
+    assert {"consent-changed", "care-plan-shared", "admission-notice",
+            "discharge-notice"} <= events
+
+
+def test_the_state_of_the_trail_says_when_it_was_last_verified_whole(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser,
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    pid = _patient_id(database)
+    client = _auditor(browser)
+    never = _section(client.get(f"/ui/audit/people/{pid}").text, "State of the audit trail")
+    assert "has never been verified" in never
+    monkeypatch.setenv("HUB_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("HUB_AUDIT_KEY_FILE", settings.audit_key_file)
+    get_settings.cache_clear()  # the command reads the environment once per process
+    try:
+        result = CliRunner().invoke(audit_app, ["verify"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    said = next(ln for ln in result.output.splitlines() if ln.endswith("records intact"))
+    intact = int(said.split()[0])
+    state = _section(client.get(f"/ui/audit/people/{pid}").text, "State of the audit trail")
+    assert "The whole trail was last verified" in state
+    assert f"{intact} records intact." in state

@@ -1,0 +1,105 @@
+"""The person's page: what a coordinator goes through with the person, read through the
+consent gate as the coordinator's organisation, and every view audited."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import func, select
+
+from hub.audit.models import AuditRecordRow
+from hub.auth.subject import Subject
+from hub.db.engine import Database
+from hub.demo.scenario import INGRID, KARI
+from hub.fhir.identifiers import FNR_SYSTEM
+from hub.store import service
+from tests.ui.conftest import Browser, make_user, sign_in
+
+GOALS = ("Komme tilbake i deltidsjobb i butikken innen sommeren",
+         "Ha kontakt med søsteren min hver uke", "Bo for meg selv og klare hverdagen")
+
+
+def _patient_id(database: Database, number: str) -> str:
+    with database.session(write=False) as s:
+        [found] = service.find_by_identifier(s, Subject.hub_itself(), system=FNR_SYSTEM,
+                                             value=number, resource_types=frozenset({"Patient"}))
+        return found.id
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def _page(browser: Browser, username: str, patient_id: str, lang: str | None = "en") -> Any:
+    client = browser(lang=lang)
+    assert sign_in(client, username).status_code == 303
+    return client.get(f"/ui/people/{patient_id}")
+
+
+def test_the_persons_page_shows_the_goals_in_their_own_words_and_what_lies_ahead(
+        told: dict[str, Any], database: Database, browser: Browser) -> None:
+    kari = _patient_id(database, KARI.fnr)
+    page = _page(browser, "koordinator.time", kari)
+    assert page.status_code == 200
+    text = _text(page.text)
+    for goal in GOALS:
+        assert f"«{goal}» (in the person's own words)" in text
+    assert "The person took part in making the plan." in text
+    assert f"{KARI.fnr[:6]} *****" in text
+    assert KARI.fnr not in text
+    # the meeting ahead, the person's answer and what they want raised
+    assert "Network meeting" in text
+    assert "Will come" in text
+    assert "begynne å jobbe igjen" in text
+    # the consents in plain words
+    assert "The person consents to sharing information with Time kommune" in text
+    assert "making an individual plan, shared with" in text
+    # the self-admission stays and the request waiting for an answer
+    assert "Asked, not answered yet" in text
+
+
+def test_the_follow_up_checks_after_discharge_are_on_the_persons_page(
+        told: dict[str, Any], database: Database, browser: Browser) -> None:
+    ingrid = _patient_id(database, INGRID.fnr)
+    text = _text(_page(browser, "koordinator.time", ingrid).text)
+    section = text[text.index("Follow-up after discharge"):]
+    assert "Overdue" in section
+    assert "30 days after discharge" in section
+
+
+def test_a_coordinator_of_another_municipality_sees_nothing_without_consent(
+        told: dict[str, Any], database: Database, browser: Browser) -> None:
+    kari = _patient_id(database, KARI.fnr)
+
+    def views() -> int:
+        with database.session(write=False) as s:
+            return int(s.scalar(select(func.count()).select_from(AuditRecordRow).where(
+                AuditRecordRow.agent == "User/koordinator.klepp",
+                AuditRecordRow.patient_ref == f"Patient/{kari}")) or 0)
+
+    before = views()
+    page = _page(browser, "koordinator.klepp", kari)
+    assert page.status_code == 404
+    assert "Not shown to you" in page.text
+    for secret in (*GOALS, KARI.given, KARI.family, KARI.fnr[:6]):
+        assert secret not in page.text
+    assert views() == before + 1  # the attempt is in the audit trail
+
+
+def test_the_persons_page_is_in_bokmal_by_default(
+        told: dict[str, Any], database: Database, browser: Browser) -> None:
+    kari = _patient_id(database, KARI.fnr)
+    page = _page(browser, "koordinator.time", kari, lang=None)
+    assert '<html lang="nb">' in page.text
+    text = _text(page.text)
+    assert "med personens egne ord" in text
+    assert "Personen var med på å lage planen." in text
+    assert "Kommende møter" in text
+
+
+def test_only_coordinators_have_a_persons_page(
+        told: dict[str, Any], database: Database, browser: Browser) -> None:
+    make_user(database, "revisor", role="auditor")
+    kari = _patient_id(database, KARI.fnr)
+    assert _page(browser, "revisor", kari).status_code == 403
