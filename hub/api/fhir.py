@@ -241,6 +241,9 @@ async def history(resource_type: str, resource_id: str, request: Request, db: Da
 async def vread(resource_type: str, resource_id: str, version_id: str, request: Request,
                 db: DatabaseDep, settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
     """One version."""
+    if not version_id.isdigit() or len(version_id) > 18:  # no version id beyond 64 bits
+        raise NotFoundError(f"{resource_type}/{resource_id} has no version "
+                            f"'{version_id[:40]}'.")
     stored = await audited_transaction(request, db, subject, lambda s: service.vread(
         s, subject, resource_type=resource_type, resource_id=resource_id,
         version_id=version_id), interaction="vread", resource_type=resource_type,

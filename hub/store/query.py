@@ -6,6 +6,13 @@ from dataclasses import dataclass, field
 
 from hub.errors import BadRequestError
 
+MAX_CRITERIA = 100
+"""Most search criteria one query may carry (each is a join or subquery)."""
+MAX_VALUES = 100
+"""Most comma-separated values one criterion may carry (each is an OR branch)."""
+MAX_OFFSET = 2**31 - 1
+"""Largest `_offset` (and any paging number) accepted."""
+
 RESULT_PARAMS = {"_count", "_offset", "_sort", "_include", "_total", "_format", "_summary",
                  "_elements"}
 
@@ -30,9 +37,9 @@ def parse_request(
     req = SearchRequest(resource_type, [], default_count)
     for name, value in pairs:
         if name == "_count":
-            req.count = max(0, min(_int(name, value), max_count))
+            req.count = max(0, min(whole_number(name, value), max_count))
         elif name == "_offset":
-            req.offset = max(0, _int(name, value))
+            req.offset = max(0, whole_number(name, value))
         elif name == "_sort":
             req.sort.extend(v for v in value.split(",") if v)
         elif name == "_include":
@@ -42,14 +49,29 @@ def parse_request(
         elif name in RESULT_PARAMS:
             continue
         else:
+            if value.count(",") >= MAX_VALUES:
+                raise BadRequestError(
+                    f"{name} has {value.count(',') + 1} comma-separated values; at most "
+                    f"{MAX_VALUES} are accepted in one criterion.", expression=name)
             req.criteria.append((name, value))
+    if len(req.criteria) > MAX_CRITERIA:
+        raise BadRequestError(
+            f"The search has {len(req.criteria)} criteria; at most {MAX_CRITERIA} are "
+            "accepted. Narrow it with fewer, more selective parameters.")
     return req
 
 
-def _int(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequestError(f"{name} must be a whole number, not '{value}'.") from None
+def whole_number(name: str, value: str, *, most: int = MAX_OFFSET) -> int:
+    """`value` as a whole number of at most `most`; BadRequestError (400) naming `name`
+    otherwise (also for numbers beyond 64 bits, which no database column holds)."""
+    text = value.strip()
+    digits = text.removeprefix("-").removeprefix("+")
+    if not digits.isascii() or not digits.isdigit():
+        raise BadRequestError(f"{name} must be a whole number, not '{value[:40]}'.",
+                              expression=name)
+    if len(digits) > len(str(most)) or int(text) > most:
+        raise BadRequestError(f"{name} is too large ({len(digits)} digits); it must be at "
+                              f"most {most}.", expression=name)
+    return int(text)
 
 
