@@ -23,6 +23,7 @@ from hub.audit.recorder import (
     touched_stored,
 )
 from hub.errors import BadRequestError, Issue, NotFoundError, operation_outcome
+from hub.fhir.subset import subset
 from hub.fhir.validation import is_known_profile, validate_message, validate_resource
 from hub.store import query as search_mod
 from hub.store import service, transaction
@@ -135,6 +136,10 @@ async def _search(resource_type: str, pairs: list[tuple[str, str]], request: Req
                                             req.count)))
     entries = [entry(m, base, "match") for m in matches] + [entry(i, base, "include")
                                                              for i in included]
+    if req.elements or req.summary not in (None, "false", "count"):
+        for item in entries:
+            item["resource"] = subset(item["resource"], summary=req.summary,
+                                      elements=req.elements)
     if page.ignored:
         entries.append({"resource": operation_outcome([Issue(
             f"Ignored search parameters this hub does not support on {resource_type}: "

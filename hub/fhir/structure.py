@@ -90,3 +90,29 @@ def structure_issues(resource: dict[str, Any]) -> list[Issue]:
     except (ValueError, TypeError) as exc:
         return [Issue(f"{rtype}: {exc}", "structure", "error", rtype)]
     return []
+
+
+@cache
+def summary_elements(resource_type: str) -> frozenset[str]:
+    """The top-level elements of `resource_type` that FHIR marks as summary (`isSummary`) or
+    mandatory (min 1), as JSON names (choice types spelled out); empty for unknown types."""
+    model = _model(resource_type)
+    if model is None:
+        return frozenset()
+    return frozenset(
+        str(field.alias or name) for name, field in model.model_fields.items()
+        if isinstance(field.json_schema_extra, dict)
+        and (field.json_schema_extra.get("summary_element_property")
+             or field.json_schema_extra.get("element_required")))
+
+
+@cache
+def mandatory_elements(resource_type: str) -> frozenset[str]:
+    """The top-level elements of `resource_type` with min 1, as JSON names."""
+    model = _model(resource_type)
+    if model is None:
+        return frozenset()
+    return frozenset(
+        str(field.alias or name) for name, field in model.model_fields.items()
+        if isinstance(field.json_schema_extra, dict)
+        and field.json_schema_extra.get("element_required"))

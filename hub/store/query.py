@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hub.errors import BadRequestError
+from hub.fhir.subset import check_summary, parse_elements
 
 MAX_CRITERIA = 100
 """Most search criteria one query may carry (each is a join or subquery)."""
@@ -14,7 +15,7 @@ MAX_OFFSET = 2**31 - 1
 """Largest `_offset` (and any paging number) accepted."""
 
 RESULT_PARAMS = {"_count", "_offset", "_sort", "_include", "_total", "_format", "_summary",
-                 "_elements"}
+                 "_elements", "_totalMethod"}
 
 
 @dataclass
@@ -28,6 +29,8 @@ class SearchRequest:
     sort: list[str] = field(default_factory=list)
     include: list[str] = field(default_factory=list)
     total: bool = False
+    summary: str | None = None
+    elements: list[str] = field(default_factory=list)
 
 
 def parse_request(
@@ -46,6 +49,12 @@ def parse_request(
             req.include.append(value)
         elif name == "_total":
             req.total = value == "accurate"
+        elif name == "_totalMethod":  # what fhirpy's count() sends (an Aidbox parameter)
+            req.total = req.total or value == "count"
+        elif name == "_summary":
+            req.summary = check_summary(value)
+        elif name == "_elements":
+            req.elements.extend(parse_elements(value))
         elif name in RESULT_PARAMS:
             continue
         else:
@@ -54,6 +63,10 @@ def parse_request(
                     f"{name} has {value.count(',') + 1} comma-separated values; at most "
                     f"{MAX_VALUES} are accepted in one criterion.", expression=name)
             req.criteria.append((name, value))
+    if req.summary == "count":  # the total alone
+        req.count, req.total = 0, True
+    elif req.count == 0:  # a page of nothing asks only how many there are
+        req.total = True
     if len(req.criteria) > MAX_CRITERIA:
         raise BadRequestError(
             f"The search has {len(req.criteria)} criteria; at most {MAX_CRITERIA} are "

