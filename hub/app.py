@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from hub import __version__
 from hub.api import (
@@ -18,6 +18,7 @@ from hub.api import (
     messaging,
     workflows,
 )
+from hub.api.formats import check_format
 from hub.audit.recorder import Auditor
 from hub.audit.signing import Signer
 from hub.config import Settings, get_settings
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             database.dispose()
 
     app = FastAPI(title="CareHub", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url="/docs", redoc_url=None, dependencies=[Depends(check_format)])
     app.state.settings = settings
     exception_handlers.install(app)
     app.include_router(auth.router)  # before fhir: its catch-all would take .well-known

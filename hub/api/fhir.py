@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,7 +23,13 @@ from hub.audit.recorder import (
     touched_deleted,
     touched_stored,
 )
-from hub.errors import BadRequestError, Issue, NotFoundError, operation_outcome
+from hub.errors import (
+    BadRequestError,
+    Issue,
+    MethodNotAllowedError,
+    NotFoundError,
+    operation_outcome,
+)
 from hub.fhir.subset import subset
 from hub.fhir.validation import is_known_profile, validate_message, validate_resource
 from hub.store import query as search_mod
@@ -38,6 +45,47 @@ router.include_router(auditevents.router)  # first: they win over the generic ro
 async def metadata(settings: SettingsDep) -> FhirResponse:
     """The CapabilityStatement (no token needed)."""
     return FhirResponse(capability_statement(settings.fhir_base, __version__))
+
+
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+_TYPE = "[A-Z][A-Za-z]+"
+
+
+def _served_methods(app: Any) -> list[tuple[re.Pattern[str], set[str]]]:
+    """(path pattern, methods) of every documented route, from the app's OpenAPI document
+    (the routes' one public description), built once per app."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        app.state, "served_methods", None)
+    if table is None:
+        table = []
+        for path, item in app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\{(\w+)\\}", lambda m: _TYPE if m.group(1) == "resource_type"
+                             else "[^/]+", re.escape(path))
+            table.append((re.compile(pattern + "$"),
+                          {m.upper() for m in item if m.upper() in _ANY_METHOD}))
+        app.state.served_methods = table
+    return table
+
+
+async def unknown(request: Request) -> FhirResponse:
+    """Anything else under /fhir: 405 with `Allow` where the address serves other methods,
+    else 404."""
+    here = request.url.path
+    path = here.removeprefix("/fhir/")
+    allowed = set().union(*(methods for pattern, methods in _served_methods(request.app)
+                            if pattern.match(here)))
+    allowed.discard(request.method)
+    if allowed:
+        allow = ", ".join(sorted(allowed))
+        raise MethodNotAllowedError(
+            f"{request.method} is not supported at /fhir/{path[:200]}; it answers {allow}.",
+            headers={"Allow": allow})
+    raise NotFoundError(f"There is nothing at /fhir/{path[:200]} on this hub.")
+
+
+# registered before the generic routes, which would take `metadata` for a resource type
+router.add_api_route("/metadata", unknown, methods=["POST", "PUT", "DELETE", "PATCH"],
+                     include_in_schema=False)
 
 
 @router.post("")
@@ -256,7 +304,4 @@ async def vread(resource_type: str, resource_id: str, version_id: str, request: 
     return resource_response(stored, base=settings.fhir_base)
 
 
-@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-async def unknown(path: str) -> FhirResponse:
-    """Anything else under /fhir."""
-    raise NotFoundError(f"There is nothing at /fhir/{path} on this hub.")
+router.add_api_route("/{path:path}", unknown, methods=_ANY_METHOD, include_in_schema=False)

@@ -100,3 +100,48 @@ def test_a_bad_summary_is_400(client: TestClient) -> None:
     r = client.get("/fhir/Patient?_summary=maybe")
     assert r.status_code == 400
     assert "_summary" in r.json()["issue"][0]["diagnostics"]
+
+
+def test_unsupported_methods_are_405_with_allow(client: TestClient) -> None:
+    pid = _post(client, patient(fnr()))
+    for method, url, allowed in (
+            ("PUT", "/fhir/", {"POST"}),
+            ("DELETE", "/fhir", {"POST"}),
+            ("POST", "/fhir/.well-known/smart-configuration", {"GET"}),
+            ("POST", "/fhir/metadata", {"GET"}),
+            ("PUT", "/fhir/Patient", {"GET", "POST"}),
+            ("POST", f"/fhir/Patient/{pid}/_history", {"GET"})):
+        r = client.request(method, url, json={"resourceType": "Patient"})
+        assert r.status_code == 405, (method, url, r.text)
+        assert allowed <= set(r.headers["allow"].split(", ")), (method, url, r.headers)
+        assert r.json()["issue"][0]["code"] == "not-supported"
+    assert client.get("/fhir/no/such/thing/here").status_code == 404
+    assert client.post("/fhir/Patient/x/$nothing").status_code in (404, 405)
+
+
+def test_last_modified_is_an_http_date(client: TestClient) -> None:
+    from email.utils import parsedate_to_datetime
+
+    pid = _post(client, patient(fnr()))
+    r = client.get(f"/fhir/Patient/{pid}")
+    stamp = r.headers["last-modified"]
+    assert stamp.endswith(" GMT")
+    when = parsedate_to_datetime(stamp)
+    last_updated = r.json()["meta"]["lastUpdated"]
+    assert when.isoformat()[:19] == last_updated[:19]
+
+
+def test_xml_is_not_acceptable(client: TestClient) -> None:
+    for url, headers in (("/fhir/Patient?_format=xml", {}),
+                         ("/fhir/Patient?_format=application/fhir%2Bxml", {}),
+                         ("/fhir/Patient", {"Accept": "application/fhir+xml"}),
+                         ("/fhir/metadata", {"Accept": "application/xml"})):
+        r = client.get(url, headers=headers)
+        assert r.status_code == 406, (url, r.text)
+        assert r.json()["resourceType"] == "OperationOutcome"
+    for url, headers in (("/fhir/Patient?_format=json", {}),
+                         ("/fhir/Patient", {"Accept": "application/fhir+json"}),
+                         ("/fhir/Patient", {"Accept": "application/json+fhir"}),
+                         ("/fhir/Patient", {"Accept": "text/html,application/xml;q=0.9,*/*;q=0.8"}),
+                         ("/fhir/Patient?_format=application/fhir%2Bjson", {})):
+        assert client.get(url, headers=headers).status_code == 200, url
