@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
@@ -203,7 +203,7 @@ async def create(resource_type: str, request: Request, db: DatabaseDep, settings
     service.check_type(subject, resource_type, write=True)
     body = await read_body(request, settings)
     _check_body_type(body, resource_type)
-    if_none_exist = request.headers.get("if-none-exist")
+    if_none_exist = _if_none_exist(request)
     result = await audited_transaction(request, db, subject, lambda s: service.create(
         s, subject, resource=body, if_none_exist=if_none_exist),
         interaction="create", resource_type=resource_type,
@@ -211,6 +211,26 @@ async def create(resource_type: str, request: Request, db: DatabaseDep, settings
     return resource_response(result.stored, status=201 if result.created else 200,
                              base=settings.fhir_base, prefer=request.headers.get("prefer"),
                              location=True)
+
+
+_NOT_CRITERIA = {"_format", "_pretty"}
+
+
+def _if_none_exist(request: Request) -> str | None:
+    """The criteria of a conditional create: the If-None-Exist header, or the query of the
+    POST URL (`POST /fhir/Patient?identifier=...`, as fhirpy's get_or_create sends it). Both,
+    naming different criteria, is a 400; a query is never ignored."""
+    header = request.headers.get("if-none-exist")
+    pairs = [(k, v) for k, v in request.query_params.multi_items() if k not in _NOT_CRITERIA]
+    if not pairs:
+        return header
+    from_url = urlencode(pairs)
+    if header is not None and sorted(parse_qsl(header.lstrip("?"), keep_blank_values=True)) \
+            != sorted(pairs):
+        raise BadRequestError(
+            f"The POST URL's query ({from_url[:200]}) and If-None-Exist ({header[:200]}) name "
+            "different criteria for a conditional create; send one of them.")
+    return from_url
 
 
 @router.get("/{resource_type}/{resource_id}")
