@@ -23,6 +23,7 @@ from hub.audit.recorder import (
     touched_deleted,
     touched_stored,
 )
+from hub.auth.tokens import token_url
 from hub.errors import (
     BadRequestError,
     Issue,
@@ -44,7 +45,8 @@ router.include_router(auditevents.router)  # first: they win over the generic ro
 @router.get("/metadata")
 async def metadata(settings: SettingsDep) -> FhirResponse:
     """The CapabilityStatement (no token needed)."""
-    return FhirResponse(capability_statement(settings.fhir_base, __version__))
+    return FhirResponse(capability_statement(settings.fhir_base, __version__,
+                                             token_url=token_url(settings)))
 
 
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]

@@ -145,3 +145,44 @@ def test_xml_is_not_acceptable(client: TestClient) -> None:
                          ("/fhir/Patient", {"Accept": "text/html,application/xml;q=0.9,*/*;q=0.8"}),
                          ("/fhir/Patient?_format=application/fhir%2Bjson", {})):
         assert client.get(url, headers=headers).status_code == 200, url
+
+
+def test_the_capability_statement_says_how_to_authenticate(client: TestClient) -> None:
+    rest = client.get("/fhir/metadata").json()["rest"][0]
+    codes = [c["code"] for s in rest["security"]["service"] for c in s["coding"]]
+    assert "SMART-on-FHIR" in codes
+    (uris,) = [e for e in rest["security"]["extension"]
+               if e["url"] == "http://fhir-registry.smarthealthit.org/StructureDefinition/"
+                              "oauth-uris"]
+    token = next(e["valueUri"] for e in uris["extension"] if e["url"] == "token")
+    assert token == "http://testserver/auth/token"
+    smart = client.get("/fhir/.well-known/smart-configuration").json()
+    assert smart["token_endpoint"] == token
+
+
+def test_chained_search_by_the_patients_identifier(client: TestClient) -> None:
+    from hub.fhir.identifiers import FNR_SYSTEM
+    from tests.factories import encounter
+
+    kari_number, ola_number = fnr(date(1969, 11, 13)), fnr(date(1980, 2, 1))
+    kari = _post(client, patient(kari_number))
+    ola = _post(client, patient(ola_number, given="Ola"))
+    kari_enc = _post(client, encounter(f"Patient/{kari}"))
+    _post(client, encounter(f"Patient/{ola}"))
+
+    def matches(url: str) -> list[str]:
+        body = client.get(url).json()
+        assert all(e["search"]["mode"] != "outcome" for e in body["entry"]), body
+        return [e["resource"]["id"] for e in body["entry"]]
+
+    for name in ("subject:Patient.identifier", "patient.identifier", "subject.identifier",
+                 "patient:Patient.identifier"):
+        assert matches(f"/fhir/Encounter?{name}={FNR_SYSTEM}|{kari_number}") == [kari_enc], name
+        assert matches(f"/fhir/Encounter?{name}={kari_number}") == [kari_enc], name
+    assert matches(f"/fhir/Encounter?patient.identifier={FNR_SYSTEM}|00000000000") == []
+    # a chain the hub cannot serve is reported, never an empty answer that looks like "none"
+    body = client.get("/fhir/Encounter?patient.organization.name=x").json()
+    outcome = [e for e in body["entry"] if e["search"]["mode"] == "outcome"]
+    assert "patient.organization.name" in outcome[0]["resource"]["issue"][0]["diagnostics"]
+    body = client.get("/fhir/Encounter?_has:Task:patient:status=requested").json()
+    assert [e for e in body["entry"] if e["search"]["mode"] == "outcome"]
