@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 
 from hub import __version__
 from hub.api import (
+    accesslog,
     auth,
     conformance,
     consent,
@@ -32,6 +33,7 @@ from hub.ui import routes as ui_routes
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
     """The hub's ASGI app; the schema is brought up to date when it starts."""
     settings = settings or get_settings()
+    accesslog.install()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
