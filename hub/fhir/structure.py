@@ -162,7 +162,7 @@ def _datatype(name: str) -> type[Any] | None:
     return cls if isinstance(cls, type) else None
 
 
-def _binding_walk(model: type[Any], node: dict[str, Any], where: str,
+def _binding_walk(model: Any, node: dict[str, Any], where: str,
                   issues: list[Issue]) -> None:
     fields = _fields(model)
     for key, value in node.items():
