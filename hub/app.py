@@ -17,6 +17,7 @@ from hub.api import (
     exception_handlers,
     fhir,
     messaging,
+    openapi,
     workflows,
 )
 from hub.api.formats import check_format
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                   docs_url="/docs", redoc_url=None, dependencies=[Depends(check_format)])
     app.state.settings = settings
     exception_handlers.install(app)
+    openapi.install(app)
     app.include_router(auth.router)  # before fhir: its catch-all would take .well-known
     app.include_router(consent.router)  # before fhir, for the same reason
     app.include_router(workflows.router)  # before fhir, for the same reason

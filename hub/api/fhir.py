@@ -61,8 +61,9 @@ def _served_methods(app: Any) -> list[tuple[re.Pattern[str], set[str]]]:
     if table is None:
         table = []
         for path, item in app.openapi().get("paths", {}).items():
-            pattern = re.sub(r"\\{(\w+)\\}", lambda m: _TYPE if m.group(1) == "resource_type"
-                             else "[^/]+", re.escape(path))
+            pattern = re.sub(r"\\{(\w+)\\}",
+                             lambda m: f"({_TYPE})" if m.group(1) == "resource_type"
+                             else "([^/]+)", re.escape(path))
             table.append((re.compile(pattern + "$"),
                           {m.upper() for m in item if m.upper() in _ANY_METHOD}))
         app.state.served_methods = table
@@ -74,8 +75,10 @@ async def unknown(request: Request) -> FhirResponse:
     else 404."""
     here = request.url.path
     path = here.removeprefix("/fhir/")
-    allowed = set().union(*(methods for pattern, methods in _served_methods(request.app)
-                            if pattern.match(here)))
+    matching = [(pattern.groups, methods) for pattern, methods in _served_methods(request.app)
+                if pattern.match(here)]
+    fewest = min((groups for groups, _ in matching), default=0)  # the most specific routes
+    allowed = set().union(*(methods for groups, methods in matching if groups == fewest))
     allowed.discard(request.method)
     if allowed:
         allow = ", ".join(sorted(allowed))
@@ -85,9 +88,11 @@ async def unknown(request: Request) -> FhirResponse:
     raise NotFoundError(f"There is nothing at /fhir/{path[:200]} on this hub.")
 
 
-# registered before the generic routes, which would take `metadata` for a resource type
-router.add_api_route("/metadata", unknown, methods=["POST", "PUT", "DELETE", "PATCH"],
-                     include_in_schema=False)
+# The system-level addresses, for the methods they do not serve: registered before the
+# generic routes, which would take `metadata` or `$process-message` for a resource type.
+for _path in ("/metadata", "/.well-known/smart-configuration", "/$process-message",
+              "/$replay", "/$delivery-status"):
+    router.add_api_route(_path, unknown, methods=_ANY_METHOD, include_in_schema=False)
 
 
 @router.post("")
