@@ -13,7 +13,14 @@ from starlette.responses import Response
 from hub import __version__
 from hub.api import auditevents
 from hub.api.capability import capability_statement
-from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_transaction, read_body
+from hub.api.deps import (
+    DatabaseDep,
+    SettingsDep,
+    SubjectDep,
+    audited_transaction,
+    read_body,
+    read_json_patch,
+)
 from hub.api.responses import FhirResponse, bundle, entry, page_link, resource_response
 from hub.audit.events import Interaction
 from hub.audit.recorder import (
@@ -31,6 +38,7 @@ from hub.errors import (
     NotFoundError,
     operation_outcome,
 )
+from hub.fhir.patching import apply_json_patch
 from hub.fhir.subset import subset
 from hub.fhir.validation import is_known_profile, validate_message, validate_resource
 from hub.store import query as search_mod
@@ -271,6 +279,31 @@ async def update(resource_type: str, resource_id: str, request: Request, db: Dat
     return resource_response(result.stored, status=201 if result.created else 200,
                              base=settings.fhir_base, prefer=request.headers.get("prefer"),
                              location=result.created)
+
+
+@router.patch("/{resource_type}/{resource_id}")
+async def patch(resource_type: str, resource_id: str, request: Request, db: DatabaseDep,
+                settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+    """JSON Patch (RFC 6902) of the current version, stored as an update of it: 400 for a
+    malformed patch, 422 when it does not apply (or a `test` fails) or the result is invalid;
+    If-Match as for update (without it, the version the patch was applied to)."""
+    service.check_type(subject, resource_type, write=True)
+    ops = await read_json_patch(request, settings)
+    if_match = request.headers.get("if-match")
+
+    def write(s: Session) -> WriteResult:
+        current = service.read(s, subject, resource_type=resource_type, resource_id=resource_id)
+        body = apply_json_patch(current.body or {}, ops, where=current.relative_url)
+        if resource_type == "Task":  # a Task's status belongs to its parties' roles
+            tasks.check_rest_update(s, subject, resource_id=resource_id, resource=body)
+        return service.update(s, subject, resource_type=resource_type, resource_id=resource_id,
+                              resource=body, if_match=if_match or current.etag)
+
+    result = await audited_transaction(
+        request, db, subject, write, interaction="update", resource_type=resource_type,
+        touched=lambda _s, written: touched_stored(written.stored))
+    return resource_response(result.stored, base=settings.fhir_base,
+                             prefer=request.headers.get("prefer"))
 
 
 @router.delete("/{resource_type}/{resource_id}")

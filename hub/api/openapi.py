@@ -48,6 +48,12 @@ _ERRORS = {
     "415": "The body is not FHIR JSON",
     "422": "Well-formed but not valid (each problem named in an issue)",
 }
+_JSON_PATCH = {"type": "array", "description": "JSON Patch (RFC 6902) operations",
+               "items": {"type": "object", "required": ["op", "path"],
+                         "properties": {"op": {"type": "string", "enum": [
+                             "add", "remove", "replace", "move", "copy", "test"]},
+                             "path": {"type": "string"}, "from": {"type": "string"},
+                             "value": {}}}}
 _DESCRIPTION = ("CareHub's FHIR R4 REST API (JSON) and its SMART Backend Services token "
                 "endpoint. What each resource type supports (interactions, search "
                 "parameters, operations) is in the CapabilityStatement at /fhir/metadata; "
@@ -90,7 +96,10 @@ def _complete(schema: dict[str, Any]) -> dict[str, Any]:
                 if param.get("name") == "resource_type" and param.get("in") == "path":
                     param["schema"] = {"type": "string", "pattern": "^[A-Z][A-Za-z]{1,63}$",
                                        "examples": sorted(SERVED)}
-            if method in ("post", "put"):
+            if method == "patch":
+                op["requestBody"] = {"required": True, "content": {
+                    "application/json-patch+json": {"schema": _JSON_PATCH}}}
+            elif method in ("post", "put"):
                 if path.endswith("/_search"):
                     op["requestBody"] = {"required": False, "content": {
                         "application/x-www-form-urlencoded": {"schema": _FORM_SEARCH}}}

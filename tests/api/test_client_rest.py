@@ -186,3 +186,36 @@ def test_chained_search_by_the_patients_identifier(client: TestClient) -> None:
     assert "patient.organization.name" in outcome[0]["resource"]["issue"][0]["diagnostics"]
     body = client.get("/fhir/Encounter?_has:Task:patient:status=requested").json()
     assert [e for e in body["entry"] if e["search"]["mode"] == "outcome"]
+
+
+def test_json_patch_updates_or_says_why_not(client: TestClient) -> None:
+    pid = _post(client, patient(fnr()))
+    patch_headers = {"Content-Type": "application/json-patch+json"}
+    ops = [{"op": "test", "path": "/gender", "value": "female"},
+           {"op": "replace", "path": "/gender", "value": "other"},
+           {"op": "add", "path": "/name/0/given/-", "value": "Marie"}]
+    r = client.patch(f"/fhir/Patient/{pid}", json=ops, headers=patch_headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["gender"] == "other"
+    assert r.json()["name"][0]["given"] == ["Kari", "Marie"]
+    assert r.headers["etag"] == 'W/"2"'
+    # a failed test, a bad path, an invalid result, a stale If-Match: nothing changes
+    for body, headers, status in (
+            ([{"op": "test", "path": "/gender", "value": "female"}], {}, 422),
+            ([{"op": "remove", "path": "/nothing/here"}], {}, 422),
+            ([{"op": "replace", "path": "/gender", "value": "x"}], {}, 422),
+            ([{"op": "jump", "path": "/gender"}], {}, 400),
+            ({"gender": "male"}, {}, 400),
+            ([{"op": "replace", "path": "/gender", "value": "male"}], {"If-Match": 'W/"1"'},
+             412)):
+        r = client.patch(f"/fhir/Patient/{pid}", json=body, headers=patch_headers | headers)
+        assert r.status_code == status, (body, r.text)
+        assert r.json()["resourceType"] == "OperationOutcome"
+    r = client.patch(f"/fhir/Patient/{pid}", json={"gender": "male"})  # a merge patch
+    assert r.status_code == 415
+    stored = client.get(f"/fhir/Patient/{pid}").json()
+    assert stored["meta"]["versionId"] == "2"
+    assert stored["gender"] == "other"
+    # the hub's own records are as read-only to PATCH as to PUT
+    assert client.patch("/fhir/CodeSystem/task-code", json=[], headers=patch_headers) \
+        .status_code == 405

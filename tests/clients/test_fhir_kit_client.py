@@ -1,6 +1,6 @@
 """fhir-kit-client (npm), unmodified, run with Node against a live hub: token discovery,
 create, search paged to the end, count, read, update, conditional create, a transaction,
-$process-message, and a 405 for PATCH. The npm package is installed here (npm ci) when
+$process-message, and a JSON Patch. The npm package is installed here (npm ci) when
 missing, so a clean clone needs only node and npm (Debian's packages)."""
 
 from __future__ import annotations
@@ -61,4 +61,4 @@ def test_fhir_kit_client_does_the_everyday_work(live_hub: LiveHub, tmp_path: Pat
     assert seen["conditional"][0] == seen["conditional"][1]
     assert [s[:3] for s in seen["transaction"]] == ["201"]
     assert seen["messageResponse"]["code"] == "ok"
-    assert seen["patch"] == 405
+    assert seen["patch"] == ["male", "3"]

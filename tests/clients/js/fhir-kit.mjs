@@ -65,12 +65,8 @@ seen.transaction = answer.entry.map((e) => e.response.status);
 const response = await client.operation({ name: 'process-message', method: 'POST', input: work.message });
 seen.messageResponse = response.entry[0].resource.response;
 
-// an unsupported method is a 405, not a 404
-try {
-  await client.patch({ resourceType: 'Patient', id: first.id, jsonPatch: [{ op: 'replace', path: '/gender', value: 'male' }] });
-  seen.patch = 'accepted';
-} catch (error) {
-  seen.patch = error.response ? error.response.status : String(error);
-}
+// JSON Patch
+const patched = await client.patch({ resourceType: 'Patient', id: first.id, jsonPatch: [{ op: 'replace', path: '/gender', value: 'male' }] });
+seen.patch = [patched.gender, patched.meta.versionId];
 
 console.log(JSON.stringify(seen));
