@@ -14,7 +14,7 @@ _COMMON_SEARCH = [
     {"name": "_lastUpdated", "type": "date", "documentation": "When the hub stored the version"},
 ]
 _READ = ["read", "vread", "history-instance", "search-type"]
-_WRITE = ["create", "update", "delete"]
+_WRITE = ["create", "update", "patch", "delete"]
 _AUDIT_EVENT = {  # the audit trail (hub/api/auditevents.py): auditors only, not the store
     "type": "AuditEvent",
     "documentation": "The audit trail (IHE BALP AuditEvents), read-only and for auditors "

@@ -158,6 +158,9 @@ def test_the_capability_statement_says_how_to_authenticate(client: TestClient) -
     assert token == "http://testserver/auth/token"
     smart = client.get("/fhir/.well-known/smart-configuration").json()
     assert smart["token_endpoint"] == token
+    patient_type = next(r for r in rest["resource"] if r["type"] == "Patient")
+    assert {"read", "search-type", "create", "update", "patch", "delete"} <= {
+        i["code"] for i in patient_type["interaction"]}
 
 
 def test_chained_search_by_the_patients_identifier(client: TestClient) -> None:
