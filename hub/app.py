@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 import hub.wiring  # noqa: F401  (every rule registered before any work)
 from adapters.registry import inbound_channels, notifier
 from hub import __version__
 from hub.api import (
+    accesslog,
     auth,
     conformance,
     consent,
@@ -18,8 +19,10 @@ from hub.api import (
     exception_handlers,
     fhir,
     messaging,
+    openapi,
     workflows,
 )
+from hub.api.formats import check_format
 from hub.audit.recorder import Auditor
 from hub.audit.seal import Sealer
 from hub.audit.signing import Signer, public_keys_from
@@ -35,6 +38,7 @@ from hub.ui import routes as ui_routes
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
     """The hub's ASGI app; the schema is brought up to date when it starts."""
     settings = settings or get_settings()
+    accesslog.install()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,9 +80,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             database.dispose()
 
     app = FastAPI(title="CareHub", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url="/docs", redoc_url=None, dependencies=[Depends(check_format)])
     app.state.settings = settings
     exception_handlers.install(app)
+    openapi.install(app)
     app.include_router(auth.router)  # before fhir: its catch-all would take .well-known
     app.include_router(consent.router)  # before fhir, for the same reason
     app.include_router(workflows.router)  # before fhir, for the same reason

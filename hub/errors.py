@@ -5,7 +5,8 @@ HubError                      -> OperationOutcome, status from the class
 ├── UnauthorizedError         401
 ├── ForbiddenError            403
 ├── NotFoundError             404 unknown type or id
-├── MethodNotAllowedError     405 interaction not supported on the type
+├── MethodNotAllowedError     405 interaction not supported on the type (Allow header)
+├── NotAcceptableError        406 a format other than FHIR JSON asked for
 ├── ConflictError             409
 ├── GoneError                 410 deleted
 ├── PreconditionFailedError   412 If-Match / conditional mismatch
@@ -93,6 +94,12 @@ class MethodNotAllowedError(HubError):
     """405: the interaction is not supported for this type."""
 
     status, code = 405, "not-supported"
+
+
+class NotAcceptableError(HubError):
+    """406: the client asks for a format the hub does not write (XML, Turtle)."""
+
+    status, code = 406, "not-supported"
 
 
 class ConflictError(HubError):

@@ -8,7 +8,8 @@
 #    HUB_TEST_POSTGRES_URL=postgresql+psycopg://carehub@127.0.0.1:PORT/carehub_test
 #    (the server and its data dir are removed on exit);
 #    HUB_TEST_SKIP_POSTGRES=1 skips this and runs SQLite only (no URL exported);
-# 3. installs what the browser tests need when missing (chromium, chromium-driver with
+# 3. installs node and npm (Debian packages) when missing, for tests/clients;
+#    and installs what the browser tests need when missing (chromium, chromium-driver with
 #    apt-get; axe-core with npm into var/npm; HUB_TEST_SKIP_BROWSER=1 skips this);
 # 4. runs ruff and mypy (HUB_TEST_SKIP_LINT=1 skips them), then
 #    `.venv/bin/python -m pytest "$@"` and exits with pytest's code.
@@ -35,6 +36,24 @@ elif ! .venv/bin/python -c 'import sys' 2>/dev/null; then
 fi
 VPY=$ROOT/.venv/bin/python
 "$VPY" -m pip install -q -e '.[dev]'
+
+# --- Node (the fhir-kit-client compatibility test) -----------------------------------
+# tests/clients runs fhir-kit-client with Node; its npm package is installed by the test
+# itself (npm ci in tests/clients/js). A machine without node/npm gets Debian's packages.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  sudo=()
+  if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo=(sudo -n)
+  fi
+  if command -v apt-get >/dev/null && { [[ $(id -u) -eq 0 ]] || (( ${#sudo[@]} )); }; then
+    log "node/npm missing; installing Debian's nodejs and npm packages"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends nodejs npm </dev/null >&2
+  else
+    log "node/npm missing and cannot be installed here; the fhir-kit-client test will fail"
+  fi
+fi
 
 # --- PostgreSQL ------------------------------------------------------------------
 PG_DIR=

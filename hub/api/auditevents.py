@@ -85,10 +85,13 @@ async def read(event_id: str, request: Request, db: DatabaseDep,
     return FhirResponse(line.body)
 
 
-@router.api_route("/AuditEvent", methods=["POST", "PUT", "DELETE", "PATCH"])
-@router.api_route("/AuditEvent/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+@router.api_route("/AuditEvent", methods=["POST", "PUT", "DELETE", "PATCH"],
+                  include_in_schema=False)
+@router.api_route("/AuditEvent/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+                  include_in_schema=False)
 async def anything_else(subject: SubjectDep) -> FhirResponse:
     """The trail is append-only and written by the hub alone: 405 to auditors, 403 to others."""
     require_auditor(subject)
     raise MethodNotAllowedError("The audit trail is read-only: search it (GET /fhir/AuditEvent) "
-                                "or read one event (GET /fhir/AuditEvent/<id>).")
+                                "or read one event (GET /fhir/AuditEvent/<id>).",
+                                headers={"Allow": "GET"})

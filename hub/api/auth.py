@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -27,6 +26,8 @@ from hub.api.deps import (
 from hub.audit.events import TOKEN, agent_name, token_event
 from hub.auth import tokens
 from hub.db.types import utcnow
+from hub.errors import BadRequestError
+from hub.fhir import jsonio
 
 router = APIRouter()
 
@@ -45,8 +46,8 @@ def _claimed_client(assertion: str | None) -> str | None:
     if len(parts) != 3 or len(assertion or "") > tokens.MAX_ASSERTION_CHARS:
         return None
     try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error):
+        claims = jsonio.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error, BadRequestError):
         return None
     iss = claims.get("iss") if isinstance(claims, dict) else None
     return iss if isinstance(iss, str) and 0 < len(iss) <= 64 else None

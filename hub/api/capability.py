@@ -14,7 +14,7 @@ _COMMON_SEARCH = [
     {"name": "_lastUpdated", "type": "date", "documentation": "When the hub stored the version"},
 ]
 _READ = ["read", "vread", "history-instance", "search-type"]
-_WRITE = ["create", "update", "delete"]
+_WRITE = ["create", "update", "patch", "delete"]
 _AUDIT_EVENT = {  # the audit trail (hub/api/auditevents.py): auditors only, not the store
     "type": "AuditEvent",
     "documentation": "The audit trail (IHE BALP AuditEvents), read-only and for auditors "
@@ -74,8 +74,27 @@ _INCLUDES = {"CarePlan": ["CarePlan:goal", "CarePlan:care-team"], "Task": ["Task
              "Appointment": ["Appointment:actor"]}
 
 
-def capability_statement(base: str, version: str) -> dict[str, Any]:
-    """What this hub serves: resources, interactions, search parameters, operations."""
+def security(token_url: str) -> dict[str, Any]:
+    """`rest.security`: SMART on FHIR (Backend Services) with the token endpoint in the
+    `oauth-uris` extension, which clients such as fhirclient read to find how to sign in."""
+    return {
+        "cors": False,
+        "service": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+            "code": "SMART-on-FHIR", "display": "SMART-on-FHIR"}],
+            "text": "SMART Backend Services: client_credentials with a signed JWT assertion "
+                    "(RS384 or ES384); scopes system/<Type|*>.<read|write|*>"}],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": "token", "valueUri": token_url}]}],
+        "description": "Every interaction but metadata and .well-known/smart-configuration "
+                       "needs a bearer token from the token endpoint.",
+    }
+
+
+def capability_statement(base: str, version: str, *, token_url: str) -> dict[str, Any]:
+    """What this hub serves: resources, interactions, search parameters, operations, and how
+    a client authenticates."""
     resources = []
     profiles = supported_profiles()
     for rtype in sorted(SERVED):
@@ -123,6 +142,7 @@ def capability_statement(base: str, version: str) -> dict[str, Any]:
             "mode": "server",
             "documentation": "Search parameters not listed are ignored and reported in an "
                              "OperationOutcome entry of the searchset.",
+            "security": security(token_url),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
             "operation": _SYSTEM_OPERATIONS,

@@ -162,16 +162,17 @@ def _add_routes(resource_type: str) -> None:
     async def not_supported(subject: SubjectDep) -> FhirResponse:
         raise MethodNotAllowedError(
             f"{resource_type} resources are the hub's own and read-only here (read and "
-            "search); they are kept in fhir_profiles/.")
+            "search); they are kept in fhir_profiles/.", headers={"Allow": "GET"})
 
     search.__doc__ = f"Search {resource_type} by url or _id (read-only, from fhir_profiles/)."
     read.__doc__ = f"One {resource_type} of the hub's conformance resources."
     router.add_api_route(f"/{resource_type}", search, methods=["GET"])
     router.add_api_route(f"/{resource_type}/{{resource_id}}", read, methods=["GET"])
     router.add_api_route(f"/{resource_type}", not_supported,
-                         methods=["POST", "PUT", "DELETE", "PATCH"])
+                         methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
     router.add_api_route(f"/{resource_type}/{{rest:path}}", not_supported,
-                         methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+                         methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+                         include_in_schema=False)
 
 
 for _type in CONFORMANCE_TYPES:

@@ -20,6 +20,7 @@ from hub.delivery import service
 from hub.errors import BadRequestError, ForbiddenError
 from hub.messaging.models import DeliveryRow
 from hub.store.dates import format_instant, parse_range
+from hub.store.query import whole_number
 
 router = APIRouter(prefix="/fhir")
 
@@ -65,10 +66,11 @@ def _since(value: str | None) -> datetime | None:
 def _count(value: str | None, default: int, most: int) -> int:
     if value is None:
         return default
-    if not value.isdigit() or int(value) < 1:
+    number = whole_number("_count", value)
+    if number < 1:
         raise BadRequestError(f"_count must be a positive whole number, not '{value}'.",
                               expression="_count")
-    return min(int(value), most)
+    return min(number, most)
 
 
 @router.get("/Bundle")
@@ -131,7 +133,7 @@ def _replay_request(body: dict[str, Any]) -> tuple[list[int], str | None, str | 
             if isinstance(value, bool) or not str(value).isdigit():
                 raise BadRequestError("delivery is a delivery id (valueInteger).",
                                       expression="Parameters.parameter")
-            ids.append(int(str(value)))
+            ids.append(whole_number("delivery", str(value), most=2**63 - 1))
         elif name == "message" and isinstance(p.get("valueString"), str):
             message = p["valueString"]
         elif name == "sender" and isinstance(p.get("valueReference"), dict):

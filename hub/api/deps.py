@@ -18,13 +18,19 @@ from hub.auth.tokens import subject_for_token
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.types import utcnow
-from hub.errors import PayloadTooLargeError, UnauthorizedError, UnsupportedMediaTypeError
-from hub.fhir.jsonio import JSONDict, loads_object
+from hub.errors import (
+    BadRequestError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+)
+from hub.fhir.jsonio import JSONDict, loads, loads_object
 
 T = TypeVar("T")
 P = ParamSpec("P")
 log = logging.getLogger("hub.audit")
 _JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
+JSON_PATCH = "application/json-patch+json"
 
 
 def get_settings(request: Request) -> Settings:
@@ -278,6 +284,25 @@ async def read_body(request: Request, settings: Settings) -> JSONDict:
     if ctype not in _JSON_TYPES:
         raise UnsupportedMediaTypeError(
             f"Send FHIR JSON (Content-Type: application/fhir+json), not '{ctype or 'nothing'}'.")
+    return loads_object(await _read_bytes(request, settings))
+
+
+async def read_json_patch(request: Request, settings: Settings) -> list[JSONDict]:
+    """A JSON Patch body (RFC 6902): 415 for other media types, 413 when too large, 400 when
+    it is not a list of operations."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != JSON_PATCH:
+        raise UnsupportedMediaTypeError(
+            f"PATCH takes a JSON Patch (Content-Type: {JSON_PATCH}), not "
+            f"'{ctype or 'nothing'}'.")
+    ops = loads(await _read_bytes(request, settings))
+    if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
+        raise BadRequestError("A JSON Patch is a JSON array of operation objects "
+                              '([{"op": "replace", "path": "/status", "value": "..."}]).')
+    return ops
+
+
+async def _read_bytes(request: Request, settings: Settings) -> bytes:
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -288,4 +313,4 @@ async def read_body(request: Request, settings: Settings) -> JSONDict:
         if size > limit:
             raise PayloadTooLargeError(f"The body exceeds the limit of {limit} bytes.")
         chunks.append(chunk)
-    return loads_object(b"".join(chunks))
+    return b"".join(chunks)

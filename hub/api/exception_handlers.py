@@ -38,7 +38,7 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> FhirResponse:
         text = _HTTP_TEXT.get(exc.status_code, str(exc.detail))
         await audit_failure(request, exc.status_code, text)
-        code = "not-found" if exc.status_code == 404 else "processing"
+        code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
         return FhirResponse(operation_outcome([Issue(text, code)]),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
@@ -12,7 +13,14 @@ from starlette.responses import Response
 from hub import __version__
 from hub.api import auditevents
 from hub.api.capability import capability_statement
-from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_transaction, read_body
+from hub.api.deps import (
+    DatabaseDep,
+    SettingsDep,
+    SubjectDep,
+    audited_transaction,
+    read_body,
+    read_json_patch,
+)
 from hub.api.responses import FhirResponse, bundle, entry, page_link, resource_response
 from hub.audit.events import Interaction
 from hub.audit.recorder import (
@@ -22,7 +30,16 @@ from hub.audit.recorder import (
     touched_deleted,
     touched_stored,
 )
-from hub.errors import BadRequestError, Issue, NotFoundError, operation_outcome
+from hub.auth.tokens import token_url
+from hub.errors import (
+    BadRequestError,
+    Issue,
+    MethodNotAllowedError,
+    NotFoundError,
+    operation_outcome,
+)
+from hub.fhir.patching import apply_json_patch
+from hub.fhir.subset import subset
 from hub.fhir.validation import is_known_profile, validate_message, validate_resource
 from hub.store import query as search_mod
 from hub.store import service, transaction
@@ -36,7 +53,54 @@ router.include_router(auditevents.router)  # first: they win over the generic ro
 @router.get("/metadata")
 async def metadata(settings: SettingsDep) -> FhirResponse:
     """The CapabilityStatement (no token needed)."""
-    return FhirResponse(capability_statement(settings.fhir_base, __version__))
+    return FhirResponse(capability_statement(settings.fhir_base, __version__,
+                                             token_url=token_url(settings)))
+
+
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+_TYPE = "[A-Z][A-Za-z]+"
+
+
+def _served_methods(app: Any) -> list[tuple[re.Pattern[str], set[str]]]:
+    """(path pattern, methods) of every documented route, from the app's OpenAPI document
+    (the routes' one public description), built once per app."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        app.state, "served_methods", None)
+    if table is None:
+        table = []
+        for path, item in app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\{(\w+)\\}",
+                             lambda m: f"({_TYPE})" if m.group(1) == "resource_type"
+                             else "([^/]+)", re.escape(path))
+            table.append((re.compile(pattern + "$"),
+                          {m.upper() for m in item if m.upper() in _ANY_METHOD}))
+        app.state.served_methods = table
+    return table
+
+
+async def unknown(request: Request) -> FhirResponse:
+    """Anything else under /fhir: 405 with `Allow` where the address serves other methods,
+    else 404."""
+    here = request.url.path
+    path = here.removeprefix("/fhir/")
+    matching = [(pattern.groups, methods) for pattern, methods in _served_methods(request.app)
+                if pattern.match(here)]
+    fewest = min((groups for groups, _ in matching), default=0)  # the most specific routes
+    allowed = set().union(*(methods for groups, methods in matching if groups == fewest))
+    allowed.discard(request.method)
+    if allowed:
+        allow = ", ".join(sorted(allowed))
+        raise MethodNotAllowedError(
+            f"{request.method} is not supported at /fhir/{path[:200]}; it answers {allow}.",
+            headers={"Allow": allow})
+    raise NotFoundError(f"There is nothing at /fhir/{path[:200]} on this hub.")
+
+
+# The system-level addresses, for the methods they do not serve: registered before the
+# generic routes, which would take `metadata` or `$process-message` for a resource type.
+for _path in ("/metadata", "/.well-known/smart-configuration", "/$process-message",
+              "/$replay", "/$delivery-status"):
+    router.add_api_route(_path, unknown, methods=_ANY_METHOD, include_in_schema=False)
 
 
 @router.post("")
@@ -135,6 +199,10 @@ async def _search(resource_type: str, pairs: list[tuple[str, str]], request: Req
                                             req.count)))
     entries = [entry(m, base, "match") for m in matches] + [entry(i, base, "include")
                                                              for i in included]
+    if req.elements or req.summary not in (None, "false", "count"):
+        for item in entries:
+            item["resource"] = subset(item["resource"], summary=req.summary,
+                                      elements=req.elements)
     if page.ignored:
         entries.append({"resource": operation_outcome([Issue(
             f"Ignored search parameters this hub does not support on {resource_type}: "
@@ -150,7 +218,7 @@ async def create(resource_type: str, request: Request, db: DatabaseDep, settings
     service.check_type(subject, resource_type, write=True)
     body = await read_body(request, settings)
     _check_body_type(body, resource_type)
-    if_none_exist = request.headers.get("if-none-exist")
+    if_none_exist = _if_none_exist(request)
     result = await audited_transaction(request, db, subject, lambda s: service.create(
         s, subject, resource=body, if_none_exist=if_none_exist),
         interaction="create", resource_type=resource_type,
@@ -158,6 +226,26 @@ async def create(resource_type: str, request: Request, db: DatabaseDep, settings
     return resource_response(result.stored, status=201 if result.created else 200,
                              base=settings.fhir_base, prefer=request.headers.get("prefer"),
                              location=True)
+
+
+_NOT_CRITERIA = {"_format", "_pretty"}
+
+
+def _if_none_exist(request: Request) -> str | None:
+    """The criteria of a conditional create: the If-None-Exist header, or the query of the
+    POST URL (`POST /fhir/Patient?identifier=...`, as fhirpy's get_or_create sends it). Both,
+    naming different criteria, is a 400; a query is never ignored."""
+    header = request.headers.get("if-none-exist")
+    pairs = [(k, v) for k, v in request.query_params.multi_items() if k not in _NOT_CRITERIA]
+    if not pairs:
+        return header
+    from_url = urlencode(pairs)
+    if header is not None and sorted(parse_qsl(header.lstrip("?"), keep_blank_values=True)) \
+            != sorted(pairs):
+        raise BadRequestError(
+            f"The POST URL's query ({from_url[:200]}) and If-None-Exist ({header[:200]}) name "
+            "different criteria for a conditional create; send one of them.")
+    return from_url
 
 
 @router.get("/{resource_type}/{resource_id}")
@@ -191,6 +279,31 @@ async def update(resource_type: str, resource_id: str, request: Request, db: Dat
     return resource_response(result.stored, status=201 if result.created else 200,
                              base=settings.fhir_base, prefer=request.headers.get("prefer"),
                              location=result.created)
+
+
+@router.patch("/{resource_type}/{resource_id}")
+async def patch(resource_type: str, resource_id: str, request: Request, db: DatabaseDep,
+                settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+    """JSON Patch (RFC 6902) of the current version, stored as an update of it: 400 for a
+    malformed patch, 422 when it does not apply (or a `test` fails) or the result is invalid;
+    If-Match as for update (without it, the version the patch was applied to)."""
+    service.check_type(subject, resource_type, write=True)
+    ops = await read_json_patch(request, settings)
+    if_match = request.headers.get("if-match")
+
+    def write(s: Session) -> WriteResult:
+        current = service.read(s, subject, resource_type=resource_type, resource_id=resource_id)
+        body = apply_json_patch(current.body or {}, ops, where=current.relative_url)
+        if resource_type == "Task":  # a Task's status belongs to its parties' roles
+            tasks.check_rest_update(s, subject, resource_id=resource_id, resource=body)
+        return service.update(s, subject, resource_type=resource_type, resource_id=resource_id,
+                              resource=body, if_match=if_match or current.etag)
+
+    result = await audited_transaction(
+        request, db, subject, write, interaction="update", resource_type=resource_type,
+        touched=lambda _s, written: touched_stored(written.stored))
+    return resource_response(result.stored, base=settings.fhir_base,
+                             prefer=request.headers.get("prefer"))
 
 
 @router.delete("/{resource_type}/{resource_id}")
@@ -241,6 +354,9 @@ async def history(resource_type: str, resource_id: str, request: Request, db: Da
 async def vread(resource_type: str, resource_id: str, version_id: str, request: Request,
                 db: DatabaseDep, settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
     """One version."""
+    if not version_id.isdigit() or len(version_id) > 18:  # no version id beyond 64 bits
+        raise NotFoundError(f"{resource_type}/{resource_id} has no version "
+                            f"'{version_id[:40]}'.")
     stored = await audited_transaction(request, db, subject, lambda s: service.vread(
         s, subject, resource_type=resource_type, resource_id=resource_id,
         version_id=version_id), interaction="vread", resource_type=resource_type,
@@ -248,7 +364,4 @@ async def vread(resource_type: str, resource_id: str, version_id: str, request: 
     return resource_response(stored, base=settings.fhir_base)
 
 
-@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-async def unknown(path: str) -> FhirResponse:
-    """Anything else under /fhir."""
-    raise NotFoundError(f"There is nothing at /fhir/{path} on this hub.")
+router.add_api_route("/{path:path}", unknown, methods=_ANY_METHOD, include_in_schema=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,6 +15,11 @@ from hub.store.dates import format_instant
 from hub.store.resources import StoredResource
 
 FHIR_JSON = "application/fhir+json"
+
+
+def http_date(moment: datetime) -> str:
+    """An HTTP-date (RFC 9110, e.g. `Thu, 03 Dec 2026 05:45:16 GMT`), as Last-Modified needs."""
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
 
 
 class FhirResponse(Response):
@@ -27,7 +34,7 @@ class FhirResponse(Response):
 def resource_response(stored: StoredResource, *, status: int = 200, base: str,
                       prefer: str | None = None, location: bool = False) -> FhirResponse:
     """A single resource with ETag, Last-Modified and (after a write) Location."""
-    headers = {"ETag": stored.etag, "Last-Modified": stored.last_modified}
+    headers = {"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated_at)}
     if location:
         headers["Location"] = f"{base}/{stored.relative_url}/_history/{stored.version_id}"
     body: Any = stored.body

@@ -34,7 +34,8 @@ from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.db.auth_models import AccessTokenRow, ClientRow, UsedAssertionRow
 from hub.db.types import UTCDateTime, utcnow
-from hub.errors import GoneError, NotFoundError
+from hub.errors import BadRequestError, GoneError, NotFoundError
+from hub.fhir import jsonio
 from hub.store import service
 from hub.store.types import SERVED
 
@@ -104,7 +105,9 @@ def parse_scope(scope: str) -> list[str]:
 def _segment(part: str, what: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-        value = json.loads(raw)
+        value = jsonio.loads(raw, what=f"The client assertion's {what}")
+    except BadRequestError as exc:
+        raise _invalid_client(exc.diagnostics) from None
     except (ValueError, binascii.Error):
         raise _invalid_client(f"The client assertion's {what} is not base64url JSON.") from None
     if not isinstance(value, dict):

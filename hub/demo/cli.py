@@ -4,6 +4,9 @@ access token of an organisation's demo system (for curl and friends)."""
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import sys
 from pathlib import Path
 
 import httpx
@@ -32,6 +35,15 @@ def _settings(host: str | None, port: int | None) -> Settings:
     return settings
 
 
+def _this_command() -> str:
+    """How the user ran `hub` (e.g. `.venv/bin/hub` when the venv is not active), so the
+    commands printed work as printed."""
+    ran = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == "hub" else "hub"
+    if ran != "hub" and shutil.which("hub") == str(Path(ran).resolve()):
+        ran = "hub"
+    return shlex.quote(ran)
+
+
 def _report(settings: Settings, seeded: Seeded, directory: Path, told_sent: int,
             queued: int, withheld: int) -> None:
     base = settings.base_url.rstrip("/")
@@ -53,7 +65,8 @@ def _report(settings: Settings, seeded: Seeded, directory: Path, told_sent: int,
         systems.add_row(names[org_id], c.client_id, c.kid, c.key_file)
     out.print(systems)
     out.print(f"Passwords and private keys stay in {directory} (mode 0600; keep it private).\n"
-              f"A token for Time kommune's system: TOKEN=$(hub demo token time-kommune)\n"
+              f"A token for Time kommune's system: TOKEN=$({_this_command()} demo token "
+              f"time-kommune)\n"
               f"  then: curl -H \"Authorization: Bearer $TOKEN\" "
               f"'{base}/fhir/Task?code=follow-up-check'\n"
               f"Or sign a client assertion (iss = sub = client_id, aud = {base}/auth/token, "

@@ -1,4 +1,10 @@
-"""FHIR JSON in and out, keeping numbers exactly as written (decimals are never floats)."""
+"""FHIR JSON in and out, keeping numbers exactly as written (decimals are never floats).
+
+`loads` is the one place request JSON is parsed (FHIR bodies, client assertions). It refuses,
+as BadRequestError (400) with a plain reason, what a parser would choke on later or a client
+could not have meant: an object naming one key twice, nesting deeper than MAX_DEPTH, and
+numbers longer than MAX_NUMBER_CHARS (FHIR integers are 32-bit, decimals 18 digits).
+"""
 
 from __future__ import annotations
 
@@ -11,17 +17,86 @@ from hub.errors import BadRequestError
 
 JSONDict = dict[str, Any]
 
+MAX_DEPTH = 100
+"""Deepest nesting of objects and arrays accepted (a FHIR Bundle of QuestionnaireResponses
+with nested items stays far below this)."""
+MAX_NUMBER_CHARS = 40
+"""Longest number accepted, in characters."""
+
+
+class _RefusedError(ValueError):
+    """Raised inside the parser's hooks; becomes BadRequestError."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _RefusedError(f"names the key '{twice[:100]}' more than once in one object; JSON "
+                       "keys must be unique")
+    return out
+
+
+def _number_too_long(text: str) -> str:
+    return (f"has a number of {len(text)} characters ('{text[:20]}...'); numbers longer than "
+            f"{MAX_NUMBER_CHARS} characters are not accepted")
+
+
+def _int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _RefusedError(_number_too_long(text) + f" (it has {len(text.lstrip('-'))} digits)")
+    return int(text)
+
+
+def _decimal(text: str) -> Decimal:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _RefusedError(_number_too_long(text))
+    return Decimal(text)
+
+
+def _deeper_than(node: Any, levels: int) -> bool:
+    """Whether parsed JSON nests more than `levels` deep (recursion bounded by `levels`)."""
+    if levels == 0:
+        return True
+    for child in (node.values() if type(node) is dict else node):
+        kind = type(child)
+        if (kind is dict or kind is list) and _deeper_than(child, levels - 1):
+            return True
+    return False
+
+
+def _too_deep(raw: bytes | str, data: Any) -> bool:
+    opening = (raw.count(b"[") + raw.count(b"{") if isinstance(raw, bytes)
+               else raw.count("[") + raw.count("{"))
+    return (opening > MAX_DEPTH and isinstance(data, dict | list)
+            and _deeper_than(data, MAX_DEPTH - 1))
+
 
 def loads(raw: bytes | str, *, what: str = "The request body") -> Any:
-    """Parse JSON text; decimals become Decimal so `0.40` stays `0.40`. Raises BadRequestError."""
+    """Parse JSON text; decimals become Decimal so `0.40` stays `0.40`. Raises BadRequestError
+    for text that is not JSON, duplicate keys, nesting deeper than MAX_DEPTH and overlong
+    numbers."""
+    too_deep = BadRequestError(f"{what} is nested more than {MAX_DEPTH} levels deep; FHIR "
+                               "resources are far shallower.")
     try:
-        return simplejson.loads(raw, use_decimal=True, allow_nan=False)
+        data = simplejson.loads(raw, parse_float=_decimal, parse_int=_int,
+                                object_pairs_hook=_object, allow_nan=False)
     except UnicodeDecodeError as exc:
         raise BadRequestError(f"{what} is not UTF-8 text: {exc.reason}.") from exc
+    except _RefusedError as exc:
+        raise BadRequestError(f"{what} {exc}.") from None
     except simplejson.JSONDecodeError as exc:
         raise BadRequestError(
             f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
         ) from exc
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as exc:  # e.g. a number the interpreter will not convert
+        raise BadRequestError(f"{what} is not acceptable JSON: {exc}.") from None
+    if _too_deep(raw, data):
+        raise too_deep
+    return data
 
 
 def loads_object(raw: bytes | str, *, what: str = "The request body") -> JSONDict:
@@ -33,8 +108,7 @@ def loads_object(raw: bytes | str, *, what: str = "The request body") -> JSONDic
     if not isinstance(rtype, str) or not rtype:
         raise BadRequestError(
             f"{what} has no resourceType; a FHIR resource names its type.",
-            expression="resourceType",
-        )
+            expression="resourceType")
     return data
 
 
@@ -58,5 +132,5 @@ def canonical_bytes(data: Any) -> bytes:
     return text.encode("utf-8")
 
 
-__all__ = ["Decimal", "JSONDict", "canonical_bytes", "dumps", "dumps_bytes", "loads",
-           "loads_object"]
+__all__ = ["MAX_DEPTH", "Decimal", "JSONDict", "canonical_bytes", "dumps", "dumps_bytes",
+           "loads", "loads_object"]

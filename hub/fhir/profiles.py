@@ -35,12 +35,12 @@ from fhirpathpy.parser import parse as fhirpath_parse
 
 from hub.errors import Issue
 from hub.fhir.identifiers import DNR_SYSTEM, FNR_SYSTEM
+from hub.fhir.paths import PROFILES_DIR
 from hub.fhir.structure import structure_issues
 
 JSON = dict[str, Any]
 
 BASE = "http://carehub.example/fhir"
-PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "fhir_profiles"
 CONFORMANCE_TYPES: tuple[str, ...] = (
     "CodeSystem", "ValueSet", "StructureDefinition", "MessageDefinition", "SearchParameter")
 EVENT_SYSTEM = f"{BASE}/CodeSystem/message-event"

@@ -1,4 +1,5 @@
-"""The one place resources are judged valid: FHIR structure, ids, Norwegian identifiers, and,
+"""The one place resources are judged valid: FHIR structure, the base spec's required code
+bindings, ids, Norwegian identifiers, and,
 on request, the hub's profiles (hub.fhir.profiles) and the rules for messages."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Any
 from hub.errors import Issue
 from hub.fhir.identifiers import identifier_problems
 from hub.fhir.profiles import conformance, message_issues, message_resources, validate_against
-from hub.fhir.structure import structure_issues
+from hub.fhir.structure import binding_issues, structure_issues
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -19,7 +20,7 @@ __all__ = ["is_known_profile", "validate_against", "validate_message", "validate
 def validate_resource(resource: dict[str, Any], *, profile: str | None = None) -> list[Issue]:
     """Every problem that makes `resource` unacceptable; [] when it may be stored.
     With `profile` (a canonical url of ours), also every departure from that profile."""
-    issues = structure_issues(resource)
+    issues = structure_issues(resource) + binding_issues(resource)
     rtype = resource.get("resourceType")
     rid = resource.get("id")
     if rid is not None and (not isinstance(rid, str) or not ID_RE.match(rid)):

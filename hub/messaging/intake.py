@@ -105,6 +105,19 @@ def _header(bundle: dict[str, Any]) -> dict[str, Any]:
     return first
 
 
+def _sender_refused(header: dict[str, Any], subject: Subject) -> str:
+    """Why a message's sender is not the caller, in words (never a Python None)."""
+    you = (f"you act for Organization/{subject.organization_id}"
+           if subject.organization_id else "you act for no organisation")
+    named = header.get("sender")
+    reference = named.get("reference") if isinstance(named, dict) else None
+    if not isinstance(reference, str) or not reference:
+        return (f"The MessageHeader names no sender; {you}, so name it as the sender "
+                "(MessageHeader.sender). Messages without a sender are the hub's own "
+                "notices, which only the hub sends.")
+    return f"The MessageHeader's sender is {reference[:100]}, but {you}; send only as yourself."
+
+
 def process_message(session: Session, subject: Subject, settings: Settings, *,
                     bundle: dict[str, Any], checked: Checked | None = None) -> Outcome:
     """Accept one message. Raises BadRequestError (400: not a message), InvalidResourceError
@@ -116,10 +129,8 @@ def process_message(session: Session, subject: Subject, settings: Settings, *,
     header = checked.header
     sender = refs.org_id(header.get("sender"))
     if subject.organization_id is None or sender != subject.organization_id:
-        raise ForbiddenError(
-            f"MessageHeader.sender is {header.get('sender', {}).get('reference')}, but you act "
-            f"for Organization/{subject.organization_id}; send only as yourself.",
-            expression="Bundle.entry[0].resource.sender")
+        raise ForbiddenError(_sender_refused(header, subject),
+                             expression="Bundle.entry[0].resource.sender")
     for entry in bundle.get("entry", []):  # a message writes every type it carries
         resource = entry.get("resource") if isinstance(entry, dict) else None
         rtype = resource.get("resourceType") if isinstance(resource, dict) else None

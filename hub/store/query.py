@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hub.errors import BadRequestError
+from hub.fhir.subset import check_summary, parse_elements
+
+MAX_CRITERIA = 100
+"""Most search criteria one query may carry (each is a join or subquery)."""
+MAX_VALUES = 100
+"""Most comma-separated values one criterion may carry (each is an OR branch)."""
+MAX_OFFSET = 2**31 - 1
+"""Largest `_offset` (and any paging number) accepted."""
 
 RESULT_PARAMS = {"_count", "_offset", "_sort", "_include", "_total", "_format", "_summary",
-                 "_elements"}
+                 "_elements", "_totalMethod"}
 
 
 @dataclass
@@ -21,6 +29,8 @@ class SearchRequest:
     sort: list[str] = field(default_factory=list)
     include: list[str] = field(default_factory=list)
     total: bool = False
+    summary: str | None = None
+    elements: list[str] = field(default_factory=list)
 
 
 def parse_request(
@@ -30,26 +40,51 @@ def parse_request(
     req = SearchRequest(resource_type, [], default_count)
     for name, value in pairs:
         if name == "_count":
-            req.count = max(0, min(_int(name, value), max_count))
+            req.count = max(0, min(whole_number(name, value), max_count))
         elif name == "_offset":
-            req.offset = max(0, _int(name, value))
+            req.offset = max(0, whole_number(name, value))
         elif name == "_sort":
             req.sort.extend(v for v in value.split(",") if v)
         elif name == "_include":
             req.include.append(value)
         elif name == "_total":
             req.total = value == "accurate"
+        elif name == "_totalMethod":  # what fhirpy's count() sends (an Aidbox parameter)
+            req.total = req.total or value == "count"
+        elif name == "_summary":
+            req.summary = check_summary(value)
+        elif name == "_elements":
+            req.elements.extend(parse_elements(value))
         elif name in RESULT_PARAMS:
             continue
         else:
+            if value.count(",") >= MAX_VALUES:
+                raise BadRequestError(
+                    f"{name} has {value.count(',') + 1} comma-separated values; at most "
+                    f"{MAX_VALUES} are accepted in one criterion.", expression=name)
             req.criteria.append((name, value))
+    if req.summary == "count":  # the total alone
+        req.count, req.total = 0, True
+    elif req.count == 0:  # a page of nothing asks only how many there are
+        req.total = True
+    if len(req.criteria) > MAX_CRITERIA:
+        raise BadRequestError(
+            f"The search has {len(req.criteria)} criteria; at most {MAX_CRITERIA} are "
+            "accepted. Narrow it with fewer, more selective parameters.")
     return req
 
 
-def _int(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequestError(f"{name} must be a whole number, not '{value}'.") from None
+def whole_number(name: str, value: str, *, most: int = MAX_OFFSET) -> int:
+    """`value` as a whole number of at most `most`; BadRequestError (400) naming `name`
+    otherwise (also for numbers beyond 64 bits, which no database column holds)."""
+    text = value.strip()
+    digits = text.removeprefix("-").removeprefix("+")
+    if not digits.isascii() or not digits.isdigit():
+        raise BadRequestError(f"{name} must be a whole number, not '{value[:40]}'.",
+                              expression=name)
+    if len(digits) > len(str(most)) or int(text) > most:
+        raise BadRequestError(f"{name} is too large ({len(digits)} digits); it must be at "
+                              f"most {most}.", expression=name)
+    return int(text)
 
 

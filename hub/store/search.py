@@ -9,7 +9,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.orm import Session
 
 from hub.errors import BadRequestError
@@ -100,9 +111,42 @@ def _value_clause(sp: SearchParam, modifier: str, value: str, name: str) -> Colu
     return table.c.value.like(pattern, escape="\\")
 
 
+def _chained(resource_type: str, name: str, values: list[str]) -> ColumnElement[bool] | None:
+    """A chained criterion of one link, `ref[:Type].param=value` (e.g.
+    `subject:Patient.identifier=urn:oid:...|13116900216`, `patient.identifier=...`): resources
+    whose reference `ref` points at a current resource of Type (without Type: any target type
+    of `ref` that has `param`) matching `param=value`. None when it cannot be served (unknown
+    parameter, longer chains, a modifier on the chained parameter): the caller reports it."""
+    head, _, chained = name.partition(".")
+    code, _, target = head.partition(":")
+    sp = params_for(resource_type).get(code)
+    if sp is None or sp.type != "reference" or not chained or "." in chained or ":" in chained:
+        return None
+    types = [target] if target else sorted(sp.targets)
+    inner_params = [(t, params_for(t).get(chained)) for t in types
+                    if not sp.targets or t in sp.targets]
+    found = [(t, p) for t, p in inner_params if p is not None]
+    if not found or len({p.type for _, p in found}) != 1 or found[0][1].type == "reference":
+        return None
+    inner_sp = found[0][1]
+    inner = _TABLE[inner_sp.type]
+    targets = (select(R.c.resource_type, R.c.logical_id)
+               .where(R.c.deleted == false(),
+                      R.c.pk.in_(select(inner.c.resource_pk).where(
+                          inner.c.resource_type.in_([t for t, _ in found]),
+                          inner.c.param == chained,
+                          or_(*[_value_clause(inner_sp, "", v, name) for v in values])))))
+    pointing = select(T_REF.c.resource_pk).where(
+        T_REF.c.resource_type == resource_type, T_REF.c.param == code,
+        tuple_(T_REF.c.target_type, T_REF.c.target_id).in_(targets))
+    return R.c.pk.in_(pointing)
+
+
 def _criterion(resource_type: str, name: str, value: str) -> ColumnElement[bool] | None:
-    code, _, modifier = name.partition(":")
     values = [v for v in _SPLIT.split(value)]
+    if "." in name.partition("=")[0]:
+        return _chained(resource_type, name, values)
+    code, _, modifier = name.partition(":")
     if code == "_id":
         return R.c.logical_id.in_(values)
     if code == "_lastUpdated":

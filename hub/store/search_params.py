@@ -16,16 +16,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import fhirpathpy
 
 from hub.fhir import refs
 from hub.fhir.jsonio import loads
+from hub.fhir.paths import PROFILES_DIR
 from hub.store.dates import MAX_AT, MIN_AT, parse_range
 
-PROFILES = Path(__file__).resolve().parent.parent.parent / "fhir_profiles"
 SUPPORTED_TYPES = ("token", "reference", "date", "string")
 
 
@@ -140,7 +139,7 @@ def compile_expression(expression: str) -> Callable[..., list[Any]]:
 @lru_cache(maxsize=1)
 def registry() -> dict[str, dict[str, SearchParam]]:
     """All search parameters by base resource type and code."""
-    bundle = loads((PROFILES / "search-parameters.json").read_bytes())
+    bundle = loads((PROFILES_DIR / "search-parameters.json").read_bytes())
     out: dict[str, dict[str, SearchParam]] = {}
     for entry in bundle.get("entry", []):
         sp = entry["resource"]

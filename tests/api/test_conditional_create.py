@@ -90,3 +90,27 @@ def test_concurrent_update_as_create_on_one_id_keeps_every_version(live_url: str
         hist = http.get("/fhir/Patient/shared-id/_history", params={"_count": 50}).json()
     assert sorted(int(e["resource"]["meta"]["versionId"]) for e in hist["entry"]) == list(
         range(1, 13))
+
+
+def test_criteria_in_the_post_url_are_a_conditional_create(client: TestClient) -> None:
+    """fhirpy's get_or_create sends `POST /fhir/Patient?identifier=...`: honoured, not
+    ignored (no duplicate)."""
+    first = client.post("/fhir/Patient", json=patient(NUMBER), params={"identifier":
+                                                                       f"{FNR_SYSTEM}|{NUMBER}"})
+    assert first.status_code == 201
+    again = client.post("/fhir/Patient", json=patient(NUMBER, given="Changed"),
+                        params={"identifier": f"{FNR_SYSTEM}|{NUMBER}"})
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert len(client.get("/fhir/Patient").json()["entry"]) == 1
+    # the same criteria in the header too are fine; different ones are a 400
+    same = client.post("/fhir/Patient", json=patient(NUMBER), headers={"If-None-Exist": CRITERIA},
+                       params={"identifier": f"{FNR_SYSTEM}|{NUMBER}"})
+    assert same.status_code == 200
+    other = client.post("/fhir/Patient", json=patient(NUMBER), headers={"If-None-Exist": CRITERIA},
+                        params={"family": "Nordmann"})
+    assert other.status_code == 400
+    assert "If-None-Exist" in other.json()["issue"][0]["diagnostics"]
+    unknown = client.post("/fhir/Patient", json=patient(), params={"shoe": "42"})
+    assert unknown.status_code == 400
+    assert len(client.get("/fhir/Patient").json()["entry"]) == 1
