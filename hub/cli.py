@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+import adapters.registry  # noqa: F401  (the channels: the dispatcher's push)
 import hub.wiring  # noqa: F401  (every rule registered before any work)
 from hub.audit.cli import audit_app
 from hub.auth.subject import Subject

@@ -56,8 +56,8 @@ def _dispatcher(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
            "HUB_DELIVERY_POLL_INTERVAL": str(settings.delivery_poll_interval),
            "HUB_DELIVERY_MAX_AGE": str(settings.delivery_max_age)}
     return subprocess.Popen(
-        [sys.executable, "-c", "from hub.delivery.cli import deliveries_app; deliveries_app()",
-         "run"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+        [sys.executable, "-m", "hub.cli", "deliveries", "run"], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=log.open("ab"))
 
 
 def test_a_dispatcher_killed_mid_send_loses_nothing(

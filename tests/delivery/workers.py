@@ -6,6 +6,8 @@ import time
 
 from sqlalchemy import func, select
 
+import adapters.registry  # noqa: F401  (the push channel, as a hub process registers it)
+import hub.wiring  # noqa: F401
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.delivery.dispatcher import sweep

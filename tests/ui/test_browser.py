@@ -150,8 +150,11 @@ def test_an_auditor_finds_the_person_and_sees_each_recipient_and_basis(
         By.CSS_SELECTOR, "section[aria-labelledby=messages-heading] tbody tr")]
     assert any("Time kommune" in r and "Samtykke (versjon 1)" in r
                and "Individuell plan delt" in r for r in rows), rows
-    assert any("Time kommune" in r and "Hjemmel: statutory-notification" in r
+    # the admission notice rests on the consent, which permits all of it; the answers back
+    # to the centre on the legal basis reply
+    assert any("Time kommune" in r and "Samtykke (versjon 1)" in r
                and "Innleggelsesmelding" in r for r in rows), rows
+    assert any("Jæren DPS" in r and "Hjemmel: reply" in r for r in rows), rows
     assert any("Jæren DPS" in r and "Svar på møteinnkalling" in r for r in rows), rows
     b.check("disclosure-log-nb")
     # the basis links to the consent's version in the timeline
