@@ -22,6 +22,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${1:-$(mktemp -d "${TMPDIR:-/tmp}/carehub-up.XXXXXX")}
 mkdir -p "$DIR/log" "$DIR/keys" "$DIR/tls" "$DIR/nginx/tmp"
 DIR=$(cd "$DIR" && pwd)
+# mktemp makes DIR private (0700); the postgres user must pass through it to DIR/pg (its own,
+# 0700). Pass, not list: the keys and the TLS key stay in directories of their own, private.
+chmod 711 "$DIR"
+chmod 700 "$DIR/keys" "$DIR/tls"
 SHARED=${SHARED:-$ROOT/../shared}
 log() { printf 'up.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
