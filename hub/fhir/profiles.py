@@ -37,13 +37,12 @@ from hub.errors import Issue
 from hub.fhir.identifiers import DNR_SYSTEM, FNR_SYSTEM
 from hub.fhir.paths import PROFILES_DIR
 from hub.fhir.structure import structure_issues
+from hub.fhir.vocab import BASE, EVENT_SYSTEM
 
 JSON = dict[str, Any]
 
-BASE = "http://carehub.example/fhir"
 CONFORMANCE_TYPES: tuple[str, ...] = (
     "CodeSystem", "ValueSet", "StructureDefinition", "MessageDefinition", "SearchParameter")
-EVENT_SYSTEM = f"{BASE}/CodeSystem/message-event"
 MESSAGE_HEADER_PROFILE = f"{BASE}/StructureDefinition/carehub-message-header"
 
 _R4 = fhirpath_models["r4"]
