@@ -253,7 +253,7 @@ def _binding_walk(nodes: dict[str, dict[str, _Entry]], node: str, data: dict[str
                 continue
             if target == "*":  # a resource: contained, a Bundle entry, a Parameters value
                 rtype = item.get("resourceType")
-                if isinstance(rtype, str) and rtype in nodes and rtype[:1].isupper():
+                if isinstance(rtype, str) and is_resource_type(rtype):
                     _binding_walk(nodes, rtype, item, at, issues)
             else:
                 _binding_walk(nodes, target, item, at, issues)
@@ -265,7 +265,7 @@ def binding_issues(resource: dict[str, Any]) -> list[Issue]:
     resource; [] when every bound code is in its ValueSet."""
     nodes = _bindings().nodes
     rtype = resource.get("resourceType")
-    if not isinstance(rtype, str) or not rtype[:1].isupper() or rtype not in nodes:
+    if not isinstance(rtype, str) or not is_resource_type(rtype):
         return []
     issues: list[Issue] = []
     _binding_walk(nodes, rtype, resource, rtype, issues)
