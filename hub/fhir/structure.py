@@ -191,19 +191,24 @@ def unchecked_bindings() -> dict[str, Any]:
     return dict(_bindings().unexpandable)
 
 
-def _coding_issue(vs: _ValueSet, coding: Any, at: str) -> Issue | None:
+def _in(vs: _ValueSet, coding: Any) -> bool:
     if not isinstance(coding, dict):
-        return None  # not a Coding: structure_issues says so
+        return False
     system, code = coding.get("system"), coding.get("code")
-    if (system, code) in vs.pairs:
-        return None
+    return isinstance(system, str) and isinstance(code, str) and (system, code) in vs.pairs
+
+
+def _coding_issue(vs: _ValueSet, coding: Any, at: str) -> Issue | None:
+    if not isinstance(coding, dict) or _in(vs, coding):
+        return None  # (not a Coding at all: structure_issues says so)
+    system, code = coding.get("system"), coding.get("code")
     if not isinstance(code, str):
-        what = "has no code"
+        what = "a coding without a code is not from"
     elif not isinstance(system, str):
-        what = f"'{code[:60]}' has no system"
+        what = f"'{code[:60]}' has no system, so it is not from"
     else:
-        what = f"'{system[:100]}|{code[:60]}' is not"
-    return Issue(f"{at}: {what} in the ValueSet FHIR R4 requires here "
+        what = f"'{system[:100]}|{code[:60]}' is not in"
+    return Issue(f"{at}: {what} the ValueSet FHIR R4 requires here "
                  f"({vs.shown(systems=True)}).", "code-invalid", "error", at)
 
 
@@ -220,8 +225,7 @@ def _check(kind: str, vs: _ValueSet, item: Any, at: str, issues: list[Issue]) ->
     elif isinstance(item, dict):  # CodeableConcept
         codings = item.get("coding")
         codings = codings if isinstance(codings, list) else []
-        if any(isinstance(c, dict) and (c.get("system"), c.get("code")) in vs.pairs
-               for c in codings):
+        if any(_in(vs, c) for c in codings):
             return
         if not codings:
             issues.append(Issue(

@@ -131,7 +131,20 @@ def test_a_required_coding_needs_its_system_and_code() -> None:
     assert kinds == {"code", "CodeableConcept"}
     issues = binding_issues(_condition({"coding": [{"system": CLINICAL}]}))
     assert [i.expression for i in issues] == ["Condition.clinicalStatus.coding[0]"]
-    assert "has no code" in issues[0].diagnostics
+    assert "without a code" in issues[0].diagnostics
+
+
+@pytest.mark.parametrize("coding", [
+    {"system": ["not", "a", "uri"], "code": "active"},
+    {"system": CLINICAL, "code": {"not": "a code"}},
+    "active",
+])
+def test_a_malformed_coding_is_invalid_not_a_crash(coding: Any) -> None:
+    resource = _condition({"coding": [coding]})
+    issues = validate_resource(resource)
+    assert any(i.severity == "error" for i in issues)
+    assert binding_issues(_condition({"coding": [coding, {"system": CLINICAL,
+                                                          "code": "active"}]})) == []
 
 
 # --- the table: derived, sourced, and what it leaves unchecked ---------------------------------
