@@ -1,6 +1,7 @@
 """The built wheel works on its own: installed in a fresh virtualenv outside the checkout,
 `hub demo --no-serve` seeds and tells its story (validating and indexing every message
-against fhir_profiles/), and the installed package validates a message by its profile."""
+against fhir_profiles/), and the installed package validates a message by its profile and a
+resource by the R4 binding table (fhir_profiles/r4/)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import json, sys
 from pathlib import Path
 import hub
 from hub.fhir.paths import PROFILES_DIR
-from hub.fhir.validation import validate_message
+from hub.fhir.validation import validate_message, validate_resource
 root = Path(sys.argv[1])
 assert root not in Path(hub.__file__).resolve().parents, hub.__file__
 assert root not in PROFILES_DIR.resolve().parents, PROFILES_DIR
@@ -32,6 +33,9 @@ bad = json.loads(Path(sys.argv[2]).read_text(encoding="utf-8"))
 bad["entry"][0]["resource"]["eventCoding"]["code"] = "no-such-event"
 issues = validate_message(bad)
 assert issues, "an unknown event must be invalid"
+bogus = {"resourceType": "Encounter", "status": "bogus", "class": {"code": "IMP"}}
+where = [i.expression for i in validate_resource(bogus)]
+assert "Encounter.status" in where, f"the R4 binding table is not in the wheel: {where}"
 print("validated", len(good["entry"]), "entries;", len(issues), "issue(s) in the bad one")
 """
 

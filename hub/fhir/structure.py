@@ -1,14 +1,19 @@
-"""Structure validation against FHIR models: the one module that imports fhir.resources.
+"""Structure validation against FHIR models (the one module that imports fhir.resources), and
+the required bindings of the base R4 specification.
 
 R4 is our wire format; fhir.resources ships R4B models, which agree with R4 for the resources
 the hub handles. Known departures (see shared/fhir-r4-examples/README.md) are handled here:
 `_valueX` on Extension is valid R4 the library rejects, so it is set aside before the model sees
-the resource. The models only judge; what the hub stores is the JSON it received.
+the resource. The models only judge; what the hub stores is the JSON it received. The bindings
+come not from the models (their code lists are R4B's, some cut short) but from R4's own
+StructureDefinitions and ValueSets, as a table derived from the official package
+(fhir_profiles/r4/).
 """
 
 from __future__ import annotations
 
-import re
+import json
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -17,6 +22,7 @@ from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
 from hub.errors import Issue
+from hub.fhir.paths import PROFILES_DIR
 
 FHIR_VERSION = "4.0.1"
 
@@ -119,80 +125,152 @@ def mandatory_elements(resource_type: str) -> frozenset[str]:
         and field.json_schema_extra.get("element_required"))
 
 
-# --- required bindings of the base spec on `code` elements ------------------------------------
-# The models carry, for each `code` element bound `required` in the FHIR specification, the
-# codes of its ValueSet (`enum_values`, generated from the spec's own ValueSets); the models do
-# not enforce them, so `binding_issues` does. A list ending in "+" was cut short by the
-# generator, and one with "mime" stands for all MIME types (CapabilityStatement.format); neither
-# is used (they would refuse valid codes). The models are R4B's: every official R4 example
-# passes (tests/fhir/test_bindings.py), so they agree with R4 where the hub's data goes.
+# --- required bindings of the base R4 specification ------------------------------------------
+# The table (fhir_profiles/r4/required-bindings.json) is derived by scripts/r4_bindings.py from
+# the official R4 core package (its README says which and how): for every element the R4
+# StructureDefinitions bind `required`, the codes of its ValueSet, and the way to each such
+# element from every resource and datatype (backbone elements, choice types spelled out,
+# `contentReference`, contained and Bundle entry resources, extensions). A `code` must be a
+# code of the ValueSet, a Coding its system and code; a CodeableConcept needs at least one such
+# Coding (text alone does not meet a required binding; further codings may translate it).
+# ValueSets the package cannot expand (MIME types, currencies, UCUM, a LOINC answer list) are
+# listed in the table and not checked.
 
-_TYPE_NAME = re.compile(r"\babc\.(\w+)Type\b")
+BINDINGS_FILE = PROFILES_DIR / "r4" / "required-bindings.json"
+_SHOWN = 12  # codes named in a diagnostic
 
 
-_Bound = tuple[frozenset[str] | None, str | None]
+@dataclass(frozen=True)
+class _ValueSet:
+    url: str
+    codes: frozenset[str]  # any system's, for `code` elements
+    pairs: frozenset[tuple[str, str]]  # (system, code), for Coding and CodeableConcept
+
+    def shown(self, *, systems: bool) -> str:
+        """The ValueSet and (some of) its codes, for a diagnostic."""
+        if not systems:
+            listed = sorted(self.codes)
+            more = ", ..." if len(listed) > _SHOWN else ""
+            return f"{self.url}: {', '.join(listed[:_SHOWN])}{more}"
+        parts, left = [], _SHOWN
+        for system in sorted({s for s, _ in self.pairs}):
+            codes = sorted(c for s, c in self.pairs if s == system)
+            more = ", ..." if len(codes) > left else ""
+            parts.append(f"system {system}: {', '.join(codes[:left])}{more}")
+            left -= min(left, len(codes))
+            if not left:
+                break
+        return f"{self.url}; {'; '.join(parts)}"
+
+
+_Entry = tuple[str | None, _ValueSet | None, str | None]  # (kind, value set, node to descend)
+
+
+@dataclass(frozen=True)
+class _Bindings:
+    nodes: dict[str, dict[str, _Entry]]
+    unexpandable: dict[str, Any]
 
 
 @cache
-def _fields(model: Any) -> dict[str, _Bound]:
-    """JSON name -> (the required codes, or None; the element's own model name, or None),
-    for the elements that have either."""
-    out: dict[str, _Bound] = {}
-    for name, field in getattr(model, "model_fields", {}).items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        enums = extra.get("enum_values")
-        codes = (frozenset(str(e) for e in enums)
-                 if isinstance(enums, list) and enums and not {"+", "mime"} & set(enums)
-                 else None)
-        found = _TYPE_NAME.search(str(field.annotation))
-        child = found.group(1) if found else None
-        if child in ("Resource", "Element", "Extension", "Narrative", "DomainResource"):
-            child = "Resource" if child in ("Resource", "DomainResource") else None
-        if codes is not None or child is not None:
-            out[str(field.alias or name)] = (codes, child)
-    return out
+def _bindings() -> _Bindings:
+    table = json.loads(BINDINGS_FILE.read_text(encoding="utf-8"))
+    value_sets = {
+        url: _ValueSet(url, frozenset(c for codes in by_system.values() for c in codes),
+                       frozenset((s, c) for s, codes in by_system.items() for c in codes))
+        for url, by_system in table["valueSets"].items()}
+    nodes = {
+        node: {key: (e.get("k"), value_sets[e["b"]] if "b" in e else None, e.get("n"))
+               for key, e in children.items()}
+        for node, children in table["nodes"].items()}
+    return _Bindings(nodes, table["unexpandable"])
 
 
-@cache
-def _datatype(name: str) -> type[Any] | None:
-    try:
-        cls = get_fhir_model_class(name)
-    except (KeyError, ValueError, ImportError, AttributeError):
-        return None
-    return cls if isinstance(cls, type) else None
+def unchecked_bindings() -> dict[str, Any]:
+    """The required ValueSets of R4 the table could not expand: url -> reason and elements."""
+    return dict(_bindings().unexpandable)
 
 
-def _binding_walk(model: Any, node: dict[str, Any], where: str,
-                  issues: list[Issue]) -> None:
-    fields = _fields(model)
-    for key, value in node.items():
-        if key not in fields:
+def _in(vs: _ValueSet, coding: Any) -> bool:
+    if not isinstance(coding, dict):
+        return False
+    system, code = coding.get("system"), coding.get("code")
+    return isinstance(system, str) and isinstance(code, str) and (system, code) in vs.pairs
+
+
+def _coding_issue(vs: _ValueSet, coding: Any, at: str) -> Issue | None:
+    if not isinstance(coding, dict) or _in(vs, coding):
+        return None  # (not a Coding at all: structure_issues says so)
+    system, code = coding.get("system"), coding.get("code")
+    if not isinstance(code, str):
+        what = "a coding without a code is not from"
+    elif not isinstance(system, str):
+        what = f"'{code[:60]}' has no system, so it is not from"
+    else:
+        what = f"'{system[:100]}|{code[:60]}' is not in"
+    return Issue(f"{at}: {what} the ValueSet FHIR R4 requires here "
+                 f"({vs.shown(systems=True)}).", "code-invalid", "error", at)
+
+
+def _check(kind: str, vs: _ValueSet, item: Any, at: str, issues: list[Issue]) -> None:
+    if kind == "code":
+        if isinstance(item, str) and item not in vs.codes:
+            issues.append(Issue(
+                f"{at}: '{item[:60]}' is not a code of the ValueSet FHIR R4 requires here "
+                f"({vs.shown(systems=False)}).", "code-invalid", "error", at))
+    elif kind == "Coding":
+        found = _coding_issue(vs, item, at)
+        if found is not None:
+            issues.append(found)
+    elif isinstance(item, dict):  # CodeableConcept
+        codings = item.get("coding")
+        codings = codings if isinstance(codings, list) else []
+        if any(_in(vs, c) for c in codings):
+            return
+        if not codings:
+            issues.append(Issue(
+                f"{at}: has no coding from the ValueSet FHIR R4 requires here "
+                f"({vs.shown(systems=True)}); text alone does not meet a required binding.",
+                "code-invalid", "error", at))
+        for j, coding in enumerate(codings):
+            found = _coding_issue(vs, coding, f"{at}.coding[{j}]")
+            if found is not None:
+                issues.append(found)
+
+
+def _binding_walk(nodes: dict[str, dict[str, _Entry]], node: str, data: dict[str, Any],
+                  where: str, issues: list[Issue]) -> None:
+    children = nodes.get(node)
+    if children is None:
+        return
+    for key, value in data.items():
+        entry = children.get(key)
+        if entry is None:
             continue
-        codes, child = fields[key]
-        items = value if type(value) is list else [value]
-        for i, item in enumerate(items):
-            at = f"{where}.{key}" + (f"[{i}]" if isinstance(value, list) else "")
-            if codes is not None and isinstance(item, str) and item not in codes:
-                shown = ", ".join(sorted(codes)) if len(codes) <= 12 else \
-                    ", ".join(sorted(codes)[:12]) + ", ..."
-                issues.append(Issue(
-                    f"{at}: '{item[:60]}' is not a code of the ValueSet FHIR R4 requires here "
-                    f"({shown}).", "code-invalid", "error", at))
-            elif child is not None and isinstance(item, dict):
-                inner = (_model(str(item.get("resourceType"))) if child == "Resource"
-                         else _datatype(child))
-                if inner is not None:
-                    _binding_walk(inner, item, at if child != "Resource"
-                                  else str(item.get("resourceType")), issues)
+        kind, vs, target = entry
+        many = type(value) is list
+        for i, item in enumerate(value if many else (value,)):
+            at = f"{where}.{key}[{i}]" if many else f"{where}.{key}"
+            if vs is not None and kind is not None:
+                _check(kind, vs, item, at, issues)
+            if target is None or type(item) is not dict:
+                continue
+            if target == "*":  # a resource: contained, a Bundle entry, a Parameters value
+                rtype = item.get("resourceType")
+                if isinstance(rtype, str) and is_resource_type(rtype):
+                    _binding_walk(nodes, rtype, item, at, issues)
+            else:
+                _binding_walk(nodes, target, item, at, issues)
 
 
 def binding_issues(resource: dict[str, Any]) -> list[Issue]:
     """Codes outside the ValueSet a required binding of the base R4 specification names
-    (e.g. Patient.gender, Address.use, Bundle.type), anywhere in the resource; [] when all
-    bound codes are in their ValueSets."""
-    model = _model(str(resource.get("resourceType")))
-    if model is None:
+    (e.g. Patient.gender, Encounter.status, Condition.clinicalStatus), anywhere in the
+    resource; [] when every bound code is in its ValueSet."""
+    nodes = _bindings().nodes
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str) or not is_resource_type(rtype):
         return []
     issues: list[Issue] = []
-    _binding_walk(model, resource, str(resource["resourceType"]), issues)
+    _binding_walk(nodes, rtype, resource, rtype, issues)
     return issues

@@ -1,4 +1,4 @@
-"""The one place resources are judged valid: FHIR structure, the base spec's required code
+"""The one place resources are judged valid: FHIR structure, the base R4 spec's required
 bindings, ids, Norwegian identifiers, and,
 on request, the hub's profiles (hub.fhir.profiles) and the rules for messages."""
 
