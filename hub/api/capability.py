@@ -25,6 +25,7 @@ _AUDIT_EVENT = {  # the audit trail (hub/api/auditevents.py): auditors only, not
     "readHistory": False,
     "updateCreate": False,
     "conditionalCreate": False,
+    "conditionalUpdate": False,
     "conditionalDelete": "not-supported",
     "searchParam": [
         {"name": "patient", "type": "reference",
@@ -111,6 +112,7 @@ def capability_statement(base: str, version: str, *, token_url: str) -> dict[str
             "readHistory": True,
             "updateCreate": rtype not in READ_ONLY,
             "conditionalCreate": rtype not in READ_ONLY,
+            "conditionalUpdate": rtype not in READ_ONLY,
             "conditionalDelete": "not-supported",
             "searchParam": _COMMON_SEARCH + params,
         }
