@@ -35,10 +35,10 @@ from hub.errors import (
 from hub.fhir.jsonio import canonical_bytes
 from hub.fhir.structure import is_resource_type
 from hub.fhir.validation import ID_RE, validate_resource
+from hub.store import chains, visibility
 from hub.store import query as query_mod
 from hub.store import repository as repo
 from hub.store import search as search_mod
-from hub.store import visibility
 from hub.store.codec import decode_body, encode_body
 from hub.store.dates import format_instant
 from hub.store.resources import StoredResource, WriteResult
@@ -270,7 +270,8 @@ def match(
     """Current resources matching a search query string (for conditional interactions)."""
     pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
     req = query_mod.parse_request(resource_type, pairs, default_count=limit, max_count=limit)
-    query, ignored = search_mod.build_query(req, _own_clause(subject))
+    query, ignored = search_mod.build_query(
+        req, _own_clause(subject), chains.Links(session, visibility.of(session, subject)))
     if ignored:
         raise BadRequestError(
             f"Conditional criteria use unknown search parameters: {', '.join(ignored)}.")
