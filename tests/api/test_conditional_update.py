@@ -23,6 +23,7 @@ from tests.factories import encounter, fnr, patient
 
 NUMBER = fnr(date(1985, 3, 9))
 BY_NUMBER = {"identifier": f"{FNR_SYSTEM}|{NUMBER}"}
+URN = "urn:uuid:0c3e2b7a-4f0e-4a43-9d59-2f4c1b6f8e11"
 
 
 def _all(c: TestClient, rtype: str = "Patient", **params: str) -> list[dict[str, Any]]:
@@ -197,3 +198,35 @@ def test_declared_in_the_capability_statement_and_openapi(client: TestClient) ->
     put = client.get("/openapi.json").json()["paths"]["/fhir/{resource_type}"]["put"]
     assert {"200", "201", "400", "403", "412", "422"} <= set(put["responses"])
     assert put["requestBody"]["required"] is True
+
+
+def test_a_transaction_entry_decides_as_the_rest_call(
+        dps_and_klepp: tuple[TestClient, TestClient]) -> None:
+    """`PUT Patient?identifier=...` inside a transaction: a hidden match is no match (Klepp
+    creates its own, as by REST), a visible match of the centre's is refused (403, nothing
+    of the Bundle kept). Control: the centre's own entry updates its Patient."""
+    dps, klepp = dps_and_klepp
+    theirs = dps.post("/fhir/Patient", json=patient(NUMBER)).json()
+
+    def put_in_transaction(c: TestClient, given: str) -> httpx.Response:
+        return c.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": URN, "resource": patient(NUMBER, given=given),
+             "request": {"method": "PUT", "url": f"Patient?identifier={FNR_SYSTEM}|{NUMBER}"}},
+            {"resource": {"resourceType": "Flag", "status": "active", "code": {"text": given},
+                          "subject": {"reference": URN}},
+             "request": {"method": "POST", "url": "Flag"}}]})
+
+    blind = put_in_transaction(klepp, "Probe")
+    assert blind.status_code == 200, blind.text
+    assert blind.json()["entry"][0]["response"]["status"].startswith("201")
+    mine = blind.json()["entry"][0]["response"]["location"]
+    assert theirs["id"] not in mine
+    klepp.delete(f"/fhir/{mine.split('/_history')[0]}")
+    assert klepp.post("/fhir/Encounter",
+                      json=encounter(f"Patient/{theirs['id']}")).status_code == 201
+    _outcome(put_in_transaction(klepp, "Hijack"), 403)
+    assert dps.get(f"/fhir/Patient/{theirs['id']}").json()["name"][0]["given"] == ["Kari"]
+    assert [f["code"]["text"] for f in _all(klepp, "Flag")] == ["Probe"]
+    ok = put_in_transaction(dps, "Kaja")
+    assert ok.status_code == 200, ok.text
+    assert dps.get(f"/fhir/Patient/{theirs['id']}").json()["name"][0]["given"] == ["Kaja"]
