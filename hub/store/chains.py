@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from sqlalchemy import ColumnElement, and_, false, not_, or_, select, true, tuple_
 from sqlalchemy.orm import Session
 
+from hub.errors import BadRequestError
 from hub.store.repository import R, get_current_by_pk
 from hub.store.search_params import SearchParam, params_for
 from hub.store.types import SERVED
@@ -35,6 +36,9 @@ from hub.store.visibility import Visibility
 
 MAX_LINKS = 3
 """Most references one chain (or one nest of `_has`) follows."""
+MAX_JUDGED = 5_000
+"""Most resources of other organisations one link may go through: each is named in the SQL
+(both databases bound the parameters of one statement)."""
 _CHUNK = 500
 
 
@@ -44,6 +48,7 @@ class Links:
     def __init__(self, session: Session, visibility: Visibility) -> None:
         self.session = session
         self.visibility = visibility
+        self.name = ""  # the criterion being built, for messages
 
     def visible(self, candidates: ColumnElement[bool]) -> ColumnElement[bool]:
         """A condition on `resources`: the rows `candidates` (a condition on `resources`)
@@ -61,6 +66,10 @@ class Links:
             rows = get_current_by_pk(self.session, pks[i:i + _CHUNK])
             judged += [r.pk for r, ok in zip(rows, self.visibility.allows(rows), strict=True)
                        if ok]
+            if len(judged) > MAX_JUDGED:  # all visible to the caller: this reveals nothing
+                raise BadRequestError(
+                    f"A link of the chained or _has search parameter {self.name} goes through "
+                    f"more than {MAX_JUDGED} resources of other organisations; narrow it.")
         # `IS true`: the certain part may not lead the plan (it would walk every record of
         # the caller's own and test each against the candidates).
         mine = and_(candidates, certain.is_(true()))
@@ -89,6 +98,7 @@ def chained(links: Links, resource_type: str, name: str,
             values: Sequence[str]) -> ColumnElement[bool] | None:
     """The criterion `name=values` where `name` is a chain `ref[:Type].(ref[:Type].)*param`
     (None: not served)."""
+    links.name = name
     *hops, last = name.split(".")
     if not hops or len(hops) > MAX_LINKS or ":" in last:
         return None
@@ -128,6 +138,8 @@ def reverse(links: Links, resource_type: str, name: str, values: Sequence[str],
     """The criterion `_has:Type:ref:param=values` (or a nested `_has` in place of `param`):
     resources of `resource_type` that a resource of Type the caller may see refers to
     through `ref`, and that matches (None: not served)."""
+    if depth == 1:
+        links.name = name
     parts = name.split(":")
     if len(parts) < 4 or parts[0] != "_has" or depth > MAX_LINKS:
         return None

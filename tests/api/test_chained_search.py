@@ -199,3 +199,19 @@ def test_declared_in_the_capability_statement(story: Story) -> None:
     assert "3 references" in params["focus"]["documentation"]
     assert "documentation" not in params["status"]
     assert "searchRevInclude" not in task  # _revinclude is not served
+
+
+def test_a_link_through_too_many_foreign_records_is_a_400(story: Story,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each foreign record a link goes through is named in the SQL: past the bound the
+    search is refused with an OperationOutcome (never a 500); the caller's own records are
+    not counted."""
+    from hub.store import chains
+
+    _post(story.dps, consent(story.patient, "time-kommune"))
+    monkeypatch.setattr(chains, "MAX_JUDGED", 0)
+    r = story.time.get("/fhir/Patient", params={"_has:Consent:patient:status": "active"})
+    assert r.status_code == 400, r.text
+    assert "narrow" in r.json()["issue"][0]["diagnostics"]
+    assert _ids(story.dps, "/fhir/Patient",
+                **{"_has:Consent:patient:status": "active"}) == [story.patient]
