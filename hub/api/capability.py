@@ -13,6 +13,15 @@ _COMMON_SEARCH = [
     {"name": "_id", "type": "token", "documentation": "Logical id"},
     {"name": "_lastUpdated", "type": "date", "documentation": "When the hub stored the version"},
 ]
+_CHAIN = ("Chainable (`{code}:<Type>.<parameter>=`, or without the type where it is "
+          "unambiguous) through up to 3 references, e.g. `{code}:<Type>.<reference>:<Type>."
+          "identifier=`; each link goes only through resources the caller may see. A modifier "
+          "on the last parameter is not supported (reported in an outcome entry).")
+_HAS = {"name": "_has", "type": "special",
+        "documentation": "Reverse chaining, `_has:<Type>:<reference parameter>:<parameter>=` "
+                         "(nested `_has` up to 3 deep): only resources the caller may see "
+                         "count as the referring match. A modifier on the last parameter is "
+                         "not supported (reported in an outcome entry)."}
 _READ = ["read", "vread", "history-instance", "search-type"]
 _WRITE = ["create", "update", "patch", "delete"]
 _AUDIT_EVENT = {  # the audit trail (hub/api/auditevents.py): auditors only, not the store
@@ -25,6 +34,7 @@ _AUDIT_EVENT = {  # the audit trail (hub/api/auditevents.py): auditors only, not
     "readHistory": False,
     "updateCreate": False,
     "conditionalCreate": False,
+    "conditionalUpdate": False,
     "conditionalDelete": "not-supported",
     "searchParam": [
         {"name": "patient", "type": "reference",
@@ -102,8 +112,11 @@ def capability_statement(base: str, version: str, *, token_url: str) -> dict[str
             resources.append(dict(_AUDIT_EVENT))
             continue
         interactions = _READ + ([] if rtype in READ_ONLY else _WRITE)
-        params = [{"name": sp.code, "definition": sp.url, "type": sp.type}
-                  for sp in sorted(params_for(rtype).values(), key=lambda s: s.code)]
+        params: list[dict[str, str]] = [
+            {"name": sp.code, "definition": sp.url, "type": sp.type,
+             **({"documentation": _CHAIN.format(code=sp.code)} if sp.type == "reference"
+                else {})}
+            for sp in sorted(params_for(rtype).values(), key=lambda s: s.code)]
         res: dict[str, Any] = {
             "type": rtype,
             "interaction": [{"code": c} for c in interactions],
@@ -111,8 +124,9 @@ def capability_statement(base: str, version: str, *, token_url: str) -> dict[str
             "readHistory": True,
             "updateCreate": rtype not in READ_ONLY,
             "conditionalCreate": rtype not in READ_ONLY,
+            "conditionalUpdate": rtype not in READ_ONLY,
             "conditionalDelete": "not-supported",
-            "searchParam": _COMMON_SEARCH + params,
+            "searchParam": [*_COMMON_SEARCH, *params, _HAS],
         }
         if rtype in _INCLUDES:
             res["searchInclude"] = _INCLUDES[rtype]
@@ -141,7 +155,9 @@ def capability_statement(base: str, version: str, *, token_url: str) -> dict[str
         "rest": [{
             "mode": "server",
             "documentation": "Search parameters not listed are ignored and reported in an "
-                             "OperationOutcome entry of the searchset.",
+                             "OperationOutcome entry of the searchset. Reference parameters "
+                             "chain through up to 3 links, and `_has` reverse-chains; every "
+                             "link counts only what the caller may see.",
             "security": security(token_url),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}],

@@ -190,7 +190,8 @@ async def _search(resource_type: str, pairs: list[tuple[str, str]], request: Req
         touched=lambda _s, found: touched_bodies(r.body for r in [*found[0], *found[1]]))
     base = settings.fhir_base
     path = f"{base}/{resource_type}"
-    kept = [(k, v) for k, v in pairs if k.split(":")[0] not in page.ignored]
+    kept = [(k, v) for k, v in pairs
+            if k not in page.ignored and k.split(":")[0] not in page.ignored]
     links = [("self", page_link(path, kept, req.offset, req.count))]
     if page.next_offset is not None:
         links.append(("next", page_link(path, kept, page.next_offset, req.count)))
@@ -276,6 +277,36 @@ async def update(resource_type: str, resource_id: str, request: Request, db: Dat
     result = await audited_transaction(
         request, db, subject, write, interaction="update", resource_type=resource_type,
         touched=lambda _s, written: touched_stored(written.stored))
+    return resource_response(result.stored, status=201 if result.created else 200,
+                             base=settings.fhir_base, prefer=request.headers.get("prefer"),
+                             location=result.created)
+
+
+@router.put("/{resource_type}")
+async def conditional_update(resource_type: str, request: Request, db: DatabaseDep,
+                             settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+    """Conditional update (`PUT /fhir/Type?criteria`): the one match the caller may see is
+    updated (If-Match honoured), none creates (under the body's id, if it has one), several
+    are a 412."""
+    service.check_type(subject, resource_type, write=True)
+    body = await read_body(request, settings)
+    _check_body_type(body, resource_type)
+    pairs = [(k, v) for k, v in request.query_params.multi_items() if k not in _NOT_CRITERIA]
+    criteria = urlencode(pairs)
+    if_match = request.headers.get("if-match")
+
+    def write(s: Session) -> WriteResult:
+        rid = service.conditional_target(s, subject, resource_type=resource_type,
+                                         criteria=criteria, resource=body)
+        resource = {**body, "id": rid}
+        if resource_type == "Task":  # a Task's status belongs to its parties' roles
+            tasks.check_rest_update(s, subject, resource_id=rid, resource=resource)
+        return service.update(s, subject, resource_type=resource_type, resource_id=rid,
+                              resource=resource, if_match=if_match)
+
+    result = await audited_transaction(
+        request, db, subject, write, interaction="update", resource_type=resource_type,
+        query=criteria, touched=lambda _s, written: touched_stored(written.stored))
     return resource_response(result.stored, status=201 if result.created else 200,
                              base=settings.fhir_base, prefer=request.headers.get("prefer"),
                              location=result.created)

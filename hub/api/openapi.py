@@ -43,7 +43,8 @@ _ERRORS = {
     "406": "A format other than FHIR JSON was asked for (_format, Accept)",
     "409": "Conflicts with what is stored (e.g. a message id reused with other content)",
     "410": "The resource was deleted",
-    "412": "If-Match or If-None-Exist does not hold",
+    "412": "If-Match or If-None-Exist does not hold, or a conditional update's criteria "
+           "match more than one resource",
     "413": "The body is larger than HUB_MAX_BODY_BYTES",
     "415": "The body is not FHIR JSON",
     "422": "Well-formed but not valid (each problem named in an issue)",

@@ -252,6 +252,20 @@ class Gate:
                    and_(R.c.resource_type == "Patient", R.c.logical_id.in_(candidates)),
                    about_candidates, named, held, party)
 
+    def certain(self) -> ColumnElement[bool] | None:
+        """SQL filter on `resources` admitting only what the subject sees whatever a row
+        says: its organisation's own records and the directory, of the types its scopes
+        allow (None: everything). False, never NULL, for any other row, so it can be negated."""
+        if self.subject.sees_everything:
+            return None
+        org = self.subject.organization_id
+        mine: ColumnElement[bool] = R.c.resource_type.in_(sorted(DIRECTORY_TYPES))
+        if org is not None:
+            mine = or_(mine, and_(R.c.owner_org.is_not(None), R.c.owner_org == org))
+        if self.subject.kind != "client":
+            return mine
+        return and_(mine, R.c.resource_type.in_(sorted(t for t in SERVED if self._scoped(t))))
+
     def allows(self, rows: Sequence[Current]) -> list[bool]:
         """For each row, whether the subject may see its current version; logs each
         cross-organisation decision. The patients of the rows are read from the index at

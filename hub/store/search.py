@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -19,20 +18,18 @@ from sqlalchemy import (
     or_,
     select,
     true,
-    tuple_,
 )
 from sqlalchemy.orm import Session
 
 from hub.errors import BadRequestError
-from hub.store.dates import parse_range
+from hub.store import chains
 from hub.store.query import SearchRequest
 from hub.store.repository import INDEX_TABLES, Current, R, get_current_by_pk
-from hub.store.search_params import SearchParam, fold, params_for, parse_reference
+from hub.store.search_params import params_for
+from hub.store.values import TABLE, date_clause, split_prefix, value_clause
 from hub.store.visibility import Visibility
 
-T_TOKEN, T_REF, T_DATE, T_STRING = INDEX_TABLES
-_TABLE = {"token": T_TOKEN, "reference": T_REF, "date": T_DATE, "string": T_STRING}
-_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+T_REF = INDEX_TABLES[1]
 _SPLIT = re.compile(r"(?<!\\),")
 
 
@@ -52,114 +49,27 @@ class SearchPage:
         return self.next_offset is not None
 
 
-def _date_clause(prefix: str, low: ColumnElement[datetime], high: ColumnElement[datetime],
-                 value: str, name: str) -> ColumnElement[bool]:
-    rng = parse_range(value)
-    if rng is None:
-        raise BadRequestError(
-            f"Search parameter {name}: '{value}' is not a FHIR date, dateTime or instant.")
-    lo, hi = rng
-    clauses: dict[str, ColumnElement[bool]] = {
-        "eq": and_(low >= lo, high <= hi),
-        "ne": or_(low < lo, high > hi),
-        "gt": high > hi,
-        "lt": low < lo,
-        "ge": high >= lo,
-        "le": low <= hi,
-        "sa": low > hi,
-        "eb": high < lo,
-        "ap": and_(low <= hi, high >= lo),
-    }
-    return clauses[prefix]
-
-
-def _split_prefix(value: str) -> tuple[str, str]:
-    if len(value) > 2 and value[:2] in _PREFIXES and not value[:2].isdigit():
-        return value[:2], value[2:]
-    return "eq", value
-
-
-def _value_clause(sp: SearchParam, modifier: str, value: str, name: str) -> ColumnElement[bool]:
-    table = _TABLE[sp.type]
-    value = value.replace("\\,", ",")
-    if sp.type == "token":
-        if "|" in value:
-            system, _, code = value.partition("|")
-            parts = []
-            if code:
-                parts.append(table.c.code == code)
-            parts.append(table.c.system.is_(None) if system == "" else table.c.system == system)
-            return and_(*parts)
-        return table.c.code == value
-    if sp.type == "reference":
-        if modifier == "identifier":
-            raise BadRequestError(f"{name}: the :identifier modifier is not supported.")
-        parsed = parse_reference(value) if "/" in value else None
-        if parsed:
-            return and_(table.c.target_type == parsed[0], table.c.target_id == parsed[1])
-        if modifier and modifier[:1].isupper():
-            return and_(table.c.target_type == modifier, table.c.target_id == value)
-        return table.c.target_id == value
-    if sp.type == "date":
-        prefix, rest = _split_prefix(value)
-        return _date_clause(prefix, table.c.low_at, table.c.high_at, rest, name)
-    # string
-    if modifier == "exact":
-        return table.c.exact == value
-    folded = fold(value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    pattern = f"%{folded}%" if modifier == "contains" else f"{folded}%"
-    return table.c.value.like(pattern, escape="\\")
-
-
-def _chained(resource_type: str, name: str, values: list[str]) -> ColumnElement[bool] | None:
-    """A chained criterion of one link, `ref[:Type].param=value` (e.g.
-    `subject:Patient.identifier=urn:oid:...|13116900216`, `patient.identifier=...`): resources
-    whose reference `ref` points at a current resource of Type (without Type: any target type
-    of `ref` that has `param`) matching `param=value`. None when it cannot be served (unknown
-    parameter, longer chains, a modifier on the chained parameter): the caller reports it."""
-    head, _, chained = name.partition(".")
-    code, _, target = head.partition(":")
-    sp = params_for(resource_type).get(code)
-    if sp is None or sp.type != "reference" or not chained or "." in chained or ":" in chained:
-        return None
-    types = [target] if target else sorted(sp.targets)
-    inner_params = [(t, params_for(t).get(chained)) for t in types
-                    if not sp.targets or t in sp.targets]
-    found = [(t, p) for t, p in inner_params if p is not None]
-    if not found or len({p.type for _, p in found}) != 1 or found[0][1].type == "reference":
-        return None
-    inner_sp = found[0][1]
-    inner = _TABLE[inner_sp.type]
-    targets = (select(R.c.resource_type, R.c.logical_id)
-               .where(R.c.deleted == false(),
-                      R.c.pk.in_(select(inner.c.resource_pk).where(
-                          inner.c.resource_type.in_([t for t, _ in found]),
-                          inner.c.param == chained,
-                          or_(*[_value_clause(inner_sp, "", v, name) for v in values])))))
-    pointing = select(T_REF.c.resource_pk).where(
-        T_REF.c.resource_type == resource_type, T_REF.c.param == code,
-        tuple_(T_REF.c.target_type, T_REF.c.target_id).in_(targets))
-    return R.c.pk.in_(pointing)
-
-
-def _criterion(resource_type: str, name: str, value: str) -> ColumnElement[bool] | None:
+def _criterion(resource_type: str, name: str, value: str,
+               links: chains.Links) -> ColumnElement[bool] | None:
     values = [v for v in _SPLIT.split(value)]
-    if "." in name.partition("=")[0]:
-        return _chained(resource_type, name, values)
+    if name.startswith("_has:"):
+        return chains.reverse(links, resource_type, name, values)
+    if "." in name:
+        return chains.chained(links, resource_type, name, values)
     code, _, modifier = name.partition(":")
     if code == "_id":
         return R.c.logical_id.in_(values)
     if code == "_lastUpdated":
         clauses = []
         for v in values:
-            prefix, rest = _split_prefix(v)
-            clauses.append(_date_clause(prefix, R.c.last_updated_at, R.c.last_updated_at, rest,
+            prefix, rest = split_prefix(v)
+            clauses.append(date_clause(prefix, R.c.last_updated_at, R.c.last_updated_at, rest,
                                         name))
         return or_(*clauses)
     sp = params_for(resource_type).get(code)
     if sp is None:
         return None
-    table = _TABLE[sp.type]
+    table = TABLE[sp.type]
     any_row = select(table.c.resource_pk).where(table.c.resource_type == resource_type,
                                                 table.c.param == code)
     if modifier == "missing":
@@ -168,13 +78,13 @@ def _criterion(resource_type: str, name: str, value: str) -> ColumnElement[bool]
         has = R.c.pk.in_(any_row)
         return not_(has) if value == "true" else has
     if modifier == "not" and sp.type == "token":
-        matching = any_row.where(or_(*[_value_clause(sp, "", v, name) for v in values]))
+        matching = any_row.where(or_(*[value_clause(sp, "", v, name) for v in values]))
         return R.c.pk.not_in(matching)
     if modifier and modifier not in ("exact", "contains") and not (
         sp.type == "reference" and modifier[:1].isupper()
     ):
         raise BadRequestError(f"Search modifier :{modifier} is not supported on {code}.")
-    return R.c.pk.in_(any_row.where(or_(*[_value_clause(sp, modifier, v, name) for v in values])))
+    return R.c.pk.in_(any_row.where(or_(*[value_clause(sp, modifier, v, name) for v in values])))
 
 
 def _order_by(req: SearchRequest) -> list[ColumnElement[object]]:
@@ -193,7 +103,7 @@ def _order_by(req: SearchRequest) -> list[ColumnElement[object]]:
                 raise BadRequestError(f"Cannot sort {req.resource_type} by '{code}'; "
                                       "sortable are _id, _lastUpdated and date or string "
                                       "parameters.")
-            table = _TABLE[sp.type]
+            table = TABLE[sp.type]
             value = table.c.low_at if sp.type == "date" else table.c.value
             col = (select(func.min(value)).where(table.c.resource_pk == R.c.pk,
                                                   table.c.param == code)
@@ -203,10 +113,11 @@ def _order_by(req: SearchRequest) -> list[ColumnElement[object]]:
     return order
 
 
-def build_query(req: SearchRequest, visible: ColumnElement[bool] | None
-                ) -> tuple[Select[Any], list[str]]:
+def build_query(req: SearchRequest, visible: ColumnElement[bool] | None,
+                links: chains.Links) -> tuple[Select[Any], list[str]]:
     """SELECT pk of matching current resources the caller may see (`visible`), and the
-    parameters that were ignored.
+    parameters that were ignored. Chained and `_has` criteria follow only what `links` lets
+    the caller see at each link.
 
     When a criterion is `pk IN (index rows of this type)`, the resource type is not asked of
     `resources` again: it is implied, and asking it let SQLite walk every resource of the type
@@ -218,7 +129,7 @@ def build_query(req: SearchRequest, visible: ColumnElement[bool] | None
     ignored: list[str] = []
     narrowed = False
     for name, value in req.criteria:
-        clause = _criterion(req.resource_type, name, value)
+        clause = _criterion(req.resource_type, name, value, links)
         if clause is None:
             ignored.append(name)
         else:
@@ -231,10 +142,11 @@ def build_query(req: SearchRequest, visible: ColumnElement[bool] | None
 
 def _keeps_to_type(name: str) -> bool:
     """Whether `_criterion` makes `name` a `pk IN (index rows of the searched type)`: every
-    search parameter but _id and _lastUpdated (columns of `resources`) and the :missing and
-    :not modifiers (which may also match what has no index rows)."""
+    search parameter but _id, _lastUpdated (columns of `resources`) and `_has` (the
+    references to it), and the :missing and :not modifiers (which may also match what has no
+    index rows)."""
     code, _, modifier = name.partition(":")
-    return code not in ("_id", "_lastUpdated") and modifier not in ("missing", "not")
+    return code not in ("_id", "_lastUpdated", "_has") and modifier not in ("missing", "not")
 
 
 def run(session: Session, req: SearchRequest, visibility: Visibility) -> SearchPage:
@@ -242,7 +154,7 @@ def run(session: Session, req: SearchRequest, visibility: Visibility) -> SearchP
     `visibility` lets the caller see. Offsets, totals and `next` count only what the caller
     may see (CONTRACT section 5: no trace of the hidden), so a page walks the pre-filtered
     rows from the start; `_count=0` asks no page at all."""
-    query, ignored = build_query(req, visibility.clause())
+    query, ignored = build_query(req, visibility.clause(), chains.Links(session, visibility))
     ordered = query.order_by(*_order_by(req))
     wanted = req.offset + req.count + 1  # visible rows up to one past this page
     seen: list[Current] = []

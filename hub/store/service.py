@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from hub.auth import isolation, scopes
 from hub.auth.subject import Subject
+from hub.db.locks import lock_names
 from hub.db.models import ConditionalKeyRow
 from hub.db.types import utcnow
 from hub.errors import (
@@ -34,10 +35,10 @@ from hub.errors import (
 from hub.fhir.jsonio import canonical_bytes
 from hub.fhir.structure import is_resource_type
 from hub.fhir.validation import ID_RE, validate_resource
+from hub.store import chains, visibility
 from hub.store import query as query_mod
 from hub.store import repository as repo
 from hub.store import search as search_mod
-from hub.store import visibility
 from hub.store.codec import decode_body, encode_body
 from hub.store.dates import format_instant
 from hub.store.resources import StoredResource, WriteResult
@@ -177,6 +178,9 @@ def _conditional_create(
     # Each organisation matches within what it can see, so each claims its criteria apart.
     owner = isolation.owner_of_new(subject) or ""
     digest = hashlib.sha256(f"{owner} {rtype}?{norm}".encode()).hexdigest()
+    # A conditional update on the same criteria takes this lock (PostgreSQL): the two wait
+    # for each other instead of both finding nothing and both creating.
+    lock_names(session, [_criteria_lock(owner, rtype, norm)])
     for attempt in range(_RETRIES):
         found = match(session, subject, resource_type=rtype, criteria=norm, limit=2)
         if len(found) > 1:
@@ -204,6 +208,55 @@ def _conditional_create(
         f"If-None-Exist '{criteria}' could not be settled against concurrent writes; retry.")
 
 
+def _criteria_lock(owner: str, rtype: str, norm: str) -> str:
+    return f"conditional {owner} {rtype}?{norm}"
+
+
+def conditional_target(session: Session, subject: Subject, *, resource_type: str,
+                       criteria: str, resource: dict[str, Any]) -> str:
+    """The id a conditional update (`PUT Type?criteria`, FHIR http.html#cond-update) writes:
+    the one current match among what `subject` may see, else the body's id (update as
+    create), else a new id. Only what the caller may see is matched, so the answer never
+    depends on a record hidden from it. The criteria stay locked until the transaction ends
+    (PostgreSQL; SQLite's writers run one at a time), so two twins do not both create.
+    Raises BadRequestError (no or unknown criteria; a body id other than the match's),
+    PreconditionFailedError (several matches)."""
+    check_type(subject, resource_type, write=True)
+    if not parse_qsl(criteria.lstrip("?"), keep_blank_values=True):
+        raise BadRequestError(f"A conditional update (PUT /fhir/{resource_type}?...) needs "
+                              "search criteria in the URL; to update one resource, PUT "
+                              f"/fhir/{resource_type}/<id>.")
+    norm = _normalise_criteria(criteria)
+    owner = isolation.owner_of_new(subject) or ""
+    lock_names(session, [_criteria_lock(owner, resource_type, norm)])
+    pairs = parse_qsl(norm, keep_blank_values=True)
+    req = query_mod.parse_request(resource_type, pairs, default_count=1, max_count=1)
+    req.count, req.offset, req.total, req.include = 1, 0, False, []
+    page = search_mod.run(session, req, visibility.of(session, subject))
+    if page.ignored:
+        raise BadRequestError("Conditional criteria use search parameters this hub does not "
+                              f"support on {resource_type}: {', '.join(page.ignored)}.")
+    if page.has_next:
+        raise PreconditionFailedError(
+            f"The criteria '{criteria[:200]}' match more than one {resource_type}; a "
+            "conditional update needs exactly one (or none); be more specific.")
+    body_id = resource.get("id")
+    if page.matches:
+        found = page.matches[0].logical_id
+        if body_id is not None and body_id != found:
+            raise BadRequestError(
+                f"The body's id ({str(body_id)[:64]}) is not the id of the {resource_type} "
+                f"the criteria match ({found}); leave it out or send that one.",
+                expression=f"{resource_type}.id")
+        return found
+    if body_id is not None:
+        if not isinstance(body_id, str) or not valid_id(body_id):
+            raise BadRequestError(f"The body's id ({str(body_id)[:64]!r}) is not a FHIR id.",
+                                  expression=f"{resource_type}.id")
+        return body_id
+    return str(uuid.uuid4())
+
+
 def _own_clause(subject: Subject) -> ColumnElement[bool] | None:
     """A filter on `resources` for what `subject`'s organisation wrote (None: no filter)."""
     if subject.sees_everything:
@@ -217,7 +270,8 @@ def match(
     """Current resources matching a search query string (for conditional interactions)."""
     pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
     req = query_mod.parse_request(resource_type, pairs, default_count=limit, max_count=limit)
-    query, ignored = search_mod.build_query(req, _own_clause(subject))
+    query, ignored = search_mod.build_query(
+        req, _own_clause(subject), chains.Links(session, visibility.of(session, subject)))
     if ignored:
         raise BadRequestError(
             f"Conditional criteria use unknown search parameters: {', '.join(ignored)}.")
@@ -465,6 +519,5 @@ def valid_id(resource_id: str) -> bool:
     return bool(ID_RE.match(resource_id))
 
 
-__all__ = ["check_type", "create", "delete_resource", "history", "match", "owner_of", "read",
-           "search",
-           "update", "valid_id", "vread"]
+__all__ = ["check_type", "conditional_target", "create", "delete_resource", "history", "match",
+           "owner_of", "read", "search", "update", "valid_id", "vread"]

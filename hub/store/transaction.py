@@ -103,6 +103,14 @@ def _resolve_one(session: Session, subject: Subject, e: _Entry,
     criteria = e.request.get("ifNoneExist") if e.method == "POST" else query
     if e.method == "PUT" and rid:
         e.target_id = rid
+    elif criteria and e.method == "PUT":
+        # a conditional update, as PUT /fhir/Type?criteria decides it (matched as the caller
+        # sees, the body's id rules, the criteria locked); a later entry with the same
+        # criteria writes the same resource
+        key = (rtype, urlencode(sorted(parse_qsl(criteria, keep_blank_values=True))))
+        e.target_id = claimed.get(key) or service.conditional_target(
+            session, subject, resource_type=rtype, criteria=criteria, resource=e.resource)
+        claimed[key] = e.target_id
     elif criteria:
         key = (rtype, urlencode(sorted(parse_qsl(criteria, keep_blank_values=True))))
         found = service.match(session, subject, resource_type=rtype, criteria=criteria, limit=2)
@@ -113,8 +121,7 @@ def _resolve_one(session: Session, subject: Subject, e: _Entry,
         elif key in claimed:
             e.target_id = claimed[key]
         else:
-            e.target_id = (str(e.resource["id"]) if e.method == "PUT" and e.resource.get("id")
-                           else str(uuid.uuid4()))
+            e.target_id = str(uuid.uuid4())
         claimed[key] = e.target_id
     else:
         e.target_id = str(uuid.uuid4())

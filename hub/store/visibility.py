@@ -23,6 +23,10 @@ class Visibility(Protocol):
     def clause(self) -> ColumnElement[bool] | None:
         """A filter on `resources` that never admits less than allowed (None: none)."""
 
+    def certain(self) -> ColumnElement[bool] | None:
+        """A filter on `resources` that admits only rows the subject may see without a
+        decision per row (never more than allowed; None: every row)."""
+
     def allows(self, rows: Sequence[Current]) -> list[bool]:
         """For each row, whether its current version may be seen."""
 

@@ -1,5 +1,6 @@
 """fhirpy (PyPI), unmodified, against a live hub: token, search with paging to the end, read,
-create, conditional create (get_or_create), update, count, transaction, $process-message."""
+create, conditional create (get_or_create), update, conditional update, chains and `_has`,
+count, transaction, $process-message."""
 
 from __future__ import annotations
 
@@ -65,6 +66,26 @@ def test_fhirpy_does_the_everyday_work(live_hub: LiveHub) -> None:
     chained = client.resources("Encounter").search(
         **{"subject:Patient.identifier": f"{FNR_SYSTEM}|{number}"}).fetch_all()
     assert [e.id for e in chained] == [encounter.id]
+
+    # conditional update (PUT Patient?identifier=...): the one match is updated in place
+    changed = client.resource("Patient", **patient_json(number, family="Ny"))
+    updated, was_new = search.update(changed)
+    assert not was_new
+    assert updated.id == created.id
+    assert updated["meta"]["versionId"] == "2"
+    newcomer = fnr(date(1991, 7, 8))
+    made_p, was_new = client.resources("Patient").search(
+        identifier=f"{FNR_SYSTEM}|{newcomer}").update(
+        client.resource("Patient", **patient_json(newcomer)))
+    assert was_new
+    assert made_p.id != created.id
+
+    # reverse chaining (_has) and a chain of two links, as fhirpy writes them
+    having = client.resources("Patient").has("Encounter", "subject", status="finished")
+    assert [p.id for p in having.fetch_all()] == [created.id]
+    two_links = client.resources("Encounter").search(
+        subject__Patient__general_practitioner__name="Nobody").fetch_all()
+    assert two_links == []
 
 
 def test_fhirpy_transaction_and_process_message(live_hub: LiveHub) -> None:
