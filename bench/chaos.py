@@ -24,7 +24,7 @@ final answer; every answer is recorded.
 Chaos, one event every `--gap` seconds while the load runs: SIGKILL api-1, the dispatcher,
 the scheduler and the sealer in turn (each started again `--pause` s later), Time kommune's
 receiver closes its port for `--down` s, PostgreSQL is stopped with `-m immediate` and
-started again, and Jæren DPS's receiver answers 503 for `--down` s.
+started again, and Time kommune's receiver answers 503 for `--down` s.
 
 Afterwards (waiting at most `--drain` s for the queue, the timers and the sealer), the checks,
 from the database and the receivers' records:
@@ -33,10 +33,11 @@ from the database and the receivers' records:
   checks); nothing of a message never answered 200 is stored;
 - every delivery (not withheld) was taken by its receiver, and the first arrivals of one
   patient's messages at one receiver are in acceptance order; a message that arrives again
-  is counted as a duplicate, "explained" when a dispatcher kill or the PostgreSQL restart
-  fell between its two arrivals (delivery is at least once there by design: the POST went
-  out, the outcome could not be recorded; receivers deduplicate by MessageHeader.id),
-  "unexplained" otherwise;
+  is counted as a duplicate: allowed only when the dispatcher's kill fell between its two
+  arrivals (delivery is at least once there by design: the POST went out, the process died
+  before recording it; receivers deduplicate by MessageHeader.id), "unexplained" otherwise
+  (the PostgreSQL restart included: the dispatcher records what the receiver took once the
+  database is back, within the lease of HUB_DELIVERY_TIMEOUT x 2 + 1 s);
 - every due follow-up check was acted on exactly once: closed, one overdue version of its
   Task, one follow-up-overdue notice to each receiver;
 - `hub audit verify` passes with every record sealed; every role process is alive.
@@ -568,7 +569,7 @@ def chaos(layout: Layout, receivers: dict[str, Receiver], args: argparse.Namespa
 
     steps = [lambda: kill("api-1"), lambda: kill("dispatcher"),
              lambda: receiver_down(MUNICIPALITY, "closed"), lambda: kill("scheduler"),
-             postgres, lambda: kill("sealer"), lambda: receiver_down(CENTRE, "503")]
+             postgres, lambda: kill("sealer"), lambda: receiver_down(MUNICIPALITY, "503")]
     for n, step in enumerate(steps, start=1):
         wait = t0 + n * args.gap - time.time()
         if wait > 0:
@@ -697,8 +698,7 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
     known = {(d[1], d[4]) for d in deliveries}
     report.check("received but not a delivery of the hub",
                  [h for org, per in arrived.items() for h in per if (org, h) not in known])
-    kills = [e for e in events if e.what in ("SIGKILL dispatcher",)
-             or e.what.startswith("PostgreSQL")]
+    kills = [e for e in events if e.what == "SIGKILL dispatcher"]
     explained: Counter[str] = Counter()
     unexplained = []
     for org, per in arrived.items():
@@ -710,8 +710,8 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
                     explained[cause] += 1
                 else:
                     unexplained.append(f"{org}:{header_id}")
-    report.add("duplicates at receivers, after a dispatcher kill or PostgreSQL restart "
-               "(at least once)", f"{sum(explained.values())} {dict(explained)}")
+    report.add("duplicates at receivers after the dispatcher's kill (at least once)",
+               sum(explained.values()))
     report.check("duplicates at receivers, unexplained", unexplained)
     order_bad = []
     queues: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -803,7 +803,7 @@ def main() -> int:
            "HUB_AUDIT_KEY_FILE": str(work / "keys" / "audit-key.pem"),
            "HUB_DISPATCHER": "false", "HUB_SCHEDULER": "false", "HUB_SEALER": "false",
            "HUB_SEAL_INTERVAL": "0.5", "HUB_SCHEDULER_INTERVAL": "2",
-           "HUB_DELIVERY_FIRST_RETRY": "1", "HUB_DELIVERY_TIMEOUT": "3",
+           "HUB_DELIVERY_FIRST_RETRY": "1",
            "HUB_DELIVERY_POLL_INTERVAL": "0.5", "HUB_DB_POOL_SIZE": "5",
            "HUB_TIMEZONE": "Europe/Oslo"}
     env.pop("HUB_WORKERS", None)
