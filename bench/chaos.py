@@ -118,6 +118,13 @@ class Arrival:
     tasks: tuple[str, ...]
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A sender killed mid-request (the dispatcher's SIGKILL) is not news."""
+
+
 class Receiver:
     """An organisation's FHIR endpoint: takes message Bundles by POST and records them in
     order. `down("closed")` closes its port, `down("503")` answers 503 without taking them;
@@ -129,7 +136,7 @@ class Receiver:
         self.refused = 0
         self.mode = "up"
         self._lock = threading.Lock()
-        self._server: http.server.ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._start()
 
     @property
@@ -168,8 +175,7 @@ class Receiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", self.port), Handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self._server = server
 
