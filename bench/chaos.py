@@ -209,8 +209,9 @@ class Receiver:
 class Layout:
     """PostgreSQL, the hub's role processes and the admin commands, all under `work`."""
 
-    def __init__(self, work: Path, pg_port: int, env: dict[str, str]) -> None:
-        self.work, self.pg_port, self.env = work, pg_port, env
+    def __init__(self, work: Path, pg_port: int, env: dict[str, str], *,
+                 durable: bool = True) -> None:
+        self.work, self.pg_port, self.env, self.durable = work, pg_port, env, durable
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.args: dict[str, list[str]] = {}
         self.exits: list[tuple[float, str, int | None]] = []  # (when, role, exit code)
@@ -228,7 +229,7 @@ class Layout:
         commit on, so a crash keeps every commit the hub answered for."""
         log = (self.work / "log" / "pg.log").open("ab")
         env = {**os.environ, "CAREHUB_PG_CONF": str(ROOT / "deploy" / "postgresql" /
-                                                     "carehub.conf")}
+                                                     "carehub.conf") if self.durable else ""}
         rc = subprocess.call(["bash", str(ROOT / "scripts" / "pg.sh"), "start", str(self.pg_dir),
                               str(self.pg_port)], stdout=log, stderr=log, env=env)
         if rc != 0:
@@ -634,6 +635,10 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
                                                 .items())))
     report.add("final answers", dict(sorted(Counter(s.final for s in sent).items())))
     report.add("accepted (200)", len(accepted))
+    report.add("accepted after resending (a network error or 5xx first)",
+               sum(1 for s in accepted if len(s.answers) > 1))
+    report.add("accepted after an answer was lost mid-request (read error, reset)",
+               sum(1 for s in accepted if {"ReadError", "RemoteProtocolError"} & set(s.answers)))
     report.add("refused on purpose (422 expected)",
                f"{sum(1 for s in sent if s.kind == 'refused')}, "
                f"{sum(1 for s in sent if s.kind == 'refused' and s.final == '422')} answered 422")
@@ -659,7 +664,8 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
                                                           "WHERE body IS NOT NULL")]
     everything = "\n".join(bodies)
     report.check("messages never answered 200 with resources stored (partial)",
-                 [s.header_id for s in never if s.marker and s.marker in everything])
+                 [s.header_id for s in never if (s.marker and s.marker in everything)
+                  or (s.kind == "refused" and s.fnr in everything)])
     persons = Counter(r[0] for r in _rows(
         engine, "SELECT r.logical_id FROM resources r WHERE r.resource_type = 'Patient'"))
     report.add("patients (Patient resources)", len(persons))
@@ -674,10 +680,11 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
     discharges = [s for s in accepted if s.kind == "discharge"]
     checks_per_patient = Counter(r[0] for r in _rows(
         engine, "SELECT patient_ref FROM scheduled_checks WHERE kind = 'follow-up'"))
-    report.check("accepted discharges without exactly 3 follow-up checks",
-                 len(discharges) - sum(1 for n in checks_per_patient.values() if n == 3)
-                 if len(checks_per_patient) == len(discharges) else
-                 abs(len(discharges) - len(checks_per_patient)) or 1)
+    wrong = [f"{p} has {n}" for p, n in checks_per_patient.items() if n != 3]
+    if len(checks_per_patient) != len(discharges):
+        wrong.append(f"{len(checks_per_patient)} patients with checks for "
+                     f"{len(discharges)} discharges")
+    report.check("accepted discharges without exactly 3 follow-up checks", wrong)
 
     # --- deliveries ---
     deliveries = _rows(engine, """
@@ -736,6 +743,8 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
     report.add("timers due", len(timers))
     report.add("timers by outcome", dict(sorted(Counter(str(t[4]) for t in timers).items())))
     report.check("due timers not acted on", [t[1] for t in timers if t[3] is None])
+    report.check("due timers closed without acting (no contact was sent)",
+                 [f"{t[1]} {t[4]}" for t in timers if t[3] is not None and t[4] != "escalated"])
     overdue_versions: Counter[str] = Counter()
     for row in _rows(engine, """SELECT r.logical_id, v.body FROM resource_versions v
             JOIN resources r ON r.pk = v.resource_pk WHERE r.resource_type = 'Task'"""):
@@ -789,6 +798,9 @@ def main() -> int:
     ap.add_argument("--port-base", type=int, default=18460,
                     help="first port tried for the API processes and receivers")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    ap.add_argument("--unsafe-pg", action="store_true",
+                    help="run PostgreSQL as the test server does (fsync and synchronous "
+                         "commit off), to see what the checks catch when a crash loses commits")
     args = ap.parse_args()
 
     load0 = os.getloadavg()
@@ -813,11 +825,12 @@ def main() -> int:
            "HUB_DELIVERY_POLL_INTERVAL": "0.5", "HUB_DB_POOL_SIZE": "5",
            "HUB_TIMEZONE": "Europe/Oslo"}
     env.pop("HUB_WORKERS", None)
-    layout = Layout(work, pg_port, env)
+    layout = Layout(work, pg_port, env, durable=not args.unsafe_pg)
     receivers: dict[str, Receiver] = {}
     say(f"chaos: {os.cpu_count()} cores, load {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; "
         f"work dir {work}; {args.clients} clients, gap {args.gap:g} s, pause {args.pause:g} s, "
-        f"receiver down {args.down:g} s")
+        f"receiver down {args.down:g} s; PostgreSQL "
+        f"{'fsync and synchronous commit OFF' if args.unsafe_pg else 'deploy settings'}")
     try:
         try:
             layout.pg_start()

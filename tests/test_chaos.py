@@ -38,6 +38,7 @@ ZERO = (
     "duplicates at receivers, unexplained",
     "(receiver, patient) queues out of order",
     "due timers not acted on",
+    "due timers closed without acting (no contact was sent)",
     "timers not acted on exactly once (overdue versions, notices per receiver)",
     "follow-up-overdue notices stored beyond one per escalated timer",
     "drain bound reached before settling",
@@ -64,11 +65,11 @@ def test_nothing_accepted_is_lost_or_doubled_under_chaos() -> None:
         pytest.skip(f"PostgreSQL not configured ({PG_ENV} unset; CI sets it)")
     # Bounds scale with how busy the machine is: the drain waits for retries and sweeps.
     busy = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-    drain = int(120 * busy)
+    drain = int(min(480.0, 120 * busy))
     done = subprocess.run(
         [sys.executable, "bench/chaos.py", "--clients", "2", "--gap", "5", "--pause", "2",
          "--down", "4", "--drain", str(drain)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300 + 2 * drain, check=False)
+        cwd=ROOT, capture_output=True, text=True, timeout=360 + drain, check=False)
     out = done.stdout
     assert done.returncode == 0, f"{out[-6000:]}\n{done.stderr[-3000:]}"
     assert "violations: 0" in out, out
