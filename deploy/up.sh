@@ -3,8 +3,9 @@
 #
 #   deploy/up.sh [DIR]        (KEEP=1 leaves everything running; stop with DIR/down.sh)
 #
-# 1. PostgreSQL: a throwaway server (scripts/pg.sh: loopback, fsync off - a smoke test, not
-#    the durability of deploy/postgresql/carehub.conf);
+# 1. PostgreSQL: a server of its own in DIR/pg (scripts/pg.sh, loopback) running with
+#    deploy/postgresql/carehub.conf (fsync and synchronous commit on, WAL archived to
+#    DIR/pg/wal-archive), the durability a real install has;
 # 2. the settings file DIR/carehub.env, made from deploy/carehub.env; `hub db upgrade`;
 # 3. the two organisations of the shared story, each with a client key (hub client keygen/add);
 # 4. the roles as separate processes, as the systemd units run them: two API processes
@@ -71,11 +72,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PG_PORT=$(free_port 56500)
-bash "$ROOT/scripts/pg.sh" start "$DIR/pg" "$PG_PORT" >"$DIR/log/pg.log" 2>&1 \
+# The first ports tried: UP_PG_PORT for PostgreSQL; UP_PORT for TLS, the API and plain HTTP
+# ports following it (default 58443, 58081 and 58080).
+PG_PORT=$(free_port "${UP_PG_PORT:-56500}")
+CAREHUB_PG_CONF=$ROOT/deploy/postgresql/carehub.conf \
+  bash "$ROOT/scripts/pg.sh" start "$DIR/pg" "$PG_PORT" >"$DIR/log/pg.log" 2>&1 \
   || die "PostgreSQL did not start ($DIR/log/pg.log)"
-TLS_PORT=$(free_port 58443)
-API1=$(free_port 58081)
+TLS_PORT=$(free_port "${UP_PORT:-58443}")
+API_FROM=58081 HTTP_FROM=58080
+[[ -z ${UP_PORT:-} ]] || { API_FROM=$((TLS_PORT + 1)); HTTP_FROM=$((TLS_PORT + 10)); }
+API1=$(free_port "$API_FROM")
 API2=$(free_port $((API1 + 1)))
 
 sed -e "s|^HUB_DATABASE_URL=.*|HUB_DATABASE_URL=postgresql+psycopg://carehub@127.0.0.1:$PG_PORT/carehub_test|" \
@@ -151,7 +157,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
   -keyout "$DIR/tls/carehub.key" -out "$DIR/tls/carehub.crt" 2>/dev/null
 chmod 600 "$DIR/tls/carehub.key"
 sed -e "s|127.0.0.1:8081|127.0.0.1:$API1|; s|127.0.0.1:8082|127.0.0.1:$API2|" \
-    -e "s|listen 443 |listen 127.0.0.1:$TLS_PORT |; s|listen 80;|listen 127.0.0.1:$(free_port 58080);|" \
+    -e "s|listen 443 |listen 127.0.0.1:$TLS_PORT |; s|listen 80;|listen 127.0.0.1:$(free_port "$HTTP_FROM");|" \
     -e "s|server_name carehub.example.no;|server_name 127.0.0.1 localhost;|" \
     -e "s|/etc/carehub/tls/|$DIR/tls/|" \
     "$ROOT/deploy/nginx/carehub.conf" > "$DIR/nginx/carehub.conf"

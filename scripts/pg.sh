@@ -8,7 +8,10 @@
 # DIR defaults to a fresh `mktemp -d` under /tmp, PORT to 55432. Layout of DIR:
 # DIR/data (cluster), DIR/log (server log), DIR/.s.PGSQL.PORT (unix socket).
 # The cluster has a superuser role `carehub` (trust auth, loopback only) and a
-# database `carehub_test`; fsync etc. are off, so it is for tests only.
+# database `carehub_test`; fsync etc. are off, so it is for tests only, unless
+# CAREHUB_PG_CONF names a settings file (deploy/postgresql/carehub.conf): then that
+# file is included and decides durability (fsync, synchronous_commit, WAL archive,
+# its /var/lib/carehub/wal-archive becoming DIR/wal-archive), as a real install does.
 #
 # Server binaries: pg_ctl/initdb on PATH, else the highest version under
 # /usr/lib/postgresql/*/bin, else `apt-get install postgresql` (Debian/Ubuntu).
@@ -166,8 +169,19 @@ cmd_start() {
       { tail -n 20 "$DIR/initdb.log" >&2; die "initdb failed (log: $DIR/initdb.log)"; }
   fi
 
-  local opts="-h 127.0.0.1 -p $port -k $DIR -c fsync=off -c synchronous_commit=off"
-  opts+=" -c full_page_writes=off -c max_connections=200"
+  local opts="-h 127.0.0.1 -p $port -k $DIR -c max_connections=200"
+  if [[ -n ${CAREHUB_PG_CONF:-} ]]; then
+    [[ -f $CAREHUB_PG_CONF ]] || die "CAREHUB_PG_CONF: no such file: $CAREHUB_PG_CONF"
+    mkdir -p "$DIR/wal-archive"
+    sed "s|/var/lib/carehub/wal-archive|$DIR/wal-archive|g" "$CAREHUB_PG_CONF" \
+      >"$pgdata/carehub.conf"
+    [[ -z $RUN_USER ]] || chown "$RUN_USER:" "$DIR/wal-archive" "$pgdata/carehub.conf"
+    grep -qx "include_if_exists 'carehub.conf'" "$pgdata/postgresql.conf" ||
+      echo "include_if_exists 'carehub.conf'" >>"$pgdata/postgresql.conf"
+  else
+    # Command-line settings win over the files: a cluster once started durable is not.
+    opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  fi
   local logsize=0 newlog
   [[ ! -f $DIR/log ]] || logsize=$(wc -c <"$DIR/log")
   if ! as_pg "$BINDIR/pg_ctl" -D "$pgdata" -l "$DIR/log" -w -t 120 -o "$opts" start >/dev/null; then

@@ -8,6 +8,7 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.api.deps import audit_failure
@@ -15,6 +16,9 @@ from hub.api.responses import FhirResponse
 from hub.errors import HubError, Issue, operation_outcome
 
 log = logging.getLogger("hub.api")
+
+RETRY_AFTER = 5
+"""Seconds a client is asked to wait before sending again while the database is away."""
 
 _HTTP_TEXT = {404: "There is nothing at this address.",
               405: "This method is not supported at this address."}
@@ -41,6 +45,22 @@ def install(app: FastAPI) -> None:
         code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
         return FhirResponse(operation_outcome([Issue(text, code)]),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    async def _database_away(request: Request, exc: Exception) -> FhirResponse:
+        # PostgreSQL restarting or failing over, a connection cut, a lock or statement
+        # timeout: worth sending again, unlike a 500. Whether a commit whose answer was lost
+        # took effect cannot be known here; a message sent again is taken once (its id).
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                    type(exc).__name__)
+        text = ("The hub's database could not be reached just now, so the request may not "
+                "have been carried out. Send it again in a few seconds; a message sent again "
+                "with the same MessageHeader.id is taken only once.")
+        await audit_failure(request, 503, text)
+        return FhirResponse(operation_outcome([Issue(text, "transient")]), status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER)})
+
+    app.add_exception_handler(OperationalError, _database_away)
+    app.add_exception_handler(InterfaceError, _database_away)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> FhirResponse:

@@ -27,23 +27,26 @@ database at once:
    the stored Bundle, drop redacted entries, renew the lease, commit; hand it to the push
    channel (an adapters.channels.OutboundChannel, made by adapters.registry.push_channel:
    the FHIR push of adapters/fhir_push POSTs it, and its HTTP transport is the test seam);
-   then record the outcome in a new transaction: 2xx `delivered`; network error, timeout,
-   5xx or 429 a retry after first_retry x 2^(attempts-1) (+-20 % jitter, at most an hour;
-   a 429's Retry-After wins), or `dead-letter` once created_at + delivery_max_age has
-   passed (the last retry is made at that moment); any other status `dead-letter` at once.
+   then record the outcome in a new transaction (a 2xx the database cannot take at that
+   moment, PostgreSQL restarting, is tried again until the lease ends: given up, it would be
+   sent again): 2xx `delivered`; network error, timeout, 5xx or 429 a retry after
+   first_retry x 2^(attempts-1) (+-20 % jitter, at most an hour; a 429's Retry-After wins),
+   or `dead-letter` once created_at + delivery_max_age has passed (the last retry is made at
+   that moment); any other status `dead-letter` at once.
 
 Delivery is at least once, not exactly once; receivers recognise a repeat by
 MessageHeader.id, which CONTRACT 4 makes idempotent. A repeat happens when the hub cannot
 know the receiver took the message: the answer was lost (timeout or connection reset after
 the receiver had stored it; a 5xx sent after storing), or the process was killed between its
-POST and recording the outcome. A killed process leaves its lease to expire; the delivery is
-then claimed and sent again, so nothing is lost, and only the deliveries in flight at the
-kill can arrive twice. Otherwise no delivery is sent twice and none is sent by two processes
-at once: a leased row is not due for anyone else, the lease is renewed just before the POST
-and outlasts the timeout twice over, and a failure is recorded only by the lease holder (a
-success is recorded whoever holds it, since the receiver has the message). The one gap is a
-receiver trickling its answer byte by byte: httpx's timeout is per read, so such an attempt
-can outlive its lease and overlap a retry.
+POST and recording the outcome, or the database was away for longer than the rest of the
+lease when the outcome was to be recorded. A killed process leaves its lease to expire; the
+delivery is then claimed and sent again, so nothing is lost, and only the deliveries in
+flight at the kill can arrive twice. Otherwise no delivery is sent twice and none is sent
+by two processes at once: a leased row is not due for anyone else, the lease is renewed just
+before the POST and outlasts the timeout twice over, and a failure is recorded only by the
+lease holder (a success is recorded whoever holds it, since the receiver has the message).
+The one gap is a receiver trickling its answer byte by byte: httpx's timeout is per read, so
+such an attempt can outlive its lease and overlap a retry.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +63,7 @@ from typing import Any, Literal, cast
 
 import httpx
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from adapters.channels import OutboundChannel, Sent
@@ -83,6 +88,8 @@ PUBLISH_BATCH = 5000
 MAX_BACKOFF = 3600.0
 """Seconds: the backoff stops doubling here."""
 LEASE_MARGIN = 1.0
+RECORD_RETRY = 0.2
+"""Seconds between tries to record a delivery the receiver took, while the database is away."""
 PUBLISH_LOCK = 0x6361726568756201  # pg_advisory_xact_lock key of the publisher ("carehub\x01")
 _TICK = timedelta(microseconds=1)
 
@@ -297,6 +304,24 @@ def _record(db: Database, settings: Settings, ready: _Ready, outcome: Sent,
         return "retry"
 
 
+def _record_taken(db: Database, settings: Settings, ready: _Ready, outcome: Sent,
+                  clock: Clock, auditor: Auditor | None = None) -> Result:
+    """Record the outcome. That the receiver took the message is recorded even if the
+    database is away for a moment (a restart, a failover, a cut connection): tried again
+    until the lease ends, since a delivery left queued is sent again once it has. A failure
+    is recorded once; if that fails, the expiring lease brings the retry it would have."""
+    give_up = time.monotonic() + (ready.lease - clock()).total_seconds()
+    while True:
+        try:
+            return _record(db, settings, ready, outcome, clock, auditor)
+        except (OperationalError, InterfaceError):
+            if not outcome.ok or time.monotonic() + RECORD_RETRY >= give_up:
+                raise
+            log.warning("delivery %s was taken by its receiver; the database is away, "
+                        "recording it again", ready.id)
+            time.sleep(RECORD_RETRY)
+
+
 def attempt(db: Database, settings: Settings, channel: OutboundChannel, c: _Claim,
             clock: Clock, auditor: Auditor | None = None) -> Result:
     """One attempt at one claimed delivery, through `channel` (the push adapter)."""
@@ -304,7 +329,7 @@ def attempt(db: Database, settings: Settings, channel: OutboundChannel, c: _Clai
     if not isinstance(ready, _Ready):
         return ready
     outcome = channel.send(ready.address, ready.body, timeout=settings.delivery_timeout)
-    return _record(db, settings, ready, outcome, clock, auditor)
+    return _record_taken(db, settings, ready, outcome, clock, auditor)
 
 
 _TALLY = {"delivered": "delivered", "retry": "retried", "dead-letter": "dead_lettered",

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from datetime import timedelta
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from hub.auth.subject import Subject
 from hub.config import Settings
@@ -371,3 +376,49 @@ def test_a_consent_changed_message_whose_consent_is_not_found_keeps_its_decision
     assert delivery(database, m.deliveries["time"]).decision == "permit"
     sweep_until(database, fast, lambda: _all(database, "delivered"))
     assert r.accepted_ids() == [m.header_id]
+
+
+def test_a_delivery_taken_while_the_database_is_away_is_recorded_not_sent_again(
+        database: Database, fast: Settings, receiver: ReceiverFactory, db_url: str) -> None:
+    """The receiver takes the message; at that moment the database refuses connections and
+    drops the open ones (as a PostgreSQL restart does), and is back a second later. The
+    dispatcher records the delivery once it can, within its lease, instead of leaving it
+    queued to be sent a second time when the lease runs out."""
+    if database.dialect != "postgresql":
+        pytest.skip("needs a database server whose connections can be cut")
+    settings = fast.model_copy(update={"delivery_timeout": 2.0})  # a lease of 5 s
+    name = make_url(db_url).database
+    admin = create_engine(make_url(db_url).set(database="postgres"),
+                          isolation_level="AUTOCOMMIT")
+
+    def allow(yes: bool) -> None:
+        with admin.connect() as c:
+            c.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(yes).lower()}'))
+            if not yes:
+                c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = :name"), {"name": name})
+
+    def take_and_cut(_header_id: str) -> Reply:
+        allow(False)
+        threading.Timer(1.0, allow, args=(True,)).start()
+        return Reply(200)
+
+    r = receiver("time")
+    add_org(database, SENDER)
+    add_org(database, "time", r.url)
+    sent = accept(database, settings, sender=SENDER, receivers=["time"],
+                  patient_id=add_patient(database))
+    r.reply = take_and_cut
+    try:
+        report = sweep(database, settings)
+        r.reply = lambda _h: Reply(200)
+        assert report.delivered == 1, report
+        assert report.errors == []
+        assert delivery(database, sent.deliveries["time"]).status == "delivered"
+        # Long after the lease: nothing is due, nothing is sent again.
+        later = sweep(database, settings, now=utcnow() + timedelta(minutes=5))
+        assert later.claimed == 0
+        assert r.requested_ids() == [sent.header_id]
+    finally:
+        allow(True)
+        admin.dispose()
