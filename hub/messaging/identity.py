@@ -56,8 +56,12 @@ def _identity_names(entries: list[dict[str, Any]]) -> list[str]:
 
 
 def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
-                  fhir_base: str) -> list[Placement]:
+                  fhir_base: str, sender_org: str | None = None) -> list[Placement]:
     """Decide, for each entry after the MessageHeader, the stored id it becomes.
+
+    Where an entry's identifiers match several stored resources, the sender's own are meant
+    (`_meant`): another organisation cannot make a sender's messages ambiguous by creating,
+    by REST, a record under the same identifier.
 
     The identities looked up are locked first (hub.db.locks), all at once and until the
     transaction ends: two messages about the same new patient, accepted side by side by two
@@ -95,6 +99,8 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
                     resource_types=frozenset({rtype})):
                 found[match.id] = None
         if len(found) > 1:
+            found = dict.fromkeys(_meant(session, rtype, list(found), sender_org))
+        if len(found) > 1:
             raise InvalidResourceError(
                 f"{where}: its identifiers match {len(found)} stored {rtype} resources "
                 f"({', '.join(sorted(found))}); the hub cannot tell which one is meant.",
@@ -104,6 +110,21 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
         else:
             placements.append(Placement(index, rtype, str(uuid.uuid4()), False))
     return placements
+
+
+def _meant(session: Session, rtype: str, ids: list[str], sender_org: str | None) -> list[str]:
+    """Which of several matches a message from `sender_org` means: the sender's own; for a
+    Patient none of which is the sender's, the one the hub stored first (the person as the hub
+    first kept them: an organisation that makes a second Patient with a known fødselsnummer by
+    REST gets one of its own, and does not change whom everyone else's messages are about).
+    More than one left is still ambiguous."""
+    made = service.owners_first_made_first(session, resource_type=rtype, resource_ids=ids)
+    own = [rid for rid, owner in made if sender_org is not None and owner == sender_org]
+    if own:
+        return own
+    if rtype == "Patient" and made:
+        return [made[0][0]]
+    return ids
 
 
 def resolve_references(session: Session, hub: Subject, node: Any, refs: dict[str, str],

@@ -156,7 +156,7 @@ def process_message(session: Session, subject: Subject, settings: Settings, *,
     # matched across the hub (one Patient per fødselsnummer); who may write a match is
     # decided when it is written.
     placements = identity.place_entries(session, Subject.hub_itself(), entries,
-                                        settings.fhir_base)
+                                        settings.fhir_base, sender)
     patient_id = next((p.resource_id for p in placements if p.resource_type == "Patient"), None)
     message = MessageRow(
         sender_org=sender, header_id=header_id, event=event, content_hash=digest,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -514,10 +514,20 @@ def owner_of(session: Session, *, resource_type: str, resource_id: str) -> str |
     return current.owner_org if current is not None else None
 
 
+def owners_first_made_first(session: Session, *, resource_type: str,
+                            resource_ids: Iterable[str]) -> list[tuple[str, str | None]]:
+    """(id, owner) of these resources of one type, the one stored first coming first. For
+    the hub's own matching (which of several Patients with one fødselsnummer a message
+    means): owners are no secret from the hub."""
+    rows = [repo.get_current(session, resource_type, rid) for rid in resource_ids]
+    return [(r.logical_id, r.owner_org)
+            for r in sorted((r for r in rows if r is not None), key=lambda r: r.pk)]
+
+
 def valid_id(resource_id: str) -> bool:
     """True when `resource_id` is a valid FHIR logical id."""
     return bool(ID_RE.match(resource_id))
 
 
 __all__ = ["check_type", "conditional_target", "create", "delete_resource", "history", "match",
-           "owner_of", "read", "search", "update", "valid_id", "vread"]
+           "owner_of", "owners_first_made_first", "read", "search", "update", "valid_id", "vread"]

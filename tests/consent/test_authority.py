@@ -514,3 +514,51 @@ def test_a_refused_message_keeps_nothing(hub: Hub, database: Database) -> None:
 def _all(rtype: str) -> Any:
     from hub.store.query import SearchRequest
     return SearchRequest(resource_type=rtype, criteria=[], count=100)
+
+
+# --- a second Patient or record made by REST does not make the owner's messages ambiguous --
+
+
+def test_a_patient_made_by_rest_with_a_known_number_does_not_block_the_centres_messages(
+        hub: Hub) -> None:
+    story(hub, 1, 2, 3, 4)
+    pid = patient_id(hub)
+    shadow = {"resourceType": "Patient", "name": [{"family": "Skygge"}],
+              "identifier": [{"system": FNR_SYSTEM, "value": FNR}]}
+    r = hub["klepp-kommune"].post("/fhir/Patient", json=shadow)
+    assert r.status_code == 201, r.text  # the same answer as for a number the hub never saw
+    klepps = r.json()["id"]
+    assert klepps != pid
+    # the centre's next message about the person is still taken, and about its Patient
+    mine = renewed(example(3))
+    entry(mine, "Patient")["resource"]["name"] = [{"family": "Nordmann", "given": ["Kari", "C"]}]
+    accepted(hub, mine)
+    assert hub["jaeren-dps"].get(f"/fhir/Patient/{pid}").json()["name"][0]["given"] == [
+        "Kari", "C"]
+    assert hub["klepp-kommune"].get(f"/fhir/Patient/{klepps}").json()["name"] == [
+        {"family": "Skygge"}]
+    # Time kommune's answer, whose Patient Time does not own, still links to the centre's
+    accepted(hub, example(5))
+    # control: Klepp's own message about the number is about Klepp's own Patient
+    own = resent_by(example(1), "klepp-kommune")
+    entry(own, "Consent")["resource"]["organization"] = [
+        {"reference": "Organization/klepp-kommune"}]
+    entry(own, "Consent")["resource"]["identifier"] = [
+        {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"}]
+    accepted(hub, own)
+    recorded = only(hub["klepp-kommune"], "/fhir/Consent")
+    assert [c["patient"]["reference"] for c in recorded] == [f"Patient/{klepps}"]
+
+
+def test_a_record_made_by_rest_under_anothers_identifier_does_not_block_its_messages(
+        hub: Hub) -> None:
+    story(hub, 1, 2, 3)
+    enc = encounter(hub)
+    copy_of = {"resourceType": "Encounter", "status": "planned",
+               "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                         "code": "IMP"},
+               "identifier": enc["identifier"]}
+    assert hub["klepp-kommune"].post("/fhir/Encounter", json=copy_of).status_code == 201
+    mine = renewed(example(3))
+    accepted(hub, mine)
+    assert encounter(hub)["id"] == enc["id"]
