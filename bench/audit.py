@@ -104,6 +104,12 @@ def audit_event(i: int) -> tuple[dict[str, Any], str, str]:
     return event, patient, agent
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (verify's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 @dataclass(frozen=True)
 class Result:
     """One measured line of the report."""
@@ -114,6 +120,11 @@ class Result:
     seconds: float
     latencies: Sequence[float] = ()
     load: float | None = None  # the 1-minute load average when it started
+    cpu: float | None = None  # CPU seconds spent, this process and its children
+
+    @property
+    def cpu_rate(self) -> str:
+        return f"{self.n / self.cpu:,.0f}" if self.cpu else ""
 
     @property
     def rate(self) -> float:
@@ -269,7 +280,7 @@ class Bench:
             progress.update(task, completed=done, total=total)
 
         keys = {self.signer.key_id: self.signer.public_key}
-        load = os.getloadavg()[0]
+        load, cpu = os.getloadavg()[0], cpu_seconds()
         started = time.perf_counter()
         result = verify(lambda: self.db.session(write=False), keys, progress=advance,
                         jobs=jobs, url=self.db.engine.url.render_as_string(hide_password=False))
@@ -278,11 +289,11 @@ class Bench:
         if not result.ok or result.sealed != self.count:
             raise SystemExit(f"{self.label}: verify failed: {result}")
         return Result(self.label, f"verify, {jobs} process{'es' if jobs > 1 else ''}",
-                      result.count, seconds, load=load)
+                      result.count, seconds, load=load, cpu=cpu_seconds() - cpu)
 
     def read_floor(self) -> Result:
         """The chunks verify reads, the same SELECT at the driver, fetched and dropped."""
-        load = os.getloadavg()[0]
+        load, cpu = os.getloadavg()[0], cpu_seconds()
         started, n, chunk = time.perf_counter(), 0, 1 << verify_module.CHUNK_LEVEL
         for start in range(0, self.count, chunk):
             with self.db.session(write=False) as session:
@@ -294,12 +305,13 @@ class Bench:
                 n += len(cursor.fetchall())
                 cursor.close()
         return Result(self.label, "  floor: fetch the same chunks only, 1 process", n,
-                      time.perf_counter() - started, load=load)
+                      time.perf_counter() - started, load=load, cpu=cpu_seconds() - cpu)
 
     def hash_floor(self) -> Result:
         """SHA-256(0x00 || body) of every body, nothing else (bodies read beforehand, a
         chunk at a time, untimed)."""
-        load, seconds, n, chunk = os.getloadavg()[0], 0.0, 0, 1 << verify_module.CHUNK_LEVEL
+        load, seconds, cpu, n = os.getloadavg()[0], 0.0, 0.0, 0
+        chunk = 1 << verify_module.CHUNK_LEVEL
         sha = hashlib.sha256
         for start in range(0, self.count, chunk):
             with self.db.session(write=False) as session:
@@ -308,13 +320,14 @@ class Bench:
                                f"AND leaf_index < {start + chunk}")
                 bodies = [bytes(b) for (b,) in cursor.fetchall()]
                 cursor.close()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             for body in bodies:
                 sha(b"\x00" + body).digest()
             seconds += time.perf_counter() - t0
+            cpu += cpu_seconds() - c0
             n += len(bodies)
         return Result(self.label, "  floor: the leaf hashes only, 1 process", n, seconds,
-                      load=load)
+                      load=load, cpu=cpu)
 
     def appends(self, n: int) -> Result:
         latencies: list[float] = []
@@ -384,14 +397,15 @@ def report(console: Console, results: list[Result], versions: dict[str, str],
     """Print machine info and the results table."""
     print_machine(console, info, versions)
     table = Table(title="Audit trail")
-    for name in ("db", "what", "n", "seconds", "per second", "p50 ms", "p95 ms", "load"):
+    for name in ("db", "what", "n", "seconds", "per second", "per CPU s", "p50 ms", "p95 ms",
+                 "load"):
         table.add_column(name, justify="left" if name in ("db", "what") else "right")
     last: str | None = None
     for r in results:
         if last is not None and last != r.db:
             table.add_section()
         last = r.db
-        table.add_row(r.db, r.what, f"{r.n:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}",
+        table.add_row(r.db, r.what, f"{r.n:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}", r.cpu_rate,
                       r.quantile_ms(0.5), r.quantile_ms(0.95),
                       "" if r.load is None else f"{r.load:.2f}")
     console.print(table)
@@ -489,10 +503,13 @@ def verify_runs(bench: Bench, args: argparse.Namespace, console: Console) -> lis
                         replace(hashing, what=f"run {run}{hashing.what}")]
             for jobs in sorted({1, args.jobs}):
                 done = bench.verify(progress, jobs=jobs)
+                per_cpu = (f", {done.n / done.cpu / (fetch.n / fetch.cpu):.2f} per CPU s"
+                            if done.cpu and fetch.cpu else "")
                 results.append(replace(done, what=f"run {run}: {done.what} "
-                                       f"({done.rate / fetch.rate:.2f} x fetch floor)"))
+                                       f"({done.rate / fetch.rate:.2f} x fetch floor{per_cpu})"))
                 console.print(f"{bench.label} run {run}: {results[-1].what}: "
-                              f"{done.rate:,.0f} records/s, load {done.load:.2f}")
+                              f"{done.rate:,.0f} records/s, {done.cpu_rate} per CPU s, "
+                              f"load {done.load:.2f}")
     return results
 
 

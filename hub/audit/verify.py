@@ -138,6 +138,9 @@ def check_record(row: AuditRecordRow, keys: Mapping[str, Ed25519PublicKey]) -> s
 
 
 CHUNK_LEVEL = 14
+PROCESSES_ABOVE = 100_000
+"""Worker processes are started only for a tree larger than this (each costs about a second
+of CPU to start and import)."""
 """The walk checks the tree in chunks of 2**CHUNK_LEVEL leaves (complete subtrees), each read
 in one short transaction and checked on its own, possibly in another process."""
 
@@ -312,7 +315,8 @@ class _Walk:
 
     def _results(self, spans: list[tuple[int, int, int, list[int]]]) -> Iterator[_Chunk]:
         url = self.url
-        if self.jobs > 1 and url is not None and _shareable(url) and len(spans) > 2:
+        if (self.jobs > 1 and url is not None and _shareable(url) and len(spans) > 1
+                and self.size > PROCESSES_ABOVE):
             with ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"),
                                      initializer=_worker_open, initargs=(url,)) as pool:
                 try:
@@ -510,8 +514,8 @@ def verify(
     `source` is a session, or a factory of sessions (e.g. `lambda: db.session(write=False)`)
     from which each chunk is read in a short transaction of its own; records sealed while
     verify runs are checked up to the checkpoints read at the start. With `jobs` > 1 and the
-    database's `url`, a trail of more than two chunks is checked chunk by chunk in that many
-    worker processes, each reading committed data on its own connection (so not with a
+    database's `url`, a tree of more than PROCESSES_ABOVE leaves is checked chunk by chunk in
+    that many worker processes, each reading committed data on its own connection (so not with a
     session whose changes are uncommitted). `progress(checked, total)` is called after each
     chunk."""
     sealed = unsealed = size = 0

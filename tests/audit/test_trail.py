@@ -8,6 +8,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -715,8 +716,19 @@ def test_verify_in_worker_processes_finds_what_one_process_finds(
         edit: Callable[[Connection], object]) -> None:
     """Chunks checked in two processes (each reading on its own connection) give the same
     answer, named record and position as the walk in one."""
-    monkeypatch.setattr(verify_module, "CHUNK_LEVEL", 1)  # five chunks: worth processes
+    monkeypatch.setattr(verify_module, "CHUNK_LEVEL", 1)  # five chunks
+    monkeypatch.setattr(verify_module, "PROCESSES_ABOVE", 0)
+    pools: list[int] = []
+
+    class Pool(ProcessPoolExecutor):
+        def __init__(self, workers: int, **kwargs: Any) -> None:
+            pools.append(workers)
+            super().__init__(workers, **kwargs)
+
+    monkeypatch.setattr(verify_module, "ProcessPoolExecutor", Pool)
     sealed = seal_in_three_passes(database, signer)
     tamper(sealed, edit)
     alone = check(sealed, signer)
+    assert pools == []
     assert check(sealed, signer, jobs=2) == alone
+    assert pools == [2]
