@@ -1,16 +1,19 @@
 """Benchmark of the audit trail: append, seal, verify and proofs, on SQLite and PostgreSQL.
 
     python bench/audit.py [--records 1000000] [--appends 2000] [--threads 8] [--proofs 1000]
-                          [--db sqlite,postgresql] [--pg-url URL]
+                          [--jobs 2] [--db sqlite,postgresql] [--pg-url URL]
+    python bench/audit.py --verify-only [--records 1000000] [--runs 3] [--jobs 2] ...
 
 On each database the trail is filled with `--records` BALP-like AuditEvents (appended as
 hub processes do, `records.append_all`, 1,000 per transaction, timed as "fill"), then:
 
 - seal: `seal_all` puts them into the Merkle tree (batches of SEAL_BATCH, each checked
   against its writer's signature and signed as a checkpoint), records/s;
-- verify: hub.audit.verify.verify over the whole trail (batches by keyset on leaf_index, each
-  in its own read transaction: hash, columns, tree, stored nodes, checkpoint signatures),
-  records/s; next to it the read floor, the same batches fetched and nothing checked;
+- verify: hub.audit.verify.verify over the whole trail (chunks of complete subtrees, each in
+  its own read transaction, in --jobs processes: hash, columns, tree, stored nodes,
+  checkpoint signatures), records/s and records per CPU second (worker processes included);
+  next to it two floors: the same chunks fetched at the driver and nothing checked, and the
+  leaf hashes of the bodies alone;
 - proofs: `--proofs` inclusion proofs of random records against the latest checkpoint (the
   stored nodes read in one query, the proof checked against the signed root), p50/p95 ms;
   and consistency proofs between random older checkpoints and the latest;
@@ -20,6 +23,11 @@ hub processes do, `records.append_all`, 1,000 per transaction, timed as "fill"),
 - append, N threads: `--threads` threads appending one per transaction at once, total
   appends/s and its ratio to the single-threaded rate (no lock is shared by appenders, so on
   PostgreSQL it grows with threads until the CPU is spent; SQLite has one writer).
+
+--verify-only builds the sealed trail in bulk instead (what fill and seal would leave, written
+directly; verify then checks all of it, so a wrong build fails) and times only the floors and
+verify, in one process and in --jobs, --runs times, each verify also as a ratio to its run's
+fetch floor (wall and per CPU second).
 
 PostgreSQL runs at --pg-url or $HUB_TEST_POSTGRES_URL in a database of its own
 (carehub_bench_audit_<random>), dropped afterwards; without either it is skipped with a note.
