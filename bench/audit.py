@@ -1,16 +1,19 @@
 """Benchmark of the audit trail: append, seal, verify and proofs, on SQLite and PostgreSQL.
 
     python bench/audit.py [--records 1000000] [--appends 2000] [--threads 8] [--proofs 1000]
-                          [--db sqlite,postgresql] [--pg-url URL]
+                          [--jobs 2] [--db sqlite,postgresql] [--pg-url URL]
+    python bench/audit.py --verify-only [--records 1000000] [--runs 3] [--jobs 2] ...
 
 On each database the trail is filled with `--records` BALP-like AuditEvents (appended as
 hub processes do, `records.append_all`, 1,000 per transaction, timed as "fill"), then:
 
 - seal: `seal_all` puts them into the Merkle tree (batches of SEAL_BATCH, each checked
   against its writer's signature and signed as a checkpoint), records/s;
-- verify: hub.audit.verify.verify over the whole trail (batches by keyset on leaf_index, each
-  in its own read transaction: hash, columns, tree, stored nodes, checkpoint signatures),
-  records/s; next to it the read floor, the same batches fetched and nothing checked;
+- verify: hub.audit.verify.verify over the whole trail (chunks of complete subtrees, each in
+  its own read transaction, in --jobs processes: hash, columns, tree, stored nodes,
+  checkpoint signatures), records/s and records per CPU second (worker processes included);
+  next to it two floors: the same chunks fetched at the driver and nothing checked, and the
+  leaf hashes of the bodies alone;
 - proofs: `--proofs` inclusion proofs of random records against the latest checkpoint (the
   stored nodes read in one query, the proof checked against the signed root), p50/p95 ms;
   and consistency proofs between random older checkpoints and the latest;
@@ -21,6 +24,11 @@ hub processes do, `records.append_all`, 1,000 per transaction, timed as "fill"),
   appends/s and its ratio to the single-threaded rate (no lock is shared by appenders, so on
   PostgreSQL it grows with threads until the CPU is spent; SQLite has one writer).
 
+--verify-only builds the sealed trail in bulk instead (what fill and seal would leave, written
+directly; verify then checks all of it, so a wrong build fails) and times only the floors and
+verify, in one process and in --jobs, --runs times, each verify also as a ratio to its run's
+fetch floor (wall and per CPU second).
+
 PostgreSQL runs at --pg-url or $HUB_TEST_POSTGRES_URL in a database of its own
 (carehub_bench_audit_<random>), dropped afterwards; without either it is skipped with a note.
 The load average is printed at start and end: on a shared machine, compare ratios.
@@ -29,6 +37,7 @@ The load average is printed at start and end: on a shared machine, compare ratio
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import sys
@@ -37,7 +46,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +57,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import func, select, text
 
-from hub.audit.merkle import consistent, root_from_inclusion
+from hub.audit import verify as verify_module
+from hub.audit.checkpoint import Checkpoint
+from hub.audit.merkle import Frontier, consistent, root_from_inclusion
 from hub.audit.models import AuditRecordRow
-from hub.audit.records import Entry, append_all
-from hub.audit.seal import seal_all
+from hub.audit.records import INDEX_EXTENSION, Entry, append_all, canonical_json
+from hub.audit.seal import SEAL_BATCH, seal_all
 from hub.audit.signing import Signer
 from hub.audit.tree import checkpoints, consistency_proof, inclusion_proof
-from hub.audit.verify import BATCH_SIZE, verify
+from hub.audit.verify import verify
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.migrate import upgrade
@@ -101,6 +112,12 @@ def audit_event(i: int) -> tuple[dict[str, Any], str, str]:
     return event, patient, agent
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (verify's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 @dataclass(frozen=True)
 class Result:
     """One measured line of the report."""
@@ -110,6 +127,12 @@ class Result:
     n: int
     seconds: float
     latencies: Sequence[float] = ()
+    load: float | None = None  # the 1-minute load average when it started
+    cpu: float | None = None  # CPU seconds spent, this process and its children
+
+    @property
+    def cpu_rate(self) -> str:
+        return f"{self.n / self.cpu:,.0f}" if self.cpu else ""
 
     @property
     def rate(self) -> float:
@@ -201,34 +224,118 @@ class Bench:
             with self.db.engine.begin() as conn:
                 conn.execute(text("ANALYZE"))
 
-    def verify(self, progress: Progress) -> Result:
+    def build(self, n: int, progress: Progress) -> Result:
+        """The trail `fill` and `seal` make, written in bulk (not a hub path: for the verify
+        runs at 1M records without an hour of filling): bodies as append_all makes them,
+        signed, leaf indexes in id order, the complete nodes and a signed checkpoint every
+        SEAL_BATCH records. verify checks all of it, so a wrong build fails the bench."""
+        task = progress.add_task(f"{self.label}: build {n:,}", total=n)
+        started = time.perf_counter()
+        frontier = Frontier()
+        raw = self.db.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            mark = "?" if self.db.dialect == "sqlite" else "%s"
+            insert_record = ("INSERT INTO audit_records (seq, recorded_at, patient_ref, agent, "
+                             "action, subtype, body, leaf_hash, signature, key_id, leaf_index) "
+                             f"VALUES ({', '.join([mark] * 11)})")
+            insert_node = f"INSERT INTO audit_tree_nodes (level, idx, hash) VALUES ({mark}, " \
+                          f"{mark}, {mark})"
+            insert_cp = ("INSERT INTO audit_checkpoints (tree_size, root_hash, signed_at, "
+                         f"key_id, signature) VALUES ({mark}, {mark}, {mark}, {mark}, {mark})")
+            while self.count < n:
+                at = utcnow()
+                stamp = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                column_at: Any = (at.strftime("%Y-%m-%d %H:%M:%S.%f")
+                                  if self.db.dialect == "sqlite" else at)
+                rows, nodes = [], []
+                if self.db.dialect == "sqlite":
+                    cursor.execute("BEGIN")  # the hub's driver connection autocommits
+                for i in range(self.count, min(n, self.count + SEAL_BATCH)):
+                    event, patient, agent = audit_event(i)
+                    record = {**event, "id": str(uuid.UUID(int=i + 7)), "recorded": stamp,
+                              "action": "R", "extension": [{"url": INDEX_EXTENSION, "extension": [
+                                  {"url": "patient", "valueString": patient},
+                                  {"url": "agent", "valueString": agent},
+                                  {"url": "subtype", "valueCode": "read"}]}]}
+                    body = canonical_json(record)
+                    digest = hashlib.sha256(b"\x00" + body).digest()
+                    rows.append((i + 1, column_at, patient, agent, "R", "read", body,
+                                 digest.hex(), self.signer.sign(digest), self.signer.key_id, i))
+                    nodes.extend(frontier.push(digest))
+                cursor.executemany(insert_record, rows)
+                cursor.executemany(insert_node, nodes)
+                cp = Checkpoint.sign(self.signer, frontier.size, frontier.root(), at)
+                cursor.execute(insert_cp, (cp.tree_size, cp.root_hash, column_at, cp.key_id,
+                                           cp.signature))
+                raw.commit()
+                self.count += len(rows)
+                progress.advance(task, len(rows))
+            if self.db.dialect == "postgresql":
+                cursor.execute("SELECT setval('audit_records_seq_seq', %s)", (self.count,))
+                raw.commit()
+        finally:
+            raw.close()
+        progress.remove_task(task)
+        self.analyze()
+        return Result(self.label, "build the sealed trail in bulk (bench only)", n,
+                      time.perf_counter() - started)
+
+    def verify(self, progress: Progress, jobs: int = 1) -> Result:
         task = progress.add_task(f"{self.label}: verify", total=self.count)
 
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
         keys = {self.signer.key_id: self.signer.public_key}
+        load, cpu = os.getloadavg()[0], cpu_seconds()
         started = time.perf_counter()
-        result = verify(lambda: self.db.session(write=False), keys, progress=advance)
+        result = verify(lambda: self.db.session(write=False), keys, progress=advance,
+                        jobs=jobs, url=self.db.engine.url.render_as_string(hide_password=False))
         seconds = time.perf_counter() - started
         progress.remove_task(task)
         if not result.ok or result.sealed != self.count:
             raise SystemExit(f"{self.label}: verify failed: {result}")
-        return Result(self.label, "verify", result.count, seconds)
+        return Result(self.label, f"verify, {jobs} process{'es' if jobs > 1 else ''}",
+                      result.count, seconds, load=load, cpu=cpu_seconds() - cpu)
 
     def read_floor(self) -> Result:
-        """The same keyset batches verify reads, fetched and dropped."""
-        started, last, n = time.perf_counter(), -1, 0
-        while True:
+        """The chunks verify reads, the same SELECT at the driver, fetched and dropped."""
+        load, cpu = os.getloadavg()[0], cpu_seconds()
+        started, n, chunk = time.perf_counter(), 0, 1 << verify_module.CHUNK_LEVEL
+        for start in range(0, self.count, chunk):
             with self.db.session(write=False) as session:
-                rows = session.execute(select(*COLUMNS).where(AuditRecordRow.leaf_index > last)
-                                       .order_by(AuditRecordRow.leaf_index)
-                                       .limit(BATCH_SIZE)).all()
-            if not rows:
-                break
-            last, n = rows[-1].leaf_index, n + len(rows)
-        return Result(self.label, "  floor: fetch the same batches only", n,
-                      time.perf_counter() - started)
+                cursor = session.connection().connection.cursor()
+                cursor.execute("SELECT seq, leaf_index, body, leaf_hash, recorded_at, action, "
+                               f"patient_ref, agent, subtype FROM audit_records WHERE "
+                               f"leaf_index >= {start} AND leaf_index < {start + chunk} "
+                               "ORDER BY leaf_index")
+                n += len(cursor.fetchall())
+                cursor.close()
+        return Result(self.label, "  floor: fetch the same chunks only, 1 process", n,
+                      time.perf_counter() - started, load=load, cpu=cpu_seconds() - cpu)
+
+    def hash_floor(self) -> Result:
+        """SHA-256(0x00 || body) of every body, nothing else (bodies read beforehand, a
+        chunk at a time, untimed)."""
+        load, seconds, cpu, n = os.getloadavg()[0], 0.0, 0.0, 0
+        chunk = 1 << verify_module.CHUNK_LEVEL
+        sha = hashlib.sha256
+        for start in range(0, self.count, chunk):
+            with self.db.session(write=False) as session:
+                cursor = session.connection().connection.cursor()
+                cursor.execute(f"SELECT body FROM audit_records WHERE leaf_index >= {start} "
+                               f"AND leaf_index < {start + chunk}")
+                bodies = [bytes(b) for (b,) in cursor.fetchall()]
+                cursor.close()
+            t0, c0 = time.perf_counter(), cpu_seconds()
+            for body in bodies:
+                sha(b"\x00" + body).digest()
+            seconds += time.perf_counter() - t0
+            cpu += cpu_seconds() - c0
+            n += len(bodies)
+        return Result(self.label, "  floor: the leaf hashes only, 1 process", n, seconds,
+                      load=load, cpu=cpu)
 
     def appends(self, n: int) -> Result:
         latencies: list[float] = []
@@ -298,15 +405,17 @@ def report(console: Console, results: list[Result], versions: dict[str, str],
     """Print machine info and the results table."""
     print_machine(console, info, versions)
     table = Table(title="Audit trail")
-    for name in ("db", "what", "n", "seconds", "per second", "p50 ms", "p95 ms"):
+    for name in ("db", "what", "n", "seconds", "per second", "per CPU s", "p50 ms", "p95 ms",
+                 "load"):
         table.add_column(name, justify="left" if name in ("db", "what") else "right")
     last: str | None = None
     for r in results:
         if last is not None and last != r.db:
             table.add_section()
         last = r.db
-        table.add_row(r.db, r.what, f"{r.n:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}",
-                      r.quantile_ms(0.5), r.quantile_ms(0.95))
+        table.add_row(r.db, r.what, f"{r.n:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}", r.cpu_rate,
+                      r.quantile_ms(0.5), r.quantile_ms(0.95),
+                      "" if r.load is None else f"{r.load:.2f}")
     console.print(table)
     console.print(f"Total wall time: {wall:.1f} s")
 
@@ -378,11 +487,38 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--appends", type=int, default=2000, help="timed single appends")
     parser.add_argument("--threads", type=int, default=8, help="threads appending at once")
     parser.add_argument("--decisions", type=int, default=1000, help="timed consent decisions")
+    parser.add_argument("--verify-only", action="store_true",
+                        help="build the sealed trail in bulk and time only verify (--runs "
+                             "times, against its floors), not fill, seal, proofs or appends")
+    parser.add_argument("--runs", type=int, default=3, help="verify runs with --verify-only")
+    parser.add_argument("--jobs", type=int, default=2, help="verify's worker processes")
     parser.add_argument("--db", default="sqlite,postgresql",
                         type=lambda v: [p.strip() for p in v.split(",") if p.strip()])
     parser.add_argument("--pg-url", default=os.environ.get(PG_ENV),
                         help=f"PostgreSQL server URL (default ${PG_ENV})")
     return parser.parse_args(argv)
+
+
+def verify_runs(bench: Bench, args: argparse.Namespace, console: Console) -> list[Result]:
+    """Build the trail in bulk, then `--runs` times: the two floors and verify in one process
+    and in `--jobs`; each verify's rate also as a ratio to the fetch floor of its run."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        results = [bench.build(args.records, progress)]
+        for run in range(1, args.runs + 1):
+            fetch, hashing = bench.read_floor(), bench.hash_floor()
+            results += [replace(fetch, what=f"run {run}{fetch.what}"),
+                        replace(hashing, what=f"run {run}{hashing.what}")]
+            for jobs in sorted({1, args.jobs}):
+                done = bench.verify(progress, jobs=jobs)
+                per_cpu = (f", {done.n / done.cpu / (fetch.n / fetch.cpu):.2f} per CPU s"
+                            if done.cpu and fetch.cpu else "")
+                results.append(replace(done, what=f"run {run}: {done.what} "
+                                       f"({done.rate / fetch.rate:.2f} x fetch floor{per_cpu})"))
+                console.print(f"{bench.label} run {run}: {results[-1].what}: "
+                              f"{done.rate:,.0f} records/s, {done.cpu_rate} per CPU s, "
+                              f"load {done.load:.2f}")
+    return results
 
 
 def run_one(kind: str, url: str, args: argparse.Namespace, key: Path,
@@ -392,12 +528,15 @@ def run_one(kind: str, url: str, args: argparse.Namespace, key: Path,
         upgrade(db.engine)
         bench = Bench(kind, db, Signer.from_file(key))
         results: list[Result] = []
+        if args.verify_only:
+            return verify_runs(bench, args, console), database_version(db.engine)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             results.append(bench.fill(args.records, progress))
             results.append(bench.seal())
-            results.append(bench.verify(progress))
+            results.append(bench.verify(progress, jobs=args.jobs))
         results.append(bench.read_floor())
+        results.append(bench.hash_floor())
         results.extend(bench.proofs(args.proofs))
         single = bench.appends(args.appends)
         results.append(single)
@@ -429,8 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with target as url:
                 rows, versions[kind] = run_one(kind, url, args, key, console)
                 results.extend(rows)
-                console.print(f"{kind}: done ({rows[2].rate:,.0f} records/s verified)",
-                              f"load {os.getloadavg()[0]:.2f}")
+                console.print(f"{kind}: done", f"load {os.getloadavg()[0]:.2f}")
     report(console, results, versions, info, time.perf_counter() - started)
     return 0
 

@@ -9,6 +9,7 @@ gone) (CONTRACT section 1). Every command that fails prints one sentence and exi
 from __future__ import annotations
 
 import json
+import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -117,6 +118,10 @@ def verify_command(
         help="A checkpoint exported earlier (`hub audit checkpoint export`) that the trail "
              "must still contain; repeatable",
     ),
+    jobs: int = typer.Option(
+        min(2, os.cpu_count() or 1), "--jobs", min=1,
+        help="Worker processes that check chunks of the tree side by side (a large trail)",
+    ),
 ) -> None:
     """Check every record, the tree and the checkpoints' signatures; exit 1 naming the first
     broken record."""
@@ -128,7 +133,8 @@ def verify_command(
     with _database() as database:
         with _Bar() as bar:
             result = verify(lambda: database.session(write=False), keys, witnessed=witnessed,
-                            progress=bar)
+                            progress=bar, jobs=jobs,
+                            url=database.engine.url.render_as_string(hide_password=False))
         with database.session(write=True) as session:  # shown on the auditors' pages
             verifications.record(session, result, at=utcnow())
     if result.ok:

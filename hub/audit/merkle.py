@@ -81,8 +81,15 @@ class Frontier:
         """The root of the tree of `size` leaves."""
         if not self._stack:
             return EMPTY_ROOT
-        digest = self._stack[-1][1]
-        for _level, left in reversed(self._stack[:-1]):
+        return self.root_over(self._stack[-1][1], self._stack[:-1])
+
+    def root_over(self, right: bytes,
+                  stack: Sequence[tuple[int, bytes]] | None = None) -> bytes:
+        """The root of this tree's leaves followed by a run whose own frontier folds to
+        `right` (a run smaller than this tree's smallest frontier node): the root is the
+        right fold of all frontier nodes, so this one's fold over `right`."""
+        digest = right
+        for _level, left in reversed(self._stack if stack is None else stack):
             digest = node_hash(left, digest)
         return digest
 

@@ -17,27 +17,41 @@ What it checks, and what each failure says:
 
 Verify needs no private key; Ed25519 is checked only for checkpoints and unsealed records,
 so it runs at hashing speed.
+
+How: the tree is cut into chunks of 2**CHUNK_LEVEL leaves, each a complete subtree, so each
+chunk is checked on its own (`_check_chunk`, one query for its records straight from the
+driver, one per level for its stored nodes): its leaves, its nodes rebuilt bottom-up a level
+at a time and compared with the stored ones as lists, and for each checkpoint whose size
+falls inside it the hash of that checkpoint's frontier part within the chunk. The parent
+takes the chunks in tree order, builds the few nodes above them from their roots, and gets
+each checkpoint's root by folding the nodes left of the chunk over that part. Chunks need
+nothing from each other, so with `jobs` > 1 they are checked in worker processes. The
+first problem in tree order is named: a problem in a record before the stored nodes that
+end at or after it, those before a checkpoint's root at a size past them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import sha256
+from multiprocessing import get_context
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, func, make_url, select
 from sqlalchemy.orm import Session
 
 from hub.audit import merkle
 from hub.audit.checkpoint import Checkpoint
 from hub.audit.models import AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRow
 from hub.audit.records import (
-    columns_agree,
+    _ONCE,
     columns_disagree,
+    index_bytes,
     instant_text,
     leaf_hex,
     link_hash,
@@ -123,105 +137,280 @@ def check_record(row: AuditRecordRow, keys: Mapping[str, Ed25519PublicKey]) -> s
                             row.patient_ref, row.agent, row.subtype)
 
 
-class _Walk:
-    """The sealed records in tree order, rebuilding the tree as they stream by."""
+CHUNK_LEVEL = 14
+PROCESSES_ABOVE = 100_000
+"""Worker processes are started only for a tree larger than this (each costs about a second
+of CPU to start and import)."""
+"""The walk checks the tree in chunks of 2**CHUNK_LEVEL leaves (complete subtrees), each read
+in one short transaction and checked on its own, possibly in another process."""
 
-    def __init__(self, source: SessionSource, keys: Mapping[str, Ed25519PublicKey],
-                 roots: Mapping[int, str], progress: Progress | None, total: int) -> None:
-        self.source, self.keys, self.roots = source, keys, roots
-        self.size = max(roots, default=0)  # the walk stops at the largest checkpoint
-        self.progress, self.total = progress, total
-        self.frontier = merkle.Frontier()
-        self.checked = 0
-        self.last_checkpoint = 0  # the size of the last checkpoint the walk has matched
-        self.made: list[tuple[int, int, bytes]] = []  # nodes rebuilt, not yet compared
-        self.seqs: dict[int, int] = {}  # leaf index -> record id, within the batch
 
-    def run(self) -> int:
-        """Walk every sealed record; the number walked. Raises _BrokenError."""
-        while True:
-            with _open(self.source) as s:
-                # At the driver: SQLAlchemy's rows and type processing would cost more than
-                # all the checks (raw SQLite text for recorded_at: see instant_text).
-                cursor = s.connection().connection.cursor()
-                try:
-                    cursor.execute(f"SELECT {_WALKED} FROM audit_records WHERE leaf_index >= "
-                                   f"{int(self.checked)} AND leaf_index < {int(self.size)} "
-                                   f"ORDER BY leaf_index LIMIT {int(BATCH_SIZE)}")
-                    rows = cursor.fetchall()
-                finally:
-                    cursor.close()
-            if not rows:
-                return self.checked
-            self.seqs = {}
-            for row in rows:
-                self._record(*row)
-            self._compare_nodes()
-            if self.progress is not None:
-                self.progress(self.checked, self.total)
+@dataclass(frozen=True)
+class _Chunk:
+    """What checking the leaves [start, start + 2**level) found (`_check_chunk`)."""
 
-    def _record(self, seq: int, leaf_index: int, body: bytes, leaf_hash: str,
-                recorded_at: datetime | str, action: str, patient_ref: str | None, agent: str,
-                subtype: str) -> None:
-        expected = self.checked
+    start: int
+    walked: int  # leaves walked and intact, from start on
+    leaf_problem: tuple[str, int | None, int] | None  # (reason, seq, position)
+    node_problem: tuple[int, str, int | None, int] | None  # (last leaf, reason, seq, position)
+    partial_roots: dict[int, bytes]  # checkpoint size -> hash of its frontier in this chunk
+    root: bytes | None  # the chunk's node, when complete
+
+
+def _levels(digests: list[bytes]) -> list[list[bytes]]:
+    """Every complete node over `digests` (a run starting at a multiple of its length's
+    power of two), level by level from the leaves, paired bottom-up."""
+    levels = [digests]
+    row = digests
+    while len(row) > 1:
+        row = [sha256(b"\x01" + left + right).digest()
+               for left, right in zip(row[0::2], row[1::2], strict=False)]
+        levels.append(row)
+    return levels
+
+
+def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence[int]
+                 ) -> _Chunk:
+    """Check the sealed records at leaves [start, end) of the chunk [start, start + length)
+    (length a power of two, start a multiple of it; end short of it at the tree's tail)
+    with a DBAPI cursor: positions, hashes, columns, the stored nodes within, and for each
+    checkpoint size in `sizes` the hash of its frontier's part inside the chunk."""
+    cursor.execute(f"SELECT {_WALKED} FROM audit_records WHERE leaf_index >= {int(start)} "
+                   f"AND leaf_index < {int(end)} ORDER BY leaf_index")
+    rows = cursor.fetchall()
+    digests: list[bytes] = []
+    seqs: list[int] = []
+    leaf_problem = None
+    # The column values repeat across records (an agent, a request's time, five actions):
+    # their bytes are made once a chunk.
+    indexes: dict[tuple[str | None, str, str], bytes] = {}
+    instants: dict[Any, bytes] = {}
+    actions: dict[str, bytes] = {}
+    extension, recorded_key, action_key = _ONCE
+    expected = start
+    for seq, leaf_index, body, leaf_hash, recorded_at, action, patient_ref, agent, subtype \
+            in rows:
         if leaf_index != expected:
-            gap = (f"the record at leaf {expected} is" if leaf_index == expected + 1
-                   else f"the records at leaves {expected} to {leaf_index - 1} are")
-            raise _BrokenError(f"{gap} missing (deleted): the tree jumps from leaf "
-                               f"{expected - 1} to record {seq} at leaf {leaf_index}",
-                               None, expected)
-        body = bytes(body)
+            leaf_problem = (_gap_reason(expected, seq, leaf_index), None, expected)
+            break
+        if type(body) is not bytes:
+            body = bytes(body)
         digest = sha256(b"\x00" + body).digest()
         if digest.hex() != leaf_hash:
-            raise _BrokenError(f"record {seq} was edited: its content does not match its hash",
-                               seq, expected)
-        if not columns_agree(body, instant_text(recorded_at), action, patient_ref, agent,
-                             subtype):
+            leaf_problem = (f"record {seq} was edited: its content does not match its hash",
+                            seq, expected)
+            break
+        index = indexes.get((patient_ref, agent, subtype))
+        if index is None:
+            index = indexes[(patient_ref, agent, subtype)] = index_bytes(
+                patient_ref, agent, subtype)
+        recorded = instants.get(recorded_at)
+        if recorded is None:
+            recorded = instants[recorded_at] = (
+                f'"recorded":"{instant_text(recorded_at)}"'.encode())
+        acted = actions.get(action)
+        if acted is None:
+            acted = actions[action] = f'"action":"{action}"'.encode()
+        # records.columns_agree, with the bytes it looks for made once.
+        if not (index in body and recorded in body and acted in body
+                and body.count(extension) == 1 and body.count(recorded_key) == 1
+                and body.count(action_key) == 1):
             at = datetime.fromisoformat(recorded_at) if isinstance(recorded_at, str) \
                 else recorded_at
             # The slow, exact comparison decides (and says what differs).
             problem = columns_disagree(seq, body, at.replace(tzinfo=at.tzinfo or UTC), action,
                                        patient_ref, agent, subtype)
             if problem is not None:
-                raise _BrokenError(problem, seq, expected)
-        self.seqs[expected] = seq
-        self.made.extend(self.frontier.push(digest))
-        self.checked = expected + 1
-        root = self.roots.get(self.checked)
-        if root is not None:
-            if self.frontier.root().hex() != root:
-                self._compare_nodes()
-                self._localise(self.last_checkpoint, self.checked)
-            self.last_checkpoint = self.checked
+                leaf_problem = (problem, seq, expected)
+                break
+        digests.append(digest)
+        seqs.append(seq)
+        expected += 1
+    levels = _levels(digests)
+    node_problem = _compare_levels(cursor, start, levels, seqs)
+    partial: dict[int, bytes] = {}
+    for size in sizes:
+        rest = size - start
+        if not 0 < rest <= len(digests) or rest == length:
+            continue  # not reached, or the whole chunk (the caller's, from chunk roots)
+        nodes, offset = [], 0
+        for level in range(rest.bit_length() - 1, -1, -1):
+            if rest >> level & 1:
+                nodes.append(levels[level][offset >> level])
+                offset += 1 << level
+        digest = nodes[-1]
+        for left in reversed(nodes[:-1]):
+            digest = sha256(b"\x01" + left + digest).digest()
+        partial[size] = digest
+    root = levels[-1][0] if len(digests) == length else None
+    return _Chunk(start, len(digests), leaf_problem, node_problem, partial, root)
 
-    def _compare_nodes(self) -> None:
-        """Compare the nodes rebuilt since the last comparison with the stored ones."""
-        made, self.made = self.made, []
+
+def _gap_reason(expected: int, seq: int, leaf_index: int) -> str:
+    gap = (f"the record at leaf {expected} is" if leaf_index == expected + 1
+           else f"the records at leaves {expected} to {leaf_index - 1} are")
+    return (f"{gap} missing (deleted): the tree jumps from leaf {expected - 1} to record "
+            f"{seq} at leaf {leaf_index}")
+
+
+def _compare_levels(cursor: Any, start: int, levels: list[list[bytes]], seqs: list[int]
+                    ) -> tuple[int, str, int | None, int] | None:
+    """Compare the nodes of level >= 1 rebuilt in `levels` with the stored ones; the first
+    mismatch as (its last leaf, reason, seq, position), the node that ends first."""
+    bad: list[tuple[int, int, int]] = []  # (last leaf, level, index)
+    for level in range(1, len(levels)):
+        made = levels[level]
+        first = start >> level
+        cursor.execute(f"SELECT hash FROM audit_tree_nodes WHERE level = {int(level)} AND idx "
+                       f">= {int(first)} AND idx < {int(first + len(made))} ORDER BY idx")
+        if [bytes(h) for (h,) in cursor.fetchall()] == made:
+            continue
+        cursor.execute(f"SELECT idx, hash FROM audit_tree_nodes WHERE level = {int(level)} "
+                       f"AND idx >= {int(first)} AND idx < {int(first + len(made))}")
+        stored = {int(i): bytes(h) for i, h in cursor.fetchall()}
+        for k, digest in enumerate(made):
+            if stored.get(first + k) != digest:
+                bad.append((((first + k + 1) << level) - 1, level, first + k))
+                break
+    if not bad:
+        return None
+    last, level, index = min(bad)
+    node_start = index << level
+    what = "is missing" if _stored_node(cursor, level, index) is None else "does not match them"
+    return (last, _node_reason(node_start, last, what), seqs[node_start - start], node_start)
+
+
+def _stored_node(cursor: Any, level: int, index: int) -> bytes | None:
+    cursor.execute(f"SELECT hash FROM audit_tree_nodes WHERE level = {int(level)} AND "
+                   f"idx = {int(index)}")
+    row = cursor.fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def _node_reason(start: int, last: int, what: str) -> str:
+    return (f"the stored tree node over leaves {start} to {last} {what}: those records were "
+            "reordered or moved, or the node was edited")
+
+
+class _Walk:
+    """The sealed records in tree order, chunk by chunk, rebuilding the tree above the chunks
+    from their roots and checking each checkpoint's root as the walk passes its size."""
+
+    def __init__(self, source: SessionSource, keys: Mapping[str, Ed25519PublicKey],
+                 roots: Mapping[int, str], progress: Progress | None, total: int,
+                 jobs: int = 1, url: str | None = None) -> None:
+        self.source, self.keys, self.roots = source, keys, roots
+        self.size = max(roots, default=0)  # the walk stops at the largest checkpoint
+        self.progress, self.total = progress, total
+        self.jobs, self.url = jobs, url
+        self.high = merkle.Frontier()  # over the chunks' roots
+        self.checked = 0
+        self.last_checkpoint = 0  # the size of the last checkpoint the walk has matched
+
+    def _spans(self) -> list[tuple[int, int, int, list[int]]]:
+        chunk, sizes = 1 << CHUNK_LEVEL, sorted(self.roots)
+        return [(start, chunk, min(start + chunk, self.size),
+                 [n for n in sizes if start < n <= start + chunk])
+                for start in range(0, self.size, chunk)]
+
+    def _results(self, spans: list[tuple[int, int, int, list[int]]]) -> Iterator[_Chunk]:
+        url = self.url
+        if (self.jobs > 1 and url is not None and _shareable(url) and len(spans) > 1
+                and self.size > PROCESSES_ABOVE):
+            with ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"),
+                                     initializer=_worker_open, initargs=(url,)) as pool:
+                try:
+                    yield from pool.map(_worker_chunk, *zip(*spans, strict=True))
+                finally:
+                    pool.shutdown(cancel_futures=True)
+            return
+        for start, length, end, sizes in spans:
+            with _open(self.source) as s:
+                # At the driver: SQLAlchemy's rows and type processing would cost more than
+                # all the checks (raw SQLite text for recorded_at: see instant_text).
+                cursor = s.connection().connection.cursor()
+                try:
+                    yield _check_chunk(cursor, start, length, end, sizes)
+                finally:
+                    cursor.close()
+
+    def run(self) -> int:
+        """Walk every sealed record; the number walked. Raises _BrokenError."""
+        try:
+            for chunk in self._results(self._spans()):
+                if not self._take(chunk):
+                    break
+                if self.progress is not None:
+                    self.progress(self.checked, self.total)
+        except _BrokenError as broken:
+            if broken.position is not None:
+                self.checked = min(self.checked, broken.position)
+            raise
+        return self.checked
+
+    def _take(self, chunk: _Chunk) -> bool:
+        """Take one chunk's findings in tree order; whether the walk goes on."""
+        start, walked = chunk.start, chunk.walked
+        end = min(start + (1 << CHUNK_LEVEL), self.size)
+        node = chunk.node_problem
+        for size in sorted(chunk.partial_roots):
+            if node is not None and node[0] < size:
+                break
+            self._check_root(size, self.high.root_over(chunk.partial_roots[size]))
+        if node is not None:
+            raise _BrokenError(*node[1:])
+        self.checked = start + walked
+        if chunk.leaf_problem is not None:
+            raise _BrokenError(*chunk.leaf_problem)
+        if chunk.root is not None:
+            made = [(level + CHUNK_LEVEL, index, digest)
+                    for level, index, digest in self.high.push(chunk.root)]
+            self._compare_high(made)
+            if end in self.roots:
+                self._check_root(end, self.high.root())
+            return True
+        if self.checked < end:  # the rows ran out inside the chunk: a gap, or the tail is cut
+            self._gap()
+            return False
+        return True
+
+    def _check_root(self, size: int, root: bytes) -> None:
+        if root.hex() != self.roots[size]:
+            self._localise(self.last_checkpoint, size)
+        self.last_checkpoint = size
+
+    def _compare_high(self, made: list[tuple[int, int, bytes]]) -> None:
+        """Compare the nodes above the chunks, made by the chunk just taken."""
         if not made:
             return
-        by_level: dict[int, list[tuple[int, bytes]]] = {}
-        for level, index, digest in made:
-            by_level.setdefault(level, []).append((index, digest))
-        where = " OR ".join(f"(level = {int(level)} AND idx BETWEEN {int(items[0][0])} AND "
-                            f"{int(items[-1][0])})" for level, items in by_level.items())
         with _open(self.source) as s:
             cursor = s.connection().connection.cursor()
             try:
-                cursor.execute(f"SELECT level, idx, hash FROM audit_tree_nodes WHERE {where}")
-                stored = {(lv, i): bytes(h) for lv, i, h in cursor.fetchall()}
+                for level, index, digest in made:  # lowest first: the first ends first
+                    stored = _stored_node(cursor, level, index)
+                    if stored != digest:
+                        first = index << level
+                        cursor.execute("SELECT seq FROM audit_records WHERE leaf_index = "
+                                       f"{int(first)}")
+                        row = cursor.fetchone()
+                        what = "is missing" if stored is None else "does not match them"
+                        raise _BrokenError(
+                            _node_reason(first, ((index + 1) << level) - 1, what),
+                            None if row is None else int(row[0]), first)
             finally:
                 cursor.close()
-        # The first broken leaf is in the mismatching node that ends first (the lowest one
-        # of those that end there): the smallest range that holds it.
-        bad = [((index + 1) << level, level, index) for level, index, digest in made
-               if stored.get((level, index)) != digest]
-        if bad:
-            after, level, index = min(bad)
-            start, end = index << level, after - 1
-            what = "is missing" if (level, index) not in stored else "does not match them"
-            raise _BrokenError(f"the stored tree node over leaves {start} to {end} {what}: those "
-                          "records were reordered or moved, or the node was edited",
-                          self.seqs.get(start), start)
+
+    def _gap(self) -> None:
+        """The rows of the walk ran out at leaf `checked`: name the next sealed record, if
+        any, as after a gap; none means the tail is cut, which `verify` says."""
+        expected = self.checked
+        with _open(self.source) as s:
+            row = s.execute(select(_R.seq, _R.leaf_index)
+                            .where(_R.leaf_index >= expected, _R.leaf_index < self.size)
+                            .order_by(_R.leaf_index).limit(1)).first()
+        if row is not None:
+            raise _BrokenError(_gap_reason(expected, row.seq, int(row.leaf_index or 0)),
+                               None, expected)
 
     def _localise(self, start: int, end: int) -> None:
         """The records of leaves [start, end) do not give their checkpoint's root: name the
@@ -237,6 +426,35 @@ class _Walk:
         raise _BrokenError(f"the records at leaves {start} to {end - 1} do not give checkpoint "
                       f"{end}'s root: records were inserted, deleted, reordered or moved "
                       "among them", rows[0].seq if rows else None, start)
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _shareable(url: str) -> bool:
+    """Whether another process can open the database at `url` (not an in-memory SQLite)."""
+    parsed = make_url(url)
+    return not (parsed.get_backend_name() == "sqlite"
+                and (parsed.database in (None, "", ":memory:") or "mode=memory" in url))
+
+
+def _worker_open(url: str) -> None:
+    """In a worker process: one raw connection to the database for its chunks."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    _WORKER["connection"] = create_engine(url, poolclass=NullPool).raw_connection()
+
+
+def _worker_chunk(start: int, length: int, end: int, sizes: list[int]) -> _Chunk:
+    """`_check_chunk` in a worker process."""
+    connection = _WORKER["connection"]
+    cursor = connection.cursor()
+    try:
+        return _check_chunk(cursor, start, length, end, sizes)
+    finally:
+        cursor.close()
+        connection.rollback()  # each chunk in a short read transaction of its own
 
 
 def _checkpoints(source: SessionSource, keys: Mapping[str, Ed25519PublicKey],
@@ -288,20 +506,25 @@ def verify(
     *,
     witnessed: Sequence[Checkpoint] = (),
     progress: Progress | None = None,
+    jobs: int = 1,
+    url: str | None = None,
 ) -> VerifyResult:
     """Check the whole trail (see the module docstring) with `public_keys` (key_id -> key).
 
     `source` is a session, or a factory of sessions (e.g. `lambda: db.session(write=False)`)
-    from which each batch is read in a short transaction of its own; records sealed while
-    verify runs are checked up to the checkpoints read at the start. `progress(checked,
-    total)` is called after each batch of sealed records."""
+    from which each chunk is read in a short transaction of its own; records sealed while
+    verify runs are checked up to the checkpoints read at the start. With `jobs` > 1 and the
+    database's `url`, a tree of more than PROCESSES_ABOVE leaves is checked chunk by chunk in
+    that many worker processes, each reading committed data on its own connection (so not with a
+    session whose changes are uncommitted). `progress(checked, total)` is called after each
+    chunk."""
     sealed = unsealed = size = 0
     try:
         roots = _checkpoints(source, public_keys, witnessed)
         size = max(roots, default=0)
         with _open(source) as s:
             total = int(s.scalar(select(func.count()).select_from(_R)) or 0)
-        walk = _Walk(source, public_keys, roots, progress, total)
+        walk = _Walk(source, public_keys, roots, progress, total, jobs, url)
         try:
             walked = walk.run()
         except _BrokenError:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from hub.audit import merkle
+from hub.audit import verify as verify_module
 from hub.audit.checkpoint import Checkpoint
 from hub.audit.records import (
     INDEX_EXTENSION,
@@ -73,11 +75,13 @@ def seal(database: Database, signer: Signer) -> SealReport:
     return seal_all(database, signer)
 
 
-def check(database: Database, *keys: Signer, witnessed: tuple[Checkpoint, ...] = ()
-          ) -> VerifyResult:
-    """verify() with the public keys of `keys`, each batch in its own read session."""
+def check(database: Database, *keys: Signer, witnessed: tuple[Checkpoint, ...] = (),
+          jobs: int = 1) -> VerifyResult:
+    """verify() with the public keys of `keys`, each chunk in its own read session (or in
+    `jobs` worker processes)."""
     public = {k.key_id: k.public_key for k in keys}
-    return verify(lambda: database.session(write=False), public, witnessed=witnessed)
+    return verify(lambda: database.session(write=False), public, witnessed=witnessed, jobs=jobs,
+                  url=database.engine.url.render_as_string(hide_password=False))
 
 
 @pytest.fixture
@@ -93,13 +97,22 @@ def attacker() -> Signer:
 N = 10
 
 
-@pytest.fixture
-def sealed(database: Database, signer: Signer) -> Database:
+def seal_in_three_passes(database: Database, signer: Signer) -> Database:
     """Records 1..10 at leaves 0..9, sealed in three passes: checkpoints 4, 7 and 10."""
     for first, n in ((1, 4), (5, 3), (8, 3)):
         fill(database, signer, n, first=first)
         assert seal(database, signer).sealed == n
     return database
+
+
+@pytest.fixture(params=[verify_module.CHUNK_LEVEL, 1], ids=["one chunk", "chunks of 2"])
+def sealed(request: pytest.FixtureRequest, database: Database, signer: Signer,
+           monkeypatch: pytest.MonkeyPatch) -> Database:
+    """`seal_in_three_passes`; verify walks them in one chunk, or in chunks of two leaves
+    (the tree above them rebuilt from the chunks' roots, checkpoints inside chunks and on
+    their edges)."""
+    monkeypatch.setattr(verify_module, "CHUNK_LEVEL", request.param)
+    return seal_in_three_passes(database, signer)
 
 
 def tamper(database: Database, work: Callable[[Connection], object]) -> None:
@@ -676,3 +689,46 @@ def test_verify_while_the_sealer_seals(database: Database, signer: Signer,
         worker.join(60)
     assert not errors, errors
     assert all(r.ok for r in results), [r.reason for r in results]
+
+
+def _swap_leaves_2_and_5(conn: Connection) -> None:
+    conn.execute(text("UPDATE audit_records SET leaf_index = -1 WHERE leaf_index = 2"))
+    conn.execute(text("UPDATE audit_records SET leaf_index = 2 WHERE leaf_index = 5"))
+    conn.execute(text("UPDATE audit_records SET leaf_index = 5 WHERE leaf_index = -1"))
+
+
+def _rehash_and_rebuild(conn: Connection) -> None:
+    set_body(conn, 9, body_of(conn, 9).replace(b'"outcome":"0"', b'"outcome":"4"'), rehash=True)
+    rebuild_nodes(conn)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda c: None,
+    lambda c: set_body(c, 9, body_of(c, 9).replace(b"Patient/9", b"Patient/8")),
+    lambda c: c.execute(text("DELETE FROM audit_records WHERE seq = 6")),
+    lambda c: c.execute(text("UPDATE audit_tree_nodes SET hash = :h WHERE level = 2 AND idx = 1"),
+                        {"h": b"x" * 32}),
+    _swap_leaves_2_and_5,
+    _rehash_and_rebuild,
+], ids=["intact", "edited", "deleted", "node edited", "reordered", "rehashed"])
+def test_verify_in_worker_processes_finds_what_one_process_finds(
+        database: Database, signer: Signer, monkeypatch: pytest.MonkeyPatch,
+        edit: Callable[[Connection], object]) -> None:
+    """Chunks checked in two processes (each reading on its own connection) give the same
+    answer, named record and position as the walk in one."""
+    monkeypatch.setattr(verify_module, "CHUNK_LEVEL", 1)  # five chunks
+    monkeypatch.setattr(verify_module, "PROCESSES_ABOVE", 0)
+    pools: list[int] = []
+
+    class Pool(ProcessPoolExecutor):
+        def __init__(self, workers: int, **kwargs: Any) -> None:
+            pools.append(workers)
+            super().__init__(workers, **kwargs)
+
+    monkeypatch.setattr(verify_module, "ProcessPoolExecutor", Pool)
+    sealed = seal_in_three_passes(database, signer)
+    tamper(sealed, edit)
+    alone = check(sealed, signer)
+    assert pools == []
+    assert check(sealed, signer, jobs=2) == alone
+    assert pools == [2]
