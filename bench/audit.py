@@ -442,6 +442,7 @@ def consent_decisions(kind: str, db: Database, n: int) -> list[Result]:
     """Time of the routing decision for one message with two destinations: the pure policy
     alone, and with the patient's consents read from the store (what intake does)."""
     from hub.auth.subject import Subject
+    from hub.consent.gate import MessageQuestion
     from hub.consent.policy import DisclosureRequest, decide
     from hub.messaging.routing import decide_delivery
     from hub.store import service
@@ -463,16 +464,17 @@ def consent_decisions(kind: str, db: Database, n: int) -> list[Result]:
         for i in range(10):
             body = _consent(i, "bench-patient", "Organization/time-kommune")
             body.pop("id")
-            service.create(s, Subject.hub_itself(), resource=body)
+            body["organization"] = [{"reference": "Organization/jaeren-dps"}]  # the custodian
+            service.create(s, Subject.working_for("jaeren-dps", "bench"), resource=body)
     samples = []
     t0 = time.perf_counter()
     for _ in range(n):
         t1 = time.perf_counter()
         with db.session(write=False) as s:
             for org in ("time-kommune", "klepp-kommune"):
-                decide_delivery(s, settings, event="discharge-notice",
-                                patient_id="bench-patient", content_types=types,
-                                receiver_org=org)
+                decide_delivery(s, settings, MessageQuestion(
+                    event="discharge-notice", sender_org="jaeren-dps",
+                    patient_id="bench-patient", content_types=types, receiver_org=org))
         samples.append(time.perf_counter() - t1)
     results.append(Result(kind, "consent decision, consents read from the store (10), 2 dest.",
                           n, time.perf_counter() - t0, samples))
