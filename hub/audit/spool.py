@@ -4,10 +4,11 @@ A read (read, vread, history, search) runs in a read-only transaction; its recor
 committed by `ReadAudit.append` before the answer goes out. Where they go:
 
 - SQLite: a spool file beside the database, `<database file>-audit-spool.db` (WAL,
-  synchronous=FULL, its own writer queue and group commit, hub/db/engine.py). On SQLite a
-  read never waits for the main write lock (WAL readers wait for no one), and an audited
-  read is no longer a write transaction queued behind ingest's. The spool's own lock is
-  held for one small insert and its commit.
+  synchronous=FULL, its own writers' queue, hub/db/engine.py). On SQLite a read never
+  waits for the main write lock (WAL readers wait for no one), and an audited read is no
+  longer a write transaction queued behind ingest's. One thread per process commits the
+  records of all reads waiting at that moment in one transaction (group commit), so the
+  spool's lock is held for one insert and its fsync at a time.
 - PostgreSQL: straight into audit_records, in a short transaction of its own (a plain
   insert that waits for no one; there is no spool).
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -131,6 +133,8 @@ class ReadAudit:
         self.path = spool_file(db)
         self.spool: Database | None = None
         self.spool_id = ""
+        self._guard = threading.Lock()
+        self._group: _GroupCommitter | None = None
         if self.path is not None and (create or os.path.exists(self.path)):
             self.spool = Database.connect(settings or Settings(), f"sqlite:///{self.path}")
             self.spool_id = self._prepare(self.spool)
@@ -160,13 +164,19 @@ class ReadAudit:
                 with self.db.session(write=True) as s:
                     insert_rows(s, rows)
             else:
-                with self.spool.session(write=True) as s:
-                    s.connection().execute(_INSERT, rows)
+                self._committer().commit(rows)
         except Exception as exc:
             log.exception("could not commit the audit record of a read")
             raise AuditUnavailableError(
                 "The audit trail cannot take the record of this read just now, so nothing is "
                 "disclosed; send the request again later.") from exc
+
+    def _committer(self) -> _GroupCommitter:
+        with self._guard:
+            if self._group is None:
+                assert self.spool is not None
+                self._group = _GroupCommitter(self.spool)
+            return self._group
 
     def _moved_through(self, session: Session) -> int:
         found = session.scalar(select(_MARK.moved_through).where(_MARK.spool_id == self.spool_id))
@@ -235,9 +245,72 @@ class ReadAudit:
         return SpoolState(waiting, problem)
 
     def close(self) -> None:
-        """Close the spool's connections."""
+        """Stop committing and close the spool's connections."""
+        if self._group is not None:
+            self._group.stop()
         if self.spool is not None:
             self.spool.dispose()
+
+
+class _Ticket:
+    """One caller's rows waiting in a _GroupCommitter: set when committed (or failed)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class _GroupCommitter:
+    """One thread that commits the rows of every waiting caller of this process in one
+    spool transaction (one insert, one fsync), then wakes them: the spool's write lock is
+    held for that insert and commit only, never while callers come in one by one."""
+
+    def __init__(self, spool: Database) -> None:
+        self.spool = spool
+        self._waiting: list[_Ticket] = []
+        self._cv = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="audit-spool", daemon=True)
+        self._thread.start()
+
+    def commit(self, rows: list[dict[str, Any]]) -> None:
+        """Return once `rows` are committed; raise what made their commit fail."""
+        ticket = _Ticket(rows)
+        with self._cv:
+            if self._stopped:
+                raise RuntimeError("the audit spool is closed")
+            self._waiting.append(ticket)
+            self._cv.notify()
+        if not ticket.done.wait(self.spool.busy_timeout + 30):
+            raise TimeoutError("the audit spool did not commit in time")
+        if ticket.error is not None:
+            raise ticket.error
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._waiting and not self._stopped:
+                    self._cv.wait()
+                if not self._waiting:
+                    return
+                batch, self._waiting = self._waiting, []
+            error: BaseException | None = None
+            try:
+                with self.spool.session(write=True) as s:
+                    s.connection().execute(_INSERT, [r for t in batch for r in t.rows])
+            except BaseException as exc:  # each caller raises it; this thread goes on
+                error = exc
+            for ticket in batch:
+                ticket.error = error
+                ticket.done.set()
+
+    def stop(self) -> None:
+        """Commit what is waiting, then end the thread."""
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+        self._thread.join(self.spool.busy_timeout + 30)
 
 
 def _problem(row: Any, keys: Mapping[str, Ed25519PublicKey]) -> str | None:
