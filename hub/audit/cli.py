@@ -130,7 +130,7 @@ def verify_command(
         with _Bar() as bar:
             result = verify(lambda: database.session(write=False), keys, witnessed=witnessed,
                             progress=bar)
-        reads = ReadAudit(database, create=False)  # verify changes nothing on disk
+        reads = ReadAudit(database)  # only looks: it appends nothing
         try:
             spooled = reads.check(keys)
         finally:

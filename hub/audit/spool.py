@@ -3,12 +3,14 @@
 A read (read, vread, history, search) runs in a read-only transaction; its records are then
 committed by `ReadAudit.append` before the answer goes out. Where they go:
 
-- SQLite: a spool file beside the database, `<database file>-audit-spool.db` (WAL,
-  synchronous=FULL, its own writers' queue, hub/db/engine.py). On SQLite a read never
-  waits for the main write lock (WAL readers wait for no one), and an audited read is no
-  longer a write transaction queued behind ingest's. One thread per process commits the
-  records of all reads waiting at that moment in one transaction (group commit), so the
-  spool's lock is held for one insert and its fsync at a time.
+- SQLite: a spool file of this process's own, `<database file>-audit-spool/<uuid>.db`
+  (WAL, synchronous=FULL). A read never waits for the main write lock (WAL readers wait for
+  no one), and an audited read is no longer a write transaction queued behind ingest's. One
+  thread per process commits the records of all reads waiting at that moment in one
+  transaction (group commit); no other process writes that file except a mover deleting
+  what it moved, so no lock is shared by the reads of all processes. `<uuid>.db.owner` is
+  flocked by the owning process for its life: a mover that can take it knows the owner is
+  gone, moves what is left and deletes the file.
 - PostgreSQL: straight into audit_records, in a short transaction of its own (a plain
   insert that waits for no one; there is no spool).
 
@@ -17,7 +19,8 @@ failure); if the append fails the read fails too (AuditUnavailableError, 503): n
 disclosed unaudited.
 
 Moving (`ReadAudit.move`, run by every sealer before each pass, and before auditors'
-queries): spool records, in spool id order, are inserted into audit_records as they are
+queries; movers take turns on `movers.lock` in the spool directory): each spool's records,
+in spool id order, are inserted into audit_records as they are
 (body, hash, signature and search columns unchanged; the sealer checks and seals them like
 any record) in one main-database write transaction that also records, in
 audit_spool_marks, the last spool id moved. Spool ids never come back (AUTOINCREMENT) and
@@ -34,6 +37,8 @@ search columns are wrong.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -69,7 +74,7 @@ from hub.db.types import UTCDateTime
 from hub.errors import AuditUnavailableError
 
 log = logging.getLogger("hub.audit.spool")
-SUFFIX = "-audit-spool.db"
+SUFFIX = "-audit-spool"
 MOVE_BATCH = 5000
 """Spool records moved per main-database transaction at most."""
 
@@ -102,9 +107,9 @@ _COLUMNS = ("recorded_at", "patient_ref", "agent", "action", "subtype", "body", 
 _MARK = AuditSpoolMarkRow
 
 
-def spool_file(db: Database) -> str | None:
-    """The spool file of an SQLite database file; None for PostgreSQL or an in-memory SQLite
-    database (their reads append to audit_records directly)."""
+def spool_dir(db: Database) -> str | None:
+    """The directory of the spool files of an SQLite database file; None for PostgreSQL or
+    an in-memory SQLite database (their reads append to audit_records directly)."""
     if db.dialect != "sqlite":
         return None
     name = db.engine.url.database
@@ -122,35 +127,77 @@ class SpoolState:
     problem: str | None = None
 
 
-class ReadAudit:
-    """Commits the audit records of reads (see the module docstring); one per process and
-    database. `close()` when done. `create=False` opens only a spool file that exists
-    (for looking: without one, `check` finds nothing waiting)."""
+class _SpoolFile:
+    """One process's spool file, opened by its owner (to append) or by a mover."""
 
-    def __init__(self, db: Database, settings: Settings | None = None, *,
-                 create: bool = True) -> None:
-        self.db = db
-        self.path = spool_file(db)
-        self.spool: Database | None = None
+    def __init__(self, path: str, settings: Settings) -> None:
+        self.path = path
+        self.db = Database.connect(settings, f"sqlite:///{path}")
         self.spool_id = ""
-        self._guard = threading.Lock()
-        self._group: _GroupCommitter | None = None
-        if self.path is not None and (create or os.path.exists(self.path)):
-            self.spool = Database.connect(settings or Settings(), f"sqlite:///{self.path}")
-            self.spool_id = self._prepare(self.spool)
 
-    @staticmethod
-    def _prepare(spool: Database) -> str:
-        """Create the spool's tables if missing; its uuid (made once, kept in the file)."""
-        with spool.session(write=True) as s:
+    def prepare(self) -> None:
+        """Create the tables and the spool's uuid (the owner, once)."""
+        with self.db.session(write=True) as s:
             for statement in _SCHEMA:
                 s.execute(text(statement))
-            found = s.scalar(text("SELECT value FROM spool_meta WHERE key = 'spool_id'"))
-            if found is None:
-                found = str(uuid.uuid4())
-                s.execute(text("INSERT INTO spool_meta (key, value) VALUES ('spool_id', :v)"),
-                          {"v": found})
-            return str(found)
+            self.spool_id = str(uuid.uuid4())
+            s.execute(text("INSERT INTO spool_meta (key, value) VALUES ('spool_id', :v)"),
+                      {"v": self.spool_id})
+
+    def known(self) -> bool:
+        """Whether the file has its uuid yet (read it); an owner may still be making it."""
+        if not self.spool_id:
+            try:
+                with self.db.session(write=False) as s:
+                    found = s.scalar(text("SELECT value FROM spool_meta "
+                                          "WHERE key = 'spool_id'"))
+            except Exception:  # no tables yet
+                return False
+            self.spool_id = str(found or "")
+        return bool(self.spool_id)
+
+    def remove(self) -> None:
+        """Delete the file (an orphan, everything in it moved); the caller holds its owner
+        lock, which goes last."""
+        self.db.dispose()
+        for suffix in ("", "-wal", "-shm", "-writer.lock", ".owner"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path + suffix)
+
+
+def _try_flock(path: str, *, wait: bool = False) -> int | None:
+    """An fd holding an exclusive flock of `path` (created if missing), or None if another
+    holds it (and not `wait`). Never on a file SQLite has open: closing any fd of a file
+    drops the process's POSIX locks on it, SQLite's included."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class ReadAudit:
+    """Commits the audit records of reads (see the module docstring); one per process and
+    database. Its own spool file is made on the first append; `close()` when done (what is
+    left in it is moved by the next mover). A ReadAudit that never appends is just a mover
+    (the sealer's, `hub audit verify`'s)."""
+
+    def __init__(self, db: Database, settings: Settings | None = None) -> None:
+        self.db = db
+        self.settings = settings or Settings()
+        self.dir = spool_dir(db)
+        self.own: _SpoolFile | None = None
+        self._owner_fd: int | None = None
+        self._files: dict[str, _SpoolFile] = {}  # others' files this mover has open
+        self._guard = threading.Lock()
+        self._group: _GroupCommitter | None = None
+
+    @property
+    def path(self) -> str | None:
+        """This process's spool file, once made."""
+        return self.own.path if self.own is not None else None
 
     def append(self, signer: Signer, entries: Sequence[Entry]) -> None:
         """Commit the records of `entries` durably, without the main database's write lock
@@ -160,7 +207,7 @@ class ReadAudit:
         if not rows:
             return
         try:
-            if self.spool is None:
+            if self.dir is None:
                 with self.db.session(write=True) as s:
                     insert_rows(s, rows)
             else:
@@ -174,46 +221,94 @@ class ReadAudit:
     def _committer(self) -> _GroupCommitter:
         with self._guard:
             if self._group is None:
-                assert self.spool is not None
-                self._group = _GroupCommitter(self.spool)
+                assert self.dir is not None
+                os.makedirs(self.dir, mode=0o700, exist_ok=True)
+                path = os.path.join(self.dir, f"{uuid.uuid4()}.db")
+                # The owner lock first: a mover that can take it knows the owner is gone.
+                self._owner_fd = _try_flock(f"{path}.owner", wait=True)
+                own = _SpoolFile(path, self.settings)
+                own.prepare()
+                self.own = own
+                self._group = _GroupCommitter(own.db)
             return self._group
 
-    def _moved_through(self, session: Session) -> int:
-        found = session.scalar(select(_MARK.moved_through).where(_MARK.spool_id == self.spool_id))
+    @staticmethod
+    def _moved_through(session: Session, spool_id: str) -> int:
+        found = session.scalar(select(_MARK.moved_through).where(_MARK.spool_id == spool_id))
         return int(found or 0)
 
+    def _spool_files(self) -> list[_SpoolFile]:
+        """Every spool file of the database, this process's first."""
+        if self.dir is None or not os.path.isdir(self.dir):
+            return [self.own] if self.own is not None else []
+        out = [self.own] if self.own is not None else []
+        for name in sorted(os.listdir(self.dir)):
+            path = os.path.join(self.dir, name)
+            if not name.endswith(".db") or (self.own is not None and path == self.own.path):
+                continue
+            if path not in self._files:
+                self._files[path] = _SpoolFile(path, self.settings)
+            out.append(self._files[path])
+        return out
+
     def move(self, limit: int = MOVE_BATCH) -> int:
-        """Move up to `limit` spool records into audit_records, oldest first, exactly once;
-        how many this call moved (0 without a spool). Then drop what is moved from the
-        spool. Safe to run anywhere at any time (see the module docstring)."""
-        if self.spool is None:
+        """Move up to `limit` records of each spool file into audit_records, oldest first,
+        exactly once, then drop them from the spool; delete the files of processes that are
+        gone once they are empty. How many this call moved (0 without spools). Safe to run
+        anywhere at any time: movers take turns on a lock file in the spool directory."""
+        if self.dir is None or not os.path.isdir(self.dir):
             return 0
+        turn = _try_flock(os.path.join(self.dir, "movers.lock"), wait=True)
+        assert turn is not None
+        try:
+            moved = 0
+            for spool in self._spool_files():
+                if not spool.known():
+                    continue
+                gone = None if spool is self.own else _try_flock(f"{spool.path}.owner")
+                try:
+                    count, left = self._move_file(spool, limit)
+                    moved += count
+                    if gone is not None and not left:
+                        spool.remove()
+                        del self._files[spool.path]
+                finally:
+                    if gone is not None:
+                        os.close(gone)
+            return moved
+        finally:
+            os.close(turn)
+
+    def _move_file(self, spool: _SpoolFile, limit: int) -> tuple[int, bool]:
+        """(records moved from `spool`, whether more are left in it)."""
         with self.db.session(write=False) as s:
-            done = self._moved_through(s)
-        with self.spool.session(write=False) as s:
+            done = self._moved_through(s, spool.spool_id)
+        with spool.db.session(write=False) as s:
             rows = s.execute(select(_SPOOL).where(_SPOOL.c.id > done)
-                             .order_by(_SPOOL.c.id).limit(limit)).all()
+                             .order_by(_SPOOL.c.id).limit(limit + 1)).all()
             oldest = s.scalar(select(func.min(_SPOOL.c.id)))
+        left, rows = len(rows) > limit, rows[:limit]
         moved = 0
         if rows:
             with self.db.session(write=True) as s:
-                done = self._moved_through(s)  # again, under the write lock
+                done = self._moved_through(s, spool.spool_id)  # again, under the write lock
                 todo = [r for r in rows if r.id > done]
                 if todo:
                     insert_rows(s, [{c: getattr(r, c) for c in _COLUMNS} for r in todo])
                     if done:
-                        s.execute(update(_MARK).where(_MARK.spool_id == self.spool_id)
+                        s.execute(update(_MARK).where(_MARK.spool_id == spool.spool_id)
                                   .values(moved_through=todo[-1].id))
                     else:
-                        s.execute(insert(_MARK).values(spool_id=self.spool_id,
+                        s.execute(insert(_MARK).values(spool_id=spool.spool_id,
                                                        moved_through=todo[-1].id))
                     moved, done = len(todo), todo[-1].id
         if oldest is not None and oldest <= done:
-            self._forget(done)
-        return moved
+            with spool.db.session(write=True) as s:  # all of them are in audit_records
+                s.execute(delete(_SPOOL).where(_SPOOL.c.id <= done))
+        return moved, left
 
     def move_all(self) -> int:
-        """`move` until the spool is empty (of what was there when it started, at least)."""
+        """`move` until the spools are empty (of what was there when it started, at least)."""
         total = 0
         while (moved := self.move()) > 0:
             total += moved
@@ -221,35 +316,33 @@ class ReadAudit:
                 break
         return total
 
-    def _forget(self, through: int) -> None:
-        """Delete the spool records up to `through`, all of them already in audit_records."""
-        assert self.spool is not None
-        with self.spool.session(write=True) as s:
-            s.execute(delete(_SPOOL).where(_SPOOL.c.id <= through))
-
     def check(self, keys: Mapping[str, Ed25519PublicKey]) -> SpoolState:
-        """The records still in the spool and not yet moved: how many, and the first whose
+        """The records still in the spools and not yet moved: how many, and the first whose
         leaf hash, search columns or signature (by one of `keys`) is wrong. What `hub audit
         verify` reports beside the trail (a spool record is in no tree yet)."""
-        if self.spool is None:
-            return SpoolState(0)
-        with self.db.session(write=False) as s:
-            done = self._moved_through(s)
         waiting, problem = 0, None
-        with self.spool.session(write=False) as s:
-            for row in s.execute(select(_SPOOL).where(_SPOOL.c.id > done)
-                                 .order_by(_SPOOL.c.id)):
-                waiting += 1
-                if problem is None:
-                    problem = _problem(row, keys)
+        for spool in self._spool_files():
+            if not spool.known():
+                continue
+            with self.db.session(write=False) as s:
+                done = self._moved_through(s, spool.spool_id)
+            with spool.db.session(write=False) as s:
+                for row in s.execute(select(_SPOOL).where(_SPOOL.c.id > done)
+                                     .order_by(_SPOOL.c.id)):
+                    waiting += 1
+                    if problem is None:
+                        problem = _problem(row, keys)
         return SpoolState(waiting, problem)
 
     def close(self) -> None:
-        """Stop committing and close the spool's connections."""
+        """Stop committing, close the spools' connections, let go of this process's file."""
         if self._group is not None:
             self._group.stop()
-        if self.spool is not None:
-            self.spool.dispose()
+        for spool in [*self._files.values(), *([self.own] if self.own else [])]:
+            spool.db.dispose()
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
 
 
 class _Ticket:

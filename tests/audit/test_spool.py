@@ -25,7 +25,7 @@ from hub.audit.cli import audit_app
 from hub.audit.models import AuditRecordRow
 from hub.audit.records import Entry
 from hub.audit.signing import Signer
-from hub.audit.spool import ReadAudit, spool_file
+from hub.audit.spool import ReadAudit, spool_dir
 from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from tests.audit.trail import check_chain, mark, settle
@@ -96,13 +96,12 @@ def test_a_read_does_not_wait_for_the_main_write_lock(database: Database,
     assert len(_read_records(database)) == 1  # and it was audited
 
 
-def _refuse_read_records(database: Database) -> None:
-    """Make every insert of a read's audit record fail where reads append (a full disk,
-    a broken spool file)."""
+def _refuse_read_records(client: TestClient, database: Database) -> None:
+    """Make every insert of a read's audit record fail where the app appends them (a full
+    disk, a broken spool file)."""
     if database.dialect == "sqlite":
-        path = spool_file(database)
-        assert path is not None
-        ReadAudit(database).close()  # the spool exists
+        path = client.app.state.read_audit.path  # type: ignore[attr-defined]
+        assert path is not None  # made by the first read
         with sqlite3.connect(path) as conn:
             conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON audit_spool "
                          "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
@@ -119,8 +118,9 @@ def _refuse_read_records(database: Database) -> None:
 def test_a_read_whose_record_cannot_be_committed_discloses_nothing(
         client: TestClient, database: Database) -> None:
     pid = client.post("/fhir/Patient", json=patient(fnr(start=9), family="Utvikler")).json()["id"]
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200
     start = mark(database)
-    _refuse_read_records(database)
+    _refuse_read_records(client, database)
     answer = client.get(f"/fhir/Patient/{pid}")
     assert answer.status_code == 503
     outcome = answer.json()
@@ -154,7 +154,7 @@ import sys
 from hub.audit.spool import ReadAudit
 from hub.config import Settings
 from hub.db.engine import Database
-reads = ReadAudit(Database.connect(Settings(), sys.argv[1]))
+reads = ReadAudit(Database.connect(Settings(), sys.argv[1]))  # appends nothing: a mover
 while True:
     reads.move(limit=7)
 """
@@ -202,6 +202,9 @@ def test_records_survive_sigkill_and_are_moved_exactly_once(db_url: str, databas
         assert reads.check({signer.key_id: signer.public_key}).waiting == 0
     finally:
         reads.close()
+    spools = spool_dir(database)
+    assert spools is not None
+    assert [f for f in os.listdir(spools) if f.endswith(".db")] == []  # the dead one's, gone
 
 
 def test_a_move_cut_off_before_its_delete_is_not_moved_again(database: Database,
@@ -228,9 +231,10 @@ def test_a_move_cut_off_before_its_delete_is_not_moved_again(database: Database,
         assert again.check({}).waiting == 0  # the mark says they are in the trail
         again.append(signer, [Entry(event, "Patient/p", "Client/c", "R", "read")])
         assert again.move_all() == 1  # only the new one
-        assert again.spool is not None
-        with again.spool.session(write=False) as s:
-            assert s.scalar(text("SELECT count(*) FROM audit_spool")) == 0
+        for name in os.listdir(spool_dir(database) or ""):
+            if name.endswith(".db"):
+                with sqlite3.connect(os.path.join(spool_dir(database) or "", name)) as conn:
+                    assert conn.execute("SELECT count(*) FROM audit_spool").fetchone() == (0,)
     finally:
         again.close()
     assert len(_read_records(database)) == 4
