@@ -26,7 +26,7 @@ HUB=${HUB:-/opt/carehub/.venv/bin/hub}
 : "${HUB_DATABASE_URL:?HUB_DATABASE_URL is not set}"
 : "${HUB_AUDIT_KEY_FILE:?HUB_AUDIT_KEY_FILE is not set}"
 [[ $HUB_DATABASE_URL == postgresql* ]] || die "backup.sh backs up PostgreSQL; for SQLite copy \
-the read-audit spool <database>-audit-spool.db FIRST and then the database, each with \
+the read-audit spools <database>-audit-spool/*.db FIRST and then the database, each with \
 sqlite3 .backup (the other order can lose reads' audit records moved between the two copies)"
 PG_URL=${HUB_DATABASE_URL/+psycopg/}   # libpq does not know SQLAlchemy's driver suffix
 
