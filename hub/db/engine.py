@@ -41,7 +41,7 @@ class _WriterQueue:
         self.waiting = 0  # threads of this process waiting for a turn
         self.group: _Group | None = None  # the open group transaction, if any
         self._taken_at = 0.0  # when this process took the file lock (lockstats)
-        self.name = os.path.basename(lock_path.removesuffix("-writer.lock")) if lock_path else ""
+        self.name = lock_path.removesuffix("-writer.lock") if lock_path else ""  # the file
 
     @property
     def depth(self) -> int:
