@@ -12,7 +12,8 @@ committed by `ReadAudit.append` before the answer goes out. Where they go:
   flocked by the owning process for its life: a mover that can take it knows the owner is
   gone, moves what is left and deletes the file.
 - PostgreSQL: straight into audit_records, in a short transaction of its own (a plain
-  insert that waits for no one; there is no spool).
+  insert that waits for no one; there is no spool), also committed by one thread per
+  process for all reads waiting at that moment (one WAL flush for them all).
 
 If the read's transaction fails nothing is appended here (the error handler records the
 failure); if the append fails the read fails too (AuditUnavailableError, 503): nothing is
@@ -44,7 +45,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,11 +208,7 @@ class ReadAudit:
         if not rows:
             return
         try:
-            if self.dir is None:
-                with self.db.session(write=True) as s:
-                    insert_rows(s, rows)
-            else:
-                self._committer().commit(rows)
+            self._committer().commit(rows)
         except Exception as exc:
             log.exception("could not commit the audit record of a read")
             raise AuditUnavailableError(
@@ -220,6 +217,8 @@ class ReadAudit:
 
     def _committer(self) -> _GroupCommitter:
         with self._guard:
+            if self._group is None and self.dir is None:  # PostgreSQL: audit_records
+                self._group = _GroupCommitter(self.db, insert_rows)
             if self._group is None:
                 assert self.dir is not None
                 os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -229,7 +228,7 @@ class ReadAudit:
                 own = _SpoolFile(path, self.settings)
                 own.prepare()
                 self.own = own
-                self._group = _GroupCommitter(own.db)
+                self._group = _GroupCommitter(own.db, _spool_rows)
             return self._group
 
     @staticmethod
@@ -354,13 +353,20 @@ class _Ticket:
         self.error: BaseException | None = None
 
 
+def _spool_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    session.connection().execute(_INSERT, list(rows))
+
+
 class _GroupCommitter:
     """One thread that commits the rows of every waiting caller of this process in one
-    spool transaction (one insert, one fsync), then wakes them: the spool's write lock is
-    held for that insert and commit only, never while callers come in one by one."""
+    transaction (one insert, one fsync), then wakes them: on SQLite the spool's write lock
+    is held for that insert and commit only, never while callers come in one by one; on
+    PostgreSQL the reads of a process share one WAL flush."""
 
-    def __init__(self, spool: Database) -> None:
+    def __init__(self, spool: Database,
+                 write: Callable[[Session, Sequence[Mapping[str, Any]]], object]) -> None:
         self.spool = spool
+        self._write = write
         self._waiting: list[_Ticket] = []
         self._cv = threading.Condition()
         self._stopped = False
@@ -391,7 +397,7 @@ class _GroupCommitter:
             error: BaseException | None = None
             try:
                 with self.spool.session(write=True) as s:
-                    s.connection().execute(_INSERT, [r for t in batch for r in t.rows])
+                    self._write(s, [r for t in batch for r in t.rows])
             except BaseException as exc:  # each caller raises it; this thread goes on
                 error = exc
             for ticket in batch:
