@@ -114,6 +114,8 @@ def _lock_shares(before: dict[str, float], after: dict[str, float],
     """Share of `wall` each lock was held: the database's write lock, and of the spools'
     (one per hub process) the one held longest."""
     shares = {k: (v - before.get(k, 0.0)) / wall for k, v in after.items()}
+    if not shares:  # PostgreSQL, or a hub without the counters (a baseline)
+        return {}
     spools = [v for k, v in shares.items() if "-audit-spool" in k]
     out = {DB_LOCK: sum(v for k, v in shares.items() if "-audit-spool" not in k)}
     if spools:
