@@ -30,6 +30,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -357,6 +358,21 @@ def main() -> None:
     locks = Table("db", "run", "phase", "lock", "taken by", "share of wall time held",
                   "target (< 10 %)")
     facts: dict[str, str] = {}
+    try:
+        _all_runs(args, stats_dir, rates, locks, facts)
+    finally:
+        shutil.rmtree(stats_dir, ignore_errors=True)
+    print_machine(console, info, facts)
+    console.print(rates)
+    console.print(locks)
+    console.print("target: reads lose at most 25 % alongside the writes; each lock all "
+                  "transactions share held under 10 % of the time. PostgreSQL rows are "
+                  "pg_locks samples (share of 20 ms samples), not locks all transactions "
+                  "share.")
+
+
+def _all_runs(args: argparse.Namespace, stats_dir: str, rates: Table, locks: Table,
+              facts: dict[str, str]) -> None:
     for kind in args.db.split(","):
         for run in range(1, args.runs + 1):
             if kind == "sqlite":
@@ -400,13 +416,6 @@ def main() -> None:
             console.print(f"{kind} run {run}: reads {alone['reads']['rate']:.0f}/s alone, "
                           f"{both['reads']['rate']:.0f}/s with writes ({loss:.0%} less); "
                           f"load {os.getloadavg()[0]:.1f}")
-    print_machine(console, info, facts)
-    console.print(rates)
-    console.print(locks)
-    console.print("target: reads lose at most 25 % alongside the writes; each lock all "
-                  "transactions share held under 10 % of the time. PostgreSQL rows are "
-                  "pg_locks samples (share of 20 ms samples), not locks all transactions "
-                  "share.")
 
 
 if __name__ == "__main__":
