@@ -103,12 +103,16 @@ def _prepare(url: str, clients: int, key_file: str) -> list[tuple[Any, str]]:
     return keys
 
 
-def _serve(url: str, port: int, key_file: str, workers: int) -> subprocess.Popen[bytes]:
+def _serve(url: str, port: int, key_file: str, workers: int,
+           root: Path = ROOT) -> subprocess.Popen[bytes]:
+    """`hub serve` of the checkout at `root` (default this one) on `url`, once it answers."""
     env = {**os.environ, "HUB_DATABASE_URL": url, "HUB_PORT": str(port),
            "HUB_BASE_URL": f"http://127.0.0.1:{port}", "HUB_DISPATCHER": "false",
            "HUB_AUDIT_KEY_FILE": key_file, "HUB_WORKERS": str(workers)}
     # cwd: `python -m` puts it first on sys.path, so the hub served is this tree's
-    proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve"], env=env, cwd=ROOT,
+    if root != ROOT:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave another checkout as it is
+    proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve"], env=env, cwd=root,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -25,7 +25,9 @@ HUB=${HUB:-/opt/carehub/.venv/bin/hub}
 [[ -x $HUB ]] || HUB=$(command -v hub) || die "no hub command (set HUB)"
 : "${HUB_DATABASE_URL:?HUB_DATABASE_URL is not set}"
 : "${HUB_AUDIT_KEY_FILE:?HUB_AUDIT_KEY_FILE is not set}"
-[[ $HUB_DATABASE_URL == postgresql* ]] || die "backup.sh backs up PostgreSQL; for SQLite copy the file with sqlite3 .backup"
+[[ $HUB_DATABASE_URL == postgresql* ]] || die "backup.sh backs up PostgreSQL; for SQLite copy \
+the read-audit spools <database>-audit-spool/*.db FIRST and then the database, each with \
+sqlite3 .backup (the other order can lose reads' audit records moved between the two copies)"
 PG_URL=${HUB_DATABASE_URL/+psycopg/}   # libpq does not know SQLAlchemy's driver suffix
 
 backup() {

@@ -26,6 +26,7 @@ from hub.api.formats import check_format
 from hub.audit.recorder import Auditor
 from hub.audit.seal import Sealer
 from hub.audit.signing import Signer, public_keys_from
+from hub.audit.spool import ReadAudit
 from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.db.migrate import upgrade
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         app.state.database = database
         app.state.auditor = Auditor(Signer.from_file(settings.audit_key_file),
                                     base_url=settings.fhir_base)
+        app.state.read_audit = reads = ReadAudit(database, settings)
         # Adapters first: a process that cannot take its ports starts nothing else.
         channels = inbound_channels(database, settings, app.state.auditor)
         for channel in channels:
@@ -61,7 +63,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             mail.start()
         app.state.scheduler = scheduler
         sealer = (Sealer(database, app.state.auditor.signer, interval=settings.seal_interval,
-                         keys=public_keys_from(settings.audit_trusted_keys)).start()
+                         keys=public_keys_from(settings.audit_trusted_keys),
+                         reads=reads).start()
                   if settings.sealer else None)
         app.state.sealer = sealer
         try:
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                 dispatcher.stop()
             for channel in channels:
                 await channel.stop()
+            reads.close()
             database.dispose()
 
     app = FastAPI(title="CareHub", version=__version__, lifespan=lifespan,

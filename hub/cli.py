@@ -172,6 +172,7 @@ def _run_background(roles: set[str]) -> None:
     from hub.audit.recorder import Auditor
     from hub.audit.seal import Sealer
     from hub.audit.signing import Signer, public_keys_from
+    from hub.audit.spool import ReadAudit
     from hub.db.migrate import migrated_database
     from hub.delivery.dispatcher import Dispatcher
     from hub.scheduler.runner import Scheduler
@@ -189,9 +190,11 @@ def _run_background(roles: set[str]) -> None:
         if "scheduler" in roles:
             stoppers.append(Scheduler(database, settings, auditor=auditor).start().stop)
         if "sealer" in roles:
+            reads = ReadAudit(database, settings)  # it moves the reads' records too
             sealer = Sealer(database, signer, interval=settings.seal_interval,
-                            keys=public_keys_from(settings.audit_trusted_keys)).start()
-            stoppers.append(sealer.stop)
+                            keys=public_keys_from(settings.audit_trusted_keys),
+                            reads=reads).start()
+            stoppers.extend([reads.close, sealer.stop])
         typer.echo(f"running {', '.join(sorted(roles))}; SIGTERM or Ctrl-C stops", err=True)
         try:
             done.wait()

@@ -12,7 +12,8 @@ HubError                      -> OperationOutcome, status from the class
 ├── PreconditionFailedError   412 If-Match / conditional mismatch
 ├── PayloadTooLargeError      413
 ├── UnsupportedMediaTypeError 415
-└── InvalidResourceError      422 well-formed but not valid (one or more issues)
+├── InvalidResourceError      422 well-formed but not valid (one or more issues)
+└── AuditUnavailableError     503 the audit record of a read could not be committed
 """
 
 from __future__ import annotations
@@ -136,6 +137,13 @@ class InvalidResourceError(HubError):
     """422: well-formed JSON that is not a valid resource; one issue per problem."""
 
     status, code = 422, "invalid"
+
+
+class AuditUnavailableError(HubError):
+    """503: the audit trail could not take the record of a read, so nothing is disclosed
+    (hub/audit/spool.py); the request may be sent again."""
+
+    status, code = 503, "transient"
 
 
 def operation_outcome(issues: list[Issue]) -> dict[str, object]:

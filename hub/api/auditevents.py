@@ -13,7 +13,13 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
-from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_transaction
+from hub.api.deps import (
+    DatabaseDep,
+    SettingsDep,
+    SubjectDep,
+    audited_transaction,
+    settle_reads,
+)
 from hub.api.responses import FhirResponse, bundle
 from hub.audit import queries
 from hub.audit.recorder import Touched
@@ -52,6 +58,7 @@ async def search(request: Request, db: DatabaseDep, settings: SettingsDep,
     pairs = list(request.query_params.multi_items())
     query = queries.parse_query(pairs, default_count=settings.page_size,
                                 max_count=settings.max_page_size)
+    await settle_reads(request)  # every read committed before this query is in the answer
     page = await audited_transaction(
         request, db, subject, lambda s: queries.search(s, query), interaction="search-type",
         resource_type="AuditEvent", query=request.url.query,
@@ -78,6 +85,7 @@ async def read(event_id: str, request: Request, db: DatabaseDep,
             raise NotFoundError(f"AuditEvent/{event_id} is not known here.")
         return line
 
+    await settle_reads(request)
     line = await audited_transaction(
         request, db, subject, find, interaction="read", resource_type="AuditEvent",
         touched=lambda _s, found: Touched(

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
-from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_transaction
+from hub.api.deps import (
+    DatabaseDep,
+    SettingsDep,
+    SubjectDep,
+    audited_transaction,
+    settle_reads,
+)
 from hub.api.responses import FhirResponse
 from hub.audit.recorder import Touched
 from hub.consent import service as consent_service
@@ -32,6 +38,7 @@ async def disclosure_check(patient_id: str, request: Request, db: DatabaseDep,
 async def consent_trail(patient_id: str, request: Request, db: DatabaseDep,
                         settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
     """Every Consent version and disclosure decision for the patient, oldest first."""
+    await settle_reads(request)  # the trail lists disclosures, reads' included
     result = await audited_transaction(
         request, db, subject, lambda s: trail.consent_trail(
             s, subject, patient_id=patient_id, fhir_base=settings.fhir_base),

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hub.audit.events import TOKEN, Interaction, Outcome, agent_name, token_event
 from hub.audit.recorder import NOTHING, Auditor, Touched, take_disclosures
+from hub.audit.spool import ReadAudit
 from hub.auth.subject import Subject
 from hub.auth.tokens import subject_for_token
 from hub.config import Settings
@@ -54,6 +55,23 @@ def get_auditor(request: Request) -> Auditor:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 AuditorDep = Annotated[Auditor, Depends(get_auditor)]
+
+
+def get_read_audit(request: Request) -> ReadAudit:
+    """Where the app commits the audit records of reads (hub/audit/spool.py)."""
+    reads: ReadAudit = request.app.state.read_audit
+    return reads
+
+
+async def settle_reads(request: Request) -> None:
+    """Move the audit records of reads committed so far from the spool into the trail, so
+    that an auditor's query that follows sees them. Never raises (a failure is logged; the
+    sealer moves them within HUB_SEAL_INTERVAL anyway)."""
+    try:
+        reads = get_read_audit(request)
+        await run_in_threadpool(reads.move_all)
+    except Exception:
+        log.exception("could not move the audit records of reads into the trail")
 
 
 async def get_subject(request: Request, db: DatabaseDep) -> Subject:
@@ -119,6 +137,11 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+READ_INTERACTIONS: frozenset[Interaction] = frozenset(
+    {"read", "vread", "history-instance", "search-type"})
+"""Interactions that only read: their work runs in a read-only transaction."""
+
+
 def audited_work(
     request: Request,
     db: Database,
@@ -130,41 +153,52 @@ def audited_work(
     touched: Callable[[Session, T], Touched] = lambda _s, _r: NOTHING,
     query: str | None = None,
     operation: str | None = None,
+    reads_only: bool = False,
 ) -> T:
-    """Run `fn(session)` and record it in the audit trail in the same transaction: the consent
-    gate's disclosure decisions (session.info["disclosures"]) and then the interaction itself,
-    one record per patient of `touched(session, result)`. Commit on success. Blocks: call it
-    on a worker thread (`audited_transaction` does), e.g. from a route that has more to do
-    there first (one thread hop instead of two).
+    """Run `fn(session)` and record it in the audit trail: the consent gate's disclosure
+    decisions (session.info["disclosures"]) and then the interaction itself, one record per
+    patient of `touched(session, result)`. Blocks: call it on a worker thread
+    (`audited_transaction` does), e.g. from a route that has more to do there first (one
+    thread hop instead of two).
 
-    When `fn` raises, everything rolls back, audit records included; the decisions it made are
-    kept on request.state for the error handler, which records them with the failure
-    (`audit_failure`) in a transaction of its own.
+    A write (the default): one write transaction holds the work and its records and commits
+    both. On SQLite that is a BEGIN IMMEDIATE transaction under the database's one write
+    lock; on PostgreSQL the append is a plain insert that waits for no one (the sealer puts
+    committed records into the tree later, hub/audit/seal.py).
 
-    Always a write session: on SQLite the append is an insert, which needs the database
-    write lock, and a deferred transaction cannot wait for it, so there every audited
-    request, reads included, is a BEGIN IMMEDIATE write transaction and audited requests run
-    one at a time. On PostgreSQL the append is a plain insert that waits for no one (the
-    sealer puts committed records into the tree later, hub/audit/seal.py).
+    `reads_only` (read, vread, history, search: `fn` writes nothing): `fn` runs in a
+    read-only transaction, which on SQLite (WAL) neither waits for writers nor holds them
+    up, and its records are then committed apart (hub/audit/spool.py: on SQLite a spool file
+    with a lock of its own) before this returns, so the answer goes out only once they are
+    durable. If they cannot be committed this raises AuditUnavailableError (503): nothing is
+    disclosed unaudited.
+
+    When `fn` raises, no record is written here (a write's records roll back with it); the
+    decisions it made are kept on request.state for the error handler, which records them
+    with the failure (`audit_failure`).
     """
     auditor = get_auditor(request)
     address = client_address(request)
     request.state.audit_interaction = interaction
     request.state.audit_operation = operation
-    with db.session(write=True) as session:
+    with db.session(write=not reads_only) as session:
         try:
             result = fn(session)
             what = touched(session, result)
         except BaseException:
             request.state.pending_disclosures = take_disclosures(session)
             raise
-        auditor.write(session, [
+        entries = [
             *auditor.disclosure_entries(take_disclosures(session), subject=subject,
                                         context=operation or interaction),
             *auditor.rest_entries(subject, interaction=interaction,
                                   resource_type=resource_type, touched=what, query=query,
-                                  operation=operation, address=address)])
-        return result
+                                  operation=operation, address=address)]
+        if not reads_only:
+            auditor.write(session, entries)
+            return result
+    get_read_audit(request).append(auditor.signer, entries)
+    return result
 
 
 def _on_worker_thread(work: Callable[P, T]) -> Callable[P, Awaitable[T]]:
@@ -260,6 +294,25 @@ async def audit_failure(request: Request, status: int, text: str) -> None:
     query = request.url.query or None
     what = f"{request.method} {request.url.path}: {status}"
     address = client_address(request)
+
+    if interaction in READ_INTERACTIONS and request.method in ("GET", "HEAD", "POST"):
+        # A read that failed is recorded where reads are, off the main write lock.
+        def spool() -> None:
+            auditor = get_auditor(request)
+            get_read_audit(request).append(auditor.signer, [
+                *auditor.disclosure_entries(pending, subject=subject,
+                                            context=operation or interaction),
+                *auditor.rest_entries(subject, interaction=interaction, resource_type=rtype,
+                                      touched=touched, outcome=outcome, query=query,
+                                      description=text, operation=operation,
+                                      address=address, request=what)])
+
+        try:
+            await run_in_threadpool(spool)
+        except Exception:
+            log.exception("could not record %s %s in the audit trail", request.method,
+                          request.url.path)
+        return
 
     def write(session: Session, auditor: Auditor) -> None:
         if request.url.path.startswith("/auth/"):

@@ -187,7 +187,8 @@ async def _search(resource_type: str, pairs: list[tuple[str, str]], request: Req
     matches, included, page = await audited_transaction(
         request, db, subject, lambda s: service.search(s, subject, request=req),
         interaction="search-type", resource_type=resource_type, query=urlencode(pairs),
-        touched=lambda _s, found: touched_bodies(r.body for r in [*found[0], *found[1]]))
+        touched=lambda _s, found: touched_bodies(r.body for r in [*found[0], *found[1]]),
+        reads_only=True)
     base = settings.fhir_base
     path = f"{base}/{resource_type}"
     kept = [(k, v) for k, v in pairs
@@ -255,7 +256,8 @@ async def read(resource_type: str, resource_id: str, request: Request, db: Datab
     """The current version."""
     stored = await audited_transaction(request, db, subject, lambda s: service.read(
         s, subject, resource_type=resource_type, resource_id=resource_id),
-        interaction="read", resource_type=resource_type, touched=lambda _s, r: touched_stored(r))
+        interaction="read", resource_type=resource_type, touched=lambda _s, r: touched_stored(r),
+        reads_only=True)
     return resource_response(stored, base=settings.fhir_base)
 
 
@@ -361,7 +363,7 @@ async def history(resource_type: str, resource_id: str, request: Request, db: Da
         s, subject, resource_type=resource_type, resource_id=resource_id, count=req.count,
         offset=req.offset), interaction="history-instance", resource_type=resource_type,
         touched=lambda _s, found: Touched((f"{resource_type}/{resource_id}",))
-        + touched_bodies(v.body for v in found[0]))
+        + touched_bodies(v.body for v in found[0]), reads_only=True)
     base = settings.fhir_base
     path = f"{base}/{resource_type}/{resource_id}/_history"
     links = [("self", page_link(path, pairs, req.offset, req.count))]
@@ -391,7 +393,7 @@ async def vread(resource_type: str, resource_id: str, version_id: str, request: 
     stored = await audited_transaction(request, db, subject, lambda s: service.vread(
         s, subject, resource_type=resource_type, resource_id=resource_id,
         version_id=version_id), interaction="vread", resource_type=resource_type,
-        touched=lambda _s, r: touched_stored(r))
+        touched=lambda _s, r: touched_stored(r), reads_only=True)
     return resource_response(stored, base=settings.fhir_base)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +32,7 @@ from hub.audit.signing import (
     public_key_pem,
     public_keys_from,
 )
+from hub.audit.spool import ReadAudit
 from hub.audit.tree import (
     TreeError,
     checkpoint_at,
@@ -135,12 +137,27 @@ def verify_command(
             result = verify(lambda: database.session(write=False), keys, witnessed=witnessed,
                             progress=bar, jobs=jobs,
                             url=database.engine.url.render_as_string(hide_password=False))
+        reads = ReadAudit(database)  # only looks: it appends nothing
+        try:
+            spooled = reads.check(keys)
+        finally:
+            reads.close()
+        spool_broken = result.ok and spooled.problem is not None
+        if spool_broken:  # the auditors' pages say so too
+            result = replace(result, ok=False,
+                             reason=f"broken in the read spool: {spooled.problem}")
         with database.session(write=True) as session:  # shown on the auditors' pages
             verifications.record(session, result, at=utcnow())
+    if spool_broken:
+        typer.echo(result.reason)
+        raise typer.Exit(1)
     if result.ok:
         typer.echo(f"{result.count} records intact")
         detail = (f"{result.sealed} sealed under checkpoint {result.tree_size}, "
                   f"{result.unsealed} waiting for the sealer")
+        if spooled.waiting:
+            detail += (f"; {spooled.waiting} records of reads in the spool, their hashes and "
+                       "signatures good, waiting to be moved into the trail")
         typer.echo(detail, err=True)
         return
     if result.first_broken_seq is not None:
@@ -239,16 +256,20 @@ def seal_command(
     except AuditKeyError as exc:
         raise _fail(str(exc)) from None
     with _database() as database:
+        reads = ReadAudit(database, settings)  # the reads' records are moved in, then sealed
         if once:
             try:
+                reads.move_all()
                 report = seal_all(database, signer, keys=keys)
             except SealError as exc:
                 raise _fail(str(exc)) from None
+            finally:
+                reads.close()
             typer.echo(f"sealed {report.sealed} records; tree size {report.tree_size}")
             if report.blocked is not None:
                 raise _fail(f"stopped before a record that may not be sealed: {report.blocked}")
             return
-        sealer = Sealer(database, signer, keys=keys,
+        sealer = Sealer(database, signer, keys=keys, reads=reads,
                         interval=interval if interval is not None else settings.seal_interval)
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -261,6 +282,7 @@ def seal_command(
             pass
         finally:
             sealer.stop()
+            reads.close()
         typer.echo(f"sealer: sealed {sealer.sealed} records in {sealer.passes} passes")
 
 

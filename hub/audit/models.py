@@ -109,3 +109,14 @@ class AuditVerificationRow(Base):
     reason: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index("ix_audit_verifications_at", "verified_at"),)
+
+
+class AuditSpoolMarkRow(Base):
+    """How far the records of one read spool (hub/audit/spool.py, a file beside an SQLite
+    database) have been moved into audit_records: every spool record with an id up to
+    `moved_through` is in the trail. Written in the same transaction as the records it
+    moves, so a move interrupted anywhere is done again exactly once (idempotent by id)."""
+
+    __tablename__ = "audit_spool_marks"
+    spool_id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the spool file's uuid
+    moved_through: Mapped[int] = mapped_column(PK)

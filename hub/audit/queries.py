@@ -1,8 +1,10 @@
 """Reading the audit trail for auditors: GET /fhir/AuditEvent and the /ui/audit page.
 
 Search runs on the records' columns (patient_ref, recorded_at, agent, subtype), oldest first
-by seq, paged by keyset (`_after` = the last seq of the previous page). The bodies are the
-signed AuditEvents exactly as stored.
+by the time recorded (then seq), paged by keyset (`_after` = the last seq of the previous
+page; its time is looked up). Not by seq alone: the records of reads are recorded when the
+read happens but enter audit_records later, moved from their spool (hub/audit/spool.py).
+The bodies are the signed AuditEvents exactly as stored.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, cast, func, or_, select
+from sqlalchemy import ColumnElement, Text, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from hub.audit.models import AuditRecordRow
@@ -163,7 +165,11 @@ def _line(row: AuditRecordRow) -> AuditLine:
 
 def search(session: Session, query: AuditQuery) -> AuditPage:
     """One page of the records matching `query`, oldest first."""
-    stmt = select(_R).where(_R.seq > query.after)
+    stmt = select(_R)
+    if query.after:
+        at = session.scalar(select(_R.recorded_at).where(_R.seq == query.after))
+        stmt = stmt.where(_R.seq > query.after) if at is None else stmt.where(or_(
+            _R.recorded_at > at, and_(_R.recorded_at == at, _R.seq > query.after)))
     for patients in query.patients:
         stmt = stmt.where(_R.patient_ref.in_(patients))
     for op, at in query.dates:
@@ -174,7 +180,7 @@ def search(session: Session, query: AuditQuery) -> AuditPage:
         stmt = stmt.where(or_(*(_agent_matches(a) for a in agents)))
     for subtypes in query.subtypes:
         stmt = stmt.where(_R.subtype.in_(subtypes))
-    rows = list(session.scalars(stmt.order_by(_R.seq).limit(query.count + 1)))
+    rows = list(session.scalars(stmt.order_by(_R.recorded_at, _R.seq).limit(query.count + 1)))
     lines = [_line(r) for r in rows[:query.count]]
     more = len(rows) > query.count
     return AuditPage(lines, lines[-1].seq if more and lines else None)

@@ -100,13 +100,31 @@ def append_all(session: Session, signer: Signer, entries: Sequence[Entry]) -> li
     """Insert `entries` as audit records in the caller's transaction, in one statement; their
     record ids (`seq`, increasing in the order given).
 
-    Sets each event's `id` (a new uuid4), `recorded` (now), `action` and the audit-index
-    extension, then hashes and signs it; the caller commits. Raises ValueError for an unknown
-    action or an event whose own `action` differs, before anything is written.
+    The rows are `signed_rows(signer, entries)`; the caller commits. Raises ValueError for an
+    unknown action or an event whose own `action` differs, before anything is written.
 
     No lock is shared with other appenders: ids come from a sequence (PostgreSQL) or the
     row id (SQLite, whose write transaction is exclusive anyway). The records are not yet
     tamper-evident: the sealer puts them into the tree once they are committed.
+    """
+    rows = signed_rows(signer, entries)
+    if not rows:
+        return []
+    return insert_rows(session, rows)
+
+
+def insert_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert rows made by `signed_rows` (or moved from the read spool, hub/audit/spool.py)
+    as they are, in one statement in the caller's transaction; their seqs, in order."""
+    return list(session.connection().execute(_INSERT_RECORDS, list(rows)).scalars())
+
+
+def signed_rows(signer: Signer, entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    """The audit_records rows of `entries` (without seq), ready to insert anywhere.
+
+    Sets each event's `id` (a new uuid4), `recorded` (now), `action` and the audit-index
+    extension, then hashes and signs it. Raises ValueError for an unknown action or an event
+    whose own `action` differs.
     """
     for entry in entries:
         if entry.action not in ACTIONS:
@@ -114,8 +132,6 @@ def append_all(session: Session, signer: Signer, entries: Sequence[Entry]) -> li
         if entry.event.get("action", entry.action) != entry.action:
             raise ValueError(
                 f"event action {entry.event['action']!r} differs from {entry.action!r}")
-    if not entries:
-        return []
     recorded_at = utcnow()
     rows = []
     for entry in entries:
@@ -140,7 +156,7 @@ def append_all(session: Session, signer: Signer, entries: Sequence[Entry]) -> li
             "body": body, "leaf_hash": digest.hex(), "signature": signer.sign(digest),
             "key_id": signer.key_id,
         })
-    return list(session.connection().execute(_INSERT_RECORDS, rows).scalars())
+    return rows
 
 
 def instant_text(value: datetime | str) -> str:

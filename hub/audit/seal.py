@@ -40,6 +40,7 @@ from hub.audit.checkpoint import Checkpoint
 from hub.audit.models import GENESIS_HASH, AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRow
 from hub.audit.records import leaf_hex, link_hash
 from hub.audit.signing import Signer, verify_signature
+from hub.audit.spool import ReadAudit
 from hub.audit.tree import fetch_nodes, latest_checkpoint
 from hub.db.engine import Database
 from hub.db.locks import lock_key
@@ -209,11 +210,16 @@ def seal_all(db: Database, signer: Signer, *,
 
 class Sealer:
     """Seals in the background every `interval` seconds (passes back to back while there is
-    a backlog); `start()`, then `stop()` on shutdown. Failures are logged, never raised."""
+    a backlog); `start()`, then `stop()` on shutdown. Failures are logged, never raised.
+    With `reads`, each pass first moves the audit records of reads from their spool into
+    the trail (hub/audit/spool.py), so they are sealed in the same pass."""
 
     def __init__(self, db: Database, signer: Signer, *, interval: float,
-                 keys: Mapping[str, Ed25519PublicKey] | None = None) -> None:
+                 keys: Mapping[str, Ed25519PublicKey] | None = None,
+                 reads: ReadAudit | None = None) -> None:
         self.db, self.signer, self.interval, self.keys = db, signer, interval, keys
+        self.reads = reads
+        self.moved = 0
         self.passes = 0
         self.failures = 0
         self.sealed = 0
@@ -223,6 +229,8 @@ class Sealer:
     def run_once(self) -> SealReport | None:
         """One pass now; None when another sealer had the tree or the pass failed."""
         try:
+            if self.reads is not None:
+                self.moved += self.reads.move_all()
             report = seal_once(self.db, self.signer, keys=self.keys)
         except Exception:
             self.failures += 1

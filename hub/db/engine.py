@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import Settings
+from hub.db import lockstats
 
 
 class _WriterQueue:
@@ -39,6 +40,8 @@ class _WriterQueue:
         self._count_guard = threading.Lock()
         self.waiting = 0  # threads of this process waiting for a turn
         self.group: _Group | None = None  # the open group transaction, if any
+        self._taken_at = 0.0  # when this process took the file lock (lockstats)
+        self.name = lock_path.removesuffix("-writer.lock") if lock_path else ""  # the file
 
     @property
     def depth(self) -> int:
@@ -76,6 +79,7 @@ class _WriterQueue:
                 if not self._wait_for_file(fd, deadline - time.monotonic()):
                     self._lock.release()
                     return False
+            self._taken_at = time.monotonic()
         self._depth += 1
         return True
 
@@ -109,6 +113,8 @@ class _WriterQueue:
         if (self._depth == 0 and self.group is None and self._fd is not None
                 and self._pid == os.getpid()):
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+            lockstats.held(f"sqlite write lock of {self.name}",
+                           time.monotonic() - self._taken_at)
         self._lock.release()
 
 

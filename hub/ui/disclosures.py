@@ -318,7 +318,7 @@ def disclosure_log(session: Session, patient_id: str, filters: Filters, *,
         end = datetime.combine(filters.until, datetime.max.time(), zone)
         stmt = stmt.where(_R.recorded_at <= end)
     lines = []
-    for row in session.scalars(stmt.order_by(_R.seq.desc()).limit(LIMIT)):
+    for row in session.scalars(stmt.order_by(_R.recorded_at.desc(), _R.seq.desc()).limit(LIMIT)):
         body = json.loads(bytes(row.body))
         details, resources, recipient = _details(body)
         decision = details.get("decision", "deny")
@@ -376,7 +376,7 @@ def trail_state(session: Session, patient_id: str, keys: Mapping[str, Ed25519Pub
     total = session.scalar(select(func.count()).select_from(_R)) or 0
     rows = session.scalars(select(_R).where(_R.patient_ref == f"Patient/{patient_id}",
                                             _R.subtype == events.DISCLOSE)
-                           .order_by(_R.seq.desc()).limit(LIMIT))
+                           .order_by(_R.recorded_at.desc(), _R.seq.desc()).limit(LIMIT))
     checked, broken = 0, []
     for row in rows:
         checked += 1

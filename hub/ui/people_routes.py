@@ -14,7 +14,13 @@ from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
 from hub.api.auditevents import require_auditor
-from hub.api.deps import DatabaseDep, SettingsDep, audited_transaction, get_auditor
+from hub.api.deps import (
+    DatabaseDep,
+    SettingsDep,
+    audited_transaction,
+    get_auditor,
+    settle_reads,
+)
 from hub.audit.recorder import Touched
 from hub.auth.subject import Subject
 from hub.consent.trail import consent_trail
@@ -93,6 +99,7 @@ async def _log(request: Request, signed_in: SignedIn, db: Any, patient_id: str, 
                                          form["decision"])
                if filtered else disclosures.Filters())
     language = language_of(request)
+    await settle_reads(request)  # reads committed so far are in the log
     log = await audited_transaction(
         request, db, subject,
         lambda s: _load_log(request, s, patient_id, filters, language, check=check),
@@ -133,6 +140,7 @@ async def disclosure_bundle(patient_id: str, request: Request, signed_in: Signed
     same as GET /fhir/Patient/{id}/$consent-trail)."""
     subject = signed_in.subject
     require_auditor(subject)
+    await settle_reads(request)  # reads committed so far are in the log
     bundle = await audited_transaction(
         request, db, subject,
         lambda s: _trail(s, subject, patient_id, settings.fhir_base),

@@ -21,6 +21,7 @@ from hub.api.deps import (
     audited_transaction,
     client_address,
     in_transaction,
+    settle_reads,
 )
 from hub.audit import queries as audit_queries
 from hub.audit.recorder import Touched
@@ -214,6 +215,7 @@ async def audit(request: Request, signed_in: SignedInDep, db: DatabaseDep,
     except BadRequestError as exc:
         error = exc.diagnostics
     else:
+        await settle_reads(request)  # reads committed so far are in the answer
         page = await audited_transaction(
             request, db, subject, lambda s: audit_queries.search(s, query),
             interaction="search-type", resource_type="AuditEvent", query=urlencode(pairs),

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from hub.audit.models import AuditRecordRow
 from hub.audit.seal import seal_all
 from hub.audit.signing import Signer
+from hub.audit.spool import ReadAudit
 from hub.audit.verify import VerifyResult, verify
 from hub.config import Settings
 from hub.db.auth_models import ClientRow
@@ -43,14 +44,26 @@ class Record:
                 if e.get("role", {}).get("code") == "1"]
 
 
+def settle(database: Database) -> int:
+    """Move the records of reads waiting in the spool into the trail, as the sealer (and
+    every auditor's query) does first; how many."""
+    reads = ReadAudit(database)
+    try:
+        return reads.move_all()
+    finally:
+        reads.close()
+
+
 def mark(database: Database) -> int:
-    """The seq of the newest record (0 when the trail is empty)."""
+    """The seq of the newest record (0 when the trail is empty), reads' records included."""
+    settle(database)
     with database.session(write=False) as s:
         return int(s.scalar(select(func.coalesce(func.max(AuditRecordRow.seq), 0))) or 0)
 
 
 def since(database: Database, seq: int) -> list[Record]:
-    """The records after `seq`, oldest first."""
+    """The records after `seq` (reads' records moved in first), oldest first."""
+    settle(database)
     with database.session(write=False) as s:
         rows = s.scalars(select(AuditRecordRow).where(AuditRecordRow.seq > seq)
                          .order_by(AuditRecordRow.seq)).all()
@@ -62,6 +75,7 @@ def check_chain(settings: Settings, database: Database) -> VerifyResult:
     """Seal what is waiting, then verify() the whole trail with the app's key
     (settings.audit_key_file)."""
     signer = Signer.from_file(settings.audit_key_file)
+    settle(database)
     seal_all(database, signer)
     return verify(lambda: database.session(write=False), {signer.key_id: signer.public_key})
 

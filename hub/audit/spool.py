@@ -1,0 +1,429 @@
+"""Audit records of reads, committed without the database's write lock (issue #16).
+
+A read (read, vread, history, search) runs in a read-only transaction; its records are then
+committed by `ReadAudit.append` before the answer goes out. Where they go:
+
+- SQLite: a spool file of this process's own, `<database file>-audit-spool/<uuid>.db`
+  (WAL, synchronous=FULL). A read never waits for the main write lock (WAL readers wait for
+  no one), and an audited read is no longer a write transaction queued behind ingest's. One
+  thread per process commits the records of all reads waiting at that moment in one
+  transaction (group commit); no other process writes that file except a mover deleting
+  what it moved, so no lock is shared by the reads of all processes. `<uuid>.db.owner` is
+  flocked by the owning process for its life: a mover that can take it knows the owner is
+  gone, moves what is left and deletes the file.
+- PostgreSQL: straight into audit_records, in a short transaction of its own (a plain
+  insert that waits for no one; there is no spool), also committed by one thread per
+  process for all reads waiting at that moment (one WAL flush for them all).
+
+If the read's transaction fails nothing is appended here (the error handler records the
+failure); if the append fails the read fails too (AuditUnavailableError, 503): nothing is
+disclosed unaudited.
+
+Moving (`ReadAudit.move`, run by every sealer before each pass, and before auditors'
+queries; movers take turns on `movers.lock` in the spool directory): each spool's records,
+in spool id order, are inserted into audit_records as they are
+(body, hash, signature and search columns unchanged; the sealer checks and seals them like
+any record) in one main-database write transaction that also records, in
+audit_spool_marks, the last spool id moved. Spool ids never come back (AUTOINCREMENT) and
+the spool names itself with a uuid, so the mark is exact: a mover reads the mark again
+under the write lock and moves only what is above it, then deletes what is at or below it
+from the spool. A crash between the move's commit and the delete leaves records that the
+next mover deletes without moving; any number of movers in any number of processes move
+each record exactly once.
+
+A spool record is not in the tree until moved and sealed. `check` gives what `hub audit
+verify` can say about them: how many are waiting, and the first whose hash, signature or
+search columns are wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import (
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from hub.audit.models import AuditSpoolMarkRow
+from hub.audit.records import Entry, columns_agree, insert_rows, instant_text, signed_rows
+from hub.audit.signing import Signer, verify_signature
+from hub.config import Settings
+from hub.db.engine import Database
+from hub.db.types import UTCDateTime
+from hub.errors import AuditUnavailableError
+
+log = logging.getLogger("hub.audit.spool")
+SUFFIX = "-audit-spool"
+MOVE_BATCH = 5000
+"""Spool records moved per main-database transaction at most."""
+
+_meta = MetaData()
+_SPOOL = Table(
+    "audit_spool", _meta,
+    Column("id", Integer, primary_key=True),  # AUTOINCREMENT: an id is never handed out twice
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("patient_ref", String(128)),
+    Column("agent", String(255), nullable=False),
+    Column("action", String(1), nullable=False),
+    Column("subtype", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("leaf_hash", String(64), nullable=False),
+    Column("signature", String(128), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    sqlite_autoincrement=True,
+)
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS spool_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS audit_spool (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "recorded_at DATETIME NOT NULL, patient_ref VARCHAR(128), agent VARCHAR(255) NOT NULL, "
+    "action VARCHAR(1) NOT NULL, subtype VARCHAR(64) NOT NULL, body BLOB NOT NULL, "
+    "leaf_hash VARCHAR(64) NOT NULL, signature VARCHAR(128) NOT NULL, "
+    "key_id VARCHAR(64) NOT NULL)",
+)
+_INSERT = insert(_SPOOL)
+_COLUMNS = ("recorded_at", "patient_ref", "agent", "action", "subtype", "body", "leaf_hash",
+            "signature", "key_id")
+_MARK = AuditSpoolMarkRow
+
+
+def spool_dir(db: Database) -> str | None:
+    """The directory of the spool files of an SQLite database file; None for PostgreSQL or
+    an in-memory SQLite database (their reads append to audit_records directly)."""
+    if db.dialect != "sqlite":
+        return None
+    name = db.engine.url.database
+    if not name or name == ":memory:" or "mode=memory" in str(db.engine.url):
+        return None
+    return f"{os.path.abspath(name)}{SUFFIX}"
+
+
+@dataclass(frozen=True)
+class SpoolState:
+    """What `check` found in the spool: records waiting to be moved, and the first that
+    could not be sealed (None when all are good)."""
+
+    waiting: int
+    problem: str | None = None
+
+
+class _SpoolFile:
+    """One process's spool file, opened by its owner (to append) or by a mover."""
+
+    def __init__(self, path: str, settings: Settings) -> None:
+        self.path = path
+        self.db = Database.connect(settings, f"sqlite:///{path}")
+        self.spool_id = ""
+
+    def prepare(self) -> None:
+        """Create the tables and the spool's uuid (the owner, once)."""
+        with self.db.session(write=True) as s:
+            for statement in _SCHEMA:
+                s.execute(text(statement))
+            self.spool_id = str(uuid.uuid4())
+            s.execute(text("INSERT INTO spool_meta (key, value) VALUES ('spool_id', :v)"),
+                      {"v": self.spool_id})
+
+    def known(self) -> bool:
+        """Whether the file has its uuid yet (read it); an owner may still be making it."""
+        if not self.spool_id:
+            try:
+                with self.db.session(write=False) as s:
+                    found = s.scalar(text("SELECT value FROM spool_meta "
+                                          "WHERE key = 'spool_id'"))
+            except Exception:  # no tables yet
+                return False
+            self.spool_id = str(found or "")
+        return bool(self.spool_id)
+
+    def remove(self) -> None:
+        """Delete the file (an orphan, everything in it moved); the caller holds its owner
+        lock, which goes last."""
+        self.db.dispose()
+        for suffix in ("", "-wal", "-shm", "-writer.lock", ".owner"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path + suffix)
+
+
+def _try_flock(path: str, *, wait: bool = False) -> int | None:
+    """An fd holding an exclusive flock of `path` (created if missing), or None if another
+    holds it (and not `wait`). Never on a file SQLite has open: closing any fd of a file
+    drops the process's POSIX locks on it, SQLite's included."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class ReadAudit:
+    """Commits the audit records of reads (see the module docstring); one per process and
+    database. Its own spool file is made on the first append; `close()` when done (what is
+    left in it is moved by the next mover). A ReadAudit that never appends is just a mover
+    (the sealer's, `hub audit verify`'s)."""
+
+    def __init__(self, db: Database, settings: Settings | None = None) -> None:
+        self.db = db
+        self.settings = settings or Settings()
+        self.dir = spool_dir(db)
+        self.own: _SpoolFile | None = None
+        self._owner_fd: int | None = None
+        self._files: dict[str, _SpoolFile] = {}  # others' files this mover has open
+        self._guard = threading.Lock()
+        self._group: _GroupCommitter | None = None
+
+    @property
+    def path(self) -> str | None:
+        """This process's spool file, once made."""
+        return self.own.path if self.own is not None else None
+
+    def append(self, signer: Signer, entries: Sequence[Entry]) -> None:
+        """Commit the records of `entries` durably, without the main database's write lock
+        on SQLite. Raises AuditUnavailableError when they cannot be committed (and
+        ValueError for entries append_all would refuse)."""
+        rows = signed_rows(signer, entries)
+        if not rows:
+            return
+        try:
+            self._committer().commit(rows)
+        except Exception as exc:
+            log.exception("could not commit the audit record of a read")
+            raise AuditUnavailableError(
+                "The audit trail cannot take the record of this read just now, so nothing is "
+                "disclosed; send the request again later.") from exc
+
+    def _committer(self) -> _GroupCommitter:
+        with self._guard:
+            if self._group is None and self.dir is None:  # PostgreSQL: audit_records
+                self._group = _GroupCommitter(self.db, insert_rows)
+            if self._group is None:
+                assert self.dir is not None
+                os.makedirs(self.dir, mode=0o700, exist_ok=True)
+                path = os.path.join(self.dir, f"{uuid.uuid4()}.db")
+                # The owner lock first: a mover that can take it knows the owner is gone.
+                self._owner_fd = _try_flock(f"{path}.owner", wait=True)
+                own = _SpoolFile(path, self.settings)
+                own.prepare()
+                self.own = own
+                self._group = _GroupCommitter(own.db, _spool_rows)
+            return self._group
+
+    @staticmethod
+    def _moved_through(session: Session, spool_id: str) -> int:
+        found = session.scalar(select(_MARK.moved_through).where(_MARK.spool_id == spool_id))
+        return int(found or 0)
+
+    def _spool_files(self) -> list[_SpoolFile]:
+        """Every spool file of the database, this process's first."""
+        if self.dir is None or not os.path.isdir(self.dir):
+            return [self.own] if self.own is not None else []
+        out = [self.own] if self.own is not None else []
+        for name in sorted(os.listdir(self.dir)):
+            path = os.path.join(self.dir, name)
+            if not name.endswith(".db") or (self.own is not None and path == self.own.path):
+                continue
+            if path not in self._files:
+                self._files[path] = _SpoolFile(path, self.settings)
+            out.append(self._files[path])
+        return out
+
+    def move(self, limit: int = MOVE_BATCH) -> int:
+        """Move up to `limit` records of each spool file into audit_records, oldest first,
+        exactly once, then drop them from the spool; delete the files of processes that are
+        gone once they are empty. How many this call moved (0 without spools). Safe to run
+        anywhere at any time: movers take turns on a lock file in the spool directory."""
+        if self.dir is None or not os.path.isdir(self.dir):
+            return 0
+        turn = _try_flock(os.path.join(self.dir, "movers.lock"), wait=True)
+        assert turn is not None
+        try:
+            moved = 0
+            for spool in self._spool_files():
+                if not spool.known():
+                    continue
+                gone = None if spool is self.own else _try_flock(f"{spool.path}.owner")
+                try:
+                    count, left = self._move_file(spool, limit)
+                    moved += count
+                    if gone is not None and not left:
+                        spool.remove()
+                        del self._files[spool.path]
+                finally:
+                    if gone is not None:
+                        os.close(gone)
+            return moved
+        finally:
+            os.close(turn)
+
+    def _move_file(self, spool: _SpoolFile, limit: int) -> tuple[int, bool]:
+        """(records moved from `spool`, whether more are left in it)."""
+        with self.db.session(write=False) as s:
+            done = self._moved_through(s, spool.spool_id)
+        with spool.db.session(write=False) as s:
+            rows = s.execute(select(_SPOOL).where(_SPOOL.c.id > done)
+                             .order_by(_SPOOL.c.id).limit(limit + 1)).all()
+            oldest = s.scalar(select(func.min(_SPOOL.c.id)))
+        left, rows = len(rows) > limit, rows[:limit]
+        moved = 0
+        if rows:
+            with self.db.session(write=True) as s:
+                done = self._moved_through(s, spool.spool_id)  # again, under the write lock
+                todo = [r for r in rows if r.id > done]
+                if todo:
+                    insert_rows(s, [{c: getattr(r, c) for c in _COLUMNS} for r in todo])
+                    if done:
+                        s.execute(update(_MARK).where(_MARK.spool_id == spool.spool_id)
+                                  .values(moved_through=todo[-1].id))
+                    else:
+                        s.execute(insert(_MARK).values(spool_id=spool.spool_id,
+                                                       moved_through=todo[-1].id))
+                    moved, done = len(todo), todo[-1].id
+        if oldest is not None and oldest <= done:
+            with spool.db.session(write=True) as s:  # all of them are in audit_records
+                s.execute(delete(_SPOOL).where(_SPOOL.c.id <= done))
+        return moved, left
+
+    def move_all(self) -> int:
+        """`move` until the spools are empty (of what was there when it started, at least)."""
+        total = 0
+        while (moved := self.move()) > 0:
+            total += moved
+            if moved < MOVE_BATCH:
+                break
+        return total
+
+    def check(self, keys: Mapping[str, Ed25519PublicKey]) -> SpoolState:
+        """The records still in the spools and not yet moved: how many, and the first whose
+        leaf hash, search columns or signature (by one of `keys`) is wrong. What `hub audit
+        verify` reports beside the trail (a spool record is in no tree yet)."""
+        waiting, problem = 0, None
+        for spool in self._spool_files():
+            if not spool.known():
+                continue
+            with self.db.session(write=False) as s:
+                done = self._moved_through(s, spool.spool_id)
+            with spool.db.session(write=False) as s:
+                for row in s.execute(select(_SPOOL).where(_SPOOL.c.id > done)
+                                     .order_by(_SPOOL.c.id)):
+                    waiting += 1
+                    if problem is None:
+                        problem = _problem(row, keys)
+        return SpoolState(waiting, problem)
+
+    def close(self) -> None:
+        """Stop committing, close the spools' connections, let go of this process's file."""
+        if self._group is not None:
+            self._group.stop()
+        for spool in [*self._files.values(), *([self.own] if self.own else [])]:
+            spool.db.dispose()
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
+
+
+class _Ticket:
+    """One caller's rows waiting in a _GroupCommitter: set when committed (or failed)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+def _spool_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    session.connection().execute(_INSERT, list(rows))
+
+
+class _GroupCommitter:
+    """One thread that commits the rows of every waiting caller of this process in one
+    transaction (one insert, one fsync), then wakes them: on SQLite the spool's write lock
+    is held for that insert and commit only, never while callers come in one by one; on
+    PostgreSQL the reads of a process share one WAL flush."""
+
+    def __init__(self, spool: Database,
+                 write: Callable[[Session, Sequence[Mapping[str, Any]]], object]) -> None:
+        self.spool = spool
+        self._write = write
+        self._waiting: list[_Ticket] = []
+        self._cv = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="audit-spool", daemon=True)
+        self._thread.start()
+
+    def commit(self, rows: list[dict[str, Any]]) -> None:
+        """Return once `rows` are committed; raise what made their commit fail."""
+        ticket = _Ticket(rows)
+        with self._cv:
+            if self._stopped:
+                raise RuntimeError("the audit spool is closed")
+            self._waiting.append(ticket)
+            self._cv.notify()
+        if not ticket.done.wait(self.spool.busy_timeout + 30):
+            raise TimeoutError("the audit spool did not commit in time")
+        if ticket.error is not None:
+            raise ticket.error
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._waiting and not self._stopped:
+                    self._cv.wait()
+                if not self._waiting:
+                    return
+                batch, self._waiting = self._waiting, []
+            error: BaseException | None = None
+            try:
+                with self.spool.session(write=True) as s:
+                    self._write(s, [r for t in batch for r in t.rows])
+            except BaseException as exc:  # each caller raises it; this thread goes on
+                error = exc
+            for ticket in batch:
+                ticket.error = error
+                ticket.done.set()
+
+    def stop(self) -> None:
+        """Commit what is waiting, then end the thread."""
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+        self._thread.join(self.spool.busy_timeout + 30)
+
+
+def _problem(row: Any, keys: Mapping[str, Ed25519PublicKey]) -> str | None:
+    body = bytes(row.body)
+    digest = hashlib.sha256(b"\x00" + body).digest()
+    where = f"spool record {row.id}"
+    if digest.hex() != row.leaf_hash:
+        return f"{where} was edited: its content does not match its hash"
+    if not columns_agree(body, instant_text(row.recorded_at), row.action, row.patient_ref,
+                         row.agent, row.subtype):
+        return f"{where} was edited: its search columns differ from its body"
+    key = keys.get(row.key_id)
+    if key is None:
+        return f"{where} is signed by an unknown key ({row.key_id})"
+    if not verify_signature(key, digest, row.signature):
+        return f"{where} has a bad signature: not written by a hub process, or edited"
+    return None

@@ -1,0 +1,269 @@
+"""The audit records of reads (hub/audit/spool.py): committed before the answer without the
+main database's write lock (on SQLite in a spool file), moved into the trail exactly once and
+in order, sealed and verified like any record; a read whose record cannot be committed
+fails without disclosing anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+from typer.testing import CliRunner
+
+from hub.app import create_app
+from hub.audit.cli import audit_app
+from hub.audit.models import AuditRecordRow
+from hub.audit.records import Entry
+from hub.audit.signing import Signer
+from hub.audit.spool import ReadAudit, spool_dir
+from hub.config import Settings, get_settings
+from hub.db.engine import Database
+from tests.audit.trail import check_chain, mark, settle
+from tests.factories import fnr, patient
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _read_records(database: Database) -> list[tuple[int, str, str]]:
+    """(seq, recorded, AuditEvent id) of the trail's read records, by seq (nothing moved)."""
+    with database.session(write=False) as s:
+        rows = s.execute(select(AuditRecordRow.seq, AuditRecordRow.body)
+                         .where(AuditRecordRow.subtype == "read")
+                         .order_by(AuditRecordRow.seq)).all()
+    return [(seq, (e := json.loads(bytes(body)))["recorded"], e["id"]) for seq, body in rows]
+
+
+def test_reads_are_audited_apart_and_moved_into_the_trail_once_in_order(
+        client: TestClient, database: Database, settings: Settings) -> None:
+    pid = client.post("/fhir/Patient", json=patient(fnr(start=5))).json()["id"]
+    before = len(_read_records(database))
+    for _ in range(5):
+        assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+    reads = ReadAudit(database)
+    try:
+        waiting = reads.check({})  # no key given: the first record names its unknown key
+        if database.dialect == "sqlite":  # in the spool, not yet in the trail
+            assert waiting.waiting == 5
+            assert "unknown key" in (waiting.problem or "")
+            assert len(_read_records(database)) == before
+            assert reads.move_all() == 5
+        else:  # PostgreSQL: straight into audit_records, in a transaction of its own
+            assert waiting.waiting == 0
+        assert reads.move_all() == 0
+        assert reads.check({}).waiting == 0
+    finally:
+        reads.close()
+    moved = _read_records(database)[before:]
+    assert len(moved) == 5
+    assert len({m[2] for m in moved}) == 5
+    assert [m[1] for m in moved] == sorted(m[1] for m in moved)  # seq order is read order
+    result = check_chain(settings, database)
+    assert result.ok, result.reason
+
+
+def test_a_read_does_not_wait_for_the_main_write_lock(database: Database,
+                                                      settings: Settings, bearer: str) -> None:
+    if database.dialect != "sqlite":
+        pytest.skip("SQLite's one write lock; PostgreSQL has none")
+    quick = settings.model_copy(update={"sqlite_busy_timeout": 2.0})
+    with TestClient(create_app(quick), raise_server_exceptions=False) as c:
+        c.headers["Authorization"] = f"Bearer {bearer}"
+        pid = c.post("/fhir/Patient", json=patient(fnr(start=7))).json()["id"]
+        path = database.engine.url.database
+        assert path is not None
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the write lock throughout
+        try:
+            t0 = time.monotonic()
+            answer = c.get(f"/fhir/Patient/{pid}")
+            waited = time.monotonic() - t0
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert answer.status_code == 200, answer.text
+        assert waited < 2.0  # a write transaction would have waited the busy timeout out
+    settle(database)
+    assert len(_read_records(database)) == 1  # and it was audited
+
+
+def _refuse_read_records(client: TestClient, database: Database) -> None:
+    """Make every insert of a read's audit record fail where the app appends them (a full
+    disk, a broken spool file)."""
+    if database.dialect == "sqlite":
+        path = client.app.state.read_audit.path  # type: ignore[attr-defined]
+        assert path is not None  # made by the first read
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON audit_spool "
+                         "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    else:
+        with database.engine.begin() as conn:
+            conn.execute(text(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$"))
+            conn.execute(text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON audit_records FOR EACH ROW "
+                "WHEN (NEW.subtype = 'read') EXECUTE FUNCTION refuse()"))
+
+
+def test_a_read_whose_record_cannot_be_committed_discloses_nothing(
+        client: TestClient, database: Database) -> None:
+    pid = client.post("/fhir/Patient", json=patient(fnr(start=9), family="Utvikler")).json()["id"]
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+    start = mark(database)
+    _refuse_read_records(client, database)
+    answer = client.get(f"/fhir/Patient/{pid}")
+    assert answer.status_code == 503
+    outcome = answer.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["code"] == "transient"
+    assert "Utvikler" not in answer.text
+    assert pid not in answer.text
+    assert mark(database) == start  # nothing recorded as a successful read either
+    assert client.post("/fhir/Patient", json=patient(fnr(start=11))).status_code == 201
+
+
+_APPENDER = """
+import sys
+from hub.audit.records import Entry
+from hub.audit.signing import Signer
+from hub.audit.spool import ReadAudit
+from hub.config import Settings
+from hub.db.engine import Database
+db = Database.connect(Settings(), sys.argv[1])
+reads, signer = ReadAudit(db), Signer.from_file(sys.argv[2])
+event = {"resourceType": "AuditEvent", "action": "R"}
+n = 0
+while True:
+    reads.append(signer, [Entry(event, "Patient/p", "Client/c", "R", "read")])
+    n += 1
+    print(n, flush=True)
+"""
+
+_MOVER = """
+import sys
+from hub.audit.spool import ReadAudit
+from hub.config import Settings
+from hub.db.engine import Database
+reads = ReadAudit(Database.connect(Settings(), sys.argv[1]))  # appends nothing: a mover
+while True:
+    reads.move(limit=7)
+"""
+
+
+def test_records_survive_sigkill_and_are_moved_exactly_once(db_url: str, database: Database,
+                                                             tmp_path: Path) -> None:
+    """An appending process and a moving process, both killed with SIGKILL mid-way: every
+    record the appender was told is committed is in the trail once, none twice."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the spool is SQLite's")
+    key = tmp_path / "key.pem"
+    signer = Signer.from_file(key)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    appender = subprocess.Popen([sys.executable, "-c", _APPENDER, db_url, str(key)], env=env,
+                                stdout=subprocess.PIPE, text=True)
+    movers = [subprocess.Popen([sys.executable, "-c", _MOVER, db_url], env=env)
+              for _ in range(2)]
+    acknowledged = [0]
+
+    def count() -> None:
+        assert appender.stdout is not None
+        for line in appender.stdout:
+            acknowledged[0] = int(line)
+
+    reader = threading.Thread(target=count, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while acknowledged[0] < 150 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for proc in (appender, *movers):
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    reader.join(10)
+    assert acknowledged[0] >= 150
+    assert settle(database) >= 0
+    records = _read_records(database)
+    ids = [r[2] for r in records]
+    assert len(ids) == len(set(ids))  # none twice
+    # every acknowledged one is there; at most the one in flight when killed is there too
+    assert acknowledged[0] <= len(ids) <= acknowledged[0] + 1
+    assert [r[1] for r in records] == sorted(r[1] for r in records)
+    reads = ReadAudit(database)
+    try:
+        assert reads.check({signer.key_id: signer.public_key}).waiting == 0
+    finally:
+        reads.close()
+    spools = spool_dir(database)
+    assert spools is not None
+    assert [f for f in os.listdir(spools) if f.endswith(".db")] == []  # the dead one's, gone
+
+
+def test_a_move_cut_off_before_its_delete_is_not_moved_again(database: Database,
+                                                             tmp_path: Path) -> None:
+    """The spool as a crash between the move's commit and its delete leaves it (restored
+    from a copy taken before the move): the next move deletes those records, moving none."""
+    if database.dialect != "sqlite":
+        pytest.skip("the spool is SQLite's")
+    signer = Signer.from_file(tmp_path / "key.pem")
+    reads = ReadAudit(database)
+    event = {"resourceType": "AuditEvent", "action": "R"}
+    for _ in range(3):
+        reads.append(signer, [Entry(event, "Patient/p", "Client/c", "R", "read")])
+    assert reads.path is not None
+    copy = tmp_path / "before-move.db"
+    with sqlite3.connect(reads.path) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    assert reads.move_all() == 3
+    reads.close()
+    with sqlite3.connect(copy) as src, sqlite3.connect(reads.path) as dst:
+        src.backup(dst)  # the delete never happened
+    again = ReadAudit(database)
+    try:
+        assert again.check({}).waiting == 0  # the mark says they are in the trail
+        again.append(signer, [Entry(event, "Patient/p", "Client/c", "R", "read")])
+        assert again.move_all() == 1  # only the new one
+        for name in os.listdir(spool_dir(database) or ""):
+            if name.endswith(".db"):
+                with sqlite3.connect(os.path.join(spool_dir(database) or "", name)) as conn:
+                    assert conn.execute("SELECT count(*) FROM audit_spool").fetchone() == (0,)
+    finally:
+        again.close()
+    assert len(_read_records(database)) == 4
+
+
+def test_verify_counts_and_checks_records_waiting_in_the_spool(
+        database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if database.dialect != "sqlite":
+        pytest.skip("the spool is SQLite's")
+    key = tmp_path / "audit-key.pem"
+    signer = Signer.from_file(key)
+    monkeypatch.setenv("HUB_DATABASE_URL", str(database.engine.url))
+    monkeypatch.setenv("HUB_AUDIT_KEY_FILE", str(key))
+    get_settings.cache_clear()
+    reads = ReadAudit(database)
+    try:
+        for _ in range(2):
+            reads.append(signer, [Entry({"resourceType": "AuditEvent", "action": "R"},
+                                        "Patient/p", "Client/c", "R", "read")])
+        result = CliRunner().invoke(audit_app, ["verify"])
+        assert result.exit_code == 0, result.output
+        assert "2 records of reads in the spool" in result.stderr
+        assert reads.path is not None
+        with sqlite3.connect(reads.path) as conn:
+            conn.execute("UPDATE audit_spool SET agent = 'Client/x' WHERE id = 2")
+        result = CliRunner().invoke(audit_app, ["verify"])
+        assert result.exit_code == 1
+        assert result.stdout.strip() == ("broken in the read spool: spool record 2 was "
+                                         "edited: its search columns differ from its body")
+    finally:
+        reads.close()
+        get_settings.cache_clear()
