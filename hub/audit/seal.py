@@ -166,6 +166,8 @@ def seal_once(db: Database, signer: Signer, *,
     seen, candidates, blocked = _read(db, trusted, limit)
     if blocked is not None:
         log.error("audit sealer stopped before a record: %s", blocked)
+    if not candidates:  # nothing to seal: no write transaction (an idle pass took the lock)
+        return SealReport(0, seen, blocked)
     with db.session(write=True) as s:
         if db.dialect == "postgresql" and not s.scalar(
                 select(func.pg_try_advisory_xact_lock(SEAL_LOCK))):
@@ -174,8 +176,6 @@ def seal_once(db: Database, signer: Signer, *,
         size = latest.tree_size if latest is not None else 0
         if size != seen:
             return None  # another sealer sealed meanwhile; the next pass starts from there
-        if not candidates:
-            return SealReport(0, size, blocked)
         frontier = _frontier(s, latest, trusted)
         leaves: list[dict[str, Any]] = []
         nodes: list[dict[str, Any]] = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -218,6 +219,29 @@ def test_record_holds_the_signed_event_its_leaf_hash_and_search_columns(
     assert row.prev_hash is None
     result = check(database, signer)
     assert (result.ok, result.count, result.sealed, result.unsealed) == (True, 2, 0, 2)
+
+
+def test_a_pass_with_nothing_to_seal_takes_no_write_lock(database: Database,
+                                                         signer: Signer) -> None:
+    """An idle sealer must not queue behind (or hold up) the hub's writers every pass."""
+    if database.dialect != "sqlite":
+        pytest.skip("SQLite's one write lock; on PostgreSQL an idle pass takes no lock either")
+    fill(database, signer, 3, per_transaction=3)
+    assert seal_once(database, signer) == SealReport(3, 3)
+    path = database.engine.url.database
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a writer holds the write lock throughout
+    answers: list[SealReport | None] = []
+    try:
+        idle = threading.Thread(target=lambda: answers.append(seal_once(database, signer)),
+                                daemon=True)
+        idle.start()
+        idle.join(timeout=20)
+        assert answers == [SealReport(0, 3)], "the idle pass waited for the write lock"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
 
 
 def test_sealing_puts_records_into_the_tree_in_order_and_signs_a_checkpoint(
