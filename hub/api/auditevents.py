@@ -64,7 +64,7 @@ async def search(request: Request, db: DatabaseDep, settings: SettingsDep,
         resource_type="AuditEvent", query=request.url.query,
         touched=lambda _s, found: Touched(
             (), tuple(dict.fromkeys(p for ps in query.patients for p in ps)))
-        + _touched(found.lines))
+        + _touched(found.lines), reads_only=True)
     base = settings.fhir_base
     links = [("self", _page_link(base, query, query.after))]
     if page.next_after is not None:
@@ -89,7 +89,8 @@ async def read(event_id: str, request: Request, db: DatabaseDep,
     line = await audited_transaction(
         request, db, subject, find, interaction="read", resource_type="AuditEvent",
         touched=lambda _s, found: Touched(
-            (f"AuditEvent/{event_id}",), (found.patient_ref,) if found.patient_ref else ()))
+            (f"AuditEvent/{event_id}",), (found.patient_ref,) if found.patient_ref else ()),
+        reads_only=True)
     return FhirResponse(line.body)
 
 

@@ -30,7 +30,7 @@ async def disclosure_check(patient_id: str, request: Request, db: DatabaseDep,
             s, subject, settings, patient_id=patient_id, recipient=recipient, event=event),
         interaction="operation", resource_type="Patient", operation="$disclosure-check",
         query=str(request.url.query),
-        touched=lambda _s, _r: Touched((), (f"Patient/{patient_id}",)))
+        touched=lambda _s, _r: Touched((), (f"Patient/{patient_id}",)), reads_only=True)
     return FhirResponse(result)
 
 
@@ -43,5 +43,5 @@ async def consent_trail(patient_id: str, request: Request, db: DatabaseDep,
         request, db, subject, lambda s: trail.consent_trail(
             s, subject, patient_id=patient_id, fhir_base=settings.fhir_base),
         interaction="operation", resource_type="Patient", operation="$consent-trail",
-        touched=lambda _s, _r: Touched((), (f"Patient/{patient_id}",)))
+        touched=lambda _s, _r: Touched((), (f"Patient/{patient_id}",)), reads_only=True)
     return FhirResponse(result)

@@ -55,7 +55,8 @@ async def find_person(request: Request, signed_in: SignedInDep, db: DatabaseDep)
                                                   born=form["born"]),
                 interaction="search-type", resource_type="Patient", query=query,
                 touched=lambda _s, people: Touched((), tuple(f"Patient/{p.id}"
-                                                             for p in people)))
+                                                             for p in people)),
+                reads_only=True)
         except BadRequestError as exc:
             error = exc.diagnostics
         if found is not None and len(found) == 1 and form["number"]:
@@ -106,7 +107,7 @@ async def _log(request: Request, signed_in: SignedIn, db: Any, patient_id: str, 
         interaction="search-type", resource_type="AuditEvent",
         query=urlencode({"patient": f"Patient/{patient_id}", "subtype": "disclose",
                          **{k: v for k, v in form.items() if v}}),
-        touched=lambda _s, _r: _patient(patient_id))
+        touched=lambda _s, _r: _patient(patient_id), reads_only=True)
     return log, form
 
 
@@ -145,7 +146,7 @@ async def disclosure_bundle(patient_id: str, request: Request, signed_in: Signed
         request, db, subject,
         lambda s: _trail(s, subject, patient_id, settings.fhir_base),
         interaction="operation", operation="$consent-trail", resource_type="Patient",
-        touched=lambda _s, _r: _patient(patient_id))
+        touched=lambda _s, _r: _patient(patient_id), reads_only=True)
     return Response(json.dumps(bundle, ensure_ascii=False), media_type="application/fhir+json",
                     headers={**SECURITY_HEADERS, "Content-Disposition":
                              f'attachment; filename="consent-trail-{patient_id}.json"'})
@@ -179,7 +180,8 @@ async def person_page(patient_id: str, request: Request, signed_in: SignedInDep,
     page = await audited_transaction(
         request, db, subject,
         lambda s: person.person_page(s, subject, patient_id=patient_id, now=now),
-        interaction="read", resource_type="Patient", touched=lambda _s, _r: _patient(patient_id))
+        interaction="read", resource_type="Patient", touched=lambda _s, _r: _patient(patient_id),
+        reads_only=True)
     return render(request, "person.html", {"me": signed_in, "csrf_token": signed_in.csrf_token,
                                            "page": page},
                   status_code=200 if page is not None else 404)

@@ -99,7 +99,7 @@ async def home(request: Request, signed_in: SignedInDep, db: DatabaseDep,
             request, db, subject,
             lambda s: transitions.pending_transitions(s, subject, now=now),
             interaction="search-type", resource_type="Task", query="view=pending-transitions",
-            touched=lambda _s, found: Touched((), found.patients))
+            touched=lambda _s, found: Touched((), found.patients), reads_only=True)
     replayed = request.query_params.get("replayed", "")
     q = request.query_params.get("q", "").strip()[:100]
     return _render(request, "home.html", {
@@ -221,7 +221,8 @@ async def audit(request: Request, signed_in: SignedInDep, db: DatabaseDep,
             interaction="search-type", resource_type="AuditEvent", query=urlencode(pairs),
             touched=lambda _s, found: Touched((), tuple(dict.fromkeys(
                 [p for ps in query.patients for p in ps]
-                + [ln.patient_ref for ln in found.lines if ln.patient_ref]))))
+                + [ln.patient_ref for ln in found.lines if ln.patient_ref]))),
+            reads_only=True)
     more = (f"/ui/audit?{urlencode({**form, 'after': str(page.next_after)})}"
             if page is not None and page.next_after is not None else None)
     return _render(request, "audit.html", {"me": signed_in, "csrf_token": signed_in.csrf_token,
