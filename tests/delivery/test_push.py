@@ -8,8 +8,6 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from hub.auth.subject import Subject
 from hub.config import Settings
@@ -18,6 +16,7 @@ from hub.db.types import utcnow
 from hub.delivery import service
 from hub.delivery.dispatcher import backoff, sweep
 from hub.store import service as service_store
+from tests.database_away import Connections
 from tests.delivery.conftest import ReceiverFactory, sweep_until
 from tests.delivery.factory import (
     accept,
@@ -387,20 +386,11 @@ def test_a_delivery_taken_while_the_database_is_away_is_recorded_not_sent_again(
     if database.dialect != "postgresql":
         pytest.skip("needs a database server whose connections can be cut")
     settings = fast.model_copy(update={"delivery_timeout": 2.0})  # a lease of 5 s
-    name = make_url(db_url).database
-    admin = create_engine(make_url(db_url).set(database="postgres"),
-                          isolation_level="AUTOCOMMIT")
-
-    def allow(yes: bool) -> None:
-        with admin.connect() as c:
-            c.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(yes).lower()}'))
-            if not yes:
-                c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                               "WHERE datname = :name"), {"name": name})
+    connections = Connections(db_url)
 
     def take_and_cut(_header_id: str) -> Reply:
-        allow(False)
-        threading.Timer(1.0, allow, args=(True,)).start()
+        connections.allow(False)
+        threading.Timer(1.0, connections.allow, args=(True,)).start()
         return Reply(200)
 
     r = receiver("time")
@@ -420,5 +410,4 @@ def test_a_delivery_taken_while_the_database_is_away_is_recorded_not_sent_again(
         assert later.claimed == 0
         assert r.requested_ids() == [sent.header_id]
     finally:
-        allow(True)
-        admin.dispose()
+        connections.close()

@@ -4,40 +4,14 @@ back, it is taken once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
 from hub.db.engine import Database
 from hub.messaging.models import MessageRow
+from tests.database_away import database_away
 from tests.messaging.test_story import EXAMPLES, hub, load, post  # noqa: F401 (fixture)
-
-
-@contextmanager
-def database_away(db_url: str) -> Iterator[None]:
-    """Refuse new connections to the test database and end the open ones, as a restart
-    does; let them in again afterwards."""
-    name = make_url(db_url).database
-    admin = create_engine(make_url(db_url).set(database="postgres"),
-                          isolation_level="AUTOCOMMIT")
-
-    def allow(yes: bool) -> None:
-        with admin.connect() as c:
-            c.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(yes).lower()}'))
-            if not yes:
-                c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                               "WHERE datname = :name"), {"name": name})
-
-    allow(False)
-    try:
-        yield
-    finally:
-        allow(True)
-        admin.dispose()
 
 
 def test_a_message_while_the_database_is_away_is_503_then_taken_once(
