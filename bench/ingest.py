@@ -15,9 +15,8 @@ Prints messages/s, p50/p95/p99 latency, the CPU the hub's processes and the load
 spent per message, and the ratio to the in-process floor: parse each bundle (the hub's JSON
 parser) and insert it as one row, one committed transaction per bundle, through an engine
 set up like the hub's (same SQLite journal and synchronous pragmas), in one thread. A second
-floor also parses each bundle into the FHIR model (fhir.resources), which the issue's words
-"parse and one insert" may mean for a FHIR hub; the target is judged against the first.
-"""
+floor also parses each bundle into the FHIR model (fhir.resources), the step a FHIR hub
+cannot skip: issue 16 judges its target against this "FHIR-parse floor"."""
 
 from __future__ import annotations
 
@@ -282,18 +281,25 @@ def main() -> None:
             r = _one(kind, args)
             if r is None:
                 break
-            met = (r["rate"] >= 200 and r["p99"] < 100 and r["ratio"] >= 0.25) \
-                if kind == "sqlite" else None
+            met = _met(kind, r)
             table.add_row(kind, f"{r['rate']:.0f}", f"{r['p50']:.1f}", f"{r['p95']:.1f}",
                           f"{r['p99']:.1f}", f"{r['hub_cpu']:.1f}", f"{r['client_cpu']:.2f}",
                           f"{r['floor']:.0f}", f"{r['ratio']:.3f}",
                           f"{r['fhir_floor']:.0f}", f"{r['fhir_ratio']:.3f}",
-                          "" if met is None else ("met" if met else "NOT met"))
+                          "met" if met else "NOT met")
     console.print(table)
-    console.print("target (SQLite): >= 200 messages/s, p99 < 100 ms, ratio >= 0.25, judged "
-                  "against the plain floor (JSON parse and one durable insert per bundle); "
-                  "the FHIR floor also parses each bundle into the FHIR model. "
-                  f"Load at end {os.getloadavg()[0]:.1f}")
+    console.print("target (issue 16): SQLite at least 0.3 of the FHIR floor of the same run "
+                  "and p99 < 100 ms; PostgreSQL (fsync on, 2 API processes) at least 0.25 of "
+                  "it. The FHIR floor parses each bundle into the FHIR model and inserts it, "
+                  "one durable transaction each, in one thread; the plain floor only "
+                  f"JSON-parses it. Load at end {os.getloadavg()[0]:.1f}")
+
+
+def _met(kind: str, r: dict[str, float]) -> bool:
+    """Issue 16's target for `kind`: a ratio to the FHIR floor of the same run."""
+    if kind == "sqlite":
+        return r["fhir_ratio"] >= 0.3 and r["p99"] < 100
+    return r["fhir_ratio"] >= 0.25
 
 
 if __name__ == "__main__":
