@@ -52,9 +52,24 @@ def get_auditor(request: Request) -> Auditor:
     return auditor
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-DatabaseDep = Annotated[Database, Depends(get_database)]
-AuditorDep = Annotated[Auditor, Depends(get_auditor)]
+# The dependencies are coroutines that wrap the plain getters: FastAPI runs a plain `def`
+# dependency on a worker thread, and those hops (three a request) cost the event loop more
+# CPU than the route's own work on a small message (bench/ingest.py, py-spy --gil).
+async def _settings(request: Request) -> Settings:
+    return get_settings(request)
+
+
+async def _database(request: Request) -> Database:
+    return get_database(request)
+
+
+async def _auditor(request: Request) -> Auditor:
+    return get_auditor(request)
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+DatabaseDep = Annotated[Database, Depends(_database)]
+AuditorDep = Annotated[Auditor, Depends(_auditor)]
 
 
 def get_read_audit(request: Request) -> ReadAudit:

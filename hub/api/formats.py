@@ -30,8 +30,10 @@ def _media_types(accept: str) -> list[tuple[str, float]]:
     return out
 
 
-def check_format(request: Request) -> None:
-    """Raise NotAcceptableError (406) when a /fhir request accepts no JSON."""
+async def check_format(request: Request) -> None:
+    """Raise NotAcceptableError (406) when a /fhir request accepts no JSON. A coroutine,
+    though it awaits nothing: FastAPI runs it inline instead of on a worker thread, and it
+    runs for every request."""
     if not request.url.path.startswith("/fhir"):
         return
     fmt = request.query_params.get("_format")
