@@ -112,33 +112,40 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
     return placements
 
 
-def _meant(session: Session, rtype: str, ids: list[str], sender_org: str | None) -> list[str]:
+def _meant(session: Session, rtype: str, ids: list[str], sender_org: str | None, *,
+           first_of_any_type: bool = False) -> list[str]:
     """Which of several matches a message from `sender_org` means: the sender's own; for a
     Patient none of which is the sender's, the one the hub stored first (the person as the hub
     first kept them: an organisation that makes a second Patient with a known fødselsnummer by
     REST gets one of its own, and does not change whom everyone else's messages are about).
+    `first_of_any_type`: the one stored first for every type, not Patients only (a reference
+    only links, so the original is meant: a copy under its identifier comes later).
     More than one left is still ambiguous."""
     made = service.owners_first_made_first(session, resource_type=rtype, resource_ids=ids)
     own = [rid for rid, owner in made if sender_org is not None and owner == sender_org]
     if own:
         return own
-    if rtype == "Patient" and made:
+    if (rtype == "Patient" or first_of_any_type) and made:
         return [made[0][0]]
     return ids
 
 
 def resolve_references(session: Session, hub: Subject, node: Any, refs: dict[str, str],
-                       where: str, issues: list[Issue]) -> Any:
+                       where: str, issues: list[Issue], sender_org: str | None = None) -> Any:
     """A copy of `node` with bundle-internal references (fullUrls) and identifier-only
-    references rewritten to stored 'Type/id'; unresolvable internal references are issues."""
+    references rewritten to stored 'Type/id'; unresolvable internal references are issues.
+    An identifier-only reference that matches several resources of one type means the
+    sender's own, else the one stored first (`_meant`): a record another organisation makes
+    by REST under a known identifier does not unlink the sender's references."""
     if isinstance(node, list):
-        return [resolve_references(session, hub, v, refs, f"{where}[{i}]", issues)
+        return [resolve_references(session, hub, v, refs, f"{where}[{i}]", issues, sender_org)
                 for i, v in enumerate(node)]
     if not isinstance(node, dict):
         return node
     out = {}
     for key, value in node.items():
-        out[key] = resolve_references(session, hub, value, refs, f"{where}.{key}", issues)
+        out[key] = resolve_references(session, hub, value, refs, f"{where}.{key}", issues,
+                                      sender_org)
     ref = out.get("reference")
     if isinstance(ref, str):
         if ref in refs:
@@ -147,13 +154,14 @@ def resolve_references(session: Session, hub: Subject, node: Any, refs: dict[str
             issues.append(Issue(f"{where}.reference {ref} is no entry of this message.",
                                 "invalid", "error", f"{where}.reference"))
     elif isinstance(out.get("identifier"), dict) and "reference" not in out:
-        target = _by_identifier(session, hub, out)
+        target = _by_identifier(session, hub, out, sender_org)
         if target:
             out["reference"] = target
     return out
 
 
-def _by_identifier(session: Session, hub: Subject, ref: dict[str, Any]) -> str | None:
+def _by_identifier(session: Session, hub: Subject, ref: dict[str, Any],
+                   sender_org: str | None) -> str | None:
     ident = ref["identifier"]
     if not ident.get("value"):
         return None
@@ -161,6 +169,12 @@ def _by_identifier(session: Session, hub: Subject, ref: dict[str, Any]) -> str |
     types = frozenset({rtype}) if isinstance(rtype, str) and rtype in SERVED else None
     found = service.find_by_identifier(session, hub, system=ident.get("system"),
                                        value=str(ident["value"]), resource_types=types)
+    kinds = {f.resource_type for f in found}
+    if len(found) > 1 and len(kinds) == 1:  # several of one type: which one is meant
+        meant = _meant(session, kinds.pop(), [f.id for f in found], sender_org,
+                       first_of_any_type=True)
+        if len(meant) == 1:
+            return f"{found[0].resource_type}/{meant[0]}"
     return found[0].relative_url if len(found) == 1 else None
 
 

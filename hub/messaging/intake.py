@@ -222,7 +222,8 @@ def _accept(session: Session, settings: Settings, bundle: dict[str, Any],
     for p in placements:
         where = f"Bundle.entry[{p.index}].resource"
         body = identity.resolve_references(session, Subject.hub_itself(),
-                                           entries[p.index]["resource"], refs, where, issues)
+                                           entries[p.index]["resource"], refs, where, issues,
+                                           message.sender_org)
         body["id"] = p.resource_id
         # Validated whole as a message above; references rewritten since (ids only).
         if not p.exists:  # a fresh uuid: nothing can be stored under it yet

@@ -562,3 +562,34 @@ def test_a_record_made_by_rest_under_anothers_identifier_does_not_block_its_mess
     mine = renewed(example(3))
     accepted(hub, mine)
     assert encounter(hub)["id"] == enc["id"]
+
+
+def test_a_copy_made_by_rest_under_a_known_identifier_does_not_unlink_references_to_it(
+        hub: Hub) -> None:
+    story(hub, 1, 2, 3, 4)
+    meeting = only(hub["jaeren-dps"], "/fhir/Appointment")
+    assert len(meeting) == 1
+    # Klepp copies the meeting's identifier (a receiver of the invitation knows it) by REST
+    copy_of = {"resourceType": "Appointment", "status": "booked",
+               "identifier": meeting[0]["identifier"],
+               "participant": [{"actor": {"reference": f"Patient/{patient_id(hub)}"},
+                                "status": "needs-action"},
+                               {"actor": {"reference": "Organization/klepp-kommune"},
+                                "status": "needs-action"}]}
+    r = hub["klepp-kommune"].post("/fhir/Appointment", json=copy_of)
+    assert r.status_code == 201, r.text
+    klepps = r.json()["id"]
+    # Time's answer names the meeting by that identifier only; it still means the centre's
+    accepted(hub, example(5))
+    answers = only(hub["time-kommune"], "/fhir/AppointmentResponse")
+    assert [a["appointment"]["reference"] for a in answers] == [
+        f"Appointment/{meeting[0]['id']}"]
+    # control: Klepp's own answer under that identifier links to Klepp's own copy
+    own = resent_by(example(5), "klepp-kommune")
+    entry(own, "AppointmentResponse")["resource"]["identifier"] = [
+        {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"}]
+    entry(own, "AppointmentResponse")["resource"]["actor"] = {
+        "reference": "Organization/klepp-kommune"}
+    accepted(hub, own)
+    klepp_answers = only(hub["klepp-kommune"], "/fhir/AppointmentResponse")
+    assert f"Appointment/{klepps}" in [a["appointment"]["reference"] for a in klepp_answers]
