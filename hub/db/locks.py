@@ -16,8 +16,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import text
 from sqlalchemy.orm import Session
+
+# One round trip for any number of names. The keys go in sorted; ORDER BY the position makes
+# PostgreSQL take them in that order (it evaluates the select list after sorting).
+_LOCK_ALL = text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) "
+                 "WITH ORDINALITY AS t(k, n) ORDER BY n")
 
 
 def lock_key(name: str) -> int:
@@ -30,5 +35,6 @@ def lock_names(session: Session, names: Iterable[str]) -> None:
     SQLite the write transaction already excludes every other writer)."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    for key in sorted({lock_key(n) for n in names}):
-        session.execute(select(func.pg_advisory_xact_lock(key)))
+    keys = sorted({lock_key(n) for n in names})
+    if keys:
+        session.execute(_LOCK_ALL, {"keys": keys})
