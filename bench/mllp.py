@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchdb import fodselsnummers, postgres_url, sqlite_url  # noqa: E402
-from ingest import _run_hub, _tree_cpu  # noqa: E402
+from ingest import _free_port, _run_hub, _tree_cpu  # noqa: E402
 
 from adapters.mllp.simulator import Pas, Stay, ack_code, adt  # noqa: E402
 from hub.auth.subject import Subject  # noqa: E402
@@ -55,13 +55,6 @@ from hub.orgs.service import add_organization  # noqa: E402
 
 console = Console(width=200)
 CENTRE = "983974791"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _prepare(url: str, key_file: str) -> None:
