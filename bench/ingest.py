@@ -125,6 +125,17 @@ def _serve(url: str, port: int, key_file: str, workers: int,
                                                  else ""))
 
 
+def _tokens(base: str, keys: list[tuple[Any, str]]) -> list[str]:
+    """An access token for each (key, client id) from _prepare, from the hub at `base`."""
+    out = []
+    for key, client_id in keys:
+        r = httpx.post(f"{base}/auth/token", data=token_form(
+            client_assertion(key, client_id, f"{base}/auth/token")))
+        r.raise_for_status()
+        out.append(r.json()["access_token"])
+    return out
+
+
 def _tree_cpu(root: int) -> float:
     """CPU seconds (user + system) of process `root` and its live descendants (uvicorn's
     worker processes), from /proc."""
@@ -161,12 +172,7 @@ def _run_hub(url: str, n: int, clients: int, workers: int) -> dict[str, float]:
         base = f"http://127.0.0.1:{port}"
         proc = _serve(url, port, key_file, workers)
         try:
-            tokens = []
-            for key, client_id in keys:
-                r = httpx.post(f"{base}/auth/token", data=token_form(
-                    client_assertion(key, client_id, f"{base}/auth/token")))
-                r.raise_for_status()
-                tokens.append(r.json()["access_token"])
+            tokens = _tokens(base, keys)
             messages = _messages(n)
             # warm-up outside the measurement, on every client's connection (every worker)
             for i, body in enumerate(_messages(10 * clients)):

@@ -49,10 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchdb import machine_info, postgres_url, print_machine, sqlite_url  # noqa: E402
-from ingest import _free_port, _messages, _prepare, _serve, _tree_cpu  # noqa: E402
+from ingest import _free_port, _messages, _prepare, _serve, _tokens, _tree_cpu  # noqa: E402
 
 from hub.audit.seal import SEAL_LOCK  # noqa: E402
-from tests.auth_helpers import client_assertion, token_form  # noqa: E402
 
 console = Console(width=200)
 FNR = "urn:oid:2.16.578.1.12.4.1.4.1"
@@ -72,16 +71,6 @@ class Phase:
             self.latencies.append(seconds)
             if status not in (200, 201):
                 self.errors.append(f"{status} {body[:200]!r}")
-
-
-def _tokens(base: str, keys: list[tuple[Any, str]]) -> list[str]:
-    out = []
-    for key, client_id in keys:
-        r = httpx.post(f"{base}/auth/token", data=token_form(
-            client_assertion(key, client_id, f"{base}/auth/token")))
-        r.raise_for_status()
-        out.append(r.json()["access_token"])
-    return out
 
 
 def _request(conn: http.client.HTTPConnection, method: str, path: str, token: str,

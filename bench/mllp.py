@@ -1,12 +1,12 @@
 """MLLP benchmark: ADT^A01 messages end to end over MLLP from 8 connections, beside the FHIR
 ingest rate of bench/ingest.py measured in the same run.
 
-    python bench/mllp.py [--n 2000] [--connections 8] [--processes 2] [--runs 1]
-                         [--db sqlite,postgresql] [--pg-url URL]
+    python bench/mllp.py [--n 2000] [--connections 8] [--clients 8] [--processes 2]
+                         [--runs 1] [--db sqlite,postgresql] [--pg-url URL]
 
 For each database, on a fresh database each:
-1. FHIR ingest: bench/ingest.py's run (`hub serve` with --processes worker processes, 8
-   HTTP clients with real tokens posting admission notices).
+1. FHIR ingest: bench/ingest.py's run (`hub serve` with --processes worker processes,
+   --clients HTTP clients with real tokens posting admission notices).
 2. MLLP: --processes `hub mllp` processes (one port each; a PAS connects to one of them, as
    it would to its interface engine's address), --connections PAS connections spread over
    them, each sending its share of A01 messages one after another and waiting for each ACK
@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchdb import fodselsnummers, postgres_url, sqlite_url  # noqa: E402
-from ingest import _run_hub, _tree_cpu  # noqa: E402
+from ingest import _free_port, _run_hub, _tree_cpu  # noqa: E402
 
 from adapters.mllp.simulator import Pas, Stay, ack_code, adt  # noqa: E402
 from hub.auth.subject import Subject  # noqa: E402
@@ -55,13 +55,6 @@ from hub.orgs.service import add_organization  # noqa: E402
 
 console = Console(width=200)
 CENTRE = "983974791"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _prepare(url: str, key_file: str) -> None:
@@ -157,7 +150,7 @@ def _run_mllp(url: str, n: int, connections: int, processes: int) -> dict[str, f
 def _one(kind: str, args: argparse.Namespace) -> tuple[dict[str, float], dict[str, float]] | None:
     if kind == "sqlite":
         with sqlite_url("carehub-ingest-") as url:
-            fhir = _run_hub(url, args.n, 8, args.processes)
+            fhir = _run_hub(url, args.n, args.clients, args.processes)
         with sqlite_url("carehub-mllp-") as url:
             mllp = _run_mllp(url, args.n, args.connections, args.processes)
     elif kind == "postgresql":
@@ -165,7 +158,7 @@ def _one(kind: str, args: argparse.Namespace) -> tuple[dict[str, float], dict[st
             console.print("PostgreSQL skipped: give --pg-url or HUB_TEST_POSTGRES_URL")
             return None
         with postgres_url(args.pg_url, "carehub_ingest_") as url:
-            fhir = _run_hub(url, args.n, 8, args.processes)
+            fhir = _run_hub(url, args.n, args.clients, args.processes)
         with postgres_url(args.pg_url, "carehub_mllp_") as url:
             mllp = _run_mllp(url, args.n, args.connections, args.processes)
     else:
@@ -177,6 +170,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--clients", type=int, default=8, help="HTTP clients of the FHIR run")
     ap.add_argument("--processes", type=int, default=2,
                     help="hub processes of each kind (serve workers; hub mllp listeners)")
     ap.add_argument("--runs", type=int, default=1)
@@ -185,7 +179,7 @@ def main() -> None:
     args = ap.parse_args()
     console.print(f"{platform.python_implementation()} {platform.python_version()}, "
                   f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; N={args.n}, "
-                  f"{args.connections} MLLP connections / 8 HTTP clients, "
+                  f"{args.connections} MLLP connections / {args.clients} HTTP clients, "
                   f"{args.processes} hub process(es) each")
     table = Table("db", "FHIR msg/s", "FHIR p50 ms", "FHIR p99 ms", "FHIR CPU ms/msg",
                   "MLLP msg/s", "MLLP p50 ms", "MLLP p99 ms", "MLLP CPU ms/msg",

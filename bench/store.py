@@ -73,6 +73,7 @@ from sqlalchemy import (
     text,
 )
 
+import hub.wiring  # noqa: F401  (the consent gate the store asks, as every hub process has it)
 from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.db.engine import Database
@@ -83,6 +84,7 @@ from hub.store import query as search_mod
 from hub.store import service
 
 PG_ENV = "HUB_TEST_POSTGRES_URL"
+WRITER_ORG = "bench-kommune"  # the organisation the resources are created for (their owner)
 T = TypeVar("T")
 DbKind = Literal["sqlite", "postgresql"]
 Kind = Literal["Patient", "Encounter", "Task"]
@@ -421,7 +423,10 @@ class BenchStore:
     label: str
     db: Database
     data: NorwegianData
-    subject: Subject = field(default_factory=Subject.hub_itself)
+    subject: Subject = field(default_factory=Subject.hub_itself)  # reads and searches
+    # creates: clinical data is written for an organisation, never by the hub as itself
+    # (hub/auth/isolation.py); the organisation owns what it writes
+    writer: Subject = field(default_factory=lambda: Subject.working_for(WRITER_ORG, "bench"))
     stored: list[tuple[str, str]] = field(default_factory=list)  # (type, id), filled only
     patients: list[tuple[str, str]] = field(default_factory=list)  # (id, fødselsnummer)
     count: int = 0  # resources in the hub (fill and measured creates)
@@ -458,7 +463,7 @@ class BenchStore:
                 for i in range(n):
                     kind = MIX[(self.count + i) % len(MIX)]
                     doc = self.data.make(kind, self._patient_for_next())
-                    res = service.create(session, self.subject, resource=loads_object(doc.raw))
+                    res = service.create(session, self.writer, resource=loads_object(doc.raw))
                     rid = res.stored.id
                     if kind == "Patient":
                         self.patients.append((rid, doc.ident.removeprefix("P|")))
@@ -520,7 +525,7 @@ class BenchStore:
 
     def hub_create(self, doc: Doc) -> int:
         with self.db.session(write=True) as session:
-            service.create(session, self.subject, resource=loads_object(doc.raw))
+            service.create(session, self.writer, resource=loads_object(doc.raw))
         return 1
 
     def hub_read(self, key: tuple[str, str]) -> int:
