@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Connection, text
+from sqlalchemy.event import listen as event_listen
 from sqlalchemy.orm import Session
 
 from hub.audit import merkle
@@ -293,11 +294,19 @@ def test_append_all_inserts_a_batch_and_refuses_a_bad_entry_before_writing(
     database: Database, signer: Signer
 ) -> None:
     entries = [Entry(event(i), f"Patient/{i}", "Client/time", "R", "read") for i in (3, 4, 5)]
+    inserts: list[str] = []
+    listen = (database.engine, "before_cursor_execute")
+    event_listen(*listen, lambda *a: inserts.append(a[2]) if "INSERT" in a[2] else None)
     with database.session(write=True) as s:
         ids = append_all(s, signer, entries)
         assert append_all(s, signer, []) == []
+    assert len(inserts) == 1  # one statement for the batch, on either database
     assert ids == sorted(ids)
     assert len(set(ids)) == 3
+    with database.session(write=False) as s:  # each id is the record of its entry
+        assert [s.execute(text("SELECT patient_ref FROM audit_records WHERE seq = :q"),
+                          {"q": q}).scalar() for q in ids] == ["Patient/3", "Patient/4",
+                                                               "Patient/5"]
     bad = [Entry(event(1), None, "a", "R", "read"), Entry(event(2), None, "a", "X", "read")]
     with database.session(write=True) as s:
         with pytest.raises(ValueError, match="action"):
