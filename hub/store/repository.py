@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from hub.db.models import (
@@ -109,6 +109,27 @@ _WRITE_VERSION = (update(R).where(R.c.pk == bindparam("at_pk"),
                   .values(version_id=bindparam("new_version"), last_updated_at=bindparam("at"),
                           deleted=bindparam("is_deleted"), body=bindparam("new_body")))
 _INSERT_INDEX = tuple(insert(table) for table in INDEX_TABLES)
+
+
+def _unnest_insert(table: Table, types: dict[str, str]) -> str:
+    arrays = ", ".join(f"CAST(:{table.name}_{c} AS {t}[])" for c, t in types.items())
+    return f"INSERT INTO {table.name} ({', '.join(types)}) SELECT * FROM unnest({arrays})"
+
+
+_KEYS = {"resource_pk": "bigint", "resource_type": "text", "param": "text"}
+_INDEX_COLUMNS = (
+    {**_KEYS, "system": "text", "code": "text"},
+    {**_KEYS, "target_type": "text", "target_id": "text"},
+    {**_KEYS, "low_at": "timestamptz", "high_at": "timestamptz"},
+    {**_KEYS, "value": "text", "exact": "text"},
+)
+# PostgreSQL: the rows of all four index tables in one statement (a round trip each cost
+# more than the inserts), one array per column; data-modifying CTEs all run to completion.
+_INSERT_INDEX_PG = text(
+    "WITH " + ", ".join(f"i{n} AS ({_unnest_insert(table, columns)})"
+                        for n, (table, columns) in enumerate(
+                            zip(INDEX_TABLES[:3], _INDEX_COLUMNS[:3], strict=True)))
+    + " " + _unnest_insert(INDEX_TABLES[3], _INDEX_COLUMNS[3]))
 _DELETE_INDEX = tuple(delete(table).where(table.c.resource_pk == bindparam("pk"))
                       for table in INDEX_TABLES)
 
@@ -191,6 +212,22 @@ def insert_index(session: Session, items: Sequence[tuple[int, str, IndexValues]]
         strings += [{"resource_pk": pk, "resource_type": resource_type, "param": p, "value": v,
                      "exact": e} for p, v, e in values.strings]
     conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        if any(rows):
+            conn.execute(_INSERT_INDEX_PG, {
+                f"{table.name}_{column}": [_utc(r[column]) for r in batch]
+                for table, columns, batch in zip(INDEX_TABLES, _INDEX_COLUMNS, rows, strict=True)
+                for column in columns})
+        return
     for insert_rows, batch in zip(_INSERT_INDEX, rows, strict=True):
         if batch:
             conn.execute(insert_rows, batch)
+
+
+def _utc(value: Any) -> Any:
+    """`value`, a datetime in UTC (what UTCDateTime binds; these rows bypass the type)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+    return value

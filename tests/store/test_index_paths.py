@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -64,3 +65,48 @@ def test_extract_finds_what_a_patient_is_searched_by() -> None:
     assert ("phone", "phone", "+4791234567") in values.tokens
     assert ("family", "as", "Ås") in values.strings
     assert [d[0] for d in values.dates] == ["birthdate"]
+
+
+def test_the_stored_index_rows_are_what_extract_gives(database: Any) -> None:
+    """The rows the store writes (on PostgreSQL all four tables in one statement, arrays per
+    column) are exactly extract(body): values, NULL systems and UTC date ranges."""
+    from sqlalchemy import event, text
+
+    from hub.auth.subject import Subject
+    from hub.store import service
+
+    body = {"resourceType": "Encounter", "status": "finished",
+            "identifier": [{"value": "no-system"}, {"system": "urn:x", "value": "v"}],
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                      "code": "IMP"},
+            "subject": {"reference": "Patient/p1"},
+            "period": {"start": "2026-01-02T10:00:00+01:00", "end": "2026-01-03"}}
+    statements: list[str] = []
+    event.listen(database.engine, "before_cursor_execute",
+                 lambda *a: statements.append(a[2]) if "search_" in a[2] else None)
+    with database.session(write=True) as s:
+        made = service.create(s, Subject.working_for("org-a", "c"), resource=body,
+                              already_valid=True).stored
+    want = extract({**body, "id": made.id})
+    kinds = sum(1 for rows in (want.tokens, want.references, want.dates, want.strings) if rows)
+    assert kinds >= 3
+    assert len(statements) == (1 if database.dialect == "postgresql" else kinds)
+    with database.session(write=False) as s:
+        def rows(table: str, *cols: str) -> list[tuple[Any, ...]]:
+            return sorted((tuple(r) for r in s.execute(text(
+                f"SELECT param, {', '.join(cols)} FROM {table}"))), key=repr)  # noqa: S608
+        assert rows("search_tokens", "system", "code") == sorted(want.tokens, key=repr)
+        assert rows("search_references", "target_type", "target_id") == sorted(
+            want.references, key=repr)
+        assert rows("search_strings", "value", "exact") == sorted(want.strings, key=repr)
+        dates = list(s.execute(text("SELECT param, low_at, high_at FROM search_dates")))
+
+    def utc(value: Any) -> str:  # SQLite keeps naive UTC text, PostgreSQL timestamptz
+        at = datetime.fromisoformat(str(value))
+        return (at.astimezone(UTC) if at.tzinfo else at).strftime("%Y-%m-%d %H:%M:%S")
+
+    assert sorted((p, utc(lo), utc(hi)) for p, lo, hi in dates) == sorted(
+        (p, utc(lo), utc(hi)) for p, lo, hi in want.dates)
+    assert ("date", "2026-01-02 09:00:00", "2026-01-03 23:59:59") in [
+        (p, utc(lo), utc(hi)) for p, lo, hi in dates]
+    assert any(system is None for _, system, _ in want.tokens)  # the NULL case is covered
