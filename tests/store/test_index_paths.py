@@ -110,3 +110,30 @@ def test_the_stored_index_rows_are_what_extract_gives(database: Any) -> None:
     assert ("date", "2026-01-02 09:00:00", "2026-01-03 23:59:59") in [
         (p, utc(lo), utc(hi)) for p, lo, hi in dates]
     assert any(system is None for _, system, _ in want.tokens)  # the NULL case is covered
+
+
+def test_a_new_resource_and_its_first_version_are_stored_alike(database: Any) -> None:
+    """On PostgreSQL the row and version 1 go in one statement: read, vread and history give
+    the same body and time, and an owner is kept."""
+    from sqlalchemy import event
+
+    from hub.auth.subject import Subject
+    from hub.store import service
+
+    statements: list[str] = []
+    event.listen(database.engine, "before_cursor_execute",
+                 lambda *a: statements.append(a[2]) if "INSERT INTO resource" in a[2] else None)
+    org = Subject.working_for("org-a", "c")
+    with database.session(write=True) as s:
+        made = service.create(s, org, resource={"resourceType": "Location", "name": "Ålgård"},
+                              already_valid=True).stored
+    assert len(statements) == (1 if database.dialect == "postgresql" else 2)
+    with database.session(write=False) as s:
+        read = service.read(s, org, resource_type="Location", resource_id=made.id)
+        first = service.vread(s, org, resource_type="Location", resource_id=made.id,
+                              version_id="1")
+        assert service.owner_of(s, resource_type="Location", resource_id=made.id) == "org-a"
+    assert read.body == first.body == made.body
+    assert read.body is not None
+    assert read.body["name"] == "Ålgård"
+    assert read.last_updated_at == first.last_updated_at == made.last_updated_at
