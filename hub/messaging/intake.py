@@ -1,9 +1,10 @@
 """$process-message (CONTRACT section 4): check, store, route, answer, in one transaction.
 
 Order of work, all in the caller's transaction: parse and validate (nothing stored on any
-problem); the sender must be the caller's organisation; place every entry (new resource or new
-version, by identity: reads only); claim (sender, MessageHeader.id) in `messages` (a twin
-waits on the unique key and then returns the first answer); rewrite references to stored ids;
+problem); the sender must be the caller's organisation; claim (sender, MessageHeader.id) in
+`messages` (a message sent before returns its first answer; a twin waits on the unique key
+and then does the same); place every entry (new resource or new version, by identity: reads
+only); rewrite references to stored ids;
 store (a resource that says exactly what its current version says is kept as it is: no new
 version; the new ones and the Bundle with one insert per table); run the event's handlers;
 decide and queue one delivery per destination; store the response.
@@ -142,40 +143,40 @@ def process_message(session: Session, subject: Subject, settings: Settings, *,
                                    "message sent twice by it.",
                                    expression="Bundle.entry[0].resource.id")
     digest = checked.digest
-    earlier = _earlier(session, sender, header_id, digest)
-    if earlier is not None:
-        return earlier
     event = str(header["eventCoding"]["code"])
     if header.get("response"):
-        return _acknowledgement(session, subject, settings, bundle, header, event)
-    # The message writes as its sender: ownership and the consent gate apply as to REST.
-    writer = subject
-    entries = [e for e in bundle.get("entry", []) if isinstance(e, dict)]
-    # Placing only reads, so it may come before the claim: a twin that claims first makes
-    # this call answer as the twin did, and nothing placed here is written. Identities are
-    # matched across the hub (one Patient per fødselsnummer); who may write a match is
-    # decided when it is written.
-    placements = identity.place_entries(session, Subject.hub_itself(), entries,
-                                        settings.fhir_base, sender)
-    patient_id = next((p.resource_id for p in placements if p.resource_type == "Patient"), None)
+        earlier = _earlier(session, sender, header_id, digest)
+        return earlier or _acknowledgement(session, subject, settings, bundle, header, event)
+    # Claim (sender, MessageHeader.id) first: the claim finds a message sent before (or a
+    # twin, which PostgreSQL makes it wait for) without a lookup of its own; the row's
+    # patient and content types are written with the response, once placed.
     message = MessageRow(
         sender_org=sender, header_id=header_id, event=event, content_hash=digest,
-        patient_ref=f"Patient/{patient_id}" if patient_id else None,
-        content_types=",".join(sorted({p.resource_type for p in placements} | {"MessageHeader"})),
         bundle_id=str(uuid.uuid4()), received_at=utcnow(), response=b"")
     claim = _CLAIM[session.get_bind().dialect.name]
     message_id = session.connection().execute(claim, {
         "sender_org": sender, "header_id": header_id, "event": event, "content_hash": digest,
-        "patient_ref": message.patient_ref, "content_types": message.content_types,
-        "bundle_id": message.bundle_id, "received_at": message.received_at,
-        "response": b""}).scalar()
+        "patient_ref": None, "content_types": None, "bundle_id": message.bundle_id,
+        "received_at": message.received_at, "response": b""}).scalar()
     if message_id is None:
-        # A twin holds the key (PostgreSQL waited for it to commit): answer as it did.
+        # Sent before, or a twin holds the key (PostgreSQL waited for it to commit): answer
+        # as the first did (or 409 when the same id says something else).
         again = _earlier(session, sender, header_id, digest)
         if again is None:  # pragma: no cover - the key exists, so the row does
             raise ConflictError(f"MessageHeader.id {header_id} is being accepted; send again.")
         return again
     message.id = message_id
+    # The message writes as its sender: ownership and the consent gate apply as to REST.
+    writer = subject
+    entries = [e for e in bundle.get("entry", []) if isinstance(e, dict)]
+    # Identities are matched across the hub (one Patient per fødselsnummer); who may write a
+    # match is decided when it is written.
+    placements = identity.place_entries(session, Subject.hub_itself(), entries,
+                                        settings.fhir_base, sender)
+    patient_id = next((p.resource_id for p in placements if p.resource_type == "Patient"), None)
+    message.patient_ref = f"Patient/{patient_id}" if patient_id else None
+    message.content_types = ",".join(
+        sorted({p.resource_type for p in placements} | {"MessageHeader"}))
     return _accept(session, settings, bundle, header, event, writer, entries, placements,
                    message)
 
@@ -188,7 +189,8 @@ _EARLIER = select(M.c.content_hash, M.c.response).where(
 _CLAIM = {"sqlite": sqlite_insert(M).on_conflict_do_nothing().returning(M.c.id),
           "postgresql": postgresql_insert(M).on_conflict_do_nothing().returning(M.c.id)}
 _RESPONSE = update(M).where(M.c.id == bindparam("message_id")).values(
-    response=bindparam("answer"))
+    response=bindparam("answer"), patient_ref=bindparam("patient"),
+    content_types=bindparam("types"))
 F = cast(Table, MessageFullUrlRow.__table__)
 _FULL_URL_TARGETS = select(F.c.full_url, F.c.target).where(
     F.c.full_url.in_(bindparam("urls", expanding=True)))
@@ -284,8 +286,9 @@ def _accept(session: Session, settings: Settings, bundle: dict[str, Any],
     destinations = _route(session, settings, accepted, header, content_types, stored)
     response = _response(settings, header, event, destinations, accepted.notes,
                          accepted.warnings)
-    session.connection().execute(_RESPONSE, {"message_id": message.id,
-                                             "answer": dumps_bytes(response)})
+    session.connection().execute(_RESPONSE, {
+        "message_id": message.id, "answer": dumps_bytes(response),
+        "patient": message.patient_ref, "types": message.content_types})
     return Outcome(response, False, (*stored, kept.relative_url),
                    (message.patient_ref,) if message.patient_ref else ())
 
