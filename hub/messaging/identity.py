@@ -67,7 +67,8 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
     transaction ends: two messages about the same new patient, accepted side by side by two
     hub processes, would otherwise both find none and make two."""
     lock_names(session, _identity_names(entries))
-    placements = []
+    placements: list[Placement] = []
+    to_match: list[tuple[int, str, list[service.Wanted]]] = []  # looked up all at once
     for index, entry in enumerate(entries):
         resource = entry["resource"]
         rtype = resource["resourceType"]
@@ -92,11 +93,15 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
                     f"{where}: the Patient needs a fødselsnummer ({FNR_SYSTEM}) or D-nummer "
                     f"({DNR_SYSTEM}); the hub matches people by it.",
                     expression=f"{where}.identifier")
+        to_match.append((index, rtype, [
+            service.Wanted(_system(i), str(i["value"]), frozenset({rtype})) for i in idents]))
+    matches = iter(service.find_by_identifiers(
+        session, hub, [w for _, _, wanted in to_match for w in wanted]))
+    for index, rtype, wanted in to_match:
+        where = f"Bundle.entry[{index}].resource"
         found: dict[str, None] = {}
-        for ident in idents:
-            for match in service.find_by_identifier(
-                    session, hub, system=ident.get("system"), value=str(ident["value"]),
-                    resource_types=frozenset({rtype})):
+        for _ in wanted:
+            for match in next(matches):
                 found[match.id] = None
         if len(found) > 1:
             found = dict.fromkeys(_meant(session, rtype, list(found), sender_org))
@@ -109,7 +114,13 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
             placements.append(Placement(index, rtype, next(iter(found)), True))
         else:
             placements.append(Placement(index, rtype, str(uuid.uuid4()), False))
-    return placements
+    return sorted(placements, key=lambda p: p.index)
+
+
+def _system(identifier: dict[str, Any]) -> str | None:
+    """The identifier's system as find_by_identifier takes it (None: none given)."""
+    system = identifier.get("system")
+    return None if system is None else str(system)
 
 
 def _meant(session: Session, rtype: str, ids: list[str], sender_org: str | None, *,

@@ -137,3 +137,41 @@ def test_a_new_resource_and_its_first_version_are_stored_alike(database: Any) ->
     assert read.body is not None
     assert read.body["name"] == "Ålgård"
     assert read.last_updated_at == first.last_updated_at == made.last_updated_at
+
+
+def test_identifiers_looked_up_at_once_find_what_one_by_one_finds(database: Any) -> None:
+    """find_by_identifiers (message intake, one statement) against find_by_identifier per
+    identifier: with and without a system, a value shared across types and systems, and
+    as an organisation that may see only part of it."""
+    from hub.auth.subject import Subject
+    from hub.store import service
+
+    made = [("Encounter", "org-a", {"system": "urn:a", "value": "1"}),
+            ("Encounter", "org-b", {"system": "urn:a", "value": "1"}),
+            ("Encounter", "org-a", {"value": "1"}),
+            ("Encounter", "org-a", {"system": "urn:b", "value": "1"}),
+            ("Location", "org-a", {"system": "urn:a", "value": "1"}),
+            ("Encounter", "org-b", {"system": "urn:a", "value": "2"})]
+    with database.session(write=True) as s:
+        for rtype, org, ident in made:
+            body = {"resourceType": rtype, "identifier": [ident]}
+            if rtype == "Encounter":
+                body |= {"status": "planned", "class": {"code": "IMP"}}
+            service.create(s, Subject.working_for(org, "c"), resource=body, already_valid=True)
+    wanted = [service.Wanted(system, value, frozenset(types))
+              for system in ("urn:a", "urn:b", None, "urn:none")
+              for value in ("1", "2")
+              for types in ({"Encounter"}, {"Location"}, {"Encounter", "Location"})]
+    totals = []
+    for subject in (Subject.hub_itself(), Subject.working_for("org-b", "c")):
+        with database.session(write=False) as s:
+            at_once = service.find_by_identifiers(s, subject, wanted)
+            one_by_one = [service.find_by_identifier(
+                s, subject, system=w.system, value=w.value, resource_types=w.resource_types)
+                for w in wanted]
+        assert [[r.relative_url for r in found] for found in at_once] == [
+            [r.relative_url for r in found] for found in one_by_one]
+        totals.append(sum(map(len, at_once)))
+    assert totals[0] > totals[1] > 0, totals  # org-b finds its own, not all
+    with database.session(write=False) as s:
+        assert service.find_by_identifiers(s, Subject.hub_itself(), []) == []
