@@ -94,7 +94,7 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
                     f"({DNR_SYSTEM}); the hub matches people by it.",
                     expression=f"{where}.identifier")
         to_match.append((index, rtype, [
-            service.Wanted(_system(i), str(i["value"]), frozenset({rtype})) for i in idents]))
+            service.Wanted(i.get("system"), str(i["value"]), frozenset({rtype})) for i in idents]))
     matches = iter(service.find_by_identifiers(
         session, hub, [w for _, _, wanted in to_match for w in wanted]))
     for index, rtype, wanted in to_match:
@@ -116,11 +116,6 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
             placements.append(Placement(index, rtype, str(uuid.uuid4()), False))
     return sorted(placements, key=lambda p: p.index)
 
-
-def _system(identifier: dict[str, Any]) -> str | None:
-    """The identifier's system as find_by_identifier takes it (None: none given)."""
-    system = identifier.get("system")
-    return None if system is None else str(system)
 
 
 def _meant(session: Session, rtype: str, ids: list[str], sender_org: str | None, *,

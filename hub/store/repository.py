@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, text, update
+from sqlalchemy import Dialect, Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from hub.db.models import (
@@ -22,6 +22,7 @@ from hub.db.models import (
     StringIndexRow,
     TokenIndexRow,
 )
+from hub.db.types import UTCDateTime
 from hub.store.search_params import IndexValues
 
 R = cast(Table, ResourceRow.__table__)
@@ -171,7 +172,7 @@ def insert_resources(session: Session, new: Sequence[NewResource]) -> list[int]:
     if conn.dialect.name == "postgresql":
         returned = conn.execute(_INSERT_RESOURCES_PG, {
             "types": [n.resource_type for n in new], "ids": [n.logical_id for n in new],
-            "ats": [_utc(n.at) for n in new], "bodies": [n.body for n in new],
+            "ats": [_utc(n.at, conn.dialect) for n in new], "bodies": [n.body for n in new],
             "owners": [n.owner_org for n in new]}).all()
         pk_of = {(rtype, rid): pk for pk, rtype, rid in returned}
         return [pk_of[(n.resource_type, n.logical_id)] for n in new]
@@ -233,7 +234,7 @@ def insert_index(session: Session, items: Sequence[tuple[int, str, IndexValues]]
     if conn.dialect.name == "postgresql":
         if any(rows):
             conn.execute(_INSERT_INDEX_PG, {
-                f"{table.name}_{column}": [_utc(r[column]) for r in batch]
+                f"{table.name}_{column}": [_utc(r[column], conn.dialect) for r in batch]
                 for table, columns, batch in zip(INDEX_TABLES, _INDEX_COLUMNS, rows, strict=True)
                 for column in columns})
         return
@@ -242,10 +243,9 @@ def insert_index(session: Session, items: Sequence[tuple[int, str, IndexValues]]
             conn.execute(insert_rows, batch)
 
 
-def _utc(value: Any) -> Any:
-    """`value`, a datetime in UTC (what UTCDateTime binds; these rows bypass the type)."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC)
-    return value
+_UTC = UTCDateTime()
+
+
+def _utc(value: Any, dialect: Dialect) -> Any:
+    """`value` as UTCDateTime binds it (these arrays bypass the column type)."""
+    return _UTC.process_bind_param(value, dialect) if isinstance(value, datetime) else value
