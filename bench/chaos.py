@@ -13,9 +13,11 @@ roles as separate `hub serve --roles ...` processes: two API processes, a dispat
 scheduler and a sealer.
 
 Load: `--clients` threads, each with its own keep-alive connection, post one patient's story
-after another to either API process: a consent (example 01), an admission (03) and a
-discharge (13) whose first follow-up check falls due 1-20 s later (the discharge is dated
-72 h minus that before now, the hub's default deadline), all from Jæren DPS to Time kommune.
+after another to either API process: a consent (example 01) whose expiry notice falls due
+1-20 s later (it ends an hour after that: the layout's HUB_CONSENT_EXPIRY_NOTICE), an
+admission (03) and a discharge (13) whose first follow-up check falls due 1-20 s later (the
+discharge is dated 72 h minus that before now, the hub's default deadline), all from Jæren
+DPS to Time kommune.
 Every tenth patient also gets a message the hub must refuse (a Consent whose custodian is
 not its sender: 422). A client resends the same bytes (same MessageHeader.id) after a
 network error, a 5xx or a 401 (with a new token), to the other API process, until it gets a
@@ -40,6 +42,9 @@ from the database and the receivers' records:
   database is back, within the lease of HUB_DELIVERY_TIMEOUT x 2 + 1 s);
 - every due follow-up check was acted on exactly once: closed, one overdue version of its
   Task, one follow-up-overdue notice to each receiver;
+- every accepted consent has one expiry timer, and each due one was acted on exactly once:
+  closed as notified, one consent-expiring notice to its custodian (the centre), none to
+  anyone else;
 - `hub audit verify` passes with every record sealed; every role process is alive.
 Prints the report; exits 1 on any violation (2 when the layout could not be brought up).
 """
@@ -85,6 +90,7 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CENTRE, MUNICIPALITY = "jaeren-dps", "time-kommune"
 FIRST_CONTACT = timedelta(hours=72)  # HUB_FOLLOW_UP_FIRST_CONTACT's default
 LEASE = 2 * 10.0 + 1  # seconds a delivery is leased: HUB_DELIVERY_TIMEOUT's default x 2 + 1
+CONSENT_NOTICE = 3600  # HUB_CONSENT_EXPIRY_NOTICE of the layout: the custodian is told then
 
 
 def say(line: str = "") -> None:
@@ -116,7 +122,15 @@ class Arrival:
     at: float
     header_id: str
     event: str
-    tasks: tuple[str, ...]
+    resources: tuple[str, ...]  # "Type/id" of every entry
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(r.split("/", 1)[1] for r in self.resources if r.startswith("Task/"))
+
+    def ids(self, resource_type: str) -> tuple[str, ...]:
+        return tuple(r.split("/", 1)[1] for r in self.resources
+                     if r.startswith(f"{resource_type}/"))
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -159,11 +173,12 @@ class Receiver:
                     return
                 bundle = json.loads(body)
                 header = bundle["entry"][0]["resource"]
-                tasks = tuple(str(e["resource"]["id"]) for e in bundle["entry"]
-                              if e["resource"].get("resourceType") == "Task")
+                resources = tuple(f"{e['resource']['resourceType']}/{e['resource'].get('id')}"
+                                  for e in bundle["entry"])
                 with receiver._lock:
                     receiver.arrivals.append(Arrival(time.time(), str(header["id"]),
-                                                     str(header["eventCoding"]["code"]), tasks))
+                                                     str(header["eventCoding"]["code"]),
+                                                     resources))
                 self._answer(200, b'{"resourceType": "OperationOutcome"}')
 
             def _answer(self, status: int, body: bytes) -> None:
@@ -365,11 +380,15 @@ class Messages:
                     ident["value"] = f"urn:uuid:{uuid.uuid4()}"
         return message
 
-    def story(self, fnr: str, due_in: float) -> list[tuple[str, dict[str, Any]]]:
+    def story(self, fnr: str, due_in: float,
+              consent_due_in: float) -> list[tuple[str, dict[str, Any]]]:
         """Consent, admission and discharge of one person, the discharge's first follow-up
-        check due `due_in` seconds from now. The admission and the discharge share the stay's
-        identifier."""
+        check due `due_in` seconds from now, the consent's expiry notice (CONSENT_NOTICE before
+        it ends: it holds through the run) `consent_due_in` seconds from now. The admission
+        and the discharge share the stay's identifier."""
         consent = self._fresh(self.consent, fnr)
+        consent["entry"][1]["resource"]["provision"]["period"]["end"] = instant(
+            datetime.now(UTC) + timedelta(seconds=CONSENT_NOTICE + consent_due_in))
         admission = self._fresh(self.admission, fnr)
         discharge = self._fresh(self.discharge, fnr)
         stay = admission["entry"][1]["resource"]["identifier"][0]["value"]
@@ -408,7 +427,7 @@ class Sent:
     marker: str  # a value only this message carries (an identifier of its resources)
     answers: list[str] = field(default_factory=list)  # status codes or error names, in order
     times: list[float] = field(default_factory=list)  # when each answer came
-    due_at: float | None = None  # wall time its first follow-up check falls due
+    due_at: float | None = None  # wall time its timer (follow-up, consent expiry) falls due
 
     @property
     def final(self) -> str:
@@ -487,8 +506,8 @@ class Load:
         turn = i
         while not self._stop.is_set():
             fnr, number = self._next_person()
-            due_in = random.uniform(1, 20)
-            story = self._messages.story(fnr, due_in)
+            due_in, consent_due_in = random.uniform(1, 20), random.uniform(1, 20)
+            story = self._messages.story(fnr, due_in, consent_due_in)
             if number % 10 == 0:
                 story.insert(1, self._messages.refused(self._stranger()))
             for kind, message in story:
@@ -496,6 +515,8 @@ class Load:
                 turn += 1
                 if kind == "discharge":
                     sent.due_at = time.time() + due_in
+                elif kind == "consent":
+                    sent.due_at = time.time() + consent_due_in
                 if sent.final != "200" and kind != "refused":
                     break  # the rest of this person's story would not make sense
         for c in http:
@@ -783,6 +804,45 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
         engine, "SELECT event FROM messages WHERE event = 'follow-up-overdue'"))
     report.check("follow-up-overdue notices stored beyond one per escalated timer",
                  max(0, db_notices["follow-up-overdue"] - len(escalated)))
+    _consent_timers(engine, accepted, arrived, settle_at, report)
+
+
+def _consent_timers(engine: Engine, accepted: list[Sent],
+                    arrived: dict[str, dict[str, list[Arrival]]], settle_at: datetime,
+                    report: Report) -> None:
+    """Each accepted consent has one expiry timer; each due one told its custodian (the
+    centre) exactly once, and nobody else."""
+    consents = sum(1 for s in accepted if s.kind == "consent")
+    per_consent = Counter(r[0] for r in _rows(
+        engine, "SELECT target FROM scheduled_checks WHERE kind = 'consent-expiry'"))
+    wrong = [f"{c} has {n}" for c, n in per_consent.items() if n != 1]
+    if len(per_consent) != consents:
+        wrong.append(f"{len(per_consent)} consents with an expiry timer for {consents} accepted")
+    report.check("accepted consents without exactly one expiry timer", wrong)
+    timers = _rows(engine, """SELECT target, closed_at, outcome FROM scheduled_checks
+        WHERE kind = 'consent-expiry' AND due_at <= :at""", at=settle_at)
+    report.add("consent expiry timers due", len(timers))
+    report.check("consent expiry timers due but not acted on",
+                 [t[0] for t in timers if t[1] is None])
+    report.check("consent expiry timers closed without telling the custodian",
+                 [f"{t[0]} {t[2]}" for t in timers if t[1] is not None and t[2] != "notified"])
+    told: dict[str, Counter[str]] = {org: Counter() for org in arrived}
+    for org, per in arrived.items():
+        for got in per.values():
+            if got[0].event == "consent-expiring":
+                told[org].update(got[0].ids("Consent"))
+    notified = [t for t in timers if t[2] == "notified"]
+    report.add("consent expiry timers acted on (custodian told)", len(notified))
+    wrong = []
+    for t in notified:
+        consent = str(t[0]).split("/", 1)[1]
+        for org, count in told.items():
+            if count[consent] != (1 if org == CENTRE else 0):
+                wrong.append(f"{t[0]} notices at {org} {count[consent]}")
+    report.check("consent expiry timers not acted on exactly once (notices per receiver)", wrong)
+    stored = _rows(engine, "SELECT count(*) FROM messages WHERE event = 'consent-expiring'")[0][0]
+    report.check("consent-expiring notices stored beyond one per notified timer",
+                 max(0, stored - len(notified)))
 
 
 def audit_verify(layout: Layout) -> tuple[bool, str]:
@@ -830,7 +890,7 @@ def main() -> int:
            "HUB_AUDIT_KEY_FILE": str(work / "keys" / "audit-key.pem"),
            "HUB_DISPATCHER": "false", "HUB_SCHEDULER": "false", "HUB_SEALER": "false",
            "HUB_SEAL_INTERVAL": "0.5", "HUB_SCHEDULER_INTERVAL": "2",
-           "HUB_DELIVERY_FIRST_RETRY": "1",
+           "HUB_DELIVERY_FIRST_RETRY": "1", "HUB_CONSENT_EXPIRY_NOTICE": str(CONSENT_NOTICE),
            "HUB_DELIVERY_POLL_INTERVAL": "0.5", "HUB_DB_POOL_SIZE": "5",
            "HUB_TIMEZONE": "Europe/Oslo"}
     env.pop("HUB_WORKERS", None)
