@@ -16,7 +16,11 @@ spent per message, and the ratio to the in-process floor: parse each bundle (the
 parser) and insert it as one row, one committed transaction per bundle, through an engine
 set up like the hub's (same SQLite journal and synchronous pragmas), in one thread. A second
 floor also parses each bundle into the FHIR model (fhir.resources), the step a FHIR hub
-cannot skip: issue 16 judges its target against this "FHIR-parse floor"."""
+cannot skip: issue 16 judges its target against this "FHIR-parse floor". It is measured before
+and after the hub's run and the target judged against the faster of the two: with a durable
+commit per bundle in one thread it moves with the disk's fsync from one minute to the next
+(513-1,246 msg/s within ten minutes on the shared test machine), and a slow minute must not
+make a target look met."""
 
 from __future__ import annotations
 
@@ -248,22 +252,27 @@ def _run_floor(url: str, n: int, *, fhir_model: bool = False) -> float:
 
 def _one(kind: str, args: argparse.Namespace) -> dict[str, float] | None:
     if kind == "sqlite":
+        with sqlite_url("carehub-floor-fhir-") as floor_url:
+            fhir_before = _run_floor(floor_url, args.n, fhir_model=True)
         with sqlite_url("carehub-ingest-") as url, sqlite_url("carehub-floor-") as floor_url:
             hub = _run_hub(url, args.n, args.clients, args.workers)
             floor = _run_floor(floor_url, args.n)
         with sqlite_url("carehub-floor-fhir-") as floor_url:
-            fhir_floor = _run_floor(floor_url, args.n, fhir_model=True)
+            fhir_after = _run_floor(floor_url, args.n, fhir_model=True)
     elif kind == "postgresql":
         if not args.pg_url:
             console.print("PostgreSQL skipped: give --pg-url or HUB_TEST_POSTGRES_URL")
             return None
         with postgres_url(args.pg_url, "carehub_ingest_") as url:
+            fhir_before = _run_floor(url, args.n, fhir_model=True)
             hub = _run_hub(url, args.n, args.clients, args.workers)
             floor = _run_floor(url, args.n)
-            fhir_floor = _run_floor(url, args.n, fhir_model=True)
+            fhir_after = _run_floor(url, args.n, fhir_model=True)
     else:
         raise SystemExit(f"unknown --db {kind}")
+    fhir_floor = max(fhir_before, fhir_after)  # the stricter yardstick
     return {**hub, "floor": floor, "ratio": hub["rate"] / floor, "fhir_floor": fhir_floor,
+            "fhir_floor_slower": min(fhir_before, fhir_after),
             "fhir_ratio": hub["rate"] / fhir_floor}
 
 
@@ -281,7 +290,7 @@ def main() -> None:
                   f"{args.clients} clients, {args.workers} hub worker(s)")
     table = Table("db", "msg/s", "p50 ms", "p95 ms", "p99 ms", "hub CPU ms/msg",
                   "client CPU ms/msg", "floor msg/s", "ratio", "FHIR floor msg/s",
-                  "FHIR ratio", "target")
+                  "FHIR floor, slower run", "FHIR ratio", "target")
     for kind in args.db.split(","):
         for _ in range(args.runs):
             r = _one(kind, args)
@@ -291,14 +300,16 @@ def main() -> None:
             table.add_row(kind, f"{r['rate']:.0f}", f"{r['p50']:.1f}", f"{r['p95']:.1f}",
                           f"{r['p99']:.1f}", f"{r['hub_cpu']:.1f}", f"{r['client_cpu']:.2f}",
                           f"{r['floor']:.0f}", f"{r['ratio']:.3f}",
-                          f"{r['fhir_floor']:.0f}", f"{r['fhir_ratio']:.3f}",
+                          f"{r['fhir_floor']:.0f}", f"{r['fhir_floor_slower']:.0f}",
+                          f"{r['fhir_ratio']:.3f}",
                           "met" if met else "NOT met")
     console.print(table)
     console.print("target (issue 16): SQLite at least 0.3 of the FHIR floor of the same run "
                   "and p99 < 100 ms; PostgreSQL (fsync on, 2 API processes) at least 0.25 of "
                   "it. The FHIR floor parses each bundle into the FHIR model and inserts it, "
-                  "one durable transaction each, in one thread; the plain floor only "
-                  f"JSON-parses it. Load at end {os.getloadavg()[0]:.1f}")
+                  "one durable transaction each, in one thread, before and after the hub's "
+                  "run: the ratio is to the faster run; the plain floor only JSON-parses it. "
+                  f"Load at end {os.getloadavg()[0]:.1f}")
 
 
 def _met(kind: str, r: dict[str, float]) -> bool:

@@ -122,10 +122,12 @@ def test_the_ingest_bench_reports_a_rate_beside_both_floors(tmp_path: Path) -> N
     [row] = _table(out, "db", "msg/s", "FHIR floor msg/s", "target")
     assert row["db"] == "sqlite"
     for column in ("msg/s", "p50 ms", "p99 ms", "hub CPU ms/msg", "floor msg/s", "ratio",
-                   "FHIR floor msg/s", "FHIR ratio"):
+                   "FHIR floor msg/s", "FHIR floor, slower run", "FHIR ratio"):
         _positive(row[column])
     assert row["target"] in TARGET
     assert "target (issue 16)" in out
+    # the target is judged against the faster of the floor's two runs, never the slower
+    assert _positive(row["FHIR floor msg/s"]) >= _positive(row["FHIR floor, slower run"])
 
 
 def test_the_mixed_bench_reports_reads_and_writes_alone_and_together(tmp_path: Path) -> None:
