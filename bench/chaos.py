@@ -13,11 +13,13 @@ roles as separate `hub serve --roles ...` processes: two API processes, a dispat
 scheduler and a sealer.
 
 Load: `--clients` threads, each with its own keep-alive connection, post one patient's story
-after another to either API process: a consent (example 01) whose expiry notice falls due
-1-20 s later (it ends an hour after that: the layout's HUB_CONSENT_EXPIRY_NOTICE), an
-admission (03) and a discharge (13) whose first follow-up check falls due 1-20 s later (the
-discharge is dated 72 h minus that before now, the hub's default deadline), all from Jæren
-DPS to Time kommune.
+after another to either API process: a consent (example 01), an admission (03), a meeting
+invitation (04), a ready-for-discharge (09) and a discharge (13), all from Jæren DPS to Time
+kommune. Each starts a timer that falls due 1-20 s later: the consent's expiry notice and the
+meeting's reminder (the consent ends and the meeting starts an hour after that: NOTICE, the
+layout's HUB_CONSENT_EXPIRY_NOTICE and HUB_MEETING_REMINDER), the unanswered ready-for-
+discharge's notice (dated an hour earlier, less that: HUB_DISCHARGE_READINESS_TIMEOUT) and
+the discharge's first follow-up check (dated 72 h less that before now, the hub's default).
 Every tenth patient also gets a message the hub must refuse (a Consent whose custodian is
 not its sender: 422). A client resends the same bytes (same MessageHeader.id) after a
 network error, a 5xx or a 401 (with a new token), to the other API process, until it gets a
@@ -42,9 +44,11 @@ from the database and the receivers' records:
   database is back, within the lease of HUB_DELIVERY_TIMEOUT x 2 + 1 s);
 - every due follow-up check was acted on exactly once: closed, one overdue version of its
   Task, one follow-up-overdue notice to each receiver;
-- every accepted consent has one expiry timer, and each due one was acted on exactly once:
-  closed as notified, one consent-expiring notice to its custodian (the centre), none to
-  anyone else;
+- every accepted consent, meeting invitation and ready-for-discharge has one timer, and each
+  due one was acted on exactly once: closed as notified, one notice to each organisation it
+  tells (a consent's custodian, the centre; a ready-for-discharge's parties, both; a
+  meeting's, Time kommune: the centre's copy is withheld, as the consent names only Time
+  kommune), none to anyone else;
 - `hub audit verify` passes with every record sealed; every role process is alive.
 Prints the report; exits 1 on any violation (2 when the layout could not be brought up).
 """
@@ -90,7 +94,37 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CENTRE, MUNICIPALITY = "jaeren-dps", "time-kommune"
 FIRST_CONTACT = timedelta(hours=72)  # HUB_FOLLOW_UP_FIRST_CONTACT's default
 LEASE = 2 * 10.0 + 1  # seconds a delivery is leased: HUB_DELIVERY_TIMEOUT's default x 2 + 1
-CONSENT_NOTICE = 3600  # HUB_CONSENT_EXPIRY_NOTICE of the layout: the custodian is told then
+NOTICE = 3600
+"""Seconds of the layout's HUB_CONSENT_EXPIRY_NOTICE, HUB_MEETING_REMINDER and
+HUB_DISCHARGE_READINESS_TIMEOUT: a consent's custodian is told this long before it ends, a
+meeting's parties this long before it starts, a ready-for-discharge's parties when it has gone
+unanswered this long."""
+
+
+@dataclass(frozen=True)
+class NoticeTimer:
+    """A timer whose action is one notice: its kind in scheduled_checks, the story message that
+    starts it, the notice's event, the type of its target, and the organisations told."""
+
+    name: str
+    kind: str
+    story_kind: str
+    event: str
+    target_type: str
+    told: frozenset[str]
+
+
+NOTICE_TIMERS = (
+    NoticeTimer("consent expiry", "consent-expiry", "consent", "consent-expiring", "Consent",
+                frozenset({CENTRE})),
+    # the reminder to the organising centre is withheld: a hub notice goes where the consent
+    # its content's owner recorded permits, and the story's names Time kommune only
+    # (tests/scheduler/test_deadlines.py)
+    NoticeTimer("meeting reminder", "meeting-reminder", "meeting", "meeting-reminder",
+                "Appointment", frozenset({MUNICIPALITY})),
+    NoticeTimer("readiness", "discharge-readiness", "readiness",
+                "discharge-readiness-overdue", "Task", frozenset({CENTRE, MUNICIPALITY})),
+)
 
 
 def say(line: str = "") -> None:
@@ -365,6 +399,8 @@ class Messages:
     def __init__(self) -> None:
         self.consent = _example("01")
         self.admission = _example("03")
+        self.meeting = _example("04")
+        self.readiness = _example("09")
         self.discharge = _example("13")
 
     @staticmethod
@@ -381,17 +417,32 @@ class Messages:
         return message
 
     def story(self, fnr: str, due_in: float,
-              consent_due_in: float) -> list[tuple[str, dict[str, Any]]]:
-        """Consent, admission and discharge of one person, the discharge's first follow-up
-        check due `due_in` seconds from now, the consent's expiry notice (CONSENT_NOTICE before
-        it ends: it holds through the run) `consent_due_in` seconds from now. The admission
-        and the discharge share the stay's identifier."""
+              notice_in: dict[str, float]) -> list[tuple[str, dict[str, Any]]]:
+        """Consent, admission, meeting invitation, ready-for-discharge and discharge of one
+        person. The discharge's first follow-up check falls due `due_in` seconds from now; the
+        notices of the consent's expiry, the meeting's reminder and the unanswered
+        ready-for-discharge `notice_in[story kind]` seconds from now (NOTICE before the
+        consent ends and the meeting starts, both after the run). The admission and the
+        discharge share the stay's identifier."""
+        now = datetime.now(UTC)
         consent = self._fresh(self.consent, fnr)
         consent["entry"][1]["resource"]["provision"]["period"]["end"] = instant(
-            datetime.now(UTC) + timedelta(seconds=CONSENT_NOTICE + consent_due_in))
+            now + timedelta(seconds=NOTICE + notice_in["consent"]))
+        meeting = self._fresh(self.meeting, fnr)
+        start = now + timedelta(seconds=NOTICE + notice_in["meeting"])
+        meeting["entry"][1]["resource"].update(start=instant(start),
+                                               end=instant(start + timedelta(hours=1)))
+        readiness = self._fresh(self.readiness, fnr)
+        of = {e["resource"]["resourceType"]: e for e in readiness["entry"]}
+        of["Task"]["resource"]["authoredOn"] = instant(
+            now - timedelta(seconds=NOTICE - notice_in["readiness"]))
+        # the stay of the admission, about the Patient of this message (the example points
+        # at the admission example's Patient entry, every person's in this load)
+        of["Encounter"]["resource"]["subject"] = {"reference": of["Patient"]["fullUrl"]}
         admission = self._fresh(self.admission, fnr)
         discharge = self._fresh(self.discharge, fnr)
         stay = admission["entry"][1]["resource"]["identifier"][0]["value"]
+        of["Encounter"]["resource"]["identifier"][0]["value"] = stay
         discharged = datetime.now(UTC) - FIRST_CONTACT + timedelta(seconds=due_in)
         entries = discharge["entry"]
         entries[1]["resource"]["identifier"][0]["value"] = stay
@@ -406,7 +457,8 @@ class Messages:
         del entries[3]
         header = entries[0]["resource"]
         header["focus"] = [f for f in header["focus"] if f["reference"] != flag_url]
-        return [("consent", consent), ("admission", admission), ("discharge", discharge)]
+        return [("consent", consent), ("admission", admission), ("meeting", meeting),
+                ("readiness", readiness), ("discharge", discharge)]
 
     def refused(self, fnr: str) -> tuple[str, dict[str, Any]]:
         """A message the hub must refuse as a whole: a Consent its sender is not custodian of."""
@@ -506,8 +558,9 @@ class Load:
         turn = i
         while not self._stop.is_set():
             fnr, number = self._next_person()
-            due_in, consent_due_in = random.uniform(1, 20), random.uniform(1, 20)
-            story = self._messages.story(fnr, due_in, consent_due_in)
+            due_in = random.uniform(1, 20)
+            notice_in = {t.story_kind: random.uniform(1, 20) for t in NOTICE_TIMERS}
+            story = self._messages.story(fnr, due_in, notice_in)
             if number % 10 == 0:
                 story.insert(1, self._messages.refused(self._stranger()))
             for kind, message in story:
@@ -515,8 +568,8 @@ class Load:
                 turn += 1
                 if kind == "discharge":
                     sent.due_at = time.time() + due_in
-                elif kind == "consent":
-                    sent.due_at = time.time() + consent_due_in
+                elif kind in notice_in:
+                    sent.due_at = time.time() + notice_in[kind]
                 if sent.final != "200" and kind != "refused":
                     break  # the rest of this person's story would not make sense
         for c in http:
@@ -804,44 +857,47 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
         engine, "SELECT event FROM messages WHERE event = 'follow-up-overdue'"))
     report.check("follow-up-overdue notices stored beyond one per escalated timer",
                  max(0, db_notices["follow-up-overdue"] - len(escalated)))
-    _consent_timers(engine, accepted, arrived, settle_at, report)
+    for timer in NOTICE_TIMERS:
+        _notice_timers(engine, timer, accepted, arrived, settle_at, report)
 
 
-def _consent_timers(engine: Engine, accepted: list[Sent],
-                    arrived: dict[str, dict[str, list[Arrival]]], settle_at: datetime,
-                    report: Report) -> None:
-    """Each accepted consent has one expiry timer; each due one told its custodian (the
-    centre) exactly once, and nobody else."""
-    consents = sum(1 for s in accepted if s.kind == "consent")
-    per_consent = Counter(r[0] for r in _rows(
-        engine, "SELECT target FROM scheduled_checks WHERE kind = 'consent-expiry'"))
-    wrong = [f"{c} has {n}" for c, n in per_consent.items() if n != 1]
-    if len(per_consent) != consents:
-        wrong.append(f"{len(per_consent)} consents with an expiry timer for {consents} accepted")
-    report.check("accepted consents without exactly one expiry timer", wrong)
+def _notice_timers(engine: Engine, timer: NoticeTimer, accepted: list[Sent],
+                   arrived: dict[str, dict[str, list[Arrival]]], settle_at: datetime,
+                   report: Report) -> None:
+    """Each accepted message that starts `timer` has one; each due one was acted on once:
+    closed as notified, one notice at each organisation it tells, none anywhere else."""
+    name = timer.name
+    started = sum(1 for s in accepted if s.kind == timer.story_kind)
+    per_target = Counter(r[0] for r in _rows(
+        engine, "SELECT target FROM scheduled_checks WHERE kind = :kind", kind=timer.kind))
+    wrong = [f"{c} has {n}" for c, n in per_target.items() if n != 1]
+    if len(per_target) != started:
+        wrong.append(f"{len(per_target)} targets with a timer for {started} accepted")
+    report.check(f"accepted {timer.story_kind} messages without exactly one {name} timer",
+                 wrong)
     timers = _rows(engine, """SELECT target, closed_at, outcome FROM scheduled_checks
-        WHERE kind = 'consent-expiry' AND due_at <= :at""", at=settle_at)
-    report.add("consent expiry timers due", len(timers))
-    report.check("consent expiry timers due but not acted on",
-                 [t[0] for t in timers if t[1] is None])
-    report.check("consent expiry timers closed without telling the custodian",
+        WHERE kind = :kind AND due_at <= :at""", kind=timer.kind, at=settle_at)
+    report.add(f"{name} timers due", len(timers))
+    report.check(f"{name} timers due but not acted on", [t[0] for t in timers if t[1] is None])
+    report.check(f"{name} timers closed without a notice",
                  [f"{t[0]} {t[2]}" for t in timers if t[1] is not None and t[2] != "notified"])
     told: dict[str, Counter[str]] = {org: Counter() for org in arrived}
     for org, per in arrived.items():
         for got in per.values():
-            if got[0].event == "consent-expiring":
-                told[org].update(got[0].ids("Consent"))
+            if got[0].event == timer.event:
+                told[org].update(got[0].ids(timer.target_type))
     notified = [t for t in timers if t[2] == "notified"]
-    report.add("consent expiry timers acted on (custodian told)", len(notified))
+    report.add(f"{name} timers acted on (notice sent)", len(notified))
     wrong = []
     for t in notified:
-        consent = str(t[0]).split("/", 1)[1]
+        target = str(t[0]).split("/", 1)[1]
         for org, count in told.items():
-            if count[consent] != (1 if org == CENTRE else 0):
-                wrong.append(f"{t[0]} notices at {org} {count[consent]}")
-    report.check("consent expiry timers not acted on exactly once (notices per receiver)", wrong)
-    stored = _rows(engine, "SELECT count(*) FROM messages WHERE event = 'consent-expiring'")[0][0]
-    report.check("consent-expiring notices stored beyond one per notified timer",
+            if count[target] != (1 if org in timer.told else 0):
+                wrong.append(f"{t[0]} notices at {org} {count[target]}")
+    report.check(f"{name} timers not acted on exactly once (notices per receiver)", wrong)
+    stored = _rows(engine, "SELECT count(*) FROM messages WHERE event = :event",
+                   event=timer.event)[0][0]
+    report.check(f"{timer.event} notices stored beyond one per notified timer",
                  max(0, stored - len(notified)))
 
 
@@ -890,7 +946,8 @@ def main() -> int:
            "HUB_AUDIT_KEY_FILE": str(work / "keys" / "audit-key.pem"),
            "HUB_DISPATCHER": "false", "HUB_SCHEDULER": "false", "HUB_SEALER": "false",
            "HUB_SEAL_INTERVAL": "0.5", "HUB_SCHEDULER_INTERVAL": "2",
-           "HUB_DELIVERY_FIRST_RETRY": "1", "HUB_CONSENT_EXPIRY_NOTICE": str(CONSENT_NOTICE),
+           "HUB_DELIVERY_FIRST_RETRY": "1", "HUB_CONSENT_EXPIRY_NOTICE": str(NOTICE),
+           "HUB_MEETING_REMINDER": str(NOTICE), "HUB_DISCHARGE_READINESS_TIMEOUT": str(NOTICE),
            "HUB_DELIVERY_POLL_INTERVAL": "0.5", "HUB_DB_POOL_SIZE": "5",
            "HUB_TIMEZONE": "Europe/Oslo"}
     env.pop("HUB_WORKERS", None)
