@@ -705,7 +705,7 @@ class Report:
 
 
 def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: list[Event],
-          settle_at: datetime, report: Report) -> None:
+          settle_at: datetime, report: Report, t0: float) -> None:
     """Everything the issue asks for, from the database and the receivers' records."""
     sent = load.sent
     accepted = [s for s in sent if s.final == "200"]
@@ -805,7 +805,9 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
                 if cause:
                     explained[cause] += 1
                 else:
-                    unexplained.append(f"{org}:{header_id}")
+                    unexplained.append(f"{org}:{header_id} ({got[0].event}, arriving "
+                                       f"{first.at - t0:.1f} s and {again.at - t0:.1f} s "
+                                       "after the load began)")
     report.add("duplicates at receivers after the dispatcher's kill (at least once)",
                sum(explained.values()))
     report.check("duplicates at receivers, unexplained", unexplained)
@@ -1037,7 +1039,7 @@ def main() -> int:
         report.add("drain (s)", f"{t_drain - t_load:.0f} ({'settled' if ok else 'NOT settled'}:"
                                 f" {state})")
         report.add("patients", load.patients)
-        check(engine, load, receivers, events, settle_at, report)
+        check(engine, load, receivers, events, settle_at, report, t0)
         report.check("drain bound reached before settling", 0 if ok else 1)
         report.add("hub audit verify", detail)
         report.check("audit verify failures", 0 if verified else 1)
