@@ -770,7 +770,7 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
     # --- deliveries ---
     deliveries = _rows(engine, """
         SELECT d.id, d.receiver_org, d.patient_ref, d.status, m.header_id, m.event,
-               m.sender_org, d.attempts
+               m.sender_org, d.attempts, d.last_error
         FROM deliveries d JOIN messages m ON m.id = d.message_id ORDER BY d.id""")
     report.add("deliveries by status", dict(sorted(Counter(d[3] for d in deliveries).items())))
     routed = {(d[4], d[1]) for d in deliveries if d[3] != "withheld"}
@@ -793,6 +793,7 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
     report.check("received but not a delivery of the hub",
                  [h for org, per in arrived.items() for h in per if (org, h) not in known])
     kills = [e for e in events if e.what == "SIGKILL dispatcher"]
+    attempts = {(d[1], d[4]): (d[7], d[8]) for d in deliveries}
     explained: Counter[str] = Counter()
     unexplained = []
     for org, per in arrived.items():
@@ -805,9 +806,12 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
                 if cause:
                     explained[cause] += 1
                 else:
-                    unexplained.append(f"{org}:{header_id} ({got[0].event}, arriving "
-                                       f"{first.at - t0:.1f} s and {again.at - t0:.1f} s "
-                                       "after the load began)")
+                    row = attempts.get((org, header_id))
+                    unexplained.append(
+                        f"{org}:{header_id} ({got[0].event}, arriving {first.at - t0:.1f} s "
+                        f"and {again.at - t0:.1f} s after the load began; the hub counted "
+                        f"{row[0] if row else '?'} attempts, last error "
+                        f"{(row[1] or 'none')[:120] if row else '?'})")
     report.add("duplicates at receivers after the dispatcher's kill (at least once)",
                sum(explained.values()))
     report.check("duplicates at receivers, unexplained", unexplained)
