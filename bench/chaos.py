@@ -158,11 +158,8 @@ class Arrival:
     event: str
     resources: tuple[str, ...]  # "Type/id" of every entry
 
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return tuple(r.split("/", 1)[1] for r in self.resources if r.startswith("Task/"))
-
     def ids(self, resource_type: str) -> tuple[str, ...]:
+        """The ids of the entries of `resource_type`."""
         return tuple(r.split("/", 1)[1] for r in self.resources
                      if r.startswith(f"{resource_type}/"))
 
@@ -443,7 +440,7 @@ class Messages:
         discharge = self._fresh(self.discharge, fnr)
         stay = admission["entry"][1]["resource"]["identifier"][0]["value"]
         of["Encounter"]["resource"]["identifier"][0]["value"] = stay
-        discharged = datetime.now(UTC) - FIRST_CONTACT + timedelta(seconds=due_in)
+        discharged = now - FIRST_CONTACT + timedelta(seconds=due_in)
         entries = discharge["entry"]
         entries[1]["resource"]["identifier"][0]["value"] = stay
         entries[1]["resource"]["period"] = {"start": instant(discharged - timedelta(days=12)),
@@ -479,7 +476,7 @@ class Sent:
     marker: str  # a value only this message carries (an identifier of its resources)
     answers: list[str] = field(default_factory=list)  # status codes or error names, in order
     times: list[float] = field(default_factory=list)  # when each answer came
-    due_at: float | None = None  # wall time its timer (follow-up, consent expiry) falls due
+    due_at: float | None = None  # wall time the timer it starts falls due (None: none)
 
     @property
     def final(self) -> str:
@@ -845,7 +842,7 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
     for org, per in arrived.items():
         for got in per.values():
             if got[0].event == "follow-up-overdue":
-                for task in got[0].tasks:
+                for task in got[0].ids("Task"):
                     notices[org][task] += 1
     escalated = [t for t in timers if t[4] == "escalated"]
     report.add("timers acted on (escalated)", len(escalated))

@@ -117,7 +117,6 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
     return sorted(placements, key=lambda p: p.index)
 
 
-
 def _meant(session: Session, rtype: str, ids: list[str], sender_org: str | None, *,
            first_of_any_type: bool = False) -> list[str]:
     """Which of several matches a message from `sender_org` means: the sender's own; for a

@@ -507,18 +507,15 @@ def find_by_identifier(session: Session, subject: Subject, *, system: str | None
     return [_stored(r) for r, ok in zip(rows, gate.allows(rows), strict=True) if ok]
 
 
-def _identifiers_query() -> Select[Any]:
-    tokens = repo.INDEX_TABLES[0]
-    return (select(*repo.CURRENT_COLUMNS, tokens.c.system, tokens.c.code)
-            .join(tokens, tokens.c.resource_pk == repo.R.c.pk)
-            .where(repo.R.c.deleted.is_(False),
-                   tokens.c.resource_type.in_(bindparam("types", expanding=True)),
-                   tokens.c.param == "identifier",
-                   tokens.c.code.in_(bindparam("values", expanding=True)))
-            .order_by(repo.R.c.pk))
-
-
-_BY_IDENTIFIERS = _identifiers_query()
+_TOKENS = repo.INDEX_TABLES[0]
+_BY_IDENTIFIERS = (
+    select(*repo.CURRENT_COLUMNS, _TOKENS.c.system, _TOKENS.c.code)
+    .join(_TOKENS, _TOKENS.c.resource_pk == repo.R.c.pk)
+    .where(repo.R.c.deleted.is_(False),
+           _TOKENS.c.resource_type.in_(bindparam("types", expanding=True)),
+           _TOKENS.c.param == "identifier",
+           _TOKENS.c.code.in_(bindparam("values", expanding=True)))
+    .order_by(repo.R.c.pk))
 
 
 @dataclass(frozen=True)
