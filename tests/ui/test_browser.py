@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from hub.auth.subject import Subject
@@ -90,10 +90,20 @@ class Browser:
         self.driver.get(self.base + path)
 
     def follow(self, element: WebElement) -> None:
-        """Click a link or button and wait for the next page to load."""
-        page = self.driver.find_element(By.TAG_NAME, "html")
+        """Click a link or button and wait for the next page to load.
+
+        The old page is marked in its window object and the wait is for a complete document
+        without the mark. Waiting for the old <html> element to go stale raced with
+        Chromium: asked about a node in the middle of navigation, chromedriver may answer
+        "Node with given id does not belong to the document", which Selenium does not count
+        as stale (a CI run failed on it).
+        """
+        self.driver.execute_script("window.carehubOldPage = true;")
         element.click()
-        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(page))
+        WebDriverWait(self.driver, 30, ignored_exceptions=(WebDriverException,)).until(
+            lambda driver: driver.execute_script(
+                "return window.carehubOldPage === undefined"
+                " && document.readyState === 'complete';"))
 
     def sign_in(self, username: str) -> None:
         """Through the real sign-in form."""
