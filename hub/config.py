@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     page_size: int = Field(default=20, description="Search results per page without _count")
     max_page_size: int = Field(default=500, description="Largest _count honoured")
     db_pool_size: int = Field(default=10, description="Database connections per hub process")
+    write_concurrency: int | None = Field(
+        default=None, ge=0,
+        description="Write requests (messages, REST and UI writes) one hub process works on at "
+        "once; more wait their turn without a thread, so that reads keep their share of the CPU "
+        "under a burst of messages. 0: no limit. Unset: 1 on PostgreSQL, no limit on SQLite "
+        "(whose writers queue for its one write lock anyway, and share commits)",
+    )
     sqlite_busy_timeout: float = Field(
         default=30.0, description="Seconds an SQLite writer waits for the lock"
     )

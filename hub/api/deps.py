@@ -3,10 +3,12 @@ audit trail of every request (`audited_transaction`, `audit_failure`)."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -28,7 +30,6 @@ from hub.errors import (
 from hub.fhir.jsonio import JSONDict, loads, loads_object
 
 T = TypeVar("T")
-P = ParamSpec("P")
 log = logging.getLogger("hub.audit")
 _JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
 JSON_PATCH = "application/json-patch+json"
@@ -216,15 +217,38 @@ def audited_work(
     return result
 
 
-def _on_worker_thread(work: Callable[P, T]) -> Callable[P, Awaitable[T]]:
-    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        return await run_in_threadpool(work, *args, **kwargs)
+def write_turns(settings: Settings, db: Database) -> int:
+    """How many write requests one process works on at once (0: no limit).
 
-    return run
+    Unset, 1 on PostgreSQL: there writes run side by side, each a busy Python thread, and
+    under 8 writers and 8 readers the reads lost 62-70 % of their rate; with one write at a
+    time per process 30-38 %, while ingest alone kept its rate (bench/mixed.py and
+    bench/ingest.py, 2 API processes, 2 cores). No limit on SQLite: its writers already
+    queue for the one write lock, and the writers waiting in a process share a commit; one
+    at a time cost ingest 30 % there and gave reads nothing measurable."""
+    if settings.write_concurrency is not None:
+        return settings.write_concurrency
+    return 1 if db.dialect == "postgresql" else 0
 
 
-audited_transaction = _on_worker_thread(audited_work)
-"""`audited_work` on a worker thread, awaited from the event loop (what routes use)."""
+async def in_write_turn(request: Request, work: Callable[[], T]) -> T:
+    """Run a write request's `work` on a worker thread once this process has a turn for it:
+    at most HUB_WRITE_CONCURRENCY writes run at once (a bulkhead), the others wait in the
+    event loop, holding no thread. Reads never wait here, so that a burst of messages takes
+    a bounded share of the process (its GIL, its database connections) and the people
+    reading keep theirs (bench/mixed.py)."""
+    limiter: CapacityLimiter | None = getattr(request.app.state, "write_limiter", None)
+    return await to_thread.run_sync(work, limiter=limiter)
+
+
+async def audited_transaction(request: Request, db: Database, subject: Subject,
+                              fn: Callable[[Session], T], **options: Any) -> T:
+    """`audited_work` on a worker thread, awaited from the event loop (what routes use);
+    `options` are audited_work's. A write waits its turn first (`in_write_turn`)."""
+    work = functools.partial(audited_work, request, db, subject, fn, **options)
+    if options.get("reads_only"):
+        return await run_in_threadpool(work)
+    return await in_write_turn(request, work)
 
 
 _INSTANCE_INTERACTIONS: dict[str, Interaction] = {

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
-from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_work, read_body
+from hub.api.deps import (
+    DatabaseDep,
+    SettingsDep,
+    SubjectDep,
+    audited_work,
+    in_write_turn,
+    read_body,
+)
 from hub.api.responses import FhirResponse
 from hub.audit.recorder import Touched
 from hub.messaging.intake import Outcome, check_message, process_message
@@ -30,5 +36,5 @@ async def process_message_route(request: Request, db: DatabaseDep, settings: Set
             interaction="operation", resource_type="Bundle", operation="$process-message",
             touched=lambda _s, out: Touched(out.resources, out.patients))
 
-    outcome = await run_in_threadpool(work)
+    outcome = await in_write_turn(request, work)
     return FhirResponse(outcome.response)
