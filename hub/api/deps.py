@@ -222,7 +222,7 @@ def write_turns(settings: Settings, db: Database) -> int:
 
     Unset, 1 on PostgreSQL: there writes run side by side, each a busy Python thread, and
     under 8 writers and 8 readers the reads lost 62-70 % of their rate; with one write at a
-    time per process 30-38 %, while ingest alone kept its rate (bench/mixed.py and
+    time per process 30-43 %, while ingest alone kept its rate (bench/mixed.py and
     bench/ingest.py, 2 API processes, 2 cores). No limit on SQLite: its writers already
     queue for the one write lock, and the writers waiting in a process share a commit; one
     at a time cost ingest 30 % there and gave reads nothing measurable."""
