@@ -31,10 +31,11 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, description="Database connections per hub process")
     write_concurrency: int | None = Field(
         default=None, ge=0,
-        description="Write requests (messages, REST and UI writes) one hub process works on at "
-        "once; more wait their turn without a thread, so that reads keep their share of the CPU "
-        "under a burst of messages. 0: no limit. Unset: 1 on PostgreSQL, no limit on SQLite "
-        "(whose writers queue for its one write lock anyway, and share commits)",
+        description="FHIR write requests (messages, REST and UI writes; not sign-in or token "
+        "requests) one hub process works on at once; more wait their turn without a thread, "
+        "so that reads keep their share of the CPU under a burst of messages. 0: no limit. "
+        "Unset: 1 on PostgreSQL, no limit on SQLite (whose writers queue for its one write "
+        "lock anyway, and share commits)",
     )
     sqlite_busy_timeout: float = Field(
         default=30.0, description="Seconds an SQLite writer waits for the lock"
