@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from anyio import CapacityLimiter
 from fastapi import Depends, FastAPI
 
 import hub.wiring  # noqa: F401  (every rule registered before any work)
@@ -23,7 +22,7 @@ from hub.api import (
     openapi,
     workflows,
 )
-from hub.api.deps import write_turns
+from hub.api.deps import write_limiter
 from hub.api.formats import check_format
 from hub.audit.recorder import Auditor
 from hub.audit.seal import Sealer
@@ -52,8 +51,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         app.state.auditor = Auditor(Signer.from_file(settings.audit_key_file),
                                     base_url=settings.fhir_base)
         app.state.read_audit = reads = ReadAudit(database, settings)
-        turns = write_turns(settings, database)
-        app.state.write_limiter = CapacityLimiter(turns) if turns else None
+        app.state.write_limiter = write_limiter(settings, database)
         # Adapters first: a process that cannot take its ports starts nothing else.
         channels = inbound_channels(database, settings, app.state.auditor)
         for channel in channels:

@@ -217,8 +217,8 @@ def audited_work(
     return result
 
 
-def write_turns(settings: Settings, db: Database) -> int:
-    """How many write requests one process works on at once (0: no limit).
+def write_limiter(settings: Settings, db: Database) -> CapacityLimiter | None:
+    """The turns of write requests in one process (None: no limit), for the app's state.
 
     Unset, 1 on PostgreSQL: there writes run side by side, each a busy Python thread, and
     under 8 writers and 8 readers the reads lost 62-70 % of their rate; with one write at a
@@ -226,9 +226,10 @@ def write_turns(settings: Settings, db: Database) -> int:
     bench/ingest.py, 2 API processes, 2 cores). No limit on SQLite: its writers already
     queue for the one write lock, and the writers waiting in a process share a commit; one
     at a time cost ingest 30 % there and gave reads nothing measurable."""
-    if settings.write_concurrency is not None:
-        return settings.write_concurrency
-    return 1 if db.dialect == "postgresql" else 0
+    turns = settings.write_concurrency
+    if turns is None:
+        turns = 1 if db.dialect == "postgresql" else 0
+    return CapacityLimiter(turns) if turns else None
 
 
 async def in_write_turn(request: Request, work: Callable[[], T]) -> T:
@@ -242,11 +243,13 @@ async def in_write_turn(request: Request, work: Callable[[], T]) -> T:
 
 
 async def audited_transaction(request: Request, db: Database, subject: Subject,
-                              fn: Callable[[Session], T], **options: Any) -> T:
+                              fn: Callable[[Session], T], *, reads_only: bool = False,
+                              **options: Any) -> T:
     """`audited_work` on a worker thread, awaited from the event loop (what routes use);
-    `options` are audited_work's. A write waits its turn first (`in_write_turn`)."""
-    work = functools.partial(audited_work, request, db, subject, fn, **options)
-    if options.get("reads_only"):
+    `options` are audited_work's others. A write waits its turn first (`in_write_turn`)."""
+    work = functools.partial(audited_work, request, db, subject, fn, reads_only=reads_only,
+                             **options)
+    if reads_only:
         return await run_in_threadpool(work)
     return await in_write_turn(request, work)
 

@@ -82,7 +82,9 @@ def test_a_write_waits_for_a_turn_while_reads_go_on(
         held = HeldValidation(hub.api.messaging.check_message)
         monkeypatch.setattr(hub.api.messaging, "check_message", held)
         limiter = dps.app.state.write_limiter  # type: ignore[attr-defined]
-        message = lambda m: lambda: dps.post("/fhir/$process-message", json=m)  # noqa: E731
+        def message(body: dict[str, Any]) -> Callable[[], httpx.Response]:
+            return lambda: dps.post("/fhir/$process-message", json=body)
+
         with in_background(message(ADMISSION)) as first:
             wait_for(lambda: held.entered == 1, within=15, what="the first message held")
             with in_background(message(CARE_PLAN)) as second, \
