@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from hub.audit.models import AuditRecordRow
 from hub.audit.signing import Signer
+from hub.db.direct import Direct
 from hub.db.types import utcnow
 
 ACTIONS = frozenset({"C", "R", "U", "D", "E"})
@@ -66,12 +67,9 @@ def _index_extension(patient_ref: str | None, agent: str, subtype: str) -> dict[
 
 
 _TABLE = AuditRecordRow.metadata.tables["audit_records"]
-# Built once: statement construction costs more than the statements themselves.
-_INSERT_RECORDS = insert(_TABLE).returning(_TABLE.c.seq, sort_by_parameter_order=True)
-# SQLite: asking SQLAlchemy for RETURNING in parameter order makes it send one INSERT per row;
-# without, the rows go in one statement and their seqs come back by leaf hash (unique: each
-# body holds a fresh uuid). SQLite numbers the rows of one INSERT in the order given.
-_INSERT_RECORDS_BY_HASH = insert(_TABLE).returning(_TABLE.c.seq, _TABLE.c.leaf_hash)
+# Built once: statement construction costs more than the statements themselves. Run on the
+# driver's cursor (hub/db/direct.py): each row's seq comes back in the order given.
+_INSERT_RECORDS = Direct(insert(_TABLE).returning(_TABLE.c.seq))
 
 
 @dataclass(frozen=True)
@@ -119,15 +117,9 @@ def append_all(session: Session, signer: Signer, entries: Sequence[Entry]) -> li
 
 def insert_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[int]:
     """Insert rows made by `signed_rows` (or moved from the read spool, hub/audit/spool.py)
-    as they are, in one statement in the caller's transaction; their seqs, in order."""
-    conn = session.connection()
-    if len(rows) > 1 and conn.dialect.name == "sqlite":
-        seq_of = dict((h, seq) for seq, h in conn.execute(_INSERT_RECORDS_BY_HASH, list(rows)))
-        seqs = [seq_of[r["leaf_hash"]] for r in rows]
-        if seqs != sorted(seqs) or len(seq_of) != len(rows):  # pragma: no cover - see above
-            raise RuntimeError("audit records were numbered out of the order given")
-        return seqs
-    return list(conn.execute(_INSERT_RECORDS, list(rows)).scalars())
+    as they are, in the caller's transaction (one pipelined executemany on PostgreSQL, one
+    driver call per row on SQLite); their seqs, in order."""
+    return [seq for (seq,) in _INSERT_RECORDS.rows_many(session.connection(), rows)]
 
 
 def signed_rows(signer: Signer, entries: Sequence[Entry]) -> list[dict[str, Any]]:

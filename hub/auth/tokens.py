@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.db.auth_models import AccessTokenRow, ClientRow, UsedAssertionRow
+from hub.db.direct import Direct
 from hub.db.types import UTCDateTime, utcnow
 from hub.errors import BadRequestError, GoneError, NotFoundError
 from hub.fhir import jsonio
@@ -273,7 +274,7 @@ def issue_token(session: Session, *, form: Mapping[str, str], token_url: str,
 
 
 # Built once: every request runs it, and building it cost more than running it.
-_SUBJECT_FOR_TOKEN = (
+_SUBJECT_FOR_TOKEN = Direct(
     select(AccessTokenRow.client_id, AccessTokenRow.scope, ClientRow.organization_id)
     .join(ClientRow, ClientRow.id == AccessTokenRow.client_id)
     .where(AccessTokenRow.token_hash == bindparam("token_hash"),
@@ -286,9 +287,10 @@ def subject_for_token(session: Session, token: str, now: datetime) -> Subject | 
     client is disabled."""
     if not token or len(token) > MAX_TOKEN_CHARS:
         return None
-    row = session.connection().execute(
-        _SUBJECT_FOR_TOKEN, {"token_hash": token_hash(token), "now": now}).first()
-    if row is None:
+    rows = _SUBJECT_FOR_TOKEN.rows(session.connection(),
+                                   {"token_hash": token_hash(token), "now": now})
+    if not rows:
         return None
-    return Subject(kind="client", id=row.client_id, organization_id=row.organization_id,
-                   scopes=frozenset(row.scope.split()))
+    client_id, scope, organization_id = rows[0]
+    return Subject(kind="client", id=client_id, organization_id=organization_id,
+                   scopes=frozenset(scope.split()))

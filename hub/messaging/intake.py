@@ -11,8 +11,9 @@ decide and queue one delivery per destination; store the response.
 
 The checks that need no database (`check_message`: the Bundle's shape, validation, the content
 hash) can run before the transaction; the API does so, so that on SQLite the write lock is
-held only for the work that needs it. The statements of this path are built once and run on
-the session's connection (bench/ingest.py).
+held only for the work that needs it. The statements of this path are built once and its
+writes run on the driver's cursor of the session's connection (hub/db/direct.py;
+bench/ingest.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from hub.auth import isolation, scopes
 from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.consent.gate import MessageQuestion
+from hub.db.direct import Direct
 from hub.db.types import utcnow
 from hub.errors import (
     BadRequestError,
@@ -153,11 +155,12 @@ def process_message(session: Session, subject: Subject, settings: Settings, *,
     message = MessageRow(
         sender_org=sender, header_id=header_id, event=event, content_hash=digest,
         bundle_id=str(uuid.uuid4()), received_at=utcnow(), response=b"")
-    claim = _CLAIM[session.get_bind().dialect.name]
-    message_id = session.connection().execute(claim, {
+    conn = session.connection()
+    claimed = _CLAIM[conn.dialect.name].rows(conn, {
         "sender_org": sender, "header_id": header_id, "event": event, "content_hash": digest,
         "patient_ref": None, "content_types": None, "bundle_id": message.bundle_id,
-        "received_at": message.received_at, "response": b""}).scalar()
+        "received_at": message.received_at, "response": b""})
+    message_id = claimed[0][0] if claimed else None
     if message_id is None:
         # Sent before, or a twin holds the key (PostgreSQL waited for it to commit): answer
         # as the first did (or 409 when the same id says something else).
@@ -186,16 +189,16 @@ _EARLIER = select(M.c.content_hash, M.c.response).where(
     M.c.sender_org == bindparam("sender"), M.c.header_id == bindparam("header_id"))
 # Claims (sender, MessageHeader.id); no row back when a twin has it. No savepoint needed:
 # the conflict is not an error, so the transaction goes on.
-_CLAIM = {"sqlite": sqlite_insert(M).on_conflict_do_nothing().returning(M.c.id),
-          "postgresql": postgresql_insert(M).on_conflict_do_nothing().returning(M.c.id)}
-_RESPONSE = update(M).where(M.c.id == bindparam("message_id")).values(
+_CLAIM = {"sqlite": Direct(sqlite_insert(M).on_conflict_do_nothing().returning(M.c.id)),
+          "postgresql": Direct(postgresql_insert(M).on_conflict_do_nothing().returning(M.c.id))}
+_RESPONSE = Direct(update(M).where(M.c.id == bindparam("message_id")).values(
     response=bindparam("answer"), patient_ref=bindparam("patient"),
-    content_types=bindparam("types"))
+    content_types=bindparam("types")))
 F = cast(Table, MessageFullUrlRow.__table__)
 _FULL_URL_TARGETS = select(F.c.full_url, F.c.target).where(
     F.c.full_url.in_(bindparam("urls", expanding=True)))
-_INSERT_FULL_URLS = {"sqlite": sqlite_insert(F).on_conflict_do_nothing(),
-                     "postgresql": postgresql_insert(F).on_conflict_do_nothing()}
+_INSERT_FULL_URLS = {"sqlite": Direct(sqlite_insert(F).on_conflict_do_nothing()),
+                     "postgresql": Direct(postgresql_insert(F).on_conflict_do_nothing())}
 
 
 def _earlier(session: Session, sender: str, header_id: str, digest: str) -> Outcome | None:
@@ -286,7 +289,7 @@ def _accept(session: Session, settings: Settings, bundle: dict[str, Any],
     destinations = _route(session, settings, accepted, header, content_types, stored)
     response = _response(settings, header, event, destinations, accepted.notes,
                          accepted.warnings)
-    session.connection().execute(_RESPONSE, {
+    _RESPONSE.run(session.connection(), {
         "message_id": message.id, "answer": dumps_bytes(response),
         "patient": message.patient_ref, "types": message.content_types})
     return Outcome(response, False, (*stored, kept.relative_url),
@@ -323,8 +326,8 @@ def _remember_full_urls(session: Session, own: dict[str, str]) -> None:
     """Keep where this message's urn:uuid fullUrls went; one already kept stays as it was."""
     rows = [{"full_url": u, "target": t} for u, t in own.items() if u.startswith("urn:uuid:")]
     if rows:
-        insert_new = _INSERT_FULL_URLS[session.get_bind().dialect.name]
-        session.connection().execute(insert_new, rows)
+        conn = session.connection()
+        _INSERT_FULL_URLS[conn.dialect.name].run_many(conn, rows)
 
 
 def _route(session: Session, settings: Settings, accepted: Accepted, header: dict[str, Any],

@@ -16,6 +16,7 @@ from hub.config import Settings
 from hub.consent import bases
 from hub.consent.gate import MessageQuestion, decision_item, log_decision
 from hub.consent.policy import Verdict
+from hub.db.direct import Direct
 from hub.db.types import utcnow
 from hub.messaging.models import DeliveryRow
 
@@ -25,7 +26,7 @@ def decide_delivery(session: Session, settings: Settings, question: MessageQuest
     return bases.gate(session, settings).message_verdict(question)
 
 
-_INSERT_DELIVERY = insert(cast(Table, DeliveryRow.__table__))
+_INSERT_DELIVERY = Direct(insert(cast(Table, DeliveryRow.__table__)))
 
 
 def queue_delivery(
@@ -44,7 +45,7 @@ def queue_delivery(
     verdict = decide_delivery(session, settings, question)
     queued = verdict.decision != "deny"
     now = utcnow()
-    session.connection().execute(_INSERT_DELIVERY, {
+    _INSERT_DELIVERY.run(session.connection(), {
         "message_id": message_id, "receiver_org": question.receiver_org,
         "patient_ref": patient_ref, "status": "queued" if queued else "withheld",
         "decision": verdict.decision, "basis": verdict.basis, "reason": verdict.reason,

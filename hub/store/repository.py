@@ -14,6 +14,7 @@ from typing import Any, cast
 from sqlalchemy import Dialect, Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from hub.db.direct import Direct
 from hub.db.models import (
     DateIndexRow,
     ReferenceIndexRow,
@@ -104,12 +105,13 @@ def list_versions(
     ))
 
 
-_INSERT_VERSION = insert(V)
-_WRITE_VERSION = (update(R).where(R.c.pk == bindparam("at_pk"),
-                                  R.c.version_id == bindparam("at_version"))
-                  .values(version_id=bindparam("new_version"), last_updated_at=bindparam("at"),
-                          deleted=bindparam("is_deleted"), body=bindparam("new_body")))
-_INSERT_INDEX = tuple(insert(table) for table in INDEX_TABLES)
+_INSERT_VERSION = Direct(insert(V))
+_WRITE_VERSION = Direct(update(R).where(R.c.pk == bindparam("at_pk"),
+                                        R.c.version_id == bindparam("at_version"))
+                        .values(version_id=bindparam("new_version"),
+                                last_updated_at=bindparam("at"), deleted=bindparam("is_deleted"),
+                                body=bindparam("new_body")))
+_INSERT_INDEX = tuple(Direct(insert(table)) for table in INDEX_TABLES)
 
 
 def _unnest_insert(table: Table, types: dict[str, str]) -> str:
@@ -126,11 +128,11 @@ _INDEX_COLUMNS = (
 )
 # PostgreSQL: the rows of all four index tables in one statement (a round trip each cost
 # more than the inserts), one array per column; data-modifying CTEs all run to completion.
-_INSERT_INDEX_PG = text(
+_INSERT_INDEX_PG = Direct(text(
     "WITH " + ", ".join(f"i{n} AS ({_unnest_insert(table, columns)})"
                         for n, (table, columns) in enumerate(
                             zip(INDEX_TABLES[:3], _INDEX_COLUMNS[:3], strict=True)))
-    + " " + _unnest_insert(INDEX_TABLES[3], _INDEX_COLUMNS[3]))
+    + " " + _unnest_insert(INDEX_TABLES[3], _INDEX_COLUMNS[3])))
 _DELETE_INDEX = tuple(delete(table).where(table.c.resource_pk == bindparam("pk"))
                       for table in INDEX_TABLES)
 
@@ -146,10 +148,10 @@ class NewResource:
     owner_org: str | None
 
 
-_INSERT_RESOURCES = insert(R).returning(R.c.pk, R.c.resource_type, R.c.logical_id)
+_INSERT_RESOURCES = Direct(insert(R).returning(R.c.pk))
 # PostgreSQL: the rows and their first versions in one statement (arrays per column, as the
 # index rows), the body sent once.
-_INSERT_RESOURCES_PG = text(
+_INSERT_RESOURCES_PG = Direct(text(
     "WITH r AS (INSERT INTO resources (resource_type, logical_id, version_id, last_updated_at, "
     "deleted, body, owner_org) SELECT t, i, 1, a, false, b, o FROM unnest("
     "CAST(:types AS text[]), CAST(:ids AS text[]), CAST(:ats AS timestamptz[]), "
@@ -157,34 +159,33 @@ _INSERT_RESOURCES_PG = text(
     "RETURNING pk, resource_type, logical_id, last_updated_at, body), "
     "v AS (INSERT INTO resource_versions (resource_pk, version_id, last_updated_at, method, "
     "body) SELECT pk, 1, last_updated_at, 'POST', body FROM r) "
-    "SELECT pk, resource_type, logical_id FROM r")
+    "SELECT pk, resource_type, logical_id FROM r"))
 
 
 def insert_resources(session: Session, new: Sequence[NewResource]) -> list[int]:
-    """Insert version 1 of new logical resources, one statement for their rows and one for
-    their versions; their pks, in order. IntegrityError if a Type/id is taken.
+    """Insert version 1 of new logical resources and their versions; their pks, in order.
+    IntegrityError if a Type/id is taken.
 
-    The pks come back by Type/id rather than in parameter order: asking SQLAlchemy for
-    ordered RETURNING makes it send one INSERT per row on SQLite."""
+    PostgreSQL: one statement for both (the pks come back by Type/id). SQLite: one INSERT
+    per row on the driver's cursor (each a few microseconds; its driver cannot return rows
+    from an executemany), then one executemany for the versions."""
     if not new:
         return []
     conn = session.connection()
     if conn.dialect.name == "postgresql":
-        returned = conn.execute(_INSERT_RESOURCES_PG, {
+        returned = _INSERT_RESOURCES_PG.rows(conn, {
             "types": [n.resource_type for n in new], "ids": [n.logical_id for n in new],
             "ats": [_utc(n.at, conn.dialect) for n in new], "bodies": [n.body for n in new],
-            "owners": [n.owner_org for n in new]}).all()
+            "owners": [n.owner_org for n in new]})
         pk_of = {(rtype, rid): pk for pk, rtype, rid in returned}
         return [pk_of[(n.resource_type, n.logical_id)] for n in new]
     rows = [{"resource_type": n.resource_type, "logical_id": n.logical_id, "version_id": 1,
              "last_updated_at": n.at, "deleted": False, "body": n.body,
              "owner_org": n.owner_org} for n in new]
-    returned = conn.execute(_INSERT_RESOURCES, rows[0] if len(rows) == 1 else rows).all()
-    pk_of = {(rtype, rid): pk for pk, rtype, rid in returned}
-    pks = [pk_of[(n.resource_type, n.logical_id)] for n in new]
-    versions = [{"resource_pk": pk, "version_id": 1, "last_updated_at": n.at,
-                 "method": "POST", "body": n.body} for pk, n in zip(pks, new, strict=True)]
-    conn.execute(_INSERT_VERSION, versions[0] if len(versions) == 1 else versions)
+    pks = [pk for (pk,) in _INSERT_RESOURCES.rows_many(conn, rows)]
+    _INSERT_VERSION.run_many(conn, [
+        {"resource_pk": pk, "version_id": 1, "last_updated_at": n.at, "method": "POST",
+         "body": n.body} for pk, n in zip(pks, new, strict=True)])
     return pks
 
 
@@ -194,13 +195,13 @@ def write_version(
     """Make version current+1 if nobody else did first; False when the version moved on."""
     new_version = current.version_id + 1
     conn = session.connection()
-    result = conn.execute(_WRITE_VERSION, {
+    moved = _WRITE_VERSION.run(conn, {
         "at_pk": current.pk, "at_version": current.version_id, "new_version": new_version,
         "at": at, "is_deleted": body is None, "new_body": body})
-    if result.rowcount != 1:
+    if moved != 1:
         return False
-    conn.execute(_INSERT_VERSION, {"resource_pk": current.pk, "version_id": new_version,
-                                   "last_updated_at": at, "method": method, "body": body})
+    _INSERT_VERSION.run(conn, {"resource_pk": current.pk, "version_id": new_version,
+                               "last_updated_at": at, "method": method, "body": body})
     return True
 
 
@@ -233,14 +234,13 @@ def insert_index(session: Session, items: Sequence[tuple[int, str, IndexValues]]
     conn = session.connection()
     if conn.dialect.name == "postgresql":
         if any(rows):
-            conn.execute(_INSERT_INDEX_PG, {
+            _INSERT_INDEX_PG.run(conn, {
                 f"{table.name}_{column}": [_utc(r[column], conn.dialect) for r in batch]
                 for table, columns, batch in zip(INDEX_TABLES, _INDEX_COLUMNS, rows, strict=True)
                 for column in columns})
         return
     for insert_rows, batch in zip(_INSERT_INDEX, rows, strict=True):
-        if batch:
-            conn.execute(insert_rows, batch)
+        insert_rows.run_many(conn, batch)
 
 
 _UTC = UTCDateTime()

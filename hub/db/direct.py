@@ -1,0 +1,187 @@
+"""Statements of the message path run straight on the driver's cursor.
+
+SQLAlchemy's Core `Connection.execute` spends 60-150 us of Python per statement on work a
+fixed statement does not need: a cache lookup for its compiled form, an execution context,
+parameter processing through generic machinery, a result object. The message path runs
+about twenty statements per message, most of them inside SQLite's one write lock, and that
+overhead was the largest single cost of a message (bench/ingest.py, py-spy: 40 % of the
+worker thread's own time in sqlalchemy frames against under 5 % in the driver).
+
+A `Direct` statement is a Core statement compiled once per dialect and shape (the keys of
+the parameters it is given); running it binds the parameters through the columns' own
+bind processors (so a value is written exactly as SQLAlchemy writes it) and calls the
+DBAPI cursor of the session's connection, in the session's transaction. The engine's
+`before_cursor_execute` listeners still see every driver call (tests count statements), and
+the driver's errors come out as SQLAlchemy's (IntegrityError, OperationalError, ...), with a
+connection the database dropped invalidated, as `Connection.execute` does: the callers'
+handlers (a taken id, a database away: 503) work alike on both paths.
+
+Only statements that need no more than that may be Direct: no Python-side column defaults
+(every column is given), no expanding IN, and result columns the driver returns as they
+are (no result processing); `Direct` refuses others when it compiles them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+Row = tuple[Any, ...]
+Bind = Callable[[Mapping[str, Any]], Any]
+
+
+class _Compiled:
+    """One compiled form: its SQL and how to turn a mapping of values into its parameters."""
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect,
+                 keys: tuple[str, ...] | None) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys) if keys else None)
+        assert isinstance(compiled, SQLCompiler)
+        refused = _refusal(compiled, dialect)
+        if refused:
+            raise TypeError(f"{refused}; run it through Connection.execute: {compiled.string}")
+        self.sql = compiled.string
+        processors = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for bind, name in compiled.bind_names.items()}
+        names = list(compiled.positiontup or []) if compiled.positional else list(processors)
+        steps = [(name, processors.get(name)) for name in names]
+
+        if compiled.positional:
+            def bind(values: Mapping[str, Any]) -> Any:
+                return tuple(values[n] if p is None or values[n] is None else p(values[n])
+                             for n, p in steps)
+        else:
+            def bind(values: Mapping[str, Any]) -> Any:
+                return {n: values[n] if p is None or values[n] is None else p(values[n])
+                        for n, p in steps}
+        self.bind: Bind = bind
+
+
+def _refusal(compiled: SQLCompiler, dialect: Dialect) -> str:
+    """Why `compiled` cannot run Direct ('' when it can)."""
+    if compiled.insert_prefetch or compiled.update_prefetch:
+        return "it has columns whose values SQLAlchemy computes (Python-side defaults)"
+    if any(b.expanding for b in compiled.binds.values()):
+        return "it has an expanding IN parameter"
+    for column in getattr(compiled.statement, "exported_columns", ()):
+        if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None:
+            return f"its result column {column.name} needs result processing"
+    return ""
+
+
+class Direct:
+    """A Core statement run on the driver's cursor of a session's connection (see the
+    module's docstring). Build at import time; compiled on first use per dialect and shape."""
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._forms: dict[tuple[str, tuple[str, ...] | None], _Compiled] = {}
+
+    def _form(self, dialect: Dialect, values: Mapping[str, Any]) -> _Compiled:
+        keys = tuple(values) if self._shaped else None
+        key = (dialect.name, keys)
+        form = self._forms.get(key)
+        if form is None:
+            form = self._forms[key] = _Compiled(self.statement, dialect, keys)
+        return form
+
+    @property
+    def _shaped(self) -> bool:
+        """An INSERT without its own values takes its columns from the parameters' keys."""
+        return getattr(self.statement, "is_insert", False) and not getattr(
+            self.statement, "_values", None) and not getattr(
+            self.statement, "_multi_values", None)
+
+    def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[Row]:
+        """Run once with `values`; the rows it returns ([] for a statement returning none)."""
+        form = self._form(conn.dialect, values)
+        params = form.bind(values)
+        with _cursor(conn, form.sql, params) as cursor:
+            _tell(conn, cursor, form.sql, params, many=False)
+            cursor.execute(form.sql, params)
+            return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
+
+    def run(self, conn: Connection, values: Mapping[str, Any]) -> int:
+        """Run once with `values` (a statement that returns no rows); its row count."""
+        form = self._form(conn.dialect, values)
+        params = form.bind(values)
+        with _cursor(conn, form.sql, params) as cursor:
+            _tell(conn, cursor, form.sql, params, many=False)
+            cursor.execute(form.sql, params)
+            count: int = cursor.rowcount
+            return count
+
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run once per row of `rows` (all of one shape), as one executemany; no rows back."""
+        if not rows:
+            return
+        form = self._form(conn.dialect, rows[0])
+        params = [form.bind(r) for r in rows]
+        with _cursor(conn, form.sql, params) as cursor:
+            _tell(conn, cursor, form.sql, params, many=True)
+            cursor.executemany(form.sql, params)
+
+    def rows_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Row]:
+        """Run once per row of `rows` (all of one shape); what each returned, in the order of
+        `rows` (one statement each on SQLite, whose driver cannot return rows from an
+        executemany; one pipelined executemany on PostgreSQL)."""
+        if not rows:
+            return []
+        form = self._form(conn.dialect, rows[0])
+        params = [form.bind(r) for r in rows]
+        out: list[Row] = []
+        with _cursor(conn, form.sql, params) as cursor:
+            if conn.dialect.name == "postgresql":
+                _tell(conn, cursor, form.sql, params, many=True)
+                cursor.executemany(form.sql, params, returning=True)
+                while True:
+                    out.extend(tuple(r) for r in cursor.fetchall())
+                    if not cursor.nextset():
+                        break
+            else:
+                for p in params:
+                    _tell(conn, cursor, form.sql, p, many=False)
+                    cursor.execute(form.sql, p)
+                    out.extend(tuple(r) for r in cursor.fetchall())
+        return out
+
+
+@contextmanager
+def _cursor(conn: Connection, sql: str, params: Any) -> Iterator[Any]:
+    """A cursor of `conn`'s driver connection, in its transaction (begun if not yet), closed
+    after; a driver error in the block is raised as SQLAlchemy's, as `Connection.execute`
+    raises it: the matching DBAPIError subclass, and a connection the database dropped
+    invalidated (the pool then opens a new one)."""
+    if not conn.in_transaction():
+        conn.begin()
+    driver = conn.connection.dbapi_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    dialect = conn.dialect
+    try:
+        yield cursor
+    except dialect.loaded_dbapi.Error as exc:
+        gone = dialect.is_disconnect(exc, driver, cursor)
+        if gone:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(sql, params, exc, dialect.loaded_dbapi.Error,
+                                  connection_invalidated=gone, dialect=dialect) from exc
+    finally:
+        with suppress(dialect.loaded_dbapi.Error):  # its connection is gone: nothing to close
+            cursor.close()
+
+
+def _tell(conn: Connection, cursor: Any, sql: str, params: Any, *, many: bool) -> None:
+    """Tell the engine's before_cursor_execute listeners of one driver call, as SQLAlchemy
+    does (tests count and explain statements that way)."""
+    listeners = conn.dispatch.before_cursor_execute
+    if listeners:
+        listeners(conn, cursor, sql, params, None, many)
