@@ -54,6 +54,7 @@ from hub.consent.policy import (
     custodians,
     decide,
 )
+from hub.db.direct import Direct
 from hub.db.types import utcnow
 from hub.fhir import refs, vocab
 from hub.store import visibility
@@ -64,11 +65,11 @@ from hub.store.types import SERVED
 
 T_REF = INDEX_TABLES[1]
 # A patient's current Consents with their owners, built once (asked on every routing decision).
-_CONSENTS_OF = select(R.c.body, R.c.owner_org).where(
+_CONSENTS_OF = Direct(select(R.c.body, R.c.owner_org).where(
     R.c.pk.in_(select(T_REF.c.resource_pk).where(
         T_REF.c.resource_type == "Consent", T_REF.c.param == "patient",
         T_REF.c.target_type == "Patient", T_REF.c.target_id == bindparam("patient_id"))),
-    R.c.deleted.is_(False)).order_by(R.c.pk)
+    R.c.deleted.is_(False)).order_by(R.c.pk))
 # The types with a `patient` search parameter: naming them lets the reference index (which
 # leads with the resource type) find a patient's records instead of scanning all references.
 _ABOUT_PATIENT_TYPES = sorted(t for t in SERVED if params_for(t).get("patient") is not None)
@@ -177,7 +178,8 @@ class Gate:
 
     def _stored_consents(self, patient_id: str) -> list[tuple[dict[str, Any], str | None]]:
         if patient_id not in self._consents:
-            rows = self.session.execute(_CONSENTS_OF, {"patient_id": patient_id})
+            self.session.flush()  # as Session.execute would: what this transaction wrote
+            rows = _CONSENTS_OF.rows(self.session.connection(), {"patient_id": patient_id})
             self._consents[patient_id] = [(decode_body(body), owner) for body, owner in rows
                                           if body is not None]
         return self._consents[patient_id]

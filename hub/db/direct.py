@@ -16,9 +16,11 @@ the driver's errors come out as SQLAlchemy's (IntegrityError, OperationalError, 
 connection the database dropped invalidated, as `Connection.execute` does: the callers'
 handlers (a taken id, a database away: 503) work alike on both paths.
 
-Only statements that need no more than that may be Direct: no Python-side column defaults
-(every column is given), no expanding IN, and result columns the driver returns as they
-are (no result processing); `Direct` refuses others when it compiles them.
+Rows come back as tuples, each value through its column's result processing (a UTC
+datetime, a bool), as SQLAlchemy gives it. Only statements that need no more than that may
+be Direct: no Python-side column defaults (every column is given), no expanding IN, no
+number columns in the result (their processing depends on the driver's type); `Direct`
+refuses others when it compiles them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Numeric
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
@@ -48,21 +50,43 @@ class _Compiled:
         if refused:
             raise TypeError(f"{refused}; run it through Connection.execute: {compiled.string}")
         self.sql = compiled.string
-        processors = {
-            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
-            for bind, name in compiled.bind_names.items()}
-        names = list(compiled.positiontup or []) if compiled.positional else list(processors)
-        steps = [(name, processors.get(name)) for name in names]
+        by_name = {name: bind for bind, name in compiled.bind_names.items()}
+        names = list(compiled.positiontup or []) if compiled.positional else list(by_name)
+        steps = [(name, by_name[name].type.dialect_impl(dialect).bind_processor(dialect))
+                 for name in names]
+        # values the statement holds itself (a literal in a condition), unless given
+        fixed = {name: bind.effective_value for name, bind in by_name.items()
+                 if not bind.required}
 
         if compiled.positional:
             def bind(values: Mapping[str, Any]) -> Any:
+                if fixed:
+                    values = {**fixed, **values}
                 return tuple(values[n] if p is None or values[n] is None else p(values[n])
                              for n, p in steps)
         else:
             def bind(values: Mapping[str, Any]) -> Any:
+                if fixed:
+                    values = {**fixed, **values}
                 return {n: values[n] if p is None or values[n] is None else p(values[n])
                         for n, p in steps}
         self.bind: Bind = bind
+        results = [column.type.dialect_impl(dialect).result_processor(dialect, None)
+                   for column in getattr(compiled.statement, "exported_columns", ())]
+        self.convert: Callable[[Row], Row] | None = None
+        if any(results):
+            def convert(row: Row) -> Row:
+                return tuple(v if p is None else p(v) for v, p in zip(row, results, strict=True))
+            self.convert = convert
+
+
+    def rows(self, cursor: Any) -> list[Row]:
+        """The rows `cursor` has, each value as SQLAlchemy would give it (result processing of
+        the column's type: a UTC datetime, a bool)."""
+        fetched = cursor.fetchall()
+        if self.convert is None:
+            return [tuple(r) for r in fetched]
+        return [self.convert(r) for r in fetched]
 
 
 def _refusal(compiled: SQLCompiler, dialect: Dialect) -> str:
@@ -72,8 +96,8 @@ def _refusal(compiled: SQLCompiler, dialect: Dialect) -> str:
     if any(b.expanding for b in compiled.binds.values()):
         return "it has an expanding IN parameter"
     for column in getattr(compiled.statement, "exported_columns", ()):
-        if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None:
-            return f"its result column {column.name} needs result processing"
+        if isinstance(column.type, Numeric):  # its processing depends on the driver's type
+            return f"its result column {getattr(column, 'name', column)} is a number column"
     return ""
 
 
@@ -107,7 +131,7 @@ class Direct:
         with _cursor(conn, form.sql, params) as cursor:
             _tell(conn, cursor, form.sql, params, many=False)
             cursor.execute(form.sql, params)
-            return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
+            return form.rows(cursor) if cursor.description else []
 
     def run(self, conn: Connection, values: Mapping[str, Any]) -> int:
         """Run once with `values` (a statement that returns no rows); its row count."""
@@ -143,14 +167,14 @@ class Direct:
                 _tell(conn, cursor, form.sql, params, many=True)
                 cursor.executemany(form.sql, params, returning=True)
                 while True:
-                    out.extend(tuple(r) for r in cursor.fetchall())
+                    out.extend(form.rows(cursor))
                     if not cursor.nextset():
                         break
             else:
                 for p in params:
                     _tell(conn, cursor, form.sql, p, many=False)
                     cursor.execute(form.sql, p)
-                    out.extend(tuple(r) for r in cursor.fetchall())
+                    out.extend(form.rows(cursor))
         return out
 
 

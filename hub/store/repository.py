@@ -63,15 +63,14 @@ _CURRENT_COLS = CURRENT_COLUMNS = (R.c.pk, R.c.resource_type, R.c.logical_id, R.
                  R.c.last_updated_at, R.c.deleted, R.c.body, R.c.owner_org)
 
 
-_GET_CURRENT = select(*_CURRENT_COLS).where(R.c.resource_type == bindparam("rtype"),
-                                           R.c.logical_id == bindparam("rid"))
+_GET_CURRENT = Direct(select(*_CURRENT_COLS).where(R.c.resource_type == bindparam("rtype"),
+                                                  R.c.logical_id == bindparam("rid")))
 
 
 def get_current(session: Session, resource_type: str, logical_id: str) -> Current | None:
     """The current row of Type/id, deleted or not, or None if it never existed."""
-    row = session.connection().execute(
-        _GET_CURRENT, {"rtype": resource_type, "rid": logical_id}).first()
-    return _current(row)
+    rows = _GET_CURRENT.rows(session.connection(), {"rtype": resource_type, "rid": logical_id})
+    return Current(*rows[0]) if rows else None
 
 
 _CURRENT_BY_PK = select(*_CURRENT_COLS).where(R.c.pk.in_(bindparam("pks", expanding=True)))

@@ -15,9 +15,11 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     Table,
     bindparam,
+    cast,
     create_engine,
     event,
     func,
@@ -119,8 +121,7 @@ def test_statements_it_cannot_run_are_refused_before_they_run(probe: Database) -
                                   {k: v for k, v in row("x").items() if k != "made"}),
         "an expanding IN": (Direct(select(PROBE.c.id).where(
             PROBE.c.name.in_(bindparam("names", expanding=True)))), {"names": ["x"]}),
-        "a result column": (Direct(select(PROBE.c.at).where(PROBE.c.name == bindparam("n"))),
-                            {"n": "x"}),
+        "a number column": (Direct(select(cast(PROBE.c.id, Numeric(10, 2)))), {}),
     }
     with probe.session(write=True) as s:
         for why, (statement, values) in refused.items():
@@ -129,6 +130,21 @@ def test_statements_it_cannot_run_are_refused_before_they_run(probe: Database) -
             assert not [q for q in seen if "direct_probe" in q], why
         # control: a plain select of a plain column runs
         assert Direct(select(PROBE.c.name)).rows(s.connection(), {}) == []
+
+
+def test_rows_come_back_as_sqlalchemy_gives_them(probe: Database) -> None:
+    at = datetime(2026, 12, 3, 23, 30, 0, 123456, tzinfo=UTC)
+    with probe.session(write=True) as s:
+        INSERT.run_many(s.connection(), [row("a", at, flag=True), row("b", None, flag=False)])
+    # a literal the statement holds ("b" is not given) and a UTC datetime and a bool back
+    both = Direct(select(PROBE.c.name, PROBE.c.at, PROBE.c.flag).where(
+        (PROBE.c.name == bindparam("n")) | (PROBE.c.name == "b")).order_by(PROBE.c.name))
+    with probe.session(write=False) as s:
+        got = both.rows(s.connection(), {"n": "a"})
+        core = [tuple(r) for r in s.execute(both.statement, {"n": "a"})]
+    assert got == core == [("a", at, True), ("b", None, False)]
+    assert got[0][1].tzinfo is not None
+    assert type(got[0][2]) is bool
 
 
 def test_listeners_see_each_driver_call(probe: Database) -> None:
