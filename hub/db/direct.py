@@ -81,7 +81,6 @@ class _Compiled:
                 return tuple(v if p is None else p(v) for v, p in zip(row, results, strict=True))
             self.convert = convert
 
-
     def rows(self, cursor: Any) -> list[Row]:
         """The rows `cursor` has, each value as SQLAlchemy would give it (result processing of
         the column's type: a UTC datetime, a bool)."""
@@ -110,6 +109,10 @@ class Direct:
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
         self._forms: dict[tuple[str, tuple[str, ...] | None], _Compiled] = {}
+        # An INSERT without values of its own takes its columns from the parameters' keys:
+        # one compiled form per set of keys.
+        self._shaped = bool(getattr(statement, "is_insert", False) and not getattr(
+            statement, "_values", None) and not getattr(statement, "_multi_values", None))
 
     def _form(self, dialect: Dialect, values: Mapping[str, Any]) -> _Compiled:
         keys = tuple(values) if self._shaped else None
@@ -118,13 +121,6 @@ class Direct:
         if form is None:
             form = self._forms[key] = _Compiled(self.statement, dialect, keys)
         return form
-
-    @property
-    def _shaped(self) -> bool:
-        """An INSERT without its own values takes its columns from the parameters' keys."""
-        return getattr(self.statement, "is_insert", False) and not getattr(
-            self.statement, "_values", None) and not getattr(
-            self.statement, "_multi_values", None)
 
     def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[Row]:
         """Run once with `values`; the rows it returns ([] for a statement returning none)."""
