@@ -207,3 +207,27 @@ def _tell(conn: Connection, cursor: Any, sql: str, params: Any, *, many: bool) -
     listeners = conn.dispatch.before_cursor_execute
     if listeners:
         listeners(conn, cursor, sql, params, None, many)
+
+
+def plain_savepoints(dialect: Dialect) -> None:
+    """Make `dialect` (one engine's) run SAVEPOINT, RELEASE SAVEPOINT and ROLLBACK TO SAVEPOINT
+    as plain SQL on the driver's cursor, errors translated as above. SQLAlchemy compiles a new
+    statement for each savepoint (their names differ: sa_savepoint_1, _2, ...): on SQLite's
+    group commit, where every member runs in a savepoint inside the write lock, that was about
+    6 % of the lock's time (bench/ingest.py, py-spy). The name is quoted as SQLAlchemy's
+    compiler quotes it (the preparer keeps each name's quoted form)."""
+    quote = dialect.identifier_preparer.quote
+
+    def plain(verb: str) -> Callable[[Connection, str], None]:
+        def run(conn: Connection, name: str) -> None:
+            sql = f"{verb} {quote(name)}"
+            with _cursor(conn, sql, ()) as cursor:
+                _tell(conn, cursor, sql, (), many=False)
+                cursor.execute(sql)
+        return run
+
+    # Instance attributes of this dialect, the Dialect interface's own hooks for savepoints.
+    hooks = {"do_savepoint": "SAVEPOINT", "do_release_savepoint": "RELEASE SAVEPOINT",
+             "do_rollback_to_savepoint": "ROLLBACK TO SAVEPOINT"}
+    for hook, verb in hooks.items():
+        setattr(dialect, hook, plain(verb))

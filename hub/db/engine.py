@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import Settings
 from hub.db import lockstats
+from hub.db.direct import plain_savepoints
 
 
 class _WriterQueue:
@@ -177,17 +178,19 @@ def make_engine(url: str, settings: Settings) -> Engine:
             url, connect_args={"check_same_thread": False, "timeout": settings.sqlite_busy_timeout}
         )
         _sqlite_setup(engine, settings.sqlite_busy_timeout)
-        return engine
-    return create_engine(
-        url,
-        # No server-side prepared statements: after five runs PostgreSQL would switch a search
-        # to a generic plan that ignores the values and scans (bench/store.py: 4.7 searches/s
-        # instead of about 400 at 100k resources).
-        connect_args={"prepare_threshold": None} if "+psycopg" in url else {},
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
-    )
+    else:
+        engine = create_engine(
+            url,
+            # No server-side prepared statements: after five runs PostgreSQL would switch a
+            # search to a generic plan that ignores the values and scans (bench/store.py: 4.7
+            # searches/s instead of about 400 at 100k resources).
+            connect_args={"prepare_threshold": None} if "+psycopg" in url else {},
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_pool_size,
+            pool_pre_ping=True,
+        )
+    plain_savepoints(engine.dialect)
+    return engine
 
 
 def _commit(queue: _WriterQueue, group: _Group) -> None:

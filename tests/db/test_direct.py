@@ -29,6 +29,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.sql.expression import (
+    ReleaseSavepointClause,
+    RollbackToSavepointClause,
+    SavepointClause,
+)
 
 from hub.db.direct import Direct
 from hub.db.engine import Database
@@ -157,6 +162,39 @@ def test_listeners_see_each_driver_call(probe: Database) -> None:
     probes = [many for sql, many in seen if "direct_probe" in sql]
     # one executemany; then one pipelined executemany (PostgreSQL) or a call per row
     assert probes == ([True, True] if probe.dialect == "postgresql" else [True, False, False])
+
+
+def test_savepoints_keep_and_undo_as_sqlalchemys_own_statements(probe: Database) -> None:
+    # hub/db/direct.py's plain_savepoints: the engine's savepoints run as plain SQL, the very
+    # statements SQLAlchemy's compiler writes (names quoted where needed), with their meaning
+    seen: list[str] = []
+    event.listen(probe.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    dialect = probe.engine.dialect
+    with probe.session(write=True) as s:
+        INSERT.run(s.connection(), row("outer"))
+        with s.begin_nested():
+            INSERT.run(s.connection(), row("released"))
+        with suppress(LookupError), s.begin_nested():
+            INSERT.run(s.connection(), row("undone"))
+            raise LookupError
+        conn = s.connection()
+        dialect.do_savepoint(conn, "select")  # a reserved word: quoted, as the compiler does
+        INSERT.run(conn, row("undone too"))
+        dialect.do_rollback_to_savepoint(conn, "select")
+        dialect.do_release_savepoint(conn, "select")
+        INSERT.run(conn, row("after"))  # control: the transaction goes on
+    with probe.session(write=False) as s:
+        names = sorted(s.scalars(select(PROBE.c.name)))
+    assert names == ["after", "outer", "released"]
+    said = [q for q in seen if "SAVEPOINT" in q]
+    compiled = [str(clause(name).compile(dialect=dialect)) for clause, name in (
+        (SavepointClause, "select"), (RollbackToSavepointClause, "select"),
+        (ReleaseSavepointClause, "select"))]
+    at = said.index(compiled[0])
+    assert said[at:at + 3] == compiled
+    assert compiled[0] != "SAVEPOINT select"  # quoted
+    assert sum("ROLLBACK TO SAVEPOINT" in q for q in said) == 2
+    assert sum(q.startswith("RELEASE SAVEPOINT") for q in said) >= 2
 
 
 def test_a_connection_the_server_dropped_is_operational_error_then_replaced(
