@@ -22,8 +22,8 @@ from hub.api import (
     openapi,
     workflows,
 )
-from hub.api.deps import write_limiter
 from hub.api.formats import check_format
+from hub.api.turns import write_turns
 from hub.audit.recorder import Auditor
 from hub.audit.seal import Sealer
 from hub.audit.signing import Signer, public_keys_from
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         app.state.auditor = Auditor(Signer.from_file(settings.audit_key_file),
                                     base_url=settings.fhir_base)
         app.state.read_audit = reads = ReadAudit(database, settings)
-        app.state.write_limiter = write_limiter(settings, database)
+        app.state.write_turns = write_turns(settings, database.dialect)
         # Adapters first: a process that cannot take its ports starts nothing else.
         channels = inbound_channels(database, settings, app.state.auditor)
         for channel in channels:

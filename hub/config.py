@@ -35,7 +35,15 @@ class Settings(BaseSettings):
         "requests) one hub process works on at once; more wait their turn without a thread, "
         "so that reads keep their share of the CPU under a burst of messages. 0: no limit. "
         "Unset: 1 on PostgreSQL, no limit on SQLite (whose writers queue for its one write "
-        "lock anyway, and share commits)",
+        "lock anyway, and share commits). This many while the process serves a read; see "
+        "write_burst for while it serves none (hub/api/turns.py)",
+    )
+    write_burst: int | None = Field(
+        default=None, ge=0,
+        description="FHIR write requests one hub process works on at once while it serves no "
+        "read (a burst of messages with nobody reading), when write_concurrency limits them; "
+        "never fewer than write_concurrency. Unset: 4 on PostgreSQL when write_concurrency is "
+        "unset too, else write_concurrency",
     )
     sqlite_busy_timeout: float = Field(
         default=30.0, description="Seconds an SQLite writer waits for the lock"

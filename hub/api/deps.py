@@ -8,11 +8,12 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from anyio import CapacityLimiter, to_thread
+from anyio import to_thread
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from hub.api.turns import WriteTurns
 from hub.audit.events import TOKEN, Interaction, Outcome, agent_name, token_event
 from hub.audit.recorder import NOTHING, Auditor, Touched, take_disclosures
 from hub.audit.spool import ReadAudit
@@ -217,29 +218,20 @@ def audited_work(
     return result
 
 
-def write_limiter(settings: Settings, db: Database) -> CapacityLimiter | None:
-    """The turns of write requests in one process (None: no limit), for the app's state.
-
-    Unset, 1 on PostgreSQL: there writes run side by side, each a busy Python thread, and
-    under 8 writers and 8 readers the reads lost 62-70 % of their rate; with one write at a
-    time per process 30-43 %, while ingest alone kept its rate (bench/mixed.py and
-    bench/ingest.py, 2 API processes, 2 cores). No limit on SQLite: its writers already
-    queue for the one write lock, and the writers waiting in a process share a commit; one
-    at a time cost ingest 30 % there and gave reads nothing measurable."""
-    turns = settings.write_concurrency
-    if turns is None:
-        turns = 1 if db.dialect == "postgresql" else 0
-    return CapacityLimiter(turns) if turns else None
+def write_turns(request: Request) -> WriteTurns | None:
+    """The process's turns for write requests (hub/api/turns.py; None: no limit)."""
+    turns: WriteTurns | None = getattr(request.app.state, "write_turns", None)
+    return turns
 
 
 async def in_write_turn(request: Request, work: Callable[[], T]) -> T:
-    """Run a write request's `work` on a worker thread once this process has a turn for it:
-    at most HUB_WRITE_CONCURRENCY writes run at once (a bulkhead), the others wait in the
-    event loop, holding no thread. Reads never wait here, so that a burst of messages takes
-    a bounded share of the process (its GIL, its database connections) and the people
-    reading keep theirs (bench/mixed.py)."""
-    limiter: CapacityLimiter | None = getattr(request.app.state, "write_limiter", None)
-    return await to_thread.run_sync(work, limiter=limiter)
+    """Run a write request's `work` on a worker thread once this process has a turn for it
+    (hub/api/turns.py: a bulkhead that narrows while the process serves reads); the others
+    wait in the event loop, holding no thread. Reads never wait here, so that a burst of
+    messages takes a bounded share of the process (its GIL, its database connections) and
+    the people reading keep theirs (bench/mixed.py)."""
+    turns = write_turns(request)
+    return await to_thread.run_sync(work, limiter=turns.limiter if turns else None)
 
 
 async def audited_transaction(request: Request, db: Database, subject: Subject,
@@ -250,7 +242,11 @@ async def audited_transaction(request: Request, db: Database, subject: Subject,
     work = functools.partial(audited_work, request, db, subject, fn, reads_only=reads_only,
                              **options)
     if reads_only:
-        return await run_in_threadpool(work)
+        turns = write_turns(request)
+        if turns is None:
+            return await run_in_threadpool(work)
+        with turns.reading():  # writes get fewer turns while this read is in flight
+            return await run_in_threadpool(work)
     return await in_write_turn(request, work)
 
 

@@ -1,5 +1,7 @@
-"""HUB_WRITE_CONCURRENCY: a bulkhead for writes. At most that many write requests of one
-process are worked on at once; the others wait for a turn, and reads never wait for one."""
+"""HUB_WRITE_CONCURRENCY and HUB_WRITE_BURST (hub/api/turns.py): a bulkhead for writes. At
+most that many write requests of one process are worked on at once (the burst while it
+serves no read, the narrower number while it does); the others wait for a turn, and reads
+never wait for one."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import hub.api.messaging
+import hub.store.service
 from hub.config import Settings
 from hub.db.engine import Database
 from tests.access_clients import other_client
@@ -25,16 +28,16 @@ CONSENT, CARE_PLAN, ADMISSION = (load(EXAMPLES[i]) for i in (0, 1, 2))
 
 class HeldValidation:
     """check_message (the first work of a message, before any database lock) that holds
-    the first message in it until `release`."""
+    the first `hold` messages in it until `gate` is set."""
 
-    def __init__(self, real: Callable[[Any], Any]) -> None:
+    def __init__(self, real: Callable[[Any], Any], hold: int = 1) -> None:
         self.real, self.entered, self.gate = real, 0, threading.Event()
-        self.guard = threading.Lock()
+        self.guard, self.hold = threading.Lock(), hold
 
     def __call__(self, bundle: Any) -> Any:
         with self.guard:
             self.entered += 1
-            first = self.entered == 1
+            first = self.entered <= self.hold
         if first:
             assert self.gate.wait(30), "never released"
         return self.real(bundle)
@@ -59,8 +62,9 @@ def dps_at(settings: Settings, database: Database) -> Callable[[int], Any]:
     register_story_organizations(database)
 
     @contextmanager
-    def make(turns: int) -> Iterator[TestClient]:
-        limited = settings.model_copy(update={"write_concurrency": turns})
+    def make(turns: int, burst: int | None = None) -> Iterator[TestClient]:
+        limited = settings.model_copy(update={"write_concurrency": turns,
+                                              "write_burst": burst})
         with other_client(limited, database, "jaeren-dps") as dps:
             r = dps.post("/fhir/$process-message", json=CONSENT)
             assert r.status_code == 200, r.text
@@ -81,7 +85,7 @@ def test_a_write_waits_for_a_turn_while_reads_go_on(
         pid = _patient_id(dps)
         held = HeldValidation(hub.api.messaging.check_message)
         monkeypatch.setattr(hub.api.messaging, "check_message", held)
-        limiter = dps.app.state.write_limiter  # type: ignore[attr-defined]
+        limiter = dps.app.state.write_turns.limiter  # type: ignore[attr-defined]
         def message(body: dict[str, Any]) -> Callable[[], httpx.Response]:
             return lambda: dps.post("/fhir/$process-message", json=body)
 
@@ -107,7 +111,7 @@ def test_without_a_limit_writes_run_side_by_side(
     with dps_at(0) as dps:
         held = HeldValidation(hub.api.messaging.check_message)
         monkeypatch.setattr(hub.api.messaging, "check_message", held)
-        assert dps.app.state.write_limiter is None  # type: ignore[attr-defined]
+        assert dps.app.state.write_turns is None  # type: ignore[attr-defined]
         with in_background(lambda: dps.post("/fhir/$process-message", json=ADMISSION)) as a:
             wait_for(lambda: held.entered == 1, within=15, what="the first message held")
             with in_background(lambda: dps.post("/fhir/$process-message",
@@ -119,12 +123,66 @@ def test_without_a_limit_writes_run_side_by_side(
         assert b[0].status_code == 200, b[0].text
 
 
-def test_by_default_postgresql_works_on_one_write_at_a_time_and_sqlite_on_all(
+def test_by_default_postgresql_narrows_to_one_write_while_reading_and_sqlite_has_no_limit(
         settings: Settings, database: Database) -> None:
-    unset = settings.model_copy(update={"write_concurrency": None})
+    unset = settings.model_copy(update={"write_concurrency": None, "write_burst": None})
     with other_client(unset, database, "jaeren-dps") as dps:
-        limiter = dps.app.state.write_limiter  # type: ignore[attr-defined]
+        turns = dps.app.state.write_turns  # type: ignore[attr-defined]
         if database.dialect == "postgresql":
-            assert limiter.total_tokens == 1
+            assert (turns.with_reads, turns.burst) == (1, 4)
+            assert turns.limiter.total_tokens == 4  # nobody reading
         else:
-            assert limiter is None
+            assert turns is None
+    only = settings.model_copy(update={"write_concurrency": 2, "write_burst": None})
+    with other_client(only, database, "jaeren-dps") as dps:
+        turns = dps.app.state.write_turns  # type: ignore[attr-defined]
+        assert (turns.with_reads, turns.burst) == (2, 2)  # set alone: no burst beyond it
+
+
+class HeldRead:
+    """service.vread (the work of GET .../_history/N) held in its transaction until
+    `release`: a read in flight."""
+
+    def __init__(self, real: Callable[..., Any]) -> None:
+        self.real, self.entered, self.gate = real, threading.Event(), threading.Event()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        assert self.gate.wait(30), "never released"
+        return self.real(*args, **kwargs)
+
+
+def test_a_read_narrows_the_turns_and_with_nobody_reading_writes_take_the_burst(
+        dps_at: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    with dps_at(1, burst=2) as dps:
+        pid = _patient_id(dps)
+        held = HeldValidation(hub.api.messaging.check_message, hold=2)
+        monkeypatch.setattr(hub.api.messaging, "check_message", held)
+        turns = dps.app.state.write_turns  # type: ignore[attr-defined]
+        assert turns.limiter.total_tokens == 2  # nobody reading
+        reading = HeldRead(hub.store.service.vread)
+        monkeypatch.setattr(hub.store.service, "vread", reading)
+
+        def message(body: dict[str, Any]) -> Callable[[], httpx.Response]:
+            return lambda: dps.post("/fhir/$process-message", json=body)
+
+        with in_background(lambda: dps.get(f"/fhir/Patient/{pid}/_history/1")) as read:
+            assert reading.entered.wait(15), "the read never started"
+            assert turns.limiter.total_tokens == 1  # a read in flight: one turn
+            with in_background(message(ADMISSION)) as first:
+                wait_for(lambda: held.entered == 1, within=15, what="the first message held")
+                with in_background(message(CARE_PLAN)) as second:
+                    wait_for(lambda: turns.limiter.statistics().tasks_waiting == 1,
+                             within=15, what="the second message queued")
+                    assert held.entered == 1  # it has not started
+                    reading.gate.set()  # the read is answered: nobody reads any more
+                    wait_for(lambda: bool(read), within=30, what="the read answered")
+                    # the burst: the second message works beside the held first one
+                    wait_for(lambda: held.entered == 2, within=15,
+                             what="the second message started beside the first")
+                    assert turns.limiter.total_tokens == 2
+                    held.gate.set()
+        assert read[0].status_code == 200, read[0].text
+        assert first[0].status_code == 200, first[0].text
+        assert second[0].status_code == 200, second[0].text
+        assert turns.reads == 0
