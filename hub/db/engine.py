@@ -194,15 +194,29 @@ def make_engine(url: str, settings: Settings) -> Engine:
 
 
 def _commit(queue: _WriterQueue, group: _Group) -> None:
-    """Commit an open group (the caller holds a turn of `queue`) and tell its members."""
+    """Commit an open group, give back the caller's turn of `queue`, then tell the members.
+
+    The turn (and the file lock) goes first: waking the members starts their threads, which
+    then compete with this one for the GIL, and the next writer, of this process or another,
+    would wait for that (cross-process hand-overs took 0.1-1 ms after the commit, py-spy and
+    a trace of bench/ingest.py). A commit that fails rolls back before the turn goes."""
     queue.group = None
     try:
-        group.conn.commit()
-    except BaseException as exc:
-        group.error = exc
+        try:
+            group.conn.commit()
+        except BaseException as exc:
+            group.error = exc
+            # SQLite keeps the transaction open when a COMMIT fails (a deferred constraint),
+            # and SQLAlchemy, taking it for ended, would pool the connection without a
+            # rollback: the next writer's BEGIN then failed. Discard the connection instead
+            # (closing it rolls back, and SQLite's own lock goes with it).
+            group.conn.invalidate(exc)
     finally:
-        group.conn.close()
-        group.committed.set()
+        queue.release()
+        try:
+            group.conn.close()  # back to the pool (an invalidated one is not)
+        finally:
+            group.committed.set()
 
 
 @dataclass
@@ -288,16 +302,12 @@ class Database:
             while not group.committed.wait(GROUP_MAX_OPEN):
                 # The writer expected to join gave up waiting: commit the group ourselves.
                 if queue.acquire(timeout=self.busy_timeout):
-                    try:
-                        if queue.group is group:
-                            _commit(queue, group)
-                    finally:
+                    if queue.group is group:
+                        _commit(queue, group)  # gives the turn back
+                    else:
                         queue.release()
         else:
-            try:
-                _commit(queue, group)
-            finally:
-                queue.release()
+            _commit(queue, group)  # gives the turn back
             if failed is not None:
                 raise failed
         if group.error is not None:

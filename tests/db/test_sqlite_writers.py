@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
 
 from hub.config import Settings
-from hub.db.engine import Database
+from hub.db.engine import Database, _writers_lock
 
 
 def _database(path: Path, timeout: float = 30.0) -> Database:
@@ -140,3 +141,57 @@ def test_concurrent_writers_share_commits_and_a_failure_stays_its_own(tmp_path: 
     assert n == 8 * 15 - 4  # every transaction that returned is committed, and only those
     assert seen == {f"{i}-{j}" for i in range(8) for j in range(15) if not (j == 7 and i % 2)}
     assert len(commits) < 8 * 15  # queued writers shared commits
+
+
+def test_a_commit_that_fails_fails_every_member_and_the_next_writer_goes_on(
+        tmp_path: Path) -> None:
+    # A deferred foreign key is checked only at COMMIT: the way a group's commit fails in
+    # SQLite. Every member of that group is told, nothing of it stays, and the lock is free.
+    path = tmp_path / "hub.db"
+    db = _database(path, timeout=5)
+    with db.session(write=True) as s:
+        s.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        s.execute(text("CREATE TABLE child (parent_id INTEGER NOT NULL REFERENCES parent (id) "
+                       "DEFERRABLE INITIALLY DEFERRED)"))
+        s.execute(text("CREATE TABLE seen (who TEXT NOT NULL)"))
+    queue = _writers_lock(db.engine)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def orphan() -> None:  # its member releases fine; the group's COMMIT then fails
+        try:
+            with db.session(write=True) as s:
+                s.execute(text("INSERT INTO child (parent_id) VALUES (42)"))
+                deadline = time.monotonic() + 10
+                while not queue.waiting and time.monotonic() < deadline:
+                    time.sleep(0.005)  # the other writer queues: it joins this group
+            outcomes["orphan"] = None
+        except BaseException as exc:  # noqa: BLE001 - what the caller was told
+            outcomes["orphan"] = exc
+
+    def bystander() -> None:
+        try:
+            with db.session(write=True) as s:
+                s.execute(text("INSERT INTO seen (who) VALUES ('bystander')"))
+            outcomes["bystander"] = None
+        except BaseException as exc:  # noqa: BLE001
+            outcomes["bystander"] = exc
+
+    first = threading.Thread(target=orphan)
+    first.start()
+    deadline = time.monotonic() + 10
+    while queue.group is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    second = threading.Thread(target=bystander)
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert isinstance(outcomes["orphan"], IntegrityError), outcomes
+    assert isinstance(outcomes["bystander"], IntegrityError), outcomes  # shared the commit
+    started = time.monotonic()
+    with db.session(write=True) as s:  # control: the next writer gets the lock at once
+        s.execute(text("INSERT INTO seen (who) VALUES ('next')"))
+    assert time.monotonic() - started < 2
+    with db.session(write=False) as s:
+        assert list(s.execute(text("SELECT who FROM seen")).scalars()) == ["next"]
+        assert s.execute(text("SELECT count(*) FROM child")).scalar_one() == 0
+    db.dispose()
