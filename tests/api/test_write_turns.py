@@ -6,6 +6,7 @@ never wait for one."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -159,7 +160,10 @@ def test_a_read_narrows_the_turns_and_with_nobody_reading_writes_take_the_burst(
         held = HeldValidation(hub.api.messaging.check_message, hold=2)
         monkeypatch.setattr(hub.api.messaging, "check_message", held)
         turns = dps.app.state.write_turns  # type: ignore[attr-defined]
-        assert turns.limiter.total_tokens == 2  # nobody reading
+        assert turns.limiter.total_tokens == 1  # the search above is just over
+        wait_for(lambda: turns.limiter.total_tokens == 2, within=5,
+                 what="the burst once nobody has read for the grace")
+        turns.grace = 1.0  # (0.5 s in service) long enough to see, short enough to wait for
         reading = HeldRead(hub.store.service.vread)
         monkeypatch.setattr(hub.store.service, "vread", reading)
 
@@ -177,9 +181,13 @@ def test_a_read_narrows_the_turns_and_with_nobody_reading_writes_take_the_burst(
                     assert held.entered == 1  # it has not started
                     reading.gate.set()  # the read is answered: nobody reads any more
                     wait_for(lambda: bool(read), within=30, what="the read answered")
-                    # the burst: the second message works beside the held first one
+                    answered = time.monotonic()
+                    assert turns.limiter.total_tokens == 1  # narrow for the grace still
+                    assert held.entered == 1
+                    # then the burst: the second message works beside the held first one
                     wait_for(lambda: held.entered == 2, within=15,
                              what="the second message started beside the first")
+                    assert time.monotonic() - answered >= 0.9 * turns.grace
                     assert turns.limiter.total_tokens == 2
                     held.gate.set()
         assert read[0].status_code == 200, read[0].text
