@@ -13,7 +13,8 @@ depends on whether the process is serving a read at that moment:
   that is set). With nobody reading, one write at a time left the CPU idle while each
   message waited for its commit: bench/ingest.py on PostgreSQL (fsync on, 2 API processes)
   took 65-100 msg/s with one turn and 91-115 with four, in three interleaved pairs
-  (2026-12-04).
+  (2026-12-04); against the parent tree, six pairs gave means of 106 and 112 msg/s, within
+  the noise: there ingest is close to using both cores anyway.
 
 Narrowing does not stop writes already working; the next write waits until fewer than the
 narrow number are. SQLite has no limit unless one is set: its writers queue for the one
