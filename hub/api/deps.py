@@ -218,7 +218,7 @@ def audited_work(
     return result
 
 
-def write_turns(request: Request) -> WriteTurns | None:
+def turns_of(request: Request) -> WriteTurns | None:
     """The process's turns for write requests (hub/api/turns.py; None: no limit)."""
     turns: WriteTurns | None = getattr(request.app.state, "write_turns", None)
     return turns
@@ -230,7 +230,7 @@ async def in_write_turn(request: Request, work: Callable[[], T]) -> T:
     wait in the event loop, holding no thread. Reads never wait here, so that a burst of
     messages takes a bounded share of the process (its GIL, its database connections) and
     the people reading keep theirs (bench/mixed.py)."""
-    turns = write_turns(request)
+    turns = turns_of(request)
     return await to_thread.run_sync(work, limiter=turns.limiter if turns else None)
 
 
@@ -242,7 +242,7 @@ async def audited_transaction(request: Request, db: Database, subject: Subject,
     work = functools.partial(audited_work, request, db, subject, fn, reads_only=reads_only,
                              **options)
     if reads_only:
-        turns = write_turns(request)
+        turns = turns_of(request)
         if turns is None:
             return await run_in_threadpool(work)
         with turns.reading():  # writes get fewer turns while this read is in flight

@@ -165,6 +165,15 @@ def _sqlite_setup(engine: Engine, busy_timeout: float) -> None:
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cur.close()
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_conn: Any, _record: Any) -> None:
+        # SQLite keeps a transaction open when its COMMIT fails (a deferred constraint), and
+        # SQLAlchemy, taking it for ended, pools the connection without its rollback: the
+        # next writer's BEGIN then failed ("cannot start a transaction within a
+        # transaction"). Whatever path returns a connection, none comes back in a transaction.
+        if dbapi_conn is not None and dbapi_conn.in_transaction:
+            dbapi_conn.rollback()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
@@ -202,19 +211,14 @@ def _commit(queue: _WriterQueue, group: _Group) -> None:
     a trace of bench/ingest.py). A commit that fails rolls back before the turn goes."""
     queue.group = None
     try:
-        try:
-            group.conn.commit()
-        except BaseException as exc:
-            group.error = exc
-            # SQLite keeps the transaction open when a COMMIT fails (a deferred constraint),
-            # and SQLAlchemy, taking it for ended, would pool the connection without a
-            # rollback: the next writer's BEGIN then failed. Discard the connection instead
-            # (closing it rolls back, and SQLite's own lock goes with it).
-            group.conn.invalidate(exc)
+        group.conn.commit()
+    except BaseException as exc:
+        group.error = exc
+        group.conn.close()  # the pool rolls back what the failed COMMIT left (_sqlite_setup)
     finally:
         queue.release()
         try:
-            group.conn.close()  # back to the pool (an invalidated one is not)
+            group.conn.close()  # back to the pool (a no-op after the close above)
         finally:
             group.committed.set()
 
