@@ -23,6 +23,15 @@ datetime, a bool), as SQLAlchemy gives it. Only statements that need no more tha
 be Direct: no Python-side column defaults (every column is given), no expanding IN, no
 number columns in the result (their processing depends on the driver's type); `Direct`
 refuses others when it compiles them.
+
+On PostgreSQL a Direct statement is a server-side prepared statement of its connection
+(psycopg's `prepare=True`): parsed and planned once per connection instead of at every run.
+That took the server's CPU for a message's write transaction from 2.6 to 1.9 ms (an
+in-process loop of 1,000 messages, fsync on). Only these fixed statements are prepared: a
+search, whose plan must look at its values, is not (hub/db/engine.py). A few rows go as one
+prepared statement each, not as psycopg's pipelined executemany, whose pipeline costs more
+Python than it saves below `PIPELINE_FROM` rows (a loop of 2-row inserts: 0.09 ms of the
+client's CPU a batch against 0.14 ms; 16 rows: 0.68 against 0.24 ms).
 """
 
 from __future__ import annotations
@@ -39,6 +48,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 Row = tuple[Any, ...]
 Bind = Callable[[Mapping[str, Any]], Any]
+
+PIPELINE_FROM = 4
+"""On PostgreSQL, `run_many` and `rows_many` pipeline this many rows or more (see above)."""
 
 
 class _Compiled:
@@ -128,7 +140,7 @@ class Direct:
         params = form.bind(values)
         with _cursor(conn, form.sql, params) as cursor:
             _tell(conn, cursor, form.sql, params, many=False)
-            cursor.execute(form.sql, params)
+            _execute(conn, cursor, form.sql, params)
             return form.rows(cursor) if cursor.description else []
 
     def run(self, conn: Connection, values: Mapping[str, Any]) -> int:
@@ -137,7 +149,7 @@ class Direct:
         params = form.bind(values)
         with _cursor(conn, form.sql, params) as cursor:
             _tell(conn, cursor, form.sql, params, many=False)
-            cursor.execute(form.sql, params)
+            _execute(conn, cursor, form.sql, params)
             count: int = cursor.rowcount
             return count
 
@@ -148,20 +160,26 @@ class Direct:
         form = self._form(conn.dialect, rows[0])
         params = [form.bind(r) for r in rows]
         with _cursor(conn, form.sql, params) as cursor:
+            if conn.dialect.name == "postgresql" and len(params) < PIPELINE_FROM:
+                for p in params:
+                    _tell(conn, cursor, form.sql, p, many=False)
+                    _execute(conn, cursor, form.sql, p)
+                return
             _tell(conn, cursor, form.sql, params, many=True)
             cursor.executemany(form.sql, params)
 
     def rows_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Row]:
         """Run once per row of `rows` (all of one shape); what each returned, in the order of
         `rows` (one statement each on SQLite, whose driver cannot return rows from an
-        executemany; one pipelined executemany on PostgreSQL)."""
+        executemany, and on PostgreSQL below `PIPELINE_FROM` rows; one pipelined executemany
+        on PostgreSQL from there)."""
         if not rows:
             return []
         form = self._form(conn.dialect, rows[0])
         params = [form.bind(r) for r in rows]
         out: list[Row] = []
         with _cursor(conn, form.sql, params) as cursor:
-            if conn.dialect.name == "postgresql":
+            if conn.dialect.name == "postgresql" and len(params) >= PIPELINE_FROM:
                 _tell(conn, cursor, form.sql, params, many=True)
                 cursor.executemany(form.sql, params, returning=True)
                 while True:
@@ -171,7 +189,7 @@ class Direct:
             else:
                 for p in params:
                     _tell(conn, cursor, form.sql, p, many=False)
-                    cursor.execute(form.sql, p)
+                    _execute(conn, cursor, form.sql, p)
                     out.extend(form.rows(cursor))
         return out
 
@@ -199,6 +217,14 @@ def _cursor(conn: Connection, sql: str, params: Any) -> Iterator[Any]:
     finally:
         with suppress(dialect.loaded_dbapi.Error):  # its connection is gone: nothing to close
             cursor.close()
+
+
+def _execute(conn: Connection, cursor: Any, sql: str, params: Any) -> None:
+    """One run of `sql` on `cursor`: with psycopg as the connection's prepared statement."""
+    if conn.dialect.driver == "psycopg":
+        cursor.execute(sql, params, prepare=True)
+    else:
+        cursor.execute(sql, params)
 
 
 def _tell(conn: Connection, cursor: Any, sql: str, params: Any, *, many: bool) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -190,16 +191,50 @@ def make_engine(url: str, settings: Settings) -> Engine:
     else:
         engine = create_engine(
             url,
-            # No server-side prepared statements: after five runs PostgreSQL would switch a
-            # search to a generic plan that ignores the values and scans (bench/store.py: 4.7
-            # searches/s instead of about 400 at 100k resources).
-            connect_args={"prepare_threshold": None} if "+psycopg" in url else {},
+            # psycopg never prepares a statement of its own accord (its threshold is never
+            # reached): after five runs PostgreSQL would switch a search to a generic plan
+            # that ignores the values and scans (bench/store.py: 4.7 searches/s instead of
+            # about 400 at 100k resources). The fixed statements of hub/db/direct.py ask for it.
+            connect_args={"prepare_threshold": NEVER} if "+psycopg" in url else {},
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_pool_size,
             pool_pre_ping=True,
         )
+        if "+psycopg" in url:
+            _ping_when_spoken_to(engine.dialect)
     plain_savepoints(engine.dialect)
     return engine
+
+
+NEVER = 2**31 - 1
+"""psycopg's prepare_threshold for the hub's connections: only an explicit prepare=True."""
+
+
+def _ping_when_spoken_to(dialect: Any) -> None:
+    """Make the pool's check of a psycopg connection it hands out (pool_pre_ping) a look at
+    the socket instead of a round trip to the server, unless the server has said something.
+
+    An idle connection hears nothing from PostgreSQL (the hub does not LISTEN) until the
+    server ends it: a restart, a failover or pg_terminate_backend sends a notice and closes
+    the socket, which then reads as ready. Only then is the dialect's own ping (an empty
+    statement) run, which finds the connection gone, and the pool opens a new one. The round
+    trip it saves came twice a request (the token's look-up and the work) and, with the
+    server's prepared statements, took bench/ingest.py from 173-178 to 184-215 msg/s
+    (hub/db/direct.py). A server that vanishes without closing the socket (a host gone
+    off the network) is found by the next statement instead, which fails as a database away
+    (503, and SQLAlchemy renews the pool)."""
+    full = dialect.do_ping
+
+    def do_ping(dbapi_connection: Any) -> bool:
+        if dbapi_connection.closed or dbapi_connection.broken:
+            return False
+        try:
+            ready, _, _ = select.select([dbapi_connection.pgconn.socket], [], [], 0)
+        except (OSError, ValueError, dialect.loaded_dbapi.Error):
+            return False
+        return True if not ready else bool(full(dbapi_connection))
+
+    dialect.do_ping = do_ping
 
 
 def _commit(queue: _WriterQueue, group: _Group) -> None:

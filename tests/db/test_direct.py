@@ -35,7 +35,7 @@ from sqlalchemy.sql.expression import (
     SavepointClause,
 )
 
-from hub.db.direct import Direct
+from hub.db.direct import PIPELINE_FROM, Direct
 from hub.db.engine import Database
 from hub.db.types import UTCDateTime, utcnow
 
@@ -156,12 +156,41 @@ def test_listeners_see_each_driver_call(probe: Database) -> None:
     seen: list[tuple[str, bool]] = []
     event.listen(probe.engine, "before_cursor_execute",
                  lambda _c, _k, sql, _p, _x, many: seen.append((sql, many)))
+    lots = PIPELINE_FROM
     with probe.session(write=True) as s:
         INSERT.run_many(s.connection(), [row("a"), row("b")])
         INSERT_RETURNING.rows_many(s.connection(), [row("c"), row("d")])
-    probes = [many for sql, many in seen if "direct_probe" in sql]
-    # one executemany; then one pipelined executemany (PostgreSQL) or a call per row
-    assert probes == ([True, True] if probe.dialect == "postgresql" else [True, False, False])
+        INSERT.run_many(s.connection(), [row(f"e{i}") for i in range(lots)])
+        INSERT_RETURNING.rows_many(s.connection(), [row(f"f{i}") for i in range(lots)])
+    with probe.session(write=False) as s:
+        assert s.scalar(select(func.count()).select_from(PROBE)) == 4 + 2 * lots
+    probes = [many for sql, many in seen if sql.startswith("INSERT INTO direct_probe")]
+    if probe.dialect == "postgresql":
+        # a few rows: a (prepared) call each; from PIPELINE_FROM, one pipelined executemany
+        assert probes == [False] * 4 + [True, True]
+    else:  # an executemany; a call per row where rows come back (the driver cannot)
+        assert probes == [True, False, False, True] + [False] * lots
+
+
+def test_postgresql_prepares_the_fixed_statements_and_never_a_search(
+        probe: Database) -> None:
+    # hub/db/direct.py: a Direct statement is parsed and planned once per connection; a
+    # statement through SQLAlchemy (a search, whose plan must look at its values) never is,
+    # however often it runs (PostgreSQL would switch it to a generic plan after five)
+    if probe.dialect != "postgresql":
+        pytest.skip("server-side prepared statements are PostgreSQL's")
+    search = select(PROBE.c.id).where(PROBE.c.name == bindparam("n"))
+    prepared = text("SELECT statement FROM pg_prepared_statements")
+    with probe.session(write=True) as s:
+        conn = s.connection()
+        for i in range(8):
+            INSERT.run(conn, row(f"p{i}"))
+            conn.execute(search, {"n": f"p{i}"}).all()
+        INSERT.run_many(conn, [row("q1"), row("q2")])
+        kept = [q for (q,) in conn.execute(prepared) if "direct_probe" in q]
+    assert len(kept) == 1, kept  # the insert, once (its run_many rows reuse it)
+    assert kept[0].lstrip().upper().startswith("INSERT INTO DIRECT_PROBE")
+    assert not [q for q in kept if q.lstrip().upper().startswith("SELECT")]
 
 
 def test_savepoints_keep_and_undo_as_sqlalchemys_own_statements(probe: Database) -> None:
