@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from hub.auth import isolation, scopes
 from hub.auth.subject import Subject
+from hub.db.direct import Direct
 from hub.db.locks import lock_names
 from hub.db.models import ConditionalKeyRow
 from hub.db.types import utcnow
@@ -518,6 +519,32 @@ _BY_IDENTIFIERS = (
     .order_by(repo.R.c.pk))
 
 
+_FIXED_MOST = 16
+"""`_by_identifiers` gives a statement for up to this many types and values."""
+_BY_IDENTIFIERS_FIXED: dict[tuple[int, int], Direct] = {}
+
+
+def _by_identifiers(types: int, values: int) -> Direct | None:
+    """`_BY_IDENTIFIERS` with `types` and `values` parameters of their own instead of its
+    expanding INs, which Direct cannot run (hub/db/direct.py); one statement per shape, the
+    same few shapes for every message (None above `_FIXED_MOST`: SQLAlchemy runs it). On
+    SQLite this look-up is inside the write lock; on PostgreSQL it becomes a prepared
+    statement."""
+    if not 0 < types <= _FIXED_MOST or not 0 < values <= _FIXED_MOST:
+        return None
+    statement = _BY_IDENTIFIERS_FIXED.get((types, values))
+    if statement is None:
+        statement = _BY_IDENTIFIERS_FIXED[(types, values)] = Direct(
+            select(*repo.CURRENT_COLUMNS, _TOKENS.c.system, _TOKENS.c.code)
+            .join(_TOKENS, _TOKENS.c.resource_pk == repo.R.c.pk)
+            .where(repo.R.c.deleted.is_(False),
+                   _TOKENS.c.resource_type.in_([bindparam(f"t{i}") for i in range(types)]),
+                   _TOKENS.c.param == "identifier",
+                   _TOKENS.c.code.in_([bindparam(f"v{i}") for i in range(values)]))
+            .order_by(repo.R.c.pk))
+    return statement
+
+
 @dataclass(frozen=True)
 class Wanted:
     """One identifier to look up: system (None: none given), value, and the types it may be."""
@@ -533,13 +560,19 @@ def find_by_identifiers(session: Session, subject: Subject,
     every entry's identifiers at once); per wanted, its matches in the order stored."""
     if not wanted:
         return []
-    params = {"types": sorted({t for w in wanted for t in w.resource_types}),
-              "values": sorted({w.value for w in wanted})}
+    types = sorted({t for w in wanted for t in w.resource_types})
+    values = sorted({w.value for w in wanted})
     gate = visibility.of(session, subject)
-    query = _BY_IDENTIFIERS
-    if (clause := gate.clause()) is not None:
-        query = query.where(clause)
-    rows = list(session.connection().execute(query, params))
+    clause = gate.clause()
+    fixed = _by_identifiers(len(types), len(values)) if clause is None else None
+    if fixed is not None:  # the hub's own look-up (message intake), on the driver's cursor
+        rows = fixed.rows(session.connection(), {
+            **{f"t{i}": t for i, t in enumerate(types)},
+            **{f"v{i}": v for i, v in enumerate(values)}})
+    else:
+        query = _BY_IDENTIFIERS if clause is None else _BY_IDENTIFIERS.where(clause)
+        rows = [tuple(r) for r in session.connection().execute(
+            query, {"types": types, "values": values})]
     currents = [repo.Current(*row[:-2]) for row in rows]
     seen = {c.pk for c, ok in zip(currents, gate.allows(currents), strict=True) if ok}
     out: list[list[StoredResource]] = []

@@ -175,3 +175,22 @@ def test_identifiers_looked_up_at_once_find_what_one_by_one_finds(database: Any)
     assert totals[0] > totals[1] > 0, totals  # org-b finds its own, not all
     with database.session(write=False) as s:
         assert service.find_by_identifiers(s, Subject.hub_itself(), []) == []
+
+
+def test_identifiers_looked_up_at_once_past_the_fixed_shapes(database: Any) -> None:
+    """The hub's own look-up runs a statement per number of types and values up to a bound
+    (hub/store/service.py `_by_identifiers`), SQLAlchemy's expanding one past it: both
+    find the same."""
+    from hub.auth.subject import Subject
+    from hub.store import service
+
+    values = [str(i) for i in range(service._FIXED_MOST + 2)]
+    with database.session(write=True) as s:
+        for value in values[::2]:
+            service.create(s, Subject.working_for("org-a", "c"), already_valid=True, resource={
+                "resourceType": "Location", "identifier": [{"system": "urn:a", "value": value}]})
+    for n in (service._FIXED_MOST, service._FIXED_MOST + 1, len(values)):
+        wanted = [service.Wanted("urn:a", v, frozenset({"Location"})) for v in values[:n]]
+        with database.session(write=False) as s:
+            found = service.find_by_identifiers(s, Subject.hub_itself(), wanted)
+        assert [len(f) for f in found] == [1 - i % 2 for i in range(n)], n
