@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from anyio import to_thread
@@ -111,7 +112,7 @@ async def get_subject(request: Request, db: DatabaseDep) -> Subject:
             "/auth/token, see /fhir/.well-known/smart-configuration.",
             headers={"WWW-Authenticate": 'Bearer realm="carehub"'})
     now = utcnow()
-    subject = await in_transaction(db, lambda s: subject_for_token(s, token, now), write=False)
+    subject = await run_in_threadpool(_subject_for_token, db, token, now)
     if subject is None:
         raise UnauthorizedError(
             "The access token is unknown or has expired, or its client is disabled; get a new "
@@ -119,6 +120,11 @@ async def get_subject(request: Request, db: DatabaseDep) -> Subject:
             headers={"WWW-Authenticate": 'Bearer realm="carehub", error="invalid_token"'})
     request.state.subject = subject
     return subject
+
+
+def _subject_for_token(db: Database, token: str, now: datetime) -> Subject | None:
+    with db.one_read() as session:  # one statement: no transaction of its own
+        return subject_for_token(session, token, now)
 
 
 async def _session_subject(request: Request, db: Database) -> Subject | None:

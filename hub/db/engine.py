@@ -308,6 +308,20 @@ class Database:
         with factory() as session, session.begin():
             yield session
 
+    @contextmanager
+    def one_read(self) -> Iterator[Session]:
+        """A session for work that reads with one statement (a token's look-up, before every
+        request). On PostgreSQL it runs without a transaction (autocommit): the BEGIN and
+        COMMIT would be two more round trips for nothing, as one statement sees one
+        snapshot anyway. Elsewhere it is `session(write=False)`."""
+        if self.dialect != "postgresql":
+            with self.session(write=False) as session:
+                yield session
+            return
+        with (self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+              Session(bind=conn, expire_on_commit=False) as session):
+            yield session
+
     def _in_group(self, queue: _WriterQueue) -> Iterator[Session]:
         """One write transaction as a member of a group commit (see _Group); the caller holds
         a turn of `queue`, which this gives back. Returns (or raises) only after the commit

@@ -1,6 +1,7 @@
-"""The pool's check of a PostgreSQL connection it hands out (hub/db/engine.py
+"""How the hub's PostgreSQL connections are handed out (hub/db/engine.py
 `_ping_when_spoken_to`): a healthy idle connection costs no round trip to the server, and one
-the server has ended (a restart, a failover, pg_terminate_backend) is never handed out."""
+the server has ended (a restart, a failover, pg_terminate_backend) is never handed out; and a
+one-statement read (`Database.one_read`) opens no transaction."""
 
 from __future__ import annotations
 
@@ -61,3 +62,26 @@ def test_a_connection_the_server_ended_is_not_handed_out(
         assert new_pid != old_pid
     finally:
         admin.dispose()
+
+
+def test_a_one_statement_read_sends_no_begin_and_commit(database: Database) -> None:
+    # Database.one_read (a token's look-up before every request): on PostgreSQL the
+    # statement runs in autocommit, no transaction left open on the server; the control, a
+    # read session, has one open after its first statement
+    _pg(database)
+    from psycopg.pq import TransactionStatus
+
+    with database.one_read() as s:
+        assert s.execute(text("SELECT 1")).scalar() == 1
+        raw = s.connection().connection.dbapi_connection
+        assert raw.pgconn.transaction_status == TransactionStatus.IDLE
+    with database.session(write=False) as s:
+        assert s.execute(text("SELECT 1")).scalar() == 1
+        raw = s.connection().connection.dbapi_connection
+        assert raw.pgconn.transaction_status == TransactionStatus.INTRANS
+    with database.one_read() as s:  # the pool's connections are back to transactions after
+        pass
+    with database.session(write=False) as s:
+        s.execute(text("SELECT 1"))
+        raw = s.connection().connection.dbapi_connection
+        assert raw.pgconn.transaction_status == TransactionStatus.INTRANS
