@@ -218,11 +218,12 @@ def _ping_when_spoken_to(dialect: Any) -> None:
     server ends it: a restart, a failover or pg_terminate_backend sends a notice and closes
     the socket, which then reads as ready. Only then is the dialect's own ping (an empty
     statement) run, which finds the connection gone, and the pool opens a new one. The round
-    trip it saves came twice a request (the token's look-up and the work) and, with the
-    server's prepared statements, took bench/ingest.py from 173-178 to 184-215 msg/s
-    (hub/db/direct.py). A server that vanishes without closing the socket (a host gone
-    off the network) is found by the next statement instead, which fails as a database away
-    (503, and SQLAlchemy renews the pool)."""
+    trip it saves came twice a request (the token's look-up and the work); with the
+    server's prepared statements (hub/db/direct.py) and the look-up's autocommit
+    (`one_read`), bench/ingest.py went from 133-176 to 193-209 msg/s (README). A server
+    that vanishes without closing the socket (a host gone off the network) is found by the
+    next statement instead, which fails as a database away (503, and SQLAlchemy renews the
+    pool)."""
     full = dialect.do_ping
 
     def do_ping(dbapi_connection: Any) -> bool:
