@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Any
 
+import orjson
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
@@ -38,9 +39,13 @@ _ONCE = (f'"{INDEX_EXTENSION}"'.encode(), b'"recorded":', b'"action":')
 
 
 def canonical_json(event: Mapping[str, Any]) -> bytes:
-    """The bytes that are hashed: sorted keys, no spaces, UTF-8."""
-    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    """The bytes that are hashed: sorted keys, no spaces, UTF-8. Written by orjson, 20-30
+    times faster than the json module (it runs inside SQLite's write lock, once a record),
+    and the same bytes for what AuditEvents hold, strings, integers, booleans and nulls
+    (tests/audit/test_trail.py compares them); the hub's events hold no numbers with a
+    fraction. Verification hashes the stored bytes and never writes them again, so records
+    written by the json module stay as they are."""
+    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
 
 
 def leaf_hex(body: bytes) -> str:

@@ -31,7 +31,10 @@ from hub.audit.records import (
     append,
     append_all,
     canonical_json,
+    columns_agree,
     index_bytes,
+    instant_text,
+    signed_rows,
 )
 from hub.audit.seal import SealError, SealReport, seal_all, seal_once
 from hub.audit.signing import Signer
@@ -768,3 +771,32 @@ def test_verify_in_worker_processes_finds_what_one_process_finds(
     assert pools == []
     assert check(sealed, signer, jobs=2) == alone
     assert pools == [2]
+
+
+def test_canonical_json_writes_the_json_modules_bytes_for_the_hubs_events(
+        signer: Signer) -> None:
+    # records.canonical_json writes with orjson; the bytes must be those the json module
+    # wrote for the same events (sorted keys, compact, UTF-8, the same escapes), which
+    # index_bytes and columns_agree look for in every body
+    from hub.audit import events
+    from hub.auth.subject import Subject
+
+    odd = 'Ærø "q" \\ \x00\x1f\x7f \u2028 😀'
+    subject = Subject("client", f"client {odd}", "org-ø", frozenset({"system/*.*"}))
+    made = [
+        events.rest_event(subject, interaction="search-type", resource_type="Patient",
+                          patient_refs=["Patient/ø"], query=f"name={odd}",
+                          address="127.0.0.1", base_url="http://h/fhir"),
+        events.sign_in_event(odd, "failed", role="coordinator", address="::1"),
+        events.token_event(odd, organization_id=None, outcome="4", reason=odd,
+                           verified=False),
+        {"resourceType": "AuditEvent", "n": [0, -1, 2**62], "b": [True, False, None],
+         "é": {"z": 1, "a": {"y": [], "x": {}}}, "E": odd},
+    ]
+    for event in made:
+        reference = json.dumps(event, sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=False, allow_nan=False).encode("utf-8")
+        assert canonical_json(event) == reference, event
+    rows = signed_rows(signer, [Entry(made[0], "Patient/ø", odd, "E", odd)])
+    assert columns_agree(rows[0]["body"], instant_text(rows[0]["recorded_at"]), "E",
+                         "Patient/ø", odd, odd)
