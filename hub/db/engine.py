@@ -230,7 +230,9 @@ def _ping_when_spoken_to(dialect: Any) -> None:
         if dbapi_connection.closed or dbapi_connection.broken:
             return False
         try:
-            ready, _, _ = select.select([dbapi_connection.pgconn.socket], [], [], 0)
+            socket = select.poll()  # poll, not select: a descriptor past 1024 is fine
+            socket.register(dbapi_connection.pgconn.socket, select.POLLIN)
+            ready = socket.poll(0)
         except (OSError, ValueError, dialect.loaded_dbapi.Error):
             return False
         return True if not ready else bool(full(dbapi_connection))

@@ -85,3 +85,33 @@ def test_a_one_statement_read_sends_no_begin_and_commit(database: Database) -> N
         s.execute(text("SELECT 1"))
         raw = s.connection().connection.dbapi_connection
         assert raw.pgconn.transaction_status == TransactionStatus.INTRANS
+
+
+def test_a_connection_past_descriptor_1024_is_kept(database: Database, db_url: str) -> None:
+    # a busy process has many files open; select() cannot look at a descriptor past 1024
+    # (FD_SETSIZE), and a check that failed there would open a new connection every time
+    _pg(database)
+    import os
+    import resource
+
+    from hub.config import Settings
+    from hub.db.engine import make_engine
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip("this process may not open 1,200 files")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    engine = make_engine(db_url, Settings(database_url=db_url))
+    try:
+        with engine.connect() as c:
+            pid = c.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            assert c.connection.dbapi_connection.pgconn.socket > 1024
+        with engine.connect() as c:  # handed out again, not replaced
+            assert c.exec_driver_sql("SELECT pg_backend_pid()").scalar() == pid
+    finally:
+        engine.dispose()
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
