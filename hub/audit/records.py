@@ -45,7 +45,8 @@ def canonical_json(event: Mapping[str, Any]) -> bytes:
     (tests/audit/test_trail.py compares them); the hub's events hold no numbers with a
     fraction. Verification hashes the stored bytes and never writes them again, so records
     written by the json module stay as they are."""
-    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+                        | orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
 def leaf_hex(body: bytes) -> str:

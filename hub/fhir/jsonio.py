@@ -123,10 +123,13 @@ def _dumps_bytes(data: Any, *, sort_keys: bool) -> bytes:
     """Compact UTF-8 JSON, decimals as written. orjson writes the bytes simplejson writes
     (tests/fhir/test_jsonio.py compares them over the HL7 examples) 20-30 times faster (a
     1.6 kB message Bundle: 0.8 against 23 us); what orjson cannot write (an integer past 64
-    bits, a key that is not a string) goes to simplejson, which writes it or fails alike."""
+    bits, a key that is not a string) goes to simplejson, which writes it or fails alike.
+    Dates and dataclasses, which orjson would write of its own accord, are refused as
+    simplejson refuses them (a UUID object orjson does write, as its string)."""
+    options = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
     try:
         return orjson.dumps(data, default=_decimal_as_written,
-                            option=orjson.OPT_SORT_KEYS if sort_keys else 0)
+                            option=options | orjson.OPT_SORT_KEYS if sort_keys else options)
     except orjson.JSONEncodeError:
         text: str = simplejson.dumps(data, use_decimal=True, ensure_ascii=False,
                                      separators=(",", ":"), sort_keys=sort_keys)

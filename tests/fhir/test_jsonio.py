@@ -4,6 +4,7 @@ them), decimals as written, and what neither can write fails as before."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import simplejson
 
 from hub.fhir import jsonio
+from hub.store.service import Wanted  # a dataclass
 from tests.conftest import SHARED
 
 EXAMPLES = sorted((SHARED / "fhir-r4-examples").glob("*/*.json"))
@@ -46,7 +48,8 @@ def test_bytes_are_simplejsons_over_the_hl7_examples_and_the_edges(sort_keys: bo
 def test_decimals_stay_as_written_and_what_cannot_be_written_fails_alike() -> None:
     parsed = jsonio.loads(b'{"v": 0.40, "w": 1.0E-3, "i": 123456789012345678901234567890}')
     assert jsonio.dumps_bytes(parsed) == b'{"v":0.40,"w":0.0010,"i":123456789012345678901234567890}'
-    for bad in ({"s": {1, 2}}, {"o": object()}):
+    for bad in ({"s": {1, 2}}, {"o": object()}, {"t": datetime(2026, 12, 4, tzinfo=UTC)},
+                {"d": Wanted(None, "x", frozenset())}):
         with pytest.raises(TypeError):
             jsonio.dumps_bytes(bad)
         with pytest.raises(TypeError):
