@@ -160,7 +160,7 @@ class Direct:
         form = self._form(conn.dialect, rows[0])
         params = [form.bind(r) for r in rows]
         with _cursor(conn, form.sql, params) as cursor:
-            if conn.dialect.name == "postgresql" and len(params) < PIPELINE_FROM:
+            if conn.dialect.name == "postgresql" and not _pipelined(params):
                 for p in params:
                     _tell(conn, cursor, form.sql, p, many=False)
                     _execute(conn, cursor, form.sql, p)
@@ -179,7 +179,7 @@ class Direct:
         params = [form.bind(r) for r in rows]
         out: list[Row] = []
         with _cursor(conn, form.sql, params) as cursor:
-            if conn.dialect.name == "postgresql" and len(params) >= PIPELINE_FROM:
+            if conn.dialect.name == "postgresql" and _pipelined(params):
                 _tell(conn, cursor, form.sql, params, many=True)
                 cursor.executemany(form.sql, params, returning=True)
                 while True:
@@ -217,6 +217,11 @@ def _cursor(conn: Connection, sql: str, params: Any) -> Iterator[Any]:
     finally:
         with suppress(dialect.loaded_dbapi.Error):  # its connection is gone: nothing to close
             cursor.close()
+
+
+def _pipelined(params: Sequence[Any]) -> bool:
+    """Whether a batch of `params` goes as one pipelined executemany on PostgreSQL."""
+    return len(params) >= PIPELINE_FROM
 
 
 def _execute(conn: Connection, cursor: Any, sql: str, params: Any) -> None:

@@ -509,16 +509,20 @@ def find_by_identifier(session: Session, subject: Subject, *, system: str | None
 
 
 _TOKENS = repo.INDEX_TABLES[0]
-_BY_IDENTIFIERS = (
-    select(*repo.CURRENT_COLUMNS, _TOKENS.c.system, _TOKENS.c.code)
-    .join(_TOKENS, _TOKENS.c.resource_pk == repo.R.c.pk)
-    .where(repo.R.c.deleted.is_(False),
-           _TOKENS.c.resource_type.in_(bindparam("types", expanding=True)),
-           _TOKENS.c.param == "identifier",
-           _TOKENS.c.code.in_(bindparam("values", expanding=True)))
-    .order_by(repo.R.c.pk))
 
 
+def _by_identifiers_query(types: Any, values: Any) -> Select[Any]:
+    """The current resources whose identifier token is one of `values`, among `types`
+    (each an IN's right side: an expanding parameter or a list of parameters)."""
+    return (select(*repo.CURRENT_COLUMNS, _TOKENS.c.system, _TOKENS.c.code)
+            .join(_TOKENS, _TOKENS.c.resource_pk == repo.R.c.pk)
+            .where(repo.R.c.deleted.is_(False), _TOKENS.c.resource_type.in_(types),
+                   _TOKENS.c.param == "identifier", _TOKENS.c.code.in_(values))
+            .order_by(repo.R.c.pk))
+
+
+_BY_IDENTIFIERS = _by_identifiers_query(bindparam("types", expanding=True),
+                                        bindparam("values", expanding=True))
 _FIXED_MOST = 16
 """`_by_identifiers` gives a statement for up to this many types and values."""
 _BY_IDENTIFIERS_FIXED: dict[tuple[int, int], Direct] = {}
@@ -534,14 +538,9 @@ def _by_identifiers(types: int, values: int) -> Direct | None:
         return None
     statement = _BY_IDENTIFIERS_FIXED.get((types, values))
     if statement is None:
-        statement = _BY_IDENTIFIERS_FIXED[(types, values)] = Direct(
-            select(*repo.CURRENT_COLUMNS, _TOKENS.c.system, _TOKENS.c.code)
-            .join(_TOKENS, _TOKENS.c.resource_pk == repo.R.c.pk)
-            .where(repo.R.c.deleted.is_(False),
-                   _TOKENS.c.resource_type.in_([bindparam(f"t{i}") for i in range(types)]),
-                   _TOKENS.c.param == "identifier",
-                   _TOKENS.c.code.in_([bindparam(f"v{i}") for i in range(values)]))
-            .order_by(repo.R.c.pk))
+        statement = _BY_IDENTIFIERS_FIXED[(types, values)] = Direct(_by_identifiers_query(
+            [bindparam(f"t{i}") for i in range(types)],
+            [bindparam(f"v{i}") for i in range(values)]))
     return statement
 
 
