@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 240  # seconds a bench may take here (each takes 3-30 s on an idle 2-core machine)
 TARGET = ("met", "NOT met")
@@ -116,9 +118,13 @@ def test_the_audit_bench_runs_and_reports_verify_and_decisions(tmp_path: Path) -
     assert any(what.startswith("append, one per transaction") for what in rows)
 
 
-def test_the_ingest_bench_reports_a_rate_beside_both_floors(tmp_path: Path) -> None:
-    # 2 hub workers as by default (uvicorn's multi-process path), 2 clients, 40 messages
-    out = _bench(tmp_path, "ingest", "--n", "40", "--clients", "2", "--workers", "2")
+@pytest.mark.parametrize("layout", ["apart", "workers"])
+def test_the_ingest_bench_reports_a_rate_beside_both_floors(tmp_path: Path, layout: str) -> None:
+    # 2 hub processes, each on a port of its own (the default) or as uvicorn's workers of one
+    # `hub serve`; 2 clients, 40 messages
+    out = _bench(tmp_path, "ingest", "--n", "40", "--clients", "2", "--workers", "2",
+                 "--layout", layout)
+    assert ("each on a port of its own" in out) == (layout == "apart")
     [row] = _table(out, "db", "msg/s", "FHIR floor msg/s", "target")
     assert row["db"] == "sqlite"
     for column in ("msg/s", "p50 ms", "p99 ms", "hub CPU ms/msg", "floor msg/s", "ratio",
