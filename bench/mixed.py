@@ -1,11 +1,11 @@
 """Mixed benchmark (issue #16): do reads queue behind writes?
 
     python bench/mixed.py [--seconds 8] [--readers 8] [--writers 8] [--workers 2]
-                          [--runs 3] [--db sqlite,postgresql] [--pg-url URL]
-                          [--hub-root DIR]
+                          [--layout apart|workers] [--runs 3] [--db sqlite,postgresql]
+                          [--pg-url URL] [--hub-root DIR]
 
-A real hub (`hub serve`, 2 worker processes, started as bench/ingest.py starts it, sealer
-on, dispatcher off) on a fresh database with a few hundred patients. Reader clients GET
+A real hub (2 `hub serve` processes on ports of their own, each client on one of them in
+turn, as bench/ingest.py starts it, sealer on, dispatcher off) on a fresh database with a few hundred patients. Reader clients GET
 Patient/{id} (every fifth request a search, Patient?identifier=...), writer clients post
 admission notices to $process-message; each client has its own token and keep-alive
 connection. Phases of --seconds each (after a 1 s warm-up): reads alone, writes alone, both
@@ -171,7 +171,7 @@ class PgLockSampler:
                 **{k: v / n for k, v in self.held.items()}}
 
 
-def _phase(port: int, seconds: float, *, readers: list[str], writers: list[str],
+def _phase(ports: list[int], seconds: float, *, readers: list[str], writers: list[str],
            ids: list[tuple[str, str]], messages: list[bytes]) -> tuple[Phase, Phase, float]:
     reads, writes = Phase(), Phase()
     stop = threading.Event()
@@ -181,7 +181,7 @@ def _phase(port: int, seconds: float, *, readers: list[str], writers: list[str],
 
     def reader(i: int) -> None:
         rng = random.Random(i)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", ports[i % len(ports)], timeout=60)
         conn.connect()
         barrier.wait()
         n = 0
@@ -196,7 +196,7 @@ def _phase(port: int, seconds: float, *, readers: list[str], writers: list[str],
         conn.close()
 
     def writer(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", ports[i % len(ports)], timeout=60)
         conn.connect()
         barrier.wait()
         while not stop.is_set():
@@ -263,12 +263,20 @@ def _run(url: str, args: argparse.Namespace, stats_dir: str) -> dict[str, Any]:
         keys = _prepare(url, n_readers + n_writers, key_file)
         if Path(args.hub_root).resolve() != ROOT:
             _stamp_as(url, Path(args.hub_root))
-        port = _free_port()
+        # apart (the default): one `hub serve` of one worker per port, reader i and writer i
+        # on port i % workers, as nginx spreads deploy/'s API processes; otherwise one `hub
+        # serve --workers`, whose connections the kernel spreads as it likes (bench/ingest.py)
+        apart = args.layout == "apart"
+        ports = [_free_port() for _ in range(args.workers if apart else 1)]
+        port = ports[0]
         base = f"http://127.0.0.1:{port}"
         for f in os.listdir(stats_dir):
             os.unlink(os.path.join(stats_dir, f))
-        proc = _serve(url, port, key_file, args.workers, root=Path(args.hub_root))
+        procs: list[Any] = []
         try:
+            for p in ports:
+                procs.append(_serve(url, p, key_file, 1 if apart else args.workers,
+                                    root=Path(args.hub_root)))
             tokens = _tokens(base, keys)
             readers, writers = tokens[:n_readers], tokens[n_readers:]
             pool = _messages(args.patients + args.messages)
@@ -281,20 +289,21 @@ def _run(url: str, args: argparse.Namespace, stats_dir: str) -> dict[str, Any]:
                     raise RuntimeError(f"seeding: {status} {answer[:200]!r}")
             ids = _patients(base, readers[0], args.patients)
             messages = pool[args.patients:]
-            _phase(port, 1.0, readers=readers, writers=[], ids=ids, messages=[])  # warm-up
+            _phase(ports, 1.0, readers=readers, writers=[], ids=ids, messages=[])  # warm-up
             out: dict[str, Any] = {}
             for name, r_tok, w_tok in (("reads alone", readers, []),
                                        ("writes alone", [], writers),
                                        ("both", readers, writers),
                                        ("reads alone again", readers, [])):
                 time.sleep(1.5)  # the sealer catches up between phases
-                locks0, cpu0 = _lock_totals(stats_dir), _tree_cpu(proc.pid)
+                locks0 = _lock_totals(stats_dir)
+                cpu0 = sum(_tree_cpu(proc.pid) for proc in procs)
                 sampler = PgLockSampler(url).start() if url.startswith("postgresql") else None
-                reads, writes, wall = _phase(port, args.seconds, readers=r_tok, writers=w_tok,
+                reads, writes, wall = _phase(ports, args.seconds, readers=r_tok, writers=w_tok,
                                              ids=ids, messages=messages)
                 pg_locks = sampler.stop() if sampler is not None else {}
                 time.sleep(0.3)  # the hub's lock counters are written every 0.2 s
-                cpu = _tree_cpu(proc.pid) - cpu0
+                cpu = sum(_tree_cpu(proc.pid) for proc in procs) - cpu0
                 locks1 = _lock_totals(stats_dir)
                 shares = _lock_shares(locks0, locks1, wall)
                 r, w = _summary(reads, wall), _summary(writes, wall)
@@ -303,8 +312,10 @@ def _run(url: str, args: argparse.Namespace, stats_dir: str) -> dict[str, Any]:
                              "cpu_ms": cpu / max(r["n"] + w["n"], 1) * 1000}
                 messages = messages[len(writes.latencies):]
         finally:
-            proc.terminate()
-            proc.wait(30)
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(30)
     return out
 
 
@@ -326,7 +337,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="length of each phase")
     ap.add_argument("--readers", type=int, default=8)
     ap.add_argument("--writers", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=2, help="hub serve worker processes")
+    ap.add_argument("--workers", type=int, default=2, help="hub processes")
+    ap.add_argument("--layout", choices=("apart", "workers"), default="apart",
+                    help="apart: that many `hub serve` processes on ports of their own, the "
+                    "readers and the writers spread evenly over them (as behind deploy/'s "
+                    "nginx); workers: one `hub serve --workers`, the kernel spreading them")
     ap.add_argument("--patients", type=int, default=200, help="patients seeded to read")
     ap.add_argument("--messages", type=int, default=5000, help="messages prepared for writers")
     ap.add_argument("--runs", type=int, default=1, help="runs per database (fresh each)")
@@ -336,7 +351,9 @@ def main() -> None:
     args = ap.parse_args()
     info = machine_info(hub=args.hub_root, phases=f"{args.seconds:g} s each",
                         clients=f"{args.readers} readers, {args.writers} writers, "
-                                f"{args.workers} hub workers")
+                                f"{args.workers} hub processes"
+                                + (" on ports of their own" if args.layout == "apart"
+                                   else ", workers of one hub serve"))
     stats_dir = tempfile.mkdtemp(prefix="carehub-lockstats-")
     os.environ["HUB_LOCK_STATS_DIR"] = stats_dir  # the hub processes inherit it
     rates = Table("db", "run", "reads/s alone (before, after)", "reads/s with writes",
