@@ -4,6 +4,7 @@ search parameter and every example resource it must give exactly what fhirpathpy
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -194,3 +195,64 @@ def test_identifiers_looked_up_at_once_past_the_fixed_shapes(database: Any) -> N
         with database.session(write=False) as s:
             found = service.find_by_identifiers(s, Subject.hub_itself(), wanted)
         assert [len(f) for f in found] == [1 - i % 2 for i in range(n)], n
+
+
+def _token_scans(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if plan.get("Relation Name") == "search_tokens":
+        yield plan
+    for child in plan.get("Plans", []):
+        yield from _token_scans(child)
+
+
+PATIENTS = 3000
+
+
+def test_postgresql_looks_up_identifiers_by_index_before_any_analyze(database: Any) -> None:
+    """Message intake looks up every entry's identifiers at once. On PostgreSQL, with the
+    token table never analyzed (a new hub, before autovacuum's first pass), the planner
+    scanned every identifier token of the types and filtered the codes when they were an
+    IN list: growing with every patient. The hub's own statement (one SELECT per value) reads
+    only the matching tokens; the control, the same look-up as one IN, reads them all
+    (PATIENTS of them: at 200 the planner rightly reads the table's few pages either way)."""
+    if database.dialect != "postgresql":
+        pytest.skip("PostgreSQL's planner")
+    from sqlalchemy import bindparam, text
+
+    from hub.auth.subject import Subject
+    from hub.db.direct import Direct
+    from hub.store import service
+
+    with database.session(write=True) as s:
+        s.execute(text("ALTER TABLE search_tokens SET (autovacuum_enabled = false)"))
+        service.create_many(s, [service.New(Subject.working_for("org-a", "c"), {
+            "resourceType": "Patient", "identifier": [{"system": "urn:a", "value": str(i)}]},
+            str(uuid.uuid4())) for i in range(PATIENTS)])
+    with database.session(write=False) as s:
+        assert s.execute(text("SELECT last_analyze IS NULL AND last_autoanalyze IS NULL FROM "
+                              "pg_stat_user_tables WHERE relname = 'search_tokens'")).scalar()
+    types, values = ["Encounter", "Patient"], ["7", "no-such"]
+    params = {**{f"t{i}": t for i, t in enumerate(types)},
+              **{f"v{i}": v for i, v in enumerate(values)}}
+    fixed = service._by_identifiers("postgresql", len(types), len(values))
+    assert fixed is not None
+    control = Direct(service._by_identifiers_query(  # what the fixed statement was before
+        [bindparam(f"t{i}") for i in range(len(types))],
+        [bindparam(f"v{i}") for i in range(len(values))]))
+
+    def scanned(statement: Direct) -> tuple[int, int]:
+        form = statement._form(database.engine.dialect, params)
+        with database.session(write=False) as s:
+            cursor = s.connection().connection.driver_connection.cursor()
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {form.sql}", form.bind(params))
+            [plan] = cursor.fetchone()[0]
+        scans = list(_token_scans(plan["Plan"]))
+        assert scans, plan
+        return (sum(n["Actual Rows"] * n["Actual Loops"] for n in scans),
+                sum(n.get("Rows Removed by Filter", 0) for n in scans))
+
+    assert scanned(fixed) == (1, 0)  # the token of "7", nothing read and filtered away
+    rows, removed = scanned(control)
+    assert rows == 1
+    assert removed >= PATIENTS - 1  # the control reads them all
+    with database.session(write=False) as s:  # and both find the same
+        assert fixed.rows(s.connection(), params) == control.rows(s.connection(), params)
