@@ -5,14 +5,14 @@
                           [--pg-url URL] [--hub-root DIR]
 
 A real hub (2 `hub serve` processes on ports of their own, each client on one of them in
-turn, as bench/ingest.py starts it, sealer on, dispatcher off) on a fresh database with a few hundred patients. Reader clients GET
-Patient/{id} (every fifth request a search, Patient?identifier=...), writer clients post
-admission notices to $process-message; each client has its own token and keep-alive
-connection. Phases of --seconds each (after a 1 s warm-up): reads alone, writes alone, both
-together, reads alone again. The
-floor of the reads is the mean of two reads-alone phases of the same run, one before and
-one after the others (the machine's load drifts); the target is that reads lose at most
-25 % alongside the writes.
+turn, as bench/ingest.py starts it, sealer on, dispatcher off) on a fresh database with a
+few hundred patients. Reader clients GET Patient/{id} (every fifth request a search,
+Patient?identifier=...), writer clients post admission notices to $process-message; each
+client has its own token and keep-alive connection. Phases of --seconds each (after a 1 s
+warm-up): reads alone, writes alone, both together, reads alone again. The floor of the
+reads is the mean of two reads-alone phases of the same run, one before and one after the
+others (the machine's load drifts); the target is that reads lose at most 25 % alongside the
+writes.
 
 For each lock that all transactions share it prints the share of the phase's wall time it
 was held: on SQLite the database's write lock and the read spool's (timed in the hub
