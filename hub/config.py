@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         "never fewer than write_concurrency. Unset: 4 on PostgreSQL when write_concurrency is "
         "unset too, else write_concurrency",
     )
+    write_backlog: int = Field(
+        default=64, ge=0,
+        description="FHIR write requests one hub process holds at once, working or waiting "
+        "for a turn; one more is answered 503 with Retry-After at once instead of waiting "
+        "behind them (an overload is shed, not queued without end). 0: no bound",
+    )
     sqlite_busy_timeout: float = Field(
         default=30.0, description="Seconds an SQLite writer waits for the lock"
     )

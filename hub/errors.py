@@ -13,7 +13,8 @@ HubError                      -> OperationOutcome, status from the class
 ├── PayloadTooLargeError      413
 ├── UnsupportedMediaTypeError 415
 ├── InvalidResourceError      422 well-formed but not valid (one or more issues)
-└── AuditUnavailableError     503 the audit record of a read could not be committed
+├── AuditUnavailableError     503 the audit record of a read could not be committed
+└── BusyError                 503 the process holds as many writes as it takes (Retry-After)
 """
 
 from __future__ import annotations
@@ -142,6 +143,13 @@ class InvalidResourceError(HubError):
 class AuditUnavailableError(HubError):
     """503: the audit trail could not take the record of a read, so nothing is disclosed
     (hub/audit/spool.py); the request may be sent again."""
+
+    status, code = 503, "transient"
+
+
+class BusyError(HubError):
+    """503: the process already holds HUB_WRITE_BACKLOG write requests; nothing was done and
+    the request may be sent again after its Retry-After."""
 
     status, code = 503, "transient"
 

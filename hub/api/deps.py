@@ -25,6 +25,7 @@ from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.errors import (
     BadRequestError,
+    BusyError,
     PayloadTooLargeError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
@@ -230,14 +231,35 @@ def turns_of(request: Request) -> WriteTurns | None:
     return turns
 
 
+BUSY_RETRY_AFTER = 1
+"""Seconds a write shed by HUB_WRITE_BACKLOG is asked to wait before it is sent again."""
+
+
 async def in_write_turn(request: Request, work: Callable[[], T]) -> T:
     """Run a write request's `work` on a worker thread once this process has a turn for it
     (hub/api/turns.py: a bulkhead that narrows while the process serves reads); the others
     wait in the event loop, holding no thread. Reads never wait here, so that a burst of
     messages takes a bounded share of the process (its GIL, its database connections) and
-    the people reading keep theirs (bench/mixed.py)."""
+    the people reading keep theirs (bench/mixed.py).
+
+    A process holds at most HUB_WRITE_BACKLOG write requests (working or waiting); one more
+    raises BusyError (503, Retry-After) before anything is read or written, so that an
+    overload is shed where clients can see it instead of queued until they time out."""
     turns = turns_of(request)
-    return await to_thread.run_sync(work, limiter=turns.limiter if turns else None)
+    state = request.app.state
+    backlog = get_settings(request).write_backlog
+    held = getattr(state, "writes_held", 0)  # changed on the event loop's thread only
+    if backlog and held >= backlog:
+        raise BusyError(
+            f"This hub process already holds {held} write requests, so this one was not "
+            f"taken: nothing was done. Send it again in {BUSY_RETRY_AFTER} s; a message sent "
+            "again with the same MessageHeader.id is taken only once.",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+    state.writes_held = held + 1
+    try:
+        return await to_thread.run_sync(work, limiter=turns.limiter if turns else None)
+    finally:
+        state.writes_held -= 1
 
 
 async def audited_transaction(request: Request, db: Database, subject: Subject,
@@ -322,11 +344,15 @@ async def record_apart(request: Request, write: Callable[[Session, Auditor], obj
                       request.url.path)
 
 
-async def audit_failure(request: Request, status: int, text: str) -> None:
+async def audit_failure(request: Request, status: int, text: str, *,
+                        apart_from_writes: bool = False) -> None:
     """Record a request that failed (HubError or worse) in a short write transaction of its
     own, the request's own having rolled back: who (if known), what was asked, the status
     (outcome 4 for 4xx, 8 for 5xx), and the disclosure decisions it made on the way. Never
-    raises: the error response goes out whatever happens here."""
+    raises: the error response goes out whatever happens here.
+
+    A read, and a write shed unread (`apart_from_writes`: BusyError, under an overload of
+    writes), is recorded where reads are (hub/audit/spool.py), off the main write lock."""
     if not is_audited(request.url.path):
         return
     subject: Subject | None = getattr(request.state, "subject", None)
@@ -339,7 +365,8 @@ async def audit_failure(request: Request, status: int, text: str) -> None:
     what = f"{request.method} {request.url.path}: {status}"
     address = client_address(request)
 
-    if interaction in READ_INTERACTIONS and request.method in ("GET", "HEAD", "POST"):
+    if apart_from_writes or (interaction in READ_INTERACTIONS
+                             and request.method in ("GET", "HEAD", "POST")):
         # A read that failed is recorded where reads are, off the main write lock.
         def spool() -> None:
             auditor = get_auditor(request)

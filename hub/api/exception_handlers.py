@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.api.deps import audit_failure
 from hub.api.responses import FhirResponse
-from hub.errors import HubError, Issue, operation_outcome
+from hub.errors import BusyError, HubError, Issue, operation_outcome
 
 log = logging.getLogger("hub.api")
 
@@ -29,7 +29,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> FhirResponse:
-        await audit_failure(request, exc.status, exc.diagnostics)
+        await audit_failure(request, exc.status, exc.diagnostics,
+                            apart_from_writes=isinstance(exc, BusyError))
         return FhirResponse(exc.outcome(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -5,6 +5,7 @@ never wait for one."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 import hub.api.messaging
 import hub.store.service
@@ -194,3 +196,65 @@ def test_a_read_narrows_the_turns_and_with_nobody_reading_writes_take_the_burst(
         assert first[0].status_code == 200, first[0].text
         assert second[0].status_code == 200, second[0].text
         assert turns.reads == 0
+
+
+def test_past_the_backlog_a_write_is_shed_with_503_and_the_held_ones_are_taken(
+        settings: Settings, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HUB_WRITE_BACKLOG: a process holding that many write requests (here two, held in
+    validation) answers one more 503 with Retry-After at once, stores nothing of it and
+    records it in the audit trail; the held ones are taken, and once they are answered a
+    write is taken again (the bound is on what is held, not on a count)."""
+    register_story_organizations(database)
+    bounded = settings.model_copy(update={"write_backlog": 2, "write_concurrency": 0})
+    with other_client(bounded, database, "jaeren-dps") as dps:
+        assert dps.post("/fhir/$process-message", json=CONSENT).status_code == 200
+        held = HeldValidation(hub.api.messaging.check_message, hold=2)
+        monkeypatch.setattr(hub.api.messaging, "check_message", held)
+        reads = dps.app.state.read_audit  # type: ignore[attr-defined]
+        spooled = reads.check({}).waiting
+
+        def message(body: dict[str, Any]) -> Callable[[], httpx.Response]:
+            return lambda: dps.post("/fhir/$process-message", json=body)
+
+        with in_background(message(ADMISSION)) as first, \
+                in_background(message(CARE_PLAN)) as second:
+            wait_for(lambda: held.entered == 2, within=15, what="two messages held")
+            shed = dps.post("/fhir/Patient", json=patient(fnr(start=11)))
+            assert shed.status_code == 503, shed.text
+            assert shed.headers["retry-after"] == "1"
+            assert shed.json()["issue"][0]["code"] == "transient"
+            assert held.entered == 2  # nothing of it began
+            if database.dialect == "sqlite":  # its audit record, off the main write lock
+                assert reads.check({}).waiting == spooled + 1
+            held.gate.set()
+        assert first[0].status_code == 200, first[0].text
+        assert second[0].status_code == 200, second[0].text
+        assert dps.app.state.writes_held == 0  # type: ignore[attr-defined]
+        found = dps.get("/fhir/Patient", params={"identifier": fnr(start=11)})
+        assert found.json().get("total", 0) == 0  # the shed Patient was not stored
+        again = dps.post("/fhir/Patient", json=patient(fnr(start=11)))  # control
+        assert again.status_code == 201, again.text
+        reads.move_all()
+        with database.session(write=False) as s:
+            bodies = [json.loads(b) for b in s.execute(
+                text("SELECT body FROM audit_records")).scalars()]
+        shed_records = [b for b in bodies if "already holds" in b.get("outcomeDesc", "")]
+        assert [b["outcome"] for b in shed_records] == ["8"]  # recorded once, as a 5xx
+
+
+def test_without_a_backlog_bound_every_write_waits_its_turn(
+        settings: Settings, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    register_story_organizations(database)
+    unbounded = settings.model_copy(update={"write_backlog": 0, "write_concurrency": 0})
+    with other_client(unbounded, database, "jaeren-dps") as dps:
+        assert dps.post("/fhir/$process-message", json=CONSENT).status_code == 200
+        held = HeldValidation(hub.api.messaging.check_message, hold=2)
+        monkeypatch.setattr(hub.api.messaging, "check_message", held)
+        with in_background(lambda: dps.post("/fhir/$process-message", json=ADMISSION)) as a, \
+                in_background(lambda: dps.post("/fhir/$process-message", json=CARE_PLAN)) as b:
+            wait_for(lambda: held.entered == 2, within=15, what="two messages held")
+            third = dps.post("/fhir/Patient", json=patient(fnr(start=11)))
+            assert third.status_code == 201, third.text
+            held.gate.set()
+        assert a[0].status_code == 200, a[0].text
+        assert b[0].status_code == 200, b[0].text
