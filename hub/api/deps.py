@@ -243,8 +243,9 @@ async def in_write_turn(request: Request, work: Callable[[], T]) -> T:
     the people reading keep theirs (bench/mixed.py).
 
     A process holds at most HUB_WRITE_BACKLOG write requests (working or waiting); one more
-    raises BusyError (503, Retry-After) before anything is read or written, so that an
-    overload is shed where clients can see it instead of queued until they time out."""
+    raises BusyError (503, Retry-After) before its work begins (nothing of it is written),
+    so that an overload is shed where clients can see it instead of queued until they time
+    out."""
     turns = turns_of(request)
     state = request.app.state
     backlog = get_settings(request).write_backlog
