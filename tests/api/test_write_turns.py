@@ -65,9 +65,9 @@ def dps_at(settings: Settings, database: Database) -> Callable[[int], Any]:
     register_story_organizations(database)
 
     @contextmanager
-    def make(turns: int, burst: int | None = None) -> Iterator[TestClient]:
+    def make(turns: int, burst: int | None = None, backlog: int = 64) -> Iterator[TestClient]:
         limited = settings.model_copy(update={"write_concurrency": turns,
-                                              "write_burst": burst})
+                                              "write_burst": burst, "write_backlog": backlog})
         with other_client(limited, database, "jaeren-dps") as dps:
             r = dps.post("/fhir/$process-message", json=CONSENT)
             assert r.status_code == 200, r.text
@@ -198,37 +198,41 @@ def test_a_read_narrows_the_turns_and_with_nobody_reading_writes_take_the_burst(
         assert turns.reads == 0
 
 
+@contextmanager
+def two_messages_held(dps: TestClient, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Two messages of `dps` held in validation (working, so held by the process) for the
+    duration; on leaving they are let go and must be taken."""
+    held = HeldValidation(hub.api.messaging.check_message, hold=2)
+    monkeypatch.setattr(hub.api.messaging, "check_message", held)
+    with in_background(lambda: dps.post("/fhir/$process-message", json=ADMISSION)) as first, \
+            in_background(lambda: dps.post("/fhir/$process-message", json=CARE_PLAN)) as second:
+        wait_for(lambda: held.entered == 2, within=15, what="two messages held")
+        try:
+            yield
+            assert held.entered == 2  # nothing else began meanwhile
+        finally:
+            held.gate.set()
+    assert first[0].status_code == 200, first[0].text
+    assert second[0].status_code == 200, second[0].text
+
+
 def test_past_the_backlog_a_write_is_shed_with_503_and_the_held_ones_are_taken(
-        settings: Settings, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        dps_at: Callable[..., Any], database: Database,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """HUB_WRITE_BACKLOG: a process holding that many write requests (here two, held in
     validation) answers one more 503 with Retry-After at once, stores nothing of it and
     records it in the audit trail; the held ones are taken, and once they are answered a
     write is taken again (the bound is on what is held, not on a count)."""
-    register_story_organizations(database)
-    bounded = settings.model_copy(update={"write_backlog": 2, "write_concurrency": 0})
-    with other_client(bounded, database, "jaeren-dps") as dps:
-        assert dps.post("/fhir/$process-message", json=CONSENT).status_code == 200
-        held = HeldValidation(hub.api.messaging.check_message, hold=2)
-        monkeypatch.setattr(hub.api.messaging, "check_message", held)
+    with dps_at(0, backlog=2) as dps:
         reads = dps.app.state.read_audit  # type: ignore[attr-defined]
         spooled = reads.check({}).waiting
-
-        def message(body: dict[str, Any]) -> Callable[[], httpx.Response]:
-            return lambda: dps.post("/fhir/$process-message", json=body)
-
-        with in_background(message(ADMISSION)) as first, \
-                in_background(message(CARE_PLAN)) as second:
-            wait_for(lambda: held.entered == 2, within=15, what="two messages held")
+        with two_messages_held(dps, monkeypatch):
             shed = dps.post("/fhir/Patient", json=patient(fnr(start=11)))
             assert shed.status_code == 503, shed.text
             assert shed.headers["retry-after"] == "1"
             assert shed.json()["issue"][0]["code"] == "transient"
-            assert held.entered == 2  # nothing of it began
             if database.dialect == "sqlite":  # its audit record, off the main write lock
                 assert reads.check({}).waiting == spooled + 1
-            held.gate.set()
-        assert first[0].status_code == 200, first[0].text
-        assert second[0].status_code == 200, second[0].text
         assert dps.app.state.writes_held == 0  # type: ignore[attr-defined]
         found = dps.get("/fhir/Patient", params={"identifier": fnr(start=11)})
         assert found.json().get("total", 0) == 0  # the shed Patient was not stored
@@ -243,18 +247,7 @@ def test_past_the_backlog_a_write_is_shed_with_503_and_the_held_ones_are_taken(
 
 
 def test_without_a_backlog_bound_every_write_waits_its_turn(
-        settings: Settings, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    register_story_organizations(database)
-    unbounded = settings.model_copy(update={"write_backlog": 0, "write_concurrency": 0})
-    with other_client(unbounded, database, "jaeren-dps") as dps:
-        assert dps.post("/fhir/$process-message", json=CONSENT).status_code == 200
-        held = HeldValidation(hub.api.messaging.check_message, hold=2)
-        monkeypatch.setattr(hub.api.messaging, "check_message", held)
-        with in_background(lambda: dps.post("/fhir/$process-message", json=ADMISSION)) as a, \
-                in_background(lambda: dps.post("/fhir/$process-message", json=CARE_PLAN)) as b:
-            wait_for(lambda: held.entered == 2, within=15, what="two messages held")
-            third = dps.post("/fhir/Patient", json=patient(fnr(start=11)))
-            assert third.status_code == 201, third.text
-            held.gate.set()
-        assert a[0].status_code == 200, a[0].text
-        assert b[0].status_code == 200, b[0].text
+        dps_at: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    with dps_at(0, backlog=0) as dps, two_messages_held(dps, monkeypatch):
+        third = dps.post("/fhir/Patient", json=patient(fnr(start=11)))
+        assert third.status_code == 201, third.text
