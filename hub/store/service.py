@@ -546,33 +546,44 @@ def _by_identifiers_each(types: Any, values: list[Any],
     each (pg_stat_statements under bench/ingest.py), the largest statement of the server's
     time. An equality on the code is always a condition of the index's scan. `clause`: an
     organisation's visibility, on each SELECT."""
-    branch = _identifier_tokens(types) if clause is None else _identifier_tokens(types).where(
-        clause)
+    branch = _identifier_tokens(types)
+    if clause is not None:
+        branch = branch.where(clause)
     each = union_all(*(branch.where(_TOKENS.c.code == v) for v in values))
     return each.order_by(each.selected_columns.pk)
 
 
-_BY_IDENTIFIERS = _by_identifiers_query(bindparam("types", expanding=True),
-                                        bindparam("values", expanding=True))
+def _identifiers_statement(dialect: str, types: Any, values: int,
+                           clause: ColumnElement[bool] | None = None,
+                           ) -> Select[Any] | CompoundSelect[Any]:
+    """The look-up of the identifier tokens among `types` (an IN's right side) whose code
+    is one of the parameters v0, v1, ... (`values` of them): on PostgreSQL one SELECT per
+    value (`_by_identifiers_each`), elsewhere one IN. `clause`: an organisation's
+    visibility."""
+    codes: list[Any] = [bindparam(f"v{i}") for i in range(values)]
+    if dialect == "postgresql":
+        return _by_identifiers_each(types, codes, clause)
+    query = _by_identifiers_query(types, codes)
+    return query if clause is None else query.where(clause)
+
+
 _FIXED_MOST = 16
 """`_by_identifiers` gives a statement for up to this many types and values."""
 _BY_IDENTIFIERS_FIXED: dict[tuple[str, int, int], Direct] = {}
 
 
 def _by_identifiers(dialect: str, types: int, values: int) -> Direct | None:
-    """`_BY_IDENTIFIERS` with `types` and `values` parameters of their own instead of its
-    expanding INs, which Direct cannot run (hub/db/direct.py); one statement per shape, the
+    """`_identifiers_statement` with a parameter of its own for each type instead of an
+    expanding IN, which Direct cannot run (hub/db/direct.py); one statement per shape, the
     same few shapes for every message (None above `_FIXED_MOST`: SQLAlchemy runs it). On
     SQLite this look-up is inside the write lock; on PostgreSQL it becomes a prepared
-    statement, one SELECT per value (`_by_identifiers_each`)."""
+    statement."""
     if not 0 < types <= _FIXED_MOST or not 0 < values <= _FIXED_MOST:
         return None
     statement = _BY_IDENTIFIERS_FIXED.get((dialect, types, values))
     if statement is None:
-        form = _by_identifiers_each if dialect == "postgresql" else _by_identifiers_query
-        statement = _BY_IDENTIFIERS_FIXED[(dialect, types, values)] = Direct(form(
-            [bindparam(f"t{i}") for i in range(types)],
-            [bindparam(f"v{i}") for i in range(values)]))
+        statement = _BY_IDENTIFIERS_FIXED[(dialect, types, values)] = Direct(
+            _identifiers_statement(dialect, [bindparam(f"t{i}") for i in range(types)], values))
     return statement
 
 
@@ -602,14 +613,11 @@ def find_by_identifiers(session: Session, subject: Subject,
         rows = fixed.rows(conn, {
             **{f"t{i}": t for i, t in enumerate(types)},
             **{f"v{i}": v for i, v in enumerate(values)}})
-    elif conn.dialect.name == "postgresql":  # past the fixed shapes, or an organisation's
-        each = _by_identifiers_each(bindparam("types", expanding=True),
-                                    [bindparam(f"v{i}") for i in range(len(values))], clause)
-        rows = [tuple(r) for r in conn.execute(each, {
+    else:  # past the fixed shapes, or an organisation's (with its visibility clause)
+        query = _identifiers_statement(conn.dialect.name, bindparam("types", expanding=True),
+                                       len(values), clause)
+        rows = [tuple(r) for r in conn.execute(query, {
             "types": types, **{f"v{i}": v for i, v in enumerate(values)}})]
-    else:
-        query = _BY_IDENTIFIERS if clause is None else _BY_IDENTIFIERS.where(clause)
-        rows = [tuple(r) for r in conn.execute(query, {"types": types, "values": values})]
     currents = [repo.Current(*row[:-2]) for row in rows]
     seen = {c.pk for c, ok in zip(currents, gate.allows(currents), strict=True) if ok}
     out: list[list[StoredResource]] = []
