@@ -38,6 +38,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,38 @@ def _serve(url: str, port: int, key_file: str, workers: int,
                                                  else ""))
 
 
+LAYOUTS = ("apart", "workers")
+LAYOUT_HELP = ("apart: that many `hub serve` processes on ports of their own, the clients "
+               "spread evenly over them (as behind deploy/'s nginx); workers: one `hub serve "
+               "--workers`, the kernel spreading the connections")
+
+
+@contextmanager
+def serving(url: str, key_file: str, workers: int, *, apart: bool,
+            root: Path = ROOT) -> Iterator[tuple[list[int], list[subprocess.Popen[bytes]]]]:
+    """The hub's processes and the ports clients use, client i port i % len(ports). apart:
+    one `hub serve` of one worker per port, as nginx spreads requests over deploy/'s API
+    processes. Otherwise one `hub serve` of `workers` workers on one port, whose connections
+    the kernel hands to the workers as it likes: a 2/6 split of 8 took 262 msg/s where 4/4
+    took 294-304 (SQLite). Stopped on leaving."""
+    ports = [_free_port() for _ in range(workers if apart else 1)]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            procs.append(_serve(url, port, key_file, 1 if apart else workers, root=root))
+        yield ports, procs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+
+
+def _procs_cpu(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds of the hub's processes and their workers (`_tree_cpu` of each)."""
+    return sum(_tree_cpu(proc.pid) for proc in procs)
+
+
 def _tokens(base: str, keys: list[tuple[Any, str]]) -> list[str]:
     """An access token for each (key, client id) from _prepare, from the hub at `base`."""
     out = []
@@ -173,15 +207,7 @@ def _run_hub(url: str, n: int, clients: int, workers: int, *,
     with tempfile.TemporaryDirectory() as tmp:
         key_file = str(Path(tmp) / "audit.pem")
         keys = _prepare(url, clients, key_file)
-        # apart: one `hub serve` of one worker per port, client i on port i % workers, as
-        # nginx spreads requests over deploy/'s API processes. Otherwise one `hub serve` of
-        # `workers` workers on one port, whose connections the kernel hands to the workers
-        # as it likes: a 2/6 split of the 8 took 262 msg/s where 4/4 took 294-304 (SQLite).
-        ports = [_free_port() for _ in range(workers if apart else 1)]
-        procs: list[subprocess.Popen[bytes]] = []
-        try:
-            for port in ports:
-                procs.append(_serve(url, port, key_file, 1 if apart else workers))
+        with serving(url, key_file, workers, apart=apart) as (ports, procs):
             tokens = _tokens(f"http://127.0.0.1:{ports[0]}", keys)
             messages = _messages(n)
             # warm-up outside the measurement, on every client's connection (every worker)
@@ -216,20 +242,13 @@ def _run_hub(url: str, n: int, clients: int, workers: int, *,
             threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
             for t in threads:
                 t.start()
-            hub_cpu0 = sum(_tree_cpu(proc.pid) for proc in procs)
-            own_cpu0 = time.process_time()
+            hub_cpu0, own_cpu0 = _procs_cpu(procs), time.process_time()
             barrier.wait()
             t0 = time.perf_counter()
             for t in threads:
                 t.join()
             wall = time.perf_counter() - t0
-            hub_cpu = sum(_tree_cpu(proc.pid) for proc in procs) - hub_cpu0
-            own_cpu = time.process_time() - own_cpu0
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(30)
+            hub_cpu, own_cpu = _procs_cpu(procs) - hub_cpu0, time.process_time() - own_cpu0
     if errors:
         raise RuntimeError(f"{len(errors)} errors, first: {errors[0]}")
     q = statistics.quantiles(latencies, n=100)
@@ -295,10 +314,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2, help="hub processes")
-    ap.add_argument("--layout", choices=("apart", "workers"), default="apart",
-                    help="apart: that many `hub serve` processes on ports of their own, the "
-                    "clients spread evenly over them (as behind deploy/'s nginx); workers: one "
-                    "`hub serve --workers`, the kernel spreading the connections")
+    ap.add_argument("--layout", choices=LAYOUTS, default="apart", help=LAYOUT_HELP)
     ap.add_argument("--runs", type=int, default=1, help="runs per database (fresh each)")
     ap.add_argument("--db", default="sqlite,postgresql")
     ap.add_argument("--pg-url", default=os.environ.get("HUB_TEST_POSTGRES_URL"))

@@ -49,7 +49,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchdb import machine_info, postgres_url, print_machine, sqlite_url  # noqa: E402
-from ingest import _free_port, _messages, _prepare, _serve, _tokens, _tree_cpu  # noqa: E402
+from ingest import (  # noqa: E402
+    LAYOUT_HELP,
+    LAYOUTS,
+    _messages,
+    _prepare,
+    _procs_cpu,
+    _tokens,
+    serving,
+)
 
 from hub.audit.seal import SEAL_LOCK  # noqa: E402
 
@@ -263,20 +271,13 @@ def _run(url: str, args: argparse.Namespace, stats_dir: str) -> dict[str, Any]:
         keys = _prepare(url, n_readers + n_writers, key_file)
         if Path(args.hub_root).resolve() != ROOT:
             _stamp_as(url, Path(args.hub_root))
-        # apart (the default): one `hub serve` of one worker per port, reader i and writer i
-        # on port i % workers, as nginx spreads deploy/'s API processes; otherwise one `hub
-        # serve --workers`, whose connections the kernel spreads as it likes (bench/ingest.py)
-        apart = args.layout == "apart"
-        ports = [_free_port() for _ in range(args.workers if apart else 1)]
-        port = ports[0]
-        base = f"http://127.0.0.1:{port}"
         for f in os.listdir(stats_dir):
             os.unlink(os.path.join(stats_dir, f))
-        procs: list[Any] = []
-        try:
-            for p in ports:
-                procs.append(_serve(url, p, key_file, 1 if apart else args.workers,
-                                    root=Path(args.hub_root)))
+        # reader i and writer i on ports[i % len(ports)] (bench/ingest.py `serving`)
+        with serving(url, key_file, args.workers, apart=args.layout == "apart",
+                     root=Path(args.hub_root)) as (ports, procs):
+            port = ports[0]
+            base = f"http://127.0.0.1:{port}"
             tokens = _tokens(base, keys)
             readers, writers = tokens[:n_readers], tokens[n_readers:]
             pool = _messages(args.patients + args.messages)
@@ -296,14 +297,13 @@ def _run(url: str, args: argparse.Namespace, stats_dir: str) -> dict[str, Any]:
                                        ("both", readers, writers),
                                        ("reads alone again", readers, [])):
                 time.sleep(1.5)  # the sealer catches up between phases
-                locks0 = _lock_totals(stats_dir)
-                cpu0 = sum(_tree_cpu(proc.pid) for proc in procs)
+                locks0, cpu0 = _lock_totals(stats_dir), _procs_cpu(procs)
                 sampler = PgLockSampler(url).start() if url.startswith("postgresql") else None
                 reads, writes, wall = _phase(ports, args.seconds, readers=r_tok, writers=w_tok,
                                              ids=ids, messages=messages)
                 pg_locks = sampler.stop() if sampler is not None else {}
                 time.sleep(0.3)  # the hub's lock counters are written every 0.2 s
-                cpu = sum(_tree_cpu(proc.pid) for proc in procs) - cpu0
+                cpu = _procs_cpu(procs) - cpu0
                 locks1 = _lock_totals(stats_dir)
                 shares = _lock_shares(locks0, locks1, wall)
                 r, w = _summary(reads, wall), _summary(writes, wall)
@@ -311,11 +311,6 @@ def _run(url: str, args: argparse.Namespace, stats_dir: str) -> dict[str, Any]:
                              "load": os.getloadavg()[0],
                              "cpu_ms": cpu / max(r["n"] + w["n"], 1) * 1000}
                 messages = messages[len(writes.latencies):]
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(30)
     return out
 
 
@@ -338,10 +333,7 @@ def main() -> None:
     ap.add_argument("--readers", type=int, default=8)
     ap.add_argument("--writers", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2, help="hub processes")
-    ap.add_argument("--layout", choices=("apart", "workers"), default="apart",
-                    help="apart: that many `hub serve` processes on ports of their own, the "
-                    "readers and the writers spread evenly over them (as behind deploy/'s "
-                    "nginx); workers: one `hub serve --workers`, the kernel spreading them")
+    ap.add_argument("--layout", choices=LAYOUTS, default="apart", help=LAYOUT_HELP)
     ap.add_argument("--patients", type=int, default=200, help="patients seeded to read")
     ap.add_argument("--messages", type=int, default=5000, help="messages prepared for writers")
     ap.add_argument("--runs", type=int, default=1, help="runs per database (fresh each)")
