@@ -227,7 +227,8 @@ async def create(resource_type: str, request: Request, db: DatabaseDep, settings
         touched=lambda _s, written: touched_stored(written.stored))
     return resource_response(result.stored, status=201 if result.created else 200,
                              base=settings.fhir_base, prefer=request.headers.get("prefer"),
-                             location=True)
+                             location=True, withheld=None if result.readable
+                             else service.kept_person_issue(result.stored))
 
 
 _NOT_CRITERIA = {"_format", "_pretty"}

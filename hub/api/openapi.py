@@ -78,6 +78,11 @@ def _success(path: str, method: str) -> dict[str, Any]:
     if method in ("post", "put") and path in ("/fhir/{resource_type}",
                                               "/fhir/{resource_type}/{resource_id}"):
         ok["201"] = {"description": "Created", "content": _fhir_content(_RESOURCE)}
+    if method == "post" and path == "/fhir/{resource_type}":
+        ok["200"]["description"] = (
+            "Nothing created: the resource If-None-Exist matched, or the Patient the hub "
+            "already keeps for the person (one per fødselsnummer or D-nummer); Location names "
+            "it, and the body is an OperationOutcome where the caller may not read it")
     return ok
 
 

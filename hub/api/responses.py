@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from starlette.responses import Response
 
 from hub.db.types import utcnow
+from hub.errors import Issue, operation_outcome
 from hub.fhir.jsonio import dumps_bytes
 from hub.store.dates import format_instant
 from hub.store.resources import StoredResource
@@ -32,12 +33,14 @@ class FhirResponse(Response):
 
 
 def resource_response(stored: StoredResource, *, status: int = 200, base: str,
-                      prefer: str | None = None, location: bool = False) -> FhirResponse:
-    """A single resource with ETag, Last-Modified and (after a write) Location."""
+                      prefer: str | None = None, location: bool = False,
+                      withheld: Issue | None = None) -> FhirResponse:
+    """A single resource with ETag, Last-Modified and (after a write) Location. `withheld`:
+    the caller may not read `stored`, so the body is this OperationOutcome instead."""
     headers = {"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated_at)}
     if location:
         headers["Location"] = f"{base}/{stored.relative_url}/_history/{stored.version_id}"
-    body: Any = stored.body
+    body: Any = stored.body if withheld is None else operation_outcome([withheld])
     if prefer and "return=minimal" in prefer:
         body = None
     return FhirResponse(body, status_code=status, headers=headers)

@@ -25,6 +25,12 @@ _LOCK_ALL = text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigi
                  "WITH ORDINALITY AS t(k, n) ORDER BY n")
 
 
+def identity_name(resource_type: str, system: object, value: object) -> str:
+    """The lock name of one identity: a resource of `resource_type` under this identifier.
+    Message intake and REST writes of a Patient lock the same names for one person."""
+    return f"{resource_type}|{system}|{value}"
+
+
 def lock_key(name: str) -> int:
     """The signed 64-bit advisory lock key of `name`."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)

@@ -26,6 +26,10 @@ KOMMUNENUMMER_SYSTEM = (
 
 _FNR_ALIAS = "http://hl7.no/fhir/NamingSystem/FNR"
 _DNR_ALIAS = "http://hl7.no/fhir/NamingSystem/DNR"
+# The identifiers a person is one Patient by (CONTRACT section 3); messages name them by OID.
+PERSON_SYSTEMS = (FNR_SYSTEM, DNR_SYSTEM)
+# Every system a stored Patient may carry one of them under (the hl7.no URIs are aliases).
+_PERSON_SYSTEMS_ANY = (FNR_SYSTEM, _FNR_ALIAS, DNR_SYSTEM, _DNR_ALIAS)
 
 _K1_WEIGHTS = (3, 7, 6, 1, 8, 9, 4, 5, 2)
 _K2_WEIGHTS = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
@@ -133,6 +137,21 @@ _CHECKS: dict[str, tuple[str, Callable[[str], str | None]]] = {
 
 # A location is a linked list (parent, segment) so nothing is formatted unless a problem is found.
 _Loc: TypeAlias = tuple["_Loc | None", str]
+
+
+def person_numbers(resource: Mapping[str, Any]) -> list[str]:
+    """The fødselsnummer and D-nummer values a Patient carries, under either system name."""
+    idents = resource.get("identifier")
+    if isinstance(idents, dict):
+        idents = [idents]
+    return sorted({str(i["value"]) for i in (idents if isinstance(idents, list) else [])
+                   if isinstance(i, dict) and i.get("system") in _PERSON_SYSTEMS_ANY
+                   and isinstance(i.get("value"), str) and i["value"]})
+
+
+def person_identifier_pairs(number: str) -> list[tuple[str, str]]:
+    """(system, value) of every way a stored Patient may carry `number`."""
+    return [(system, number) for system in _PERSON_SYSTEMS_ANY]
 
 
 def _render(loc: _Loc) -> str:

@@ -15,14 +15,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
-from hub.db.locks import lock_names
+from hub.db.locks import identity_name, lock_names
 from hub.errors import InvalidResourceError, Issue
 from hub.fhir import refs
-from hub.fhir.identifiers import DNR_SYSTEM, FNR_SYSTEM
+from hub.fhir.identifiers import DNR_SYSTEM, FNR_SYSTEM, PERSON_SYSTEMS
 from hub.store import service
 from hub.store.types import SERVED, WRITABLE
-
-PERSON_SYSTEMS = (FNR_SYSTEM, DNR_SYSTEM)
 
 
 @dataclass
@@ -51,7 +49,8 @@ def _identity_names(entries: list[dict[str, Any]]) -> list[str]:
         if index == 0 or not isinstance(resource, dict):
             continue
         rtype = resource.get("resourceType")
-        names += [f"{rtype}|{i.get('system')}|{i['value']}" for i in _identifiers(resource)]
+        names += [identity_name(str(rtype), i.get("system"), i["value"])
+                  for i in _identifiers(resource)]
     return names
 
 
@@ -121,8 +120,9 @@ def _meant(session: Session, rtype: str, ids: list[str], sender_org: str | None,
            first_of_any_type: bool = False) -> list[str]:
     """Which of several matches a message from `sender_org` means: the sender's own; for a
     Patient none of which is the sender's, the one the hub stored first (the person as the hub
-    first kept them: an organisation that makes a second Patient with a known fødselsnummer by
-    REST gets one of its own, and does not change whom everyone else's messages are about).
+    first kept them: a database from before the store kept one Patient per person may hold a
+    second one an organisation made by REST, which does not change whom everyone else's
+    messages are about).
     `first_of_any_type`: the one stored first for every type, not Patients only (a reference
     only links, so the original is meant: a copy under its identifier comes later).
     More than one left is still ambiguous."""

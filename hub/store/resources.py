@@ -60,3 +60,6 @@ class WriteResult:
     # conditional create matched an existing resource, or an update (keep_unchanged) said
     # what the current version says: nothing was written
     unchanged: bool = False
+    # False: `stored` is the Patient the hub keeps for the person a create named, which the
+    # caller may not read (CONTRACT section 3): answer its location, never its body
+    readable: bool = True

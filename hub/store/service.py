@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from hub.auth import isolation, scopes
 from hub.auth.subject import Subject
 from hub.db.direct import Direct
-from hub.db.locks import lock_names
+from hub.db.locks import identity_name, lock_names
 from hub.db.models import ConditionalKeyRow
 from hub.db.types import utcnow
 from hub.errors import (
@@ -40,10 +40,12 @@ from hub.errors import (
     ConflictError,
     GoneError,
     InvalidResourceError,
+    Issue,
     MethodNotAllowedError,
     NotFoundError,
     PreconditionFailedError,
 )
+from hub.fhir.identifiers import person_identifier_pairs, person_numbers
 from hub.fhir.jsonio import canonical_bytes
 from hub.fhir.structure import is_resource_type
 from hub.fhir.validation import ID_RE, validate_resource
@@ -169,9 +171,73 @@ def create(
     if not already_valid:
         _check_valid(resource)
     if not if_none_exist:
+        linked = _linked_person(session, subject, resource)
+        if linked is not None:
+            return linked
         rid = assigned_id or str(uuid.uuid4())
         return WriteResult(_insert(session, subject, resource, rid)[1], created=True)
     return _conditional_create(session, subject, resource, if_none_exist, assigned_id)
+
+
+def lock_people(session: Session, numbers: Iterable[str]) -> list[tuple[str, str]]:
+    """Lock the identities of the people with these fødselsnummer / D-nummer `numbers` until
+    the transaction ends, all at once (hub.db.locks): (system, value) of each way a Patient
+    may carry them."""
+    pairs = [pair for number in sorted(set(numbers)) for pair in person_identifier_pairs(number)]
+    lock_names(session, [identity_name("Patient", system, value) for system, value in pairs])
+    return pairs
+
+
+def kept_person(session: Session, subject: Subject, numbers: Sequence[str], *,
+                besides: str | None = None) -> repo.Current | None:
+    """The Patient the hub keeps for the person with any of these fødselsnummer / D-nummer
+    `numbers` (one Patient per person, CONTRACT section 3), other than Patient/`besides`;
+    None when there is none. The person's identities stay locked until the transaction ends
+    (the names message intake locks), so two writers cannot both find none and make two.
+    Where a database from before this rule holds several, `subject`'s own is meant, else the
+    one stored first, as for a message (hub.messaging.identity)."""
+    if not numbers:
+        return None
+    pairs = lock_people(session, numbers)
+    found = find_by_identifiers(session, Subject.hub_itself(), [
+        Wanted(system, value, frozenset({"Patient"})) for system, value in pairs])
+    ids = {stored.id for matches in found for stored in matches if stored.id != besides}
+    if not ids:
+        return None
+    made = owners_first_made_first(session, resource_type="Patient", resource_ids=ids)
+    own = [rid for rid, owner in made if owner and owner == subject.organization_id]
+    current = repo.get_current(session, "Patient", (own or [made[0][0]])[0])
+    assert current is not None  # found just now, under the lock
+    return current
+
+
+def kept_person_of(session: Session, subject: Subject,
+                   resource: dict[str, Any]) -> repo.Current | None:
+    """`kept_person` for the numbers a Patient `resource` carries (None for other types)."""
+    if resource.get("resourceType") != "Patient":
+        return None
+    return kept_person(session, subject, person_numbers(resource))
+
+
+def kept_person_issue(kept: StoredResource) -> Issue:
+    """What a create that named a person the hub keeps, and may not read, is told."""
+    return Issue(f"The hub already keeps this person as {kept.relative_url} (one Patient per "
+                 "fødselsnummer or D-nummer), so nothing was written. Refer to "
+                 f"{kept.relative_url} in your records; you may read it once you hold records "
+                 "about the person.", "informational", "information")
+
+
+def _linked_person(session: Session, subject: Subject,
+                   resource: dict[str, Any]) -> WriteResult | None:
+    """A new Patient for a person the hub keeps is that Patient: nothing is written, and the
+    caller gets its location (its body only where it may read it). As a message from an
+    organisation that does not own the Patient links to it and leaves it unchanged."""
+    kept = kept_person_of(session, subject, resource)
+    if kept is None:
+        return None
+    return WriteResult(_stored(kept), created=False, unchanged=True,
+                       readable=isolation.owns(subject, kept)
+                       or visibility.of(session, subject).can_see(kept))
 
 
 def _normalise_criteria(criteria: str) -> str:
@@ -200,6 +266,9 @@ def _conditional_create(
                 f"If-None-Exist '{criteria}' matches more than one {rtype}; be more specific.")
         if found:
             return WriteResult(_stored(found[0]), created=False, unchanged=True)
+        linked = _linked_person(session, subject, resource)
+        if linked is not None:
+            return linked
         if attempt:
             # The last insert met a committed key, yet nothing matches now: the resource that
             # claimed these criteria has changed since, so its claim is stale.
@@ -336,6 +405,8 @@ def update(
     for _ in range(_RETRIES):
         current = repo.get_current(session, resource_type, resource_id)
         old = decode_body(current.body) if current is not None and current.body else None
+        if resource_type == "Patient":
+            _check_one_person(session, subject, resource_id, old, resource)
         if current is not None and not isolation.owns(subject, current) and not (
                 old is not None and isolation.may_change_part(
                     subject, resource_type, old, resource, part=part)) and not visibility.of(
@@ -369,6 +440,22 @@ def update(
             raise PreconditionFailedError(
                 f"{resource_type}/{resource_id} changed while you wrote; read it again.")
     raise PreconditionFailedError(f"{resource_type}/{resource_id} is changing too fast; retry.")
+
+
+def _check_one_person(session: Session, subject: Subject, resource_id: str,
+                      old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+    """InvalidResourceError when Patient/`resource_id` would take on a fødselsnummer or
+    D-nummer that another Patient carries: the hub keeps one Patient per person (CONTRACT
+    section 3). A number the current version already carries is no new claim."""
+    added = sorted(set(person_numbers(new)) - set(person_numbers(old or {})))
+    kept = kept_person(session, subject, added, besides=resource_id)
+    if kept is None:
+        return
+    said = (f"The hub already keeps this person as Patient/{kept.logical_id}: one Patient per "
+            "fødselsnummer or D-nummer. Refer to that Patient in your records instead of "
+            f"writing a second one under Patient/{resource_id}.")
+    raise InvalidResourceError(said, issues=[Issue(said, "duplicate", "error",
+                                                   "Patient.identifier")])
 
 
 def delete_resource(
@@ -653,5 +740,6 @@ def valid_id(resource_id: str) -> bool:
     return bool(ID_RE.match(resource_id))
 
 
-__all__ = ["check_type", "conditional_target", "create", "delete_resource", "history", "match",
-           "owner_of", "owners_first_made_first", "read", "search", "update", "valid_id", "vread"]
+__all__ = ["check_type", "conditional_target", "create", "delete_resource", "history",
+           "kept_person", "kept_person_issue", "kept_person_of", "lock_people", "match", "owner_of",
+           "owners_first_made_first", "read", "search", "update", "valid_id", "vread"]

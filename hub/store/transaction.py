@@ -27,6 +27,7 @@ from hub.errors import (
     PreconditionFailedError,
     operation_outcome,
 )
+from hub.fhir.identifiers import person_numbers
 from hub.store import query as search_mod
 from hub.store import service
 from hub.store.dates import format_instant
@@ -121,16 +122,36 @@ def _resolve_one(session: Session, subject: Subject, e: _Entry,
         elif key in claimed:
             e.target_id = claimed[key]
         else:
-            e.target_id = str(uuid.uuid4())
+            e.target_id = _new_or_kept_person(session, subject, e.resource, claimed)
         claimed[key] = e.target_id
     else:
-        e.target_id = str(uuid.uuid4())
+        e.target_id = _new_or_kept_person(session, subject, e.resource, claimed)
+
+
+def _new_or_kept_person(session: Session, subject: Subject, resource: dict[str, Any],
+                        claimed: dict[tuple[str, str], str]) -> str:
+    """The id a created resource gets: for a Patient, the one the hub keeps for the person,
+    or the one an earlier entry creates for them (CONTRACT section 3: one Patient per
+    person); else a new id."""
+    kept = service.kept_person_of(session, subject, resource)
+    if kept is not None:
+        return kept.logical_id
+    numbers = person_numbers(resource) if resource.get("resourceType") == "Patient" else []
+    earlier = [claimed[("Patient#person", n)] for n in numbers if ("Patient#person", n) in claimed]
+    rid = earlier[0] if earlier else str(uuid.uuid4())
+    claimed.update({("Patient#person", n): rid for n in numbers})
+    return rid
 
 
 def _resolve_ids(session: Session, subject: Subject, entries: list[_Entry]) -> dict[str, str]:
     """Decide every written resource's id before writing; map each fullUrl to 'Type/id'."""
     refs: dict[str, str] = {}
     claimed: dict[tuple[str, str], str] = {}
+    # Every person the entries name, locked at once (in one order, so no deadlock) before
+    # each entry looks its person up.
+    service.lock_people(session, [n for e in entries if e.method in ("POST", "PUT")
+                                  and e.resource and e.resource.get("resourceType") == "Patient"
+                                  for n in person_numbers(e.resource)])
     for e in entries:
         if e.method not in ("POST", "PUT"):
             continue
@@ -198,7 +219,11 @@ def _run_entry(session: Session, subject: Subject, e: _Entry,
                 f"ifNoneExist '{e.request.get('ifNoneExist')}' matches {rtype}/"
                 f"{result.stored.id}, written earlier in this same transaction; give the two "
                 "entries the same criteria or send them in separate requests.")
-        return _response(201 if result.created else 200, result.stored), result.stored.body
+        response = _response(201 if result.created else 200, result.stored)
+        if not result.readable:
+            response["outcome"] = operation_outcome([service.kept_person_issue(result.stored)])
+            return response, None
+        return response, result.stored.body
     if e.method == "PUT":
         assert e.resource is not None
         assert e.target_id is not None

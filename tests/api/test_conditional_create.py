@@ -28,8 +28,9 @@ def test_no_match_creates_and_match_returns_existing(client: TestClient) -> None
 
 def test_several_matches_is_412(client: TestClient) -> None:
     client.post("/fhir/Patient", json=patient(NUMBER))
-    client.post("/fhir/Patient", json=patient(NUMBER))
-    r = client.post("/fhir/Patient", json=patient(NUMBER), headers={"If-None-Exist": CRITERIA})
+    client.post("/fhir/Patient", json=patient(fnr(date(1990, 1, 2))))
+    r = client.post("/fhir/Patient", json=patient(fnr(date(1991, 1, 2))),
+                    headers={"If-None-Exist": "family=Nordmann"})
     assert r.status_code == 412
     assert len(client.get("/fhir/Patient").json()["entry"]) == 2
 
@@ -69,6 +70,30 @@ def test_many_concurrent_clients_make_one_resource(live_url: str, bearer: str) -
     with httpx.Client(base_url=live_url, headers={"Authorization": f"Bearer {bearer}"}) as http:
         found = http.get("/fhir/Patient", params={"identifier": f"{FNR_SYSTEM}|{NUMBER}"}).json()
     assert len(found["entry"]) == 1
+
+
+def test_concurrent_plain_creates_of_one_person_make_one_patient(live_url: str,
+                                                                bearer: str) -> None:
+    """24 clients post a Patient with the same new fødselsnummer at once, without
+    If-None-Exist: the hub keeps one Patient per person (CONTRACT section 3), so one is
+    created and the rest are answered with it (200), none changing it."""
+    number = fnr(date(1977, 7, 7))
+
+    def post(i: int) -> tuple[int, str]:
+        with httpx.Client(base_url=live_url, timeout=60) as http:
+            r = http.post("/fhir/Patient", json=patient(number, given=f"Try{i}"),
+                          headers={"Authorization": f"Bearer {bearer}",
+                                   "Content-Type": "application/fhir+json"})
+            return r.status_code, r.json().get("id", r.text)
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(post, range(24)))
+    assert sorted(s for s, _ in results) == [200] * 23 + [201], results
+    assert len({rid for _, rid in results}) == 1
+    with httpx.Client(base_url=live_url, headers={"Authorization": f"Bearer {bearer}"}) as http:
+        found = http.get("/fhir/Patient", params={"identifier": f"{FNR_SYSTEM}|{number}"}).json()
+    assert len(found["entry"]) == 1
+    assert found["entry"][0]["resource"]["meta"]["versionId"] == "1"
 
 
 def test_concurrent_update_as_create_on_one_id_keeps_every_version(live_url: str,

@@ -12,6 +12,7 @@ import copy
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from hub.messaging.models import DeliveryRow
 from hub.store import service
 from tests.access_clients import other_client
 from tests.auth_helpers import register_and_token
+from tests.factories import fnr as fnr_of
 from tests.messaging.test_story import EXAMPLES, load, register_story_organizations
 
 FNR = "13116900216"
@@ -516,18 +518,106 @@ def _all(rtype: str) -> Any:
     return SearchRequest(resource_type=rtype, criteria=[], count=100)
 
 
-# --- a second Patient or record made by REST does not make the owner's messages ambiguous --
+# --- one Patient per person: REST links to it; copies do not make messages ambiguous ------
 
 
-def test_a_patient_made_by_rest_with_a_known_number_does_not_block_the_centres_messages(
+def test_a_patient_posted_by_rest_with_a_known_number_is_the_person_left_unchanged(
         hub: Hub) -> None:
+    """CONTRACT section 3: the hub keeps one Patient per fødselsnummer. Klepp's POST of a
+    Patient with the number is that Patient (200 and its location): nothing is written, the
+    centre's Patient keeps its content, and Klepp, which holds no records about the person,
+    is not shown it. Controls: an unknown number is created (201); once Klepp holds a
+    record about the person it may read the Patient; the centre's messages still update it."""
+    story(hub, 1, 2, 3, 4)
+    pid = patient_id(hub)
+    centre = hub["jaeren-dps"].get(f"/fhir/Patient/{pid}").json()
+    shadow = {"resourceType": "Patient", "name": [{"family": "Skygge"}],
+              "identifier": [{"system": FNR_SYSTEM, "value": FNR}]}
+    r = hub["klepp-kommune"].post("/fhir/Patient", json=shadow)
+    assert r.status_code == 200, r.text
+    assert f"/fhir/Patient/{pid}/_history/" in r.headers["Location"]
+    assert r.json()["resourceType"] == "OperationOutcome"
+    assert f"Patient/{pid}" in r.text
+    assert centre["name"][0]["family"] not in r.text
+    assert hub["jaeren-dps"].get(f"/fhir/Patient/{pid}").json() == centre
+    assert hub["klepp-kommune"].get(f"/fhir/Patient/{pid}").status_code == 404
+    # the same under the hl7.no alias of the system, and in a transaction
+    alias = {**shadow, "identifier": [{"system": "http://hl7.no/fhir/NamingSystem/FNR",
+                                       "value": FNR}]}
+    assert hub["klepp-kommune"].post("/fhir/Patient", json=alias).status_code == 200
+    urn = f"urn:uuid:{uuid.uuid4()}"
+    done = hub["klepp-kommune"].post("/fhir", json={
+        "resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": urn, "resource": shadow, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Flag", "status": "active", "code": {"text": "x"},
+                          "subject": {"reference": urn}},
+             "request": {"method": "POST", "url": "Flag"}}]})
+    assert done.status_code == 200, done.text
+    linked, flag = (e["response"] for e in done.json()["entry"])
+    assert linked["status"] == "200 OK"
+    assert linked["location"].startswith(f"Patient/{pid}/")
+    assert "resource" not in done.json()["entry"][0]
+    assert centre["name"][0]["family"] not in json.dumps(done.json())
+    assert flag["status"].startswith("201")
+    found = hub["jaeren-dps"].get("/fhir/Patient", params={"identifier": f"{FNR_SYSTEM}|{FNR}"})
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [pid]
+    assert hub["jaeren-dps"].get(f"/fhir/Patient/{pid}").json() == centre
+    # control: Klepp now holds a record about the person (its Flag), so it may read it
+    seen = hub["klepp-kommune"].post("/fhir/Patient", json=shadow)
+    assert (seen.status_code, seen.json()["id"]) == (200, pid)
+    assert seen.json()["name"] == centre["name"]
+    # control: a number the hub never saw is a new Patient
+    other = {**shadow, "identifier": [{"system": FNR_SYSTEM, "value": fnr_of(date(1970, 5, 6))}]}
+    made = hub["klepp-kommune"].post("/fhir/Patient", json=other)
+    assert made.status_code == 201
+    assert made.json()["id"] != pid
+    # control: the centre's next message about the person updates its Patient
+    mine = renewed(example(3))
+    entry(mine, "Patient")["resource"]["name"] = [{"family": "Nordmann", "given": ["Kari", "C"]}]
+    accepted(hub, mine)
+    assert hub["jaeren-dps"].get(f"/fhir/Patient/{pid}").json()["name"][0]["given"] == [
+        "Kari", "C"]
+
+
+def test_a_put_of_a_second_patient_for_a_known_person_is_refused(hub: Hub) -> None:
+    """A Patient under an id of Klepp's choosing, or a Patient of Klepp's given the
+    centre's patient's number, would be a second Patient for the person: 422 naming the
+    Patient to refer to, nothing written. Control: Klepp changes its own Patient freely."""
+    story(hub, 1, 2, 3, 4)
+    pid = patient_id(hub)
+    person = {"resourceType": "Patient", "name": [{"family": "Skygge"}],
+              "identifier": [{"system": FNR_SYSTEM, "value": FNR}]}
+    r = hub["klepp-kommune"].put("/fhir/Patient/skygge", json={**person, "id": "skygge"})
+    assert r.status_code == 422, r.text
+    assert r.json()["issue"][0]["code"] == "duplicate"
+    assert f"Patient/{pid}" in r.text
+    assert hub["klepp-kommune"].get("/fhir/Patient/skygge").status_code == 404
+    number = fnr_of(date(1970, 5, 6))
+    own = hub["klepp-kommune"].post("/fhir/Patient", json={
+        **person, "identifier": [{"system": FNR_SYSTEM, "value": number}]}).json()
+    taken = {**own, "identifier": [*own["identifier"], {"system": FNR_SYSTEM, "value": FNR}]}
+    r = hub["klepp-kommune"].put(f"/fhir/Patient/{own['id']}", json=taken)
+    assert r.status_code == 422, r.text
+    assert hub["klepp-kommune"].get(f"/fhir/Patient/{own['id']}").json()["meta"][
+        "versionId"] == "1"
+    renamed = {**own, "name": [{"family": "Annen"}]}
+    assert hub["klepp-kommune"].put(f"/fhir/Patient/{own['id']}",
+                                    json=renamed).status_code == 200
+
+
+def test_a_second_patient_from_before_the_rule_does_not_block_the_centres_messages(
+        hub: Hub, database: Database) -> None:
+    """A database from before the one-Patient rule may hold a second Patient with a known
+    number (made by REST then; written here as it was, past the REST rule). Messages still
+    mean the centre's own, and another organisation's its own."""
     story(hub, 1, 2, 3, 4)
     pid = patient_id(hub)
     shadow = {"resourceType": "Patient", "name": [{"family": "Skygge"}],
               "identifier": [{"system": FNR_SYSTEM, "value": FNR}]}
-    r = hub["klepp-kommune"].post("/fhir/Patient", json=shadow)
-    assert r.status_code == 201, r.text  # the same answer as for a number the hub never saw
-    klepps = r.json()["id"]
+    klepp = Subject("client", "klepp-ehr", "klepp-kommune", frozenset({"system/*.*"}))
+    with database.session(write=True) as s:
+        [stored] = service.create_many(s, [service.New(klepp, shadow, str(uuid.uuid4()))])
+    klepps = stored.id
     assert klepps != pid
     # the centre's next message about the person is still taken, and about its Patient
     mine = renewed(example(3))
@@ -537,6 +627,9 @@ def test_a_patient_made_by_rest_with_a_known_number_does_not_block_the_centres_m
         "Kari", "C"]
     assert hub["klepp-kommune"].get(f"/fhir/Patient/{klepps}").json()["name"] == [
         {"family": "Skygge"}]
+    # Klepp's POST of the number is its own Patient, not the centre's
+    again = hub["klepp-kommune"].post("/fhir/Patient", json=shadow)
+    assert (again.status_code, again.json()["id"]) == (200, klepps)
     # Time kommune's answer, whose Patient Time does not own, still links to the centre's
     accepted(hub, example(5))
     # control: Klepp's own message about the number is about Klepp's own Patient

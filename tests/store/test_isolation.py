@@ -74,14 +74,26 @@ def test_directory_is_shared_but_written_by_the_hub_only(database: Database) -> 
                        resource={**organization("983974791", "Renamed"), "id": org_id})
 
 
-def test_conditional_create_does_not_reveal_or_reuse_foreign_records(
+def test_conditional_create_of_a_known_person_links_without_revealing_the_record(
         database: Database) -> None:
+    """One Patient per person (CONTRACT section 3): Time kommune's conditional create of
+    the centre's patient is that Patient, unchanged and not readable to Time (it holds no
+    records about the person). Control: the centre's own conditional create matches it."""
     criteria = f"identifier={FNR_SYSTEM}|{NUMBER}"
     dps_id = _create(database, DPS, patient(NUMBER), if_none_exist=criteria)
-    time_id = _create(database, TIME, patient(NUMBER), if_none_exist=criteria)
-    assert time_id != dps_id  # Time kommune got its own record, not a view of the centre's
-    again = _create(database, DPS, patient(NUMBER), if_none_exist=criteria)
-    assert again == dps_id  # and the centre's claim on the criteria still holds
+    with database.session(write=True) as s:
+        linked = service.create(s, TIME, resource=patient(NUMBER, given="Other"),
+                                if_none_exist=criteria)
+    assert (linked.stored.id, linked.created, linked.readable) == (dps_id, False, False)
+    with database.session(write=False) as s:
+        stored = service.read(s, DPS, resource_type="Patient", resource_id=dps_id)
+        assert (stored.version_id, stored.body["name"][0]["given"]) == (1, ["Kari"])
+        with pytest.raises(NotFoundError):
+            service.read(s, TIME, resource_type="Patient", resource_id=dps_id)
+        assert _search(database, Subject.hub_itself(), "Patient") == [dps_id]
+    with database.session(write=True) as s:
+        again = service.create(s, DPS, resource=patient(NUMBER), if_none_exist=criteria)
+    assert (again.stored.id, again.readable) == (dps_id, True)
 
 
 def test_include_does_not_leak_foreign_targets(database: Database) -> None:
