@@ -47,8 +47,8 @@ from the database and the receivers' records:
 - every accepted consent, meeting invitation and ready-for-discharge has one timer, and each
   due one was acted on exactly once: closed as notified, one notice to each organisation it
   tells (a consent's custodian, the centre; a ready-for-discharge's parties, both; a
-  meeting's, Time kommune: the centre's copy is withheld, as the consent names only Time
-  kommune), none to anyone else;
+  meeting's, both: the organising centre its own meeting, Time kommune by the consent),
+  none to anyone else;
 - `hub audit verify` passes with every record sealed; every role process is alive.
 Prints the report; exits 1 on any violation (2 when the layout could not be brought up).
 """
@@ -117,11 +117,10 @@ class NoticeTimer:
 NOTICE_TIMERS = (
     NoticeTimer("consent expiry", "consent-expiry", "consent", "consent-expiring", "Consent",
                 frozenset({CENTRE})),
-    # the reminder to the organising centre is withheld: a hub notice goes where the consent
-    # its content's owner recorded permits, and the story's names Time kommune only
-    # (tests/scheduler/test_deadlines.py)
+    # the organising centre is reminded of its own meeting (basis own-records), Time kommune
+    # because the story's consent names it (tests/scheduler/test_deadlines.py)
     NoticeTimer("meeting reminder", "meeting-reminder", "meeting", "meeting-reminder",
-                "Appointment", frozenset({MUNICIPALITY})),
+                "Appointment", frozenset({CENTRE, MUNICIPALITY})),
     NoticeTimer("readiness", "discharge-readiness", "readiness",
                 "discharge-readiness-overdue", "Task", frozenset({CENTRE, MUNICIPALITY})),
 )

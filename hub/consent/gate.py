@@ -19,7 +19,9 @@ re-check, pull, `$disclosure-check` and `$consent-trail` all ask it. The rules i
 - A Consent is visible to its custodian and to the organisations its permit provisions name,
   never to one it names only to deny.
 - Messages: a consent-changed goes where its Consent is visible; a reply goes back to whom it
-  answers (legal basis `reply`); a legal basis permits its events' administrative content.
+  answers (legal basis `reply`); a notice about an organisation's own records goes to it
+  (basis `own-records`: a meeting's reminder to its organiser); a legal basis permits its
+  events' administrative content.
 - Every version is judged on its own body (vread, `_history`).
 - Token scopes bound what a client gets, `_include`s too.
 
@@ -46,6 +48,7 @@ from hub.auth.isolation import DIRECTORY_TYPES
 from hub.auth.subject import Subject
 from hub.consent.policy import (
     DEFAULT_LEGAL_BASES,
+    OWN_RECORDS,
     PLAN_CONSENT_MISSING,
     DisclosureRequest,
     LegalBasis,
@@ -192,6 +195,11 @@ class Gate:
         recipient = f"Organization/{q.receiver_org}"
         if q.event == "consent-changed" and q.consent is not None:
             return consent_message_verdict(q.consent, recipient)
+        if q.sender_org is not None and q.receiver_org == q.sender_org:
+            # A notice about an organisation's own records (its meeting, its Task) told to
+            # it discloses nothing: no consent is asked (basis own-records).
+            return Verdict("permit", OWN_RECORDS, f"the message is about {recipient}'s own "
+                                                  "records: telling it discloses nothing")
         if q.event in self.reply_events and q.receiver_org in q.replying_to:
             return Verdict("permit", REPLY, f"{q.event} answers what {recipient} sent: "
                                             f"{REPLY_TEXT} (legal basis {REPLY})")

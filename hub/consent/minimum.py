@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from hub.consent.policy import Verdict
+from hub.consent.policy import OWN_RECORDS, Verdict
 from hub.fhir import vocab
 from hub.fhir.profiles import conformance
 
@@ -42,9 +42,11 @@ def administrative(event: str) -> Mapping[str, frozenset[str]] | None:
 
 def on_legal_basis(verdict: Verdict) -> bool:
     """Whether a permit rests on a legal basis other than reply (so minimum necessary
-    applies): its basis is a legal-basis code, not a Consent and not `reply`."""
+    applies): its basis is a legal-basis code, not a Consent, not `reply` and not the
+    receiver's own records."""
     return (verdict.decision != "deny" and verdict.basis is not None
-            and not verdict.basis.startswith("Consent/") and verdict.basis != "reply")
+            and not verdict.basis.startswith("Consent/")
+            and verdict.basis not in ("reply", OWN_RECORDS))
 
 
 def trim_resource(resource: Mapping[str, Any],

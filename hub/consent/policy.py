@@ -118,6 +118,11 @@ STATUTORY_NOTIFICATION = LegalBasis(
 DEFAULT_LEGAL_BASES: tuple[LegalBasis, ...] = (STATUTORY_NOTIFICATION,)
 
 
+OWN_RECORDS = "own-records"
+"""The basis of a message about an organisation's own records told to that organisation
+(hub.consent.gate): nothing is disclosed, so no consent is asked and nothing trimmed."""
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The answer: decision, what it rests on (Consent/<id> or a legal-basis code), and why."""

@@ -16,9 +16,9 @@ from hub.consent import minimum
 from hub.consent.gate import REPLY, MessageQuestion, decision_item, log_decision
 from hub.consent.policy import Verdict
 from hub.errors import HubError
-from hub.fhir import refs, vocab
+from hub.fhir import vocab
 from hub.messaging.models import DeliveryRow, MessageRow
-from hub.messaging.outbound import HUB_SENDER
+from hub.messaging.outbound import content_owner
 from hub.messaging.routing import decide_delivery
 from hub.store import service
 
@@ -99,28 +99,12 @@ def verdict_now(session: Session, settings: Settings, message: MessageRow,
                            delivery.reason)
     plan = any(vocab.is_individual_plan(r) for r in _resources(bundle))
     return decide_delivery(session, settings, MessageQuestion(
-        event=message.event, sender_org=_content_owner(session, message, bundle),
+        event=message.event, sender_org=content_owner(session, message, bundle),
         patient_id=patient_id(message),
         content_types=content_types(message, bundle), receiver_org=delivery.receiver_org,
         consent=consent, individual_plan=plan,
         # a reply stays one: whom it answers does not change after acceptance
         replying_to=frozenset({delivery.receiver_org} if delivery.basis == REPLY else ())))
-
-
-def _content_owner(session: Session, message: MessageRow,
-                   bundle: dict[str, Any]) -> str | None:
-    """Whose records the message discloses (whose consents apply): its sender, or for the
-    hub's own notices the owner of what they are about, as on acceptance
-    (hub.messaging.outbound.send_notice)."""
-    if message.sender_org != HUB_SENDER:
-        return message.sender_org
-    entries = bundle.get("entry") or []
-    header = entries[0].get("resource") if entries and isinstance(entries[0], dict) else {}
-    for focus in (header or {}).get("focus") or []:
-        found = refs.target(focus)
-        if found:
-            return service.owner_of(session, resource_type=found[0], resource_id=found[1])
-    return None
 
 
 def redacted(bundle: dict[str, Any], verdict: Verdict) -> dict[str, Any]:

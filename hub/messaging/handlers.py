@@ -23,6 +23,7 @@ from hub.db.types import utcnow
 from hub.errors import InvalidResourceError
 from hub.fhir.vocab import EVENTS
 from hub.messaging.models import DeliveryRow, MessageRow
+from hub.messaging.outbound import content_owner
 from hub.messaging.routing import decide_delivery
 
 
@@ -113,7 +114,7 @@ def consent_changed(session: Session, accepted: Accepted) -> None:
     ).all()
     for delivery, message in pending:
         question = MessageQuestion(
-            event=message.event, sender_org=message.sender_org,
+            event=message.event, sender_org=content_owner(session, message),
             patient_id=accepted.patient_id,
             content_types=frozenset((message.content_types or "").split(",")),
             receiver_org=delivery.receiver_org,

@@ -24,6 +24,7 @@ from hub.config import Settings
 from hub.consent.gate import MessageQuestion
 from hub.db.types import utcnow
 from hub.errors import HubError
+from hub.fhir import refs
 from hub.fhir.jsonio import dumps_bytes
 from hub.fhir.validation import validate_message
 from hub.fhir.vocab import EVENT_SYSTEM, HUB_EVENTS
@@ -74,6 +75,26 @@ def _registered(session: Session, receivers: Iterable[str]) -> list[str]:
         except HubError:
             continue
     return out
+
+
+def content_owner(session: Session, message: MessageRow,
+                  bundle: Mapping[str, Any] | None = None) -> str | None:
+    """Whose records a message discloses, so whose consents apply: its sender; for the hub's
+    own notices, the owner of what they are about (the first focus), as `send_notice`
+    decided on acceptance. `bundle`: the stored message Bundle (read here when not given,
+    and only for a notice)."""
+    if message.sender_org != HUB_SENDER:
+        return message.sender_org
+    if bundle is None:
+        bundle = service.read(session, HUB, resource_type="Bundle",
+                              resource_id=message.bundle_id).body or {}
+    entries = bundle.get("entry") or []
+    header = entries[0].get("resource") if entries and isinstance(entries[0], dict) else {}
+    for focus in (header or {}).get("focus") or []:
+        found = refs.target(focus)
+        if found:
+            return service.owner_of(session, resource_type=found[0], resource_id=found[1])
+    return None
 
 
 def build(settings: Settings, *, event: str, focus: Sequence[Mapping[str, Any]],

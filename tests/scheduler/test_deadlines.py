@@ -100,10 +100,34 @@ def test_meeting_reminder_a_day_before_moves_with_the_meeting_and_goes_once(
     at = utcnow() + timedelta(days=4, hours=1)
     assert sweep(database, settings, now=at).outcomes == {"notified": 1}
     assert sweep(database, settings, now=at).acted == 0
-    # consent only: the consent names Time kommune, not the organising centre
+    # the organising centre is reminded of its own meeting (no consent asked); Time kommune
+    # because the consent names it
     assert _routes(database, "meeting-reminder") == [
-        [("jaeren-dps", "withheld"), ("time-kommune", "queued")]]
+        [("jaeren-dps", "queued"), ("time-kommune", "queued")]]
+    [(_m, deliveries)] = notices(database, "meeting-reminder")
+    assert deliveries[0].basis == "own-records"
+    assert deliveries[1].basis is not None
+    assert deliveries[1].basis.startswith("Consent/")
     _valid(database, "meeting-reminder")
+
+
+def test_a_consent_change_recheck_of_a_reminder_asks_the_meetings_consent(
+        hub: Hub, database: Database, settings: Settings) -> None:
+    """A consent change re-decides what is still queued for the patient. For the hub's own
+    reminder the consents that apply are those of the meeting's organiser (as on
+    acceptance), not the hub's, which has none: the consent sent again keeps Time kommune's
+    reminder queued. Control: revoking it withdraws Time's, and the organiser's stays."""
+    accepted(hub, example(1))
+    accepted(hub, _invitation(timedelta(days=3)))
+    sweep(database, settings, now=utcnow() + timedelta(days=2, hours=1))
+    assert _routes(database, "meeting-reminder") == [
+        [("jaeren-dps", "queued"), ("time-kommune", "queued")]]
+    accepted(hub, _consent(None))  # the same consent again: a consent change that permits
+    assert _routes(database, "meeting-reminder") == [
+        [("jaeren-dps", "queued"), ("time-kommune", "queued")]]
+    accepted(hub, _consent(None, status="inactive"))
+    assert _routes(database, "meeting-reminder") == [
+        [("jaeren-dps", "queued"), ("time-kommune", "withheld")]]
 
 
 def test_cancelled_meeting_gets_no_reminder(hub: Hub, database: Database,

@@ -96,8 +96,9 @@ def test_a_past_discharge_is_overdue_at_the_first_sweep_once(
     assert len(sent) == 3
     for message, deliveries in sent:
         assert message.sender_org == "carehub"
+        # the centre is told of its own follow-up Task; the municipality on the legal basis
         assert [(d.receiver_org, d.status, d.basis) for d in deliveries] == [
-            ("jaeren-dps", "queued", "helsepersonelloven-45"),
+            ("jaeren-dps", "queued", "own-records"),
             ("time-kommune", "queued", "helsepersonelloven-45")]
         with database.session(write=False) as s:
             bundle = message_bundle(s, message)
@@ -126,15 +127,17 @@ def test_a_past_discharge_is_overdue_at_the_first_sweep_once(
 
 def test_the_notice_is_withheld_without_consent_when_no_legal_basis_is_set(
         hub: Hub, database: Database, settings: Settings) -> None:
-    accepted(hub, example(1))  # the consent names Time kommune only
-    accepted(hub, discharge(oslo(40, 10)))
+    """With the legal basis switched off, the municipality gets the overdue notice only
+    where the patient's consent names it. The centre, whose follow-up Task it is, is always
+    told (its own records: no consent asked), or nobody would notice the missed visit."""
+    accepted(hub, discharge(oslo(40, 10)))  # no consent recorded
     consent_only = settings.model_copy(update={"follow_up_legal_basis": ""})
     sweep(database, consent_only)
     found = notices(database, "follow-up-overdue")
     assert found
     for message, deliveries in found:
-        assert [(d.receiver_org, d.status) for d in deliveries] == [
-            ("jaeren-dps", "withheld"), ("time-kommune", "queued")]
+        assert [(d.receiver_org, d.status, d.basis) for d in deliveries] == [
+            ("jaeren-dps", "queued", "own-records"), ("time-kommune", "withheld", None)]
         # the send-time re-check decides as acceptance did: the consent the centre (whose
         # Task the notice is about) recorded, not the hub's own, which it has none of
         with database.session(write=False) as s:
@@ -142,6 +145,20 @@ def test_the_notice_is_withheld_without_consent_when_no_legal_basis_is_set(
             again = [content.verdict_now(s, consent_only, message, d, bundle).decision
                      for d in deliveries]
         assert again == [d.decision for d in deliveries]
+
+
+def test_without_a_legal_basis_the_consent_naming_the_municipality_lets_it_be_told(
+        hub: Hub, database: Database, settings: Settings) -> None:
+    accepted(hub, example(1))  # the consent names Time kommune
+    accepted(hub, discharge(oslo(40, 10)))
+    sweep(database, settings.model_copy(update={"follow_up_legal_basis": ""}))
+    found = notices(database, "follow-up-overdue")
+    assert found
+    for _message, deliveries in found:
+        assert [(d.receiver_org, d.status) for d in deliveries] == [
+            ("jaeren-dps", "queued"), ("time-kommune", "queued")]
+        assert deliveries[1].basis is not None
+        assert deliveries[1].basis.startswith("Consent/")
 
 
 def test_a_contact_the_day_after_meets_every_check(hub: Hub, database: Database,
