@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,8 @@ def _count(database: Database, rtype: str) -> int:
 
 
 def _new_patient(client: TestClient, n: int = 2) -> str:
-    r = client.post("/fhir/Patient", json=patient(fnr(start=n)))
+    """A new person: born on the `n`th of November 1969 (one Patient per fødselsnummer)."""
+    r = client.post("/fhir/Patient", json=patient(fnr(date(1969, 11, n))))
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
 
