@@ -42,6 +42,7 @@ from hub.ui.i18n import N_
 HUB = Subject.hub_itself()
 INTERACTIONS = {"read": N_("Read"), "vread": N_("Read an earlier version"),
                 "history-instance": N_("Read the history"), "search-type": N_("Search"),
+                "create": N_("Created a Patient the hub already keeps: answered with it"),
                 "operation": N_("Operation"), "transaction": N_("Transaction"),
                 "batch": N_("Batch"), "$process-message": N_("Message")}
 """How a recipient came to the records, in words (translated where shown)."""
@@ -51,7 +52,10 @@ CONSENT_STATUSES = {"active": N_("in force"), "inactive": N_("withdrawn"),
 LIMIT = 1000
 """At most this many of a person's newest disclosure records are read for one page."""
 READS = frozenset({"read", "vread", "history-instance", "search-type", "operation",
-                   "transaction", "batch"})
+                   "transaction", "batch", "create"})
+"""Interactions by which a recipient's own request was shown (or refused) the records: a
+create of a Patient the hub keeps is answered with that Patient where the consent gate
+permits (hub.store.service.kept_person)."""
 _R = AuditRecordRow
 
 

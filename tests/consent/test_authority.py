@@ -12,7 +12,7 @@ import copy
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date
 from typing import Any
 
 import pytest
@@ -24,7 +24,9 @@ from hub.db.engine import Database
 from hub.delivery.dispatcher import sweep
 from hub.messaging.models import DeliveryRow
 from hub.store import service
+from hub.ui.disclosures import Filters, disclosure_log
 from tests.access_clients import other_client
+from tests.audit.trail import settle
 from tests.auth_helpers import register_and_token
 from tests.factories import fnr as fnr_of
 from tests.messaging.test_story import EXAMPLES, load, register_story_organizations
@@ -521,8 +523,18 @@ def _all(rtype: str) -> Any:
 # --- one Patient per person: REST links to it; copies do not make messages ambiguous ------
 
 
+def _klepps_creates(database: Database, pid: str) -> list[tuple[str, bool]]:
+    """(decision, shown among reads) of each disclosure-log line of Klepp creating the
+    person, oldest first."""
+    settle(database)
+    with database.session(write=False) as s:
+        lines = disclosure_log(s, pid, Filters(), names={}, timeline=[], zone=UTC)
+    return [(ln.decision, ln.is_read) for ln in reversed(lines)
+            if ln.recipient == "Organization/klepp-kommune" and ln.interaction == "create"]
+
+
 def test_a_patient_posted_by_rest_with_a_known_number_is_the_person_left_unchanged(
-        hub: Hub) -> None:
+        hub: Hub, database: Database) -> None:
     """CONTRACT section 3: the hub keeps one Patient per fødselsnummer. Klepp's POST of a
     Patient with the number is that Patient (200 and its location): nothing is written, the
     centre's Patient keeps its content, and Klepp, which holds no records about the person,
@@ -541,6 +553,8 @@ def test_a_patient_posted_by_rest_with_a_known_number_is_the_person_left_unchang
     assert centre["name"][0]["family"] not in r.text
     assert hub["jaeren-dps"].get(f"/fhir/Patient/{pid}").json() == centre
     assert hub["klepp-kommune"].get(f"/fhir/Patient/{pid}").status_code == 404
+    # the auditor sees that Klepp asked for the person and was shown nothing
+    assert _klepps_creates(database, pid) == [("deny", True)]
     # the same under the hl7.no alias of the system, and in a transaction
     alias = {**shadow, "identifier": [{"system": "http://hl7.no/fhir/NamingSystem/FNR",
                                        "value": FNR}]}
@@ -566,6 +580,8 @@ def test_a_patient_posted_by_rest_with_a_known_number_is_the_person_left_unchang
     seen = hub["klepp-kommune"].post("/fhir/Patient", json=shadow)
     assert (seen.status_code, seen.json()["id"]) == (200, pid)
     assert seen.json()["name"] == centre["name"]
+    # ... and the auditor sees it shown to Klepp, among the reads by other organisations
+    assert _klepps_creates(database, pid)[-1] == ("permit", True)
     # control: a number the hub never saw is a new Patient
     other = {**shadow, "identifier": [{"system": FNR_SYSTEM, "value": fnr_of(date(1970, 5, 6))}]}
     made = hub["klepp-kommune"].post("/fhir/Patient", json=other)
