@@ -42,7 +42,7 @@ from hub.ui.i18n import N_
 HUB = Subject.hub_itself()
 INTERACTIONS = {"read": N_("Read"), "vread": N_("Read an earlier version"),
                 "history-instance": N_("Read the history"), "search-type": N_("Search"),
-                "create": N_("Created a Patient the hub already keeps: answered with it"),
+                "create": N_("Created a Patient the hub already keeps"),
                 "operation": N_("Operation"), "transaction": N_("Transaction"),
                 "batch": N_("Batch"), "$process-message": N_("Message")}
 """How a recipient came to the records, in words (translated where shown)."""
