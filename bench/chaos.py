@@ -71,6 +71,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -651,9 +652,11 @@ def chaos(layout: Layout, receivers: dict[str, Receiver], args: argparse.Namespa
         layout.pg_start()
         e.end = time.time()
 
-    steps = [lambda: kill("api-1"), lambda: kill("dispatcher"),
-             lambda: receiver_down(MUNICIPALITY, "closed"), lambda: kill("scheduler"),
-             postgres, lambda: kill("sealer"), lambda: receiver_down(MUNICIPALITY, "503")]
+    steps: list[Callable[[], None]] = [lambda: kill("api-1"), lambda: kill("dispatcher"),
+                                       lambda: receiver_down(MUNICIPALITY, "closed"),
+                                       lambda: kill("scheduler"), postgres,
+                                       lambda: kill("sealer"),
+                                       lambda: receiver_down(MUNICIPALITY, "503")]
     for n, step in enumerate(steps, start=1):
         wait = t0 + n * args.gap - time.time()
         if wait > 0:
@@ -746,7 +749,7 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
     persons = Counter(r[0] for r in _rows(
         engine, "SELECT r.logical_id FROM resources r WHERE r.resource_type = 'Patient'"))
     report.add("patients (Patient resources)", len(persons))
-    patient_fnrs = Counter()
+    patient_fnrs: Counter[str] = Counter()
     for row in _rows(engine, "SELECT body FROM resources WHERE resource_type = 'Patient' "
                              "AND body IS NOT NULL"):
         for ident in json.loads(bytes(row[0])).get("identifier", []):

@@ -90,6 +90,12 @@ def _rows(n: int, first: int, now: datetime, due_from: timedelta,
              now + due_from + step * i, now, 0) for i in range(n)]
 
 
+def _naive(moment: object) -> str:
+    """A UTC datetime as SQLite's DateTime columns store it."""
+    assert isinstance(moment, datetime)
+    return moment.replace(tzinfo=None).isoformat(sep=" ")
+
+
 def _load_sqlite(db: Database, rows: list[tuple[object, ...]]) -> None:
     raw = db.engine.raw_connection()
     try:
@@ -97,9 +103,7 @@ def _load_sqlite(db: Database, rows: list[tuple[object, ...]]) -> None:
         cur.execute("BEGIN")
         cur.executemany(
             f"INSERT INTO scheduled_checks ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(*r[:4], r[4].replace(tzinfo=None).isoformat(sep=" "),  # type: ignore[union-attr]
-              r[5].replace(tzinfo=None).isoformat(sep=" "), r[6])  # type: ignore[union-attr]
-             for r in rows])
+            [(*r[:4], _naive(r[4]), _naive(r[5]), r[6]) for r in rows])
         cur.execute("COMMIT")
     finally:
         raw.close()
@@ -111,13 +115,14 @@ def _load_postgres(db: Database, rows: list[tuple[object, ...]]) -> None:
         buf = io.StringIO()
         for r in rows:
             buf.write("\t".join(str(v) for v in r) + "\n")
-        with raw.cursor() as cur, cur.copy(  # type: ignore[attr-defined]
+        pg: Any = raw.driver_connection  # psycopg's own connection: COPY
+        with pg.cursor() as cur, cur.copy(
                 f"COPY scheduled_checks ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             copy.write(buf.getvalue())
-        raw.commit()
-        with raw.cursor() as cur:
+        pg.commit()
+        with pg.cursor() as cur:
             cur.execute("ANALYZE scheduled_checks")
-        raw.commit()
+        pg.commit()
     finally:
         raw.close()
 
