@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Back up and restore CareHub: the PostgreSQL database and the keys, with the latest signed
-# audit checkpoint as a witness copy.
+# Back up and restore CareHub: the database (PostgreSQL or SQLite) and the keys, with the
+# latest signed audit checkpoint as a witness copy.
 #
 #   deploy/backup.sh backup DIR      write DIR/carehub-<UTC time>/ (database dump, keys, env,
 #                                    checkpoint.json) and print its path
@@ -14,6 +14,14 @@
 # server's major version. The dump is a consistent snapshot (pg_dump runs in one
 # transaction), so the hub may keep running while it is taken.
 #
+# SQLite (`hub demo`, the embedded default): the database file and its read-audit spools
+# (<database>-audit-spool/*.db, the audit records of reads not yet moved into the trail) are
+# copied with SQLite's online backup, the hub's Python beside HUB (PY to choose another), so
+# the hub may keep running too. The spools are copied first and the database after: a record
+# moved in between is then in both copies, and the database's mark of what was moved makes
+# the restored hub drop the spool's copy instead of moving it twice (the other order would
+# lose it). Restore wants the database file absent or empty.
+#
 # Keys: the audit key signs checkpoints; without it the trail still verifies (its public key
 # is in the backup too) but nothing new can be sealed with the same key. Keep backups where
 # the database's operators cannot rewrite them: the checkpoint.json in each one is what shows
@@ -25,17 +33,69 @@ HUB=${HUB:-/opt/carehub/.venv/bin/hub}
 [[ -x $HUB ]] || HUB=$(command -v hub) || die "no hub command (set HUB)"
 : "${HUB_DATABASE_URL:?HUB_DATABASE_URL is not set}"
 : "${HUB_AUDIT_KEY_FILE:?HUB_AUDIT_KEY_FILE is not set}"
-[[ $HUB_DATABASE_URL == postgresql* ]] || die "backup.sh backs up PostgreSQL; for SQLite copy \
-the read-audit spools <database>-audit-spool/*.db FIRST and then the database, each with \
-sqlite3 .backup (the other order can lose reads' audit records moved between the two copies)"
+case $HUB_DATABASE_URL in
+  postgresql*) KIND=postgresql ;;
+  sqlite*) KIND=sqlite ;;
+  *) die "HUB_DATABASE_URL is neither PostgreSQL nor SQLite" ;;
+esac
 PG_URL=${HUB_DATABASE_URL/+psycopg/}   # libpq does not know SQLAlchemy's driver suffix
+PY=${PY:-$(dirname "$HUB")/python}
+[[ $KIND == postgresql || -x $PY ]] || PY=$(command -v python3) || die "no python (set PY)"
+
+# sqlite_copy backup OUT | sqlite_copy restore IN: the SQLite database and its read-audit
+# spools, spools first (see the top of this file), each with SQLite's online backup.
+sqlite_copy() {
+  "$PY" - "$1" "$2" <<'PYTHON'
+import os
+import sqlite3
+import sys
+
+from sqlalchemy.engine import make_url
+
+mode, there = sys.argv[1], sys.argv[2]
+database = make_url(os.environ["HUB_DATABASE_URL"]).database
+if not database or database == ":memory:":
+    sys.exit("backup.sh: HUB_DATABASE_URL names no SQLite database file")
+spools = f"{os.path.abspath(database)}-audit-spool"
+
+
+def copy(source: str, target: str) -> None:
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
+if mode == "backup":
+    os.makedirs(os.path.join(there, "spool"))
+    if os.path.isdir(spools):
+        for name in sorted(os.listdir(spools)):
+            if name.endswith(".db"):
+                copy(os.path.join(spools, name), os.path.join(there, "spool", name))
+    copy(database, os.path.join(there, "database.sqlite"))
+else:
+    if os.path.exists(database) and os.path.getsize(database) > 0:
+        sys.exit(f"backup.sh: {database} exists and is not empty; move it away first")
+    os.makedirs(spools, exist_ok=True)
+    for name in sorted(os.listdir(os.path.join(there, "spool"))):
+        copy(os.path.join(there, "spool", name), os.path.join(spools, name))
+    copy(os.path.join(there, "database.sqlite"), database)
+PYTHON
+}
 
 backup() {
   local root=$1 dir
   dir="$root/carehub-$(date -u +%Y%m%dT%H%M%SZ)"
   umask 077
   mkdir -p "$dir/keys"
-  pg_dump --format=custom --no-owner --file="$dir/database.dump" "$PG_URL"
+  local data=database.dump
+  if [[ $KIND == sqlite ]]; then
+    sqlite_copy backup "$dir"; data="database.sqlite spool"
+  else
+    pg_dump --format=custom --no-owner --file="$dir/database.dump" "$PG_URL"
+  fi
   cp -p "$HUB_AUDIT_KEY_FILE" "$dir/keys/audit-key.pem"
   "$HUB" audit public-key > "$dir/keys/audit-key.pub.pem"
   local i=0 f
@@ -46,15 +106,23 @@ backup() {
   done
   "$HUB" audit checkpoint export > "$dir/checkpoint.json" 2>/dev/null \
     || echo '{}' > "$dir/checkpoint.json"   # a trail not sealed yet has no checkpoint
-  (cd "$dir" && sha256sum database.dump keys/* checkpoint.json > SHA256SUMS)
+  # shellcheck disable=SC2086 # $data: the database's file and, for SQLite, its spools
+  (cd "$dir" && find $data keys checkpoint.json -type f -print0 | sort -z \
+    | xargs -0 sha256sum > SHA256SUMS)
   echo "$dir"
 }
 
 restore() {
   local dir=$1
-  [[ -f $dir/database.dump && -f $dir/SHA256SUMS ]] || die "$dir is not a backup"
+  local data=database.dump
+  [[ $KIND == sqlite ]] && data=database.sqlite
+  [[ -f $dir/$data && -f $dir/SHA256SUMS ]] || die "$dir is not a $KIND backup"
   (cd "$dir" && sha256sum --quiet -c SHA256SUMS) || die "$dir is damaged (checksums differ)"
-  pg_restore --no-owner --exit-on-error --dbname="$PG_URL" "$dir/database.dump"
+  if [[ $KIND == sqlite ]]; then
+    sqlite_copy restore "$dir"
+  else
+    pg_restore --no-owner --exit-on-error --dbname="$PG_URL" "$dir/database.dump"
+  fi
   if [[ -e $HUB_AUDIT_KEY_FILE ]]; then
     cmp -s "$dir/keys/audit-key.pem" "$HUB_AUDIT_KEY_FILE" \
       || die "$HUB_AUDIT_KEY_FILE exists and differs from the backup's key; move it away first"
