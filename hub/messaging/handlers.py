@@ -112,9 +112,12 @@ def consent_changed(session: Session, accepted: Accepted) -> None:
                DeliveryRow.message_id != accepted.message.id)
         .order_by(DeliveryRow.id)
     ).all()
+    owners: dict[int, str | None] = {}  # per message: a notice's Bundle read once
     for delivery, message in pending:
+        if message.id not in owners:
+            owners[message.id] = content_owner(session, message)
         question = MessageQuestion(
-            event=message.event, sender_org=content_owner(session, message),
+            event=message.event, sender_org=owners[message.id],
             patient_id=accepted.patient_id,
             content_types=frozenset((message.content_types or "").split(",")),
             receiver_org=delivery.receiver_org,

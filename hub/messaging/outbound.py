@@ -90,11 +90,15 @@ def content_owner(session: Session, message: MessageRow,
                               resource_id=message.bundle_id).body or {}
     entries = bundle.get("entry") or []
     header = entries[0].get("resource") if entries and isinstance(entries[0], dict) else {}
-    for focus in (header or {}).get("focus") or []:
-        found = refs.target(focus)
-        if found:
-            return service.owner_of(session, resource_type=found[0], resource_id=found[1])
-    return None
+    return _first_owner(session, (refs.target(f) for f in (header or {}).get("focus") or []))
+
+
+def _first_owner(session: Session, targets: Iterable[tuple[str, str] | None]) -> str | None:
+    """The owner of the first of a notice's focus resources (type, id): whose consents
+    apply to it (the custodian rule)."""
+    found = next((t for t in targets if t), None)
+    return service.owner_of(session, resource_type=found[0],
+                            resource_id=found[1]) if found else None
 
 
 def build(settings: Settings, *, event: str, focus: Sequence[Mapping[str, Any]],
@@ -153,11 +157,10 @@ def send_notice(session: Session, settings: Settings, *, event: str,
         response=b"").returning(MessageRow.id)).scalar_one()
     # The notice discloses the records it is about: the consents their owner recorded
     # apply (the custodian rule), beside the legal basis of the hub's own notices.
-    content_owner = next((service.owner_of(session, resource_type=str(f["resourceType"]),
-                                           resource_id=str(f["id"])) for f in focus), None)
+    owner = _first_owner(session, ((str(f["resourceType"]), str(f["id"])) for f in focus))
     out = []
     for org in orgs:
-        question = MessageQuestion(event=event, sender_org=content_owner,
+        question = MessageQuestion(event=event, sender_org=owner,
                                    patient_id=str(patient["id"]), content_types=types,
                                    receiver_org=org)
         verdict = queue_delivery(

@@ -202,13 +202,10 @@ def kept_person(session: Session, subject: Subject, numbers: Sequence[str], *,
     found = find_by_identifiers(session, Subject.hub_itself(), [
         Wanted(system, value, frozenset({"Patient"})) for system, value in pairs])
     ids = {stored.id for matches in found for stored in matches if stored.id != besides}
-    if not ids:
-        return None
-    made = owners_first_made_first(session, resource_type="Patient", resource_ids=ids)
-    own = [rid for rid, owner in made if owner and owner == subject.organization_id]
-    current = repo.get_current(session, "Patient", (own or [made[0][0]])[0])
-    assert current is not None  # found just now, under the lock
-    return current
+    made = sorted((c for c in (repo.get_current(session, "Patient", rid) for rid in ids)
+                   if c is not None), key=lambda c: c.pk)  # stored first, first
+    own = [c for c in made if isolation.owns(subject, c)]
+    return next(iter(own or made), None)
 
 
 def kept_person_of(session: Session, subject: Subject,
@@ -236,8 +233,7 @@ def _linked_person(session: Session, subject: Subject,
     if kept is None:
         return None
     return WriteResult(_stored(kept), created=False, unchanged=True,
-                       readable=isolation.owns(subject, kept)
-                       or visibility.of(session, subject).can_see(kept))
+                       readable=visibility.of(session, subject).can_see(kept))
 
 
 def _normalise_criteria(criteria: str) -> str:
