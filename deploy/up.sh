@@ -8,10 +8,12 @@
 #    DIR/pg/wal-archive), the durability a real install has;
 # 2. the settings file DIR/carehub.env, made from deploy/carehub.env; `hub db upgrade`;
 # 3. the two organisations of the shared story, each with a client key (hub client keygen/add);
-# 4. the roles as separate processes, as the systemd units run them: two API processes
-#    (`hub serve --roles api`), a dispatcher, a scheduler and a sealer;
-# 5. nginx with a self-signed certificate (made here with openssl) in front of the two API
-#    processes, rendered from deploy/nginx/carehub.conf;
+# 4. the roles as separate processes, as the systemd units run them: four API processes
+#    (`hub serve --roles api`), two for reads and two for writes at a lower CPU priority
+#    (nice UP_WRITE_NICE, default 10, as carehub-api-writes@.service), a dispatcher, a
+#    scheduler and a sealer;
+# 5. nginx with a self-signed certificate (made here with openssl) in front of the API
+#    processes, rendered from deploy/nginx/carehub.conf (deploy/nginx/render.sh);
 # 6. deploy/smoke.py: the shared story (../shared/examples 01-15) posted through HTTPS, the
 #    certificate checked; then the sealer is given a moment and `hub audit verify` must pass
 #    with every record sealed; a backup is taken and checked (deploy/backup.sh).
@@ -83,6 +85,9 @@ API_FROM=58081 HTTP_FROM=58080
 [[ -z ${UP_PORT:-} ]] || { API_FROM=$((TLS_PORT + 1)); HTTP_FROM=$((TLS_PORT + 10)); }
 API1=$(free_port "$API_FROM")
 API2=$(free_port $((API1 + 1)))
+WRITES1=$(free_port $((API2 + 1)))
+WRITES2=$(free_port $((WRITES1 + 1)))
+WRITE_NICE=${UP_WRITE_NICE:-10}
 
 sed -e "s|^HUB_DATABASE_URL=.*|HUB_DATABASE_URL=postgresql+psycopg://carehub@127.0.0.1:$PG_PORT/carehub_test|" \
     -e "s|^HUB_BASE_URL=.*|HUB_BASE_URL=https://127.0.0.1:$TLS_PORT|" \
@@ -132,23 +137,36 @@ done
 echo "}" >> "$DIR/clients.json"
 
 # --- the roles, as separate processes ------------------------------------------------------------
-start() {  # name, args...
+start() {  # name, args...; NICE=N: at that lower CPU priority
   local name=$1; shift
-  setsid "$HUB" serve "$@" >"$DIR/log/$name.log" 2>&1 &
+  setsid nice -n "${NICE:-0}" "$HUB" serve "$@" >"$DIR/log/$name.log" 2>&1 &
   echo $! >> "$DIR/pids"
   PIDS+=($!)
 }
 start api-1 --roles api --host 127.0.0.1 --port "$API1"
 start api-2 --roles api --host 127.0.0.1 --port "$API2"
+NICE=$WRITE_NICE start api-writes-1 --roles api --host 127.0.0.1 --port "$WRITES1"
+WRITE_PIDS=("${PIDS[-1]}")
+NICE=$WRITE_NICE start api-writes-2 --roles api --host 127.0.0.1 --port "$WRITES2"
+WRITE_PIDS+=("${PIDS[-1]}")
 start dispatcher --roles dispatcher
 start scheduler --roles scheduler
 start sealer --roles sealer
-for port in "$API1" "$API2"; do
+for port in "$API1" "$API2" "$WRITES1" "$WRITES2"; do
   for _ in $(seq 100); do
     curl -fsS "http://127.0.0.1:$port/fhir/metadata" >/dev/null 2>&1 && break
     sleep 0.2
   done
   curl -fsS "http://127.0.0.1:$port/fhir/metadata" >/dev/null || die "API on $port did not start ($DIR/log)"
+done
+# Where the kernel groups processes by session (autogroups, sched(7)), setsid gave each its own
+# group, and a group's nice, not its process's, weighs it against the others: give the write
+# pool's groups theirs (the processes answer, so setsid has run). Under systemd each unit is
+# a cgroup of its own and CPUWeight= does this (carehub-api-writes@.service).
+for pid in "${WRITE_PIDS[@]}"; do
+  [[ -w /proc/$pid/autogroup ]] && echo "$WRITE_NICE" > "/proc/$pid/autogroup" 2>/dev/null || true
+  [[ $(ps -o ni= -p "$pid" | tr -d ' ') == "$WRITE_NICE" ]] \
+    || die "the write pool's process $pid does not run at nice $WRITE_NICE"
 done
 
 # --- TLS in front: nginx with a self-signed certificate ------------------------------------------
@@ -156,32 +174,11 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
   -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
   -keyout "$DIR/tls/carehub.key" -out "$DIR/tls/carehub.crt" 2>/dev/null
 chmod 600 "$DIR/tls/carehub.key"
-sed -e "s|127.0.0.1:8081|127.0.0.1:$API1|; s|127.0.0.1:8082|127.0.0.1:$API2|" \
-    -e "s|listen 443 |listen 127.0.0.1:$TLS_PORT |; s|listen 80;|listen 127.0.0.1:$(free_port "$HTTP_FROM");|" \
-    -e "s|server_name carehub.example.no;|server_name 127.0.0.1 localhost;|" \
-    -e "s|/etc/carehub/tls/|$DIR/tls/|" \
-    "$ROOT/deploy/nginx/carehub.conf" > "$DIR/nginx/carehub.conf"
-{
-  [[ $(id -u) == 0 ]] && echo "user root;"
-  cat <<NGINX
-worker_processes 2;
-pid $DIR/nginx/nginx.pid;
-error_log $DIR/log/nginx-error.log warn;
-events { worker_connections 256; }
-http {
-  access_log $DIR/log/nginx-access.log;
-  client_body_temp_path $DIR/nginx/tmp/body;
-  proxy_temp_path $DIR/nginx/tmp/proxy;
-  fastcgi_temp_path $DIR/nginx/tmp/fastcgi;
-  uwsgi_temp_path $DIR/nginx/tmp/uwsgi;
-  scgi_temp_path $DIR/nginx/tmp/scgi;
-  include $DIR/nginx/carehub.conf;
-}
-NGINX
-} > "$DIR/nginx/nginx.conf"
+bash "$ROOT/deploy/nginx/render.sh" "$DIR" "$TLS_PORT" "$(free_port "$HTTP_FROM")" \
+  "$API1" "$API2" "$WRITES1" "$WRITES2"
 "$NGINX" -t -q -c "$DIR/nginx/nginx.conf" -p "$DIR/nginx" || die "nginx config ($DIR/nginx/nginx.conf)"
 "$NGINX" -c "$DIR/nginx/nginx.conf" -p "$DIR/nginx"
-log "layout up: https://127.0.0.1:$TLS_PORT -> API :$API1 :$API2; dispatcher, scheduler, sealer; PostgreSQL :$PG_PORT"
+log "layout up: https://127.0.0.1:$TLS_PORT -> API reads :$API1 :$API2, writes :$WRITES1 :$WRITES2 (nice $WRITE_NICE); dispatcher, scheduler, sealer; PostgreSQL :$PG_PORT"
 
 # --- the smoke test --------------------------------------------------------------------------------
 "$VPY" "$ROOT/deploy/smoke.py" --base "https://127.0.0.1:$TLS_PORT" --cafile "$DIR/tls/carehub.crt" \

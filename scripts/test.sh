@@ -11,6 +11,7 @@
 # 3. installs node and npm (Debian packages) when missing, for tests/clients;
 #    and installs what the browser tests need when missing (chromium, chromium-driver with
 #    apt-get; axe-core with npm into var/npm; HUB_TEST_SKIP_BROWSER=1 skips this);
+#    installs nginx (Debian package) when missing, for tests/deploy and deploy/up.sh;
 # 4. runs ruff and mypy (HUB_TEST_SKIP_LINT=1 skips them), then
 #    `.venv/bin/python -m pytest "$@"` and exits with pytest's code.
 #    "No tests collected" (pytest exit 5) counts as a failure.
@@ -138,6 +139,20 @@ if [[ ${HUB_TEST_SKIP_BROWSER:-} != 1 ]]; then
       npm install --silent --no-audit --no-fund --no-save --prefix var/npm axe-core@4 </dev/null \
         || log "npm install axe-core failed"
     fi
+  fi
+fi
+
+# --- nginx (tests/deploy: deploy/nginx/carehub.conf's pools) ------------------------
+# Debian's nginx with apt-get when missing and running as root, as CI does (deploy/up.sh needs
+# it too); without it tests/deploy skips (under CI=1 it fails).
+if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing nginx with apt-get"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends nginx; } </dev/null >/dev/null \
+      || log "apt-get install nginx failed"
+  else
+    log "nginx missing and apt-get is not available to this user"
   fi
 fi
 
