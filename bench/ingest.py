@@ -109,7 +109,7 @@ def _prepare(url: str, clients: int, key_file: str) -> list[tuple[Any, str]]:
 
 
 def _serve(url: str, port: int, key_file: str, workers: int,
-           root: Path = ROOT) -> subprocess.Popen[bytes]:
+           root: Path = ROOT, nice: int = 0) -> subprocess.Popen[bytes]:
     """`hub serve` of the checkout at `root` (default this one) on `url`, once it answers."""
     env = {**os.environ, "HUB_DATABASE_URL": url, "HUB_PORT": str(port),
            "HUB_BASE_URL": f"http://127.0.0.1:{port}", "HUB_DISPATCHER": "false",
@@ -118,7 +118,8 @@ def _serve(url: str, port: int, key_file: str, workers: int,
     if root != ROOT:
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave another checkout as it is
     proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve"], env=env, cwd=root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=(lambda: os.nice(nice)) if nice else None)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -139,17 +140,20 @@ LAYOUT_HELP = ("apart: that many `hub serve` processes on ports of their own, th
 
 @contextmanager
 def serving(url: str, key_file: str, workers: int, *, apart: bool,
-            root: Path = ROOT) -> Iterator[tuple[list[int], list[subprocess.Popen[bytes]]]]:
+            root: Path = ROOT,
+            nice: int = 0) -> Iterator[tuple[list[int], list[subprocess.Popen[bytes]]]]:
     """The hub's processes and the ports clients use, client i port i % len(ports). apart:
     one `hub serve` of one worker per port, as nginx spreads requests over deploy/'s API
     processes. Otherwise one `hub serve` of `workers` workers on one port, whose connections
     the kernel hands to the workers as it likes: a 2/6 split of 8 took 262 msg/s where 4/4
-    took 294-304 (SQLite). Stopped on leaving."""
+    took 294-304 (SQLite). nice: the processes' CPU priority, lowered by that much (deploy/'s
+    write pool). Stopped on leaving."""
     ports = [_free_port() for _ in range(workers if apart else 1)]
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for port in ports:
-            procs.append(_serve(url, port, key_file, 1 if apart else workers, root=root))
+            procs.append(_serve(url, port, key_file, 1 if apart else workers, root=root,
+                                nice=nice))
         yield ports, procs
     finally:
         for proc in procs:

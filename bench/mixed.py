@@ -1,18 +1,22 @@
 """Mixed benchmark (issue #16): do reads queue behind writes?
 
     python bench/mixed.py [--seconds 8] [--readers 8] [--writers 8] [--workers 2]
-                          [--layout apart|workers] [--runs 3] [--db sqlite,postgresql]
-                          [--pg-url URL] [--hub-root DIR]
+                          [--layout pools|apart|workers] [--write-nice 10] [--runs 3]
+                          [--db sqlite,postgresql] [--pg-url URL] [--hub-root DIR]
 
-A real hub (2 `hub serve` processes on ports of their own, each client on one of them in
-turn, as bench/ingest.py starts it, sealer on, dispatcher off) on a fresh database with a
-few hundred patients. Reader clients GET Patient/{id} (every fifth request a search,
-Patient?identifier=...), writer clients post admission notices to $process-message; each
-client has its own token and keep-alive connection. Phases of --seconds each (after a 1 s
-warm-up): reads alone, writes alone, both together, reads alone again. The floor of the
-reads is the mean of two reads-alone phases of the same run, one before and one after the
-others (the machine's load drifts); the target is that reads lose at most 25 % alongside the
-writes.
+A real hub on a fresh database with a few hundred patients, laid out as deploy/ runs it
+(`--layout pools`, the default): two pools of `--workers` `hub serve` processes each, on
+ports of their own, the readers spread over the read pool and the writers over the write
+pool, which runs at nice `--write-nice` (10, as deploy/systemd/carehub-api-writes@.service
+and deploy/up.sh; nginx routes FHIR writes there, deploy/nginx/carehub.conf). `--layout
+apart` is one pool that serves both, each client on one of its processes in turn, as
+bench/ingest.py starts it; sealer on, dispatcher off in every process. Reader clients GET
+Patient/{id} (every fifth request a search, Patient?identifier=...), writer clients post
+admission notices to $process-message; each client has its own token and keep-alive
+connection. Phases of --seconds each (after a 1 s warm-up): reads alone, writes alone, both
+together, reads alone again. The floor of the reads is the mean of two reads-alone phases of
+the same run, one before and one after the others (the machine's load drifts); the target is
+that reads lose at most 25 % alongside the writes.
 
 For each lock that all transactions share it prints the share of the phase's wall time it
 was held: on SQLite the database's write lock and the read spool's (timed in the hub
@@ -179,8 +183,12 @@ class PgLockSampler:
                 **{k: v / n for k, v in self.held.items()}}
 
 
-def _phase(ports: list[int], seconds: float, *, readers: list[str], writers: list[str],
-           ids: list[tuple[str, str]], messages: list[bytes]) -> tuple[Phase, Phase, float]:
+def _phase(ports: tuple[list[int], list[int]], seconds: float, *, readers: list[str],
+           writers: list[str], ids: list[tuple[str, str]],
+           messages: list[bytes]) -> tuple[Phase, Phase, float]:
+    """`seconds` of the readers on ports[0] and the writers on ports[1] (client i on port
+    i % len)."""
+    rports, wports = ports
     reads, writes = Phase(), Phase()
     stop = threading.Event()
     barrier = threading.Barrier(len(readers) + len(writers) + 1)
@@ -189,7 +197,7 @@ def _phase(ports: list[int], seconds: float, *, readers: list[str], writers: lis
 
     def reader(i: int) -> None:
         rng = random.Random(i)
-        conn = http.client.HTTPConnection("127.0.0.1", ports[i % len(ports)], timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", rports[i % len(rports)], timeout=60)
         conn.connect()
         barrier.wait()
         n = 0
@@ -204,7 +212,7 @@ def _phase(ports: list[int], seconds: float, *, readers: list[str], writers: lis
         conn.close()
 
     def writer(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", ports[i % len(ports)], timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", wports[i % len(wports)], timeout=60)
         conn.connect()
         barrier.wait()
         while not stop.is_set():
@@ -273,16 +281,20 @@ def _run(url: str, args: argparse.Namespace, stats_dir: str) -> dict[str, Any]:
             _stamp_as(url, Path(args.hub_root))
         for f in os.listdir(stats_dir):
             os.unlink(os.path.join(stats_dir, f))
-        # reader i and writer i on ports[i % len(ports)] (bench/ingest.py `serving`)
-        with serving(url, key_file, args.workers, apart=args.layout == "apart",
-                     root=Path(args.hub_root)) as (ports, procs):
-            port = ports[0]
-            base = f"http://127.0.0.1:{port}"
+        # reader i on rports[i % len(rports)], writer i on wports[i % len(wports)]
+        with serving(url, key_file, args.workers, apart=args.layout != "workers",
+                     root=Path(args.hub_root)) as (rports, procs), \
+                serving(url, key_file, args.workers if args.layout == "pools" else 0,
+                        apart=True, root=Path(args.hub_root),
+                        nice=args.write_nice) as (wports, wprocs):
+            procs = procs + wprocs
+            ports = (rports, wports or rports)
+            base = f"http://127.0.0.1:{ports[0][0]}"  # tokens and reads: the read pool
             tokens = _tokens(base, keys)
             readers, writers = tokens[:n_readers], tokens[n_readers:]
             pool = _messages(args.patients + args.messages)
             for i, body in enumerate(pool[:args.patients]):  # the patients to read
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                conn = http.client.HTTPConnection("127.0.0.1", ports[1][0], timeout=60)
                 status, answer = _request(conn, "POST", "/fhir/$process-message",
                                           writers[i % n_writers], body)
                 conn.close()
@@ -332,8 +344,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="length of each phase")
     ap.add_argument("--readers", type=int, default=8)
     ap.add_argument("--writers", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=2, help="hub processes")
-    ap.add_argument("--layout", choices=LAYOUTS, default="apart", help=LAYOUT_HELP)
+    ap.add_argument("--workers", type=int, default=2, help="hub processes (of each pool)")
+    ap.add_argument("--layout", choices=("pools", *LAYOUTS), default="pools",
+                    help="pools: a read pool and a write pool of --workers processes each, "
+                         "as deploy/ runs them; " + LAYOUT_HELP)
+    ap.add_argument("--write-nice", type=int, default=10,
+                    help="the write pool's nice (pools only; deploy/ runs it at 10)")
     ap.add_argument("--patients", type=int, default=200, help="patients seeded to read")
     ap.add_argument("--messages", type=int, default=5000, help="messages prepared for writers")
     ap.add_argument("--runs", type=int, default=1, help="runs per database (fresh each)")
@@ -343,9 +359,12 @@ def main() -> None:
     args = ap.parse_args()
     info = machine_info(hub=args.hub_root, phases=f"{args.seconds:g} s each",
                         clients=f"{args.readers} readers, {args.writers} writers, "
-                                f"{args.workers} hub processes"
-                                + (" on ports of their own" if args.layout == "apart"
-                                   else ", workers of one hub serve"))
+                                + (f"a read pool of {args.workers} hub processes, a write pool "
+                                   f"of {args.workers} at nice {args.write_nice}"
+                                   if args.layout == "pools" else
+                                   f"{args.workers} hub processes on ports of their own"
+                                   if args.layout == "apart" else
+                                   f"{args.workers} workers of one hub serve"))
     stats_dir = tempfile.mkdtemp(prefix="carehub-lockstats-")
     os.environ["HUB_LOCK_STATS_DIR"] = stats_dir  # the hub processes inherit it
     rates = Table("db", "run", "reads/s alone (before, after)", "reads/s with writes",

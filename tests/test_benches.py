@@ -143,6 +143,8 @@ def test_the_mixed_bench_reports_reads_and_writes_alone_and_together(tmp_path: P
                  "--workers", "2", "--patients", "20", "--messages", "3000")
     [row] = _table(out, "db", "reads/s with writes", "read loss", "target")
     assert row["db"] == "sqlite"
+    # laid out as deploy/ runs it: the writers on a pool of their own, at a lower priority
+    assert "a read pool of 2 hub processes, a write pool of 2 at nice 10" in out
     # "<mean> (<before>, <after>)": each of the three positive
     figures = [f for f in re.split(r"\s*[()]\s*|,\s+", row["reads/s alone (before, after)"]) if f]
     assert len(figures) == 3, row
