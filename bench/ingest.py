@@ -207,11 +207,11 @@ def _post(conn: http.client.HTTPConnection, body: bytes, token: str) -> tuple[in
 
 
 def _run_hub(url: str, n: int, clients: int, workers: int, *,
-             apart: bool = True) -> dict[str, float]:
+             apart: bool = True, nice: int = 0) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         key_file = str(Path(tmp) / "audit.pem")
         keys = _prepare(url, clients, key_file)
-        with serving(url, key_file, workers, apart=apart) as (ports, procs):
+        with serving(url, key_file, workers, apart=apart, nice=nice) as (ports, procs):
             tokens = _tokens(f"http://127.0.0.1:{ports[0]}", keys)
             messages = _messages(n)
             # warm-up outside the measurement, on every client's connection (every worker)
@@ -291,7 +291,7 @@ def _one(kind: str, args: argparse.Namespace) -> dict[str, float] | None:
             fhir_before = _run_floor(floor_url, args.n, fhir_model=True)
         with sqlite_url("carehub-ingest-") as url, sqlite_url("carehub-floor-") as floor_url:
             hub = _run_hub(url, args.n, args.clients, args.workers,
-                           apart=args.layout == "apart")
+                           apart=args.layout == "apart", nice=args.nice)
             floor = _run_floor(floor_url, args.n)
         with sqlite_url("carehub-floor-fhir-") as floor_url:
             fhir_after = _run_floor(floor_url, args.n, fhir_model=True)
@@ -302,7 +302,7 @@ def _one(kind: str, args: argparse.Namespace) -> dict[str, float] | None:
         with postgres_url(args.pg_url, "carehub_ingest_") as url:
             fhir_before = _run_floor(url, args.n, fhir_model=True)
             hub = _run_hub(url, args.n, args.clients, args.workers,
-                           apart=args.layout == "apart")
+                           apart=args.layout == "apart", nice=args.nice)
             floor = _run_floor(url, args.n)
             fhir_after = _run_floor(url, args.n, fhir_model=True)
     else:
@@ -319,6 +319,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2, help="hub processes")
     ap.add_argument("--layout", choices=LAYOUTS, default="apart", help=LAYOUT_HELP)
+    ap.add_argument("--nice", type=int, default=0,
+                    help="the hub processes' nice (deploy/'s write pool runs at 10; the "
+                         "clients and the floors at the bench's own)")
     ap.add_argument("--runs", type=int, default=1, help="runs per database (fresh each)")
     ap.add_argument("--db", default="sqlite,postgresql")
     ap.add_argument("--pg-url", default=os.environ.get("HUB_TEST_POSTGRES_URL"))
@@ -326,8 +329,8 @@ def main() -> None:
     console.print(f"{platform.python_implementation()} {platform.python_version()}, "
                   f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; N={args.n}, "
                   f"{args.clients} clients, {args.workers} hub processes ("
-                  + ("each on a port of its own)" if args.layout == "apart"
-                     else "workers of one hub serve)"))
+                  + ("each on a port of its own" if args.layout == "apart"
+                     else "workers of one hub serve") + f", nice {args.nice})")
     table = Table("db", "msg/s", "p50 ms", "p95 ms", "p99 ms", "hub CPU ms/msg",
                   "client CPU ms/msg", "floor msg/s", "ratio", "FHIR floor msg/s",
                   "FHIR floor, slower run", "FHIR ratio", "target")
