@@ -183,6 +183,14 @@ log "layout up: https://127.0.0.1:$TLS_PORT -> API reads :$API1 :$API2, writes :
 # --- the smoke test --------------------------------------------------------------------------------
 "$VPY" "$ROOT/deploy/smoke.py" --base "https://127.0.0.1:$TLS_PORT" --cafile "$DIR/tls/carehub.crt" \
   --clients "$DIR/clients.json" --examples "$SHARED/examples"
+# the story's messages went to the write pool, and nothing else did (the API processes' access
+# logs): nginx's routing with the hub itself behind it
+messages_w=$(cat "$DIR"/log/api-writes-*.log | grep -c 'POST /fhir/\$process-message' || true)
+messages_r=$(cat "$DIR"/log/api-[12].log | grep -c 'POST /fhir/\$process-message' || true)
+reads_w=$(cat "$DIR"/log/api-writes-*.log | grep -c '"GET /fhir/Patient' || true)
+(( messages_w > 0 && messages_r == 0 && reads_w == 0 )) \
+  || die "routing: $messages_w messages to the write pool, $messages_r to the read pool, $reads_w reads to the write pool"
+log "routing: the story's $messages_w messages went to the write pool, its reads to the read pool"
 waiting=1
 for _ in $(seq 60); do
   detail=$("$HUB" audit verify 2>&1 >/dev/null || true)
