@@ -10,13 +10,14 @@
 # 3. the two organisations of the shared story, each with a client key (hub client keygen/add);
 # 4. the roles as separate processes, as the systemd units run them: four API processes
 #    (`hub serve --roles api`), two for reads and two for writes at a lower CPU priority
-#    (nice UP_WRITE_NICE, default 10, as carehub-api-writes@.service), a dispatcher, a
-#    scheduler and a sealer;
+#    (nice UP_WRITE_NICE, default 10, as carehub-api-writes@.service), an MLLP listener at
+#    the same priority (carehub-mllp.service), a dispatcher, a scheduler and a sealer;
 # 5. nginx with a self-signed certificate (made here with openssl) in front of the API
 #    processes, rendered from deploy/nginx/carehub.conf (deploy/nginx/render.sh);
 # 6. deploy/smoke.py: the shared story (../shared/examples 01-15) posted through HTTPS, the
-#    certificate checked; then the sealer is given a moment and `hub audit verify` must pass
-#    with every record sealed; a backup is taken and checked (deploy/backup.sh).
+#    certificate checked, each message seen to reach the write pool; an A01 from the PAS
+#    simulator over MLLP, answered AA; then the sealer is given a moment and `hub audit
+#    verify` must pass with every record sealed; a backup is taken and checked (backup.sh).
 # Exits 0 when all of it passed. Needs python3, openssl and nginx (installed with apt-get if
 # missing, as scripts/pg.sh does for PostgreSQL). Logs: DIR/log/.
 set -euo pipefail
@@ -87,6 +88,7 @@ API1=$(free_port "$API_FROM")
 API2=$(free_port $((API1 + 1)))
 WRITES1=$(free_port $((API2 + 1)))
 WRITES2=$(free_port $((WRITES1 + 1)))
+MLLP_PORT=$(free_port $((WRITES2 + 1)))
 WRITE_NICE=${UP_WRITE_NICE:-10}
 
 sed -e "s|^HUB_DATABASE_URL=.*|HUB_DATABASE_URL=postgresql+psycopg://carehub@127.0.0.1:$PG_PORT/carehub_test|" \
@@ -123,7 +125,9 @@ ORGNR=urn:oid:2.16.578.1.12.4.1.4.101
 "$HUB" org add --id jaeren-dps --name "Jæren DPS" --kind mental-health-centre \
   --identifier "$ORGNR|983974791" >/dev/null
 "$HUB" org add --id time-kommune --name "Time kommune" --kind municipality \
-  --identifier "$ORGNR|964969590" >/dev/null
+  --identifier "$ORGNR|964969590" \
+  --identifier "https://register.geonorge.no/subregister/sosi-kodelister/kartverket/kommunenummer-alle|1121" \
+  >/dev/null
 echo "{" > "$DIR/clients.json"
 sep=""
 for org in jaeren-dps time-kommune; do
@@ -137,21 +141,29 @@ done
 echo "}" >> "$DIR/clients.json"
 
 # --- the roles, as separate processes ------------------------------------------------------------
-start() {  # name, args...; NICE=N: at that lower CPU priority
+start() {  # name, hub command and args...; NICE=N: at that lower CPU priority
   local name=$1; shift
-  setsid nice -n "${NICE:-0}" "$HUB" serve "$@" >"$DIR/log/$name.log" 2>&1 &
+  setsid nice -n "${NICE:-0}" "$HUB" "$@" >"$DIR/log/$name.log" 2>&1 &
   echo $! >> "$DIR/pids"
   PIDS+=($!)
 }
-start api-1 --roles api --host 127.0.0.1 --port "$API1"
-start api-2 --roles api --host 127.0.0.1 --port "$API2"
-NICE=$WRITE_NICE start api-writes-1 --roles api --host 127.0.0.1 --port "$WRITES1"
-WRITE_PIDS=("${PIDS[-1]}")
-NICE=$WRITE_NICE start api-writes-2 --roles api --host 127.0.0.1 --port "$WRITES2"
+start api-1 serve --roles api --host 127.0.0.1 --port "$API1"
+start api-2 serve --roles api --host 127.0.0.1 --port "$API2"
+WRITE_PIDS=()
+for name_port in "api-writes-1 $WRITES1" "api-writes-2 $WRITES2"; do
+  read -r name port <<<"$name_port"
+  NICE=$WRITE_NICE start "$name" serve --roles api --host 127.0.0.1 --port "$port"
+  WRITE_PIDS+=("${PIDS[-1]}")
+done
+NICE=$WRITE_NICE start mllp mllp --host 127.0.0.1 --port "$MLLP_PORT"  # carehub-mllp.service
 WRITE_PIDS+=("${PIDS[-1]}")
-start dispatcher --roles dispatcher
-start scheduler --roles scheduler
-start sealer --roles sealer
+start dispatcher serve --roles dispatcher
+start scheduler serve --roles scheduler
+start sealer serve --roles sealer
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$MLLP_PORT") 2>/dev/null && break
+  sleep 0.2
+done
 for port in "$API1" "$API2" "$WRITES1" "$WRITES2"; do
   for _ in $(seq 100); do
     curl -fsS "http://127.0.0.1:$port/fhir/metadata" >/dev/null 2>&1 && break
@@ -161,8 +173,9 @@ for port in "$API1" "$API2" "$WRITES1" "$WRITES2"; do
 done
 # Where the kernel groups processes by session (autogroups, sched(7)), setsid gave each its own
 # group, and a group's nice, not its process's, weighs it against the others: give the write
-# pool's groups theirs (the processes answer, so setsid has run). Under systemd each unit is
-# a cgroup of its own and CPUWeight= does this (carehub-api-writes@.service).
+# pool's groups theirs, and the MLLP listener's (the processes answer, so setsid has run).
+# Under systemd each unit is a cgroup of its own and CPUWeight= does this
+# (carehub-api-writes@.service, carehub-mllp.service).
 for pid in "${WRITE_PIDS[@]}"; do
   [[ -w /proc/$pid/autogroup ]] && echo "$WRITE_NICE" > "/proc/$pid/autogroup" 2>/dev/null || true
   [[ $(ps -o ni= -p "$pid" | tr -d ' ') == "$WRITE_NICE" ]] \
@@ -178,7 +191,7 @@ bash "$ROOT/deploy/nginx/render.sh" "$DIR" "$TLS_PORT" "$(free_port "$HTTP_FROM"
   "$API1" "$API2" "$WRITES1" "$WRITES2"
 "$NGINX" -t -q -c "$DIR/nginx/nginx.conf" -p "$DIR/nginx" || die "nginx config ($DIR/nginx/nginx.conf)"
 "$NGINX" -c "$DIR/nginx/nginx.conf" -p "$DIR/nginx"
-log "layout up: https://127.0.0.1:$TLS_PORT -> API reads :$API1 :$API2, writes :$WRITES1 :$WRITES2 (nice $WRITE_NICE); dispatcher, scheduler, sealer; PostgreSQL :$PG_PORT"
+log "layout up: https://127.0.0.1:$TLS_PORT -> API reads :$API1 :$API2, writes :$WRITES1 :$WRITES2, MLLP :$MLLP_PORT (nice $WRITE_NICE); dispatcher, scheduler, sealer; PostgreSQL :$PG_PORT"
 
 # --- the smoke test --------------------------------------------------------------------------------
 "$VPY" "$ROOT/deploy/smoke.py" --base "https://127.0.0.1:$TLS_PORT" --cafile "$DIR/tls/carehub.crt" \
@@ -191,6 +204,20 @@ reads_w=$(cat "$DIR"/log/api-writes-*.log | grep -c '"GET /fhir/Patient' || true
 (( messages_w > 0 && messages_r == 0 && reads_w == 0 )) \
   || die "routing: $messages_w messages to the write pool, $messages_r to the read pool, $reads_w reads to the write pool"
 log "routing: the story's $messages_w messages went to the write pool, its reads to the read pool"
+# the centre's PAS admits the story's patient again, over MLLP (adapters/mllp/simulator.py)
+"$VPY" - "$MLLP_PORT" <<'PY' || die "MLLP: the A01 was not accepted ($DIR/log/mllp.log)"
+import sys
+from datetime import UTC, datetime
+
+from adapters.mllp.simulator import Pas, Stay, ack_code, adt
+
+stay = Stay(facility="983974791", fnr="13116900216", visit="UP-1", kommunenummer="1121",
+            admitted=datetime.now(UTC))
+with Pas("127.0.0.1", int(sys.argv[1])) as pas:
+    code = ack_code(pas.send(adt(stay, "A01", "UP-A01-1")))
+print(f"up.sh: MLLP: A01 answered {code}", file=sys.stderr)
+sys.exit(0 if code == "AA" else 1)
+PY
 waiting=1
 for _ in $(seq 60); do
   detail=$("$HUB" audit verify 2>&1 >/dev/null || true)
