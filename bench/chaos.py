@@ -49,6 +49,11 @@ from the database and the receivers' records:
   tells (a consent's custodian, the centre; a ready-for-discharge's parties, both; a
   meeting's, both: the organising centre its own meeting, Time kommune by the consent),
   none to anyone else;
+- every delivered meeting invitation and ready-for-discharge (their MessageDefinitions require
+  an answer; the receivers here never give one) has one acknowledgement timer, due
+  HUB_ACK_TIMEOUT (ACK_AFTER) after delivery, and each was acted on exactly once: one
+  delivery-unacknowledged notice to the message's sender, whose Communication names the
+  delivery, none to anyone else;
 - `hub audit verify` passes with every record sealed; every role process is alive.
 Prints the report; exits 1 on any violation (2 when the layout could not be brought up).
 """
@@ -96,6 +101,11 @@ CENTRE, MUNICIPALITY = "jaeren-dps", "time-kommune"
 FIRST_CONTACT = timedelta(hours=72)  # HUB_FOLLOW_UP_FIRST_CONTACT's default
 LEASE = 2 * 10.0 + 1  # seconds a delivery is leased: HUB_DELIVERY_TIMEOUT's default x 2 + 1
 NOTICE = 3600
+ACK_AFTER = 6
+"""Seconds of the layout's HUB_ACK_TIMEOUT: a delivered message whose MessageDefinition
+requires an answer, unanswered this long, is chased with a notice to its sender."""
+ACK_KIND, ACK_SID = "ack-timeout", "http://carehub.example/fhir/sid/delivery-unacknowledged"
+HUB_SENDER = "carehub"  # messages.sender_org of the hub's own notices (never chased)
 """Seconds of the layout's HUB_CONSENT_EXPIRY_NOTICE, HUB_MEETING_REMINDER and
 HUB_DISCHARGE_READINESS_TIMEOUT: a consent's custodian is told this long before it ends, a
 meeting's parties this long before it starts, a ready-for-discharge's parties when it has gone
@@ -681,7 +691,10 @@ def drained(engine: Engine, load: Load) -> tuple[bool, str]:
     open_due = _rows(engine, "SELECT count(*) FROM scheduled_checks WHERE closed_at IS NULL "
                              "AND due_at <= :now", now=now)[0][0]
     unsealed = _rows(engine, "SELECT count(*) FROM audit_records WHERE leaf_index IS NULL")[0][0]
-    waiting = time.time() < last_due + 1
+    # the acknowledgement timers start at delivery, so the last falls due ACK_AFTER after it
+    open_acks = _rows(engine, "SELECT count(*) FROM scheduled_checks WHERE closed_at IS NULL "
+                              "AND kind = :kind", kind=ACK_KIND)[0][0]
+    waiting = time.time() < last_due + 1 or open_acks > 0
     state = (f"{queued} deliveries queued, {open_due} due checks open, "
              f"{unsealed} audit records unsealed{', timers still to fall due' if waiting else ''}")
     return (queued == 0 and open_due == 0 and unsealed == 0 and not waiting), state
@@ -864,6 +877,67 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
                  max(0, db_notices["follow-up-overdue"] - len(escalated)))
     for timer in NOTICE_TIMERS:
         _notice_timers(engine, timer, accepted, arrived, settle_at, report)
+    _ack_timers(engine, deliveries, arrived, settle_at, report)
+
+
+def _answer_required() -> frozenset[str]:
+    """The events whose MessageDefinition (fhir_profiles/) requires an answer always."""
+    out = set()
+    for path in (ROOT / "fhir_profiles").glob("MessageDefinition-*.json"):
+        definition = json.loads(path.read_text())
+        if definition.get("responseRequired") == "always":
+            out.add(definition["eventCoding"]["code"])
+    return frozenset(out)
+
+
+def _ack_timers(engine: Engine, deliveries: list[Any],
+                arrived: dict[str, dict[str, list[Arrival]]], settle_at: datetime,
+                report: Report) -> None:
+    """Each delivered message that requires an answer, left unanswered (the receivers here
+    never answer), has one acknowledgement timer; each due one told the message's sender
+    once (a delivery-unacknowledged notice carrying the Communication that names the
+    delivery), and no one else."""
+    required = _answer_required()
+    # (id, receiver, patient, status, header, event, sender, ...) as the caller read them
+    chased = {f"Delivery/{d[0]}": d[6] for d in deliveries
+              if d[3] == "delivered" and d[5] in required and d[6] != HUB_SENDER}
+    per_target = Counter(r[0] for r in _rows(
+        engine, "SELECT target FROM scheduled_checks WHERE kind = :kind", kind=ACK_KIND))
+    wrong = [f"{t} has {per_target[t]}" for t in chased if per_target[t] != 1]
+    wrong += [f"{t}: not a delivery to chase" for t in per_target if t not in chased]
+    report.add("acknowledgement timers (deliveries to chase)", len(chased))
+    report.check("deliveries to chase without exactly one acknowledgement timer", wrong)
+    timers = _rows(engine, """SELECT target, closed_at, outcome FROM scheduled_checks
+        WHERE kind = :kind AND due_at <= :at""", kind=ACK_KIND, at=settle_at)
+    report.check("acknowledgement timers due but not acted on",
+                 [t[0] for t in timers if t[1] is None])
+    report.check("acknowledgement timers closed without a notice",
+                 [f"{t[0]} {t[2]}" for t in timers if t[1] is not None and t[2] != "notified"])
+    # the Communication of each chased delivery (its identifier is the delivery's id)
+    naming: dict[str, str] = {}
+    for row in _rows(engine, "SELECT logical_id, body FROM resources "
+                             "WHERE resource_type = 'Communication' AND body IS NOT NULL"):
+        for ident in json.loads(bytes(row[1])).get("identifier", []):
+            if ident.get("system") == ACK_SID:
+                naming[row[0]] = f"Delivery/{ident['value']}"
+    told: dict[str, Counter[str]] = {org: Counter() for org in arrived}
+    for org, per in arrived.items():
+        for got in per.values():
+            if got[0].event == "delivery-unacknowledged":
+                told[org].update(naming.get(c, f"Communication/{c}")
+                                 for c in got[0].ids("Communication"))
+    notified = [t for t in timers if t[2] == "notified"]
+    report.add("acknowledgement timers acted on (notice sent)", len(notified))
+    wrong = []
+    for t in notified:
+        for org, count in told.items():
+            if count[t[0]] != (1 if org == chased.get(t[0]) else 0):
+                wrong.append(f"{t[0]} notices at {org} {count[t[0]]}")
+    report.check("acknowledgement timers not acted on exactly once (notices per receiver)",
+                 wrong)
+    stored = _rows(engine, "SELECT count(*) FROM messages WHERE event = 'delivery-unacknowledged'")
+    report.check("delivery-unacknowledged notices stored beyond one per notified timer",
+                 max(0, stored[0][0] - len(notified)))
 
 
 def _notice_timers(engine: Engine, timer: NoticeTimer, accepted: list[Sent],
@@ -953,8 +1027,8 @@ def main() -> int:
            "HUB_SEAL_INTERVAL": "0.5", "HUB_SCHEDULER_INTERVAL": "2",
            "HUB_DELIVERY_FIRST_RETRY": "1", "HUB_CONSENT_EXPIRY_NOTICE": str(NOTICE),
            "HUB_MEETING_REMINDER": str(NOTICE), "HUB_DISCHARGE_READINESS_TIMEOUT": str(NOTICE),
-           "HUB_DELIVERY_POLL_INTERVAL": "0.5", "HUB_DB_POOL_SIZE": "5",
-           "HUB_TIMEZONE": "Europe/Oslo"}
+           "HUB_ACK_TIMEOUT": str(ACK_AFTER), "HUB_DELIVERY_POLL_INTERVAL": "0.5",
+           "HUB_DB_POOL_SIZE": "5", "HUB_TIMEZONE": "Europe/Oslo"}
     env.pop("HUB_WORKERS", None)
     layout = Layout(work, pg_port, env, durable=not args.unsafe_pg)
     receivers: dict[str, Receiver] = {}

@@ -3,11 +3,11 @@
 Every role process is SIGKILLed once under load, PostgreSQL is crashed and started again, and
 both receivers are down for a while; afterwards nothing answered 200 may be lost or stored
 twice, every delivery must have reached its receiver in order, every due timer (a discharge's
-follow-up checks; the notices of a consent's expiry, a meeting and an unanswered
-ready-for-discharge) must have been acted on once, and `hub audit verify` must pass. The run
-brings its own PostgreSQL up with scripts/pg.sh (it restarts it, so it cannot use the suite's
-server); it runs where the suite runs on PostgreSQL (HUB_TEST_POSTGRES_URL set, as
-scripts/test.sh and CI do).
+follow-up checks; the notices of a consent's expiry, a meeting, an unanswered
+ready-for-discharge and an unacknowledged delivery) must have been acted on once, and `hub
+audit verify` must pass. The run brings its own PostgreSQL up with scripts/pg.sh (it
+restarts it, so it cannot use the suite's server); it runs where the suite runs on PostgreSQL
+(HUB_TEST_POSTGRES_URL set, as scripts/test.sh and CI do).
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ ZERO = (
     "due timers closed without acting (no contact was sent)",
     "timers not acted on exactly once (overdue versions, notices per receiver)",
     "follow-up-overdue notices stored beyond one per escalated timer",
+    "deliveries to chase without exactly one acknowledgement timer",
+    "acknowledgement timers due but not acted on",
+    "acknowledgement timers closed without a notice",
+    "acknowledgement timers not acted on exactly once (notices per receiver)",
+    "delivery-unacknowledged notices stored beyond one per notified timer",
     "drain bound reached before settling",
     "audit verify failures",
     "role processes dead at the end",
@@ -97,6 +102,9 @@ def test_nothing_accepted_is_lost_or_doubled_under_chaos() -> None:
     assert int(report["timers acted on (escalated)"]) >= 5, out
     for name, _story, _event in NOTICE_TIMERS:
         assert int(report[f"{name} timers acted on (notice sent)"]) >= 3, out
+    # every meeting invitation and ready-for-discharge delivered to Time kommune goes
+    # unanswered here, so each is chased once its HUB_ACK_TIMEOUT has passed
+    assert int(report["acknowledgement timers acted on (notice sent)"]) >= 3, out
     refused, answered_422 = re.findall(r"\d+", report["refused on purpose (422 expected)"])[:2]
     assert int(refused) >= 1, out
     assert answered_422 == refused, out
