@@ -178,7 +178,8 @@ done
 # (carehub-api-writes@.service, carehub-mllp.service).
 for pid in "${WRITE_PIDS[@]}"; do
   [[ -w /proc/$pid/autogroup ]] && echo "$WRITE_NICE" > "/proc/$pid/autogroup" 2>/dev/null || true
-  [[ $(ps -o ni= -p "$pid" | tr -d ' ') == "$WRITE_NICE" ]] \
+  # its nice: field 19 of /proc/PID/stat (17th after the name in parentheses)
+  [[ $(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f17) == "$WRITE_NICE" ]] \
     || die "the write pool's process $pid does not run at nice $WRITE_NICE"
 done
 
