@@ -43,6 +43,7 @@ HUB = Subject.hub_itself()
 INTERACTIONS = {"read": N_("Read"), "vread": N_("Read an earlier version"),
                 "history-instance": N_("Read the history"), "search-type": N_("Search"),
                 "create": N_("Created a Patient the hub already keeps"),
+                "update": N_("Updated another organisation's record it is a party to"),
                 "operation": N_("Operation"), "transaction": N_("Transaction"),
                 "batch": N_("Batch"), "$process-message": N_("Message")}
 """How a recipient came to the records, in words (translated where shown)."""
@@ -52,10 +53,11 @@ CONSENT_STATUSES = {"active": N_("in force"), "inactive": N_("withdrawn"),
 LIMIT = 1000
 """At most this many of a person's newest disclosure records are read for one page."""
 READS = frozenset({"read", "vread", "history-instance", "search-type", "operation",
-                   "transaction", "batch", "create"})
+                   "transaction", "batch", "create", "update"})
 """Interactions by which a recipient's own request was shown (or refused) the records: a
 create of a Patient the hub keeps is answered with that Patient where the consent gate
-permits (hub.store.service.kept_person)."""
+permits (hub.store.service.kept_person); an update (PUT, PATCH) of another organisation's
+record, which only a party to a Task may make (its status), is answered with the record."""
 _R = AuditRecordRow
 
 

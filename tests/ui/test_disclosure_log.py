@@ -238,3 +238,33 @@ def test_the_state_of_the_trail_says_when_it_was_last_verified_whole(
     state = _section(client.get(f"/ui/audit/people/{pid}").text, "State of the audit trail")
     assert "The whole trail was last verified" in state
     assert f"{intact} records intact." in state
+
+
+def test_a_party_updating_anothers_task_is_shown_among_the_reads(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    """Time kommune, owner of the centre's ready-for-discharge question, sets its status by
+    REST: the answer shows it the centre's Task, a disclosure the gate logs with interaction
+    update. The auditor finds it among the reads by other organisations, in words, and not
+    among the messages."""
+    pid = _patient_id(database)
+    time_kommune = shared_story["time-kommune"]
+    tasks = time_kommune.get("/fhir/Task", params={"patient": f"Patient/{pid}"}).json()
+    [question] = [e["resource"] for e in tasks["entry"]
+                  if e["resource"]["code"]["coding"][0]["code"] == "discharge-readiness"
+                  and e["resource"]["status"] == "accepted"]
+    assert question["owner"]["reference"] == "Organization/time-kommune"
+    r = time_kommune.put(f"/fhir/Task/{question['id']}", json=question)
+    assert r.status_code == 200, r.text
+    assert int(r.json()["meta"]["versionId"]) == int(question["meta"]["versionId"]) + 1
+    page = _auditor(browser).get(f"/ui/audit/people/{pid}").text
+    reads = _rows(_section(page, "Reads by other organisations, newest first"))
+    messages = _rows(_section(page, "Messages about the person, newest first"))
+    label = "Updated another organisation's record it is a party to"
+    [line] = [r for r in reads if label in r]
+    assert "Time kommune" in line
+    assert "task-party" in line
+    assert question["id"] in line
+    assert not [r for r in messages if "update" in r or label in r]
+    # and in bokmål, for the person's copy as for the auditor who reads it so
+    page = _auditor(browser, lang="nb").get(f"/ui/audit/people/{pid}").text
+    assert "Oppdaterte en annen virksomhets oppføring som den er part i" in page
