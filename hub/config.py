@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     page_size: int = Field(default=20, description="Search results per page without _count")
     max_page_size: int = Field(default=500, description="Largest _count honoured")
     db_pool_size: int = Field(default=10, description="Database connections per hub process")
+    db_prepare: bool = Field(
+        default=True,
+        description="PostgreSQL: the message path's fixed statements are prepared once per "
+        "connection (hub/db/direct.py). false: nothing is prepared, for a pooler that "
+        "cannot keep prepared statements (PgBouncer in transaction mode before 1.21, or "
+        "without max_prepared_statements)",
+    )
     write_concurrency: int | None = Field(
         default=None, ge=0,
         description="FHIR write requests (messages, REST and UI writes; not sign-in or token "

@@ -194,8 +194,11 @@ def make_engine(url: str, settings: Settings) -> Engine:
             # psycopg never prepares a statement of its own accord (its threshold is never
             # reached): after five runs PostgreSQL would switch a search to a generic plan
             # that ignores the values and scans (bench/store.py: 4.7 searches/s instead of
-            # about 400 at 100k resources). The fixed statements of hub/db/direct.py ask for it.
-            connect_args={"prepare_threshold": NEVER} if "+psycopg" in url else {},
+            # about 400 at 100k resources). The fixed statements of hub/db/direct.py ask for it,
+            # unless HUB_DB_PREPARE is off: None then refuses even their asking (a pooler in
+            # transaction mode may hand the next transaction another server connection).
+            connect_args=({"prepare_threshold": NEVER if settings.db_prepare else None}
+                          if "+psycopg" in url else {}),
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_pool_size,
             pool_pre_ping=True,

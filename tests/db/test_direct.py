@@ -35,6 +35,7 @@ from sqlalchemy.sql.expression import (
     SavepointClause,
 )
 
+from hub.config import Settings
 from hub.db.direct import PIPELINE_FROM, Direct
 from hub.db.engine import Database
 from hub.db.types import UTCDateTime, utcnow
@@ -191,6 +192,31 @@ def test_postgresql_prepares_the_fixed_statements_and_never_a_search(
     assert len(kept) == 1, kept  # the insert, once (its run_many rows reuse it)
     assert kept[0].lstrip().upper().startswith("INSERT INTO DIRECT_PROBE")
     assert not [q for q in kept if q.lstrip().upper().startswith("SELECT")]
+
+
+def test_with_prepare_off_nothing_is_prepared_and_the_statements_still_run(
+        probe: Database, settings: Settings) -> None:
+    # HUB_DB_PREPARE=false, for a pooler in transaction mode that cannot keep a connection's
+    # prepared statements: the Direct statements run unprepared (the test above is the
+    # control: the same statements prepared when the setting is on, as by default)
+    if probe.dialect != "postgresql":
+        pytest.skip("server-side prepared statements are PostgreSQL's")
+    off = Database.connect(settings.model_copy(update={"db_prepare": False}))
+    try:
+        with off.session(write=True) as s:
+            conn = s.connection()
+            for i in range(8):
+                INSERT.run(conn, row(f"u{i}"))
+            INSERT.run_many(conn, [row("v1"), row("v2")])
+            got = INSERT_RETURNING.rows(conn, row("w"))
+            kept = [q for (q,) in conn.execute(text("SELECT statement FROM pg_prepared_statements"))
+                    if "direct_probe" in q]
+        assert kept == []
+        assert len(got) == 1
+        with off.session(write=False) as s:
+            assert s.scalar(select(func.count()).select_from(PROBE)) == 11
+    finally:
+        off.dispose()
 
 
 def test_savepoints_keep_and_undo_as_sqlalchemys_own_statements(probe: Database) -> None:
