@@ -93,6 +93,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchdb import fodselsnummers  # noqa: E402
 
+from hub.delivery.scheduled import ACK as ACK_KIND  # noqa: E402
+from hub.delivery.scheduled import ACK_SID, answer_required  # noqa: E402
+from hub.messaging.outbound import HUB_SENDER  # noqa: E402
+
 EXAMPLES = ROOT.parent / "shared" / "examples"
 ORGNR = "urn:oid:2.16.578.1.12.4.1.4.101"
 FNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.1"
@@ -104,8 +108,6 @@ NOTICE = 3600
 ACK_AFTER = 6
 """Seconds of the layout's HUB_ACK_TIMEOUT: a delivered message whose MessageDefinition
 requires an answer, unanswered this long, is chased with a notice to its sender."""
-ACK_KIND, ACK_SID = "ack-timeout", "http://carehub.example/fhir/sid/delivery-unacknowledged"
-HUB_SENDER = "carehub"  # messages.sender_org of the hub's own notices (never chased)
 """Seconds of the layout's HUB_CONSENT_EXPIRY_NOTICE, HUB_MEETING_REMINDER and
 HUB_DISCHARGE_READINESS_TIMEOUT: a consent's custodian is told this long before it ends, a
 meeting's parties this long before it starts, a ready-for-discharge's parties when it has gone
@@ -880,16 +882,6 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
     _ack_timers(engine, deliveries, arrived, settle_at, report)
 
 
-def _answer_required() -> frozenset[str]:
-    """The events whose MessageDefinition (fhir_profiles/) requires an answer always."""
-    out = set()
-    for path in (ROOT / "fhir_profiles").glob("MessageDefinition-*.json"):
-        definition = json.loads(path.read_text())
-        if definition.get("responseRequired") == "always":
-            out.add(definition["eventCoding"]["code"])
-    return frozenset(out)
-
-
 def _ack_timers(engine: Engine, deliveries: list[Any],
                 arrived: dict[str, dict[str, list[Arrival]]], settle_at: datetime,
                 report: Report) -> None:
@@ -897,10 +889,9 @@ def _ack_timers(engine: Engine, deliveries: list[Any],
     never answer), has one acknowledgement timer; each due one told the message's sender
     once (a delivery-unacknowledged notice carrying the Communication that names the
     delivery), and no one else."""
-    required = _answer_required()
     # (id, receiver, patient, status, header, event, sender, ...) as the caller read them
     chased = {f"Delivery/{d[0]}": d[6] for d in deliveries
-              if d[3] == "delivered" and d[5] in required and d[6] != HUB_SENDER}
+              if d[3] == "delivered" and d[6] != HUB_SENDER and answer_required(d[5])}
     per_target = Counter(r[0] for r in _rows(
         engine, "SELECT target FROM scheduled_checks WHERE kind = :kind", kind=ACK_KIND))
     wrong = [f"{t} has {per_target[t]}" for t in chased if per_target[t] != 1]

@@ -36,11 +36,13 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -282,11 +284,11 @@ def _run(url: str, args: argparse.Namespace, stats_dir: str) -> dict[str, Any]:
         for f in os.listdir(stats_dir):
             os.unlink(os.path.join(stats_dir, f))
         # reader i on rports[i % len(rports)], writer i on wports[i % len(wports)]
+        write_pool: AbstractContextManager[tuple[list[int], list[subprocess.Popen[bytes]]]] = (
+            serving(url, key_file, args.workers, apart=True, root=Path(args.hub_root),
+                    nice=args.write_nice) if args.layout == "pools" else nullcontext(([], [])))
         with serving(url, key_file, args.workers, apart=args.layout != "workers",
-                     root=Path(args.hub_root)) as (rports, procs), \
-                serving(url, key_file, args.workers if args.layout == "pools" else 0,
-                        apart=True, root=Path(args.hub_root),
-                        nice=args.write_nice) as (wports, wprocs):
+                     root=Path(args.hub_root)) as (rports, procs), write_pool as (wports, wprocs):
             procs = procs + wprocs
             ports = (rports, wports or rports)
             base = f"http://127.0.0.1:{ports[0][0]}"  # tokens and reads: the read pool

@@ -30,7 +30,8 @@ ACK = "ack-timeout"
 ACK_SID = "http://carehub.example/fhir/sid/delivery-unacknowledged"
 
 
-def _answer_required(event: str) -> bool:
+def answer_required(event: str) -> bool:
+    """Whether `event`'s MessageDefinition says `responseRequired` always."""
     definition = conformance().message_definition(event)
     return definition is not None and definition.get("responseRequired") == "always"
 
@@ -46,7 +47,7 @@ def expect_ack(session: Session, settings: Settings, delivery_id: int,
     found = session.get(DeliveryRow, delivery_id)
     message = session.get(MessageRow, found.message_id) if found else None
     if found is None or message is None or message.sender_org == HUB_SENDER \
-            or found.ack_code is not None or not _answer_required(message.event):
+            or found.ack_code is not None or not answer_required(message.event):
         return
     due.schedule(session, kind=ACK, target=f"Delivery/{delivery_id}",
                  due_at=delivered_at + timedelta(seconds=settings.ack_timeout),

@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.delivery.receivers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
                                   else None)
@@ -43,19 +45,13 @@ if NGINX is None:
     pytest.skip("nginx is not installed", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class _Backend:
     """An HTTP server on a port of its own that answers every request with its name and
     what it was asked, and can be taken down (its kept-alive connections closed too, as a
     killed process's are) and brought back on the same port."""
 
     def __init__(self, name: str) -> None:
-        self.name, self.port = name, _free_port()
+        self.name, self.port = name, free_port()
         self.server: http.server.ThreadingHTTPServer | None = None
         self.connections: set[socket.socket] = set()
 
@@ -128,9 +124,9 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Clie
     backends = {name: _Backend(name) for name in ("read1", "read2", "write1", "write2")}
     for b in backends.values():
         b.up()
-    tls_port = _free_port()
+    tls_port = free_port()
     subprocess.run(["bash", str(ROOT / "deploy/nginx/render.sh"), str(tmp), str(tls_port),
-                    str(_free_port())] + [str(b.port) for b in backends.values()], check=True)
+                    str(free_port())] + [str(b.port) for b in backends.values()], check=True)
     conf = ["-c", str(tmp / "nginx/nginx.conf"), "-p", str(tmp / "nginx")]
     subprocess.run([NGINX, "-t", "-q", *conf], check=True)
     subprocess.run([NGINX, *conf], check=True)
