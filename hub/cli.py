@@ -26,7 +26,7 @@ import adapters.registry  # noqa: F401  (the channels: the dispatcher's push)
 import hub.wiring  # noqa: F401  (every rule registered before any work)
 from hub.audit.cli import audit_app
 from hub.auth.subject import Subject
-from hub.config import get_settings
+from hub.config import Settings, configure_logging, get_settings, logging_config
 from hub.delivery.cli import deliveries_app
 from hub.demo.cli import demo_app
 from hub.errors import HubError
@@ -158,9 +158,25 @@ def serve(
         _run(lambda _s: None, write=False)  # migrate once here, not in racing workers
         os.environ["HUB_WORKERS"] = str(workers)  # the workers share the MLLP port
         uvicorn.run("hub.app:create_app", factory=True, host=host, port=port,
-                    workers=workers, log_level="info")
+                    workers=workers, log_level="info", log_config=_uvicorn_logs(settings))
         return
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                log_config=_uvicorn_logs(settings))
+
+
+def _uvicorn_logs(settings: Settings) -> dict[str, Any]:
+    """uvicorn's own logging configuration with the hub's root logger added (uvicorn applies
+    it in every worker process)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    merged = copy.deepcopy(LOGGING_CONFIG)
+    ours = logging_config(settings)
+    merged["formatters"].update(ours["formatters"])
+    merged["handlers"].update(ours["handlers"])
+    merged["root"] = ours["root"]
+    return merged
 
 
 def _run_background(roles: set[str]) -> None:
@@ -178,6 +194,7 @@ def _run_background(roles: set[str]) -> None:
     from hub.scheduler.runner import Scheduler
 
     settings = get_settings()
+    configure_logging(settings)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     with migrated_database(settings) as database:
@@ -225,6 +242,7 @@ def scheduler(
     settings = get_settings()
     if interval is not None:
         settings = settings.model_copy(update={"scheduler_interval": interval})
+    configure_logging(settings)
     with migrated_database(settings) as database:
         auditor = Auditor(Signer.from_file(settings.audit_key_file), base_url=settings.fhir_base)
         runner = Scheduler(database, settings, auditor=auditor)
@@ -263,6 +281,7 @@ def mllp(
     from hub.db.migrate import migrated_database
 
     settings = get_settings()
+    configure_logging(settings)
     chosen = port if port is not None else (settings.mllp_port or 2575)
 
     async def run() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging.config
 from functools import lru_cache
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -200,10 +202,38 @@ class Settings(BaseSettings):
         "told (0: off)",
     )
 
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="WARNING",
+        description="Least level of the log lines `hub serve` and `hub mllp` write to stderr, "
+        "each with its time, level, logger and process id (uvicorn's access log is apart)",
+    )
+
     @property
     def fhir_base(self) -> str:
         """Absolute FHIR base URL, without a trailing slash."""
         return self.base_url.rstrip("/") + "/fhir"
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
+def logging_config(settings: Settings) -> dict[str, Any]:
+    """A logging.config.dictConfig for a hub process: its own lines (and any library's at
+    least as grave) on stderr with time, level, logger and process id, which is what an
+    operator reading a failed delivery or a crashed sweep needs. uvicorn's loggers are left
+    to uvicorn."""
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"hub": {"format": LOG_FORMAT}},
+        "handlers": {"hub": {"class": "logging.StreamHandler", "formatter": "hub",
+                             "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["hub"], "level": settings.log_level},
+    }
+
+
+def configure_logging(settings: Settings) -> None:
+    """Set up this process's logging (`logging_config`); for the long-running commands."""
+    logging.config.dictConfig(logging_config(settings))
 
 
 @lru_cache(maxsize=1)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from hub.audit.recorder import Auditor
 from hub.audit.signing import Signer
 from hub.auth.subject import Subject
-from hub.config import get_settings
+from hub.config import configure_logging, get_settings
 from hub.db.engine import Database
 from hub.db.migrate import migrated_database
 from hub.delivery import service
@@ -103,6 +103,7 @@ def run_command(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    configure_logging(get_settings())
     with _database() as database:
         settings = get_settings()
         auditor = Auditor(Signer.from_file(settings.audit_key_file), base_url=settings.fhir_base)

@@ -78,6 +78,7 @@ from hub.delivery.channel import push_channel
 from hub.delivery.scheduled import expect_ack
 from hub.fhir.jsonio import dumps_bytes
 from hub.messaging.models import DeliveryRow, MessageRow
+from hub.store.dates import format_instant
 
 log = logging.getLogger("hub.delivery")
 
@@ -292,16 +293,23 @@ def _record(db: Database, settings: Settings, ready: _Ready, outcome: Sent,
         row.attempts += 1
         row.last_error = outcome.error
         deadline = row.created_at + timedelta(seconds=settings.delivery_max_age)
+        result: Result
         if outcome.fatal or at >= deadline:
             if not outcome.fatal:
                 row.last_error = (f"{outcome.error} (retried for {settings.delivery_max_age} s, "
                                   "giving up)")
             row.status, row.next_attempt_at = "dead-letter", None
-            return "dead-letter"
-        delay = (outcome.retry_after if outcome.retry_after is not None
-                 else backoff(settings, row.attempts))
-        row.next_attempt_at = min(at + timedelta(seconds=delay), deadline)
-        return "retry"
+            result, then = "dead-letter", "dead-lettered"
+        else:
+            delay = (outcome.retry_after if outcome.retry_after is not None
+                     else backoff(settings, row.attempts))
+            row.next_attempt_at = min(at + timedelta(seconds=delay), deadline)
+            result, then = "retry", f"next try at {format_instant(row.next_attempt_at)}"
+        receiver, attempts = row.receiver_org, row.attempts
+    # recorded (committed): the operator's line for each failed attempt
+    log.warning("delivery %s to %s: attempt %d failed (%s); %s", ready.id, receiver, attempts,
+                outcome.error, then)
+    return result
 
 
 def _record_taken(db: Database, settings: Settings, ready: _Ready, outcome: Sent,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,3 +104,31 @@ def test_a_dispatcher_killed_mid_send_loses_nothing(
     for n, _ in enumerate(patients):  # still per patient in order
         mine = [s.header_id for s in sent[n::3]]
         assert [h for h in first_arrivals if h in mine] == mine
+
+
+def test_a_dispatcher_process_logs_each_failed_attempt_with_its_time(
+        database: Database, fast: Settings, receiver: ReceiverFactory, tmp_path: Path) -> None:
+    """The operator's view of a receiver in trouble: `hub deliveries run` writes one line per
+    failed attempt, with time, level, logger and process id, naming the delivery; the
+    attempt that succeeds writes none."""
+    r = receiver("time")
+    r.script.append(Reply(503))
+    add_org(database, "sender")
+    add_org(database, "time", r.url)
+    m = accept(database, fast, sender="sender", receivers=["time"],
+               patient_id=add_patient(database))
+    log = tmp_path / "dispatcher.log"
+    proc = _dispatcher(fast, log)
+    try:
+        wait_for(lambda: all(d.status == "delivered" for d in deliveries(database)),
+                 within=40, what="the delivery after one 503")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, log.read_text()
+    lines = [ln for ln in log.read_text().splitlines() if " hub.delivery[" in ln]
+    d = m.deliveries["time"]
+    assert len(lines) == 1, log.read_text()
+    assert re.fullmatch(
+        rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} WARNING hub\.delivery\[{proc.pid}\]: "
+        rf"delivery {d} to time: attempt 1 failed \(HTTP 503 from {re.escape(r.url)}.*\); "
+        r"next try at \d{4}-\d\d-\d\dT\S+", lines[0]), lines[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -67,7 +68,8 @@ def test_receiver_down_for_a_while_then_back_gets_everything_once_in_order(
 
 
 def test_5xx_is_retried_with_growing_backoff_until_200(
-        database: Database, fast: Settings, receiver: ReceiverFactory) -> None:
+        database: Database, fast: Settings, receiver: ReceiverFactory,
+        caplog: pytest.LogCaptureFixture) -> None:
     r = receiver("time")
     r.script.extend([Reply(500), Reply(503)])
     add_org(database, SENDER)
@@ -78,6 +80,14 @@ def test_5xx_is_retried_with_growing_backoff_until_200(
     assert (d.status, d.attempts, d.last_error) == ("delivered", 3, None)
     assert d.delivered_at is not None
     assert r.requested_ids() == [m.header_id] * 3
+    # each failed attempt is a line for the operator, after it is recorded; the success is not
+    said = [r.getMessage() for r in caplog.records
+            if r.name == "hub.delivery" and r.levelno == logging.WARNING]
+    assert [line.split(" (")[0] for line in said] == [
+        f"delivery {d.id} to time: attempt 1 failed", f"delivery {d.id} to time: attempt 2 failed"]
+    assert "HTTP 500" in said[0]
+    assert "HTTP 503" in said[1]
+    assert all("; next try at 20" in line for line in said)
     assert r.accepted_ids() == [m.header_id]
     at = [g.at for g in r.requests]
     assert at[1] - at[0] >= 0.04  # first retry 0.05 s -20 %
