@@ -39,9 +39,13 @@ from the database and the receivers' records:
   patient's messages at one receiver are in acceptance order; a message that arrives again
   is counted as a duplicate: allowed only when the dispatcher's kill fell between its two
   arrivals (delivery is at least once there by design: the POST went out, the process died
-  before recording it; receivers deduplicate by MessageHeader.id), "unexplained" otherwise
-  (the PostgreSQL restart included: the dispatcher records what the receiver took once the
-  database is back, within the lease of HUB_DELIVERY_TIMEOUT x 2 + 1 s);
+  before recording it; receivers deduplicate by MessageHeader.id), or when the answer to the
+  first copy was lost: the receiver saw the hub hang up before it answered, or the dispatcher
+  logged that attempt as unanswered (a read timeout or error, not a connect error) between
+  the two copies; "unexplained" otherwise (the PostgreSQL restart included: the dispatcher
+  records what the receiver took once the database is back, within the lease of
+  HUB_DELIVERY_TIMEOUT x 2 + 1 s). An unexplained one is printed with when each copy came,
+  on which connection, what the hub counted and the dispatcher's lines about it;
 - every due follow-up check was acted on exactly once: closed, one overdue version of its
   Task, one follow-up-overdue notice to each receiver;
 - every accepted consent, meeting invitation and ready-for-discharge has one timer, and each
@@ -169,6 +173,9 @@ class Arrival:
     header_id: str
     event: str
     resources: tuple[str, ...]  # "Type/id" of every entry
+    peer: int = 0  # the sender's port: one connection's requests share it
+    accepted: float = 0.0  # when the receiver accepted that connection
+    hung_up: bool = False  # the sender had closed the connection before the answer
 
     def ids(self, resource_type: str) -> tuple[str, ...]:
         """The ids of the entries of `resource_type`."""
@@ -207,6 +214,21 @@ class Receiver:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                self.accepted = time.time()
+                super().setup()
+
+            def _hung_up(self) -> bool:
+                """Whether the sender has closed its end already (its timeout passed): then
+                the answer cannot reach it, and the hub will send the message again."""
+                try:
+                    data: bytes = self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    return False
+                except OSError:
+                    return True
+                return data == b""
+
             def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if receiver.mode == "503":
@@ -219,9 +241,9 @@ class Receiver:
                 resources = tuple(f"{e['resource']['resourceType']}/{e['resource'].get('id')}"
                                   for e in bundle["entry"])
                 with receiver._lock:
-                    receiver.arrivals.append(Arrival(time.time(), str(header["id"]),
-                                                     str(header["eventCoding"]["code"]),
-                                                     resources))
+                    receiver.arrivals.append(Arrival(
+                        time.time(), str(header["id"]), str(header["eventCoding"]["code"]),
+                        resources, self.client_address[1], self.accepted, self._hung_up()))
                 self._answer(200, b'{"resourceType": "OperationOutcome"}')
 
             def _answer(self, status: int, body: bytes) -> None:
@@ -679,6 +701,55 @@ def chaos(layout: Layout, receivers: dict[str, Receiver], args: argparse.Namespa
 # --- checks ---------------------------------------------------------------------------------------
 
 
+LOST_ANSWER = ("(ReadTimeout)", "ReadError posting", "RemoteProtocolError posting")
+"""What the dispatcher's line for a failed attempt says when the request went out whole and
+the answer did not come back (not a connect error or timeout, after which the receiver never
+had it). The receiver may have taken the message all the same, so the next attempt can bring
+it again: at least once by design."""
+
+
+def _lost_answer(lines: list[str], first: float, again: float) -> bool:
+    """Whether the dispatcher gave up on an answer (LOST_ANSWER) for the attempt that brought
+    the copy that came at `first`: logged after that attempt can have started (a lease before
+    the copy) and before the copy that came `again`."""
+    for line in lines:
+        if not any(lost in line for lost in LOST_ANSWER):
+            continue
+        at = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+        if first - LEASE <= at <= again:
+            return True
+    return False
+
+
+def _dispatcher_lines(logs: Path) -> dict[int, list[str]]:
+    """The dispatcher's log lines about each delivery ("delivery N to ORG: ..."), by id."""
+    text = "".join(p.read_text(errors="replace") for p in sorted(logs.glob("dispatcher*")))
+    out: dict[int, list[str]] = defaultdict(list)
+    for line in text.splitlines():
+        _, _, rest = line.partition(": delivery ")
+        number = rest.split(" ", 1)[0]
+        if rest and number.isdigit():
+            out[int(number)].append(line)
+    return out
+
+
+def _repeat(org: str, header_id: str, got: list[Arrival], row: Any, t0: float,
+            said: dict[int, list[str]]) -> str:
+    """What is known of a message that arrived twice: when each copy came, on which connection
+    (accepted when), whether the hub had hung up before the answer, what the hub counted, and
+    the dispatcher's log lines about the delivery (its failed attempts)."""
+    def rel(at: datetime | None) -> str:
+        return f"{at.timestamp() - t0:.1f} s" if at is not None else "?"
+    copies = "; ".join(
+        f"{a.at - t0:.1f} s on port {a.peer} (accepted {a.accepted - t0:.1f} s"
+        f"{', the hub had hung up' if a.hung_up else ''})" for a in got)
+    hub = ("the hub has no such delivery" if row is None else
+           f"the hub accepted it at {rel(row[10])}, counted {row[7]} attempts, recorded it "
+           f"delivered at {rel(row[9])}, last error {(row[8] or 'none')[:120]}")
+    lines = "".join(f"\n      {line}" for line in said.get(row[0], [])) if row else ""
+    return f"{org}:{header_id} ({got[0].event}; copies: {copies}; {hub}){lines}"
+
+
 def _rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
     with engine.connect() as conn:
         return list(conn.execute(text(sql), params))
@@ -719,7 +790,7 @@ class Report:
 
 
 def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: list[Event],
-          settle_at: datetime, report: Report, t0: float) -> None:
+          settle_at: datetime, report: Report, t0: float, logs: Path) -> None:
     """Everything the issue asks for, from the database and the receivers' records."""
     sent = load.sent
     accepted = [s for s in sent if s.final == "200"]
@@ -784,7 +855,7 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
     # --- deliveries ---
     deliveries = _rows(engine, """
         SELECT d.id, d.receiver_org, d.patient_ref, d.status, m.header_id, m.event,
-               m.sender_org, d.attempts, d.last_error
+               m.sender_org, d.attempts, d.last_error, d.delivered_at, m.received_at
         FROM deliveries d JOIN messages m ON m.id = d.message_id ORDER BY d.id""")
     report.add("deliveries by status", dict(sorted(Counter(d[3] for d in deliveries).items())))
     routed = {(d[4], d[1]) for d in deliveries if d[3] != "withheld"}
@@ -807,7 +878,8 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
     report.check("received but not a delivery of the hub",
                  [h for org, per in arrived.items() for h in per if (org, h) not in known])
     kills = [e for e in events if e.what == "SIGKILL dispatcher"]
-    attempts = {(d[1], d[4]): (d[7], d[8]) for d in deliveries}
+    attempts = {(d[1], d[4]): d for d in deliveries}
+    said = _dispatcher_lines(logs)
     explained: Counter[str] = Counter()
     unexplained = []
     for org, per in arrived.items():
@@ -817,17 +889,18 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
                 cause = next((e.what for e in kills
                               if e.start - LEASE - 1 <= first.at <= e.start + 1
                               and again.at >= e.start), None)
+                row = attempts.get((org, header_id))
                 if cause:
                     explained[cause] += 1
+                elif first.hung_up or (row is not None and _lost_answer(
+                        said.get(row[0], []), first.at, again.at)):
+                    explained["lost answer"] += 1
                 else:
-                    row = attempts.get((org, header_id))
-                    unexplained.append(
-                        f"{org}:{header_id} ({got[0].event}, arriving {first.at - t0:.1f} s "
-                        f"and {again.at - t0:.1f} s after the load began; the hub counted "
-                        f"{row[0] if row else '?'} attempts, last error "
-                        f"{(row[1] or 'none')[:120] if row else '?'})")
+                    unexplained.append(_repeat(org, header_id, got, row, t0, said))
     report.add("duplicates at receivers after the dispatcher's kill (at least once)",
-               sum(explained.values()))
+               sum(n for cause, n in explained.items() if cause != "lost answer"))
+    report.add("duplicates at receivers after a lost answer (the hub gave up waiting first)",
+               explained["lost answer"])
     report.check("duplicates at receivers, unexplained", unexplained)
     order_bad = []
     queues: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -839,6 +912,8 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
             order_bad.append(f"{org} {patient}")
     report.check("(receiver, patient) queues out of order", order_bad)
     report.add("receiver refusals (503) while down", sum(r.refused for r in receivers.values()))
+    report.add("messages taken after the hub had hung up (slower than its timeout)",
+               sum(a.hung_up for r in receivers.values() for a in r.arrivals))
 
     # --- timers ---
     timers = _rows(engine, """SELECT id, target, due_at, closed_at, outcome, attempts
@@ -1107,7 +1182,7 @@ def main() -> int:
         report.add("drain (s)", f"{t_drain - t_load:.0f} ({'settled' if ok else 'NOT settled'}:"
                                 f" {state})")
         report.add("patients", load.patients)
-        check(engine, load, receivers, events, settle_at, report, t0)
+        check(engine, load, receivers, events, settle_at, report, t0, work / "log")
         report.check("drain bound reached before settling", 0 if ok else 1)
         report.add("hub audit verify", detail)
         report.check("audit verify failures", 0 if verified else 1)
