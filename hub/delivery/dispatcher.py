@@ -18,7 +18,8 @@ database at once:
    order of acceptance; a pull-only delivery, without a next attempt, holds nothing back).
    Different receivers and different patients never wait for each other; the claimed
    deliveries of one pass are sent concurrently, one thread each, so a slow receiver delays
-   only its own queue.
+   only its own queue. The background Dispatcher does not wait for a pass's attempts
+   before its next pass either (`sweep`, one pass for tests and the CLI, does).
 3. Send, each in its own short transactions around the HTTP call, never holding a lock
    while waiting for a receiver: decide again whether the delivery may go
    (`hub.messaging.routing.decide_delivery`; no longer permitted -> `withheld` with the new
@@ -387,11 +388,14 @@ def sweep(db: Database, settings: Settings, *, now: datetime | None = None,
 
 
 class Dispatcher:
-    """Sweeps every `settings.delivery_poll_interval` seconds in background threads.
-
-    `threads` sweepers run side by side (claims keep them apart), so a receiver that takes
-    the whole timeout to answer holds up one sweeper, not the others. `stop()` lets the
-    attempts under way finish (each is bounded by delivery_timeout)."""
+    """Delivers in the background: `threads` sweeper threads publish and claim every
+    `settings.delivery_poll_interval` seconds (claims keep them apart) and hand each claimed
+    delivery to one shared pool of `threads` x BATCH sender threads, without waiting for the
+    attempts: a pass never waits for its slowest receiver, so a receiver that takes the whole
+    timeout to answer holds up its own deliveries only, never another's accepted meanwhile.
+    A sweeper claims no more than there are idle senders, so a claimed delivery starts at
+    once and no lease runs out in a queue. `stop()` lets the attempts under way finish (each
+    is bounded by delivery_timeout)."""
 
     def __init__(self, db: Database, settings: Settings, *,
                  transport: httpx.BaseTransport | None = None, threads: int = 2,
@@ -400,10 +404,15 @@ class Dispatcher:
         self.auditor = auditor
         self.settings = settings
         self.threads = max(1, threads)
+        self.senders = self.threads * BATCH
         self._transport = transport
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
         self._channel: OutboundChannel | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._idle = 0  # senders free to take a claim
+        self._freed = threading.Event()  # a sender came free
         self.sweeps = 0
         self.failures = 0
 
@@ -418,33 +427,80 @@ class Dispatcher:
             raise RuntimeError("the dispatcher is already started")
         self._stop.clear()
         self._channel = push_channel(self.settings, transport=self._transport)
+        self._pool = ThreadPoolExecutor(max_workers=self.senders,
+                                        thread_name_prefix="hub-delivery-send")
+        self._idle = self.senders
         self._workers = [threading.Thread(target=self._loop, name=f"hub-dispatcher-{n}",
                                           daemon=True) for n in range(self.threads)]
         for worker in self._workers:
             worker.start()
         return self
 
-    def _loop(self) -> None:
+    def _take(self) -> int:
+        """Reserve the idle senders for one pass (at most BATCH); how many."""
+        with self._lock:
+            n = min(BATCH, self._idle)
+            self._idle -= n
+            if not self._idle:
+                self._freed.clear()
+            return n
+
+    def _give(self, n: int) -> None:
+        with self._lock:
+            self._idle += n
+            if n:
+                self._freed.set()
+
+    def _pass(self, limit: int) -> int:
+        """Publish, claim up to `limit` and hand each claim to a sender; how many claimed."""
+        assert self._pool is not None
+        publish(self.db)
+        claims = claim(self.db, self.settings, at=utcnow(), limit=limit)
+        self._give(limit - len(claims))
+        for c in claims:
+            self._pool.submit(self._send, c)
+        return len(claims)
+
+    def _send(self, c: _Claim) -> None:
         assert self._channel is not None
+        try:
+            attempt(self.db, self.settings, self._channel, c, utcnow, self.auditor)
+        except Exception:  # a database hiccup: the lease expires, it is retried
+            with self._lock:
+                self.failures += 1
+            log.exception("delivery attempt failed")
+        finally:
+            self._give(1)
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
+            limit = self._take()
+            if not limit:  # every sender busy: wait for one (or the next poll)
+                self._freed.wait(self.settings.delivery_poll_interval)
+                continue
+            claimed = 0
             try:
-                report = sweep(self.db, self.settings, channel=self._channel,
-                               auditor=self.auditor)
+                claimed = self._pass(limit)
                 self.sweeps += 1
             except Exception:
-                self.failures += 1
+                self._give(limit)
+                with self._lock:
+                    self.failures += 1
                 log.exception("delivery sweep failed; trying again")
-                report = SweepReport()
-            if report.claimed < BATCH:  # a full batch: more may be due at once
+            if claimed < limit:  # as many as it could take: more may be due at once
                 self._stop.wait(self.settings.delivery_poll_interval)
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop sweeping; wait for the threads (at most `timeout` seconds each)."""
+        """Stop sweeping; wait for the threads and the attempts under way (at most `timeout`
+        seconds each)."""
         self._stop.set()
         wait = timeout if timeout is not None else self.settings.delivery_timeout * 2 + 5
         for worker in self._workers:
             worker.join(wait)
         self._workers = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None
