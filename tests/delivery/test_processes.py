@@ -61,6 +61,19 @@ def _dispatcher(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL, stderr=log.open("ab"))
 
 
+def _until_delivered(database: Database, settings: Settings, log: Path, what: str) -> int:
+    """Run `hub deliveries run` until every delivery is delivered, then stop it with SIGTERM
+    (it must exit 0); its process id."""
+    proc = _dispatcher(settings, log)
+    try:
+        wait_for(lambda: all(d.status == "delivered" for d in deliveries(database)),
+                 within=40, what=what)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, log.read_text()
+    return proc.pid
+
+
 def test_a_dispatcher_killed_mid_send_loses_nothing(
         database: Database, fast: Settings, receiver: ReceiverFactory, tmp_path: Path) -> None:
     """SIGKILL after the POST and before the outcome is recorded: the lease expires and the
@@ -87,13 +100,7 @@ def test_a_dispatcher_killed_mid_send_loses_nothing(
     assert in_flight
     assert all(d.status == "queued" for d in deliveries(database))
     slow["on"] = False
-    second = _dispatcher(settings, log)
-    try:
-        wait_for(lambda: all(d.status == "delivered" for d in deliveries(database)),
-                 within=40, what="the second dispatcher to deliver everything")
-    finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(15) == 0, log.read_text()
+    _until_delivered(database, settings, log, "the second dispatcher to deliver everything")
     got = Counter(r.accepted_ids())
     assert set(got) == {s.header_id for s in sent}  # nothing lost
     # at least once: those in flight at the kill were sent again (the lease expired), and
@@ -118,17 +125,11 @@ def test_a_dispatcher_process_logs_each_failed_attempt_with_its_time(
     m = accept(database, fast, sender="sender", receivers=["time"],
                patient_id=add_patient(database))
     log = tmp_path / "dispatcher.log"
-    proc = _dispatcher(fast, log)
-    try:
-        wait_for(lambda: all(d.status == "delivered" for d in deliveries(database)),
-                 within=40, what="the delivery after one 503")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0, log.read_text()
+    pid = _until_delivered(database, fast, log, "the delivery after one 503")
     lines = [ln for ln in log.read_text().splitlines() if " hub.delivery[" in ln]
     d = m.deliveries["time"]
     assert len(lines) == 1, log.read_text()
     assert re.fullmatch(
-        rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} WARNING hub\.delivery\[{proc.pid}\]: "
+        rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} WARNING hub\.delivery\[{pid}\]: "
         rf"delivery {d} to time: attempt 1 failed \(HTTP 503 from {re.escape(r.url)}.*\); "
         r"next try at \d{4}-\d\d-\d\dT\S+", lines[0]), lines[0]
