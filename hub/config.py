@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     delivery_timeout: float = Field(
         default=10.0, description="Seconds a push attempt may take"
     )
+    delivery_per_receiver: int = Field(
+        default=8, ge=1,
+        description="Push attempts one dispatcher process has under way to one receiver at "
+        "once; its other due deliveries wait their turn, so a receiver that hangs holds at "
+        "most this many of the process's senders (2 sweepers x 16)",
+    )
     delivery_poll_interval: float = Field(
         default=1.0, description="Seconds between dispatcher sweeps of due deliveries"
     )

@@ -56,7 +56,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -117,6 +118,7 @@ class SweepReport:
 class _Claim:
     id: int
     lease: datetime
+    receiver: str = ""
 
 
 @dataclass(frozen=True)
@@ -196,19 +198,35 @@ def _due(at: datetime) -> Any:
         D.published_at.is_not(None)).order_by(D.next_attempt_at, D.id)
 
 
-def claim(db: Database, settings: Settings, *, at: datetime, limit: int = BATCH) -> list[_Claim]:
-    """Lease up to `limit` due deliveries to this caller; commits before returning."""
+def claim(db: Database, settings: Settings, *, at: datetime, limit: int = BATCH,
+          under_way: Mapping[str, int] | None = None) -> list[_Claim]:
+    """Lease up to `limit` due deliveries to this caller; commits before returning.
+
+    With `under_way` (attempts the caller has in flight, by receiver), no receiver gets more
+    than settings.delivery_per_receiver in flight: a receiver at that many is passed over,
+    and one below it gets only what is left."""
     if not _any(db, _due(at)):
         return []
+    cap = settings.delivery_per_receiver
+    busy = Counter(under_way or {})
     with db.session(write=True) as session:
         # SQLite renders no FOR UPDATE: its write transaction is exclusive already.
-        query = _due(at).limit(limit).with_for_update(skip_locked=True, of=D)
-        ids = list(session.scalars(query))
-        if not ids:
+        query = _due(at).add_columns(D.receiver_org)
+        full = sorted(org for org, n in busy.items() if n >= cap) if under_way is not None else []
+        if full:
+            query = query.where(D.receiver_org.not_in(full))
+        rows = session.execute(query.limit(limit).with_for_update(skip_locked=True, of=D)).all()
+        taken: list[tuple[int, str]] = []
+        for delivery_id, org in rows:
+            if under_way is None or busy[org] < cap:
+                taken.append((delivery_id, org))
+                busy[org] += 1
+        if not taken:
             return []
         lease = _lease(settings, at)
-        session.execute(update(D).where(D.id.in_(ids)).values(next_attempt_at=lease))
-        return [_Claim(i, lease) for i in ids]
+        session.execute(update(D).where(D.id.in_([i for i, _ in taken]))
+                        .values(next_attempt_at=lease))
+        return [_Claim(i, lease, org) for i, org in taken]
 
 
 # --- 3. send ---------------------------------------------------------------------------------
@@ -394,8 +412,10 @@ class Dispatcher:
     attempts: a pass never waits for its slowest receiver, so a receiver that takes the whole
     timeout to answer holds up its own deliveries only, never another's accepted meanwhile.
     A sweeper claims no more than there are idle senders, so a claimed delivery starts at
-    once and no lease runs out in a queue. `stop()` lets the attempts under way finish (each
-    is bounded by delivery_timeout)."""
+    once and no lease runs out in a queue, and no more than settings.delivery_per_receiver
+    in flight to one receiver, so a receiver that hangs with many deliveries due holds only
+    that many senders. `stop()` lets the attempts under way finish (each is bounded by
+    delivery_timeout)."""
 
     def __init__(self, db: Database, settings: Settings, *,
                  transport: httpx.BaseTransport | None = None, threads: int = 2,
@@ -412,6 +432,8 @@ class Dispatcher:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._idle = 0  # senders free to take a claim
+        self._under_way: Counter[str] = Counter()  # attempts in flight, by receiver
+        self._claiming = threading.Lock()
         self._freed = threading.Event()  # a sender came free
         self.sweeps = 0
         self.failures = 0
@@ -455,7 +477,13 @@ class Dispatcher:
         """Publish, claim up to `limit` and hand each claim to a sender; how many claimed."""
         assert self._pool is not None
         publish(self.db)
-        claims = claim(self.db, self.settings, at=utcnow(), limit=limit)
+        with self._claiming:  # this process's sweepers count one cap per receiver together
+            with self._lock:
+                under_way = dict(self._under_way)
+            claims = claim(self.db, self.settings, at=utcnow(), limit=limit,
+                           under_way=under_way)
+            with self._lock:
+                self._under_way.update(c.receiver for c in claims)
         self._give(limit - len(claims))
         for c in claims:
             self._pool.submit(self._send, c)
@@ -470,6 +498,10 @@ class Dispatcher:
                 self.failures += 1
             log.exception("delivery attempt failed")
         finally:
+            with self._lock:
+                self._under_way[c.receiver] -= 1
+                if not self._under_way[c.receiver]:
+                    del self._under_way[c.receiver]
             self._give(1)
 
     def _loop(self) -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.delivery.cli import deliveries_app
-from hub.delivery.dispatcher import Dispatcher, start_dispatcher, sweep
+from hub.delivery.dispatcher import BATCH, Dispatcher, start_dispatcher, sweep
 from tests.delivery.conftest import ReceiverFactory, wait_for
 from tests.delivery.factory import accept, add_org, add_patient, deliveries, delivery
 from tests.delivery.receivers import Reply
@@ -44,28 +44,34 @@ def test_the_dispatcher_delivers_in_the_background_and_stops_cleanly(
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_hanging_receiver_holds_up_no_other_receiver_across_passes(
         database: Database, fast: Settings, receiver: ReceiverFactory, threads: int) -> None:
-    """A receiver that takes every POST in and never answers in time: while the dispatcher
-    waits out those attempts, a message to another receiver accepted meanwhile goes at
-    once, not when the hanging attempts time out (a pass must not wait for its slowest)."""
+    """A receiver that takes every POST in and never answers in time, with more deliveries
+    due than the process has senders: while the dispatcher waits out those attempts, a
+    message to another receiver accepted meanwhile goes at once, not when the hanging
+    attempts time out (a pass must not wait for its slowest, and one receiver must not take
+    every sender: HUB_DELIVERY_PER_RECEIVER)."""
     settings = fast.model_copy(update={"delivery_timeout": 3.0})
     hanging, quick = receiver("hanging"), receiver("quick")
     hanging.reply = lambda _h: Reply(200, delay=30.0)
     add_org(database, "sender")
     add_org(database, "hanging", hanging.url)
     add_org(database, "quick", quick.url)
-    for n in range(2 * threads):  # one queue head per patient: every sweeper gets some
+    many = 2 * BATCH + 4  # one queue head per patient: more than the process's senders
+    for n in range(many):
         accept(database, settings, sender="sender", receivers=["hanging"],
                patient_id=add_patient(database, n))
     with Dispatcher(database, settings, threads=threads):
-        wait_for(lambda: len(hanging.requests) >= 2 * threads, within=15,
+        cap = settings.delivery_per_receiver
+        wait_for(lambda: len(hanging.requests) >= cap, within=15,
                  what="the hanging receiver's attempts")
         first = hanging.requests[0].at
         m = accept(database, settings, sender="sender", receivers=["quick"],
-                   patient_id=add_patient(database, 2 * threads))
+                   patient_id=add_patient(database, many))
         wait_for(lambda: len(quick.accepted) == 1, within=15, what="the quick delivery")
         # taken in before the first hanging attempt gave up (measured from that attempt's
         # own arrival, so that the machine's load, which delays both alike, does not count)
         assert quick.accepted[0].at - first < settings.delivery_timeout
+        # and the hanging receiver held no more senders than its cap
+        assert len(hanging.requests) == cap
     assert quick.accepted_ids() == [m.header_id]
 
 

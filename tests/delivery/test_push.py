@@ -14,7 +14,7 @@ from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.delivery import service
-from hub.delivery.dispatcher import backoff, sweep
+from hub.delivery.dispatcher import backoff, claim, publish, sweep
 from hub.store import service as service_store
 from tests.database_away import Connections
 from tests.delivery.conftest import ReceiverFactory, sweep_until
@@ -421,3 +421,26 @@ def test_a_delivery_taken_while_the_database_is_away_is_recorded_not_sent_again(
         assert r.requested_ids() == [sent.header_id]
     finally:
         connections.close()
+
+
+def test_a_claim_passes_over_a_receiver_with_its_cap_under_way(
+        database: Database, fast: Settings) -> None:
+    """HUB_DELIVERY_PER_RECEIVER: a receiver with that many attempts under way gets no more,
+    even when its due deliveries are the oldest; one below it gets only what is left."""
+    settings = fast.model_copy(update={"delivery_per_receiver": 3})
+    add_org(database, SENDER)
+    add_org(database, "a", "http://a.invalid/fhir")
+    add_org(database, "b", "http://b.invalid/fhir")
+    for n in range(6):  # a's first: the oldest due
+        accept(database, settings, sender=SENDER, receivers=["a"],
+               patient_id=add_patient(database, n))
+    for n in range(6, 8):
+        accept(database, settings, sender=SENDER, receivers=["b"],
+               patient_id=add_patient(database, n))
+    publish(database)
+    at = utcnow() + timedelta(seconds=1)
+    full = claim(database, settings, at=at, limit=4, under_way={"a": 3})
+    assert [c.receiver for c in full] == ["b", "b"]
+    room = claim(database, settings, at=at, limit=4, under_way={"a": 1})
+    assert [c.receiver for c in room] == ["a", "a"]  # two more, up to the cap of three
+    assert len(claim(database, settings, at=at, limit=16)) == 4  # uncapped: the rest of a's
