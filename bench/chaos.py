@@ -28,7 +28,9 @@ final answer; every answer is recorded.
 Chaos, one event every `--gap` seconds while the load runs: SIGKILL api-1, the dispatcher,
 the scheduler and the sealer in turn (each started again `--pause` s later), Time kommune's
 receiver closes its port for `--down` s, PostgreSQL is stopped with `-m immediate` and
-started again, and Time kommune's receiver answers 503 for `--down` s.
+started again, Time kommune's receiver answers 503 for `--down` s, and Jæren DPS's receiver
+hangs for `--down` s (takes nothing, answers nothing, holds each connection until the hub
+gives up after HUB_DELIVERY_TIMEOUT); the load goes on until those attempts have timed out.
 
 Afterwards (waiting at most `--drain` s for the queue, the timers and the sealer), the checks,
 from the database and the receivers' records:
@@ -58,6 +60,9 @@ from the database and the receivers' records:
   HUB_ACK_TIMEOUT (ACK_AFTER) after delivery, and each was acted on exactly once: one
   delivery-unacknowledged notice to the message's sender, whose Communication names the
   delivery, none to anyone else;
+- while Jæren DPS's receiver hangs (it held at least one POST), Time kommune's messages
+  keep arriving: no gap over HELD_UP s from the hang's start until its held attempts have
+  timed out (a slow receiver holds back its own deliveries only);
 - `hub audit verify` passes with every record sealed; every role process is alive.
 Prints the report; exits 1 on any violation (2 when the layout could not be brought up).
 """
@@ -107,7 +112,15 @@ FNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.1"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CENTRE, MUNICIPALITY = "jaeren-dps", "time-kommune"
 FIRST_CONTACT = timedelta(hours=72)  # HUB_FOLLOW_UP_FIRST_CONTACT's default
-LEASE = 2 * 10.0 + 1  # seconds a delivery is leased: HUB_DELIVERY_TIMEOUT's default x 2 + 1
+TIMEOUT = 10.0  # HUB_DELIVERY_TIMEOUT's default: how long the hub waits for a receiver
+LEASE = 2 * TIMEOUT + 1  # seconds a delivery is leased
+HOLD = 30.0  # at most this long a hanging receiver holds a connection
+HANGS = "hangs (takes nothing, answers nothing)"
+HELD_UP = 6.0
+"""Seconds without an arrival at Time kommune while Jæren DPS's receiver hangs (and its held
+attempts wait out TIMEOUT) that count as Time kommune held up by it: its messages arrive
+several a second under the load, and a dispatcher whose passes waited for their slowest
+attempt went quiet for up to TIMEOUT."""
 NOTICE = 3600
 ACK_AFTER = 6
 """Seconds of the layout's HUB_ACK_TIMEOUT: a delivered message whose MessageDefinition
@@ -199,6 +212,7 @@ class Receiver:
         self.name, self.port = name, port
         self.arrivals: list[Arrival] = []
         self.refused = 0
+        self.held = 0  # POSTs held unanswered while it hung
         self.mode = "up"
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -229,8 +243,24 @@ class Receiver:
                     return True
                 return data == b""
 
+            def _hold(self) -> None:
+                """Hang as a stuck server does: take nothing, answer nothing, hold the
+                connection until the sender gives up and closes it (at most HOLD s)."""
+                with receiver._lock:
+                    receiver.held += 1
+                self.close_connection = True
+                self.connection.settimeout(HOLD)
+                try:
+                    while self.connection.recv(4096):
+                        pass
+                except OSError:
+                    pass
+
             def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if receiver.mode == "hang":
+                    self._hold()
+                    return
                 if receiver.mode == "503":
                     with receiver._lock:
                         receiver.refused += 1
@@ -670,8 +700,8 @@ def chaos(layout: Layout, receivers: dict[str, Receiver], args: argparse.Namespa
         e.end = time.time()
 
     def receiver_down(org: str, mode: str) -> None:
-        e = Event(f"receiver {org} {'port closed' if mode == 'closed' else 'answers 503'}",
-                  time.time())
+        what = {"closed": "port closed", "503": "answers 503", "hang": HANGS}[mode]
+        e = Event(f"receiver {org} {what}", time.time())
         events.append(e)
         receivers[org].down(mode)
         time.sleep(args.down)
@@ -690,7 +720,8 @@ def chaos(layout: Layout, receivers: dict[str, Receiver], args: argparse.Namespa
                                        lambda: receiver_down(MUNICIPALITY, "closed"),
                                        lambda: kill("scheduler"), postgres,
                                        lambda: kill("sealer"),
-                                       lambda: receiver_down(MUNICIPALITY, "503")]
+                                       lambda: receiver_down(MUNICIPALITY, "503"),
+                                       lambda: receiver_down(CENTRE, "hang")]
     for n, step in enumerate(steps, start=1):
         wait = t0 + n * args.gap - time.time()
         if wait > 0:
@@ -912,6 +943,20 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
             order_bad.append(f"{org} {patient}")
     report.check("(receiver, patient) queues out of order", order_bad)
     report.add("receiver refusals (503) while down", sum(r.refused for r in receivers.values()))
+    for e in (e for e in events if e.what.endswith(HANGS)):
+        hung = receivers[e.what.split()[1]]
+        report.add(f"POSTs held by {hung.name}'s receiver while it hung", hung.held)
+        report.check("hangs that held no POST (nothing was sent there while it hung)",
+                     [] if hung.held else [e.what])
+        # the other receiver's arrivals, from the hang until its held attempts timed out
+        end = e.end + TIMEOUT
+        edges = [e.start, *sorted(a.at for a in receivers[MUNICIPALITY].arrivals
+                                  if e.start <= a.at <= end), end]
+        longest = max(b - a for a, b in zip(edges, edges[1:], strict=False))
+        report.add(f"longest wait between arrivals at {MUNICIPALITY} meanwhile (s)",
+                   f"{longest:.1f}")
+        report.check(f"{MUNICIPALITY} held up by the hang (no arrival for over {HELD_UP:g} s)",
+                     [f"{longest:.1f} s"] if longest > HELD_UP else [])
     report.add("messages taken after the hub had hung up (slower than its timeout)",
                sum(a.hung_up for r in receivers.values() for a in r.arrivals))
 
@@ -1163,7 +1208,8 @@ def main() -> int:
         chaos_thread = threading.Thread(target=chaos, args=(layout, receivers, args, events, t0))
         chaos_thread.start()
         chaos_thread.join()
-        time.sleep(args.gap)  # load after the last event too
+        # load after the last event too, until the attempts the hang held have timed out
+        time.sleep(max(args.gap, TIMEOUT + 2))
         load.stop()
         t_load = time.time()
         engine = create_engine(url, pool_pre_ping=True)
