@@ -207,18 +207,18 @@ def claim(db: Database, settings: Settings, *, at: datetime, limit: int = BATCH,
     and one below it gets only what is left."""
     if not _any(db, _due(at)):
         return []
-    cap = settings.delivery_per_receiver
     busy = Counter(under_way or {})
+    cap = settings.delivery_per_receiver if under_way is not None else limit  # limit: none
     with db.session(write=True) as session:
         # SQLite renders no FOR UPDATE: its write transaction is exclusive already.
         query = _due(at).add_columns(D.receiver_org)
-        full = sorted(org for org, n in busy.items() if n >= cap) if under_way is not None else []
+        full = sorted(org for org, n in busy.items() if n >= cap)
         if full:
             query = query.where(D.receiver_org.not_in(full))
         rows = session.execute(query.limit(limit).with_for_update(skip_locked=True, of=D)).all()
         taken: list[tuple[int, str]] = []
         for delivery_id, org in rows:
-            if under_way is None or busy[org] < cap:
+            if busy[org] < cap:
                 taken.append((delivery_id, org))
                 busy[org] += 1
         if not taken:

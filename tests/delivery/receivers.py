@@ -57,13 +57,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 128  # a real server's listen backlog, not socketserver's 5
 
 
 class Receiver:
     """A receiving organisation's FHIR messaging endpoint."""
 
-    def __init__(self, name: str = "receiver") -> None:
+    def __init__(self, name: str = "receiver", *, keep_alive: bool = False) -> None:
         self.name = name
+        self.keep_alive = keep_alive  # HTTP/1.1 connections kept open, as most servers do
         self.port = free_port()
         self.reply: Callable[[str], Reply] = lambda _h: OK
         self.script: deque[Reply] = deque()
@@ -83,6 +85,8 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if receiver.keep_alive else "HTTP/1.0"
+
             def log_message(self, *_args: Any) -> None:
                 pass
 
