@@ -67,7 +67,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from hub.audit.models import AuditSpoolMarkRow
-from hub.audit.records import Entry, columns_agree, insert_rows, instant_text, signed_rows
+from hub.audit.records import Entry, columns_agree, instant_text, signed_rows, store_rows
 from hub.audit.signing import Signer, verify_signature
 from hub.config import Settings
 from hub.db.engine import Database
@@ -218,7 +218,7 @@ class ReadAudit:
     def _committer(self) -> _GroupCommitter:
         with self._guard:
             if self._group is None and self.dir is None:  # PostgreSQL: audit_records
-                self._group = _GroupCommitter(self.db, insert_rows)
+                self._group = _GroupCommitter(self.db, store_rows)
             if self._group is None:
                 assert self.dir is not None
                 os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -293,7 +293,7 @@ class ReadAudit:
                 done = self._moved_through(s, spool.spool_id)  # again, under the write lock
                 todo = [r for r in rows if r.id > done]
                 if todo:
-                    insert_rows(s, [{c: getattr(r, c) for c in _COLUMNS} for r in todo])
+                    store_rows(s, [{c: getattr(r, c) for c in _COLUMNS} for r in todo])
                     if done:
                         s.execute(update(_MARK).where(_MARK.spool_id == spool.spool_id)
                                   .values(moved_through=todo[-1].id))
