@@ -1,7 +1,8 @@
 """Mixed benchmark (issue #16): do reads queue behind writes?
 
     python bench/mixed.py [--seconds 8] [--readers 8] [--writers 8] [--workers 2]
-                          [--layout pools|apart|workers] [--write-nice 10] [--runs 3]
+                          [--layout pools|apart|workers] [--sealer apart|inside]
+                          [--write-nice 10] [--runs 3]
                           [--db sqlite,postgresql] [--pg-url URL] [--hub-root DIR]
 
 A real hub on a fresh database with a few hundred patients, laid out as deploy/ runs it
@@ -10,13 +11,16 @@ ports of their own, the readers spread over the read pool and the writers over t
 pool, which runs at nice `--write-nice` (10, as deploy/systemd/carehub-api-writes@.service
 and deploy/up.sh; nginx routes FHIR writes there, deploy/nginx/carehub.conf). `--layout
 apart` is one pool that serves both, each client on one of its processes in turn, as
-bench/ingest.py starts it; sealer on, dispatcher off in every process. Reader clients GET
-Patient/{id} (every fifth request a search, Patient?identifier=...), writer clients post
-admission notices to $process-message; each client has its own token and keep-alive
-connection. Phases of --seconds each (after a 1 s warm-up): reads alone, writes alone, both
-together, reads alone again. The floor of the reads is the mean of two reads-alone phases of
-the same run, one before and one after the others (the machine's load drifts); the target is
-that reads lose at most 25 % alongside the writes.
+bench/ingest.py starts it; dispatcher off. The sealer (which also moves the reads' audit
+records from their spools into the trail) is a process of its own, as in deploy/ (`--sealer
+inside`: every hub process seals, and the sealing competes with the process's requests for
+its interpreter lock, which kept the database's write lock held longer, README). Reader
+clients GET Patient/{id} (every fifth request a search, Patient?identifier=...), writer
+clients post admission notices to $process-message; each client has its own token and
+keep-alive connection. Phases of --seconds each (after a 1 s warm-up): reads alone, writes
+alone, both together, reads alone again. The floor of the reads is the mean of two
+reads-alone phases of the same run, one before and one after the others (the machine's load
+drifts); the target is that reads lose at most 25 % alongside the writes.
 
 For each lock that all transactions share it prints the share of the phase's wall time it
 was held: on SQLite the database's write lock and the read spool's (timed in the hub
@@ -58,6 +62,8 @@ from benchdb import machine_info, postgres_url, print_machine, sqlite_url  # noq
 from ingest import (  # noqa: E402
     LAYOUT_HELP,
     LAYOUTS,
+    SEALER_HELP,
+    SEALERS,
     _messages,
     _prepare,
     _procs_cpu,
@@ -286,9 +292,11 @@ def _run(url: str, args: argparse.Namespace, stats_dir: str) -> dict[str, Any]:
         # reader i on rports[i % len(rports)], writer i on wports[i % len(wports)]
         write_pool: AbstractContextManager[tuple[list[int], list[subprocess.Popen[bytes]]]] = (
             serving(url, key_file, args.workers, apart=True, root=Path(args.hub_root),
-                    nice=args.write_nice) if args.layout == "pools" else nullcontext(([], [])))
+                    nice=args.write_nice, sealer="inside" if args.sealer == "inside" else None)
+            if args.layout == "pools" else nullcontext(([], [])))
         with serving(url, key_file, args.workers, apart=args.layout != "workers",
-                     root=Path(args.hub_root)) as (rports, procs), write_pool as (wports, wprocs):
+                     root=Path(args.hub_root), sealer=args.sealer) as (rports, procs), \
+                write_pool as (wports, wprocs):
             procs = procs + wprocs
             ports = (rports, wports or rports)
             base = f"http://127.0.0.1:{ports[0][0]}"  # tokens and reads: the read pool
@@ -350,6 +358,7 @@ def main() -> None:
     ap.add_argument("--layout", choices=("pools", *LAYOUTS), default="pools",
                     help="pools: a read pool and a write pool of --workers processes each, "
                          "as deploy/ runs them; " + LAYOUT_HELP)
+    ap.add_argument("--sealer", choices=SEALERS, default="apart", help=SEALER_HELP)
     ap.add_argument("--write-nice", type=int, default=10,
                     help="the write pool's nice (pools only; deploy/ runs it at 10)")
     ap.add_argument("--patients", type=int, default=200, help="patients seeded to read")
@@ -366,7 +375,9 @@ def main() -> None:
                                    if args.layout == "pools" else
                                    f"{args.workers} hub processes on ports of their own"
                                    if args.layout == "apart" else
-                                   f"{args.workers} workers of one hub serve"))
+                                   f"{args.workers} workers of one hub serve"),
+                        sealer=("a process of its own (hub serve --roles sealer)"
+                                if args.sealer == "apart" else "in every hub process"))
     stats_dir = tempfile.mkdtemp(prefix="carehub-lockstats-")
     os.environ["HUB_LOCK_STATS_DIR"] = stats_dir  # the hub processes inherit it
     rates = Table("db", "run", "reads/s alone (before, after)", "reads/s with writes",
