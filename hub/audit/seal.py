@@ -40,7 +40,7 @@ from hub.audit.checkpoint import Checkpoint
 from hub.audit.models import GENESIS_HASH, AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRow
 from hub.audit.records import leaf_hex, link_hash
 from hub.audit.signing import Signer, verify_signature
-from hub.audit.spool import ReadAudit
+from hub.audit.spool import Batch, ReadAudit
 from hub.audit.tree import fetch_nodes, latest_checkpoint
 from hub.db.engine import Database
 from hub.db.locks import lock_key
@@ -72,6 +72,7 @@ class SealReport:
     sealed: int
     tree_size: int
     blocked: str | None = None
+    moved: int = 0  # records moved in from the read spools (`reads`), sealed or not
 
 
 @dataclass(frozen=True)
@@ -157,17 +158,32 @@ def _frontier(session: Session, latest: Checkpoint | None,
 
 def seal_once(db: Database, signer: Signer, *,
               keys: Mapping[str, Ed25519PublicKey] | None = None,
-              limit: int = SEAL_BATCH) -> SealReport | None:
+              limit: int = SEAL_BATCH, reads: ReadAudit | None = None) -> SealReport | None:
     """One pass (see the module docstring); None when another sealer holds the tree now.
     `keys` (key_id -> public key) are the keys whose records may be sealed, default the
-    signer's own. Raises SealError when the stored tree was tampered with."""
+    signer's own. Raises SealError when the stored tree was tampered with.
+
+    `reads` (SQLite): the pass also moves the records waiting in the read spools (up to
+    `limit` of each, hub/audit/spool.py) in the same write transaction, inserting them
+    sealed, after the unsealed records of audit_records: one transaction and no second
+    write of each row, where a move and then a seal took two (and the seal an UPDATE of
+    every moved row). A spool record that fails its checks goes in unsealed, as does all
+    that follows it, and stops the sealing there, as an unsealable record does."""
     trusted = dict(keys) if keys is not None else {}
     trusted.setdefault(signer.key_id, signer.public_key)
+    if reads is None:
+        return _seal(db, signer, trusted, limit, [], None)
+    with reads.moving(limit, trusted) as batches:
+        return _seal(db, signer, trusted, limit, batches, reads)
+
+
+def _seal(db: Database, signer: Signer, trusted: Mapping[str, Ed25519PublicKey], limit: int,
+          batches: list[Batch], reads: ReadAudit | None) -> SealReport | None:
     seen, candidates, blocked = _read(db, trusted, limit)
     if blocked is not None:
         log.error("audit sealer stopped before a record: %s", blocked)
-    if not candidates:  # nothing to seal: no write transaction (an idle pass took the lock)
-        return SealReport(0, seen, blocked)
+    if not candidates and not any(b.rows for b in batches):
+        return SealReport(0, seen, blocked)  # nothing to do: no write transaction
     with db.session(write=True) as s:
         if db.dialect == "postgresql" and not s.scalar(
                 select(func.pg_try_advisory_xact_lock(SEAL_LOCK))):
@@ -184,14 +200,38 @@ def seal_once(db: Database, signer: Signer, *,
             nodes.extend({"level": lv, "idx": i, "hash": h}
                          for lv, i, h in frontier.push(bytes.fromhex(c.leaf)))
         conn = s.connection()
-        conn.execute(_SET_LEAF, leaves)
+        if leaves:
+            conn.execute(_SET_LEAF, leaves)
+        moved, sealed_moved = 0, 0
+        if reads is not None:
+            sealable = {id(r) for b in batches for r in b.rows[:b.sealable]}
+            stopped = [blocked is not None]
+
+            def leaf(row: Any) -> tuple[int, str] | None:
+                # In the order they go in: sealed up to the first that may not be.
+                if stopped[0] or id(row) not in sealable:
+                    stopped[0] = True
+                    return None
+                index = frontier.size
+                nodes.extend({"level": lv, "idx": i, "hash": h}
+                             for lv, i, h in frontier.push(bytes.fromhex(row.leaf_hash)))
+                return index, str(row.leaf_hash)
+
+            before = frontier.size
+            moved = reads.move_in(s, batches, leaf)
+            sealed_moved = frontier.size - before
+            problem = next((b.problem for b in batches if b.problem is not None), None)
+            if blocked is None and problem is not None and stopped[0]:
+                blocked = problem
+                log.error("audit sealer stopped before a record: %s", blocked)
         if nodes:
             conn.execute(_INSERT_NODES, nodes)
-        cp = Checkpoint.sign(signer, frontier.size, frontier.root(), utcnow())
-        conn.execute(_INSERT_CHECKPOINT, [{
-            "tree_size": cp.tree_size, "root_hash": cp.root_hash, "signed_at": cp.signed_at,
-            "key_id": cp.key_id, "signature": cp.signature}])
-        return SealReport(len(candidates), frontier.size, blocked)
+        if frontier.size != seen:
+            cp = Checkpoint.sign(signer, frontier.size, frontier.root(), utcnow())
+            conn.execute(_INSERT_CHECKPOINT, [{
+                "tree_size": cp.tree_size, "root_hash": cp.root_hash, "signed_at": cp.signed_at,
+                "key_id": cp.key_id, "signature": cp.signature}])
+        return SealReport(len(candidates) + sealed_moved, frontier.size, blocked, moved)
 
 
 def seal_all(db: Database, signer: Signer, *,
@@ -211,8 +251,8 @@ def seal_all(db: Database, signer: Signer, *,
 class Sealer:
     """Seals in the background every `interval` seconds (passes back to back while there is
     a backlog); `start()`, then `stop()` on shutdown. Failures are logged, never raised.
-    With `reads`, each pass first moves the audit records of reads from their spool into
-    the trail (hub/audit/spool.py), so they are sealed in the same pass."""
+    With `reads`, each pass also moves the audit records of reads from their spools into
+    the trail (hub/audit/spool.py), sealed in the same transaction (`seal_once`)."""
 
     def __init__(self, db: Database, signer: Signer, *, interval: float,
                  keys: Mapping[str, Ed25519PublicKey] | None = None,
@@ -229,9 +269,7 @@ class Sealer:
     def run_once(self) -> SealReport | None:
         """One pass now; None when another sealer had the tree or the pass failed."""
         try:
-            if self.reads is not None:
-                self.moved += self.reads.move_all()
-            report = seal_once(self.db, self.signer, keys=self.keys)
+            report = seal_once(self.db, self.signer, keys=self.keys, reads=self.reads)
         except Exception:
             self.failures += 1
             log.exception("audit seal failed; trying again next interval")
@@ -240,12 +278,13 @@ class Sealer:
             self.passes += 1
         if report is not None:
             self.sealed += report.sealed
+            self.moved += report.moved
         return report
 
     def _run(self) -> None:
         while not self._stop.is_set():
             report = self.run_once()
-            if report is not None and report.sealed >= SEAL_BATCH:
+            if report is not None and (report.sealed >= SEAL_BATCH or report.moved >= SEAL_BATCH):
                 continue  # a backlog: keep going
             self._stop.wait(self.interval)
 

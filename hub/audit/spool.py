@@ -19,12 +19,13 @@ If the read's transaction fails nothing is appended here (the error handler reco
 failure); if the append fails the read fails too (AuditUnavailableError, 503): nothing is
 disclosed unaudited.
 
-Moving (`ReadAudit.move`, run by every sealer before each pass, and before auditors'
+Moving (by every sealer's pass, hub/audit/seal.py, and `ReadAudit.move` before auditors'
 queries; movers take turns on `movers.lock` in the spool directory): each spool's records,
-in spool id order, are inserted into audit_records as they are
-(body, hash, signature and search columns unchanged; the sealer checks and seals them like
-any record) in one main-database write transaction that also records, in
-audit_spool_marks, the last spool id moved. Spool ids never come back (AUTOINCREMENT) and
+in spool id order, are inserted into audit_records as they are (body, hash, signature and
+search columns unchanged) in one main-database write transaction that also records, in
+audit_spool_marks, the last spool id moved. A sealer checks them first, as it checks any
+record, and inserts them sealed in its own transaction (their leaf indexes after those of
+the trail's unsealed records); `move` inserts them unsealed, for the next seal. Spool ids never come back (AUTOINCREMENT) and
 the spool names itself with a uuid, so the mark is exact: a mover reads the mark again
 under the write lock and moves only what is above it, then deletes what is at or below it
 from the spool. A crash between the move's commit and the delete leaves records that the
@@ -45,7 +46,8 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +128,20 @@ class SpoolState:
 
     waiting: int
     problem: str | None = None
+
+
+@dataclass
+class Batch:
+    """What one spool file has waiting for a mover (see `ReadAudit.moving`)."""
+
+    spool: _SpoolFile
+    rows: list[Any]  # above the mark when read, oldest first, at most the limit
+    left: bool  # more than the limit were waiting
+    oldest: int | None  # the lowest id in the file (anything to drop at all)
+    gone: int | None  # the owner's lock, held: its process is gone
+    mark: int  # the last id in audit_records: as read, then as moved
+    sealable: int = 0  # of `rows`, how many from the first passed the checks (keys given)
+    problem: str | None = None  # why the next one may not be sealed
 
 
 class _SpoolFile:
@@ -254,57 +270,106 @@ class ReadAudit:
         """Move up to `limit` records of each spool file into audit_records, oldest first,
         exactly once, then drop them from the spool; delete the files of processes that are
         gone once they are empty. How many this call moved (0 without spools). Safe to run
-        anywhere at any time: movers take turns on a lock file in the spool directory."""
+        anywhere at any time: movers take turns on a lock file in the spool directory.
+        The records go in unsealed; a sealer's pass moves and seals in one transaction
+        (`moving`, `move_in`, hub/audit/seal.py)."""
+        with self.moving(limit) as batches:
+            if not any(b.rows for b in batches):
+                return 0
+            with self.db.session(write=True) as s:
+                return self.move_in(s, batches)
+
+    @contextmanager
+    def moving(self, limit: int = MOVE_BATCH,
+               keys: Mapping[str, Ed25519PublicKey] | None = None) -> Iterator[list[Batch]]:
+        """The movers' turn, and what waits in each spool file: up to `limit` records above
+        its mark each, read without the main database's write lock (`keys`: also check them,
+        for a sealer that seals them as it moves them). The caller moves them with
+        `move_in` in a write transaction of its own, committed inside the block; on leaving
+        the block normally, what the marks say is in audit_records is dropped from the
+        spools, and the files of processes that are gone are deleted once empty."""
         if self.dir is None or not os.path.isdir(self.dir):
-            return 0
+            yield []
+            return
         turn = _try_flock(os.path.join(self.dir, "movers.lock"), wait=True)
         assert turn is not None
+        batches: list[Batch] = []
         try:
-            moved = 0
             for spool in self._spool_files():
                 if not spool.known():
                     continue
                 gone = None if spool is self.own else _try_flock(f"{spool.path}.owner")
-                try:
-                    count, left = self._move_file(spool, limit)
-                    moved += count
-                    if gone is not None and not left:
-                        spool.remove()
-                        del self._files[spool.path]
-                finally:
-                    if gone is not None:
-                        os.close(gone)
-            return moved
+                batches.append(self._waiting(spool, limit, gone, keys))
+            yield batches
+            for batch in batches:
+                self._drop_moved(batch)
         finally:
+            for batch in batches:
+                if batch.gone is not None:
+                    os.close(batch.gone)
             os.close(turn)
 
-    def _move_file(self, spool: _SpoolFile, limit: int) -> tuple[int, bool]:
-        """(records moved from `spool`, whether more are left in it)."""
+    def _waiting(self, spool: _SpoolFile, limit: int, gone: int | None,
+                 keys: Mapping[str, Ed25519PublicKey] | None) -> Batch:
         with self.db.session(write=False) as s:
             done = self._moved_through(s, spool.spool_id)
         with spool.db.session(write=False) as s:
             rows = s.execute(select(_SPOOL).where(_SPOOL.c.id > done)
                              .order_by(_SPOOL.c.id).limit(limit + 1)).all()
             oldest = s.scalar(select(func.min(_SPOOL.c.id)))
-        left, rows = len(rows) > limit, rows[:limit]
+        batch = Batch(spool, list(rows[:limit]), len(rows) > limit, oldest, gone, done)
+        if keys is not None:
+            for row in batch.rows:
+                batch.problem = _problem(row, keys)
+                if batch.problem is not None:
+                    break
+                batch.sealable += 1
+        return batch
+
+    def move_in(self, session: Session, batches: Sequence[Batch],
+                leaves: Callable[[Any], tuple[int, str] | None] | None = None) -> int:
+        """In the caller's write transaction on the main database: insert the records of
+        `batches` that are still above their spool's mark (read again here, under the write
+        lock, so that no record goes in twice), and move the marks; how many went in.
+        `leaves(row)`: the (leaf index, leaf hash) a record goes in sealed with, or None
+        (unsealed; the default for all), called in the order the records go in."""
         moved = 0
-        if rows:
-            with self.db.session(write=True) as s:
-                done = self._moved_through(s, spool.spool_id)  # again, under the write lock
-                todo = [r for r in rows if r.id > done]
-                if todo:
-                    store_rows(s, [{c: getattr(r, c) for c in _COLUMNS} for r in todo])
-                    if done:
-                        s.execute(update(_MARK).where(_MARK.spool_id == spool.spool_id)
-                                  .values(moved_through=todo[-1].id))
-                    else:
-                        s.execute(insert(_MARK).values(spool_id=spool.spool_id,
-                                                       moved_through=todo[-1].id))
-                    moved, done = len(todo), todo[-1].id
-        if oldest is not None and oldest <= done:
+        for batch in batches:
+            done = self._moved_through(session, batch.spool.spool_id)
+            todo = [r for r in batch.rows if r.id > done]
+            if not todo:
+                batch.mark = done
+                continue
+            rows = []
+            for r in todo:
+                row = {c: getattr(r, c) for c in _COLUMNS}
+                leaf = leaves(r) if leaves is not None else None
+                row["leaf_index"] = leaf[0] if leaf is not None else None
+                if leaf is not None:
+                    row["leaf_hash"] = leaf[1]
+                rows.append(row)
+            store_rows(session, rows)
+            if done:
+                session.execute(update(_MARK).where(_MARK.spool_id == batch.spool.spool_id)
+                                .values(moved_through=todo[-1].id))
+            else:
+                session.execute(insert(_MARK).values(spool_id=batch.spool.spool_id,
+                                                     moved_through=todo[-1].id))
+            moved += len(todo)
+            batch.mark = todo[-1].id
+        return moved
+
+    def _drop_moved(self, batch: Batch) -> None:
+        """Delete from `batch`'s spool what its mark says is in audit_records, and the file
+        of a process that is gone once nothing is left in it."""
+        spool = batch.spool
+        if batch.oldest is not None and batch.oldest <= batch.mark:
             with spool.db.session(write=True) as s:  # all of them are in audit_records
-                s.execute(delete(_SPOOL).where(_SPOOL.c.id <= done))
-        return moved, left
+                s.execute(delete(_SPOOL).where(_SPOOL.c.id <= batch.mark))
+        if batch.gone is not None and not batch.left and (
+                not batch.rows or batch.mark >= batch.rows[-1].id):
+            spool.remove()
+            self._files.pop(spool.path, None)
 
     def move_all(self) -> int:
         """`move` until the spools are empty (of what was there when it started, at least)."""

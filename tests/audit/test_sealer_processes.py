@@ -1,6 +1,7 @@
 """Sealers as real processes on one database (`hub serve --roles sealer` and `hub audit seal`
-side by side, while records are appended): every record is sealed exactly once, the tree
-has no gap, each checkpoint is larger than the one before, and the trail verifies."""
+side by side, while records are appended, reads' records among them): every record is moved
+in and sealed exactly once, the tree has no gap, each checkpoint is larger than the one
+before, and the trail verifies."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy import text
 
 from hub.audit.records import Entry, append_all
 from hub.audit.signing import Signer
+from hub.audit.spool import ReadAudit
 from hub.config import Settings
 from hub.db.engine import Database
 from tests.audit.test_trail import check, event
@@ -34,6 +36,11 @@ def _unsealed(database: Database) -> int:
             "SELECT count(*) FROM audit_records WHERE leaf_index IS NULL")).scalar_one())
 
 
+def _records(database: Database) -> int:
+    with database.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM audit_records")).scalar_one())
+
+
 def test_sealer_processes_seal_each_record_once(database: Database, settings: Settings) -> None:
     signer = Signer.from_file(settings.audit_key_file)
     procs = [_sealer(["serve", "--roles", "sealer"], settings),
@@ -43,6 +50,10 @@ def test_sealer_processes_seal_each_record_once(database: Database, settings: Se
         assert p.stderr is not None
         assert p.stderr.readline(), "a sealer process did not start"
     writers, per_writer, errors = 4, 60, []
+    # Reads' records too, as a hub process commits them (on SQLite into this process's
+    # spool, which the sealers move in and seal in the same transaction; on PostgreSQL
+    # straight into the trail), while the writers write.
+    reads, readers = ReadAudit(database, settings), 2
 
     def writer(w: int) -> None:
         try:
@@ -53,22 +64,34 @@ def test_sealer_processes_seal_each_record_once(database: Database, settings: Se
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
+    def reader(r: int) -> None:
+        try:
+            for x in range(per_writer):
+                reads.append(signer, [Entry(event(x), None, f"R{r}", "R", "read")])
+                time.sleep(0.002)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
     try:
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+        threads = ([threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+                   + [threading.Thread(target=reader, args=(r,)) for r in range(readers)])
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
         assert not errors, errors
         deadline = time.monotonic() + 60
-        while _unsealed(database) and time.monotonic() < deadline:
+        while ((_unsealed(database) or _records(database) < (writers + readers) * per_writer)
+               and time.monotonic() < deadline):
             time.sleep(0.1)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
         outputs = [p.communicate(timeout=60) for p in procs]
+        reads.close()
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    total = writers * per_writer
+    total = (writers + readers) * per_writer
+    assert reads.check({signer.key_id: signer.public_key}).waiting == 0  # all moved in
     assert _unsealed(database) == 0
     sealed_by = [int(out.split("sealed ")[1].split()[0]) for out, _err in outputs]
     assert sum(sealed_by) == total, outputs  # no record sealed twice, none left out

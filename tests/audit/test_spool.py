@@ -14,20 +14,24 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event as event_api
 from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from hub.app import create_app
 from hub.audit.cli import audit_app
 from hub.audit.models import AuditRecordRow
-from hub.audit.records import Entry
+from hub.audit.records import Entry, append_all
+from hub.audit.seal import SealReport, seal_once
 from hub.audit.signing import Signer
 from hub.audit.spool import ReadAudit, spool_dir
 from hub.config import Settings, get_settings
 from hub.db.engine import Database
+from tests.audit.test_trail import check
 from tests.audit.trail import check_chain, mark, settle
 from tests.factories import fnr, patient
 
@@ -270,3 +274,95 @@ def test_verify_counts_and_checks_records_waiting_in_the_spool(
     finally:
         reads.close()
         get_settings.cache_clear()
+
+
+def _leaves(database: Database) -> list[tuple[str, int | None]]:
+    """(agent, leaf index) of every record, by seq."""
+    with database.session(write=False) as s:
+        return [(a, i) for a, i in s.execute(
+            select(AuditRecordRow.agent, AuditRecordRow.leaf_index)
+            .order_by(AuditRecordRow.seq))]
+
+
+def test_a_sealer_pass_moves_the_reads_records_in_sealed_in_one_transaction(
+        database: Database, tmp_path: Path) -> None:
+    """The sealer's pass moves the spool's records and seals them as they go in: one write
+    transaction on the main database, no UPDATE of a moved row, the records already in the
+    trail first in the tree, then the moved ones in spool order; the trail verifies."""
+    if database.dialect != "sqlite":
+        pytest.skip("the spool is SQLite's")
+    signer = Signer.from_file(tmp_path / "key.pem")
+    owner, sealer = ReadAudit(database), ReadAudit(database)  # a hub process; the sealer's
+    event = {"resourceType": "AuditEvent", "action": "R"}
+    try:
+        for r in range(5):
+            owner.append(signer, [Entry(event, "Patient/p", f"Client/read-{r}", "R", "read")])
+        with database.session(write=True) as s:
+            append_all(s, signer, [Entry(event, "Patient/p", f"Client/write-{w}", "R", "read")
+                                   for w in range(2)])
+        statements: list[tuple[str, Any]] = []
+
+        def seen(_conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, _many: bool
+                 ) -> None:
+            statements.append((sql, params))
+
+        event_api.listen(database.engine, "before_cursor_execute", seen)
+        try:
+            report = seal_once(database, signer, reads=sealer)
+        finally:
+            event_api.remove(database.engine, "before_cursor_execute", seen)
+        assert report == SealReport(7, 7, None, 5)
+        writes = [sql for sql, _ in statements if sql == "BEGIN IMMEDIATE"]
+        assert len(writes) == 1  # one write transaction on the main database (reads aside)
+        updates = [params for sql, params in statements
+                   if sql.startswith("UPDATE audit_records")]
+        assert [len(p) for p in updates] == [2]  # the two written records only
+        assert _leaves(database) == [("Client/write-0", 0), ("Client/write-1", 1),
+                                     *((f"Client/read-{r}", 2 + r) for r in range(5))]
+        assert sealer.check({signer.key_id: signer.public_key}).waiting == 0
+        result = check(database, signer)
+        assert (result.ok, result.sealed, result.tree_size) == (True, 7, 7), result.reason
+        assert seal_once(database, signer, reads=sealer) == SealReport(0, 7)  # nothing again
+    finally:
+        owner.close()
+        sealer.close()
+
+
+def test_a_spool_record_that_fails_its_checks_goes_in_unsealed_and_stops_the_seal(
+        database: Database, tmp_path: Path) -> None:
+    """A record edited in the spool (its body no longer its hash): the pass moves all four,
+    seals the two before it, and stops there, naming it; the next pass, and verify, name it
+    in the trail. No record is lost and none goes in twice."""
+    if database.dialect != "sqlite":
+        pytest.skip("the spool is SQLite's")
+    signer = Signer.from_file(tmp_path / "key.pem")
+    owner, sealer = ReadAudit(database), ReadAudit(database)
+    event = {"resourceType": "AuditEvent", "action": "R"}
+    try:
+        for r in range(4):
+            owner.append(signer, [Entry(event, "Patient/p", f"Client/read-{r}", "R", "read")])
+        assert owner.path is not None
+        with sqlite3.connect(owner.path) as conn:
+            third = conn.execute("SELECT id FROM audit_spool ORDER BY id LIMIT 1 OFFSET 2"
+                                 ).fetchone()[0]
+            conn.execute("UPDATE audit_spool SET body = CAST(replace(body, 'read-2', 'read-9') "
+                         "AS BLOB) WHERE id = ?", (third,))
+        report = seal_once(database, signer, reads=sealer)
+        assert report is not None
+        assert (report.sealed, report.tree_size, report.moved) == (2, 2, 4)
+        assert report.blocked == (f"spool record {third} was edited: its content does not "
+                                  "match its hash")
+        assert _leaves(database) == [("Client/read-0", 0), ("Client/read-1", 1),
+                                     ("Client/read-2", None), ("Client/read-3", None)]
+        assert sealer.check({signer.key_id: signer.public_key}).waiting == 0
+        with database.session(write=False) as s:
+            moved_seq = s.scalar(select(AuditRecordRow.seq)
+                                 .where(AuditRecordRow.agent == "Client/read-2"))
+        edited = f"record {moved_seq} was edited: its content does not match its hash"
+        assert seal_once(database, signer, reads=sealer) == SealReport(0, 2, edited)
+        result = check(database, signer)
+        assert (result.ok, result.first_broken_seq) == (False, moved_seq)
+        assert result.reason == f"{edited} (not sealed yet)"
+    finally:
+        owner.close()
+        sealer.close()
