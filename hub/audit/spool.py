@@ -25,12 +25,12 @@ in spool id order, are inserted into audit_records as they are (body, hash, sign
 search columns unchanged) in one main-database write transaction that also records, in
 audit_spool_marks, the last spool id moved. A sealer checks them first, as it checks any
 record, and inserts them sealed in its own transaction (their leaf indexes after those of
-the trail's unsealed records); `move` inserts them unsealed, for the next seal. Spool ids never come back (AUTOINCREMENT) and
-the spool names itself with a uuid, so the mark is exact: a mover reads the mark again
-under the write lock and moves only what is above it, then deletes what is at or below it
-from the spool. A crash between the move's commit and the delete leaves records that the
-next mover deletes without moving; any number of movers in any number of processes move
-each record exactly once.
+the trail's unsealed records); `move` inserts them unsealed, for the next seal. Spool ids
+never come back (AUTOINCREMENT) and the spool names itself with a uuid, so the mark is
+exact: a mover reads the mark again under the write lock and moves only what is above it,
+then deletes what is at or below it from the spool. A crash between the move's commit and
+the delete leaves records that the next mover deletes without moving; any number of movers
+in any number of processes move each record exactly once.
 
 A spool record is not in the tree until moved and sealed. `check` gives what `hub audit
 verify` can say about them: how many are waiting, and the first whose hash, signature or
