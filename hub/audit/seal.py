@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from hub.audit import merkle
 from hub.audit.checkpoint import Checkpoint
 from hub.audit.models import GENESIS_HASH, AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRow
-from hub.audit.records import leaf_hex, link_hash
+from hub.audit.records import leaf_hex, link_hash, stored_body
 from hub.audit.signing import Signer, verify_signature
 from hub.audit.spool import Batch, ReadAudit
 from hub.audit.tree import fetch_nodes, latest_checkpoint
@@ -84,7 +84,7 @@ class _Candidate:
 def _check(row: AnyRow, keys: Mapping[str, Ed25519PublicKey], prev_legacy: str | None
            ) -> tuple[str | None, str]:
     """(why `row` may not be sealed or None, its leaf hash hex)."""
-    seq, body = row.seq, bytes(row.body)
+    seq, body = row.seq, stored_body(row.body)
     leaf = leaf_hex(body)
     key = keys.get(row.key_id)
     if row.prev_hash is not None:  # a legacy chain record

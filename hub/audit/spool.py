@@ -69,7 +69,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from hub.audit.models import AuditSpoolMarkRow
-from hub.audit.records import Entry, columns_agree, instant_text, signed_rows, store_rows
+from hub.audit.records import (
+    Entry,
+    columns_agree,
+    instant_text,
+    signed_rows,
+    store_rows,
+    stored_body,
+)
 from hub.audit.signing import Signer, verify_signature
 from hub.config import Settings
 from hub.db.engine import Database
@@ -343,6 +350,7 @@ class ReadAudit:
             rows = []
             for r in todo:
                 row = {c: getattr(r, c) for c in _COLUMNS}
+                row["body"] = stored_body(row["body"])  # TEXT, if edited in SQL: moved as bytes
                 leaf = leaves(r) if leaves is not None else None
                 row["leaf_index"] = leaf[0] if leaf is not None else None
                 if leaf is not None:
@@ -478,7 +486,7 @@ class _GroupCommitter:
 
 
 def _problem(row: Any, keys: Mapping[str, Ed25519PublicKey]) -> str | None:
-    body = bytes(row.body)
+    body = stored_body(row.body)
     digest = hashlib.sha256(b"\x00" + body).digest()
     where = f"spool record {row.id}"
     if digest.hex() != row.leaf_hash:

@@ -345,8 +345,9 @@ def test_a_spool_record_that_fails_its_checks_goes_in_unsealed_and_stops_the_sea
         with sqlite3.connect(owner.path) as conn:
             third = conn.execute("SELECT id FROM audit_spool ORDER BY id LIMIT 1 OFFSET 2"
                                  ).fetchone()[0]
-            conn.execute("UPDATE audit_spool SET body = CAST(replace(body, 'read-2', 'read-9') "
-                         "AS BLOB) WHERE id = ?", (third,))
+            # SQL's replace() stores TEXT in the BLOB column, as a database user's edit would
+            conn.execute("UPDATE audit_spool SET body = replace(body, 'read-2', 'read-9') "
+                         "WHERE id = ?", (third,))
         report = seal_once(database, signer, reads=sealer)
         assert report is not None
         assert (report.sealed, report.tree_size, report.moved) == (2, 2, 4)

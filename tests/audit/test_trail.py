@@ -378,6 +378,36 @@ def test_edited_body_byte(sealed: Database, signer: Signer) -> None:
     assert result.reason == "record 5 was edited: its content does not match its hash"
 
 
+@pytest.mark.parametrize("sealed_too", [True, False])
+def test_a_body_edited_in_sql_as_text_is_named_not_a_crash(
+    sealed: Database, signer: Signer, sealed_too: bool
+) -> None:
+    """The edit a database user makes first: SQL's replace() on the body, which on SQLite
+    stores TEXT in the BLOB column (PostgreSQL keeps bytea). Verification names the record,
+    sealed or waiting for the sealer, instead of failing on the value's type; a body stored
+    as TEXT with its bytes unchanged is no edit (the control)."""
+    if not sealed_too:
+        tamper(sealed, lambda c: c.execute(text(
+            "UPDATE audit_records SET leaf_index = NULL WHERE seq >= 5")))
+        tamper(sealed, lambda c: c.execute(text(
+            "DELETE FROM audit_checkpoints WHERE tree_size > 4")))
+    as_text = ("CAST(body AS TEXT)" if sealed.dialect == "sqlite"
+               else "convert_to(convert_from(body, 'UTF8'), 'UTF8')")
+    tamper(sealed, lambda c: c.execute(text(
+        f"UPDATE audit_records SET body = {as_text} WHERE seq = 6")))
+    control = check(sealed, signer)
+    assert (control.ok, control.count) == (True, N), control.reason
+    edit = ("replace(body, 'Patient/5', 'Patient/6')" if sealed.dialect == "sqlite"
+            else "convert_to(replace(convert_from(body, 'UTF8'), 'Patient/5', 'Patient/6'), "
+                 "'UTF8')")
+    tamper(sealed, lambda c: c.execute(text(
+        f"UPDATE audit_records SET body = {edit} WHERE seq = 5")))
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq) == (False, 5)
+    assert result.reason == ("record 5 was edited: its content does not match its hash"
+                             + ("" if sealed_too else " (not sealed yet)"))
+
+
 def test_edited_body_with_its_leaf_hash_recomputed_fails_the_stored_tree(
     sealed: Database, signer: Signer
 ) -> None:
