@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from hub.audit import merkle
 from hub.audit import verify as verify_module
 from hub.audit.checkpoint import Checkpoint
+from hub.audit.queries import AuditQuery, search
 from hub.audit.records import (
     INDEX_EXTENSION,
     Entry,
@@ -406,6 +407,10 @@ def test_a_body_edited_in_sql_as_text_is_named_not_a_crash(
     assert (result.ok, result.first_broken_seq) == (False, 5)
     assert result.reason == ("record 5 was edited: its content does not match its hash"
                              + ("" if sealed_too else " (not sealed yet)"))
+    # the auditor's search still lists it, as it now reads (verify says it was edited)
+    with sealed.session(write=False) as s:
+        lines = {line.seq: line for line in search(s, AuditQuery(count=100)).lines}
+    assert lines[5].body["entity"][0]["what"]["reference"] == "Patient/6"
 
 
 def test_edited_body_with_its_leaf_hash_recomputed_fails_the_stored_tree(
