@@ -31,6 +31,9 @@ receiver closes its port for `--down` s, PostgreSQL is stopped with `-m immediat
 started again, Time kommune's receiver answers 503 for `--down` s, and Jæren DPS's receiver
 hangs for `--down` s (takes nothing, answers nothing, holds each connection until the hub
 gives up after HUB_DELIVERY_TIMEOUT); the load goes on until those attempts have timed out.
+As the hang starts, Time kommune (a client of its own) answers the last meeting invitation
+accepted (example 05): a reply, which the hub delivers to the centre, so a delivery to the
+hanging receiver falls due whatever notices happen to be due to it then.
 
 Afterwards (waiting at most `--drain` s for the queue, the timers and the sealer), the checks,
 from the database and the receivers' records:
@@ -60,6 +63,7 @@ from the database and the receivers' records:
   HUB_ACK_TIMEOUT (ACK_AFTER) after delivery, and each was acted on exactly once: one
   delivery-unacknowledged notice to the message's sender, whose Communication names the
   delivery, none to anyone else;
+- Time kommune's answer was accepted, stored once and taken by the centre after the hang;
 - while Jæren DPS's receiver hangs (it held at least one POST), Time kommune's messages
   keep arriving: no gap over HELD_UP s from the hang's start until its held attempts have
   timed out (a slow receiver holds back its own deliveries only);
@@ -463,6 +467,7 @@ class Messages:
         self.meeting = _example("04")
         self.readiness = _example("09")
         self.discharge = _example("13")
+        self.response = _example("05")
 
     @staticmethod
     def _fresh(template: dict[str, Any], fnr: str) -> dict[str, Any]:
@@ -520,6 +525,13 @@ class Messages:
         header["focus"] = [f for f in header["focus"] if f["reference"] != flag_url]
         return [("consent", consent), ("admission", admission), ("meeting", meeting),
                 ("readiness", readiness), ("discharge", discharge)]
+
+    def answer(self, fnr: str, appointment: str) -> tuple[str, dict[str, Any]]:
+        """Time kommune's answer to the meeting invitation whose Appointment has the
+        identifier `appointment`: a reply, so the hub delivers it to the organising centre."""
+        message = self._fresh(self.response, fnr)
+        message["entry"][1]["resource"]["appointment"]["identifier"]["value"] = appointment
+        return ("answer", message)
 
     def refused(self, fnr: str) -> tuple[str, dict[str, Any]]:
         """A message the hub must refuse as a whole: a Consent its sender is not custodian of."""
@@ -592,6 +604,7 @@ class Load:
     def __init__(self, bases: list[str], tokens: Tokens, clients: int, give_up: float) -> None:
         self.bases, self.tokens, self.give_up = bases, tokens, give_up
         self.sent: list[Sent] = []
+        self.answers: list[Sent] = []  # Time kommune's, posted by answer_centre
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._people = iter(fodselsnummers(100000))
@@ -636,13 +649,31 @@ class Load:
         for c in http:
             c.close()
 
+    def answer_centre(self) -> str:
+        """Post, as Time kommune, an answer to the last meeting invitation accepted: a
+        message due to Jæren DPS at once. What came back, for the chaos event's note."""
+        with self._lock:
+            meeting = next((s for s in reversed(self.sent)
+                            if s.kind == "meeting" and s.final == "200"), None)
+        if meeting is None:
+            return "no meeting invitation accepted yet to answer"
+        kind, message = self._messages.answer(meeting.fnr, meeting.marker)
+        http = [httpx.Client(base_url=b, timeout=30) for b in self.bases]
+        try:
+            sent = self._post(http, 0, kind, message, meeting.fnr, org=MUNICIPALITY,
+                              into=self.answers)
+        finally:
+            for c in http:
+                c.close()
+        return f"{MUNICIPALITY} answered a meeting invitation: {sent.answers}"
+
     def _stranger(self) -> str:
         """A fødselsnummer of nobody in the stories (for a message that must be refused)."""
         with self._lock:
             return next(self._people)
 
     def _post(self, http: list[httpx.Client], turn: int, kind: str, message: dict[str, Any],
-              fnr: str) -> Sent:
+              fnr: str, *, org: str = CENTRE, into: list[Sent] | None = None) -> Sent:
         header = message["entry"][0]["resource"]
         marker = next((ident["value"] for e in message["entry"][1:]
                        for ident in e["resource"].get("identifier", [])
@@ -651,7 +682,7 @@ class Load:
                        if e["resource"]["resourceType"] == "Patient")
         sent = Sent(kind, str(header["id"]), patient["identifier"][0]["value"], marker)
         with self._lock:
-            self.sent.append(sent)
+            (self.sent if into is None else into).append(sent)
         body = json.dumps(message).encode()
         deadline = time.monotonic() + self.give_up
         fresh = False
@@ -659,7 +690,7 @@ class Load:
             client = http[turn % len(http)]
             turn += 1
             try:
-                token = self.tokens.get(CENTRE, fresh=fresh)
+                token = self.tokens.get(org, fresh=fresh)
                 fresh = False
                 r = client.post("/fhir/$process-message", content=body, headers={
                     "Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
@@ -688,9 +719,11 @@ class Event:
     note: str = ""
 
 
-def chaos(layout: Layout, receivers: dict[str, Receiver], args: argparse.Namespace,
-          events: list[Event], t0: float) -> None:
-    """The schedule: one event every `gap` seconds, each undone before the next."""
+def chaos(layout: Layout, receivers: dict[str, Receiver], load: Load,
+          args: argparse.Namespace, events: list[Event], t0: float) -> None:
+    """The schedule: one event every `gap` seconds, each undone before the next. While Jæren
+    DPS's receiver hangs, Time kommune answers a meeting invitation, so a delivery to the
+    centre falls due then whatever else is due to it."""
     def kill(role: str) -> None:
         e = Event(f"SIGKILL {role}", time.time())
         events.append(e)
@@ -699,12 +732,14 @@ def chaos(layout: Layout, receivers: dict[str, Receiver], args: argparse.Namespa
         layout.restart(role)
         e.end = time.time()
 
-    def receiver_down(org: str, mode: str) -> None:
+    def receiver_down(org: str, mode: str, meanwhile: Callable[[], str] | None = None) -> None:
         what = {"closed": "port closed", "503": "answers 503", "hang": HANGS}[mode]
         e = Event(f"receiver {org} {what}", time.time())
         events.append(e)
         receivers[org].down(mode)
-        time.sleep(args.down)
+        if meanwhile is not None:
+            e.note = meanwhile()
+        time.sleep(max(0.0, e.start + args.down - time.time()))
         receivers[org].up()
         e.end = time.time()
 
@@ -721,7 +756,7 @@ def chaos(layout: Layout, receivers: dict[str, Receiver], args: argparse.Namespa
                                        lambda: kill("scheduler"), postgres,
                                        lambda: kill("sealer"),
                                        lambda: receiver_down(MUNICIPALITY, "503"),
-                                       lambda: receiver_down(CENTRE, "hang")]
+                                       lambda: receiver_down(CENTRE, "hang", load.answer_centre)]
     for n, step in enumerate(steps, start=1):
         wait = t0 + n * args.gap - time.time()
         if wait > 0:
@@ -943,8 +978,18 @@ def check(engine: Engine, load: Load, receivers: dict[str, Receiver], events: li
             order_bad.append(f"{org} {patient}")
     report.check("(receiver, patient) queues out of order", order_bad)
     report.add("receiver refusals (503) while down", sum(r.refused for r in receivers.values()))
+    answered = Counter(r[0] for r in _rows(
+        engine, "SELECT header_id FROM messages WHERE sender_org = :org", org=MUNICIPALITY))
+    report.check(f"answers from {MUNICIPALITY} not accepted, stored once and received",
+                 [f"{a.header_id} {a.answers} stored {answered[a.header_id]}"
+                  for a in load.answers if a.final != "200" or answered[a.header_id] != 1
+                  or a.header_id not in arrived[CENTRE]])
     for e in (e for e in events if e.what.endswith(HANGS)):
         hung = receivers[e.what.split()[1]]
+        report.add(f"answers from {MUNICIPALITY} posted while {hung.name} hung",
+                   len(load.answers))
+        before = [a.at for a in hung.arrivals if e.start - 10 <= a.at < e.start]
+        report.add(f"arrivals at {hung.name} in the 10 s before the hang", len(before))
         report.add(f"POSTs held by {hung.name}'s receiver while it hung", hung.held)
         report.check("hangs that held no POST (nothing was sent there while it hung)",
                      [] if hung.held else [e.what])
@@ -1169,7 +1214,7 @@ def main() -> int:
                        "municipality", "--identifier", f"{ORGNR}|964969590",
                        "--endpoint", receivers[MUNICIPALITY].url)
             clients = {}
-            for org in (CENTRE,):
+            for org in (CENTRE, MUNICIPALITY):
                 key, jwks = work / "keys" / f"{org}.key.pem", work / "keys" / f"{org}.jwks.json"
                 layout.hub("client", "keygen", "--key", str(key), "--jwks", str(jwks),
                            "--kid", f"{org}-chaos")
@@ -1205,7 +1250,8 @@ def main() -> int:
         layout.supervise()
         t0 = time.time()
         load.start()
-        chaos_thread = threading.Thread(target=chaos, args=(layout, receivers, args, events, t0))
+        chaos_thread = threading.Thread(target=chaos, args=(layout, receivers, load, args,
+                                                                  events, t0))
         chaos_thread.start()
         chaos_thread.join()
         # load after the last event too, until the attempts the hang held have timed out
@@ -1243,6 +1289,8 @@ def main() -> int:
         say("chaos events (seconds from the start of the load):")
         for e in events:
             say(f"  {e.start - t0:6.1f} - {e.end - t0:6.1f}  {e.what}")
+            if e.note:
+                say(f"{'':20}{e.note}")
         say("")
         width = max(len(n) for n, _ in report.lines)
         for name, value in report.lines:
