@@ -193,35 +193,39 @@ def _seal(db: Database, signer: Signer, trusted: Mapping[str, Ed25519PublicKey],
         if size != seen:
             return None  # another sealer sealed meanwhile; the next pass starts from there
         frontier = _frontier(s, latest, trusted)
-        leaves: list[dict[str, Any]] = []
         nodes: list[dict[str, Any]] = []
-        for c in candidates:
-            leaves.append({"b_seq": c.seq, "b_index": frontier.size, "b_hash": c.leaf})
+
+        def push(leaf_hex: str) -> int:
+            """Add a leaf to the tree; its index. The new nodes go into `nodes`."""
+            index = frontier.size
             nodes.extend({"level": lv, "idx": i, "hash": h}
-                         for lv, i, h in frontier.push(bytes.fromhex(c.leaf)))
+                         for lv, i, h in frontier.push(bytes.fromhex(leaf_hex)))
+            return index
+
+        leaves = [{"b_seq": c.seq, "b_index": push(c.leaf), "b_hash": c.leaf}
+                  for c in candidates]
         conn = s.connection()
         if leaves:
             conn.execute(_SET_LEAF, leaves)
         moved, sealed_moved = 0, 0
         if reads is not None:
             sealable = {id(r) for b in batches for r in b.rows[:b.sealable]}
-            stopped = [blocked is not None]
+            stopped = blocked is not None
 
-            def leaf(row: Any) -> tuple[int, str] | None:
-                # In the order they go in: sealed up to the first that may not be.
-                if stopped[0] or id(row) not in sealable:
-                    stopped[0] = True
+            def leaf_index(row: Any) -> int | None:
+                # In the order they go in: sealed up to the first that may not be. The leaf
+                # is the hash the record was spooled with (checked by the spool's check).
+                nonlocal stopped
+                if stopped or id(row) not in sealable:
+                    stopped = True
                     return None
-                index = frontier.size
-                nodes.extend({"level": lv, "idx": i, "hash": h}
-                             for lv, i, h in frontier.push(bytes.fromhex(row.leaf_hash)))
-                return index, str(row.leaf_hash)
+                return push(str(row.leaf_hash))
 
             before = frontier.size
-            moved = reads.move_in(s, batches, leaf)
+            moved = reads.move_in(s, batches, leaf_index)
             sealed_moved = frontier.size - before
             problem = next((b.problem for b in batches if b.problem is not None), None)
-            if blocked is None and problem is not None and stopped[0]:
+            if blocked is None and problem is not None and stopped:
                 blocked = problem
                 log.error("audit sealer stopped before a record: %s", blocked)
         if nodes:

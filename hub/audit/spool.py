@@ -334,12 +334,13 @@ class ReadAudit:
         return batch
 
     def move_in(self, session: Session, batches: Sequence[Batch],
-                leaves: Callable[[Any], tuple[int, str] | None] | None = None) -> int:
+                leaf_index: Callable[[Any], int | None] | None = None) -> int:
         """In the caller's write transaction on the main database: insert the records of
         `batches` that are still above their spool's mark (read again here, under the write
         lock, so that no record goes in twice), and move the marks; how many went in.
-        `leaves(row)`: the (leaf index, leaf hash) a record goes in sealed with, or None
-        (unsealed; the default for all), called in the order the records go in."""
+        `leaf_index(row)`: the leaf index a record goes in sealed with (its leaf is the hash
+        it was spooled with), or None (unsealed; the default for all), called in the order
+        the records go in."""
         moved = 0
         for batch in batches:
             done = self._moved_through(session, batch.spool.spool_id)
@@ -351,10 +352,7 @@ class ReadAudit:
             for r in todo:
                 row = {c: getattr(r, c) for c in _COLUMNS}
                 row["body"] = stored_body(row["body"])  # TEXT, if edited in SQL: moved as bytes
-                leaf = leaves(r) if leaves is not None else None
-                row["leaf_index"] = leaf[0] if leaf is not None else None
-                if leaf is not None:
-                    row["leaf_hash"] = leaf[1]
+                row["leaf_index"] = leaf_index(r) if leaf_index is not None else None
                 rows.append(row)
             store_rows(session, rows)
             if done:
