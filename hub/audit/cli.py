@@ -259,8 +259,9 @@ def seal_command(
         reads = ReadAudit(database, settings)  # the reads' records are moved in, then sealed
         if once:
             try:
-                reads.move_all()
-                report = seal_all(database, signer, keys=keys)
+                report = seal_all(database, signer, keys=keys, reads=reads)
+                if report.blocked is not None:
+                    reads.move_all()  # the rest goes in unsealed, for verify to see
             except SealError as exc:
                 raise _fail(str(exc)) from None
             finally:

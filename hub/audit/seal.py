@@ -240,16 +240,17 @@ def _seal(db: Database, signer: Signer, trusted: Mapping[str, Ed25519PublicKey],
 
 def seal_all(db: Database, signer: Signer, *,
              keys: Mapping[str, Ed25519PublicKey] | None = None,
-             limit: int = SEAL_BATCH) -> SealReport:
-    """Seal passes until nothing sealable is left; the records sealed in all, the size."""
-    total, size = 0, 0
+             limit: int = SEAL_BATCH, reads: ReadAudit | None = None) -> SealReport:
+    """Seal passes until nothing sealable is left (with `reads`, the spools' records moved
+    in by the same passes); the records sealed and moved in all, the size."""
+    total, moved, size = 0, 0, 0
     while True:
-        report = seal_once(db, signer, keys=keys, limit=limit)
+        report = seal_once(db, signer, keys=keys, limit=limit, reads=reads)
         if report is None:
             continue
-        total, size = total + report.sealed, report.tree_size
-        if report.sealed < limit or report.blocked is not None:
-            return SealReport(total, size, report.blocked)
+        total, moved, size = total + report.sealed, moved + report.moved, report.tree_size
+        if (report.sealed < limit and report.moved < limit) or report.blocked is not None:
+            return SealReport(total, size, report.blocked, moved)
 
 
 class Sealer:

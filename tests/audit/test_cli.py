@@ -4,17 +4,25 @@ a real database."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, select, text
+from sqlalchemy import event as event_api
 from typer.testing import CliRunner
 
 from hub.audit import merkle
 from hub.audit.checkpoint import Checkpoint
 from hub.audit.cli import audit_app
+from hub.audit.models import AuditRecordRow
+from hub.audit.records import Entry
+from hub.audit.seal import seal_all
 from hub.audit.signing import Signer, key_id, load_public_key
+from hub.audit.spool import ReadAudit
 from hub.config import get_settings
 from hub.db.engine import Database
 from tests.audit.test_trail import fill
@@ -140,3 +148,55 @@ def test_public_key_without_a_key_file(
     assert result.exit_code == 1
     assert "no audit key" in result.stderr
     assert not (tmp_path / "none.pem").exists()
+
+
+def test_seal_once_moves_the_reads_records_in_sealed(database: Database, key_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hub audit seal --once` takes the sealer's path: the spools' records go in sealed,
+    with no second write of each (no UPDATE of a moved row), over as many passes as the
+    backlog needs; an edited spool record stops it, and what follows still goes in."""
+    if database.dialect != "sqlite":
+        pytest.skip("the spool is SQLite's")
+    monkeypatch.setattr("hub.audit.cli.seal_all", partial(seal_all, limit=3))
+    signer = Signer.from_file(key_path)
+    fill(database, signer, 2)
+    reads = ReadAudit(database)
+    event = {"resourceType": "AuditEvent", "action": "R"}
+    try:
+        for r in range(7):
+            reads.append(signer, [Entry(event, "Patient/p", f"Client/read-{r}", "R", "read")])
+        updated: list[int] = []
+
+        def seen(_conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool
+                 ) -> None:
+            if sql.startswith("UPDATE audit_records"):
+                updated.append(len(params) if many else 1)
+
+        event_api.listen(Engine, "before_cursor_execute", seen)
+        try:
+            result = CliRunner().invoke(audit_app, ["seal", "--once"])
+        finally:
+            event_api.remove(Engine, "before_cursor_execute", seen)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip() == "sealed 9 records; tree size 9"
+        assert sum(updated) == 2  # the two records written directly; the moved ones: none
+        assert reads.check({signer.key_id: signer.public_key}).waiting == 0
+        assert CliRunner().invoke(audit_app, ["verify"]).stdout.strip() == "9 records intact"
+
+        for r in range(7, 11):
+            reads.append(signer, [Entry(event, "Patient/p", f"Client/read-{r}", "R", "read")])
+        assert reads.path is not None
+        with sqlite3.connect(reads.path) as conn:
+            conn.execute("UPDATE audit_spool SET body = replace(body, 'read-8', 'read-0') "
+                         "WHERE agent = 'Client/read-8'")
+        result = CliRunner().invoke(audit_app, ["seal", "--once"])
+        assert result.exit_code == 1
+        assert "stopped before a record that may not be sealed: spool record" in result.output
+        assert reads.check({signer.key_id: signer.public_key}).waiting == 0  # all moved in
+        with database.session(write=False) as s:
+            leaves = dict(s.execute(select(AuditRecordRow.agent, AuditRecordRow.leaf_index)
+                                    .where(AuditRecordRow.agent.like("Client/read-%"))).all())
+        assert leaves["Client/read-7"] == 9
+        assert [leaves[f"Client/read-{r}"] for r in (8, 9, 10)] == [None, None, None]
+    finally:
+        reads.close()
