@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 import adapters.registry  # noqa: F401  (the channels, as hub.app registers them)
 import hub.wiring  # noqa: F401  (every rule registered before any work)
 from hub.app import create_app
+from hub.cli import HTTP, LOOP
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.migrate import upgrade
@@ -153,7 +154,7 @@ def live_url(settings: Settings) -> Iterator[str]:
     port = _free_port()
     live = settings.model_copy(update={"base_url": f"http://127.0.0.1:{port}"})
     server = uvicorn.Server(uvicorn.Config(create_app(live), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+                                           log_level="warning", loop=LOOP, http=HTTP))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

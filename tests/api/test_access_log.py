@@ -13,6 +13,7 @@ import uvicorn
 
 from hub.api.accesslog import ACCESS_LOGGER
 from hub.app import create_app
+from hub.cli import HTTP, LOOP
 from hub.config import Settings
 from hub.fhir.identifiers import FNR_SYSTEM
 from tests.conftest import _free_port
@@ -33,7 +34,7 @@ def logged_server(settings: Settings) -> Iterator[tuple[str, _Keep]]:
     port = _free_port()
     live = settings.model_copy(update={"base_url": f"http://127.0.0.1:{port}"})
     server = uvicorn.Server(uvicorn.Config(create_app(live), host="127.0.0.1", port=port,
-                                           log_level="info", access_log=True))
+                                           log_level="info", access_log=True, loop=LOOP, http=HTTP))
     keep = _Keep()
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
