@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db.models import PK, Base
-from hub.db.types import UTCDateTime
+from hub.db.types import ExactBytes, UTCDateTime
 
 GENESIS_HASH = "0" * 64  # the legacy hash chain's "previous hash" of its first record
 UNSEALED = text("leaf_index IS NULL")
@@ -50,7 +50,7 @@ class AuditRecordRow(Base):
     agent: Mapped[str] = mapped_column(String(255))  # who acted, e.g. "Client/abc"
     action: Mapped[str] = mapped_column(String(1))  # C R U D E
     subtype: Mapped[str] = mapped_column(String(64))  # read, search, disclosure, sign-in, ...
-    body: Mapped[bytes] = mapped_column(LargeBinary)
+    body: Mapped[bytes] = mapped_column(ExactBytes)
     leaf_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     signature: Mapped[str] = mapped_column(String(128))  # base64, 88 characters for Ed25519
     key_id: Mapped[str] = mapped_column(String(64))

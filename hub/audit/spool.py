@@ -55,7 +55,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import (
     Column,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
@@ -80,7 +79,7 @@ from hub.audit.records import (
 from hub.audit.signing import Signer, verify_signature
 from hub.config import Settings
 from hub.db.engine import Database
-from hub.db.types import UTCDateTime
+from hub.db.types import ExactBytes, UTCDateTime
 from hub.errors import AuditUnavailableError
 
 log = logging.getLogger("hub.audit.spool")
@@ -97,7 +96,7 @@ _SPOOL = Table(
     Column("agent", String(255), nullable=False),
     Column("action", String(1), nullable=False),
     Column("subtype", String(64), nullable=False),
-    Column("body", LargeBinary, nullable=False),
+    Column("body", ExactBytes, nullable=False),
     Column("leaf_hash", String(64), nullable=False),
     Column("signature", String(128), nullable=False),
     Column("key_id", String(64), nullable=False),

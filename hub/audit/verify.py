@@ -32,6 +32,7 @@ end at or after it, those before a checkpoint's root at a size past them.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -70,8 +71,11 @@ _N = AuditTreeNodeRow
 _COLUMNS = (_R.seq, _R.leaf_index, _R.body, _R.leaf_hash, _R.recorded_at, _R.action,
             _R.patient_ref, _R.agent, _R.subtype)
 _SIGNED = (_R.signature, _R.key_id, _R.prev_hash, _R.hash)
-_WALKED = ("seq, leaf_index, body, leaf_hash, recorded_at, action, patient_ref, agent, "
+_WALKED = ("seq, leaf_index, {body}, leaf_hash, recorded_at, action, patient_ref, agent, "
            "subtype")  # the order of _Walk._record's parameters
+_SQLITE_BODY = "CAST(body AS BLOB)"
+"""The body as the bytes SQLite holds, also when an edit in SQL left TEXT that is not UTF-8
+(the driver would fail to decode it): hub.db.types.ExactBytes, at the driver."""
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,10 @@ def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence
     (length a power of two, start a multiple of it; end short of it at the tree's tail)
     with a DBAPI cursor: positions, hashes, columns, the stored nodes within, and for each
     checkpoint size in `sizes` the hash of its frontier's part inside the chunk."""
-    cursor.execute(f"SELECT {_WALKED} FROM audit_records WHERE leaf_index >= {int(start)} "
-                   f"AND leaf_index < {int(end)} ORDER BY leaf_index")
+    body = _SQLITE_BODY if isinstance(cursor, sqlite3.Cursor) else "body"
+    cursor.execute(f"SELECT {_WALKED.format(body=body)} FROM audit_records "
+                   f"WHERE leaf_index >= {int(start)} AND leaf_index < {int(end)} "
+                   "ORDER BY leaf_index")
     rows = cursor.fetchall()
     digests: list[bytes] = []
     seqs: list[int] = []

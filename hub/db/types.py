@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect
+from sqlalchemy import ColumnElement, DateTime, Dialect, LargeBinary, cast
 from sqlalchemy.types import TypeDecorator
 
 
@@ -34,6 +34,20 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class ExactBytes(TypeDecorator[bytes]):
+    """Bytes read back exactly as stored, whatever their storage class: SQLite keeps what a
+    statement stores, so a value edited in SQL (replace(), a cast) is TEXT in a BLOB column,
+    and Python's driver then decodes it as UTF-8, failing on bytes that are not. Read as
+    CAST(column AS BLOB) (BYTEA on PostgreSQL: the same value), it comes back as the bytes
+    SQLite holds, for a hash to judge. For columns whose bytes are checked: audit bodies."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def column_expression(self, colexpr: ColumnElement[Any]) -> ColumnElement[Any]:
+        return cast(colexpr, LargeBinary)
 
 
 def utcnow() -> datetime:

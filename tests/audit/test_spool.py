@@ -328,8 +328,14 @@ def test_a_sealer_pass_moves_the_reads_records_in_sealed_in_one_transaction(
         sealer.close()
 
 
+@pytest.mark.parametrize("edit", [
+    # SQL's replace() stores TEXT in the BLOB column, as a database user's edit would
+    "replace(body, 'read-2', 'read-9')",
+    # TEXT that is not UTF-8, which Python's driver cannot decode (read as BLOB instead)
+    "CAST(X'FF' AS TEXT) || body",
+], ids=["replace", "not utf-8"])
 def test_a_spool_record_that_fails_its_checks_goes_in_unsealed_and_stops_the_seal(
-        database: Database, tmp_path: Path) -> None:
+        database: Database, tmp_path: Path, edit: str) -> None:
     """A record edited in the spool (its body no longer its hash): the pass moves all four,
     seals the two before it, and stops there, naming it; the next pass, and verify, name it
     in the trail. No record is lost and none goes in twice."""
@@ -345,9 +351,7 @@ def test_a_spool_record_that_fails_its_checks_goes_in_unsealed_and_stops_the_sea
         with sqlite3.connect(owner.path) as conn:
             third = conn.execute("SELECT id FROM audit_spool ORDER BY id LIMIT 1 OFFSET 2"
                                  ).fetchone()[0]
-            # SQL's replace() stores TEXT in the BLOB column, as a database user's edit would
-            conn.execute("UPDATE audit_spool SET body = replace(body, 'read-2', 'read-9') "
-                         "WHERE id = ?", (third,))
+            conn.execute(f"UPDATE audit_spool SET body = {edit} WHERE id = ?", (third,))
         report = seal_once(database, signer, reads=sealer)
         assert report is not None
         assert (report.sealed, report.tree_size, report.moved) == (2, 2, 4)

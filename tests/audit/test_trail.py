@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Connection, text
 from sqlalchemy.event import listen as event_listen
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from hub.audit import merkle
@@ -411,6 +412,37 @@ def test_a_body_edited_in_sql_as_text_is_named_not_a_crash(
     with sealed.session(write=False) as s:
         lines = {line.seq: line for line in search(s, AuditQuery(count=100)).lines}
     assert lines[5].body["entity"][0]["what"]["reference"] == "Patient/6"
+
+
+@pytest.mark.parametrize("sealed_too", [True, False])
+def test_a_body_edited_into_text_that_is_not_utf8_is_named_not_a_crash(
+    sealed: Database, signer: Signer, sealed_too: bool
+) -> None:
+    """SQLite: `X'FF' || body` stores TEXT that is not UTF-8, which Python's driver cannot
+    decode; the trail reads it as the bytes SQLite holds, so verify and the sealer name the
+    record where they failed on it (PostgreSQL's bytea cannot hold such a value as text)."""
+    if sealed.dialect != "sqlite":
+        pytest.skip("SQLite's storage classes: PostgreSQL keeps bytea")
+    if not sealed_too:
+        tamper(sealed, lambda c: c.execute(text(
+            "UPDATE audit_records SET leaf_index = NULL WHERE seq >= 5")))
+        tamper(sealed, lambda c: c.execute(text(
+            "DELETE FROM audit_checkpoints WHERE tree_size > 4")))
+    tamper(sealed, lambda c: c.execute(text(
+        "UPDATE audit_records SET body = CAST(X'FF' AS TEXT) || body WHERE seq = 5")))
+    with sealed.engine.connect() as conn:  # the edit took: TEXT the driver cannot decode
+        assert conn.execute(text("SELECT typeof(body) FROM audit_records WHERE seq = 5")
+                            ).scalar() == "text"
+        with pytest.raises((OperationalError, sqlite3.OperationalError), match="UTF-8"):
+            conn.execute(text("SELECT body FROM audit_records WHERE seq = 5")).all()
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq) == (False, 5), result.reason
+    assert result.reason == ("record 5 was edited: its content does not match its hash"
+                             + ("" if sealed_too else " (not sealed yet)"))
+    if not sealed_too:  # the sealer stops before it, naming it, and seals nothing past it
+        report = seal(sealed, signer)
+        assert (report.sealed, report.tree_size) == (0, 4)
+        assert report.blocked == "record 5 was edited: its content does not match its hash"
 
 
 def test_edited_body_with_its_leaf_hash_recomputed_fails_the_stored_tree(
