@@ -180,8 +180,8 @@ def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence
     (length a power of two, start a multiple of it; end short of it at the tree's tail)
     with a DBAPI cursor: positions, hashes, columns, the stored nodes within, and for each
     checkpoint size in `sizes` the hash of its frontier's part inside the chunk."""
-    body = _SQLITE_BODY if isinstance(cursor, sqlite3.Cursor) else "body"
-    cursor.execute(f"SELECT {_WALKED.format(body=body)} FROM audit_records "
+    column = _SQLITE_BODY if isinstance(cursor, sqlite3.Cursor) else "body"
+    cursor.execute(f"SELECT {_WALKED.format(body=column)} FROM audit_records "
                    f"WHERE leaf_index >= {int(start)} AND leaf_index < {int(end)} "
                    "ORDER BY leaf_index")
     rows = cursor.fetchall()
