@@ -20,7 +20,6 @@ from sqlalchemy import ColumnElement, Text, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from hub.audit.models import AuditRecordRow
-from hub.audit.records import stored_body
 from hub.errors import BadRequestError
 from hub.store.dates import parse_range
 
@@ -161,7 +160,7 @@ def _agent_matches(value: str) -> ColumnElement[bool]:
 
 def _line(row: AuditRecordRow) -> AuditLine:
     return AuditLine(row.seq, row.recorded_at, row.patient_ref, row.agent, row.action,
-                     row.subtype, json.loads(stored_body(row.body)))
+                     row.subtype, json.loads(bytes(row.body)))
 
 
 def search(session: Session, query: AuditQuery) -> AuditPage:

@@ -49,15 +49,6 @@ def canonical_json(event: Mapping[str, Any]) -> bytes:
                         | orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
-def stored_body(value: Any) -> bytes:
-    """A record's body as read back: bytes (PostgreSQL may give a memoryview). SQLite keeps
-    what a statement stores, so a body edited in SQL (replace(), a cast) comes back as TEXT:
-    its UTF-8 bytes, which the hash then judges like any other edit."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return bytes(value)
-
-
 def leaf_hex(body: bytes) -> str:
     """The record's RFC 9162 leaf hash, SHA-256(0x00 || body), as 64 hex digits."""
     return hashlib.sha256(b"\x00" + body).hexdigest()

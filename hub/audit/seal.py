@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from hub.audit import merkle
 from hub.audit.checkpoint import Checkpoint
 from hub.audit.models import GENESIS_HASH, AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRow
-from hub.audit.records import leaf_hex, link_hash, stored_body
+from hub.audit.records import leaf_hex, link_hash
 from hub.audit.signing import Signer, verify_signature
 from hub.audit.spool import Batch, ReadAudit
 from hub.audit.tree import fetch_nodes, latest_checkpoint
@@ -74,6 +74,10 @@ class SealReport:
     blocked: str | None = None
     moved: int = 0  # records moved in from the read spools (`reads`), sealed or not
 
+    def full(self, limit: int = SEAL_BATCH) -> bool:
+        """Whether the pass reached its limit, in the trail or a spool: more may be waiting."""
+        return self.sealed >= limit or self.moved >= limit
+
 
 @dataclass(frozen=True)
 class _Candidate:
@@ -84,7 +88,7 @@ class _Candidate:
 def _check(row: AnyRow, keys: Mapping[str, Ed25519PublicKey], prev_legacy: str | None
            ) -> tuple[str | None, str]:
     """(why `row` may not be sealed or None, its leaf hash hex)."""
-    seq, body = row.seq, stored_body(row.body)
+    seq, body = row.seq, bytes(row.body)
     leaf = leaf_hex(body)
     key = keys.get(row.key_id)
     if row.prev_hash is not None:  # a legacy chain record
@@ -249,7 +253,7 @@ def seal_all(db: Database, signer: Signer, *,
         if report is None:
             continue
         total, moved, size = total + report.sealed, moved + report.moved, report.tree_size
-        if (report.sealed < limit and report.moved < limit) or report.blocked is not None:
+        if not report.full(limit) or report.blocked is not None:
             return SealReport(total, size, report.blocked, moved)
 
 
@@ -289,7 +293,7 @@ class Sealer:
     def _run(self) -> None:
         while not self._stop.is_set():
             report = self.run_once()
-            if report is not None and (report.sealed >= SEAL_BATCH or report.moved >= SEAL_BATCH):
+            if report is not None and report.full():
                 continue  # a backlog: keep going
             self._stop.wait(self.interval)
 

@@ -74,7 +74,6 @@ from hub.audit.records import (
     instant_text,
     signed_rows,
     store_rows,
-    stored_body,
 )
 from hub.audit.signing import Signer, verify_signature
 from hub.config import Settings
@@ -350,7 +349,6 @@ class ReadAudit:
             rows = []
             for r in todo:
                 row = {c: getattr(r, c) for c in _COLUMNS}
-                row["body"] = stored_body(row["body"])  # TEXT, if edited in SQL: moved as bytes
                 row["leaf_index"] = leaf_index(r) if leaf_index is not None else None
                 rows.append(row)
             store_rows(session, rows)
@@ -483,7 +481,7 @@ class _GroupCommitter:
 
 
 def _problem(row: Any, keys: Mapping[str, Ed25519PublicKey]) -> str | None:
-    body = stored_body(row.body)
+    body = bytes(row.body)
     digest = hashlib.sha256(b"\x00" + body).digest()
     where = f"spool record {row.id}"
     if digest.hex() != row.leaf_hash:

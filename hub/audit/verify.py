@@ -56,7 +56,6 @@ from hub.audit.records import (
     instant_text,
     leaf_hex,
     link_hash,
-    stored_body,
 )
 from hub.audit.signing import verify_signature
 from hub.audit.tree import checkpoints
@@ -114,7 +113,7 @@ def record_signature_problem(row: AnyRow, keys: Mapping[str, Ed25519PublicKey]) 
     """Why a record's writer's signature does not hold (legacy chain records: their chain
     hash and its signature); None if it holds. Needs `signature`, `key_id`, `prev_hash`,
     `hash`, `body` and `leaf_hash` in `row`."""
-    seq, body = row.seq, stored_body(row.body)
+    seq, body = row.seq, bytes(row.body)
     if row.prev_hash is not None:
         if link_hash(row.prev_hash, body) != row.hash:
             return f"record {seq} was edited: its content does not match its chain hash"
@@ -138,7 +137,7 @@ def check_record(row: AuditRecordRow, keys: Mapping[str, Ed25519PublicKey]) -> s
     problem = record_signature_problem(cast(AnyRow, row), keys)  # the same attributes
     if problem is not None:
         return problem
-    return columns_disagree(row.seq, stored_body(row.body), row.recorded_at, row.action,
+    return columns_disagree(row.seq, bytes(row.body), row.recorded_at, row.action,
                             row.patient_ref, row.agent, row.subtype)
 
 
@@ -201,7 +200,7 @@ def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence
             leaf_problem = (_gap_reason(expected, seq, leaf_index), None, expected)
             break
         if type(body) is not bytes:
-            body = stored_body(body)
+            body = bytes(body)
         digest = sha256(b"\x00" + body).digest()
         if digest.hex() != leaf_hash:
             leaf_problem = (f"record {seq} was edited: its content does not match its hash",
@@ -499,7 +498,7 @@ def _unsealed(source: SessionSource, keys: Mapping[str, Ed25519PublicKey]) -> in
             return n
         for row in rows:
             problem = record_signature_problem(row, keys) or columns_disagree(
-                row.seq, stored_body(row.body), row.recorded_at, row.action, row.patient_ref,
+                row.seq, bytes(row.body), row.recorded_at, row.action, row.patient_ref,
                 row.agent, row.subtype)
             if problem is not None:
                 raise _BrokenError(f"{problem} (not sealed yet)", row.seq)
