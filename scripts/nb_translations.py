@@ -230,6 +230,10 @@ NB = {
         "Ingen brukerstyrte innleggelser eller forespørsler.",
     "No follow-up checks.": "Ingen oppfølgingskontroller.", "Sign in": "Logg inn",
     "Password": "Passord",
+    "Record %(seq)d cannot be read: it was changed after it was written.":
+        "Oppføring %(seq)d kan ikke leses: den er endret etter at den ble skrevet.",
+    "This entry cannot be read: it was changed after it was written.":
+        "Denne oppføringen kan ikke leses: den er endret etter at den ble skrevet.",
 }
 PLURALS = {
     ("%(num)d follow-up check is overdue.", "%(num)d follow-up checks are overdue."):

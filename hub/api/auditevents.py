@@ -53,7 +53,8 @@ def _page_link(base: str, query: queries.AuditQuery, after: int) -> str:
 @router.get("/AuditEvent")
 async def search(request: Request, db: DatabaseDep, settings: SettingsDep,
                  subject: SubjectDep) -> FhirResponse:
-    """A searchset of AuditEvents (patient, date, agent, subtype, _count), oldest first."""
+    """A searchset of AuditEvents (patient, date, agent, subtype, _count), oldest first; the
+    page's records whose body cannot be read are one OperationOutcome entry (mode outcome)."""
     require_auditor(subject)
     pairs = list(request.query_params.multi_items())
     query = queries.parse_query(pairs, default_count=settings.page_size,
@@ -70,7 +71,11 @@ async def search(request: Request, db: DatabaseDep, settings: SettingsDep,
     if page.next_after is not None:
         links.append(("next", _page_link(base, query, page.next_after)))
     entries = [{"fullUrl": f"{base}/AuditEvent/{ln.id}", "resource": ln.body,
-                "search": {"mode": "match"}} for ln in page.lines]
+                "search": {"mode": "match"}} for ln in page.lines if ln.body is not None]
+    unreadable = [ln.issue() for ln in page.lines if ln.body is None]
+    if unreadable:  # matched by its columns, but there is no AuditEvent to show: say so
+        entries.append({"resource": {"resourceType": "OperationOutcome", "issue": unreadable},
+                        "search": {"mode": "outcome"}})
     return FhirResponse(bundle("searchset", entries, links))
 
 
@@ -91,6 +96,7 @@ async def read(event_id: str, request: Request, db: DatabaseDep,
         touched=lambda _s, found: Touched(
             (f"AuditEvent/{event_id}",), (found.patient_ref,) if found.patient_ref else ()),
         reads_only=True)
+    assert line.body is not None  # found by the id in its body
     return FhirResponse(line.body)
 
 

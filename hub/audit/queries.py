@@ -4,7 +4,10 @@ Search runs on the records' columns (patient_ref, recorded_at, agent, subtype), 
 by the time recorded (then seq), paged by keyset (`_after` = the last seq of the previous
 page; its time is looked up). Not by seq alone: the records of reads are recorded when the
 read happens but enter audit_records later, moved from their spool (hub/audit/spool.py).
-The bodies are the signed AuditEvents exactly as stored.
+The bodies are the signed AuditEvents exactly as stored. A body that does not read as a JSON
+object (edited in the database: `hub audit verify` names such a record) is not dropped and
+does not fail the page: its line has no body and says why (`unreadable`), and the auditor's
+views show it as a record that cannot be read.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, func, or_, select
+from sqlalchemy import ColumnElement, LargeBinary, Text, and_, cast, literal, or_, select
 from sqlalchemy.orm import Session
 
 from hub.audit.models import AuditRecordRow
@@ -52,25 +55,37 @@ class AuditLine:
     agent: str
     action: str
     subtype: str
-    body: dict[str, Any]
+    body: dict[str, Any] | None  # None: the stored body does not read as an AuditEvent
+    unreadable: str = ""  # why not, when body is None
 
     @property
     def id(self) -> str:
-        """The AuditEvent's id."""
-        return str(self.body.get("id", ""))
+        """The AuditEvent's id ("" for a body that cannot be read)."""
+        return str(self.body.get("id", "")) if self.body is not None else ""
 
     @property
     def outcome(self) -> str:
         """The AuditEvent's outcome code: 0 success, 4 minor, 8 serious, 12 major failure."""
-        return str(self.body.get("outcome", ""))
+        return str(self.body.get("outcome", "")) if self.body is not None else ""
 
     @property
     def outcome_text(self) -> str:
         """The outcome in words (outcomeDesc where there is one)."""
+        if self.body is None:
+            return "unknown: the record cannot be read"
         words = {"0": "success", "4": "failure", "8": "serious failure",
                  "12": "major failure"}.get(self.outcome, self.outcome)
         desc = self.body.get("outcomeDesc")
         return f"{words}: {desc}" if desc and self.outcome != "0" else words
+
+    def issue(self) -> dict[str, Any]:
+        """An OperationOutcome issue that shows this unreadable record to an auditor."""
+        about = f", about {self.patient_ref}" if self.patient_ref else ""
+        return {"severity": "error", "code": "processing",
+                "diagnostics": (
+                    f"Audit record {self.seq} (recorded {self.recorded_at.isoformat()}, "
+                    f"{self.subtype} by {self.agent}{about}) cannot be read: {self.unreadable}. "
+                    "It was changed after it was written; `hub audit verify` names it.")}
 
 
 @dataclass(frozen=True)
@@ -159,8 +174,22 @@ def _agent_matches(value: str) -> ColumnElement[bool]:
 
 
 def _line(row: AuditRecordRow) -> AuditLine:
+    body, why = read_body(bytes(row.body))
     return AuditLine(row.seq, row.recorded_at, row.patient_ref, row.agent, row.action,
-                     row.subtype, json.loads(bytes(row.body)))
+                     row.subtype, body, why)
+
+
+def read_body(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """A stored audit body as the AuditEvent it holds, or (None, why it cannot be read)."""
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        return None, "its body is not UTF-8 text"
+    except ValueError:
+        return None, "its body is not JSON"
+    if not isinstance(body, dict) or body.get("resourceType") != "AuditEvent":
+        return None, "its body is not an AuditEvent"
+    return body, ""
 
 
 def search(session: Session, query: AuditQuery) -> AuditPage:
@@ -191,14 +220,16 @@ def read(session: Session, event_id: str) -> AuditLine | None:
 
     The id lives only inside the signed body, so this scans the bodies (a LIKE on the
     canonical JSON, then a check of the parsed id): linear in the size of the trail. An
-    indexed id column would need a migration of audit_records.
+    indexed id column would need a migration of audit_records. On PostgreSQL the LIKE is
+    bytea's own, so a body that is not UTF-8 is passed over, not an error of the search.
     """
     if not _ID_RE.match(event_id):
         return None
     pattern = f'%"id":"{event_id}"%'
-    text = (func.convert_from(_R.body, "UTF8")
-            if session.get_bind().dialect.name == "postgresql" else cast(_R.body, Text))
-    for row in session.scalars(select(_R).where(text.like(pattern)).order_by(_R.seq)):
+    match = (_R.body.op("LIKE")(literal(pattern.encode(), LargeBinary))
+             if session.get_bind().dialect.name == "postgresql"
+             else cast(_R.body, Text).like(pattern))
+    for row in session.scalars(select(_R).where(match).order_by(_R.seq)):
         line = _line(row)
         if line.id == event_id:
             return line

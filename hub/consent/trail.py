@@ -1,5 +1,7 @@
 """$consent-trail (CONTRACT section 8): every version of a patient's consents and every
-disclosure decision about the patient, in time order.
+disclosure decision about the patient, in time order. A decision's record that cannot be read
+(changed in the database after it was written) is an OperationOutcome in its place, for
+auditors.
 
 For auditors. The clients of an organisation that is custodian (Consent.organization) of
 one of the patient's consents get the part that is theirs: the versions of the consents
@@ -56,6 +58,15 @@ def consent_trail(session: Session, subject: Subject, *, patient_id: str,
                                           subtypes=((events.DISCLOSE,),), count=500,
                                           after=after))
         for line in page.lines:
+            if line.body is None:
+                # Changed after it was written: an auditor sees where it stands and why it
+                # cannot be shown; a custodian, for whom it cannot be told whether it is
+                # theirs, does not.
+                if auditor:
+                    timeline.append((format_instant(line.recorded_at), 1, {
+                        "resource": {"resourceType": "OperationOutcome",
+                                     "issue": [line.issue()]}}))
+                continue
             if not auditor and not _concerns(session, line.body, mine,
                                              subject.organization_id):
                 continue

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from hub.audit import events, verifications
 from hub.audit.models import AuditRecordRow
+from hub.audit.queries import read_body
 from hub.audit.verify import check_record
 from hub.auth.subject import Subject
 from hub.consent.gate import Gate
@@ -172,6 +172,10 @@ class Filters:
         return cls(organization, first, last, decision)
 
 
+UNREADABLE = "unreadable"
+"""The decision of a log line whose record cannot be read (its body is not an AuditEvent)."""
+
+
 @dataclass(frozen=True)
 class LogLine:
     """One disclosure decision about the person."""
@@ -184,7 +188,7 @@ class LogLine:
     interaction: str  # read, search-type, ...: when the recipient's request read the records
     resource_types: tuple[str, ...]
     resources: tuple[str, ...]
-    decision: str  # permit | deny | permit-with-redaction
+    decision: str  # permit | deny | permit-with-redaction | unreadable (UNREADABLE)
     basis: str  # Consent/<id>, a legal-basis code, or ""
     basis_version: str  # Consent/<id>/_history/<v> in force at the time, when known
     reason: str
@@ -195,7 +199,13 @@ class LogLine:
     @property
     def permitted(self) -> bool:
         """Whether the records went (or were shown) to the recipient."""
-        return self.decision != "deny"
+        return self.decision not in ("deny", UNREADABLE)
+
+    @property
+    def unreadable(self) -> bool:
+        """A record whose body cannot be read: changed after it was written (`reason` says
+        how; the trail's state on the page counts it among those that fail the check)."""
+        return self.decision == UNREADABLE
 
     @property
     def is_read(self) -> bool:
@@ -325,7 +335,13 @@ def disclosure_log(session: Session, patient_id: str, filters: Filters, *,
         stmt = stmt.where(_R.recorded_at <= end)
     lines = []
     for row in session.scalars(stmt.order_by(_R.recorded_at.desc(), _R.seq.desc()).limit(LIMIT)):
-        body = json.loads(bytes(row.body))
+        body, why = read_body(bytes(row.body))
+        if body is None:  # changed after it was written: shown whatever the filters
+            lines.append(LogLine(
+                row.seq, row.recorded_at, recipient="", recipient_name="", event="",
+                interaction="", resource_types=(), resources=(), decision=UNREADABLE,
+                basis="", basis_version="", reason=why, requested_by="", event_id=""))
+            continue
         details, resources, recipient = _details(body)
         decision = details.get("decision", "deny")
         if filters.organization and recipient != filters.organization:

@@ -174,3 +174,47 @@ def test_the_audit_page(auditor: TestClient, database: Database,
     assert "give a date" in bad.text
     assert [r.subtype for r in since(database, 0) if r.agent == "User/revisor"] == [
         "login", "search-type"]
+
+
+EDITS = {  # (SQLite, PostgreSQL) SQL that leaves a body no AuditEvent can be read from
+    "not UTF-8": ("CAST(X'FF' AS TEXT) || body", "'\\xff'::bytea || body"),
+    "not JSON": ("'x' || body", "'x'::bytea || body"),
+    "not an object": ("X'5B315D'", "'[1]'::bytea"),
+}
+WHY = {"not UTF-8": "its body is not UTF-8 text", "not JSON": "its body is not JSON",
+       "not an object": "its body is not an AuditEvent"}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_a_record_whose_body_cannot_be_read_is_an_outcome_not_a_500(
+        auditor: TestClient, database: Database, story: dict[str, str], edit: str) -> None:
+    """An auditor searching a trail in which a body was edited in SQL into something that is
+    no AuditEvent gets the page, the other records as they are and the edited one named in an
+    OperationOutcome (search mode outcome); reading by id still works (PostgreSQL: the LIKE
+    over the bodies met a body that is not UTF-8)."""
+    query = {"patient": story["a"]}
+    found = _events(auditor.get("/fhir/AuditEvent", params=query))
+    assert len(found) == 3
+    first = next(r for r in since(database, 0) if r.event["id"] == found[0]["id"])
+    sql = EDITS[edit][database.dialect == "postgresql"]
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE audit_records SET body = {sql} WHERE seq = {first.seq}")
+
+    page = auditor.get("/fhir/AuditEvent", params=query)
+    assert page.status_code == 200, page.text
+    entries = page.json()["entry"]
+    assert [e["resource"]["id"] for e in entries if e["search"]["mode"] == "match"
+            and _index(e["resource"])["agent"] != "User/revisor"] == [
+        e["id"] for e in found[1:]]
+    [outcome] = [e["resource"] for e in entries if e["search"]["mode"] == "outcome"]
+    [issue] = outcome["issue"]
+    assert issue["severity"] == "error"
+    assert issue["diagnostics"].startswith(f"Audit record {first.seq} (recorded ")
+    assert f"create by {first.agent}, about Patient/{story['a']}) cannot be read: {WHY[edit]}" \
+        in issue["diagnostics"]
+    one = auditor.get(f"/fhir/AuditEvent/{found[1]['id']}")
+    assert (one.status_code, one.json()) == (200, found[1])
+    assert auditor.get(f"/fhir/AuditEvent/{found[0]['id']}").status_code == 404
+    html = auditor.get("/ui/audit", params={"patient": story["a"]})
+    assert html.status_code == 200
+    assert f"Record {first.seq} cannot be read" in html.text

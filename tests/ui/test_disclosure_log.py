@@ -268,3 +268,60 @@ def test_a_party_updating_anothers_task_is_shown_among_the_reads(
     # and in bokmål, for the person's copy as for the auditor who reads it so
     page = _auditor(browser, lang="nb").get(f"/ui/audit/people/{pid}").text
     assert "Oppdaterte en annen virksomhets oppføring som den er part i" in page
+
+
+def test_a_record_that_cannot_be_read_is_shown_as_such_not_a_failure(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    """A disclosure record whose body was edited into bytes that are not UTF-8 (so not an
+    AuditEvent) is a line of its own in every view of the log, whatever the filters, where
+    reading it had failed the page (500); a custodian's $consent-trail leaves it out."""
+    pid = _patient_id(database)
+    client = _auditor(browser)
+    custodian = shared_story["jaeren-dps"]
+    before = _rows(_section(client.get(f"/ui/audit/people/{pid}").text,
+                            "Messages about the person, newest first"))
+    theirs = {e["resource"]["id"] for e in custodian.get(
+        f"/fhir/Patient/{pid}/$consent-trail").json()["entry"]
+        if e["resource"]["resourceType"] == "AuditEvent"}
+    with database.session(write=True) as s:  # the newest decision the custodian was shown
+        seq, body = next((row.seq, bytes(row.body)) for row in s.execute(
+            select(AuditRecordRow.seq, AuditRecordRow.body).where(
+                AuditRecordRow.patient_ref == f"Patient/{pid}",
+                AuditRecordRow.subtype == "disclose").order_by(AuditRecordRow.seq.desc()))
+            if json.loads(bytes(row.body))["id"] in theirs)
+        s.execute(update(AuditRecordRow).where(AuditRecordRow.seq == seq).values(
+            body=b"\xff" + body))
+
+    page = client.get(f"/ui/audit/people/{pid}")
+    assert page.status_code == 200
+    messages = _rows(_section(page.text, "Messages about the person, newest first"))
+    assert len(messages) == len(before)  # the line is still there, as what it now is
+    assert sum(r.endswith(f" Record {seq} cannot be read: it was changed after it was "
+                          "written.") for r in messages) == 1
+    assert "fail the check" in _section(page.text, "State of the audit trail")
+    for decision in ("permit", "deny"):  # no filter hides it
+        filtered = client.get(f"/ui/audit/people/{pid}", params={"decision": decision}).text
+        assert f"Record {seq} cannot be read" in filtered
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/ui/audit/people/{pid}/log.csv").text)))
+    assert [(r["decision"], r["reason"]) for r in rows if r["decision"] == "unreadable"] == [
+        ("unreadable", "its body is not UTF-8 text")]
+    assert len(rows) == len(before) + len(
+        _rows(_section(page.text, "Reads by other organisations, newest first")))
+    innsyn = client.get(f"/ui/audit/people/{pid}/innsyn")
+    assert innsyn.status_code == 200
+    assert "Denne oppføringen kan ikke leses" in innsyn.text
+    for trail in (client.get(f"/ui/audit/people/{pid}/trail.json"),
+                  client.get(f"/fhir/Patient/{pid}/$consent-trail")):
+        assert trail.status_code == 200
+        outcomes = [e["resource"] for e in trail.json()["entry"]
+                    if e["resource"]["resourceType"] == "OperationOutcome"]
+        assert [o["issue"][0]["diagnostics"].split(" (")[0] for o in outcomes] == [
+            f"Audit record {seq}"]
+        assert "cannot be read: its body is not UTF-8 text" in (
+            outcomes[0]["issue"][0]["diagnostics"])
+    # the custodian's part, less the record that can no longer be told to be theirs
+    mine = custodian.get(f"/fhir/Patient/{pid}/$consent-trail")
+    assert mine.status_code == 200
+    shown = [e["resource"] for e in mine.json()["entry"]]
+    assert "OperationOutcome" not in {r["resourceType"] for r in shown}
+    assert theirs - {r["id"] for r in shown} == {json.loads(body)["id"]}
