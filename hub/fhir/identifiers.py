@@ -26,9 +26,8 @@ KOMMUNENUMMER_SYSTEM = (
 
 _FNR_ALIAS = "http://hl7.no/fhir/NamingSystem/FNR"
 _DNR_ALIAS = "http://hl7.no/fhir/NamingSystem/DNR"
-# The identifiers a person is one Patient by (CONTRACT section 3); messages name them by OID.
-PERSON_SYSTEMS = (FNR_SYSTEM, DNR_SYSTEM)
-# Every system a stored Patient may carry one of them under (the hl7.no URIs are aliases).
+# Every system a Patient may carry the numbers a person is one Patient by (CONTRACT section 3)
+# under: REST and messages alike (the hl7.no URIs are aliases of the OIDs).
 _PERSON_SYSTEMS_ANY = (FNR_SYSTEM, _FNR_ALIAS, DNR_SYSTEM, _DNR_ALIAS)
 
 _K1_WEIGHTS = (3, 7, 6, 1, 8, 9, 4, 5, 2)

@@ -1,7 +1,8 @@
 """Who and what a message is about: matching its resources to stored ones, and rewriting its
 references to stored ids (CONTRACT section 4, "What a message carries").
 
-Patients are matched by fødselsnummer or D-nummer; every other resource by its type and the
+Patients are matched by fødselsnummer or D-nummer, whichever name of the system (OID or hl7.no
+alias) the sender or an earlier writer used; every other resource by its type and the
 identifier its sender chose. A match becomes a new version; no match, a new resource. An
 entry whose fullUrl is the hub's own URL of a resource is a new version of that resource.
 """
@@ -18,7 +19,12 @@ from hub.auth.subject import Subject
 from hub.db.locks import identity_name, lock_names
 from hub.errors import InvalidResourceError, Issue
 from hub.fhir import refs
-from hub.fhir.identifiers import DNR_SYSTEM, FNR_SYSTEM, PERSON_SYSTEMS
+from hub.fhir.identifiers import (
+    DNR_SYSTEM,
+    FNR_SYSTEM,
+    person_identifier_pairs,
+    person_numbers,
+)
 from hub.store import service
 from hub.store.types import SERVED, WRITABLE
 
@@ -41,16 +47,26 @@ def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:
     return [i for i in (ident or []) if isinstance(i, dict) and i.get("value")]
 
 
+def _person_pairs(resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """(system, value) of every way a stored Patient may carry the fødselsnummer and
+    D-nummer a Patient entry names, under either name of their systems (the OID, or HL7
+    Norway's hl7.no alias): one person, however a sender spelled the system."""
+    return [pair for number in person_numbers(resource)
+            for pair in person_identifier_pairs(number)]
+
+
 def _identity_names(entries: list[dict[str, Any]]) -> list[str]:
-    """'Type|system|value' of every identifier an entry may be matched by."""
+    """'Type|system|value' of every identifier an entry may be matched by (for a Patient,
+    every way of carrying its numbers, as REST writes of a Patient lock them)."""
     names = []
     for index, entry in enumerate(entries):
         resource = entry.get("resource")
         if index == 0 or not isinstance(resource, dict):
             continue
         rtype = resource.get("resourceType")
-        names += [identity_name(str(rtype), i.get("system"), i["value"])
-                  for i in _identifiers(resource)]
+        pairs = (_person_pairs(resource) if rtype == "Patient" else
+                 [(i.get("system"), i["value"]) for i in _identifiers(resource)])
+        names += [identity_name(str(rtype), system, value) for system, value in pairs]
     return names
 
 
@@ -84,16 +100,18 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
                     expression=f"Bundle.entry[{index}].fullUrl")
             placements.append(Placement(index, rtype, rid, True, by_full_url=True))
             continue
-        idents = _identifiers(resource)
+        pairs: list[tuple[str | None, str]]
         if rtype == "Patient":
-            idents = [i for i in idents if i.get("system") in PERSON_SYSTEMS]
-            if not idents:
+            pairs = list(_person_pairs(resource))
+            if not pairs:
                 raise InvalidResourceError(
                     f"{where}: the Patient needs a fødselsnummer ({FNR_SYSTEM}) or D-nummer "
                     f"({DNR_SYSTEM}); the hub matches people by it.",
                     expression=f"{where}.identifier")
+        else:
+            pairs = [(i.get("system"), str(i["value"])) for i in _identifiers(resource)]
         to_match.append((index, rtype, [
-            service.Wanted(i.get("system"), str(i["value"]), frozenset({rtype})) for i in idents]))
+            service.Wanted(system, value, frozenset({rtype})) for system, value in pairs]))
     matches = iter(service.find_by_identifiers(
         session, hub, [w for _, _, wanted in to_match for w in wanted]))
     for index, rtype, wanted in to_match:

@@ -17,12 +17,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.db.engine import Database
+from hub.db.models import ResourceRow
 from hub.delivery.dispatcher import sweep
-from hub.messaging.models import DeliveryRow
+from hub.messaging.models import DeliveryRow, MessageRow
 from hub.store import service
 from hub.ui.disclosures import Filters, disclosure_log
 from tests.access_clients import other_client
@@ -702,3 +704,34 @@ def test_a_copy_made_by_rest_under_a_known_identifier_does_not_unlink_references
     accepted(hub, own)
     klepp_answers = only(hub["klepp-kommune"], "/fhir/AppointmentResponse")
     assert f"Appointment/{klepps}" in [a["appointment"]["reference"] for a in klepp_answers]
+
+
+def test_a_message_finds_the_person_a_patient_carries_under_the_hl7_no_alias(
+        hub: Hub, database: Database) -> None:
+    """CONTRACT section 3, one Patient per person, whichever name of the system (HL7 Norway
+    no-basis: the OID, or the hl7.no alias) carries the number. Klepp registers the person by
+    REST under the alias; the centre's messages, which name the number by its OID (as the
+    message profile requires), are about that Patient, where the first made a second one."""
+    alias = "http://hl7.no/fhir/NamingSystem/FNR"
+    made = hub["klepp-kommune"].post("/fhir/Patient", json={
+        "resourceType": "Patient", "name": [{"family": "Nordmann", "given": ["Kari"]}],
+        "identifier": [{"system": alias, "value": FNR}]})
+    assert made.status_code == 201, made.text
+    pid = made.json()["id"]
+
+    def about(message: dict[str, Any]) -> str | None:
+        header_id = message["entry"][0]["resource"]["id"]
+        with database.session(write=False) as s:
+            return s.scalar(select(MessageRow.patient_ref).where(
+                MessageRow.header_id == header_id))
+
+    first = example(1)
+    assert entry(first, "Patient")["resource"]["identifier"][0]["system"] == FNR_SYSTEM
+    accepted(hub, first)
+    assert about(first) == f"Patient/{pid}"
+    second = example(3)
+    accepted(hub, second)
+    assert about(second) == f"Patient/{pid}"
+    with database.session(write=False) as s:
+        assert s.scalar(select(func.count()).select_from(ResourceRow).where(
+            ResourceRow.resource_type == "Patient")) == 1
