@@ -11,8 +11,10 @@ database at once:
    intake commits late is published after everything its receiver has already seen, never
    behind the receiver's cursor.
 2. Claim. Due deliveries (queued, published, `next_attempt_at` passed) are locked
-   (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and leased: `next_attempt_at` moves to
-   now + 2 x timeout (+1 s) and the claim commits. Another process sees a leased row as not
+   (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and leased: `next_attempt_at` and
+   `leased_until` move to now + 2 x timeout (+1 s) and the claim commits (the background
+   Dispatcher's claims count the unexpired leases per receiver, of every process, against
+   HUB_DELIVERY_PER_RECEIVER). Another process sees a leased row as not
    due. Only the oldest unfinished delivery of one (receiver, patient) is due: a later one
    waits until the earlier is delivered, dead-lettered or withheld ("oldest" is by id, the
    order of acceptance; a pull-only delivery, without a next attempt, holds nothing back).
@@ -64,7 +66,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
 import httpx
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -94,6 +96,7 @@ LEASE_MARGIN = 1.0
 RECORD_RETRY = 0.2
 """Seconds between tries to record a delivery the receiver took, while the database is away."""
 PUBLISH_LOCK = 0x6361726568756201  # pg_advisory_xact_lock key of the publisher ("carehub\x01")
+CLAIM_LOCK = 0x6361726568756202  # ... of a claim that counts the leases per receiver
 _TICK = timedelta(microseconds=1)
 
 Result = Literal["delivered", "retry", "dead-letter", "withheld", "pull-only", "lost"]
@@ -198,18 +201,31 @@ def _due(at: datetime) -> Any:
         D.published_at.is_not(None)).order_by(D.next_attempt_at, D.id)
 
 
+_LEASED = (select(D.receiver_org, func.count())
+           .where(D.leased_until > bindparam("at"), D.status == "queued")
+           .group_by(D.receiver_org))
+
+
 def claim(db: Database, settings: Settings, *, at: datetime, limit: int = BATCH,
           under_way: Mapping[str, int] | None = None) -> list[_Claim]:
     """Lease up to `limit` due deliveries to this caller; commits before returning.
 
     With `under_way` (attempts the caller has in flight, by receiver), no receiver gets more
-    than settings.delivery_per_receiver in flight: a receiver at that many is passed over,
-    and one below it gets only what is left."""
+    than settings.delivery_per_receiver in flight, counting the unexpired leases of every
+    dispatcher process on the database (`leased_until`) besides the caller's own: a receiver
+    at that many is passed over, and one below it gets only what is left. Such claims take
+    turns (on PostgreSQL an advisory lock; SQLite's write transaction is exclusive), so two
+    processes cannot both fill the same gap."""
     if not _any(db, _due(at)):
         return []
-    busy = Counter(under_way or {})
     cap = settings.delivery_per_receiver if under_way is not None else limit  # limit: none
     with db.session(write=True) as session:
+        busy = Counter(under_way or {})
+        if under_way is not None:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+            for org, leased in session.execute(_LEASED, {"at": at}):
+                busy[org] = max(busy[org], int(leased))
         # SQLite renders no FOR UPDATE: its write transaction is exclusive already.
         query = _due(at).add_columns(D.receiver_org)
         full = sorted(org for org, n in busy.items() if n >= cap)
@@ -225,7 +241,7 @@ def claim(db: Database, settings: Settings, *, at: datetime, limit: int = BATCH,
             return []
         lease = _lease(settings, at)
         session.execute(update(D).where(D.id.in_([i for i, _ in taken]))
-                        .values(next_attempt_at=lease))
+                        .values(next_attempt_at=lease, leased_until=lease))
         return [_Claim(i, lease, org) for i, org in taken]
 
 
@@ -265,16 +281,16 @@ def _prepare(db: Database, settings: Settings, c: _Claim,
         if verdict.decision == "deny":
             row.status, row.decision, row.basis = "withheld", "deny", verdict.basis
             row.reason = f"Withheld before sending: {verdict.reason}"
-            row.next_attempt_at = None
+            row.next_attempt_at = row.leased_until = None
             _audit(session, auditor, row, message, row.reason)
             return "withheld"
         address = content.endpoint_address(session, row.receiver_org)
         if address is None:
-            row.next_attempt_at = None  # the receiver pulls
+            row.next_attempt_at = row.leased_until = None  # the receiver pulls
             return "pull-only"
         row.decision, row.basis, row.reason = verdict.decision, verdict.basis, verdict.reason
         lease = _lease(settings, clock())
-        row.next_attempt_at = lease
+        row.next_attempt_at = row.leased_until = lease
         return _Ready(row.id, lease, address, dumps_bytes(content.redacted(bundle, verdict)),
                       row.created_at, row.attempts)
 
@@ -301,6 +317,7 @@ def _record(db: Database, settings: Settings, ready: _Ready, outcome: Sent,
             else:
                 row.last_error = None
             row.status, row.delivered_at, row.next_attempt_at = "delivered", at, None
+            row.leased_until = None
             row.attempts += 1
             expect_ack(session, settings, row.id, at)
             _audit(session, auditor, row, session.get_one(MessageRow, row.message_id),
@@ -311,6 +328,7 @@ def _record(db: Database, settings: Settings, ready: _Ready, outcome: Sent,
             return "lost"
         row.attempts += 1
         row.last_error = outcome.error
+        row.leased_until = None  # no longer under way
         deadline = row.created_at + timedelta(seconds=settings.delivery_max_age)
         result: Result
         if outcome.fatal or at >= deadline:

@@ -59,6 +59,9 @@ class DeliveryRow(Base):
     withheld_for: Mapped[str | None] = mapped_column(String(40), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # While a dispatcher's attempt is under way: its lease (next_attempt_at says the same of
+    # a retry waiting for its time). Counted per receiver by every dispatcher process.
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -72,6 +75,7 @@ class DeliveryRow(Base):
         Index("ix_deliveries_due", "status", "next_attempt_at"),
         Index("ix_deliveries_queue", "receiver_org", "patient_ref", "id"),
         Index("ix_deliveries_pull", "receiver_org", "published_at"),
+        Index("ix_deliveries_leased", "leased_until", "receiver_org"),
     )
 
 

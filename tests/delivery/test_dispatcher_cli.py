@@ -75,6 +75,37 @@ def test_a_hanging_receiver_holds_up_no_other_receiver_across_passes(
     assert quick.accepted_ids() == [m.header_id]
 
 
+def test_two_dispatchers_share_one_cap_per_receiver(
+        database: Database, fast: Settings, receiver: ReceiverFactory) -> None:
+    """HUB_DELIVERY_PER_RECEIVER counts the attempts under way of every dispatcher on the
+    database (their leases), not each one's own: two dispatchers, which share nothing but
+    the database (as two processes), hold no more than the cap at a hanging receiver, where
+    each held a cap of its own before (6 here); the other receivers still get theirs."""
+    settings = fast.model_copy(update={"delivery_timeout": 3.0, "delivery_per_receiver": 3})
+    hanging, quick = receiver("hanging"), receiver("quick")
+    hanging.reply = lambda _h: Reply(200, delay=30.0)
+    add_org(database, "sender")
+    add_org(database, "hanging", hanging.url)
+    add_org(database, "quick", quick.url)
+    for n in range(12):  # one queue head per patient
+        accept(database, settings, sender="sender", receivers=["hanging"],
+               patient_id=add_patient(database, n))
+    with Dispatcher(database, settings) as one, Dispatcher(database, settings) as two:
+        wait_for(lambda: len(hanging.requests) >= 3, within=15,
+                 what="the hanging receiver's attempts")
+        first = hanging.requests[0].at
+        passes = one.sweeps + two.sweeps
+        wait_for(lambda: one.sweeps + two.sweeps >= passes + 10, within=15,
+                 what="more passes of both dispatchers")
+        # well before the held attempts time out (their leases stay until then)
+        assert time.monotonic() - first < settings.delivery_timeout
+        assert len(hanging.requests) == 3
+        m = accept(database, settings, sender="sender", receivers=["quick"],
+                   patient_id=add_patient(database, 12))
+        wait_for(lambda: len(quick.accepted) == 1, within=15, what="the quick delivery")
+    assert quick.accepted_ids() == [m.header_id]
+
+
 def test_an_injected_transport_replaces_the_network(database: Database, fast: Settings) -> None:
     seen: list[httpx.Request] = []
 
