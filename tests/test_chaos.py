@@ -82,9 +82,12 @@ def _report(out: str) -> dict[str, str]:
 def test_nothing_accepted_is_lost_or_doubled_under_chaos() -> None:
     if not os.environ.get(PG_ENV):
         pytest.skip(f"PostgreSQL not configured ({PG_ENV} unset; CI sets it)")
-    # Bounds scale with how busy the machine is: the drain waits for retries and sweeps.
+    # Bounds scale with how busy the machine is: the drain waits for retries and sweeps,
+    # and for the dispatcher to work off the load's backlog (about 7,000 deliveries): 138-141 s
+    # on a quiet machine in session 18, parent tree and this alike, over the 120 s this
+    # bound gave at a load under the cores (one such run failed on it, 112 still queued).
     busy = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-    drain = int(min(480.0, 120 * busy))
+    drain = int(min(480.0, 240 * busy))
     done = subprocess.run(
         [sys.executable, "bench/chaos.py", "--clients", "2", "--gap", "5", "--pause", "2",
          "--down", "4", "--drain", str(drain)],
