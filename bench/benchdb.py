@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import date, timedelta
+from pathlib import Path
 
 import sqlalchemy
 from rich.console import Console
@@ -99,3 +100,15 @@ def print_machine(console: Console, info: dict[str, str], versions: dict[str, st
         facts.add_row(key, value)
     facts.add_row("load average at end", ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     console.print(facts)
+
+
+def stamp_as(url: str, root: Path) -> None:
+    """Label the database (migrated by this tree) with the newest migration of the checkout
+    at `root`, which may be older (a baseline served by `--hub-root`): tables and columns it
+    does not know are left alone."""
+    versions = sorted(p.name.split("_", 1)[0]
+                      for p in (root / "hub/db/migrations/versions").glob("[0-9]*_*.py"))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": versions[-1]})
+    engine.dispose()

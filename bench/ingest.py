@@ -56,7 +56,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchdb import fodselsnummers, postgres_url, sqlite_url  # noqa: E402
+from benchdb import fodselsnummers, postgres_url, sqlite_url, stamp_as  # noqa: E402
 
 from hub.auth.subject import Subject  # noqa: E402
 from hub.config import Settings  # noqa: E402
@@ -244,11 +244,14 @@ def _post(conn: http.client.HTTPConnection, body: bytes, token: str) -> tuple[in
 
 
 def _run_hub(url: str, n: int, clients: int, workers: int, *,
-             apart: bool = True, nice: int = 0, sealer: str = "apart") -> dict[str, float]:
+             apart: bool = True, nice: int = 0, sealer: str = "apart",
+             root: Path = ROOT) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         key_file = str(Path(tmp) / "audit.pem")
         keys = _prepare(url, clients, key_file)
-        with serving(url, key_file, workers, apart=apart, nice=nice,
+        if root.resolve() != ROOT:
+            stamp_as(url, root)
+        with serving(url, key_file, workers, apart=apart, nice=nice, root=root,
                      sealer=sealer) as (ports, procs):
             tokens = _tokens(f"http://127.0.0.1:{ports[0]}", keys)
             messages = _messages(n)
@@ -349,7 +352,8 @@ def _one(kind: str, args: argparse.Namespace) -> dict[str, float] | None:
             fhir_before = _run_floor(floor_url, args.n, fhir_model=True)
         with sqlite_url("carehub-ingest-") as url, sqlite_url("carehub-floor-") as floor_url:
             hub = _run_hub(url, args.n, args.clients, args.workers,
-                           apart=args.layout == "apart", nice=args.nice, sealer=args.sealer)
+                           apart=args.layout == "apart", nice=args.nice, sealer=args.sealer,
+                           root=Path(args.hub_root))
             floor = _run_floor(floor_url, args.n)
         with sqlite_url("carehub-floor-fhir-") as floor_url:
             fhir_after = _run_floor(floor_url, args.n, fhir_model=True)
@@ -360,7 +364,8 @@ def _one(kind: str, args: argparse.Namespace) -> dict[str, float] | None:
         with postgres_url(args.pg_url, "carehub_ingest_") as url:
             fhir_before = _run_floor(url, args.n, fhir_model=True)
             hub = _run_hub(url, args.n, args.clients, args.workers,
-                           apart=args.layout == "apart", nice=args.nice, sealer=args.sealer)
+                           apart=args.layout == "apart", nice=args.nice, sealer=args.sealer,
+                           root=Path(args.hub_root))
             floor = _run_floor(url, args.n)
             fhir_after = _run_floor(url, args.n, fhir_model=True)
     else:
@@ -384,13 +389,18 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1, help="runs per database (fresh each)")
     ap.add_argument("--db", default="sqlite,postgresql")
     ap.add_argument("--pg-url", default=os.environ.get("HUB_TEST_POSTGRES_URL"))
+    ap.add_argument("--hub-root", default=str(ROOT),
+                    help="checkout whose hub is served (e.g. the parent commit's, for a "
+                         "before/after); the floors and the clients are this tree's")
     args = ap.parse_args()
     console.print(f"{platform.python_implementation()} {platform.python_version()}, "
                   f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; N={args.n}, "
                   f"{args.clients} clients, {args.workers} hub processes ("
                   + ("each on a port of its own" if args.layout == "apart"
                      else "workers of one hub serve") + f", nice {args.nice}; sealer "
-                  + ("a process of its own" if args.sealer == "apart" else "in each") + ")")
+                  + ("a process of its own" if args.sealer == "apart" else "in each") + ")"
+                  + ("" if Path(args.hub_root).resolve() == ROOT
+                     else f"; the hub of {args.hub_root}"))
     table = Table("db", "msg/s", "p50 ms", "p95 ms", "p99 ms", "hub CPU ms/msg",
                   "client CPU ms/msg", "floor msg/s", "ratio", "FHIR floor msg/s",
                   "FHIR floor, slower run", "FHIR ratio", "audit records sealed", "target")

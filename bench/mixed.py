@@ -58,7 +58,13 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchdb import machine_info, postgres_url, print_machine, sqlite_url  # noqa: E402
+from benchdb import (  # noqa: E402
+    machine_info,
+    postgres_url,
+    print_machine,
+    sqlite_url,
+    stamp_as,
+)
 from ingest import (  # noqa: E402
     LAYOUT_HELP,
     LAYOUTS,
@@ -269,24 +275,13 @@ def _patients(base: str, token: str, count: int) -> list[tuple[str, str]]:
     return out
 
 
-def _stamp_as(url: str, root: Path) -> None:
-    """Label the database (migrated by this tree) with the newest migration of the checkout
-    at `root`, which may be older (a baseline): tables it does not know are left alone."""
-    versions = sorted(p.name.split("_", 1)[0]
-                      for p in (root / "hub/db/migrations/versions").glob("[0-9]*_*.py"))
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": versions[-1]})
-    engine.dispose()
-
-
 def _run(url: str, args: argparse.Namespace, stats_dir: str) -> dict[str, Any]:
     n_readers, n_writers = args.readers, args.writers
     with tempfile.TemporaryDirectory() as tmp:
         key_file = str(Path(tmp) / "audit.pem")
         keys = _prepare(url, n_readers + n_writers, key_file)
         if Path(args.hub_root).resolve() != ROOT:
-            _stamp_as(url, Path(args.hub_root))
+            stamp_as(url, Path(args.hub_root))
         for f in os.listdir(stats_dir):
             os.unlink(os.path.join(stats_dir, f))
         # reader i on rports[i % len(rports)], writer i on wports[i % len(wports)]
