@@ -221,19 +221,25 @@ class Settings(BaseSettings):
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+QUIET_LIBRARIES = ("alembic", "apscheduler", "httpx", "httpcore")
+"""Libraries whose INFO lines are routine (each migration step, each scheduled run, each
+HTTP request the dispatcher makes): shown from WARNING up unless HUB_LOG_LEVEL is DEBUG."""
 
 
 def logging_config(settings: Settings) -> dict[str, Any]:
     """A logging.config.dictConfig for a hub process: its own lines (and any library's at
     least as grave) on stderr with time, level, logger and process id, which is what an
-    operator reading a failed delivery or a crashed sweep needs. uvicorn's loggers are left
+    operator reading a failed delivery or a crashed sweep needs. At INFO the hub's own
+    lines, not the QUIET_LIBRARIES' routine; at DEBUG everything. uvicorn's loggers are left
     to uvicorn."""
+    quiet = {"DEBUG": "DEBUG", "INFO": "WARNING"}.get(settings.log_level, settings.log_level)
     return {
         "version": 1, "disable_existing_loggers": False,
         "formatters": {"hub": {"format": LOG_FORMAT}},
         "handlers": {"hub": {"class": "logging.StreamHandler", "formatter": "hub",
                              "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["hub"], "level": settings.log_level},
+        "loggers": {name: {"level": quiet} for name in QUIET_LIBRARIES},
     }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,3 +61,30 @@ def test_errors_are_one_sentence_and_exit_1(cli: CliRunner) -> None:
     assert missing.exit_code == 1
     weak = cli.invoke(app, ["user", "add", "--username", "x", "--role", "admin"], input="short\n")
     assert weak.exit_code == 1
+
+
+@pytest.mark.parametrize(("level", "shown"), [
+    ("INFO", ["hub.delivery: mine", "apscheduler.scheduler: grave"]),
+    ("DEBUG", ["hub.delivery: mine", "apscheduler.scheduler: chatter",
+               "httpx: HTTP Request: POST", "alembic.runtime.migration: Running upgrade",
+               "apscheduler.scheduler: grave"]),
+    ("ERROR", []),
+])
+def test_the_log_level_shows_the_hubs_lines_and_not_the_libraries_routine(
+        level: str, shown: list[str]) -> None:
+    """HUB_LOG_LEVEL=INFO is for the operator: the hub's own lines, not alembic's,
+    APScheduler's and httpx's line for every step, run and request (those from WARNING up,
+    or at DEBUG); ERROR shows no warning from anyone. A process of its own: logging is
+    global."""
+    code = ("import logging\n"
+            "from hub.config import Settings, configure_logging\n"
+            f"configure_logging(Settings(log_level={level!r}))\n"
+            "logging.getLogger('hub.delivery').info('mine')\n"
+            "logging.getLogger('apscheduler.scheduler').info('chatter')\n"
+            "logging.getLogger('httpx').info('HTTP Request: POST')\n"
+            "logging.getLogger('alembic.runtime.migration').info('Running upgrade')\n"
+            "logging.getLogger('apscheduler.scheduler').warning('grave')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[1])
+    lines = [line.split(" ", 3)[3] for line in done.stderr.splitlines()]
+    assert [line.split("[", 1)[0] + ":" + line.split("]:", 1)[1] for line in lines] == shown
