@@ -425,7 +425,8 @@ def sweep(db: Database, settings: Settings, *, now: datetime | None = None,
 
 class Dispatcher:
     """Delivers in the background: `threads` sweeper threads publish and claim every
-    `settings.delivery_poll_interval` seconds (claims keep them apart) and hand each claimed
+    `settings.delivery_poll_interval` seconds, or sooner when an attempt ends while a
+    receiver is at its cap (`_rest`); claims keep them apart. They hand each claimed
     delivery to one shared pool of `threads` x BATCH sender threads, without waiting for the
     attempts: a pass never waits for its slowest receiver, so a receiver that takes the whole
     timeout to answer holds up its own deliveries only, never another's accepted meanwhile.
@@ -453,6 +454,7 @@ class Dispatcher:
         self._under_way: Counter[str] = Counter()  # attempts in flight, by receiver
         self._claiming = threading.Lock()
         self._freed = threading.Event()  # a sender came free
+        self._finished = threading.Event()  # an attempt ended (cleared before each pass)
         self.sweeps = 0
         self.failures = 0
 
@@ -521,6 +523,21 @@ class Dispatcher:
                 if not self._under_way[c.receiver]:
                     del self._under_way[c.receiver]
             self._give(1)
+            self._finished.set()
+
+    def _rest(self) -> None:
+        """Wait before the next pass: the poll interval, but only until an attempt ends
+        while a receiver is at its cap (HUB_DELIVERY_PER_RECEIVER) here, or not at all when
+        one ended during the pass: its receiver's next due delivery may have room now.
+        Waiting the whole interval sent at most the cap a pass to a receiver with a
+        backlog."""
+        with self._lock:
+            capped = any(n >= self.settings.delivery_per_receiver
+                         for n in self._under_way.values())
+        if capped or self._finished.is_set():
+            self._finished.wait(self.settings.delivery_poll_interval)
+        else:
+            self._stop.wait(self.settings.delivery_poll_interval)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -529,6 +546,7 @@ class Dispatcher:
                 self._freed.wait(self.settings.delivery_poll_interval)
                 continue
             claimed = 0
+            self._finished.clear()  # an attempt that ends from here on wakes _rest
             try:
                 claimed = self._pass(limit)
                 self.sweeps += 1
@@ -538,12 +556,13 @@ class Dispatcher:
                     self.failures += 1
                 log.exception("delivery sweep failed; trying again")
             if claimed < limit:  # as many as it could take: more may be due at once
-                self._stop.wait(self.settings.delivery_poll_interval)
+                self._rest()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop sweeping; wait for the threads and the attempts under way (at most `timeout`
         seconds each)."""
         self._stop.set()
+        self._finished.set()
         wait = timeout if timeout is not None else self.settings.delivery_timeout * 2 + 5
         for worker in self._workers:
             worker.join(wait)

@@ -106,6 +106,27 @@ def test_two_dispatchers_share_one_cap_per_receiver(
     assert quick.accepted_ids() == [m.header_id]
 
 
+def test_a_backlog_to_one_receiver_goes_as_fast_as_it_answers_not_a_cap_a_poll(
+        database: Database, fast: Settings, receiver: ReceiverFactory) -> None:
+    """A receiver with more due than its cap (HUB_DELIVERY_PER_RECEIVER) gets the next as
+    soon as an attempt to it ends, not the cap once a poll interval: 20 deliveries at a cap
+    of 2 with a poll of 5 s arrive within one interval (they took 10 polls, about 25 s with
+    two sweepers, before)."""
+    settings = fast.model_copy(update={"delivery_per_receiver": 2,
+                                       "delivery_poll_interval": 5.0})
+    quick = receiver("quick")
+    add_org(database, "sender")
+    add_org(database, "quick", quick.url)
+    for n in range(20):  # one queue head per patient: all due at once
+        accept(database, settings, sender="sender", receivers=["quick"],
+               patient_id=add_patient(database, n))
+    with Dispatcher(database, settings):
+        wait_for(lambda: len(quick.accepted) >= 1, within=15, what="the first delivery")
+        first = quick.accepted[0].at
+        wait_for(lambda: len(quick.accepted) == 20, within=30, what="all 20 deliveries")
+        assert quick.accepted[-1].at - first < settings.delivery_poll_interval
+
+
 def test_an_injected_transport_replaces_the_network(database: Database, fast: Settings) -> None:
     seen: list[httpx.Request] = []
 
