@@ -90,6 +90,8 @@ D = DeliveryRow
 BATCH = 16
 """Deliveries claimed (and sent concurrently) per pass."""
 PUBLISH_BATCH = 5000
+COALESCE = 0.02
+"""Seconds a sweeper woken by an attempt's end waits for others to end before its pass."""
 MAX_BACKOFF = 3600.0
 """Seconds: the backoff stops doubling here."""
 LEASE_MARGIN = 1.0
@@ -519,25 +521,29 @@ class Dispatcher:
             log.exception("delivery attempt failed")
         finally:
             with self._lock:
+                was_full = self._under_way[c.receiver] >= self.settings.delivery_per_receiver
                 self._under_way[c.receiver] -= 1
                 if not self._under_way[c.receiver]:
                     del self._under_way[c.receiver]
             self._give(1)
-            self._finished.set()
+            if was_full:  # its receiver has room again
+                self._finished.set()
 
     def _rest(self) -> None:
-        """Wait before the next pass: the poll interval, but only until an attempt ends
-        while a receiver is at its cap (HUB_DELIVERY_PER_RECEIVER) here, or not at all when
-        one ended during the pass: its receiver's next due delivery may have room now.
-        Waiting the whole interval sent at most the cap a pass to a receiver with a
-        backlog."""
+        """Wait before the next pass: the poll interval, but only until an attempt to a
+        receiver at its cap (HUB_DELIVERY_PER_RECEIVER) here ends, or not at all when one
+        ended during the pass: that receiver's next due delivery has room now. Waiting the
+        whole interval sent at most the cap a pass to a receiver with a backlog. After such
+        a wake, COALESCE seconds more, so that one pass takes the room of the attempts that
+        end together instead of a pass each (the chaos run's intake fell by a third with a
+        pass for every ending)."""
         with self._lock:
             capped = any(n >= self.settings.delivery_per_receiver
                          for n in self._under_way.values())
-        if capped or self._finished.is_set():
-            self._finished.wait(self.settings.delivery_poll_interval)
-        else:
+        if not (capped or self._finished.is_set()):
             self._stop.wait(self.settings.delivery_poll_interval)
+        elif self._finished.wait(self.settings.delivery_poll_interval):
+            self._stop.wait(COALESCE)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
