@@ -110,8 +110,8 @@ def test_a_backlog_to_one_receiver_goes_as_fast_as_it_answers_not_a_cap_a_poll(
         database: Database, fast: Settings, receiver: ReceiverFactory) -> None:
     """A receiver with more due than its cap (HUB_DELIVERY_PER_RECEIVER) gets the next as
     soon as an attempt to it ends, not the cap once a poll interval: 20 deliveries at a cap
-    of 2 with a poll of 5 s arrive within one interval (they took 10 polls, about 25 s with
-    two sweepers, before)."""
+    of 2 with a poll of 5 s arrive within one interval (before, they came in batches a poll
+    apart: 10 s for the 20)."""
     settings = fast.model_copy(update={"delivery_per_receiver": 2,
                                        "delivery_poll_interval": 5.0})
     quick = receiver("quick")
