@@ -8,13 +8,14 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.delivery import service
-from hub.delivery.dispatcher import backoff, claim, publish, sweep
+from hub.delivery.dispatcher import CLAIM_LOCK, backoff, claim, publish, sweep
 from hub.store import service as service_store
 from tests.database_away import Connections
 from tests.delivery.conftest import ReceiverFactory, sweep_until
@@ -444,3 +445,33 @@ def test_a_claim_passes_over_a_receiver_with_its_cap_under_way(
     room = claim(database, settings, at=at, limit=4, under_way={"a": 1})
     assert [c.receiver for c in room] == ["a", "a"]  # two more, up to the cap of three
     assert len(claim(database, settings, at=at, limit=16)) == 4  # uncapped: the rest of a's
+
+
+def test_claims_that_count_leases_take_turns_across_processes(
+        database: Database, fast: Settings) -> None:
+    """Two dispatcher processes must not both fill the same gap under a receiver's cap: a
+    claim that counts the leases waits while another claimer holds the claim lock (another
+    process's transaction on the server). Control: an uncapped claim (`sweep`, the CLI)
+    counts nothing and does not wait."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite's write transaction is exclusive: claims take turns anyway")
+    add_org(database, SENDER)
+    add_org(database, "a", "http://a.invalid/fhir")
+    for n in range(2):
+        accept(database, fast, sender=SENDER, receivers=["a"],
+               patient_id=add_patient(database, n))
+    publish(database)
+    at = utcnow() + timedelta(seconds=1)
+    got: list[int] = []
+    with database.engine.connect() as other:  # another process, mid-claim
+        other.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+        capped = threading.Thread(target=lambda: got.append(
+            len(claim(database, fast, at=at, limit=1, under_way={}))))
+        capped.start()
+        capped.join(1.0)
+        assert capped.is_alive()  # waiting for the other claimer
+        assert got == []
+        assert len(claim(database, fast, at=at, limit=1)) == 1  # uncapped: no wait
+        other.rollback()  # the other claim ends
+        capped.join(10)
+    assert got == [1]
