@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
 FNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.1"
@@ -148,9 +148,11 @@ def person_numbers(resource: Mapping[str, Any]) -> list[str]:
                    and isinstance(i.get("value"), str) and i["value"]})
 
 
-def person_identifier_pairs(number: str) -> list[tuple[str, str]]:
-    """(system, value) of every way a stored Patient may carry `number`."""
-    return [(system, number) for system in _PERSON_SYSTEMS_ANY]
+def person_identifier_pairs(numbers: Iterable[str]) -> list[tuple[str, str]]:
+    """(system, value) of every way a stored Patient may carry each of `numbers` (once each,
+    in order of number)."""
+    return [(system, number) for number in sorted(set(numbers))
+            for system in _PERSON_SYSTEMS_ANY]
 
 
 def _render(loc: _Loc) -> str:

@@ -47,26 +47,25 @@ def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:
     return [i for i in (ident or []) if isinstance(i, dict) and i.get("value")]
 
 
-def _person_pairs(resource: dict[str, Any]) -> list[tuple[str, str]]:
-    """(system, value) of every way a stored Patient may carry the fødselsnummer and
-    D-nummer a Patient entry names, under either name of their systems (the OID, or HL7
-    Norway's hl7.no alias): one person, however a sender spelled the system."""
-    return [pair for number in person_numbers(resource)
-            for pair in person_identifier_pairs(number)]
+def _match_pairs(resource: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """(system, value) of every identifier an entry is matched (and locked) by: for a
+    Patient, every way a stored Patient may carry the fødselsnummer and D-nummer it names,
+    under either name of their systems (the OID, or HL7 Norway's hl7.no alias), as REST
+    writes of a Patient match and lock them; for any other type, its identifiers."""
+    if resource.get("resourceType") == "Patient":
+        return list(person_identifier_pairs(person_numbers(resource)))
+    return [(i.get("system"), str(i["value"])) for i in _identifiers(resource)]
 
 
 def _identity_names(entries: list[dict[str, Any]]) -> list[str]:
-    """'Type|system|value' of every identifier an entry may be matched by (for a Patient,
-    every way of carrying its numbers, as REST writes of a Patient lock them)."""
+    """'Type|system|value' of every identifier an entry may be matched by."""
     names = []
     for index, entry in enumerate(entries):
         resource = entry.get("resource")
         if index == 0 or not isinstance(resource, dict):
             continue
-        rtype = resource.get("resourceType")
-        pairs = (_person_pairs(resource) if rtype == "Patient" else
-                 [(i.get("system"), i["value"]) for i in _identifiers(resource)])
-        names += [identity_name(str(rtype), system, value) for system, value in pairs]
+        names += [identity_name(str(resource.get("resourceType")), system, value)
+                  for system, value in _match_pairs(resource)]
     return names
 
 
@@ -100,16 +99,12 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
                     expression=f"Bundle.entry[{index}].fullUrl")
             placements.append(Placement(index, rtype, rid, True, by_full_url=True))
             continue
-        pairs: list[tuple[str | None, str]]
-        if rtype == "Patient":
-            pairs = list(_person_pairs(resource))
-            if not pairs:
-                raise InvalidResourceError(
-                    f"{where}: the Patient needs a fødselsnummer ({FNR_SYSTEM}) or D-nummer "
-                    f"({DNR_SYSTEM}); the hub matches people by it.",
-                    expression=f"{where}.identifier")
-        else:
-            pairs = [(i.get("system"), str(i["value"])) for i in _identifiers(resource)]
+        pairs = _match_pairs(resource)
+        if rtype == "Patient" and not pairs:
+            raise InvalidResourceError(
+                f"{where}: the Patient needs a fødselsnummer ({FNR_SYSTEM}) or D-nummer "
+                f"({DNR_SYSTEM}); the hub matches people by it.",
+                expression=f"{where}.identifier")
         to_match.append((index, rtype, [
             service.Wanted(system, value, frozenset({rtype})) for system, value in pairs]))
     matches = iter(service.find_by_identifiers(

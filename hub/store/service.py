@@ -183,7 +183,7 @@ def lock_people(session: Session, numbers: Iterable[str]) -> list[tuple[str, str
     """Lock the identities of the people with these fødselsnummer / D-nummer `numbers` until
     the transaction ends, all at once (hub.db.locks): (system, value) of each way a Patient
     may carry them."""
-    pairs = [pair for number in sorted(set(numbers)) for pair in person_identifier_pairs(number)]
+    pairs = person_identifier_pairs(numbers)
     lock_names(session, [identity_name("Patient", system, value) for system, value in pairs])
     return pairs
 

@@ -201,6 +201,13 @@ class LogLine:
         """Whether the records went (or were shown) to the recipient."""
         return self.decision not in ("deny", UNREADABLE)
 
+    @classmethod
+    def of_unreadable(cls, seq: int, at: datetime, why: str) -> LogLine:
+        """The line of a record whose body cannot be read: only when, and why (`reason`)."""
+        return cls(seq, at, recipient="", recipient_name="", event="", interaction="",
+                   resource_types=(), resources=(), decision=UNREADABLE, basis="",
+                   basis_version="", reason=why, requested_by="", event_id="")
+
     @property
     def unreadable(self) -> bool:
         """A record whose body cannot be read: changed after it was written (`reason` says
@@ -337,10 +344,7 @@ def disclosure_log(session: Session, patient_id: str, filters: Filters, *,
     for row in session.scalars(stmt.order_by(_R.recorded_at.desc(), _R.seq.desc()).limit(LIMIT)):
         body, why = read_body(bytes(row.body))
         if body is None:  # changed after it was written: shown whatever the filters
-            lines.append(LogLine(
-                row.seq, row.recorded_at, recipient="", recipient_name="", event="",
-                interaction="", resource_types=(), resources=(), decision=UNREADABLE,
-                basis="", basis_version="", reason=why, requested_by="", event_id=""))
+            lines.append(LogLine.of_unreadable(row.seq, row.recorded_at, why))
             continue
         details, resources, recipient = _details(body)
         decision = details.get("decision", "deny")
