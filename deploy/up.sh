@@ -76,13 +76,15 @@ cleanup() {
 trap cleanup EXIT
 
 # The first ports tried: UP_PG_PORT for PostgreSQL; UP_PORT for TLS, the API and plain HTTP
-# ports following it (default 58443, 58081 and 58080).
-PG_PORT=$(free_port "${UP_PG_PORT:-56500}")
+# ports following it (default 28443, 28081 and 28080). The defaults lie below Linux's usual
+# ephemeral range (32768-60999, /proc/sys/net/ipv4/ip_local_port_range), from which outgoing
+# connections take their ports, so that none takes one between its test here and its bind.
+PG_PORT=$(free_port "${UP_PG_PORT:-26500}")
 CAREHUB_PG_CONF=$ROOT/deploy/postgresql/carehub.conf \
   bash "$ROOT/scripts/pg.sh" start "$DIR/pg" "$PG_PORT" >"$DIR/log/pg.log" 2>&1 \
-  || die "PostgreSQL did not start ($DIR/log/pg.log)"
-TLS_PORT=$(free_port "${UP_PORT:-58443}")
-API_FROM=58081 HTTP_FROM=58080
+  || { tail -n 40 "$DIR/log/pg.log" >&2; die "PostgreSQL did not start ($DIR/log/pg.log)"; }
+TLS_PORT=$(free_port "${UP_PORT:-28443}")
+API_FROM=28081 HTTP_FROM=28080
 [[ -z ${UP_PORT:-} ]] || { API_FROM=$((TLS_PORT + 1)); HTTP_FROM=$((TLS_PORT + 10)); }
 API1=$(free_port "$API_FROM")
 API2=$(free_port $((API1 + 1)))
@@ -141,36 +143,68 @@ done
 echo "}" >> "$DIR/clients.json"
 
 # --- the roles, as separate processes ------------------------------------------------------------
+declare -A PID PORT
 start() {  # name, hub command and args...; NICE=N: at that lower CPU priority
   local name=$1; shift
   setsid nice -n "${NICE:-0}" "$HUB" "$@" >"$DIR/log/$name.log" 2>&1 &
   echo $! >> "$DIR/pids"
   PIDS+=($!)
+  PID[$name]=$!
 }
-start api-1 serve --roles api --host 127.0.0.1 --port "$API1"
-start api-2 serve --roles api --host 127.0.0.1 --port "$API2"
-WRITE_PIDS=()
-for name_port in "api-writes-1 $WRITES1" "api-writes-2 $WRITES2"; do
-  read -r name port <<<"$name_port"
-  NICE=$WRITE_NICE start "$name" serve --roles api --host 127.0.0.1 --port "$port"
-  WRITE_PIDS+=("${PIDS[-1]}")
-done
-NICE=$WRITE_NICE start mllp mllp --host 127.0.0.1 --port "$MLLP_PORT"  # carehub-mllp.service
-WRITE_PIDS+=("${PIDS[-1]}")
+listen() {  # name: (re)start the listener of that name on PORT[name]
+  local name=$1
+  case $name in
+    mllp) NICE=$WRITE_NICE start mllp mllp --host 127.0.0.1 --port "${PORT[mllp]}" ;;  # carehub-mllp.service
+    api-writes-*) NICE=$WRITE_NICE start "$name" serve --roles api --host 127.0.0.1 --port "${PORT[$name]}" ;;
+    *) start "$name" serve --roles api --host 127.0.0.1 --port "${PORT[$name]}" ;;
+  esac
+}
+answers() {  # name: its port takes a connection (MLLP) or answers /fhir/metadata (the API)
+  if [[ $1 == mllp ]]; then
+    (exec 3<>"/dev/tcp/127.0.0.1/${PORT[mllp]}") 2>/dev/null
+  else
+    curl -fsS -o /dev/null "http://127.0.0.1:${PORT[$1]}/fhir/metadata" 2>/dev/null
+  fi
+}
+failed() {  # name, why: the end of its log, then stop
+  tail -n 40 "$DIR/log/$1.log" | sed "s/^/  $1.log: /" >&2
+  die "$2 (logs: $DIR/log)"
+}
+PORT=([api-1]=$API1 [api-2]=$API2 [api-writes-1]=$WRITES1 [api-writes-2]=$WRITES2 [mllp]=$MLLP_PORT)
+LISTENERS=(api-1 api-2 api-writes-1 api-writes-2 mllp)
+for name in "${LISTENERS[@]}"; do listen "$name"; done
 start dispatcher serve --roles dispatcher
 start scheduler serve --roles scheduler
 start sealer serve --roles sealer
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$MLLP_PORT") 2>/dev/null && break
-  sleep 0.2
-done
-for port in "$API1" "$API2" "$WRITES1" "$WRITES2"; do
-  for _ in $(seq 100); do
-    curl -fsS "http://127.0.0.1:$port/fhir/metadata" >/dev/null 2>&1 && break
+# Eight processes start at once on what may be two busy cores: each listener gets until a
+# deadline (UP_START_TIMEOUT seconds, default 180), and one that has exited fails at once with
+# its log. Where the ports chosen above lie in the kernel's ephemeral range (UP_PORT, or a
+# machine with a wider range), an outgoing connection of another process can take one between
+# its test and its listener's bind: that listener is started again on another port.
+began=$SECONDS
+deadline=$((SECONDS + ${UP_START_TIMEOUT:-180}))
+for name in "${LISTENERS[@]}"; do
+  moved=0
+  until answers "$name"; do
+    if ! kill -0 "${PID[$name]}" 2>/dev/null; then
+      if (( moved < 3 )) && grep -qiE 'address already in use|errno 98' "$DIR/log/$name.log"; then
+        moved=$((moved + 1))
+        log "$name: port ${PORT[$name]} was taken before it could bind it; trying another"
+        PORT[$name]=$(free_port $((PORT[$name] + 100)))
+        listen "$name"
+        continue
+      fi
+      failed "$name" "$name exited while starting on port ${PORT[$name]}"
+    fi
+    (( SECONDS < deadline )) \
+      || failed "$name" "$name did not answer on port ${PORT[$name]} within $((SECONDS - began)) s"
     sleep 0.2
   done
-  curl -fsS "http://127.0.0.1:$port/fhir/metadata" >/dev/null || die "API on $port did not start ($DIR/log)"
 done
+log "the listeners answered $((SECONDS - began)) s after they were started"
+API1=${PORT[api-1]} API2=${PORT[api-2]} WRITES1=${PORT[api-writes-1]} WRITES2=${PORT[api-writes-2]}
+MLLP_PORT=${PORT[mllp]}
+WRITE_PIDS=("${PID[api-writes-1]}" "${PID[api-writes-2]}" "${PID[mllp]}")
 # Where the kernel groups processes by session (autogroups, sched(7)), setsid gave each its own
 # group, and a group's nice, not its process's, weighs it against the others: give the write
 # pool's groups theirs, and the MLLP listener's (the processes answer, so setsid has run).
@@ -241,7 +275,7 @@ PY
 restored=$(HUB_DATABASE_URL=${HUB_DATABASE_URL%/*}/carehub_restored HUB=$HUB \
            bash "$ROOT/deploy/backup.sh" restore "$BACKUP")
 log "restore into carehub_restored: $restored"
-for pid in "${PIDS[@]}"; do
-  kill -0 "$pid" 2>/dev/null || die "a role process ($pid) died (see $DIR/log)"
+for name in "${!PID[@]}"; do
+  kill -0 "${PID[$name]}" 2>/dev/null || failed "$name" "the role process $name (${PID[$name]}) died"
 done
 log "smoke test passed"
