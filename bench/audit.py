@@ -237,8 +237,8 @@ class Bench:
             cursor = raw.cursor()
             mark = "?" if self.db.dialect == "sqlite" else "%s"
             insert_record = ("INSERT INTO audit_records (seq, recorded_at, patient_ref, agent, "
-                             "action, subtype, body, leaf_hash, signature, key_id, leaf_index) "
-                             f"VALUES ({', '.join([mark] * 11)})")
+                             "action, subtype, body, leaf_hash, signature, key_id, leaf_index, "
+                             f"event_id) VALUES ({', '.join([mark] * 12)})")
             insert_node = f"INSERT INTO audit_tree_nodes (level, idx, hash) VALUES ({mark}, " \
                           f"{mark}, {mark})"
             insert_cp = ("INSERT INTO audit_checkpoints (tree_size, root_hash, signed_at, "
@@ -261,7 +261,8 @@ class Bench:
                     body = canonical_json(record)
                     digest = hashlib.sha256(b"\x00" + body).digest()
                     rows.append((i + 1, column_at, patient, agent, "R", "read", body,
-                                 digest.hex(), self.signer.sign(digest), self.signer.key_id, i))
+                                 digest.hex(), self.signer.sign(digest), self.signer.key_id, i,
+                                 record["id"]))
                     nodes.extend(frontier.push(digest))
                 cursor.executemany(insert_record, rows)
                 cursor.executemany(insert_node, nodes)

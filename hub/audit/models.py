@@ -56,6 +56,10 @@ class AuditRecordRow(Base):
     key_id: Mapped[str] = mapped_column(String(64))
     # Position in the tree, 0-based, given by the sealer in the order it seals: NULL until then.
     leaf_index: Mapped[int | None] = mapped_column(PK, nullable=True)
+    # The body's AuditEvent.id, for reading a record by it (GET /fhir/AuditEvent/{id}); like
+    # the search columns it repeats the signed body, and verify checks that it does. NULL
+    # only where migration 0014 found a body that was no AuditEvent.
+    event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # legacy chain
     hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # legacy chain
 
@@ -64,6 +68,7 @@ class AuditRecordRow(Base):
         Index("ix_audit_records_patient", "patient_ref", "recorded_at"),
         Index("ix_audit_records_recorded", "recorded_at"),
         Index("ix_audit_records_leaf", "leaf_index", unique=True),
+        Index("ix_audit_records_event", "event_id"),
         # What the sealer looks for: only unsealed rows, so it costs with what is waiting.
         Index("ix_audit_records_unsealed", "seq", sqlite_where=UNSEALED,
               postgresql_where=UNSEALED),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, LargeBinary, Text, and_, cast, literal, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from hub.audit.models import AuditRecordRow
@@ -216,20 +216,12 @@ def search(session: Session, query: AuditQuery) -> AuditPage:
 
 
 def read(session: Session, event_id: str) -> AuditLine | None:
-    """The record whose AuditEvent has this id, or None.
-
-    The id lives only inside the signed body, so this scans the bodies (a LIKE on the
-    canonical JSON, then a check of the parsed id): linear in the size of the trail. An
-    indexed id column would need a migration of audit_records. On PostgreSQL the LIKE is
-    bytea's own, so a body that is not UTF-8 is passed over, not an error of the search.
-    """
+    """The record whose AuditEvent has this id, or None: an index search on the event_id
+    column (migration 0014), then the body's own id must agree, so an edited column gives
+    None rather than another record (and `hub audit verify` names the edit)."""
     if not _ID_RE.match(event_id):
         return None
-    pattern = f'%"id":"{event_id}"%'
-    match = (_R.body.op("LIKE")(literal(pattern.encode(), LargeBinary))
-             if session.get_bind().dialect.name == "postgresql"
-             else cast(_R.body, Text).like(pattern))
-    for row in session.scalars(select(_R).where(match).order_by(_R.seq)):
+    for row in session.scalars(select(_R).where(_R.event_id == event_id).order_by(_R.seq)):
         line = _line(row)
         if line.id == event_id:
             return line

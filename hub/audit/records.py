@@ -169,7 +169,7 @@ def signed_rows(signer: Signer, entries: Sequence[Entry]) -> list[dict[str, Any]
                              "extension only once, at its top level")
         digest = hashlib.sha256(b"\x00" + body).digest()
         rows.append({
-            "recorded_at": recorded_at, "patient_ref": entry.patient_ref,
+            "event_id": record["id"], "recorded_at": recorded_at, "patient_ref": entry.patient_ref,
             "agent": entry.agent, "action": entry.action, "subtype": entry.subtype,
             "body": body, "leaf_hash": digest.hex(), "signature": signer.sign(digest),
             "key_id": signer.key_id,
@@ -216,22 +216,41 @@ def columns_agree(body: bytes, recorded: str, action: str, patient_ref: str | No
             and body.count(_ONCE[2]) == 1)
 
 
+def event_id_of(body: bytes) -> str | None:
+    """The AuditEvent.id in a record's body (the event_id column's value), or None for a
+    body that is not a JSON object with a string id."""
+    try:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    found = event.get("id") if isinstance(event, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def id_bytes(event_id: str) -> bytes:
+    """What the event_id column is in a canonical body, found as exact bytes (verify's
+    quick check; `columns_disagree` decides when it is not found)."""
+    return b'"id":' + encode_basestring(event_id).encode()
+
+
 def columns_disagree(seq: int, body: bytes, recorded_at: datetime, action: str,
-                     patient_ref: str | None, agent: str, subtype: str) -> str | None:
-    """Why a record's search columns disagree with its body; None if they agree."""
+                     patient_ref: str | None, agent: str, subtype: str,
+                     event_id: str | None) -> str | None:
+    """Why a record's search columns (and its event_id) disagree with its body; None if
+    they agree."""
     try:
         event = json.loads(body)
         index = next(e for e in event.get("extension", []) if e.get("url") == INDEX_EXTENSION)
         signed = {part["url"]: next(v for k, v in part.items() if k.startswith("value"))
                   for part in index["extension"]}
         values = (event["recorded"], event["action"], signed.get("patient"), signed["agent"],
-                  signed["subtype"])
+                  signed["subtype"], event.get("id"))
     except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
         return f"record {seq}'s body is not a hub AuditEvent"
-    stored = (_instant(recorded_at), action, patient_ref, agent, subtype)
+    stored = (_instant(recorded_at), action, patient_ref, agent, subtype, event_id)
     if values == stored:
         return None
-    names = ("recorded_at", "action", "patient_ref", "agent", "subtype")
+    names = ("recorded_at", "action", "patient_ref", "agent", "subtype", "event_id")
     edited = [name for name, a, b in zip(names, values, stored, strict=True) if a != b]
     return (f"record {seq} was edited: its {', '.join(edited)} "
             f"{'differs' if len(edited) == 1 else 'differ'} from its body")

@@ -48,7 +48,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -71,6 +71,7 @@ from hub.audit.models import AuditSpoolMarkRow
 from hub.audit.records import (
     Entry,
     columns_agree,
+    event_id_of,
     instant_text,
     signed_rows,
     store_rows,
@@ -146,6 +147,9 @@ class Batch:
     gone: int | None  # the owner's lock, held: its process is gone
     mark: int  # the last id in audit_records: as read, then as moved
     sealable: int = 0  # of `rows`, how many from the first passed the checks (keys given)
+    # each row's AuditEvent.id by spool id (audit_records.event_id), read from its body
+    # here rather than under the main database's write lock
+    event_ids: dict[int, str | None] = field(default_factory=dict)
     problem: str | None = None  # why the next one may not be sealed
 
 
@@ -323,6 +327,7 @@ class ReadAudit:
                              .order_by(_SPOOL.c.id).limit(limit + 1)).all()
             oldest = s.scalar(select(func.min(_SPOOL.c.id)))
         batch = Batch(spool, list(rows[:limit]), len(rows) > limit, oldest, gone, done)
+        batch.event_ids = {row.id: event_id_of(bytes(row.body)) for row in batch.rows}
         if keys is not None:
             for row in batch.rows:
                 batch.problem = _problem(row, keys)
@@ -349,6 +354,8 @@ class ReadAudit:
             rows = []
             for r in todo:
                 row = {c: getattr(r, c) for c in _COLUMNS}
+                row["event_id"] = (batch.event_ids[r.id] if r.id in batch.event_ids
+                                   else event_id_of(bytes(r.body)))
                 row["leaf_index"] = leaf_index(r) if leaf_index is not None else None
                 rows.append(row)
             store_rows(session, rows)
@@ -422,7 +429,9 @@ class _Ticket:
 
 
 def _spool_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    session.connection().execute(_INSERT, list(rows))
+    """Insert rows made by `signed_rows` into the spool, which keeps no event_id (the mover
+    reads it from the body: spool files of an older hub have no such column)."""
+    session.connection().execute(_INSERT, [{c: row[c] for c in _COLUMNS} for row in rows])
 
 
 class _GroupCommitter:

@@ -52,6 +52,7 @@ from hub.audit.models import AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRo
 from hub.audit.records import (
     _ONCE,
     columns_disagree,
+    id_bytes,
     index_bytes,
     instant_text,
     leaf_hex,
@@ -68,10 +69,10 @@ Progress = Callable[[int, int], None]
 _R = AuditRecordRow
 _N = AuditTreeNodeRow
 _COLUMNS = (_R.seq, _R.leaf_index, _R.body, _R.leaf_hash, _R.recorded_at, _R.action,
-            _R.patient_ref, _R.agent, _R.subtype)
+            _R.patient_ref, _R.agent, _R.subtype, _R.event_id)
 _SIGNED = (_R.signature, _R.key_id, _R.prev_hash, _R.hash)
 _WALKED = ("seq, leaf_index, {body}, leaf_hash, recorded_at, action, patient_ref, agent, "
-           "subtype")  # the order of _Walk._record's parameters
+           "subtype, event_id")  # the order of _check_chunk's loop variables
 _SQLITE_BODY = "CAST(body AS BLOB)"
 """The body as the bytes SQLite holds, also when an edit in SQL left TEXT that is not UTF-8
 (the driver would fail to decode it): hub.db.types.ExactBytes, at the driver."""
@@ -138,7 +139,7 @@ def check_record(row: AuditRecordRow, keys: Mapping[str, Ed25519PublicKey]) -> s
     if problem is not None:
         return problem
     return columns_disagree(row.seq, bytes(row.body), row.recorded_at, row.action,
-                            row.patient_ref, row.agent, row.subtype)
+                            row.patient_ref, row.agent, row.subtype, row.event_id)
 
 
 CHUNK_LEVEL = 14
@@ -194,8 +195,8 @@ def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence
     actions: dict[str, bytes] = {}
     extension, recorded_key, action_key = _ONCE
     expected = start
-    for seq, leaf_index, body, leaf_hash, recorded_at, action, patient_ref, agent, subtype \
-            in rows:
+    for seq, leaf_index, body, leaf_hash, recorded_at, action, patient_ref, agent, subtype, \
+            event_id in rows:
         if leaf_index != expected:
             leaf_problem = (_gap_reason(expected, seq, leaf_index), None, expected)
             break
@@ -217,15 +218,16 @@ def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence
         acted = actions.get(action)
         if acted is None:
             acted = actions[action] = f'"action":"{action}"'.encode()
-        # records.columns_agree, with the bytes it looks for made once.
+        # records.columns_agree, with the bytes it looks for made once, and the event id.
         if not (index in body and recorded in body and acted in body
                 and body.count(extension) == 1 and body.count(recorded_key) == 1
-                and body.count(action_key) == 1):
+                and body.count(action_key) == 1
+                and event_id is not None and id_bytes(event_id) in body):
             at = datetime.fromisoformat(recorded_at) if isinstance(recorded_at, str) \
                 else recorded_at
             # The slow, exact comparison decides (and says what differs).
             problem = columns_disagree(seq, body, at.replace(tzinfo=at.tzinfo or UTC), action,
-                                       patient_ref, agent, subtype)
+                                       patient_ref, agent, subtype, event_id)
             if problem is not None:
                 leaf_problem = (problem, seq, expected)
                 break
@@ -499,7 +501,7 @@ def _unsealed(source: SessionSource, keys: Mapping[str, Ed25519PublicKey]) -> in
         for row in rows:
             problem = record_signature_problem(row, keys) or columns_disagree(
                 row.seq, bytes(row.body), row.recorded_at, row.action, row.patient_ref,
-                row.agent, row.subtype)
+                row.agent, row.subtype, row.event_id)
             if problem is not None:
                 raise _BrokenError(f"{problem} (not sealed yet)", row.seq)
             n += 1

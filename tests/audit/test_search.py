@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
+from hub.audit import queries as audit_queries
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from tests.audit.trail import mark, since
 from tests.factories import encounter, fnr, patient
+from tests.plans import sqlite_plan, statements_of
 from tests.ui.conftest import browser, make_user, org_id, sign_in  # noqa: F401 (fixtures)
 
 
@@ -91,6 +94,43 @@ def test_bodies_are_the_signed_events_and_read_by_id(auditor: TestClient, databa
     assert one.json() == found[0]
     assert auditor.get("/fhir/AuditEvent/0d8a6f7e-0000-4000-8000-000000000000"
                        ).status_code == 404
+
+
+def test_read_by_id_finds_the_record_by_its_body_not_by_an_edited_column(
+        auditor: TestClient, database: Database, story: dict[str, str]) -> None:
+    """GET /fhir/AuditEvent/{id} finds the record through the event_id column, and the body
+    decides: a column edited in SQL to another record's id does not make that read give the
+    edited record (its own id then finds nothing; `hub audit verify` names the edit)."""
+    found = _events(auditor.get("/fhir/AuditEvent", params={"patient": story["a"]}))
+    first, second = found[0], found[1]
+    for event in (first, second):  # the control: both read by their ids
+        one = auditor.get(f"/fhir/AuditEvent/{event['id']}")
+        assert (one.status_code, one.json()) == (200, event)
+    seq = next(r.seq for r in since(database, 0) if r.event["id"] == first["id"])
+    with database.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_records SET event_id = :e WHERE seq = :s"),
+                     {"e": second["id"], "s": seq})
+    one = auditor.get(f"/fhir/AuditEvent/{second['id']}")
+    assert (one.status_code, one.json()) == (200, second)
+    assert auditor.get(f"/fhir/AuditEvent/{first['id']}").status_code == 404
+
+
+def test_read_by_id_is_an_index_search(database: Database, story: dict[str, str]) -> None:
+    """Reading one record by id must not read every body of the trail (it did, with a LIKE,
+    before migration 0014): SQLite's plan of the statement the hub runs."""
+    if database.dialect != "sqlite":
+        pytest.skip("reads SQLite's query plan; the index is the same on both")
+    [record] = since(database, 0)[:1]
+
+    def read_it() -> None:
+        with database.session(write=False) as s:
+            assert audit_queries.read(s, record.event["id"]) is not None
+
+    [(statement, params)] = [(st, p) for st, p in statements_of(database.engine, read_it)
+                             if "FROM audit_records" in st]
+    plan = sqlite_plan(database.engine, statement, params)
+    assert "ix_audit_records_event (event_id=?)" in plan, plan
+    assert "SCAN " not in plan, plan
 
 
 def test_agent_subtype_and_paging(auditor: TestClient, database: Database,

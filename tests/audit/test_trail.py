@@ -182,8 +182,8 @@ def forged_row(conn: Connection, forger: Signer, *, leaf_index: int | None) -> i
     seq = int(conn.execute(text("SELECT max(seq) + 100 FROM audit_records")).scalar_one())
     conn.execute(text(
         "INSERT INTO audit_records (seq, recorded_at, patient_ref, agent, action, subtype, body, "
-        "leaf_hash, signature, key_id, leaf_index) VALUES (:q, :t, NULL, 'Client/time', 'R', "
-        "'read', :b, :h, :sig, :k, :i)"),
+        "leaf_hash, signature, key_id, leaf_index, event_id) VALUES (:q, :t, NULL, "
+        "'Client/time', 'R', 'read', :b, :h, :sig, :k, :i, 'forged')"),
         {"q": seq, "t": "2026-01-01 00:00:00", "b": body, "h": digest.hex(),
          "sig": forger.sign(digest), "k": forger.key_id, "i": leaf_index})
     return seq
@@ -506,6 +506,26 @@ def test_edited_search_column(sealed: Database, signer: Signer, column: str,
     result = check(sealed, signer)
     assert result.first_broken_seq == 3
     assert result.reason == f"record 3 was edited: its {column} differs from its body"
+
+
+@pytest.mark.parametrize("sealed_too", [True, False])
+@pytest.mark.parametrize("value", ["another record's", None])
+def test_edited_event_id_column(database: Database, signer: Signer, sealed_too: bool,
+                                value: str | None) -> None:
+    """The event_id column (what GET /fhir/AuditEvent/{id} finds a record by) repeats the
+    body's id like the search columns do: pointed at another record's id, or emptied, it is
+    caught, sealed or not; the untouched trail verifies (the control)."""
+    fill(database, signer, 5)
+    if sealed_too:
+        seal(database, signer)
+    assert check(database, signer).ok
+    tamper(database, lambda c: c.execute(text(
+        "UPDATE audit_records SET event_id = "
+        + ("(SELECT event_id FROM audit_records WHERE seq = 4)" if value else "NULL")
+        + " WHERE seq = 3")))
+    result = check(database, signer)
+    assert result.first_broken_seq == 3
+    assert result.reason.startswith("record 3 was edited: its event_id differs from its body")
 
 
 def test_deleted_middle_record(sealed: Database, signer: Signer) -> None:

@@ -6,6 +6,7 @@ filled the way the chain writer did."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from alembic import command
 from sqlalchemy import Connection, text
 
+from hub.audit import queries as audit_queries
 from hub.audit.models import GENESIS_HASH
 from hub.audit.records import canonical_json, link_hash
 from hub.audit.seal import seal_all
@@ -116,3 +118,35 @@ def test_downgrade_and_upgrade_on_an_empty_trail(at_0007: Database, signer: Sign
     upgrade(at_0007.engine)
     fill(at_0007, signer, 2)
     assert seal_all(at_0007, signer).sealed == 2
+
+
+def test_0014_gives_the_records_written_before_it_their_event_ids(
+    database: Database, signer: Signer
+) -> None:
+    """Migration 0014 fills audit_records.event_id from each body: the trail verifies and
+    each record reads by its id afterwards; a body edited in SQL into something that is no
+    JSON keeps NULL instead of failing the migration (verify names it by its hash)."""
+    fill(database, signer, 4)
+    seal_all(database, signer)
+    fill(database, signer, 2, first=10)  # and two not sealed yet
+    _to(database, "0013")
+    with database.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_records SET body = :b WHERE seq = 2"),
+                     {"b": b"not json"})
+    upgrade(database.engine)
+    with database.engine.connect() as conn:
+        rows = conn.execute(text("SELECT seq, body, event_id FROM audit_records "
+                                 "ORDER BY seq")).all()
+    assert len(rows) == 6
+    for row in rows:
+        expected = None if row.seq == 2 else json.loads(bytes(row.body))["id"]
+        assert row.event_id == expected
+    with database.session(write=False) as s:
+        for row in rows:
+            if row.event_id is not None:
+                line = audit_queries.read(s, row.event_id)
+                assert line is not None
+                assert line.seq == row.seq
+    result = verify(lambda: database.session(write=False), _keys(signer))
+    assert (result.ok, result.first_broken_seq) == (False, 2)
+    assert "does not match its hash" in result.reason
