@@ -12,6 +12,7 @@
 #    and installs what the browser tests need when missing (chromium, chromium-driver with
 #    apt-get; axe-core with npm into var/npm; HUB_TEST_SKIP_BROWSER=1 skips this);
 #    installs nginx (Debian package) when missing, for tests/deploy and deploy/up.sh;
+#    installs systemd (Debian package) when systemd-analyze is missing, for tests/deploy;
 # 4. runs ruff and mypy (HUB_TEST_SKIP_LINT=1 skips them), then
 #    `.venv/bin/python -m pytest "$@"` and exits with pytest's code.
 #    "No tests collected" (pytest exit 5) counts as a failure.
@@ -153,6 +154,20 @@ if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
       || log "apt-get install nginx failed"
   else
     log "nginx missing and apt-get is not available to this user"
+  fi
+fi
+
+# --- systemd-analyze (tests/deploy: deploy/systemd's units as systemd reads them) ------------
+# Debian's systemd package when missing and running as root; without it that test skips
+# (under CI=1 it fails). Nothing is started: only `systemd-analyze verify` is used.
+if ! command -v systemd-analyze >/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing systemd (for systemd-analyze) with apt-get"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends systemd; } </dev/null >/dev/null \
+      || log "apt-get install systemd failed"
+  else
+    log "systemd-analyze missing and apt-get is not available to this user"
   fi
 fi
 
