@@ -4,6 +4,8 @@ An audit record's AuditEvent.id gets a column of its own with an index, so that 
 record by its id (GET /fhir/AuditEvent/{id}) is an index search instead of a scan of every
 body in the trail. Existing records are filled in from their bodies, in batches; a body that
 is not a JSON AuditEvent (edited in SQL) keeps NULL, and verify still names it.
+Measured on the 2-core machine with the test suite running beside it: 200,000 records in
+6.7 s on SQLite and 13.3 s on PostgreSQL, so about half a minute and a minute a million.
 
 Revision ID: 0014
 Revises: 0013
