@@ -143,32 +143,26 @@ if [[ ${HUB_TEST_SKIP_BROWSER:-} != 1 ]]; then
   fi
 fi
 
-# --- nginx (tests/deploy: deploy/nginx/carehub.conf's pools) ------------------------
-# Debian's nginx with apt-get when missing and running as root, as CI does (deploy/up.sh needs
-# it too); without it tests/deploy skips (under CI=1 it fails).
+# --- nginx and systemd-analyze (tests/deploy) ---------------------------------------------------
+# Debian's packages with apt-get when missing and running as root, as CI does; without them
+# the tests that need them skip (under CI=1 they fail).
+apt_install() {  # package, what it is for
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing $1 with apt-get ($2)"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$1"; } </dev/null >/dev/null \
+      || log "apt-get install $1 failed"
+  else
+    log "$1 missing and apt-get is not available to this user"
+  fi
+}
+# deploy/nginx/carehub.conf's pools (deploy/up.sh needs nginx too)
 if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    log "installing nginx with apt-get"
-    { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends nginx; } </dev/null >/dev/null \
-      || log "apt-get install nginx failed"
-  else
-    log "nginx missing and apt-get is not available to this user"
-  fi
+  apt_install nginx "deploy/nginx's pools"
 fi
-
-# --- systemd-analyze (tests/deploy: deploy/systemd's units as systemd reads them) ------------
-# Debian's systemd package when missing and running as root; without it that test skips
-# (under CI=1 it fails). Nothing is started: only `systemd-analyze verify` is used.
+# deploy/systemd's units as systemd reads them: only `systemd-analyze verify`, nothing started
 if ! command -v systemd-analyze >/dev/null; then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    log "installing systemd (for systemd-analyze) with apt-get"
-    { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends systemd; } </dev/null >/dev/null \
-      || log "apt-get install systemd failed"
-  else
-    log "systemd-analyze missing and apt-get is not available to this user"
-  fi
+  apt_install systemd "systemd-analyze for deploy/systemd's units"
 fi
 
 # --- lint and types ----------------------------------------------------------------
