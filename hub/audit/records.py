@@ -229,8 +229,9 @@ def event_id_of(body: bytes) -> str | None:
 
 def id_bytes(event_id: str) -> bytes:
     """What the event_id column is in a canonical body, found as exact bytes (verify's
-    quick check; `columns_disagree` decides when it is not found)."""
-    return b'"id":' + encode_basestring(event_id).encode()
+    quick check; `columns_disagree` decides when it is not found, as for an id that JSON
+    would escape, which no FHIR id is)."""
+    return b'"id":"' + event_id.encode() + b'"'
 
 
 def columns_disagree(seq: int, body: bytes, recorded_at: datetime, action: str,
