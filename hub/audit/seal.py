@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from hub.audit import merkle
 from hub.audit.checkpoint import Checkpoint
 from hub.audit.models import GENESIS_HASH, AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRow
-from hub.audit.records import leaf_hex, link_hash
+from hub.audit.records import event_id_of, leaf_hex, link_hash
 from hub.audit.signing import Signer, verify_signature
 from hub.audit.spool import Batch, ReadAudit
 from hub.audit.tree import fetch_nodes, latest_checkpoint
@@ -54,8 +54,11 @@ SEAL_BATCH = 5000
 
 _R = AuditRecordRow
 _T = AuditRecordRow.metadata.tables["audit_records"]
+# event_id: a record written by a hub process older than migration 0014 (one still running
+# while another migrated) has none; the sealer gives it the body's, as it gives the place.
 _SET_LEAF = (update(_T).where(_T.c.seq == bindparam("b_seq"))
-             .values(leaf_index=bindparam("b_index"), leaf_hash=bindparam("b_hash")))
+             .values(leaf_index=bindparam("b_index"), leaf_hash=bindparam("b_hash"),
+                     event_id=func.coalesce(_T.c.event_id, bindparam("b_event"))))
 _INSERT_NODES = insert(AuditTreeNodeRow.metadata.tables["audit_tree_nodes"])
 _INSERT_CHECKPOINT = insert(AuditCheckpointRow.metadata.tables["audit_checkpoints"])
 
@@ -83,6 +86,7 @@ class SealReport:
 class _Candidate:
     seq: int
     leaf: str
+    event_id: str | None  # the body's, where the record has none yet
 
 
 def _check(row: AnyRow, keys: Mapping[str, Ed25519PublicKey], prev_legacy: str | None
@@ -127,7 +131,7 @@ def _read(db: Database, keys: Mapping[str, Ed25519PublicKey], limit: int
         size = latest.tree_size if latest is not None else 0
         rows = s.execute(
             select(_R.seq, _R.body, _R.leaf_hash, _R.signature, _R.key_id, _R.prev_hash,
-                   _R.hash)
+                   _R.hash, _R.event_id)
             .where(_R.leaf_index.is_(None)).order_by(_R.seq).limit(limit)).all()
         prev_legacy = _legacy_prev(s, size) if rows and rows[0].prev_hash is not None else None
     out: list[_Candidate] = []
@@ -136,7 +140,8 @@ def _read(db: Database, keys: Mapping[str, Ed25519PublicKey], limit: int
         if problem is not None:
             return size, out, problem
         prev_legacy = row.hash if row.prev_hash is not None else None
-        out.append(_Candidate(row.seq, leaf))
+        out.append(_Candidate(row.seq, leaf, None if row.event_id is not None
+                              else event_id_of(bytes(row.body))))
     return size, out, None
 
 
@@ -206,8 +211,8 @@ def _seal(db: Database, signer: Signer, trusted: Mapping[str, Ed25519PublicKey],
                          for lv, i, h in frontier.push(bytes.fromhex(leaf_hex)))
             return index
 
-        leaves = [{"b_seq": c.seq, "b_index": push(c.leaf), "b_hash": c.leaf}
-                  for c in candidates]
+        leaves = [{"b_seq": c.seq, "b_index": push(c.leaf), "b_hash": c.leaf,
+                   "b_event": c.event_id} for c in candidates]
         conn = s.connection()
         if leaves:
             conn.execute(_SET_LEAF, leaves)

@@ -52,6 +52,7 @@ from hub.audit.models import AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRo
 from hub.audit.records import (
     _ONCE,
     columns_disagree,
+    event_id_of,
     id_bytes,
     index_bytes,
     instant_text,
@@ -139,7 +140,17 @@ def check_record(row: AuditRecordRow, keys: Mapping[str, Ed25519PublicKey]) -> s
     if problem is not None:
         return problem
     return columns_disagree(row.seq, bytes(row.body), row.recorded_at, row.action,
-                            row.patient_ref, row.agent, row.subtype, row.event_id)
+                            row.patient_ref, row.agent, row.subtype, _event_id(row))
+
+
+def _event_id(row: Any) -> str | None:
+    """The event_id a record's body must have: its column's. A record not sealed yet may have
+    none: one written by a hub process older than migration 0014 (still running while another
+    migrated), which the sealer gives the body's id as it seals it; that is not an edit. A
+    sealed record without one is."""
+    if row.event_id is None and row.leaf_index is None:
+        return event_id_of(bytes(row.body))
+    return cast(str | None, row.event_id)
 
 
 CHUNK_LEVEL = 14
@@ -501,7 +512,7 @@ def _unsealed(source: SessionSource, keys: Mapping[str, Ed25519PublicKey]) -> in
         for row in rows:
             problem = record_signature_problem(row, keys) or columns_disagree(
                 row.seq, bytes(row.body), row.recorded_at, row.action, row.patient_ref,
-                row.agent, row.subtype, row.event_id)
+                row.agent, row.subtype, _event_id(row))
             if problem is not None:
                 raise _BrokenError(f"{problem} (not sealed yet)", row.seq)
             n += 1

@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from hub.audit import merkle
+from hub.audit import queries as audit_queries
 from hub.audit import verify as verify_module
 from hub.audit.checkpoint import Checkpoint
 from hub.audit.queries import AuditQuery, search
@@ -508,13 +509,14 @@ def test_edited_search_column(sealed: Database, signer: Signer, column: str,
     assert result.reason == f"record 3 was edited: its {column} differs from its body"
 
 
-@pytest.mark.parametrize("sealed_too", [True, False])
-@pytest.mark.parametrize("value", ["another record's", None])
+@pytest.mark.parametrize(("value", "sealed_too"), [("another record's", True),
+                                                   ("another record's", False),
+                                                   (None, True)])
 def test_edited_event_id_column(database: Database, signer: Signer, sealed_too: bool,
                                 value: str | None) -> None:
     """The event_id column (what GET /fhir/AuditEvent/{id} finds a record by) repeats the
-    body's id like the search columns do: pointed at another record's id, or emptied, it is
-    caught, sealed or not; the untouched trail verifies (the control)."""
+    body's id like the search columns do: pointed at another record's id, sealed or not, or
+    emptied once sealed, it is caught; the untouched trail verifies (the control)."""
     fill(database, signer, 5)
     if sealed_too:
         seal(database, signer)
@@ -526,6 +528,29 @@ def test_edited_event_id_column(database: Database, signer: Signer, sealed_too: 
     result = check(database, signer)
     assert result.first_broken_seq == 3
     assert result.reason.startswith("record 3 was edited: its event_id differs from its body")
+
+
+def test_a_record_without_an_event_id_gets_it_when_sealed(database: Database,
+                                                          signer: Signer) -> None:
+    """A hub process older than migration 0014, still running while another migrated, writes
+    records without event_id: not an edit while they wait (verify passes), and the sealer
+    gives each its body's id, after which it reads by id and verifies sealed."""
+    fill(database, signer, 3)
+    tamper(database, lambda c: c.execute(text(
+        "UPDATE audit_records SET event_id = NULL WHERE seq IN (1, 3)")))
+    result = check(database, signer)
+    assert (result.ok, result.unsealed) == (True, 3), result.reason
+    assert seal(database, signer).sealed == 3
+    with database.engine.connect() as conn:
+        rows = conn.execute(text("SELECT seq, body, event_id FROM audit_records "
+                                 "ORDER BY seq")).all()
+    assert [r.event_id for r in rows] == [json.loads(bytes(r.body))["id"] for r in rows]
+    with database.session(write=False) as s:
+        found = audit_queries.read(s, rows[0].event_id)
+    assert found is not None
+    assert found.seq == 1
+    result = check(database, signer)
+    assert (result.ok, result.sealed) == (True, 3), result.reason
 
 
 def test_deleted_middle_record(sealed: Database, signer: Signer) -> None:
