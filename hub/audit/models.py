@@ -29,7 +29,8 @@ RECORD_SEQ = Sequence("audit_records_seq_seq")  # PostgreSQL; SQLite numbers row
 
 class AuditRecordRow(Base):
     """One AuditEvent; written by a plain insert, never changed afterwards except that the
-    sealer gives it its place in the tree (`leaf_index`).
+    sealer gives it its place in the tree (`leaf_index`), and its `event_id` where it has
+    none (a record of a hub process older than migration 0014).
 
     `body` is exactly the bytes of the canonical AuditEvent JSON; `leaf_hash` is RFC 9162's
     leaf hash of it, SHA-256(0x00 || body), hex; `signature` is the writer's Ed25519
@@ -58,7 +59,8 @@ class AuditRecordRow(Base):
     leaf_index: Mapped[int | None] = mapped_column(PK, nullable=True)
     # The body's AuditEvent.id, for reading a record by it (GET /fhir/AuditEvent/{id}); like
     # the search columns it repeats the signed body, and verify checks that it does. NULL
-    # only where migration 0014 found a body that was no AuditEvent.
+    # until the sealer fills it for a record of an older hub process (not an edit: nothing
+    # the record says is changed), and where migration 0014 found a body that is no JSON.
     event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # legacy chain
     hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # legacy chain

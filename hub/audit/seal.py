@@ -145,6 +145,27 @@ def _read(db: Database, keys: Mapping[str, Ed25519PublicKey], limit: int
     return size, out, None
 
 
+_FILL_EVENT_ID = (update(_T).where(_T.c.seq == bindparam("b_seq"), _T.c.event_id.is_(None))
+                  .values(event_id=bindparam("b_event")))
+
+
+def fill_event_ids(db: Database, limit: int = SEAL_BATCH) -> int:
+    """Give sealed records without an event_id their body's id (a derived column, like the
+    search columns: the signed body is the record); how many. A record without one was
+    written by a hub process older than migration 0014, or sealed by one, while another
+    process had migrated. Unsealed ones get it as they are sealed (`_SET_LEAF`). A read
+    finds none nearly always, and then no write transaction is taken."""
+    with db.session(write=False) as s:
+        rows = s.execute(select(_R.seq, _R.body).where(
+            _R.event_id.is_(None), _R.leaf_index.is_not(None)).limit(limit)).all()
+    filled = [{"b_seq": seq, "b_event": eid} for seq, body in rows
+              if (eid := event_id_of(bytes(body))) is not None]
+    if filled:
+        with db.session(write=True) as s:
+            s.connection().execute(_FILL_EVENT_ID, filled)
+    return len(filled)
+
+
 def _frontier(session: Session, latest: Checkpoint | None,
               keys: Mapping[str, Ed25519PublicKey]) -> merkle.Frontier:
     """The frontier of the stored tree, checked against its signed latest checkpoint."""
@@ -180,6 +201,7 @@ def seal_once(db: Database, signer: Signer, *,
     that follows it, and stops the sealing there, as an unsealable record does."""
     trusted = dict(keys) if keys is not None else {}
     trusted.setdefault(signer.key_id, signer.public_key)
+    fill_event_ids(db, limit)
     if reads is None:
         return _seal(db, signer, trusted, limit, [], None)
     with reads.moving(limit, trusted) as batches:

@@ -144,13 +144,13 @@ def check_record(row: AuditRecordRow, keys: Mapping[str, Ed25519PublicKey]) -> s
 
 
 def _event_id(row: Any) -> str | None:
-    """The event_id a record's body must have: its column's. A record not sealed yet may have
-    none: one written by a hub process older than migration 0014 (still running while another
-    migrated), which the sealer gives the body's id as it seals it; that is not an edit. A
-    sealed record without one is."""
-    if row.event_id is None and row.leaf_index is None:
+    """The event_id a record's body must have: its column's. A record may have none: one
+    written (or sealed) by a hub process older than migration 0014, still running while
+    another migrated. The sealer gives it the body's id (seal.fill_event_ids); until then
+    read by id does not find it, but nothing it says is changed, so that is not an edit."""
+    if row.event_id is None:
         return event_id_of(bytes(row.body))
-    return cast(str | None, row.event_id)
+    return cast(str, row.event_id)
 
 
 CHUNK_LEVEL = 14
@@ -238,7 +238,9 @@ def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence
                 else recorded_at
             # The slow, exact comparison decides (and says what differs).
             problem = columns_disagree(seq, body, at.replace(tzinfo=at.tzinfo or UTC), action,
-                                       patient_ref, agent, subtype, event_id)
+                                       patient_ref, agent, subtype,
+                                       event_id if event_id is not None
+                                       else event_id_of(body))
             if problem is not None:
                 leaf_problem = (problem, seq, expected)
                 break
