@@ -52,6 +52,7 @@ from hub.audit.tree import (
 from hub.audit.verify import VerifyResult, verify
 from hub.db.direct import PIPELINE_FROM
 from hub.db.engine import Database
+from tests.plans import sqlite_plan, statements_of
 
 
 def event(i: int) -> dict[str, Any]:
@@ -250,6 +251,23 @@ def test_a_pass_with_nothing_to_seal_takes_no_write_lock(database: Database,
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_an_idle_pass_reads_through_indexes_only(database: Database, signer: Signer) -> None:
+    """A sealer passes every second over a trail of millions: with nothing to do, each of
+    its statements on audit_records is an index search, none a read of the table (SQLite's
+    plans of the statements it runs; the control is that it did run some)."""
+    if database.dialect != "sqlite":
+        pytest.skip("reads SQLite's query plans; the indexes are the same on both")
+    fill(database, signer, 3)
+    assert seal_once(database, signer) == SealReport(3, 3)
+    ran = [(st, p) for st, p in statements_of(database.engine,
+                                              lambda: seal_once(database, signer))
+           if "FROM audit_records" in st]
+    assert any("event_id IS NULL" in st for st, _ in ran)  # fill_event_ids looked
+    for statement, params in ran:
+        plan = sqlite_plan(database.engine, statement, params)
+        assert "SCAN audit_records" not in plan, (statement, plan)
 
 
 def test_sealing_puts_records_into_the_tree_in_order_and_signs_a_checkpoint(
