@@ -54,11 +54,8 @@ SEAL_BATCH = 5000
 
 _R = AuditRecordRow
 _T = AuditRecordRow.metadata.tables["audit_records"]
-# event_id: a record written by a hub process older than migration 0014 (one still running
-# while another migrated) has none; the sealer gives it the body's, as it gives the place.
 _SET_LEAF = (update(_T).where(_T.c.seq == bindparam("b_seq"))
-             .values(leaf_index=bindparam("b_index"), leaf_hash=bindparam("b_hash"),
-                     event_id=func.coalesce(_T.c.event_id, bindparam("b_event"))))
+             .values(leaf_index=bindparam("b_index"), leaf_hash=bindparam("b_hash")))
 _INSERT_NODES = insert(AuditTreeNodeRow.metadata.tables["audit_tree_nodes"])
 _INSERT_CHECKPOINT = insert(AuditCheckpointRow.metadata.tables["audit_checkpoints"])
 
@@ -86,7 +83,6 @@ class SealReport:
 class _Candidate:
     seq: int
     leaf: str
-    event_id: str | None  # the body's, where the record has none yet
 
 
 def _check(row: AnyRow, keys: Mapping[str, Ed25519PublicKey], prev_legacy: str | None
@@ -131,7 +127,7 @@ def _read(db: Database, keys: Mapping[str, Ed25519PublicKey], limit: int
         size = latest.tree_size if latest is not None else 0
         rows = s.execute(
             select(_R.seq, _R.body, _R.leaf_hash, _R.signature, _R.key_id, _R.prev_hash,
-                   _R.hash, _R.event_id)
+                   _R.hash)
             .where(_R.leaf_index.is_(None)).order_by(_R.seq).limit(limit)).all()
         prev_legacy = _legacy_prev(s, size) if rows and rows[0].prev_hash is not None else None
     out: list[_Candidate] = []
@@ -140,8 +136,7 @@ def _read(db: Database, keys: Mapping[str, Ed25519PublicKey], limit: int
         if problem is not None:
             return size, out, problem
         prev_legacy = row.hash if row.prev_hash is not None else None
-        out.append(_Candidate(row.seq, leaf, None if row.event_id is not None
-                              else event_id_of(bytes(row.body))))
+        out.append(_Candidate(row.seq, leaf))
     return size, out, None
 
 
@@ -150,14 +145,15 @@ _FILL_EVENT_ID = (update(_T).where(_T.c.seq == bindparam("b_seq"), _T.c.event_id
 
 
 def fill_event_ids(db: Database, limit: int = SEAL_BATCH) -> int:
-    """Give sealed records without an event_id their body's id (a derived column, like the
-    search columns: the signed body is the record); how many. A record without one was
-    written by a hub process older than migration 0014, or sealed by one, while another
-    process had migrated. Unsealed ones get it as they are sealed (`_SET_LEAF`). A read
-    finds none nearly always, and then no write transaction is taken."""
+    """Give records without an event_id their body's id (a derived column, like the search
+    columns: the signed body is the record), sealed or not; how many. A record without one
+    was written (or sealed) by a hub process older than migration 0014, still running while
+    another process had migrated. Each pass does this first, so such a record has its id by
+    the time the same pass seals it. A read finds none nearly always, and then no write
+    transaction is taken."""
     with db.session(write=False) as s:
-        rows = s.execute(select(_R.seq, _R.body).where(
-            _R.event_id.is_(None), _R.leaf_index.is_not(None)).limit(limit)).all()
+        rows = s.execute(select(_R.seq, _R.body).where(_R.event_id.is_(None))
+                         .limit(limit)).all()
     filled = [{"b_seq": seq, "b_event": eid} for seq, body in rows
               if (eid := event_id_of(bytes(body))) is not None]
     if filled:
@@ -233,8 +229,8 @@ def _seal(db: Database, signer: Signer, trusted: Mapping[str, Ed25519PublicKey],
                          for lv, i, h in frontier.push(bytes.fromhex(leaf_hex)))
             return index
 
-        leaves = [{"b_seq": c.seq, "b_index": push(c.leaf), "b_hash": c.leaf,
-                   "b_event": c.event_id} for c in candidates]
+        leaves = [{"b_seq": c.seq, "b_index": push(c.leaf), "b_hash": c.leaf}
+                  for c in candidates]
         conn = s.connection()
         if leaves:
             conn.execute(_SET_LEAF, leaves)

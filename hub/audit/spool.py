@@ -354,8 +354,7 @@ class ReadAudit:
             rows = []
             for r in todo:
                 row = {c: getattr(r, c) for c in _COLUMNS}
-                row["event_id"] = (batch.event_ids[r.id] if r.id in batch.event_ids
-                                   else event_id_of(bytes(r.body)))
+                row["event_id"] = batch.event_ids[r.id]
                 row["leaf_index"] = leaf_index(r) if leaf_index is not None else None
                 rows.append(row)
             store_rows(session, rows)

@@ -140,17 +140,16 @@ def check_record(row: AuditRecordRow, keys: Mapping[str, Ed25519PublicKey]) -> s
     if problem is not None:
         return problem
     return columns_disagree(row.seq, bytes(row.body), row.recorded_at, row.action,
-                            row.patient_ref, row.agent, row.subtype, _event_id(row))
+                            row.patient_ref, row.agent, row.subtype,
+                            _event_id(row.event_id, bytes(row.body)))
 
 
-def _event_id(row: Any) -> str | None:
+def _event_id(column: str | None, body: bytes) -> str | None:
     """The event_id a record's body must have: its column's. A record may have none: one
     written (or sealed) by a hub process older than migration 0014, still running while
     another migrated. The sealer gives it the body's id (seal.fill_event_ids); until then
     read by id does not find it, but nothing it says is changed, so that is not an edit."""
-    if row.event_id is None:
-        return event_id_of(bytes(row.body))
-    return cast(str, row.event_id)
+    return column if column is not None else event_id_of(body)
 
 
 CHUNK_LEVEL = 14
@@ -239,8 +238,7 @@ def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence
             # The slow, exact comparison decides (and says what differs).
             problem = columns_disagree(seq, body, at.replace(tzinfo=at.tzinfo or UTC), action,
                                        patient_ref, agent, subtype,
-                                       event_id if event_id is not None
-                                       else event_id_of(body))
+                                       _event_id(event_id, body))
             if problem is not None:
                 leaf_problem = (problem, seq, expected)
                 break
@@ -514,7 +512,7 @@ def _unsealed(source: SessionSource, keys: Mapping[str, Ed25519PublicKey]) -> in
         for row in rows:
             problem = record_signature_problem(row, keys) or columns_disagree(
                 row.seq, bytes(row.body), row.recorded_at, row.action, row.patient_ref,
-                row.agent, row.subtype, _event_id(row))
+                row.agent, row.subtype, _event_id(row.event_id, bytes(row.body)))
             if problem is not None:
                 raise _BrokenError(f"{problem} (not sealed yet)", row.seq)
             n += 1
