@@ -69,15 +69,17 @@ def test_extract_finds_what_a_patient_is_searched_by() -> None:
 
 
 def test_the_stored_index_rows_are_what_extract_gives(database: Any) -> None:
-    """The rows the store writes (on PostgreSQL all four tables in one statement, arrays per
-    column) are exactly extract(body): values, NULL systems and UTC date ranges."""
+    """The rows the store writes (on PostgreSQL all four tables in one statement, each
+    table's rows as one JSON array) are exactly extract(body): values (quotes, backslashes
+    and letters past ASCII too), NULL systems and UTC date ranges to the microsecond."""
     from sqlalchemy import event, text
 
     from hub.auth.subject import Subject
     from hub.store import service
 
     body = {"resourceType": "Encounter", "status": "finished",
-            "identifier": [{"value": "no-system"}, {"system": "urn:x", "value": "v"}],
+            "identifier": [{"value": "no-system"}, {"system": "urn:x", "value": "v"},
+                           {"system": "urn:x", "value": 'a "q" \\ b\tc Æøå 😀'}],
             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                       "code": "IMP"},
             "subject": {"reference": "Patient/p1"},
@@ -104,11 +106,11 @@ def test_the_stored_index_rows_are_what_extract_gives(database: Any) -> None:
 
     def utc(value: Any) -> str:  # SQLite keeps naive UTC text, PostgreSQL timestamptz
         at = datetime.fromisoformat(str(value))
-        return (at.astimezone(UTC) if at.tzinfo else at).strftime("%Y-%m-%d %H:%M:%S")
+        return (at.astimezone(UTC) if at.tzinfo else at).strftime("%Y-%m-%d %H:%M:%S.%f")
 
     assert sorted((p, utc(lo), utc(hi)) for p, lo, hi in dates) == sorted(
         (p, utc(lo), utc(hi)) for p, lo, hi in want.dates)
-    assert ("date", "2026-01-02 09:00:00", "2026-01-03 23:59:59") in [
+    assert ("date", "2026-01-02 09:00:00.000000", "2026-01-03 23:59:59.999999") in [
         (p, utc(lo), utc(hi)) for p, lo, hi in dates]
     assert any(system is None for _, system, _ in want.tokens)  # the NULL case is covered
 
