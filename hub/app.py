@@ -23,6 +23,7 @@ from hub.api import (
     workflows,
 )
 from hub.api.formats import check_format
+from hub.api.inputs import check_url
 from hub.api.turns import write_turns
 from hub.audit.recorder import Auditor
 from hub.audit.seal import Sealer
@@ -86,7 +87,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             database.dispose()
 
     app = FastAPI(title="CareHub", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None, dependencies=[Depends(check_format)])
+                  docs_url="/docs", redoc_url=None,
+                  dependencies=[Depends(check_format), Depends(check_url)])
     app.state.settings = settings
     exception_handlers.install(app)
     openapi.install(app)

@@ -8,7 +8,7 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.api.deps import audit_failure
@@ -72,3 +72,17 @@ def install(app: FastAPI) -> None:
         await audit_failure(request, 500, text)
         return FhirResponse(operation_outcome([Issue(text, "exception", "fatal")]),
                             status_code=500)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> FhirResponse:
+        # The last line of defence: what comes in is checked where it comes in (bodies in
+        # validation, search values in the query parser, ids, client ids and user names where
+        # they are looked up), so this is text that escaped those checks. PostgreSQL's driver
+        # refuses U+0000 before sending anything, and the transaction rolls back.
+        if "NUL" not in str(exc.orig):
+            return await _unexpected(request, exc)
+        log.warning("U+0000 in %s %s reached the database", request.method, request.url.path)
+        text = ("The request holds the character U+0000 (%00 in a URL), which no FHIR value "
+                "and nothing the hub stores may hold; nothing was changed.")
+        await audit_failure(request, 400, text)
+        return FhirResponse(operation_outcome([Issue(text, "value")]), status_code=400)

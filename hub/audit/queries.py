@@ -25,10 +25,11 @@ from sqlalchemy.orm import Session
 from hub.audit.models import AuditRecordRow
 from hub.errors import BadRequestError
 from hub.store.dates import parse_range
+from hub.store.query import refuse_control_characters
 
 PARAMS = ("patient", "date", "agent", "subtype", "_count", "_after", "_format")
 _DATE_PREFIXES = ("eq", "ge", "gt", "le", "lt")
-_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")  # \Z: "$" also matches before a last "\n"
 _R = AuditRecordRow
 
 
@@ -137,6 +138,7 @@ def parse_query(pairs: Sequence[tuple[str, str]], *, default_count: int,
     patients, dates, agents, subtypes = [], [], [], []
     count, after = min(default_count, max_count), 0
     for raw_name, value in pairs:
+        refuse_control_characters(raw_name, value)
         name = raw_name.strip()
         if name not in PARAMS:
             raise BadRequestError(

@@ -9,7 +9,6 @@ P-384, each with a `kid`. Services flush, never commit.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import Any
 
@@ -20,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
-from hub.db.auth_models import AccessTokenRow, ClientRow
+from hub.db.auth_models import CLIENT_ID_RE, AccessTokenRow, ClientRow
 from hub.db.types import utcnow
 from hub.errors import BadRequestError, ConflictError, GoneError, NotFoundError
 from hub.store import service
@@ -30,7 +29,6 @@ EC_CURVE = "P-384"
 MAX_JWKS_CHARS = 64 * 1024
 MAX_KEYS = 10
 MAX_NAME_LENGTH = 200
-CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
 ALG_FOR_KTY = {"RSA": "RS384", "EC": "ES384"}
 
 # Members that only a private (or symmetric) key has; a public JWKS never carries them.
@@ -120,9 +118,9 @@ def _check_organization(session: Session, organization_id: str) -> None:
 
 
 def _get(session: Session, client_id: str) -> ClientRow:
-    row = session.get(ClientRow, client_id)
+    row = session.get(ClientRow, client_id) if CLIENT_ID_RE.match(client_id) else None
     if row is None:
-        raise NotFoundError(f"There is no client '{client_id}'.")
+        raise NotFoundError(f"There is no client {client_id[:100]!r}.")
     return row
 
 

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.config import Settings
-from hub.db.auth_models import AccessTokenRow, ClientRow, UsedAssertionRow
+from hub.db.auth_models import CLIENT_ID_RE, AccessTokenRow, ClientRow, UsedAssertionRow
 from hub.db.direct import Direct
 from hub.db.types import UTCDateTime, utcnow
 from hub.errors import BadRequestError, GoneError, NotFoundError
@@ -52,7 +52,7 @@ MAX_JTI_CHARS = 255
 MAX_TOKEN_CHARS = 512
 MAX_SCOPE_CHARS = 2000
 SCOPES_SUPPORTED = ["system/*.read", "system/*.write", "system/*.*"]
-_SCOPE_RE = re.compile(r"^system/(?P<type>\*|[A-Z][A-Za-z]+)\.(?:read|write|\*)$")
+_SCOPE_RE = re.compile(r"^system/(?P<type>\*|[A-Z][A-Za-z]+)\.(?:read|write|\*)\Z")
 
 
 class OAuthError(Exception):
@@ -206,7 +206,9 @@ def _authenticate(session: Session, assertion: str, *, aud: str, now: datetime,
     client_id = unverified.get("iss")
     if not isinstance(client_id, str) or not client_id:
         raise _invalid_client("The client assertion has no 'iss' (the client_id).")
-    client = session.get(ClientRow, client_id) if len(client_id) <= 64 else None
+    # Only a client_id a client can have is looked up (one with U+0000 was a 500 on
+    # PostgreSQL).
+    client = session.get(ClientRow, client_id) if CLIENT_ID_RE.match(client_id) else None
     if client is None:
         raise _invalid_client("No client is registered under this client_id.", 401)
     if not client.active:

@@ -23,6 +23,7 @@ from hub.auth.subject import Subject
 from hub.db.auth_models import UserRow, WebSessionRow
 from hub.db.types import utcnow
 from hub.errors import BadRequestError, ConflictError, GoneError, HubError, NotFoundError
+from hub.fhir.strings import forbidden_character, without_control
 from hub.store import service
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ def add_user(session: Session, *, username: str, password: str, role: str,
     if not username or len(username) > MAX_USERNAME_LENGTH:
         raise BadRequestError(
             f"The username must have between 1 and {MAX_USERNAME_LENGTH} characters.")
+    if (found := forbidden_character(username)) is not None:
+        raise BadRequestError(f"The username holds the control character {found}.")
     if role not in ROLES:
         raise BadRequestError(f"The role must be one of {', '.join(ROLES)}, not '{role}'.")
     if role == "coordinator" and not organization_id:
@@ -162,6 +165,7 @@ def authenticate(session: Session, username: str, password: str, now: datetime, 
     Raises SignInError, always with the same message. It records failures in `session`: the
     caller commits also when SignInError is raised.
     """
+    username = without_control(username)  # no user has one; U+0000 was a 500 on PostgreSQL
     user = session.scalar(
         select(UserRow).where(UserRow.username == username).with_for_update())
     if user is None:

@@ -3,6 +3,7 @@ people and their web sessions. Organisations themselves are Organization resourc
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
@@ -10,6 +11,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db.models import Base
 from hub.db.types import UTCDateTime
+
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._~-]{1,64}\Z")
+"""What a client_id may be (every client is registered under one; hub.auth.clients)."""
 
 
 class ClientRow(Base):

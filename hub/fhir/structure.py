@@ -1,5 +1,6 @@
-"""Structure validation against FHIR models (the one module that imports fhir.resources), and
-the required bindings of the base R4 specification.
+"""Structure validation against FHIR models (the one module that imports fhir.resources), the
+characters R4 forbids in strings (hub.fhir.strings), and the required bindings of the base R4
+specification.
 
 R4 is our wire format; fhir.resources ships R4B models, which agree with R4 for the resources
 the hub handles. Known departures (see shared/fhir-r4-examples/README.md) are handled here:
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 
 from hub.errors import Issue
 from hub.fhir.paths import PROFILES_DIR
+from hub.fhir.strings import CONTROL, forbidden_character
 
 FHIR_VERSION = "4.0.1"
 
@@ -60,6 +62,37 @@ def _strip_primitive_extension_values(node: Any) -> Any:
     return node
 
 
+def _has_control(node: Any) -> bool:
+    """Whether a string under `node` holds a character R4 forbids (hub.fhir.strings)."""
+    if isinstance(node, str):
+        return CONTROL.search(node) is not None
+    if isinstance(node, dict):
+        for value in node.values():
+            if _has_control(value):
+                return True
+    elif isinstance(node, list):
+        for value in node:
+            if _has_control(value):
+                return True
+    return False
+
+
+def _control_issues(node: Any, at: str) -> list[Issue]:
+    """An issue for each string under `node` (at path `at`) holding a character R4 forbids."""
+    if isinstance(node, str):
+        found = forbidden_character(node)
+        if found is None:
+            return []
+        return [Issue(f"{at}: holds the control character {found}; FHIR strings hold none "
+                      "below U+0020 but tab, line feed and carriage return.", "value", "error",
+                      at)]
+    if isinstance(node, dict):
+        return [i for key, value in node.items() for i in _control_issues(value, f"{at}.{key}")]
+    if isinstance(node, list):
+        return [i for n, value in enumerate(node) for i in _control_issues(value, f"{at}[{n}]")]
+    return []
+
+
 def _location(resource_type: str, loc: tuple[int | str, ...]) -> str:
     path = resource_type
     for part in loc:
@@ -82,11 +115,11 @@ def structure_issues(resource: dict[str, Any]) -> list[Issue]:
     if not isinstance(rtype, str) or (model := _model(rtype)) is None:
         return [Issue(f"'{rtype}' is not a FHIR resource type.", "structure", "error",
                       "resourceType")]
+    issues = _control_issues(resource, rtype) if _has_control(resource) else []
     data = _strip_primitive_extension_values(resource)
     try:
         model.model_validate(data)
     except ValidationError as exc:
-        issues = []
         for err in exc.errors():
             where = _location(rtype, tuple(err.get("loc", ())))
             template = _MESSAGES.get(err.get("type", ""))
@@ -95,8 +128,8 @@ def structure_issues(resource: dict[str, Any]) -> list[Issue]:
             issues.append(Issue(f"{where}: {text}.", "structure", "error", where))
         return issues
     except (ValueError, TypeError) as exc:
-        return [Issue(f"{rtype}: {exc}", "structure", "error", rtype)]
-    return []
+        issues.append(Issue(f"{rtype}: {exc}", "structure", "error", rtype))
+    return issues
 
 
 @cache

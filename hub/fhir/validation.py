@@ -12,7 +12,7 @@ from hub.fhir.identifiers import identifier_problems
 from hub.fhir.profiles import conformance, message_issues, message_resources, validate_against
 from hub.fhir.structure import binding_issues, structure_issues
 
-ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")  # \Z: "$" also matches before a last "\n"
 
 __all__ = ["is_known_profile", "validate_against", "validate_message", "validate_resource"]
 

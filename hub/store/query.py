@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hub.errors import BadRequestError
+from hub.fhir.strings import forbidden_character
 from hub.fhir.subset import check_summary, parse_elements
 
 MAX_CRITERIA = 100
@@ -39,6 +40,7 @@ def parse_request(
     """Split query pairs into criteria and controls; BadRequestError for malformed controls."""
     req = SearchRequest(resource_type, [], default_count)
     for name, value in pairs:
+        refuse_control_characters(name, value)
         if name == "_count":
             req.count = max(0, min(whole_number(name, value), max_count))
         elif name == "_offset":
@@ -72,6 +74,18 @@ def parse_request(
             f"The search has {len(req.criteria)} criteria; at most {MAX_CRITERIA} are "
             "accepted. Narrow it with fewer, more selective parameters.")
     return req
+
+
+def refuse_control_characters(name: str, value: str) -> None:
+    """BadRequestError (400) when a search parameter's name or value holds a character no FHIR
+    string may hold (hub.fhir.strings): it could match nothing that may be stored."""
+    for part, text in (("name", name), ("value", value)):
+        if (found := forbidden_character(text)) is not None:
+            raise BadRequestError(
+                f"A search parameter's {part} ({text[:100]!r}) holds the control character "
+                f"{found} (%{found[-2:]} in a URL); FHIR values hold none below U+0020 but "
+                "tab, line feed and carriage return.",
+                expression=name if part == "value" else None)
 
 
 def whole_number(name: str, value: str, *, most: int = MAX_OFFSET) -> int:

@@ -25,6 +25,7 @@ from hub.db.models import (
     TokenIndexRow,
 )
 from hub.db.types import UTCDateTime
+from hub.fhir.validation import ID_RE
 from hub.store.search_params import IndexValues
 
 R = cast(Table, ResourceRow.__table__)
@@ -69,7 +70,10 @@ _GET_CURRENT = Direct(select(*_CURRENT_COLS).where(R.c.resource_type == bindpara
 
 
 def get_current(session: Session, resource_type: str, logical_id: str) -> Current | None:
-    """The current row of Type/id, deleted or not, or None if it never existed."""
+    """The current row of Type/id, deleted or not, or None if it never existed (as for an id
+    no FHIR id can be: a URL's, unchecked, could hold what PostgreSQL refuses, U+0000)."""
+    if not ID_RE.match(logical_id):
+        return None
     rows = _GET_CURRENT.rows(session.connection(), {"rtype": resource_type, "rid": logical_id})
     return Current(*rows[0]) if rows else None
 

@@ -937,5 +937,14 @@ def test_canonical_json_writes_the_json_modules_bytes_for_the_hubs_events(
                                ensure_ascii=False, allow_nan=False).encode("utf-8")
         assert canonical_json(event) == reference, event
     rows = signed_rows(signer, [Entry(made[0], "Patient/ø", odd, "E", odd)])
+    # U+0000 and U+001F, which PostgreSQL's text (the first) and FHIR strings cannot hold,
+    # are recorded as U+FFFD, in the body and the columns alike; the rest as it was
+    kept = odd.replace("\x00", "\ufffd").replace("\x1f", "\ufffd")
+    assert (rows[0]["agent"], rows[0]["subtype"]) == (kept, kept)
+    assert "\\ \ufffd\ufffd\x7f \u2028" in kept
     assert columns_agree(rows[0]["body"], instant_text(rows[0]["recorded_at"]), "E",
-                         "Patient/ø", odd, odd)
+                         "Patient/ø", kept, kept)
+    body = rows[0]["body"].decode()  # the event's own strings too, as JSON writes them:
+    assert json.dumps(f"client {kept}", ensure_ascii=False)[1:-1] in body
+    assert "\\u0000" not in body
+    assert "\\u001f" not in body

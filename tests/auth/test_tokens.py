@@ -582,3 +582,16 @@ def test_registration_stores_the_public_keys_under_a_new_uuid(database: Database
             set_client_active(s, "unknown", False)
     assert [(r.id, r.organization_id, r.active) for r in rows] == [(client_id, ORG, True)]
     assert json.loads(rows[0].jwks) == jwks
+
+
+@pytest.mark.parametrize("bad", ["time\n", "ti\u0000me", "", "t" * 65, "time kommune"])
+def test_a_client_id_is_checked_to_its_last_character(database: Database, bad: str) -> None:
+    """A pattern ending in "$" also matches before a last line feed: "time\\n" was taken."""
+    ensure_organization(database, ORG)
+    _, jwks = make_es384_key("k")
+    with database.session(write=True) as s, pytest.raises(BadRequestError, match="client_id"):
+        register_client(s, organization_id=ORG, jwks_json=json.dumps(jwks), name="x",
+                        client_id=bad)
+    with database.session(write=True) as s:  # control: the name without it
+        assert register_client(s, organization_id=ORG, jwks_json=json.dumps(jwks), name="x",
+                               client_id="time") == "time"

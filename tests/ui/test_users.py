@@ -62,6 +62,8 @@ def test_add_user_refuses_bad_input(database: Database, org_id: str) -> None:
         make_user(database, "sjef", role="superuser")
     with pytest.raises(BadRequestError, match="username"):
         make_user(database, "   ")
+    with pytest.raises(BadRequestError, match="control character U\\+0000"):
+        make_user(database, "ka\u0000ri")  # PostgreSQL cannot hold it; FHIR strings may not
     make_user(database, "ola", role="coordinator", organization_id=org_id)
     with pytest.raises(ConflictError, match="already"):
         make_user(database, "ola")

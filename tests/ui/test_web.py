@@ -11,6 +11,7 @@ from hub.db.auth_models import ClientRow, WebSessionRow
 from hub.db.engine import Database
 from hub.db.types import utcnow
 from hub.ui.pages import SECURITY_HEADERS
+from tests.audit.trail import mark, since
 from tests.ui.conftest import PASSWORD, Browser, csrf_of, make_user, set_cookies, sign_in
 
 
@@ -258,3 +259,15 @@ def test_a_form_that_is_not_a_web_form_is_refused(browser: Browser) -> None:
     assert response.headers["content-type"].startswith("text/html")
     big = client.post("/ui/sign-in", data={"username": "x" * 20000})
     assert big.status_code == 413
+
+
+def test_signing_in_with_u0000_in_the_name_fails_as_an_unknown_name(
+        browser: Browser, database: Database) -> None:
+    make_user(database, "kari")
+    before = mark(database)
+    web = browser()
+    r = sign_in(web, "ka\u0000ri")
+    assert r.status_code == 401, r.text[:300]
+    attempts = [x for x in since(database, before) if x.subtype == "login"]
+    assert [x.agent for x in attempts] == ["User/ka\ufffdri"]  # recorded, marked where it was
+    assert sign_in(web, "kari").status_code == 303  # control: the right name
