@@ -37,6 +37,9 @@ _AUDIT_EVENT = {  # the audit trail (hub/api/auditevents.py): auditors only, not
     "conditionalUpdate": False,
     "conditionalDelete": "not-supported",
     "searchParam": [
+        {"name": "_id", "type": "token",
+         "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
+         "documentation": "The AuditEvent's id; comma-separated for any of several"},
         {"name": "patient", "type": "reference",
          "definition": "http://hl7.org/fhir/SearchParameter/clinical-patient",
          "documentation": "Patient/<id> or <id>; comma-separated for any of several"},

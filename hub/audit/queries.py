@@ -27,7 +27,7 @@ from hub.errors import BadRequestError
 from hub.store.dates import parse_range
 from hub.store.query import refuse_control_characters
 
-PARAMS = ("patient", "date", "agent", "subtype", "_count", "_after", "_format")
+PARAMS = ("_id", "patient", "date", "agent", "subtype", "_count", "_after", "_format")
 _DATE_PREFIXES = ("eq", "ge", "gt", "le", "lt")
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")  # \Z: "$" also matches before a last "\n"
 _R = AuditRecordRow
@@ -44,6 +44,7 @@ class AuditQuery:
     count: int = 20
     after: int = 0
     pairs: tuple[tuple[str, str], ...] = field(default=())  # as given, for paging links
+    ids: tuple[tuple[str, ...], ...] = ()  # AuditEvent ids (`_id`)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def parse_query(pairs: Sequence[tuple[str, str]], *, default_count: int,
                 max_count: int) -> AuditQuery:
     """The search of these query pairs. Raises BadRequestError for an unsupported parameter
     (an auditor's typo must not silently widen the search) or a malformed value."""
-    patients, dates, agents, subtypes = [], [], [], []
+    ids, patients, dates, agents, subtypes = [], [], [], [], []
     count, after = min(default_count, max_count), 0
     for raw_name, value in pairs:
         refuse_control_characters(raw_name, value)
@@ -156,6 +157,11 @@ def parse_query(pairs: Sequence[tuple[str, str]], *, default_count: int,
             after = int(value.strip())
         elif not values:
             raise BadRequestError(f"{name} needs a value.", expression=name)
+        elif name == "_id":
+            if bad := next((v for v in values if not _ID_RE.match(v)), None):
+                raise BadRequestError(f"_id={bad[:100]}: '{bad[:100]}' is not a FHIR id.",
+                                      expression="_id")
+            ids.append(tuple(values))
         elif name == "patient":
             patients.append(tuple(patient_ref(v) for v in values))
         elif name == "date":
@@ -166,7 +172,7 @@ def parse_query(pairs: Sequence[tuple[str, str]], *, default_count: int,
             subtypes.append(tuple(v.rsplit("|", 1)[-1] for v in values))
     kept = tuple((k, v) for k, v in pairs if k not in ("_after", "_count", "_format"))
     return AuditQuery(tuple(patients), tuple(dates), tuple(agents), tuple(subtypes), count,
-                      after, kept)
+                      after, kept, tuple(ids))
 
 
 def _agent_matches(value: str) -> ColumnElement[bool]:
@@ -195,8 +201,12 @@ def read_body(raw: bytes) -> tuple[dict[str, Any] | None, str]:
 
 
 def search(session: Session, query: AuditQuery) -> AuditPage:
-    """One page of the records matching `query`, oldest first."""
+    """One page of the records matching `query`, oldest first. `_id` is an index search on
+    the event_id column, and the body decides, as for a read: a record whose column was
+    edited to one of the ids is left out (so a page may hold fewer than `count`)."""
     stmt = select(_R)
+    for ids in query.ids:
+        stmt = stmt.where(_R.event_id.in_(ids))
     if query.after:
         at = session.scalar(select(_R.recorded_at).where(_R.seq == query.after))
         stmt = stmt.where(_R.seq > query.after) if at is None else stmt.where(or_(
@@ -212,9 +222,10 @@ def search(session: Session, query: AuditQuery) -> AuditPage:
     for subtypes in query.subtypes:
         stmt = stmt.where(_R.subtype.in_(subtypes))
     rows = list(session.scalars(stmt.order_by(_R.recorded_at, _R.seq).limit(query.count + 1)))
-    lines = [_line(r) for r in rows[:query.count]]
+    page = rows[:query.count]
+    lines = [line for line in map(_line, page) if all(line.id in ids for ids in query.ids)]
     more = len(rows) > query.count
-    return AuditPage(lines, lines[-1].seq if more and lines else None)
+    return AuditPage(lines, page[-1].seq if more and page else None)
 
 
 def read(session: Session, event_id: str) -> AuditLine | None:

@@ -258,3 +258,41 @@ def test_a_record_whose_body_cannot_be_read_is_an_outcome_not_a_500(
     html = auditor.get("/ui/audit", params={"patient": story["a"]})
     assert html.status_code == 200
     assert f"Record {first.seq} cannot be read" in html.text
+
+
+def test_search_by_id_goes_by_the_body_and_combines_with_the_rest(
+        auditor: TestClient, database: Database, story: dict[str, str]) -> None:
+    """`_id` (CONTRACT section 2 lists it for search) finds records through the event_id
+    index; each value is OR'd, each parameter AND'ed; the body decides, as for a read."""
+    first, second, third = _events(auditor.get("/fhir/AuditEvent",
+                                               params={"patient": story["a"]}))[:3]
+
+    def by(*params: tuple[str, str]) -> list[dict[str, Any]]:
+        return _events(auditor.get("/fhir/AuditEvent", params=list(params)))
+
+    assert by(("_id", first["id"])) == [first]
+    assert by(("_id", f"{third['id']},{first['id']}")) == [first, third]  # oldest first
+    assert by(("_id", first["id"]), ("_id", second["id"])) == []
+    assert by(("_id", first["id"]), ("patient", story["b"])) == []
+    assert by(("_id", first["id"]), ("patient", story["a"])) == [first]
+    assert by(("_id", "0d8a6f7e-0000-4000-8000-000000000000")) == []
+    r = auditor.get("/fhir/AuditEvent", params={"_id": "not an id"})
+    assert r.status_code == 400, r.text
+    assert "_id" in r.json()["issue"][0]["diagnostics"]
+    # an event_id edited in SQL to another record's id: that id still finds only its record
+    seq = next(r.seq for r in since(database, 0) if r.event["id"] == first["id"])
+    with database.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_records SET event_id = :e WHERE seq = :s"),
+                     {"e": second["id"], "s": seq})
+    assert by(("_id", second["id"])) == [second]
+    assert by(("_id", first["id"])) == []  # hidden by its edited column, as from a read
+    # found through the column (second) and its body's id (first) is asked for too
+    assert by(("_id", f"{first['id']},{second['id']}")) == [first, second]
+
+
+def test_the_capability_statement_lists_the_audit_search_as_it_is(client: TestClient) -> None:
+    """"Lists exactly what works": AuditEvent's search parameters are the parser's."""
+    rest = client.get("/fhir/metadata").json()["rest"][0]
+    (audit,) = [r for r in rest["resource"] if r["type"] == "AuditEvent"]
+    listed = {p["name"] for p in audit["searchParam"]}
+    assert listed == set(audit_queries.PARAMS) - {"_count", "_after", "_format"}
