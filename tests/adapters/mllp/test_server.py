@@ -215,3 +215,20 @@ def test_a_disabled_centre_is_refused(listen: Listen, database: Database) -> Non
     assert (ack.code, ack.location) == ("AE", "MSH^1^4")
     assert "disabled" in ack.text
     assert kept(database) == before
+
+
+def test_a_field_holding_a_control_character_gets_ae_and_nothing_is_kept(
+        listen: Listen, database: Database) -> None:
+    """A visit number with U+0001 and U+0000 (PV1-19, the Encounter's identifier): FHIR
+    strings hold neither, and PostgreSQL cannot store U+0000 (hub/fhir/strings.py). The AE
+    names the element; the same stay without them is taken."""
+    listener = listen()
+    before = kept(database)
+    with listener.pas() as pas:
+        ack = read(pas.send(adt(stay(visit="V\x01\x00"), "A01", "CONTROL")))
+        assert ack.code == "AE", ack.text
+        assert "Encounter.identifier[0].value" in ack.text
+        assert "U+0001" in ack.text
+        assert kept(database) == before
+        assert read(pas.send(adt(stay(visit="V1"), "A01", "CONTROL-2"))).code == "AA"
+    assert kept(database).messages == before.messages + 1
