@@ -16,6 +16,9 @@ from typing import Any
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 """One character a FHIR string may not hold."""
 
+RULE = "FHIR strings hold none below U+0020 but tab, line feed and carriage return"
+"""The rule in words, for the diagnostics that refuse such a character."""
+
 
 def forbidden_character(text: str) -> str | None:
     """The first character of `text` a FHIR string may not hold, as "U+0000"; None if none."""

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from hub.errors import Issue
 from hub.fhir.paths import PROFILES_DIR
-from hub.fhir.strings import CONTROL, forbidden_character
+from hub.fhir.strings import CONTROL, RULE, forbidden_character
 
 FHIR_VERSION = "4.0.1"
 
@@ -83,8 +83,7 @@ def _control_issues(node: Any, at: str) -> list[Issue]:
         found = forbidden_character(node)
         if found is None:
             return []
-        return [Issue(f"{at}: holds the control character {found}; FHIR strings hold none "
-                      "below U+0020 but tab, line feed and carriage return.", "value", "error",
+        return [Issue(f"{at}: holds the control character {found}; {RULE}.", "value", "error",
                       at)]
     if isinstance(node, dict):
         return [i for key, value in node.items() for i in _control_issues(value, f"{at}.{key}")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hub.errors import BadRequestError
-from hub.fhir.strings import forbidden_character
+from hub.fhir.strings import RULE, forbidden_character
 from hub.fhir.subset import check_summary, parse_elements
 
 MAX_CRITERIA = 100
@@ -83,8 +83,7 @@ def refuse_control_characters(name: str, value: str) -> None:
         if (found := forbidden_character(text)) is not None:
             raise BadRequestError(
                 f"A search parameter's {part} ({text[:100]!r}) holds the control character "
-                f"{found} (%{found[-2:]} in a URL); FHIR values hold none below U+0020 but "
-                "tab, line feed and carriage return.",
+                f"{found} (%{found[-2:]} in a URL); {RULE}.",
                 expression=name if part == "value" else None)
 
 

@@ -28,7 +28,7 @@ from hub.errors import (
     operation_outcome,
 )
 from hub.fhir.identifiers import person_numbers
-from hub.fhir.strings import forbidden_character
+from hub.fhir.strings import RULE, forbidden_character
 from hub.store import query as search_mod
 from hub.store import service
 from hub.store.dates import format_instant
@@ -79,8 +79,7 @@ def _entries(bundle: dict[str, Any]) -> list[_Entry]:
         for name, text in (("fullUrl", full_url), ("request.url", url)):
             if isinstance(text, str) and (found := forbidden_character(text)) is not None:
                 raise BadRequestError(f"{where}.{name} holds the control character {found}; "
-                                      "FHIR values hold none below U+0020 but tab, line "
-                                      "feed and carriage return.", expression=f"{where}.{name}")
+                                      f"{RULE}.", expression=f"{where}.{name}")
         out.append(_Entry(i, method, url, resource, request, full_url))
     return out
 
