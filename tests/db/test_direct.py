@@ -77,25 +77,32 @@ def test_values_are_written_as_sqlalchemy_writes_them(probe: Database) -> None:
         conn = s.connection()
         INSERT.run(conn, row("direct", at, flag=True, body=b"a\x00b"))
         conn.execute(insert(PROBE), row("core", at, flag=True, body=b"a\x00b"))
-        INSERT.run_many(conn, [row("many-1", at), row("many-2")])
+        # a few rows (on PostgreSQL one statement of several VALUES rows): each row's values
+        # bound through the column types, the later rows' too
+        INSERT.run_many(conn, [row("many-1"), row("many-2", at, flag=True, body=b"a\x00b")])
     with probe.session(write=False) as s:
         got = {r.name: r for r in s.execute(select(PROBE))}
         # the same instant finds the rows of both paths: stored alike, so compared alike
         same = s.scalar(select(func.count()).select_from(PROBE).where(PROBE.c.at == at))
     assert same == 3
-    for name in ("direct", "core"):
+    for name in ("direct", "core", "many-2"):
         assert got[name].at == at
         assert got[name].at.tzinfo is not None
         assert got[name].at.astimezone(UTC).hour == 22
         assert (got[name].flag, got[name].body, got[name].made) == (True, b"a\x00b", None)
-    assert got["many-2"].at is None
-    assert got["many-2"].flag is False
+    assert got["many-1"].at is None
+    assert got["many-1"].flag is False
 
 
 def test_rows_come_back_in_the_order_asked_and_updates_count(probe: Database) -> None:
     names = [f"n{i}" for i in (5, 1, 4, 2, 3)]
+    few = ["f9", "f7", "f8"]  # below PIPELINE_FROM: on PostgreSQL one statement
     with probe.session(write=True) as s:
         ids = [i for (i,) in INSERT_RETURNING.rows_many(s.connection(), [row(n) for n in names])]
+        few_ids = [i for (i,) in INSERT_RETURNING.rows_many(s.connection(),
+                                                             [row(n) for n in few])]
+        pair = [i for (i,) in INSERT_RETURNING.rows_many(s.connection(),
+                                                          [row("p2"), row("p1")])]
         assert INSERT_RETURNING.rows_many(s.connection(), []) == []
         assert RENAME.run(s.connection(), {"old": "n4", "new": "n4b"}) == 1
         assert RENAME.run(s.connection(), {"old": "none", "new": "x"}) == 0  # control
@@ -103,6 +110,8 @@ def test_rows_come_back_in_the_order_asked_and_updates_count(probe: Database) ->
         by_id = {i: n for i, n in s.execute(select(PROBE.c.id, PROBE.c.name))}
     assert [by_id[i] for i in ids] == ["n5", "n1", "n4b", "n2", "n3"]
     assert ids == sorted(ids)
+    assert [by_id[i] for i in few_ids] == few
+    assert [by_id[i] for i in pair] == ["p2", "p1"]
 
 
 def test_a_taken_key_is_sqlalchemys_integrity_error_and_the_rest_stands(
@@ -167,8 +176,11 @@ def test_listeners_see_each_driver_call(probe: Database) -> None:
         assert s.scalar(select(func.count()).select_from(PROBE)) == 4 + 2 * lots
     probes = [many for sql, many in seen if sql.startswith("INSERT INTO direct_probe")]
     if probe.dialect == "postgresql":
-        # a few rows: a (prepared) call each; from PIPELINE_FROM, one pipelined executemany
-        assert probes == [False] * 4 + [True, True]
+        # a few rows: one (prepared) INSERT of that many VALUES rows; from PIPELINE_FROM,
+        # one pipelined executemany
+        assert probes == [False, False, True, True]
+        few = [q for q, _many in seen if q.startswith("INSERT INTO direct_probe")][:2]
+        assert [q.count("), (") for q in few] == [1, 1], few
     else:  # an executemany; a call per row where rows come back (the driver cannot)
         assert probes == [True, False, False, True] + [False] * lots
 
@@ -189,8 +201,10 @@ def test_postgresql_prepares_the_fixed_statements_and_never_a_search(
             conn.execute(search, {"n": f"p{i}"}).all()
         INSERT.run_many(conn, [row("q1"), row("q2")])
         kept = [q for (q,) in conn.execute(prepared) if "direct_probe" in q]
-    assert len(kept) == 1, kept  # the insert, once (its run_many rows reuse it)
-    assert kept[0].lstrip().upper().startswith("INSERT INTO DIRECT_PROBE")
+    # the insert, once however often it ran, and its form for two rows at once
+    assert len(kept) == 2, kept
+    assert all(q.lstrip().upper().startswith("INSERT INTO DIRECT_PROBE") for q in kept)
+    assert sorted(q.count("), (") for q in kept) == [0, 1]
     assert not [q for q in kept if q.lstrip().upper().startswith("SELECT")]
 
 
