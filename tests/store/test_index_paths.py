@@ -142,6 +142,37 @@ def test_a_new_resource_and_its_first_version_are_stored_alike(database: Any) ->
     assert read.last_updated_at == first.last_updated_at == made.last_updated_at
 
 
+def test_new_resources_are_stored_as_the_exact_bytes_given(database: Any) -> None:
+    """insert_resources keeps each body's bytes as given, in the row and its version 1 (on
+    PostgreSQL they travel inside a JSON parameter): escapes, quotes, backslashes, letters
+    and signs past ASCII, line breaks, spacing the hub did not choose; the pks in order."""
+    from sqlalchemy import text
+
+    from hub.store.repository import NewResource, insert_resources
+
+    at = datetime(2026, 12, 5, 8, 30, 1, 234567, tzinfo=UTC)
+    bodies = [
+        r'{"resourceType":"Location","name":"\u00c5lg\u00e5rd \\u0000 \\","alias":["\\"]}',
+        r'{ "resourceType" : "Location",' '\n\t' r'"name" : "Sola \ud83c\udfe5 DPS" }',
+        r'{"resourceType":"Location","name":"Ålgård \"sør\" 🏥 ½","description":"a\nb\tc"}',
+    ]
+    new = [NewResource("Location", f"exact-{i}", b.encode(), at, "org-a" if i else None)
+           for i, b in enumerate(bodies)]
+    with database.session(write=True) as s:
+        pks = insert_resources(s, new)
+    with database.session(write=False) as s:
+        rows = {pk: (bytes(body), bytes(first), owner, lid) for pk, body, first, owner, lid in
+                s.execute(text(
+                    "SELECT r.pk, r.body, v.body, r.owner_org, r.logical_id FROM resources r "
+                    "JOIN resource_versions v ON v.resource_pk = r.pk AND v.version_id = 1 "
+                    "WHERE r.logical_id LIKE 'exact-%'"))}
+    assert len(set(pks)) == 3
+    for i, pk in enumerate(pks):
+        body, first, owner, logical_id = rows[pk]
+        assert body == first == new[i].body, i
+        assert (logical_id, owner) == (f"exact-{i}", "org-a" if i else None)
+
+
 def test_identifiers_looked_up_at_once_find_what_one_by_one_finds(database: Any) -> None:
     """find_by_identifiers (message intake, one statement) against find_by_identifier per
     identifier: with and without a system, a value shared across types and systems, and
