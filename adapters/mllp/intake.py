@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ class Intake:
             checked = check_message(fhir_message)
             outcome = self._accept(subject, fhir_message, checked, peer, header)
         except HubError as exc:
-            problem = _problem_of(exc)
+            problem = _problem_of(exc, fhir_message)
             self._record_failure(subject, exc.diagnostics, peer, header, f"AE ({exc.status})")
             problem.recorded = True
             raise problem from None
@@ -218,23 +219,59 @@ def _active(session: Session, org_id: str) -> bool:
     return bool(body) and (body or {}).get("active", True) is not False
 
 
-def _problem_of(exc: HubError) -> adt.AdtError:
-    """A refusal of the service path as the ADT field it concerns."""
+def _problem_of(exc: HubError, fhir_message: dict[str, Any]) -> adt.AdtError:
+    """A refusal of the service path as the ADT field it concerns: the first error whose
+    element a field filled (ERR-2), with the HL7 table 0357 code of its kind (ERR-3);
+    MSH-9 and 207 for a refusal no field explains."""
     if isinstance(exc, ConflictError):
         return adt.AdtError("MSH-10", adt.DUPLICATE_KEY,
                            "MSH-10 was already used by this facility for a different message; "
                            "give a new message a new control id.")
-    where = exc.expression or ""
-    for fhir_path, field in _FIELDS:
-        if fhir_path in where:
-            return adt.AdtError(field, adt.DATA_TYPE_ERROR, exc.diagnostics)
+    for issue in exc.issues:
+        field = _field_of(issue.expression or "", fhir_message)
+        if field is not None and issue.severity in ("error", "fatal"):
+            return adt.AdtError(field, _ISSUE_CODES.get(issue.code, adt.DATA_TYPE_ERROR),
+                                exc.diagnostics)
     return adt.AdtError("MSH-9", adt.INTERNAL, exc.diagnostics)
 
 
-# Where a FHIR element of the built message came from.
-_FIELDS = (("identifier", "PID-3"), ("birthDate", "PID-7"), ("gender", "PID-8"),
-           ("name", "PID-5"), ("address", "PID-11"), ("period.end", "PV1-45"),
-           ("period", "PV1-44"), ("status", "PV1-19"))
+def _field_of(expression: str, fhir_message: dict[str, Any]) -> str | None:
+    """The ADT field that filled the element `expression` names ("Bundle.entry[2].resource.
+    identifier[0].value", as validation names it, or "Encounter.identifier[0].value"), by
+    the resource's type; None for an element no field filled."""
+    entry = _ENTRY_PATH.match(expression)
+    if entry is not None:
+        entries = fhir_message.get("entry", [])
+        index = int(entry["index"])
+        resource = entries[index].get("resource", {}) if index < len(entries) else {}
+        resource_type, path = str(resource.get("resourceType", "")), entry["path"]
+    else:
+        resource_type, _, path = expression.partition(".")
+    path = _INDEXES.sub("", path)
+    for (kind, prefix), field in _FIELDS:
+        if kind == resource_type and (path == prefix or path.startswith(prefix + ".")):
+            return field
+    return None
+
+
+_ENTRY_PATH = re.compile(r"Bundle\.entry\[(?P<index>\d+)\]\.resource\.(?P<path>.*)\Z")
+_INDEXES = re.compile(r"\[\d+\]")
+# Where an element of the FHIR message built from an ADT came from (adapters/mllp/bundle.py),
+# the more exact first.
+_FIELDS = (
+    (("Patient", "identifier"), "PID-3"), (("Patient", "name.family"), "PID-5.1"),
+    (("Patient", "name.given"), "PID-5.2"), (("Patient", "name"), "PID-5"),
+    (("Patient", "birthDate"), "PID-7"), (("Patient", "gender"), "PID-8"),
+    (("Patient", "address.line"), "PID-11.1"), (("Patient", "address.city"), "PID-11.3"),
+    (("Patient", "address.postalCode"), "PID-11.5"),
+    (("Patient", "address.district"), "PID-11.9"), (("Patient", "address"), "PID-11"),
+    (("Encounter", "identifier"), "PV1-19"), (("Encounter", "period.start"), "PV1-44"),
+    (("Encounter", "period.end"), "PV1-45"), (("CarePlan", "identifier"), "PV1-19"),
+    (("CarePlan", "activity.detail.scheduledPeriod"), "PV1-45"),
+)
+# An OperationOutcome issue's code as HL7 table 0357's; any other issue about a field's
+# value is a data type error.
+_ISSUE_CODES = {"required": adt.REQUIRED_MISSING, "code-invalid": adt.TABLE_VALUE}
 
 
 def _accepted_ack(header: adt.Header, response: dict[str, Any]) -> bytes:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
+import pytest
 from sqlalchemy import select
 
 from adapters.mllp.framing import Deframer, Frame, frame
@@ -217,18 +219,26 @@ def test_a_disabled_centre_is_refused(listen: Listen, database: Database) -> Non
     assert kept(database) == before
 
 
-def test_a_field_holding_a_control_character_gets_ae_and_nothing_is_kept(
-        listen: Listen, database: Database) -> None:
-    """A visit number with U+0001 and U+0000 (PV1-19, the Encounter's identifier): FHIR
-    strings hold neither, and PostgreSQL cannot store U+0000 (hub/fhir/strings.py). The AE
-    names the element; the same stay without them is taken."""
+@pytest.mark.parametrize(("field", "change", "element", "location"), [
+    ("visit", {"visit": "V\x01\x00"}, "Encounter.identifier[0].value", "PV1^1^19"),
+    ("family", {"family": "Nord\x01mann"}, "Patient.name[0].family", "PID^1^5^1^1"),
+    ("city", {"city": "Bry\x1fne"}, "Patient.address[0].city", "PID^1^11^1^3"),
+])
+def test_a_field_holding_a_control_character_gets_ae_naming_it_and_nothing_is_kept(
+        listen: Listen, database: Database, field: str, change: dict[str, str], element: str,
+        location: str) -> None:
+    """A visit number, a family name or a city with a control character: FHIR strings hold
+    none below U+0020 but tab and line breaks, and PostgreSQL cannot store U+0000
+    (hub/fhir/strings.py). The AE names the element in ERR-8 and the field it came from in
+    ERR-2, with ERR-3 102 (data type error); the same stay without it is taken."""
     listener = listen()
     before = kept(database)
     with listener.pas() as pas:
-        ack = read(pas.send(adt(stay(visit="V\x01\x00"), "A01", "CONTROL")))
+        ack = read(pas.send(adt(replace(stay(), **change), "A01", "CONTROL")))
         assert ack.code == "AE", ack.text
-        assert "Encounter.identifier[0].value" in ack.text
-        assert "U+0001" in ack.text
+        assert element in ack.text
+        assert "U+00" in ack.text
+        assert (ack.location, ack.error) == (location, "102")
         assert kept(database) == before
-        assert read(pas.send(adt(stay(visit="V1"), "A01", "CONTROL-2"))).code == "AA"
+        assert read(pas.send(adt(stay(), "A01", "CONTROL-2"))).code == "AA"
     assert kept(database).messages == before.messages + 1
