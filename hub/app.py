@@ -36,6 +36,7 @@ from hub.delivery.dispatcher import start_dispatcher
 from hub.scheduler.runner import start_scheduler
 from hub.ui import people_routes
 from hub.ui import routes as ui_routes
+from hub.ui.pages import address_error_page
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                   docs_url="/docs", redoc_url=None,
                   dependencies=[Depends(check_format), Depends(check_url)])
     app.state.settings = settings
-    exception_handlers.install(app)
+    exception_handlers.install(app, pages=("/ui", address_error_page))
     openapi.install(app)
     app.include_router(auth.router)  # before fhir: its catch-all would take .well-known
     app.include_router(consent.router)  # before fhir, for the same reason

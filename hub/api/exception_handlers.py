@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,8 +25,15 @@ _HTTP_TEXT = {404: "There is nothing at this address.",
               405: "This method is not supported at this address."}
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers on `app`."""
+PageMaker = Callable[[Request, int, str], Response]
+"""Makes the HTML page of an error: (request, status, sentence) -> response."""
+
+
+def install(app: FastAPI, *, pages: tuple[str, PageMaker] | None = None) -> None:
+    """Register the handlers on `app`. With `pages` (a path prefix and what makes its error
+    pages), an address under that prefix that nothing answers (404, 405) gets an HTML page
+    instead of an OperationOutcome: the web pages' routes answer their own errors so, and a
+    person who mistypes an address of theirs is at a browser."""
 
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> FhirResponse:
@@ -40,9 +48,13 @@ def install(app: FastAPI) -> None:
         return FhirResponse(operation_outcome([Issue(text, "structure")]), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> FhirResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         text = _HTTP_TEXT.get(exc.status_code, str(exc.detail))
         await audit_failure(request, exc.status_code, text)
+        if pages is not None and _under(request.url.path, pages[0]):
+            page = pages[1](request, exc.status_code, text)
+            page.headers.update(getattr(exc, "headers", None) or {})
+            return page
         code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
         return FhirResponse(operation_outcome([Issue(text, code)]),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
@@ -86,3 +98,7 @@ def install(app: FastAPI) -> None:
                 "and nothing the hub stores may hold; nothing was changed.")
         await audit_failure(request, 400, text)
         return FhirResponse(operation_outcome([Issue(text, "value")]), status_code=400)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")

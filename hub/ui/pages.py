@@ -89,6 +89,14 @@ def error_page(request: Request, status: int, message: str) -> Response:
                   status_code=status)
 
 
+def address_error_page(request: Request, status: int, message: str) -> Response:
+    """The page for an address under /ui that no page answers (the app's 404 and 405,
+    hub/api/exception_handlers.py), with the pages' security headers."""
+    page = error_page(request, status, message)
+    page.headers.update(SECURITY_HEADERS)
+    return page
+
+
 class UIRoute(APIRoute):
     """A route that answers errors with HTML pages and sets the security headers."""
 

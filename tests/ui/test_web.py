@@ -271,3 +271,27 @@ def test_signing_in_with_u0000_in_the_name_fails_as_an_unknown_name(
     attempts = [x for x in since(database, before) if x.subtype == "login"]
     assert [x.agent for x in attempts] == ["User/ka\ufffdri"]  # recorded, marked where it was
     assert sign_in(web, "kari").status_code == 303  # control: the right name
+
+
+def test_an_address_under_ui_that_nothing_answers_is_an_html_page(browser: Browser) -> None:
+    """A mistyped or made-up address of the web pages (also one holding U+0000) is a 404
+    page in HTML with the pages' security headers; a method a page does not take, a 405
+    page that says which it takes. Control: the same under /fhir stays an OperationOutcome,
+    and an address that only starts like /ui is not the pages'."""
+    client = browser()
+    for address in ("/ui/nothing-here", "/ui/patients/%00", "/ui/a/b/c"):
+        page = client.get(address, headers={"Accept": "text/html"})
+        assert page.status_code == 404, address
+        assert page.headers["content-type"].startswith("text/html"), address
+        assert "There is nothing at this address." in page.text
+        for name, value in SECURITY_HEADERS.items():
+            assert page.headers[name] == value, (address, name)
+    wrong = client.put("/ui/sign-in", data={})
+    assert wrong.status_code == 405
+    assert wrong.headers["content-type"].startswith("text/html")
+    assert "GET" in wrong.headers["allow"]
+    for address in ("/fhir/nothing-here/x/y", "/uinothing"):
+        outcome = client.get(address)
+        assert outcome.status_code == 404, address
+        assert outcome.headers["content-type"].startswith("application/fhir+json"), address
+        assert outcome.json()["resourceType"] == "OperationOutcome"
