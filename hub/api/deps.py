@@ -9,11 +9,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from anyio import to_thread
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
+from hub.api.threads import in_thread
 from hub.api.turns import WriteTurns
 from hub.audit.events import TOKEN, Interaction, Outcome, agent_name, token_event
 from hub.audit.recorder import NOTHING, Auditor, Touched, take_disclosures
@@ -88,7 +87,7 @@ async def settle_reads(request: Request) -> None:
     sealer moves them within HUB_SEAL_INTERVAL anyway)."""
     try:
         reads = get_read_audit(request)
-        await run_in_threadpool(reads.move_all)
+        await in_thread(reads.move_all)
     except Exception:
         log.exception("could not move the audit records of reads into the trail")
 
@@ -113,7 +112,7 @@ async def get_subject(request: Request, db: DatabaseDep) -> Subject:
             "/auth/token, see /fhir/.well-known/smart-configuration.",
             headers={"WWW-Authenticate": 'Bearer realm="carehub"'})
     now = utcnow()
-    subject = await run_in_threadpool(_subject_for_token, db, token, now)
+    subject = await in_thread(_subject_for_token, db, token, now)
     if subject is None:
         raise UnauthorizedError(
             "The access token is unknown or has expired, or its client is disabled; get a new "
@@ -150,7 +149,7 @@ async def in_transaction(db: Database, fn: Callable[[Session], T], *, write: boo
         with db.session(write=write) as session:
             return fn(session)
 
-    return await run_in_threadpool(work)
+    return await in_thread(work)
 
 
 # --- the audit trail of requests ------------------------------------------------------------
@@ -258,7 +257,10 @@ async def in_write_turn(request: Request, work: Callable[[], T]) -> T:
             headers={"Retry-After": str(BUSY_RETRY_AFTER)})
     state.writes_held = held + 1
     try:
-        return await to_thread.run_sync(work, limiter=turns.limiter if turns else None)
+        if turns is None:
+            return await in_thread(work)
+        async with turns.limiter:
+            return await in_thread(work)
     finally:
         state.writes_held -= 1
 
@@ -273,9 +275,9 @@ async def audited_transaction(request: Request, db: Database, subject: Subject,
     if reads_only:
         turns = turns_of(request)
         if turns is None:
-            return await run_in_threadpool(work)
+            return await in_thread(work)
         with turns.reading():  # writes get fewer turns while this read is in flight
-            return await run_in_threadpool(work)
+            return await in_thread(work)
     return await in_write_turn(request, work)
 
 
@@ -339,7 +341,7 @@ async def record_apart(request: Request, write: Callable[[Session, Auditor], obj
             write(session, auditor)
 
     try:
-        await run_in_threadpool(work)
+        await in_thread(work)
     except Exception:
         log.exception("could not record %s %s in the audit trail", request.method,
                       request.url.path)
@@ -380,7 +382,7 @@ async def audit_failure(request: Request, status: int, text: str, *,
                                       address=address, request=what)])
 
         try:
-            await run_in_threadpool(spool)
+            await in_thread(spool)
         except Exception:
             log.exception("could not record %s %s in the audit trail", request.method,
                           request.url.path)
