@@ -6,6 +6,7 @@ a statement and its cache key costs more than SQLite takes to run it (bench/inge
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -162,11 +163,12 @@ _INSERT_RESOURCES = Direct(insert(R).returning(R.c.pk))
 # PostgreSQL: the rows and their first versions in one statement, the body sent once. The
 # rows go as one JSON array (orjson), as the index rows do, not as an array parameter per
 # column, which psycopg dumps element by element in Python (2.7 % of an API process's CPU in
-# bench/ingest.py, py-spy). A body is JSON the hub wrote or took, so UTF-8: it travels as a
-# JSON string and is stored as the same bytes (convert_to).
+# bench/ingest.py, py-spy). A body travels in base64 and is stored as the same bytes: the
+# repository does not assume what hub/store/codec.py makes of a resource (encryption at rest
+# would not be UTF-8).
 _INSERT_RESOURCES_PG = Direct(text(
     "WITH r AS (INSERT INTO resources (resource_type, logical_id, version_id, last_updated_at, "
-    "deleted, body, owner_org) SELECT t, i, 1, a, false, convert_to(b, 'UTF8'), o "
+    "deleted, body, owner_org) SELECT t, i, 1, a, false, decode(b, 'base64'), o "
     "FROM json_to_recordset(CAST(:rows AS json)) AS n(t text, i text, a timestamptz, b text, "
     "o text) RETURNING pk, resource_type, logical_id, last_updated_at, body), "
     "v AS (INSERT INTO resource_versions (resource_pk, version_id, last_updated_at, method, "
@@ -187,7 +189,8 @@ def insert_resources(session: Session, new: Sequence[NewResource]) -> list[int]:
     if conn.dialect.name == "postgresql":
         returned = _INSERT_RESOURCES_PG.rows(conn, {"rows": orjson.dumps([
             {"t": n.resource_type, "i": n.logical_id, "a": _utc(n.at, conn.dialect),
-             "b": n.body.decode(), "o": n.owner_org} for n in new]).decode()})
+             "b": base64.b64encode(n.body).decode("ascii"), "o": n.owner_org}
+            for n in new]).decode()})
         pk_of = {(rtype, rid): pk for pk, rtype, rid in returned}
         return [pk_of[(n.resource_type, n.logical_id)] for n in new]
     rows = [{"resource_type": n.resource_type, "logical_id": n.logical_id, "version_id": 1,

@@ -145,7 +145,8 @@ def test_a_new_resource_and_its_first_version_are_stored_alike(database: Any) ->
 def test_new_resources_are_stored_as_the_exact_bytes_given(database: Any) -> None:
     """insert_resources keeps each body's bytes as given, in the row and its version 1 (on
     PostgreSQL they travel inside a JSON parameter): escapes, quotes, backslashes, letters
-    and signs past ASCII, line breaks, spacing the hub did not choose; the pks in order."""
+    and signs past ASCII, line breaks, spacing the hub did not choose, bytes that are not
+    UTF-8; the pks in order."""
     from sqlalchemy import text
 
     from hub.store.repository import NewResource, insert_resources
@@ -158,6 +159,8 @@ def test_new_resources_are_stored_as_the_exact_bytes_given(database: Any) -> Non
     ]
     new = [NewResource("Location", f"exact-{i}", b.encode(), at, "org-a" if i else None)
            for i, b in enumerate(bodies)]
+    # and bytes that are not UTF-8 at all, as encryption at rest would make them
+    new.append(NewResource("Location", "exact-3", b"\x00\xff\xfe\x80 \xc3(", at, "org-a"))
     with database.session(write=True) as s:
         pks = insert_resources(s, new)
     with database.session(write=False) as s:
@@ -166,7 +169,7 @@ def test_new_resources_are_stored_as_the_exact_bytes_given(database: Any) -> Non
                     "SELECT r.pk, r.body, v.body, r.owner_org, r.logical_id FROM resources r "
                     "JOIN resource_versions v ON v.resource_pk = r.pk AND v.version_id = 1 "
                     "WHERE r.logical_id LIKE 'exact-%'"))}
-    assert len(set(pks)) == 3
+    assert len(set(pks)) == 4
     for i, pk in enumerate(pks):
         body, first, owner, logical_id = rows[pk]
         assert body == first == new[i].body, i
