@@ -10,7 +10,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -139,29 +141,42 @@ def client(settings: Settings, bearer: str) -> Iterator[TestClient]:
         yield c
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def loopback_socket() -> socket.socket:
+    """A socket bound to a free loopback port, for a live server to serve on. The server is
+    handed the socket itself, so no other process can take the port between the choice of a
+    port and the server's bind (as with a port number chosen first)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextmanager
+def serving(settings: Settings, **config: Any) -> Iterator[str]:
+    """The hub of `settings` served by uvicorn (uvloop, httptools) on a loopback socket of its
+    own, in a thread; its base URL. `config`: more uvicorn.Config options."""
+    import uvicorn
+
+    with loopback_socket() as sock:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        options: dict[str, Any] = {"log_level": "warning", "loop": LOOP, "http": HTTP, **config}
+        server = uvicorn.Server(uvicorn.Config(
+            create_app(settings.model_copy(update={"base_url": url})), **options))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        try:
+            yield url
+        finally:
+            server.should_exit = True
+            thread.join(10)
 
 
 @pytest.fixture
 def live_url(settings: Settings) -> Iterator[str]:
     """The hub served by uvicorn on loopback (for real concurrency)."""
-    import uvicorn
-
-    port = _free_port()
-    live = settings.model_copy(update={"base_url": f"http://127.0.0.1:{port}"})
-    server = uvicorn.Server(uvicorn.Config(create_app(live), host="127.0.0.1", port=port,
-                                           log_level="warning", loop=LOOP, http=HTTP))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(settings) as url:
+        yield url
