@@ -43,6 +43,6 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
                 await asyncio.shield(future)
             except asyncio.CancelledError:
                 continue
-            except Exception:  # noqa: BLE001 - the caller is cancelled; that is what it sees
+            except Exception:  # the caller is cancelled: that is what it sees
                 break
         raise

@@ -13,7 +13,6 @@ views show it as a record that cannot be read.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,12 +23,12 @@ from sqlalchemy.orm import Session
 
 from hub.audit.models import AuditRecordRow
 from hub.errors import BadRequestError
+from hub.fhir.validation import ID_RE
 from hub.store.dates import parse_range
 from hub.store.query import refuse_control_characters
 
 PARAMS = ("_id", "patient", "date", "agent", "subtype", "_count", "_after", "_format")
 _DATE_PREFIXES = ("eq", "ge", "gt", "le", "lt")
-_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")  # \Z: "$" also matches before a last "\n"
 _R = AuditRecordRow
 
 
@@ -105,7 +104,7 @@ def patient_ref(value: str) -> str:
     if len(parts) >= 2 and parts[-2] != "Patient":
         raise BadRequestError(f"patient={value}: give a Patient reference (Patient/<id>).",
                               expression="patient")
-    if not _ID_RE.match(rid):
+    if not ID_RE.match(rid):
         raise BadRequestError(f"patient={value}: '{rid}' is not a FHIR id.",
                               expression="patient")
     return f"Patient/{rid}"
@@ -158,7 +157,7 @@ def parse_query(pairs: Sequence[tuple[str, str]], *, default_count: int,
         elif not values:
             raise BadRequestError(f"{name} needs a value.", expression=name)
         elif name == "_id":
-            if bad := next((v for v in values if not _ID_RE.match(v)), None):
+            if bad := next((v for v in values if not ID_RE.match(v)), None):
                 raise BadRequestError(f"_id={bad[:100]}: '{bad[:100]}' is not a FHIR id.",
                                       expression="_id")
             ids.append(tuple(values))
@@ -232,7 +231,7 @@ def read(session: Session, event_id: str) -> AuditLine | None:
     """The record whose AuditEvent has this id, or None: an index search on the event_id
     column (migration 0014), then the body's own id must agree, so an edited column gives
     None rather than another record (and `hub audit verify` names the edit)."""
-    if not _ID_RE.match(event_id):
+    if not ID_RE.match(event_id):
         return None
     for row in session.scalars(select(_R).where(_R.event_id == event_id).order_by(_R.seq)):
         line = _line(row)

@@ -153,20 +153,13 @@ class Direct:
             statement = self.statement.values(  # type: ignore[attr-defined]
                 [{k: bindparam(f"{k}__{i}") for k in keys} for i in range(len(rows))])
             form = self._together_forms[key] = _Compiled(statement, conn.dialect, None)
-        params = form.bind({f"{k}__{i}": row[k] for i, row in enumerate(rows) for k in keys})
-        with _cursor(conn, form.sql, params) as cursor:
-            _tell(conn, cursor, form.sql, params, many=False)
-            _execute(conn, cursor, form.sql, params)
-            return form.rows(cursor) if cursor.description else []
+        return _rows_of(conn, form, form.bind(
+            {f"{k}__{i}": row[k] for i, row in enumerate(rows) for k in keys}))
 
     def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[Row]:
         """Run once with `values`; the rows it returns ([] for a statement returning none)."""
         form = self._form(conn.dialect, values)
-        params = form.bind(values)
-        with _cursor(conn, form.sql, params) as cursor:
-            _tell(conn, cursor, form.sql, params, many=False)
-            _execute(conn, cursor, form.sql, params)
-            return form.rows(cursor) if cursor.description else []
+        return _rows_of(conn, form, form.bind(values))
 
     def run(self, conn: Connection, values: Mapping[str, Any]) -> int:
         """Run once with `values` (a statement that returns no rows); its row count."""
@@ -225,6 +218,14 @@ class Direct:
                     _execute(conn, cursor, form.sql, p)
                     out.extend(form.rows(cursor))
         return out
+
+
+def _rows_of(conn: Connection, form: _Compiled, params: Any) -> list[Row]:
+    """One run of `form` with bound `params`; the rows it returns ([] for none)."""
+    with _cursor(conn, form.sql, params) as cursor:
+        _tell(conn, cursor, form.sql, params, many=False)
+        _execute(conn, cursor, form.sql, params)
+        return form.rows(cursor) if cursor.description else []
 
 
 @contextmanager

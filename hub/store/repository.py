@@ -261,5 +261,5 @@ _UTC = UTCDateTime()
 
 
 def _utc(value: Any, dialect: Dialect) -> Any:
-    """`value` as UTCDateTime binds it (these arrays bypass the column type)."""
+    """`value` as UTCDateTime binds it (values sent inside JSON bypass the column type)."""
     return _UTC.process_bind_param(value, dialect) if isinstance(value, datetime) else value
