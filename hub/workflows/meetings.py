@@ -23,9 +23,10 @@ What these handlers check against the store (each broken rule is a 422; nothing 
   changes or cancels it only while the version it replaces is booked: a meeting already
   cancelled, fulfilled or marked noshow is not changed again; book a new one.
 - Response: the meeting it answers is stored (`appointment` by the invitation's identifier
-  or the hub's id), is about the message's patient, and is booked now (a cancelled or past
-  meeting is not answered); the one answering (`actor`) is a participant. Declines are
-  recorded like any answer.
+  or the hub's id) and its sender may see it (the organiser, or an organisation the
+  patient's consent lets see it; to any other the meeting is unknown), is about the
+  message's patient, and is booked now (a cancelled or past meeting is not answered); the
+  one answering (`actor`) is a participant. Declines are recorded like any answer.
 - The answer is recorded in the meeting itself: a new version of the stored Appointment whose
   participant carries the answer as its status (written as the organiser's record, with an
   If-Match on the version read, retried when another answer landed in between, so answers
@@ -175,9 +176,18 @@ def meeting_response(session: Session, accepted: Accepted) -> None:
     patient = f"Patient/{accepted.patient_id}"
     meeting_ref = ref(answer.get("appointment"))
     meeting = body(session, accepted, meeting_ref, "Appointment")
+    named = answer.get("appointment")
+    if meeting is not None and not _seen_by_sender(session, accepted, str(meeting_ref)):
+        # Only who may see the meeting answers it: an organisation the invitation never
+        # reached (no consent, not a participant) neither changes it nor learns of it, so the
+        # refusal is the one for a meeting the hub does not have, naming it as it was sent
+        # (not by the hub's id, which intake found for its identifier).
+        meeting = None
+        if isinstance(named, dict) and named.get("identifier"):
+            named = {k: v for k, v in named.items() if k != "reference"}
     if meeting_ref is None or meeting is None:
         raise InvalidResourceError(
-            f"The answer is to {shown(answer.get('appointment'))}, which is no meeting the hub "
+            f"The answer is to {shown(named)}, which is no meeting the hub "
             "has: name the meeting by the identifier of its invitation (appointment."
             "identifier) or as Appointment/<id>.",
             expression=accepted.where(answer_ref, "appointment"))
@@ -199,6 +209,15 @@ def meeting_response(session: Session, accepted: Accepted) -> None:
                      "declined: the organiser should agree a new time with the patient, or "
                      "cancel the meeting.")
     accepted.notes.extend(notes)
+
+
+def _seen_by_sender(session: Session, accepted: Accepted, meeting_ref: str) -> bool:
+    """Whether the message's sender may see the stored meeting (the consent gate's decision
+    for that organisation, as for a read)."""
+    if meeting_ref in accepted.stored:  # the message itself carries it: its sender wrote it
+        return True
+    return service.exists(session, Subject.working_for(accepted.sender_org, "messaging"),
+                          resource_type="Appointment", resource_id=meeting_ref.split("/", 1)[1])
 
 
 def _check_answerable(accepted: Accepted, answer_ref: str, meeting_ref: str,

@@ -213,11 +213,31 @@ def test_the_same_answer_again_does_not_change_the_meeting(booked: Hub) -> None:
 
 
 def test_an_answer_from_someone_not_invited_is_refused(booked: Hub) -> None:
-    issues = refused(booked, answer(actor="Organization/klepp-kommune", sender="klepp-kommune"))
+    issues = refused(booked, answer(actor="Organization/klepp-kommune"))
     assert "Organization/klepp-kommune, who is not invited" in issues[0]["diagnostics"]
     assert issues[0]["expression"] == ["Bundle.entry[1].resource.actor"]
+    assert found(booked, "time-kommune", "AppointmentResponse") == []
+    assert _the_meeting(booked)["meta"]["versionId"] == "1"
+
+
+@pytest.mark.parametrize("actor", [None, "Organization/klepp-kommune"])
+def test_an_organisation_the_meeting_is_hidden_from_cannot_answer_it(
+        booked: Hub, actor: str | None) -> None:
+    """Klepp kommune has no consent of Kari's and was never sent the meeting: its answer, in
+    the patient's name or its own, neither changes the organiser's meeting nor tells Klepp
+    that the meeting exists (the refusal is the one for an unknown meeting)."""
+    issues = refused(booked, answer(sender="klepp-kommune", actor=actor))
+    unknown = refused(booked, answer(sender="klepp-kommune", actor=actor,
+                                     meeting_key="no-such-meeting"))
+    assert "which is no meeting the hub has" in issues[0]["diagnostics"]
+    assert issues[0]["diagnostics"].replace("|m-1", "|no-such-meeting") == (
+        unknown[0]["diagnostics"])
+    assert "Nettverk" not in issues[0]["diagnostics"]  # nothing of the meeting is told
     assert found(booked, "klepp-kommune", "AppointmentResponse") == []
     assert _the_meeting(booked)["meta"]["versionId"] == "1"
+    assert _status_of(_the_meeting(booked), "Patient") == ["needs-action"]
+    # control: the municipality Kari's consent names answers the same meeting for her
+    assert "The patient answered declined" in accepted(booked, answer())
 
 
 def test_an_answer_to_a_cancelled_meeting_is_refused(booked: Hub) -> None:
