@@ -10,10 +10,16 @@ flag), then D + HUB_FOLLOW_UP_SECOND_CHECK (7 d) and D + HUB_FOLLOW_UP_THIRD_CHE
 The owner is the organisation the follow-up plan names as responsible
 (CarePlan.activity.detail.performer, the first Organization), else the first destination
 that is registered as a municipality. The Tasks are stored by the hub on the centre's behalf
-(the centre owns the records, as it sent the notice; the municipality reads them as the
-patient's consent or a legal basis permits), and each gets a due row (hub/scheduler). Their
-ids derive from the Encounter, so a notice sent again (a new version of the same Encounter)
-finds the checks it made the first time and makes no second set; the first due times stand.
+(the centre owns the records, as it sent the notice; the municipality, their owner, reads
+them as a party to the Task), and each gets a due row (hub/scheduler). Their identifier
+names the Encounter and the check, so a notice sent again (a new version of the same
+Encounter) finds the checks the centre's first notice made (Tasks with that identifier that
+the centre owns; their ids are random, so no one can take them first) and makes no second
+set; the first due times stand. Where the consent gate keeps the discharge-notice from that
+municipality, the checks are the centre's own (owner the centre): a Task names its owner as
+a party that reads it, and would tell what the notice may not. An overdue check is still
+told to the municipality where the hub's notices have a legal basis (hub/workflows/
+followup.py), as the gate decides then.
 
 `follow-up-contact` at time C (the contact Encounter's period.start) meets each check of the
 patient with C after the discharge day (calendar days in HUB_TIMEZONE; a contact on the
@@ -37,13 +43,15 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.config import Settings
+from hub.consent.gate import MessageQuestion
 from hub.db.types import utcnow
 from hub.errors import HubError, InvalidResourceError
-from hub.fhir import refs
+from hub.fhir import refs, vocab
 from hub.fhir.datetimes import parse
 from hub.fhir.refs import org_id
 from hub.messaging.handlers import Accepted, handles
 from hub.messaging.models import MessageRow
+from hub.messaging.routing import decide_delivery
 from hub.scheduler import due
 from hub.scheduler.journal import Journal, auditor_for
 from hub.scheduler.models import ScheduledCheckRow
@@ -64,7 +72,6 @@ HUB = Subject.hub_itself()
 SNOMED = "http://snomed.info/sct"
 SUICIDE_RISK = "225444004"
 ORG_KIND = "http://carehub.example/fhir/CodeSystem/organization-kind"
-_IDS = uuid.UUID("6f1c7d2e-0b8a-4f51-9a51-3c0d2b6e7f10")  # namespace of the check Task ids
 
 
 @lru_cache(maxsize=4)
@@ -73,16 +80,20 @@ def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+CHECK_LABELS = ("first-contact", "second-check", "third-check")
+
+
 def checks(settings: Settings, suicide_risk: bool) -> list[tuple[str, str, int]]:
     """(label, description, seconds after discharge) of the three checks."""
     first = (settings.follow_up_first_contact_suicide_risk if suicide_risk
              else settings.follow_up_first_contact)
+    one, two, three = CHECK_LABELS
     return [
-        ("first-contact", f"First contact after discharge, within {first // 3600} hours"
+        (one, f"First contact after discharge, within {first // 3600} hours"
          + (" (suicide risk)" if suicide_risk else ""), first),
-        ("second-check", f"Follow-up check {settings.follow_up_second_check // 86400} days "
+        (two, f"Follow-up check {settings.follow_up_second_check // 86400} days "
          "after discharge", settings.follow_up_second_check),
-        ("third-check", f"Follow-up check {settings.follow_up_third_check // 86400} days "
+        (three, f"Follow-up check {settings.follow_up_third_check // 86400} days "
          "after discharge", settings.follow_up_third_check),
     ]
 
@@ -167,6 +178,36 @@ def _task(task_id: str, label: str, text: str, *, encounter: str, patient_ref: s
     }
 
 
+def _made_before(session: Session, centre: str, encounter_ref: str) -> dict[str, str]:
+    """Ids of the checks an earlier notice of the stay `encounter_ref` made, by label: the
+    Tasks carrying their identifier that the centre owns. Anyone may write a Task with that
+    identifier, and a client chooses the ids it updates-as-creates, so neither an id derived
+    from the stay nor the identifier alone says the check is the hub's: new checks get random
+    ids."""
+    stay = encounter_ref.split("/", 1)[1]
+    ids: dict[str, str] = {}
+    for label in CHECK_LABELS:
+        for task in service.find_by_identifier(session, HUB, system=CHECK_SID,
+                                               value=f"{stay}/{label}",
+                                               resource_types=frozenset({"Task"})):
+            if service.owner_of(session, resource_type="Task", resource_id=task.id) == centre:
+                ids[label] = task.id
+                break
+    return ids
+
+
+def _withheld_from(session: Session, accepted: Accepted, org: str) -> str | None:
+    """Why the discharge-notice may not go to Organization/`org` (the routing decision of
+    hub.consent.gate, asked as routing asks it); None when it may."""
+    verdict = decide_delivery(session, accepted.settings, MessageQuestion(
+        event=accepted.event, sender_org=accepted.sender_org, patient_id=accepted.patient_id,
+        content_types=frozenset(r.split("/", 1)[0] for r in accepted.stored) | {"MessageHeader"},
+        receiver_org=org,
+        individual_plan=any(vocab.is_individual_plan(b) for b in accepted.stored.values()),
+        replying_to=frozenset(accepted.replying_to)))
+    return verdict.reason if verdict.decision == "deny" else None
+
+
 @handles("discharge-notice")
 def schedule_follow_up(session: Session, accepted: Accepted) -> None:
     """Make the follow-up checks of a discharge (once per Encounter)."""
@@ -191,10 +232,23 @@ def schedule_follow_up(session: Session, accepted: Accepted) -> None:
     patient_ref = f"Patient/{accepted.patient_id}"
     risk = suicide_risk(session, accepted, patient_ref, discharged)
     centre = accepted.sender_org
+    municipality = owner
+    withheld = _withheld_from(session, accepted, municipality)
+    if withheld is not None:
+        # The Tasks would tell the municipality of the discharge the consent gate keeps from
+        # it (a Task's owner reads it as a party to it): the checks are the centre's own. An
+        # overdue check is still told to the municipality where the hub's notices have a
+        # legal basis (HUB_FOLLOW_UP_LEGAL_BASIS), as the gate decides then.
+        accepted.notes.append(
+            f"Organization/{municipality} is not told of this discharge ({withheld}), so the "
+            f"follow-up checks are Organization/{centre}'s own: arrange the follow-up with "
+            "the patient.")
+        owner = centre
+    made_before = _made_before(session, centre, encounter_ref)
     journal = Journal(session, auditor_for(accepted.settings))
     made, kept = [], []
     for label, text, seconds in checks(accepted.settings, risk):
-        task_id = str(uuid.uuid5(_IDS, f"{encounter_ref}/{label}"))
+        task_id = made_before.get(label) or str(uuid.uuid4())
         target = f"Task/{task_id}"
         existing = due.find(session, KIND, target)
         if existing is not None and existing.outcome != "cancelled":
@@ -209,7 +263,7 @@ def schedule_follow_up(session: Session, accepted: Accepted) -> None:
         journal.wrote(stored, why=f"Follow-up check after the discharge in {encounter_ref}.")
         # move: a check cancelled with its discharge (discharge-cancelled) opens again
         due.schedule(session, kind=KIND, target=target, due_at=due_at, patient_ref=patient_ref,
-                     recipients=[owner, centre], anchor_at=discharged, move=True)
+                     recipients=[municipality, centre], anchor_at=discharged, move=True)
         made.append(f"{label} by {format_instant(due_at)}")
     if made:
         accepted.notes.append(
@@ -233,8 +287,7 @@ def cancel_follow_up(session: Session, accepted: Accepted) -> None:
     encounter_ref, _ = found
     journal = Journal(session, auditor_for(accepted.settings))
     cancelled = []
-    for label, _text, _seconds in checks(accepted.settings, False):
-        task_id = str(uuid.uuid5(_IDS, f"{encounter_ref}/{label}"))
+    for label, task_id in _made_before(session, accepted.sender_org, encounter_ref).items():
         due.cancel(session, kind=KIND, target=f"Task/{task_id}")
         try:
             task = service.read(session, HUB, resource_type="Task", resource_id=task_id).body

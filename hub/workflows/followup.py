@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from hub.auth.subject import Subject
 from hub.fhir.refs import org_id
 from hub.messaging.outbound import send_notice
-from hub.scheduler.actions import Act, acts_on
+from hub.scheduler.actions import Act, acts_on, recipients
 from hub.scheduler.models import ScheduledCheckRow
 from hub.store import service
 from hub.store.dates import format_instant
@@ -92,9 +92,11 @@ def escalate(act: Act, row: ScheduledCheckRow) -> str:
     patient = act.read(str(task["for"]["reference"]))
     if patient is None:
         return "escalated"
+    # The Task's parties and whom the check was scheduled to tell (the municipality also
+    # where the discharge was kept from it and the centre owns the check): the gate decides.
+    receivers = dict.fromkeys(o for o in (owner_of(task), *recipients(row), centre) if o)
     sent = send_notice(act.session, act.settings, event="follow-up-overdue",
-                       focus=[stored.body], patient=patient,
-                       receivers=[o for o in (owner_of(task), centre) if o])
+                       focus=[stored.body], patient=patient, receivers=list(receivers))
     act.journal.sent(sent, why=f"follow-up-overdue for {row.target}")
     return "escalated"
 

@@ -74,6 +74,16 @@ def discharge(discharged: datetime, *, suicide_risk: bool = False, fnr: str = ST
     return message
 
 
+def consent(*, fnr: str = STORY_FNR) -> JSON:
+    """The story's consent-changed (example 1): the person's consent to sharing with Time
+    kommune, recorded by Jæren DPS, so that the centre's discharge may be told to it."""
+    message = example(1)
+    _person(message, fnr)
+    for entry in message["entry"][1:]:
+        _renew(entry["resource"])
+    return message
+
+
 def contact(at: datetime, *, fnr: str = STORY_FNR) -> JSON:
     """A follow-up-contact (example 14) by the municipality at `at`, an hour long."""
     message = example(14)

@@ -20,6 +20,7 @@ from tests.factories import fnr
 from tests.scheduler.story import (
     accepted,
     checks,
+    consent,
     contact,
     discharge,
     example,
@@ -40,6 +41,7 @@ def _due(task: dict) -> object:
 
 
 def test_discharge_makes_three_checks_owned_by_the_municipality(hub: Hub) -> None:
+    accepted(hub, consent())  # the consent names Time kommune
     discharged = oslo(1, 14)
     answer = accepted(hub, discharge(discharged))
     assert "Follow-up checks scheduled for Organization/time-kommune" in notes(answer)
@@ -55,10 +57,66 @@ def test_discharge_makes_three_checks_owned_by_the_municipality(hub: Hub) -> Non
         assert task["focus"]["reference"].startswith("Encounter/")
         assert task["for"]["reference"].startswith("Patient/")
         assert not overdue(task)
-    # the municipality reads them too (the story's consent names it)
-    accepted(hub, example(1))
+    # the municipality reads them too (the consent names it)
     seen = hub["time-kommune"].get("/fhir/Task", params={"code": "follow-up-check"}).json()
     assert len(seen["entry"]) == 3
+
+
+def test_checks_of_a_discharge_kept_from_the_municipality_are_the_centres(
+        hub: Hub, database: Database, settings: Settings) -> None:
+    """No consent names Time kommune and the discharge-notice has no legal basis, so it is
+    withheld: the follow-up checks must not tell it (a Task's owner reads the Task), so the
+    centre owns them. The overdue alarm still goes out as the legal basis of the hub's
+    notices allows (the test of the first sweep shows the municipality's part)."""
+    answer = accepted(hub, discharge(oslo(1, 14)))
+    said = notes(answer)
+    assert "Withheld from Organization/time-kommune" in said
+    assert "Organization/time-kommune is not told of this discharge" in said
+    assert "Follow-up checks scheduled for Organization/jaeren-dps" in said
+    tasks = follow_up_tasks(hub)
+    assert sorted(tasks) == ["first-contact", "second-check", "third-check"]
+    assert all(t["owner"] == {"reference": "Organization/jaeren-dps"} for t in tasks.values())
+    municipality = hub["time-kommune"]
+    seen = municipality.get("/fhir/Task", params={"code": "follow-up-check"}).json()
+    assert [e["resource"]["resourceType"] for e in seen.get("entry", [])
+            if e["search"]["mode"] == "match"] == []
+    for task in tasks.values():
+        assert municipality.get(f"/fhir/Task/{task['id']}").status_code == 404
+    assert sorted(c.recipients for c in checks(database, "follow-up")) == [
+        "time-kommune,jaeren-dps"] * 3
+    # control: once the patient's consent names Time kommune, the next stay's checks are its
+    # own (and the consent, recorded by the centre, now opens the first stay's to it too)
+    accepted(hub, consent())
+    accepted(hub, discharge(oslo(1, 16)))
+    seen = municipality.get("/fhir/Task", params={"code": "follow-up-check"}).json()
+    owners = [e["resource"]["owner"]["reference"] for e in seen["entry"]]
+    assert sorted(owners) == ["Organization/jaeren-dps"] * 3 + ["Organization/time-kommune"] * 3
+
+
+def test_a_task_another_organisation_gives_the_checks_identifier_takes_nothing(
+        hub: Hub, database: Database) -> None:
+    """The checks' ids are random and an earlier set is recognised only among the centre's
+    own Tasks: a Task written first by another organisation under the check's identifier
+    neither blocks the discharge nor stands in for a check."""
+    accepted(hub, consent())
+    admission = example(3)  # the stay, which the consent lets Time kommune read
+    key = admission["entry"][1]["resource"]["identifier"][0]["value"]
+    accepted(hub, admission)
+    [stay] = hub["time-kommune"].get("/fhir/Encounter", params={
+        "identifier": f"urn:ietf:rfc:3986|{key}"}).json()["entry"]
+    squat = hub["time-kommune"].post("/fhir/Task", json={
+        "resourceType": "Task", "status": "requested", "intent": "order",
+        "identifier": [{"system": "http://carehub.example/fhir/sid/follow-up-check",
+                        "value": f"{stay['resource']['id']}/first-contact"}]})
+    assert squat.status_code == 201, squat.text
+    message = discharge(oslo(1, 14), encounter=key)
+    assert "Follow-up checks scheduled" in notes(accepted(hub, message))
+    tasks = follow_up_tasks(hub)
+    assert tasks["first-contact"]["id"] != squat.json()["id"]
+    assert tasks["first-contact"]["requester"] == {"reference": "Organization/jaeren-dps"}
+    assert len(checks(database, "follow-up")) == 3
+    assert squat.json()["id"] not in {c.target.split("/")[1] for c in checks(database,
+                                                                            "follow-up")}
 
 
 def test_suicide_risk_makes_the_first_contact_due_in_48_hours(hub: Hub) -> None:
@@ -164,6 +222,7 @@ def test_without_a_legal_basis_the_consent_naming_the_municipality_lets_it_be_to
 def test_a_contact_the_day_after_meets_every_check(hub: Hub, database: Database,
                                                    settings: Settings) -> None:
     discharged = oslo(2, 10)
+    accepted(hub, consent())  # the municipality owns the checks it meets
     accepted(hub, discharge(discharged))
     answer = accepted(hub, contact(oslo(1, 9)))
     assert "meets the follow-up checks" in notes(answer)
@@ -190,6 +249,7 @@ def test_a_contact_on_the_discharge_day_does_not_count(hub: Hub, database: Datab
 def test_a_contact_after_due_leaves_that_check_overdue(hub: Hub, database: Database,
                                                        settings: Settings) -> None:
     discharged = oslo(10, 10)
+    accepted(hub, consent())  # the municipality owns the checks it meets
     accepted(hub, discharge(discharged))
     assert sweep(database, settings).outcomes == {"escalated": 2}  # 72 h and 7 days
     accepted(hub, contact(oslo(1, 12)))  # day 9: after both of them, before day 30
@@ -204,6 +264,7 @@ def test_a_timely_contact_reported_late_still_meets_the_check(
         hub: Hub, database: Database, settings: Settings) -> None:
     discharged = oslo(5, 10)
     patient = fnr(start=40)
+    accepted(hub, consent(fnr=patient))  # the municipality owns the checks it meets
     accepted(hub, discharge(discharged, fnr=patient))
     assert sweep(database, settings).outcomes == {"escalated": 1}
     accepted(hub, contact(oslo(4, 10), fnr=patient))  # the day after discharge
