@@ -3,7 +3,6 @@ see. Only the store service runs searches (it passes the consent gate as `visibi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,14 +22,13 @@ from sqlalchemy.orm import Session
 
 from hub.errors import BadRequestError
 from hub.store import chains
-from hub.store.query import SearchRequest
+from hub.store.query import SearchRequest, split_escaped, unescape
 from hub.store.repository import INDEX_TABLES, Current, R, get_current_by_pk
 from hub.store.search_params import params_for
 from hub.store.values import TABLE, date_clause, split_prefix, value_clause
 from hub.store.visibility import Visibility
 
 T_REF = INDEX_TABLES[1]
-_SPLIT = re.compile(r"(?<!\\),")
 
 
 @dataclass
@@ -51,18 +49,18 @@ class SearchPage:
 
 def _criterion(resource_type: str, name: str, value: str,
                links: chains.Links) -> ColumnElement[bool] | None:
-    values = [v for v in _SPLIT.split(value)]
+    values = split_escaped(value, ",")
     if name.startswith("_has:"):
         return chains.reverse(links, resource_type, name, values)
     if "." in name:
         return chains.chained(links, resource_type, name, values)
     code, _, modifier = name.partition(":")
     if code == "_id":
-        return R.c.logical_id.in_(values)
+        return R.c.logical_id.in_([unescape(v) for v in values])
     if code == "_lastUpdated":
         clauses = []
         for v in values:
-            prefix, rest = split_prefix(v)
+            prefix, rest = split_prefix(unescape(v))
             clauses.append(date_clause(prefix, R.c.last_updated_at, R.c.last_updated_at, rest,
                                         name))
         return or_(*clauses)

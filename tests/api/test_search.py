@@ -200,3 +200,34 @@ def test_a_search_by_a_parameter_costs_with_its_matches_not_the_store(
     plan = sqlite_plan(database.engine, statement, params)
     assert "SEARCH resources USING INTEGER PRIMARY KEY" in plan, plan
     assert "ix_resources_type_updated" not in plan, plan
+
+
+ESCAPES = "http://x.example/id"
+
+
+def test_escaped_commas_bars_dollars_and_backslashes_match_the_literal_character(
+        client: TestClient) -> None:
+    """R4 search.html, "Escaping Search Parameters": `\\,`, `\\|`, `\\$` and `\\\\` stand
+    for the character; values split on unescaped commas, a token on its first unescaped `|`;
+    the unescaped forms that matched before still do."""
+    kari = _post(client, patient(family="Es,Comma", identifier=[
+        {"system": ESCAPES, "value": "a|T"}, {"system": ESCAPES, "value": "b\\T"},
+        {"system": ESCAPES, "value": "c$T"}]))
+    _post(client, patient(fnr(date(1990, 5, 5)), identifier=[
+        {"system": ESCAPES, "value": "a"}, {"system": ESCAPES, "value": "b\\\\T"}]))
+    enc = _post(client, encounter(f"Patient/{kari}"))
+    found = {
+        f"{ESCAPES}|a\\|T": [kari], "a\\|T": [kari], f"{ESCAPES}|a\\|X": [],
+        f"{ESCAPES}|b\\\\T": [kari], f"{ESCAPES}|c\\$T": [kari],
+        f"{ESCAPES}|c$T": [kari], f"{ESCAPES}|b\\T": [kari],  # unescaped, as before
+        f"{ESCAPES}|none,{ESCAPES}|a\\|T": [kari],
+        f"{ESCAPES}|none\\\\,{ESCAPES}|c$T": [kari],  # an escaped \ then a separating comma
+    }
+    for value, ids in found.items():
+        assert _ids(client, "/fhir/Patient", identifier=value) == ids, value
+    assert _ids(client, "/fhir/Patient", family="Es\\,Comma") == [kari]
+    assert _ids(client, "/fhir/Patient", **{"family:exact": "Es\\,Comma"}) == [kari]
+    assert _ids(client, "/fhir/Encounter",
+                **{"subject:Patient.identifier": f"{ESCAPES}|a\\|T"}) == [enc]
+    assert _ids(client, "/fhir/Encounter",
+                **{"subject:Patient.identifier": f"{ESCAPES}|a"}) == []
