@@ -63,8 +63,6 @@ def value_clause(sp: SearchParam, modifier: str, value: str, name: str) -> Colum
         return table.c.code == unescape(value)
     value = unescape(value)
     if sp.type == "reference":
-        if modifier == "identifier":
-            raise BadRequestError(f"{name}: the :identifier modifier is not supported.")
         parsed = parse_reference(value) if "/" in value else None
         if parsed:
             return and_(table.c.target_type == parsed[0], table.c.target_id == parsed[1])
