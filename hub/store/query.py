@@ -33,6 +33,8 @@ class SearchRequest:
     total: bool = False
     summary: str | None = None
     elements: list[str] = field(default_factory=list)
+    strict: bool = False
+    """`Prefer: handling=strict`: a criterion the hub cannot apply is a 400, not ignored."""
 
 
 def parse_request(

@@ -143,8 +143,8 @@ def _order_by(req: SearchRequest) -> list[ColumnElement[object]]:
 def build_query(req: SearchRequest, visible: ColumnElement[bool] | None,
                 links: chains.Links) -> tuple[Select[Any], list[str]]:
     """SELECT pk of matching current resources the caller may see (`visible`), and the
-    parameters that were ignored. Chained and `_has` criteria follow only what `links` lets
-    the caller see at each link.
+    parameters that were ignored (BadRequestError instead when `req.strict`). Chained and
+    `_has` criteria follow only what `links` lets the caller see at each link.
 
     When a criterion is `pk IN (index rows of this type)`, the resource type is not asked of
     `resources` again: it is implied, and asking it let SQLite walk every resource of the type
@@ -157,6 +157,11 @@ def build_query(req: SearchRequest, visible: ColumnElement[bool] | None,
     narrowed = False
     for name, value in req.criteria:
         clause = _criterion(req.resource_type, name, value, links)
+        if clause is None and req.strict:
+            raise BadRequestError(
+                f"The search parameter {name} is not supported on {req.resource_type}; "
+                "it is refused because the request asked Prefer: handling=strict.",
+                expression=name)
         if clause is None:
             ignored.append(name)
         else:

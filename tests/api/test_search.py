@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -296,3 +297,51 @@ def test_escaped_commas_bars_dollars_and_backslashes_match_the_literal_character
                 **{"subject:Patient.identifier": f"{ESCAPES}|a\\|T"}) == [enc]
     assert _ids(client, "/fhir/Encounter",
                 **{"subject:Patient.identifier": f"{ESCAPES}|a"}) == []
+
+
+def _outcome(r: httpx.Response) -> list[str]:
+    return [i["diagnostics"] for e in r.json()["entry"] if e["search"]["mode"] == "outcome"
+            for i in e["resource"]["issue"]]
+
+
+def test_prefer_handling_strict_refuses_what_would_be_ignored(client: TestClient) -> None:
+    kari = _post(client, patient())
+    query = {"_fooo": "1", "gender": "female"}
+    for prefer in (None, "handling=lenient", "handling=lenient, handling=strict"):
+        r = client.get("/fhir/Patient", params=query,
+                       headers={"Prefer": prefer} if prefer else {})
+        assert r.status_code == 200, (prefer, r.text)
+        assert "_fooo" in _outcome(r)[0]
+    for prefer in ("handling=strict", "return=minimal, handling=strict", 'HANDLING="strict"'):
+        said = _refused(client, "/fhir/Patient", query, headers={"Prefer": prefer})
+        assert "_fooo" in said
+        assert "handling=strict" in said
+    chain = {"subject:Patient.organization.partof.partof.name": "x"}  # four links
+    assert "subject:Patient" in _refused(client, "/fhir/Encounter", chain,
+                                         headers={"Prefer": "handling=strict"})
+    strict = {"Prefer": "handling=strict"}
+    r = client.get("/fhir/Patient", params={"gender": "female"}, headers=strict)
+    assert r.status_code == 200, r.text
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [kari]
+    r = client.post("/fhir/Patient/_search", data=query,
+                    headers={**strict, "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400, r.text
+    assert "_fooo" in r.json()["issue"][0]["diagnostics"]
+    r = client.post("/fhir/Patient/_search", data={"gender": "female"},
+                    headers={**strict, "Content-Type": "application/x-www-form-urlencoded"})
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [kari]
+
+
+def test_prefer_handling_strict_fails_a_batch_search_entry(client: TestClient) -> None:
+    kari = _post(client, patient())
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient?_fooo=1"}},
+        {"request": {"method": "GET", "url": "Patient?gender=female"}}]}
+    lenient = client.post("/fhir", json=batch).json()["entry"]
+    assert [e["response"]["status"][:3] for e in lenient] == ["200", "200"]
+    strict = client.post("/fhir", json=batch, headers={"Prefer": "handling=strict"}).json()
+    first, second = strict["entry"]
+    assert first["response"]["status"] == "400"
+    assert "_fooo" in first["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert second["response"]["status"][:3] == "200"
+    assert [e["resource"]["id"] for e in second["resource"]["entry"]] == [kari]
