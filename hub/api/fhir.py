@@ -21,7 +21,14 @@ from hub.api.deps import (
     read_body,
     read_json_patch,
 )
-from hub.api.responses import FhirResponse, bundle, entry, page_link, resource_response
+from hub.api.responses import (
+    FhirResponse,
+    bundle,
+    entry,
+    handling_strict,
+    page_link,
+    resource_response,
+)
 from hub.audit.events import Interaction
 from hub.audit.recorder import (
     Touched,
@@ -112,7 +119,8 @@ async def transaction_or_batch(request: Request, db: DatabaseDep, settings: Sett
     if body["resourceType"] != "Bundle":
         raise BadRequestError(f"POST /fhir takes a Bundle, not a {body['resourceType']}.",
                               expression="resourceType")
-    opts = transaction.BundleSettings(settings.page_size, settings.max_page_size)
+    opts = transaction.BundleSettings(settings.page_size, settings.max_page_size,
+                                      strict=handling_strict(request.headers.getlist("prefer")))
     kind: Interaction = "batch" if body.get("type") == "batch" else "transaction"
     result = await audited_transaction(
         request, db, subject, lambda s: transaction.process(s, subject, body, opts),
@@ -184,6 +192,7 @@ async def _search(resource_type: str, pairs: list[tuple[str, str]], request: Req
     service.check_type(subject, resource_type, write=False)
     req = search_mod.parse_request(resource_type, pairs, default_count=settings.page_size,
                                    max_count=settings.max_page_size)
+    req.strict = handling_strict(request.headers.getlist("prefer"))
     matches, included, page = await audited_transaction(
         request, db, subject, lambda s: service.search(s, subject, request=req),
         interaction="search-type", resource_type=resource_type, query=urlencode(pairs),

@@ -71,3 +71,14 @@ def bundle(kind: str, entries: list[dict[str, Any]], links: list[tuple[str, str]
         out["link"] = [{"relation": r, "url": u} for r, u in links]
     out["entry"] = entries
     return out
+
+
+def handling_strict(prefer: list[str]) -> bool:
+    """Whether the Prefer headers ask `handling=strict` (R4 search.html: an error for any
+    unknown or unsupported parameter) rather than `lenient`, the default. As RFC 7240 says,
+    the first `handling` named counts."""
+    for preference in ",".join(prefer).split(","):
+        token, _, value = preference.split(";")[0].partition("=")
+        if token.strip().lower() == "handling":
+            return value.strip().strip('"').lower() == "strict"
+    return False

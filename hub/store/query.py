@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from hub.errors import BadRequestError
@@ -32,6 +33,8 @@ class SearchRequest:
     total: bool = False
     summary: str | None = None
     elements: list[str] = field(default_factory=list)
+    strict: bool = False
+    """`Prefer: handling=strict`: a criterion the hub cannot apply is a 400, not ignored."""
 
 
 def parse_request(
@@ -60,9 +63,9 @@ def parse_request(
         elif name in RESULT_PARAMS:
             continue
         else:
-            if value.count(",") >= MAX_VALUES:
+            if (values := len(split_escaped(value, ","))) > MAX_VALUES:
                 raise BadRequestError(
-                    f"{name} has {value.count(',') + 1} comma-separated values; at most "
+                    f"{name} has {values} comma-separated values; at most "
                     f"{MAX_VALUES} are accepted in one criterion.", expression=name)
             req.criteria.append((name, value))
     if req.summary == "count":  # the total alone
@@ -101,3 +104,30 @@ def whole_number(name: str, value: str, *, most: int = MAX_OFFSET) -> int:
     return int(text)
 
 
+_ESCAPED = re.compile(r"\\([\\,|$])")
+
+
+def split_escaped(value: str, separator: str, most: int = -1) -> list[str]:
+    """`value` split on `separator` where it is not escaped by a backslash (R4 search.html,
+    "Escaping Search Parameters": `\\,`, `\\|`, `\\$`, `\\\\`), at most `most` times; the parts
+    keep their escapes (see `unescape`)."""
+    if "\\" not in value:
+        return value.split(separator, most)
+    parts: list[str] = []
+    start = i = 0
+    while i < len(value):
+        if value[i] == "\\":
+            i += 2  # the escaped character is never a separator
+            continue
+        if value[i] == separator and len(parts) != most:
+            parts.append(value[start:i])
+            start = i + 1
+        i += 1
+    parts.append(value[start:])
+    return parts
+
+
+def unescape(value: str) -> str:
+    """A search value's escaped `\\,`, `\\|`, `\\$` and `\\\\` as the literal character; any
+    other backslash is kept as written (`b\\T` still finds `b\\T`)."""
+    return _ESCAPED.sub(r"\1", value)

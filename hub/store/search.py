@@ -3,7 +3,6 @@ see. Only the store service runs searches (it passes the consent gate as `visibi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,14 +22,13 @@ from sqlalchemy.orm import Session
 
 from hub.errors import BadRequestError
 from hub.store import chains
-from hub.store.query import SearchRequest
+from hub.store.query import SearchRequest, split_escaped, unescape
 from hub.store.repository import INDEX_TABLES, Current, R, get_current_by_pk
 from hub.store.search_params import params_for
 from hub.store.values import TABLE, date_clause, split_prefix, value_clause
 from hub.store.visibility import Visibility
 
 T_REF = INDEX_TABLES[1]
-_SPLIT = re.compile(r"(?<!\\),")
 
 
 @dataclass
@@ -49,23 +47,22 @@ class SearchPage:
         return self.next_offset is not None
 
 
+MODIFIERS = {"token": ("not",), "string": ("exact", "contains")}
+"""The modifiers each parameter type takes besides `:missing` (a reference also takes a
+resource type, `subject:Patient`); any other is a 400, never dropped. The hub indexes only
+token, reference, date and string parameters (search_params.SUPPORTED_TYPES)."""
+
+
 def _criterion(resource_type: str, name: str, value: str,
                links: chains.Links) -> ColumnElement[bool] | None:
-    values = [v for v in _SPLIT.split(value)]
+    values = split_escaped(value, ",")
     if name.startswith("_has:"):
         return chains.reverse(links, resource_type, name, values)
     if "." in name:
         return chains.chained(links, resource_type, name, values)
     code, _, modifier = name.partition(":")
-    if code == "_id":
-        return R.c.logical_id.in_(values)
-    if code == "_lastUpdated":
-        clauses = []
-        for v in values:
-            prefix, rest = split_prefix(v)
-            clauses.append(date_clause(prefix, R.c.last_updated_at, R.c.last_updated_at, rest,
-                                        name))
-        return or_(*clauses)
+    if code in ("_id", "_lastUpdated"):
+        return _resource_column(code, modifier, name, value, values)
     sp = params_for(resource_type).get(code)
     if sp is None:
         return None
@@ -73,18 +70,48 @@ def _criterion(resource_type: str, name: str, value: str,
     any_row = select(table.c.resource_pk).where(table.c.resource_type == resource_type,
                                                 table.c.param == code)
     if modifier == "missing":
-        if value not in ("true", "false"):
-            raise BadRequestError(f"{name} takes true or false, not '{value}'.")
         has = R.c.pk.in_(any_row)
-        return not_(has) if value == "true" else has
-    if modifier == "not" and sp.type == "token":
-        matching = any_row.where(or_(*[value_clause(sp, "", v, name) for v in values]))
-        return R.c.pk.not_in(matching)
-    if modifier and modifier not in ("exact", "contains") and not (
+        return not_(has) if _missing(name, value) else has
+    if modifier and modifier not in MODIFIERS.get(sp.type, ()) and not (
         sp.type == "reference" and modifier[:1].isupper()
     ):
-        raise BadRequestError(f"Search modifier :{modifier} is not supported on {code}.")
+        raise _unsupported(modifier, code, sp.type)
+    if modifier == "not":
+        matching = any_row.where(or_(*[value_clause(sp, "", v, name) for v in values]))
+        return R.c.pk.not_in(matching)
     return R.c.pk.in_(any_row.where(or_(*[value_clause(sp, modifier, v, name) for v in values])))
+
+
+def _resource_column(code: str, modifier: str, name: str, value: str,
+                     values: list[str]) -> ColumnElement[bool]:
+    """`_id` (a token: `:not`, `:missing`) or `_lastUpdated` (a date: `:missing`), conditions
+    on `resources` itself. Every resource has both, so `:missing=true` matches none."""
+    if modifier == "missing":
+        return false() if _missing(name, value) else true()
+    if code == "_id":
+        if modifier not in ("", "not"):
+            raise _unsupported(modifier, code, "token")
+        ids = [unescape(v) for v in values]
+        return R.c.logical_id.not_in(ids) if modifier == "not" else R.c.logical_id.in_(ids)
+    if modifier:
+        raise _unsupported(modifier, code, "date")
+    clauses = []
+    for v in values:
+        prefix, rest = split_prefix(unescape(v))
+        clauses.append(date_clause(prefix, R.c.last_updated_at, R.c.last_updated_at, rest, name))
+    return or_(*clauses)
+
+
+def _missing(name: str, value: str) -> bool:
+    """The value of a `:missing` criterion; BadRequestError unless true or false."""
+    if value not in ("true", "false"):
+        raise BadRequestError(f"{name} takes true or false, not '{value}'.", expression=name)
+    return value == "true"
+
+
+def _unsupported(modifier: str, code: str, kind: str) -> BadRequestError:
+    return BadRequestError(f"Search modifier :{modifier} is not supported on {code} "
+                           f"(a {kind} parameter).", expression=f"{code}:{modifier}")
 
 
 def _order_by(req: SearchRequest) -> list[ColumnElement[object]]:
@@ -116,8 +143,8 @@ def _order_by(req: SearchRequest) -> list[ColumnElement[object]]:
 def build_query(req: SearchRequest, visible: ColumnElement[bool] | None,
                 links: chains.Links) -> tuple[Select[Any], list[str]]:
     """SELECT pk of matching current resources the caller may see (`visible`), and the
-    parameters that were ignored. Chained and `_has` criteria follow only what `links` lets
-    the caller see at each link.
+    parameters that were ignored (BadRequestError instead when `req.strict`). Chained and
+    `_has` criteria follow only what `links` lets the caller see at each link.
 
     When a criterion is `pk IN (index rows of this type)`, the resource type is not asked of
     `resources` again: it is implied, and asking it let SQLite walk every resource of the type
@@ -130,6 +157,11 @@ def build_query(req: SearchRequest, visible: ColumnElement[bool] | None,
     narrowed = False
     for name, value in req.criteria:
         clause = _criterion(req.resource_type, name, value, links)
+        if clause is None and req.strict:
+            raise BadRequestError(
+                f"The search parameter {name} is not supported on {req.resource_type}; "
+                "it is refused because the request asked Prefer: handling=strict.",
+                expression=name)
         if clause is None:
             ignored.append(name)
         else:

@@ -56,6 +56,8 @@ class BundleSettings:
 
     page_size: int
     max_page_size: int
+    strict: bool = False
+    """`Prefer: handling=strict`: a search entry's unsupported parameter fails the entry."""
 
 
 def _entries(bundle: dict[str, Any]) -> list[_Entry]:
@@ -244,6 +246,7 @@ def _run_entry(session: Session, subject: Subject, e: _Entry,
     pairs = parse_qsl(query or "", keep_blank_values=True)
     request = search_mod.parse_request(rtype, pairs, default_count=settings.page_size,
                                        max_count=settings.max_page_size)
+    request.strict = settings.strict
     matches, included, _ = service.search(session, subject, request=request)
     searchset = {"resourceType": "Bundle", "type": "searchset",
                  "entry": [{"resource": m.body, "search": {"mode": "match"}} for m in matches]

@@ -8,6 +8,7 @@ from sqlalchemy import ColumnElement, and_, or_
 
 from hub.errors import BadRequestError
 from hub.store.dates import parse_range
+from hub.store.query import split_escaped, unescape
 from hub.store.repository import INDEX_TABLES
 from hub.store.search_params import SearchParam, fold, parse_reference
 
@@ -47,21 +48,21 @@ def split_prefix(value: str) -> tuple[str, str]:
 
 
 def value_clause(sp: SearchParam, modifier: str, value: str, name: str) -> ColumnElement[bool]:
-    """A condition on `sp`'s index table for one search value (with `modifier`)."""
+    """A condition on `sp`'s index table for one search value (with `modifier`), the value
+    still escaped as the query carried it (a token splits on its first unescaped `|`)."""
     table = TABLE[sp.type]
-    value = value.replace("\\,", ",")
     if sp.type == "token":
-        if "|" in value:
-            system, _, code = value.partition("|")
+        system_and_code = split_escaped(value, "|", 1)
+        if len(system_and_code) == 2:
+            system, code = (unescape(part) for part in system_and_code)
             parts = []
             if code:
                 parts.append(table.c.code == code)
             parts.append(table.c.system.is_(None) if system == "" else table.c.system == system)
             return and_(*parts)
-        return table.c.code == value
+        return table.c.code == unescape(value)
+    value = unescape(value)
     if sp.type == "reference":
-        if modifier == "identifier":
-            raise BadRequestError(f"{name}: the :identifier modifier is not supported.")
         parsed = parse_reference(value) if "/" in value else None
         if parsed:
             return and_(table.c.target_type == parsed[0], table.c.target_id == parsed[1])

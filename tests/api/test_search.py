@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import date
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from hub.config import Settings
+from hub.db.engine import Database
 from hub.fhir.identifiers import FNR_SYSTEM
+from tests.access_clients import other_client
 from tests.factories import encounter, fnr, patient, task
 from tests.plans import sqlite_plan, statements_of
 
@@ -200,3 +204,144 @@ def test_a_search_by_a_parameter_costs_with_its_matches_not_the_store(
     plan = sqlite_plan(database.engine, statement, params)
     assert "SEARCH resources USING INTEGER PRIMARY KEY" in plan, plan
     assert "ix_resources_type_updated" not in plan, plan
+
+
+def _refused(client: TestClient, url: str, params: dict[str, str], *,
+             headers: dict[str, str] | None = None) -> str:
+    """The diagnostics of the 400 OperationOutcome a search answers."""
+    r = client.get(url, params=params, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"
+    return str(r.json()["issue"][0]["diagnostics"])
+
+
+def test_id_not_and_missing_apply_their_modifier(client: TestClient, settings: Settings,
+                                                 database: Database) -> None:
+    """`_id` is a token: `:not` is every resource but those ids (of what the caller may see),
+    `:missing=false` all, `:missing=true` none; other modifiers are refused, not dropped."""
+    made = sorted(_post(client, patient(fnr(date(1970, 1, d)))) for d in (1, 2, 3))
+    with other_client(settings, database, "klepp-kommune") as klepp:
+        hidden = _post(klepp, patient(fnr(date(1971, 1, 1))))
+        assert _ids(klepp, "/fhir/Patient", _id=hidden) == [hidden]
+    assert _ids(client, "/fhir/Patient", _id=hidden) == []
+    assert _ids(client, "/fhir/Patient", _id=made[0]) == [made[0]]
+    assert sorted(_ids(client, "/fhir/Patient", **{"_id:not": made[0]})) == made[1:]
+    assert _ids(client, "/fhir/Patient", **{"_id:not": f"{made[0]},{made[1]}"}) == [made[2]]
+    assert sorted(_ids(client, "/fhir/Patient", **{"_id:missing": "false"})) == made
+    assert _ids(client, "/fhir/Patient", **{"_id:missing": "true"}) == []
+    for modifier in ("contains", "exact", "text", "below"):
+        said = _refused(client, "/fhir/Patient", {f"_id:{modifier}": made[0][:6]})
+        assert f"Search modifier :{modifier} is not supported on _id" in said
+
+
+def test_last_updated_missing_applies_and_other_modifiers_are_refused(
+        client: TestClient) -> None:
+    made = sorted(_post(client, patient(fnr(date(1970, 1, d)))) for d in (1, 2))
+    assert sorted(_ids(client, "/fhir/Patient", _lastUpdated="ge2000-01-01")) == made
+    assert sorted(_ids(client, "/fhir/Patient", **{"_lastUpdated:missing": "false"})) == made
+    assert _ids(client, "/fhir/Patient", **{"_lastUpdated:missing": "true"}) == []
+    said = _refused(client, "/fhir/Patient", {"_lastUpdated:missing": "maybe"})
+    assert "takes true or false" in said
+    assert "not a FHIR date" not in said
+    for modifier in ("not", "exact", "contains"):
+        said = _refused(client, "/fhir/Patient", {f"_lastUpdated:{modifier}": "ge2000-01-01"})
+        assert f"Search modifier :{modifier} is not supported on _lastUpdated" in said
+
+
+def test_string_modifiers_are_refused_on_other_types(client: TestClient) -> None:
+    """`:contains` and `:exact` belong to string parameters: on a token, date or reference
+    they are a 400, not the value searched without them."""
+    kari = _post(client, patient(family="Modum"))
+    enc = _post(client, encounter(f"Patient/{kari}"))
+    assert _ids(client, "/fhir/Patient", gender="female") == [kari]
+    assert _ids(client, "/fhir/Patient", birthdate="1969") == [kari]
+    assert _ids(client, "/fhir/Encounter", subject=f"Patient/{kari}") == [enc]
+    assert _ids(client, "/fhir/Patient", **{"family:exact": "Modum"}) == [kari]
+    assert _ids(client, "/fhir/Patient", **{"family:contains": "odu"}) == [kari]
+    for url, name, value in [("/fhir/Patient", "gender", "fem"),
+                             ("/fhir/Patient", "birthdate", "1969"),
+                             ("/fhir/Encounter", "subject", f"Patient/{kari}")]:
+        for modifier in ("contains", "exact"):
+            said = _refused(client, url, {f"{name}:{modifier}": value})
+            assert f"Search modifier :{modifier} is not supported on {name}" in said
+    assert "not supported" in _refused(client, "/fhir/Patient", {"birthdate:not": "1969"})
+    assert _ids(client, "/fhir/Patient", **{"gender:not": "male"}) == [kari]
+
+
+ESCAPES = "http://x.example/id"
+
+
+def test_escaped_commas_bars_dollars_and_backslashes_match_the_literal_character(
+        client: TestClient) -> None:
+    """R4 search.html, "Escaping Search Parameters": `\\,`, `\\|`, `\\$` and `\\\\` stand
+    for the character; values split on unescaped commas, a token on its first unescaped `|`;
+    the unescaped forms that matched before still do."""
+    kari = _post(client, patient(family="Es,Comma", identifier=[
+        {"system": ESCAPES, "value": "a|T"}, {"system": ESCAPES, "value": "b\\T"},
+        {"system": ESCAPES, "value": "c$T"}]))
+    _post(client, patient(fnr(date(1990, 5, 5)), identifier=[
+        {"system": ESCAPES, "value": "a"}, {"system": ESCAPES, "value": "b\\\\T"}]))
+    enc = _post(client, encounter(f"Patient/{kari}"))
+    found = {
+        f"{ESCAPES}|a\\|T": [kari], "a\\|T": [kari], f"{ESCAPES}|a\\|X": [],
+        f"{ESCAPES}|b\\\\T": [kari], f"{ESCAPES}|c\\$T": [kari],
+        f"{ESCAPES}|c$T": [kari], f"{ESCAPES}|b\\T": [kari],  # unescaped, as before
+        f"{ESCAPES}|none,{ESCAPES}|a\\|T": [kari],
+        f"{ESCAPES}|none\\\\,{ESCAPES}|c$T": [kari],  # an escaped \ then a separating comma
+    }
+    for value, ids in found.items():
+        assert _ids(client, "/fhir/Patient", identifier=value) == ids, value
+    assert _ids(client, "/fhir/Patient", family="Es\\,Comma") == [kari]
+    assert _ids(client, "/fhir/Patient", **{"family:exact": "Es\\,Comma"}) == [kari]
+    assert _ids(client, "/fhir/Encounter",
+                **{"subject:Patient.identifier": f"{ESCAPES}|a\\|T"}) == [enc]
+    assert _ids(client, "/fhir/Encounter",
+                **{"subject:Patient.identifier": f"{ESCAPES}|a"}) == []
+
+
+def _outcome(r: httpx.Response) -> list[str]:
+    return [i["diagnostics"] for e in r.json()["entry"] if e["search"]["mode"] == "outcome"
+            for i in e["resource"]["issue"]]
+
+
+def test_prefer_handling_strict_refuses_what_would_be_ignored(client: TestClient) -> None:
+    kari = _post(client, patient())
+    query = {"_fooo": "1", "gender": "female"}
+    for prefer in (None, "handling=lenient", "handling=lenient, handling=strict"):
+        r = client.get("/fhir/Patient", params=query,
+                       headers={"Prefer": prefer} if prefer else {})
+        assert r.status_code == 200, (prefer, r.text)
+        assert "_fooo" in _outcome(r)[0]
+    for prefer in ("handling=strict", "return=minimal, handling=strict", 'HANDLING="strict"'):
+        said = _refused(client, "/fhir/Patient", query, headers={"Prefer": prefer})
+        assert "_fooo" in said
+        assert "handling=strict" in said
+    chain = {"subject:Patient.organization.partof.partof.name": "x"}  # four links
+    assert "subject:Patient" in _refused(client, "/fhir/Encounter", chain,
+                                         headers={"Prefer": "handling=strict"})
+    strict = {"Prefer": "handling=strict"}
+    r = client.get("/fhir/Patient", params={"gender": "female"}, headers=strict)
+    assert r.status_code == 200, r.text
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [kari]
+    r = client.post("/fhir/Patient/_search", data=query,
+                    headers={**strict, "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400, r.text
+    assert "_fooo" in r.json()["issue"][0]["diagnostics"]
+    r = client.post("/fhir/Patient/_search", data={"gender": "female"},
+                    headers={**strict, "Content-Type": "application/x-www-form-urlencoded"})
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [kari]
+
+
+def test_prefer_handling_strict_fails_a_batch_search_entry(client: TestClient) -> None:
+    kari = _post(client, patient())
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient?_fooo=1"}},
+        {"request": {"method": "GET", "url": "Patient?gender=female"}}]}
+    lenient = client.post("/fhir", json=batch).json()["entry"]
+    assert [e["response"]["status"][:3] for e in lenient] == ["200", "200"]
+    strict = client.post("/fhir", json=batch, headers={"Prefer": "handling=strict"}).json()
+    first, second = strict["entry"]
+    assert first["response"]["status"] == "400"
+    assert "_fooo" in first["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert second["response"]["status"][:3] == "200"
+    assert [e["resource"]["id"] for e in second["resource"]["entry"]] == [kari]
