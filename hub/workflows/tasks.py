@@ -2,9 +2,11 @@
 
 A Task's status belongs to its two parties (CONTRACT section 4): the requester
 (Task.requester) sets requested and cancelled, the owner (Task.owner) sets accepted, rejected,
-in-progress and completed. `check_status_change` is the one place that decides; it runs on
-every Task any message carries (the acting organisation is the message's sender) and on
-PUT /fhir/Task/{id} (the caller's organisation).
+in-progress and completed. The businessStatus overdue is the hub's escalation of a follow-up
+check (hub/workflows/followup.py): no party sets or removes it while the Task is open.
+`check_status_change` is the one place that decides; it runs on every Task any message
+carries (the acting organisation is the message's sender) and on PUT /fhir/Task/{id} (the
+caller's organisation).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from hub.fhir.vocab import EVENTS
 from hub.messaging.handlers import Accepted, handles
 from hub.store import service
 from hub.store.query import SearchRequest
+from hub.workflows.followup import BUSINESS_STATUS
 from hub.workflows.stored import requesters
 
 HUB = Subject.hub_itself()
@@ -175,6 +178,11 @@ def check_status_change(previous: dict[str, Any] | None, new: dict[str, Any], *,
             raise InvalidResourceError(
                 f"{name} cannot go from {old} to {status}; from {old} it can become "
                 f"{', '.join(sorted(allowed))}.", expression=f"{where}.status")
+    if _overdue(previous) != _overdue(new) and status not in FINAL:
+        raise InvalidResourceError(
+            f"{name}: businessStatus overdue is the hub's mark of a follow-up check that fell "
+            "due unmet; no organisation sets or removes it. It goes when the check is met "
+            "(completed) or the Task ends.", expression=f"{where}.businessStatus")
     party = org_of((previous or new).get(role))
     if party is None:
         raise InvalidResourceError(
@@ -187,6 +195,13 @@ def check_status_change(previous: dict[str, Any] | None, new: dict[str, Any], *,
             f"comes from Organization/{actor}. (The requester sets requested and cancelled; "
             "the owner accepted, rejected, in-progress and completed.)",
             expression=f"{where}.status")
+
+
+def _overdue(task: dict[str, Any] | None) -> bool:
+    status = (task or {}).get("businessStatus")
+    codings = status.get("coding") if isinstance(status, dict) else None
+    return any(isinstance(c, dict) and c.get("system") == BUSINESS_STATUS
+               and c.get("code") == "overdue" for c in codings or [])
 
 
 @handles(*EVENTS, first=True)

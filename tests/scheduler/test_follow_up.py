@@ -278,3 +278,31 @@ def test_a_timely_contact_reported_late_still_meets_the_check(
 def test_a_patient_without_checks_is_unaffected_by_a_contact(hub: Hub) -> None:
     answer = accepted(hub, contact(oslo(1, 12), fnr=fnr(start=60)))
     assert "meets" not in notes(answer)
+
+
+def test_the_municipality_cannot_take_the_overdue_mark_off_an_open_check(
+        hub: Hub, database: Database, settings: Settings) -> None:
+    """The overdue businessStatus is the hub's escalation: the Task's owner may move the
+    check along (in-progress, a note) but not erase the mark while the check is open; it goes
+    when the check is completed."""
+    accepted(hub, consent())
+    accepted(hub, discharge(oslo(5, 10)))
+    assert sweep(database, settings).outcomes == {"escalated": 1}
+    municipality = hub["time-kommune"]
+    task = follow_up_tasks(hub)["first-contact"]
+    assert overdue(task)
+    erased = {k: v for k, v in task.items() if k not in ("businessStatus", "meta")}
+    r = municipality.put(f"/fhir/Task/{task['id']}", json={**erased, "status": "in-progress"})
+    assert r.status_code == 422, r.text
+    assert "overdue is the hub's mark" in r.json()["issue"][0]["diagnostics"]
+    marked = {**task, "businessStatus": {"text": "ok"}}
+    assert municipality.put(f"/fhir/Task/{task['id']}", json=marked).status_code == 422
+    assert follow_up_tasks(hub)["first-contact"]["meta"]["versionId"] == task["meta"]["versionId"]
+    # control: the owner takes the check on, the mark kept, then completes it without
+    kept = {k: v for k, v in task.items() if k != "meta"}
+    r = municipality.put(f"/fhir/Task/{task['id']}", json={**kept, "status": "in-progress"})
+    assert r.status_code == 200, r.text
+    assert overdue(r.json())
+    r = municipality.put(f"/fhir/Task/{task['id']}", json={**erased, "status": "completed"})
+    assert r.status_code == 200, r.text
+    assert not overdue(r.json())
