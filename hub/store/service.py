@@ -306,20 +306,14 @@ def conditional_target(session: Session, subject: Subject, *, resource_type: str
     norm = _normalise_criteria(criteria)
     owner = isolation.owner_of_new(subject) or ""
     lock_names(session, [_criteria_lock(owner, resource_type, norm)])
-    pairs = parse_qsl(norm, keep_blank_values=True)
-    req = query_mod.parse_request(resource_type, pairs, default_count=1, max_count=1)
-    req.count, req.offset, req.total, req.include = 1, 0, False, []
-    page = search_mod.run(session, req, visibility.of(session, subject))
-    if page.ignored:
-        raise BadRequestError("Conditional criteria use search parameters this hub does not "
-                              f"support on {resource_type}: {', '.join(page.ignored)}.")
-    if page.has_next:
+    matches = visible_matches(session, subject, resource_type=resource_type, criteria=norm)
+    if len(matches) > 1:
         raise PreconditionFailedError(
             f"The criteria '{criteria[:200]}' match more than one {resource_type}; a "
             "conditional update needs exactly one (or none); be more specific.")
     body_id = resource.get("id")
-    if page.matches:
-        found = page.matches[0].logical_id
+    if matches:
+        found = matches[0]
         if body_id is not None and body_id != found:
             raise BadRequestError(
                 f"The body's id ({str(body_id)[:64]}) is not the id of the {resource_type} "
@@ -332,6 +326,23 @@ def conditional_target(session: Session, subject: Subject, *, resource_type: str
                                   expression=f"{resource_type}.id")
         return body_id
     return str(uuid.uuid4())
+
+
+def visible_matches(session: Session, subject: Subject, *, resource_type: str,
+                    criteria: str) -> list[str]:
+    """The ids of the current resources matching `criteria` (a search query string) among
+    what `subject` may see: none, one, or two (two meaning "more than one"). Only what the
+    caller may see counts, so the answer never depends on a record hidden from it (conditional
+    update, conditional references in a transaction). Raises BadRequestError (criteria the
+    search refuses, or parameters it does not support)."""
+    pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+    req = query_mod.parse_request(resource_type, pairs, default_count=2, max_count=2)
+    req.count, req.offset, req.total, req.include = 2, 0, False, []
+    page = search_mod.run(session, req, visibility.of(session, subject))
+    if page.ignored:
+        raise BadRequestError("Conditional criteria use search parameters this hub does not "
+                              f"support on {resource_type}: {', '.join(page.ignored)}.")
+    return [m.logical_id for m in page.matches]
 
 
 def _own_clause(subject: Subject) -> ColumnElement[bool] | None:
