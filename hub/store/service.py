@@ -376,6 +376,15 @@ def _parse_etag(if_match: str) -> int:
         raise BadRequestError(f"If-Match '{if_match}' is not a version tag like W/\"3\".") from None
 
 
+def check_body_id(resource_type: str, resource_id: str, resource: dict[str, Any]) -> None:
+    """BadRequestError unless the body's id is the id in the URL (FHIR http.html#update: no
+    id, or another, is a 400); for `PUT Type/id`, by REST or as a Bundle entry."""
+    if resource.get("id") != resource_id:
+        raise BadRequestError(
+            f"The body's id ({resource.get('id')!r}) must equal the id in the URL ({resource_id}).",
+            expression=f"{resource_type}.id")
+
+
 def update(
     session: Session,
     subject: Subject,
@@ -402,10 +411,7 @@ def update(
         raise BadRequestError(
             f"The body is a {resource.get('resourceType')}, but the URL names {resource_type}.",
             expression="resourceType")
-    if resource.get("id") != resource_id:
-        raise BadRequestError(
-            f"The body's id ({resource.get('id')!r}) must equal the id in the URL ({resource_id}).",
-            expression=f"{resource_type}.id")
+    check_body_id(resource_type, resource_id, resource)
     if not already_valid:
         _check_valid(resource)
     expected = _parse_etag(if_match) if if_match is not None else None

@@ -115,6 +115,7 @@ def _resolve_one(session: Session, subject: Subject, e: _Entry,
     service.check_type(subject, rtype, write=True)
     criteria = e.request.get("ifNoneExist") if e.method == "POST" else query
     if e.method == "PUT" and rid:
+        service.check_body_id(rtype, rid, e.resource)  # as the REST PUT: 400 otherwise
         e.target_id = rid
     elif criteria and e.method == "PUT":
         # a conditional update, as PUT /fhir/Type?criteria decides it (matched as the caller

@@ -1,6 +1,6 @@
 """Transaction and batch entries as FHIR R4 http.html says them: conditional references
-(3.1.0.11.2). A refused transaction leaves no resource, no version and only its failure
-record in the audit trail."""
+(3.1.0.11.2) and the PUT body's id. A refused transaction leaves no resource, no version
+and only its failure record in the audit trail."""
 
 from __future__ import annotations
 
@@ -140,3 +140,50 @@ def test_outside_a_bundle_a_conditional_reference_is_refused(client: TestClient)
                    json={**r.json(), "subject": {"reference": "Patient?family=Condref"}})
     assert r.status_code == 422, r.text
     assert [f["subject"]["reference"] for f in _matches(client, "Flag")] == [f"Patient/{pid}"]
+
+
+# The PUT body's id (finding 8) -------------------------------------------------------------
+
+def _put(rid: str, body_id: str | None) -> dict[str, Any]:
+    resource = patient(fnr(start=30), family="Putter")
+    if body_id is not None:
+        resource["id"] = body_id
+    return {"resource": resource, "request": {"method": "PUT", "url": f"Patient/{rid}"}}
+
+
+@pytest.mark.parametrize("body_id", ["put-b", None])
+def test_a_transaction_put_whose_body_id_is_not_the_urls_is_400(
+        client: TestClient, database: Database, body_id: str | None) -> None:
+    m = mark(database)
+    r = _send(client, _bundle("transaction", _post(patient(fnr(start=40)), P_URN),
+                              _put("put-a", body_id)))
+    assert r.status_code == 400, r.text
+    _only_a_failure_recorded(database, m, "transaction", 400)
+    text = _issues_text(r.json())
+    assert "Bundle.entry[1]" in text, text
+    assert "must equal the id in the URL (put-a)" in text, text
+    for rid in ("put-a", "put-b"):
+        assert client.get(f"/fhir/Patient/{rid}").status_code == 404
+    assert _matches(client, "Patient") == []
+    # the REST PUT says the same
+    rest = client.put("/fhir/Patient/put-a", json=_put("put-a", body_id)["resource"])
+    assert rest.status_code == 400
+    assert "must equal the id in the URL (put-a)" in _issues_text(rest.json())
+    # control: the same id in both places is written
+    r = _send(client, _bundle("transaction", _put("put-a", "put-a")))
+    assert r.status_code == 200, r.text
+    assert client.get("/fhir/Patient/put-a").status_code == 200
+
+
+def test_a_batch_put_whose_body_id_is_not_the_urls_fails_only_its_entry(
+        client: TestClient) -> None:
+    r = _send(client, _bundle("batch", _put("put-a", "put-b"),
+                              _post(patient(fnr(start=40), family="Kept"))))
+    assert r.status_code == 200, r.text
+    bad, good = r.json()["entry"]
+    assert _status(bad) == 400, bad
+    assert "must equal the id in the URL (put-a)" in _issues_text(bad["response"]["outcome"])
+    assert _status(good) == 201, good
+    assert [p["name"][0]["family"] for p in _matches(client, "Patient")] == ["Kept"]
+    assert client.get("/fhir/Patient/put-a").status_code == 404
+    assert client.get("/fhir/Patient/put-b").status_code == 404
