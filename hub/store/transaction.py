@@ -1,14 +1,13 @@
 """Transaction and batch Bundles (FHIR R4 3.1.0.11).
 
 A transaction is all or nothing: it runs in the caller's database transaction and any failed
-write raises, so the caller rolls everything back. `urn:uuid:` and other
+entry, a read (GET) as much as a write, raises, so the caller rolls everything back and
+answers that entry's error (FHIR: accept all actions or reject all). `urn:uuid:` and other
 fullUrls are resolved to the ids the hub assigns before anything is written, and so are
 conditional references (`Type?criteria`, R4 http.html 3.1.0.11.2): searched as the caller,
 among what it may see, after the deletes and before the other entries run; exactly one match
-is rewritten to `Type/id`, none or several fail the transaction with 412. Reads (GET
-entries) change nothing, so a failed read is reported in its entry and does not undo the
-writes. A batch runs each entry in its own savepoint and reports each outcome, a failed
-conditional reference included.
+is rewritten to `Type/id`, none or several fail the transaction with 412. A batch runs each
+entry in its own savepoint and reports each outcome, a failed read or reference included.
 """
 
 from __future__ import annotations
@@ -307,7 +306,8 @@ def _error_response(err: HubError) -> dict[str, Any]:
 def process(session: Session, subject: Subject, bundle: dict[str, Any],
             settings: BundleSettings) -> dict[str, Any]:
     """Run a transaction or batch Bundle; the transaction-response or batch-response Bundle.
-    A transaction raises the first write's HubError (naming the entry) and writes nothing."""
+    A transaction raises the first failed entry's HubError (naming the entry) and writes
+    nothing."""
     kind = bundle.get("type")
     if kind not in ("transaction", "batch"):
         raise BadRequestError(
@@ -366,10 +366,7 @@ def _transaction(session: Session, subject: Subject, entries: list[_Entry],
                     key=lambda x: (_ORDER[x.method], x.index)):
         try:
             response, resource = _run_entry(session, subject, e, settings)
-        except HubError as err:
-            if e.method == "GET":
-                results[e.index] = {"response": _error_response(err)}
-                continue
+        except HubError as err:  # a failed read too: all or nothing
             raise _prefixed(err, e.index) from err
         results[e.index] = {"response": response}
         if resource is not None and e.method == "GET":

@@ -1,6 +1,7 @@
 """Transaction and batch entries as FHIR R4 http.html says them: conditional references
-(3.1.0.11.2) and the PUT body's id. A refused transaction leaves no resource, no version
-and only its failure record in the audit trail."""
+(3.1.0.11.2), the PUT body's id, and a failed read (all or nothing in a transaction, per
+entry in a batch). A refused transaction leaves no resource, no version and only its failure
+record in the audit trail."""
 
 from __future__ import annotations
 
@@ -187,3 +188,37 @@ def test_a_batch_put_whose_body_id_is_not_the_urls_fails_only_its_entry(
     assert [p["name"][0]["family"] for p in _matches(client, "Patient")] == ["Kept"]
     assert client.get("/fhir/Patient/put-a").status_code == 404
     assert client.get("/fhir/Patient/put-b").status_code == 404
+
+
+# A failed read (finding 9) -----------------------------------------------------------------
+
+def test_a_failed_read_fails_the_whole_transaction(client: TestClient,
+                                                   database: Database) -> None:
+    m = mark(database)
+    r = _send(client, _bundle("transaction", _post(patient(), P_URN),
+                              {"request": {"method": "GET", "url": "Patient/no-such-xyz"}}))
+    assert r.status_code == 404, r.text
+    _only_a_failure_recorded(database, m, "transaction", 404)
+    text = _issues_text(r.json())
+    assert "Bundle.entry[1]" in text, text
+    assert "Patient/no-such-xyz" in text, text
+    assert _matches(client, "Patient") == []
+    # control: a read that succeeds runs after the writes and sees them
+    r = _send(client, _bundle("transaction", _post(patient(), P_URN),
+                              {"request": {"method": "GET", "url": "Patient?family=Nordmann"}}))
+    assert r.status_code == 200, r.text
+    written, found = r.json()["entry"]
+    pid = _id_from_location(written, "Patient")
+    assert [e["resource"]["id"] for e in found["resource"]["entry"]] == [pid]
+
+
+def test_a_failed_read_in_a_batch_is_reported_in_its_entry(client: TestClient) -> None:
+    r = _send(client, _bundle("batch", _post(patient()),
+                              {"request": {"method": "GET", "url": "Patient/no-such-xyz"}}))
+    assert r.status_code == 200, r.text
+    written, failed = r.json()["entry"]
+    assert _status(written) == 201
+    assert _status(failed) == 404
+    assert "Patient/no-such-xyz" in _issues_text(failed["response"]["outcome"])
+    assert [p["id"] for p in _matches(client, "Patient")] == [
+        _id_from_location(written, "Patient")]
