@@ -20,6 +20,7 @@ from hub.api.deps import (
     audited_transaction,
     read_body,
     read_json_patch,
+    read_search_form,
 )
 from hub.api.responses import FhirResponse, bundle, entry, page_link, resource_response
 from hub.audit.events import Interaction
@@ -172,9 +173,8 @@ async def search(resource_type: str, request: Request, db: DatabaseDep, settings
 @router.post("/{resource_type}/_search")
 async def search_post(resource_type: str, request: Request, db: DatabaseDep,
                       settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
-    """Search by form post (same as GET)."""
-    form = await request.form()
-    pairs = [(k, str(v)) for k, v in form.multi_items()]
+    """Search by form post (same as GET); a body other than a form is a 415."""
+    pairs = await read_search_form(request, settings)
     return await _search(resource_type, pairs + list(request.query_params.multi_items()),
                          request, db, settings, subject)
 
