@@ -128,6 +128,16 @@ def test_directory_is_readable_but_written_only_by_hub_org(
         assert created.status_code == 403, created.text
         assert "hub org" in created.json()["issue"][0]["diagnostics"]
     assert owner.get(url).json()["meta"]["versionId"] == "1"
+    # the CapabilityStatement declares no write a client is refused (CONTRACT 2: "lists
+    # exactly what works"); the control: a type clients write declares every write
+    declared = {r["type"]: r for r in owner.get("/fhir/metadata").json()["rest"][0]["resource"]}
+    writes = {"create", "update", "patch", "delete"}
+    flags = ("updateCreate", "conditionalCreate", "conditionalUpdate")
+    assert {i["code"] for i in declared[rtype]["interaction"]} == {
+        "read", "vread", "history-instance", "search-type"}
+    assert [declared[rtype][f] for f in flags] == [False, False, False]
+    assert writes <= {i["code"] for i in declared["Patient"]["interaction"]}
+    assert [declared["Patient"][f] for f in flags] == [True, True, True]
     with database.session(write=True) as s:
         again = service.update(s, Subject.hub_itself(), resource_type=rtype, resource_id=rid,
                                resource={**_sample(rtype), "id": rid, "name": "renamed"})
