@@ -64,13 +64,15 @@ _RETRIES = 5
 
 
 def check_type(subject: Subject, resource_type: str, *, write: bool) -> None:
-    """404 for a type the hub does not serve, 405 for writing a read-only one, 403 by scope."""
+    """404 for a type the hub does not serve, 405 for writing a read-only one (`Allow: GET`:
+    its addresses are read and searched), 403 by scope."""
     if resource_type not in SERVED:
         if is_resource_type(resource_type):
             raise NotFoundError(f"This hub does not serve {resource_type} resources.")
         raise NotFoundError(f"'{resource_type}' is not a FHIR resource type.")
     if write and resource_type in READ_ONLY and subject.kind != "system":
-        raise MethodNotAllowedError(f"{resource_type} is read-only here; only the hub writes it.")
+        raise MethodNotAllowedError(f"{resource_type} is read-only here; only the hub writes it.",
+                                    headers={"Allow": "GET"})
     scopes.require(subject, resource_type, "write" if write else "read")
 
 
