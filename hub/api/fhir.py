@@ -162,6 +162,12 @@ async def validate(resource_type: str, request: Request, db: DatabaseDep,
     return FhirResponse(operation_outcome(issues))
 
 
+# $validate answers POST only: the other methods would be taken for a read or delete of the
+# id "$validate" by the generic routes below.
+router.add_api_route("/{resource_type}/$validate", unknown,
+                     methods=[m for m in _ANY_METHOD if m != "POST"], include_in_schema=False)
+
+
 @router.get("/{resource_type}")
 async def search(resource_type: str, request: Request, db: DatabaseDep, settings: SettingsDep,
                  subject: SubjectDep) -> FhirResponse:
