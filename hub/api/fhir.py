@@ -52,8 +52,17 @@ router.include_router(auditevents.router)  # first: they win over the generic ro
 
 
 @router.get("/metadata")
-async def metadata(settings: SettingsDep) -> FhirResponse:
-    """The CapabilityStatement (no token needed)."""
+async def metadata(request: Request, settings: SettingsDep) -> FhirResponse:
+    """The CapabilityStatement (no token needed); `mode` full or normal (both that), and 400
+    for terminology: the hub serves no TerminologyCapabilities."""
+    mode = request.query_params.get("mode")
+    if mode == "terminology":
+        raise BadRequestError("This hub serves no TerminologyCapabilities (it is no "
+                              "terminology server); GET /fhir/metadata gives its "
+                              "CapabilityStatement.", expression="mode")
+    if mode not in (None, "full", "normal"):
+        raise BadRequestError(f"mode is full, normal or terminology, not '{mode[:40]}'.",
+                              expression="mode")
     return FhirResponse(capability_statement(settings.fhir_base, __version__,
                                              token_url=token_url(settings)))
 

@@ -135,6 +135,23 @@ def test_validate_answers_post_only(client: TestClient, method: str) -> None:
     assert client.get("/fhir/Patient/validate").status_code == 404
 
 
+@pytest.mark.parametrize("mode", [None, "full", "normal"])
+def test_metadata_modes_give_the_capability_statement(client: TestClient,
+                                                      mode: str | None) -> None:
+    r = client.get("/fhir/metadata", params={"mode": mode} if mode else {})
+    assert r.status_code == 200, r.text
+    assert r.json()["resourceType"] == "CapabilityStatement"
+
+
+@pytest.mark.parametrize("mode", ["terminology", "bogus"])
+def test_metadata_refuses_a_mode_it_does_not_serve(client: TestClient, mode: str) -> None:
+    r = client.get("/fhir/metadata", params={"mode": mode})
+    assert r.status_code == 400, r.text
+    said = r.json()["issue"][0]["diagnostics"]
+    assert r.json()["resourceType"] == "OperationOutcome"
+    assert ("no TerminologyCapabilities" if mode == "terminology" else "'bogus'") in said
+
+
 def test_metadata_lists_what_is_registered(client: TestClient) -> None:
     r = client.get("/fhir/metadata")
     assert r.status_code == 200
