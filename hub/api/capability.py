@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hub.api.conformance import capability_messaging, capability_resources, supported_profiles
+from hub.auth.isolation import DIRECTORY_TYPES
 from hub.fhir.structure import FHIR_VERSION
 from hub.store.search_params import params_for
 from hub.store.types import READ_ONLY, SERVED
@@ -114,7 +115,9 @@ def capability_statement(base: str, version: str, *, token_url: str) -> dict[str
         if rtype == "AuditEvent":
             resources.append(dict(_AUDIT_EVENT))
             continue
-        interactions = _READ + ([] if rtype in READ_ONLY else _WRITE)
+        # clients write neither what only the hub writes nor the directory (CONTRACT 3)
+        written = rtype not in READ_ONLY and rtype not in DIRECTORY_TYPES
+        interactions = _READ + (_WRITE if written else [])
         params: list[dict[str, str]] = [
             {"name": sp.code, "definition": sp.url, "type": sp.type,
              **({"documentation": _CHAIN.format(code=sp.code)} if sp.type == "reference"
@@ -125,12 +128,15 @@ def capability_statement(base: str, version: str, *, token_url: str) -> dict[str
             "interaction": [{"code": c} for c in interactions],
             "versioning": "versioned-update",
             "readHistory": True,
-            "updateCreate": rtype not in READ_ONLY,
-            "conditionalCreate": rtype not in READ_ONLY,
-            "conditionalUpdate": rtype not in READ_ONLY,
+            "updateCreate": written,
+            "conditionalCreate": written,
+            "conditionalUpdate": written,
             "conditionalDelete": "not-supported",
             "searchParam": [*_COMMON_SEARCH, *params, _HAS],
         }
+        if rtype in DIRECTORY_TYPES:
+            res["documentation"] = ("The hub's directory: read and searched by every client, "
+                                    "written only with the `hub org` commands.")
         if rtype in _INCLUDES:
             res["searchInclude"] = _INCLUDES[rtype]
         if rtype not in READ_ONLY:

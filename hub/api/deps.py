@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -412,6 +413,28 @@ async def read_body(request: Request, settings: Settings) -> JSONDict:
         raise UnsupportedMediaTypeError(
             f"Send FHIR JSON (Content-Type: application/fhir+json), not '{ctype or 'nothing'}'.")
     return loads_object(await _read_bytes(request, settings))
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+async def read_search_form(request: Request, settings: Settings) -> list[tuple[str, str]]:
+    """The criteria of `POST [type]/_search`: its form body's pairs ([] for no body, the
+    criteria then all in the URL); 415 for a body of another media type, which would
+    otherwise be dropped and the search run unfiltered; 413 when too large, 400 not UTF-8."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await _read_bytes(request, settings)
+    if ctype != FORM:
+        if not raw:
+            return []
+        raise UnsupportedMediaTypeError(
+            f"A search by POST takes its criteria as a form (Content-Type: {FORM}) or in the "
+            f"URL, not as '{ctype or 'a body without Content-Type'}'.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequestError("The search form is not UTF-8.") from None
+    return parse_qsl(text, keep_blank_values=True)
 
 
 async def read_json_patch(request: Request, settings: Settings) -> list[JSONDict]:

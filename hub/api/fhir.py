@@ -20,6 +20,7 @@ from hub.api.deps import (
     audited_transaction,
     read_body,
     read_json_patch,
+    read_search_form,
 )
 from hub.api.responses import (
     FhirResponse,
@@ -58,8 +59,17 @@ router.include_router(auditevents.router)  # first: they win over the generic ro
 
 
 @router.get("/metadata")
-async def metadata(settings: SettingsDep) -> FhirResponse:
-    """The CapabilityStatement (no token needed)."""
+async def metadata(request: Request, settings: SettingsDep) -> FhirResponse:
+    """The CapabilityStatement (no token needed); `mode` full or normal (both that), and 400
+    for terminology: the hub serves no TerminologyCapabilities."""
+    mode = request.query_params.get("mode")
+    if mode == "terminology":
+        raise BadRequestError("This hub serves no TerminologyCapabilities (it is no "
+                              "terminology server); GET /fhir/metadata gives its "
+                              "CapabilityStatement.", expression="mode")
+    if mode not in (None, "full", "normal"):
+        raise BadRequestError(f"mode is full, normal or terminology, not '{mode[:40]}'.",
+                              expression="mode")
     return FhirResponse(capability_statement(settings.fhir_base, __version__,
                                              token_url=token_url(settings)))
 
@@ -169,6 +179,12 @@ async def validate(resource_type: str, request: Request, db: DatabaseDep,
     return FhirResponse(operation_outcome(issues))
 
 
+# $validate answers POST only: the other methods would be taken for a read or delete of the
+# id "$validate" by the generic routes below.
+router.add_api_route("/{resource_type}/$validate", unknown,
+                     methods=[m for m in _ANY_METHOD if m != "POST"], include_in_schema=False)
+
+
 @router.get("/{resource_type}")
 async def search(resource_type: str, request: Request, db: DatabaseDep, settings: SettingsDep,
                  subject: SubjectDep) -> FhirResponse:
@@ -180,9 +196,8 @@ async def search(resource_type: str, request: Request, db: DatabaseDep, settings
 @router.post("/{resource_type}/_search")
 async def search_post(resource_type: str, request: Request, db: DatabaseDep,
                       settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
-    """Search by form post (same as GET)."""
-    form = await request.form()
-    pairs = [(k, str(v)) for k, v in form.multi_items()]
+    """Search by form post (same as GET); a body other than a form is a 415."""
+    pairs = await read_search_form(request, settings)
     return await _search(resource_type, pairs + list(request.query_params.multi_items()),
                          request, db, settings, subject)
 

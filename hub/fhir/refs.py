@@ -2,6 +2,8 @@
 
 A literal reference is `Type/id`, `Type/id/_history/n` or an absolute URL ending so; a
 `urn:` or `#` reference names something inside a bundle or resource, never a stored record.
+A conditional reference `Type?criteria` is a search, resolved only inside a transaction or
+batch Bundle (FHIR R4 http.html 3.1.0.11.2); anywhere else it names nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import re
 from typing import Any
 
 _HISTORY = re.compile(r"/_history/[^/]*$")
+_CONDITIONAL = re.compile(r"([A-Z][A-Za-z]+)\?(.*)\Z", re.DOTALL)
 
 
 def parse(reference: object) -> tuple[str, str] | None:
@@ -28,6 +31,12 @@ def parse(reference: object) -> tuple[str, str] | None:
     if not rtype[:1].isupper() or not rid:
         return None
     return rtype, rid
+
+
+def conditional(reference: object) -> tuple[str, str] | None:
+    """(type, criteria) of a conditional reference `Type?criteria`, else None."""
+    found = _CONDITIONAL.match(reference) if isinstance(reference, str) else None
+    return (found.group(1), found.group(2)) if found else None
 
 
 def target(element: Any) -> tuple[str, str] | None:

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from hub.errors import Issue
+from hub.fhir import refs
 from hub.fhir.identifiers import identifier_problems
 from hub.fhir.profiles import conformance, message_issues, message_resources, validate_against
 from hub.fhir.structure import binding_issues, structure_issues
@@ -31,9 +32,31 @@ def validate_resource(resource: dict[str, Any], *, profile: str | None = None) -
         Issue(f"{where}: {reason}", "value", "error", where)
         for where, reason in identifier_problems(resource)
     )
+    if rtype != "Bundle":  # a transaction's entries may hold them; whatever runs it resolves
+        issues.extend(_conditional_references(resource, str(rtype)))
     if profile is not None:
         issues = _merged(issues, validate_against(resource, profile))
     return issues
+
+
+def _conditional_references(node: Any, where: str) -> list[Issue]:
+    """A conditional reference (`Type?criteria`) outside a transaction or batch names
+    nothing (FHIR resolves it only there), so it is refused rather than stored verbatim."""
+    if isinstance(node, list):
+        return [i for n, v in enumerate(node) for i in _conditional_references(v, f"{where}[{n}]")]
+    if not isinstance(node, dict):
+        return []
+    found = []
+    for key, value in node.items():
+        here = f"{where}.{key}"
+        if key == "reference" and refs.conditional(value) is not None:
+            found.append(Issue(
+                f"{here} is the conditional reference '{str(value)[:200]}', a search that is "
+                "resolved only in a transaction or batch Bundle (POST /fhir); here it names "
+                "nothing. Refer to the resource as Type/id.", "value", "error", here))
+        else:
+            found.extend(_conditional_references(value, here))
+    return found
 
 
 def is_known_profile(url: str) -> bool:

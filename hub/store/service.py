@@ -64,13 +64,15 @@ _RETRIES = 5
 
 
 def check_type(subject: Subject, resource_type: str, *, write: bool) -> None:
-    """404 for a type the hub does not serve, 405 for writing a read-only one, 403 by scope."""
+    """404 for a type the hub does not serve, 405 for writing a read-only one (`Allow: GET`:
+    its addresses are read and searched), 403 by scope."""
     if resource_type not in SERVED:
         if is_resource_type(resource_type):
             raise NotFoundError(f"This hub does not serve {resource_type} resources.")
         raise NotFoundError(f"'{resource_type}' is not a FHIR resource type.")
     if write and resource_type in READ_ONLY and subject.kind != "system":
-        raise MethodNotAllowedError(f"{resource_type} is read-only here; only the hub writes it.")
+        raise MethodNotAllowedError(f"{resource_type} is read-only here; only the hub writes it.",
+                                    headers={"Allow": "GET"})
     scopes.require(subject, resource_type, "write" if write else "read")
 
 
@@ -306,20 +308,14 @@ def conditional_target(session: Session, subject: Subject, *, resource_type: str
     norm = _normalise_criteria(criteria)
     owner = isolation.owner_of_new(subject) or ""
     lock_names(session, [_criteria_lock(owner, resource_type, norm)])
-    pairs = parse_qsl(norm, keep_blank_values=True)
-    req = query_mod.parse_request(resource_type, pairs, default_count=1, max_count=1)
-    req.count, req.offset, req.total, req.include = 1, 0, False, []
-    page = search_mod.run(session, req, visibility.of(session, subject))
-    if page.ignored:
-        raise BadRequestError("Conditional criteria use search parameters this hub does not "
-                              f"support on {resource_type}: {', '.join(page.ignored)}.")
-    if page.has_next:
+    matches = visible_matches(session, subject, resource_type=resource_type, criteria=norm)
+    if len(matches) > 1:
         raise PreconditionFailedError(
             f"The criteria '{criteria[:200]}' match more than one {resource_type}; a "
             "conditional update needs exactly one (or none); be more specific.")
     body_id = resource.get("id")
-    if page.matches:
-        found = page.matches[0].logical_id
+    if matches:
+        found = matches[0]
         if body_id is not None and body_id != found:
             raise BadRequestError(
                 f"The body's id ({str(body_id)[:64]}) is not the id of the {resource_type} "
@@ -332,6 +328,23 @@ def conditional_target(session: Session, subject: Subject, *, resource_type: str
                                   expression=f"{resource_type}.id")
         return body_id
     return str(uuid.uuid4())
+
+
+def visible_matches(session: Session, subject: Subject, *, resource_type: str,
+                    criteria: str) -> list[str]:
+    """The ids of the current resources matching `criteria` (a search query string) among
+    what `subject` may see: none, one, or two (two meaning "more than one"). Only what the
+    caller may see counts, so the answer never depends on a record hidden from it (conditional
+    update, conditional references in a transaction). Raises BadRequestError (criteria the
+    search refuses, or parameters it does not support)."""
+    pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+    req = query_mod.parse_request(resource_type, pairs, default_count=2, max_count=2)
+    req.count, req.offset, req.total, req.include = 2, 0, False, []
+    page = search_mod.run(session, req, visibility.of(session, subject))
+    if page.ignored:
+        raise BadRequestError("Conditional criteria use search parameters this hub does not "
+                              f"support on {resource_type}: {', '.join(page.ignored)}.")
+    return [m.logical_id for m in page.matches]
 
 
 def _own_clause(subject: Subject) -> ColumnElement[bool] | None:
@@ -365,6 +378,15 @@ def _parse_etag(if_match: str) -> int:
         raise BadRequestError(f"If-Match '{if_match}' is not a version tag like W/\"3\".") from None
 
 
+def check_body_id(resource_type: str, resource_id: str, resource: dict[str, Any]) -> None:
+    """BadRequestError unless the body's id is the id in the URL (FHIR http.html#update: no
+    id, or another, is a 400); for `PUT Type/id`, by REST or as a Bundle entry."""
+    if resource.get("id") != resource_id:
+        raise BadRequestError(
+            f"The body's id ({resource.get('id')!r}) must equal the id in the URL ({resource_id}).",
+            expression=f"{resource_type}.id")
+
+
 def update(
     session: Session,
     subject: Subject,
@@ -391,10 +413,7 @@ def update(
         raise BadRequestError(
             f"The body is a {resource.get('resourceType')}, but the URL names {resource_type}.",
             expression="resourceType")
-    if resource.get("id") != resource_id:
-        raise BadRequestError(
-            f"The body's id ({resource.get('id')!r}) must equal the id in the URL ({resource_id}).",
-            expression=f"{resource_type}.id")
+    check_body_id(resource_type, resource_id, resource)
     if not already_valid:
         _check_valid(resource)
     expected = _parse_etag(if_match) if if_match is not None else None

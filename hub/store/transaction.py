@@ -1,10 +1,13 @@
 """Transaction and batch Bundles (FHIR R4 3.1.0.11).
 
 A transaction is all or nothing: it runs in the caller's database transaction and any failed
-write raises, so the caller rolls everything back. `urn:uuid:` and other fullUrls are resolved
-to the ids the hub assigns before anything is written. Reads (GET entries) change nothing, so
-a failed read is reported in its entry and does not undo the writes. A batch runs each entry in
-its own savepoint and reports each outcome.
+entry, a read (GET) as much as a write, raises, so the caller rolls everything back and
+answers that entry's error (FHIR: accept all actions or reject all). `urn:uuid:` and other
+fullUrls are resolved to the ids the hub assigns before anything is written, and so are
+conditional references (`Type?criteria`, R4 http.html 3.1.0.11.2): searched as the caller,
+among what it may see, after the deletes and before the other entries run; exactly one match
+is rewritten to `Type/id`, none or several fail the transaction with 412. A batch runs each
+entry in its own savepoint and reports each outcome, a failed read or reference included.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from hub.errors import (
     PreconditionFailedError,
     operation_outcome,
 )
+from hub.fhir import refs as fhir_refs
 from hub.fhir.identifiers import person_numbers
 from hub.fhir.strings import RULE, forbidden_character
 from hub.store import query as search_mod
 from hub.store import service
 from hub.store.dates import format_instant
 from hub.store.resources import StoredResource
+from hub.store.types import SERVED
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
@@ -111,6 +116,7 @@ def _resolve_one(session: Session, subject: Subject, e: _Entry,
     service.check_type(subject, rtype, write=True)
     criteria = e.request.get("ifNoneExist") if e.method == "POST" else query
     if e.method == "PUT" and rid:
+        service.check_body_id(rtype, rid, e.resource)  # as the REST PUT: 400 otherwise
         e.target_id = rid
     elif criteria and e.method == "PUT":
         # a conditional update, as PUT /fhir/Type?criteria decides it (matched as the caller
@@ -172,21 +178,63 @@ def _resolve_ids(session: Session, subject: Subject, entries: list[_Entry]) -> d
     return refs
 
 
-def _rewrite(node: Any, refs: dict[str, str], where: str) -> Any:
+Resolve = Callable[[str, str, str, str], str]
+"""(reference, type, criteria, where) -> 'Type/id' of a conditional reference."""
+
+
+def _conditional_references(session: Session, subject: Subject) -> Resolve:
+    """The resolver of conditional references for one Bundle: each searched once, as
+    `subject` (only what it may see counts, as for conditional update). Raises
+    PreconditionFailedError (no match or several), BadRequestError (criteria the search
+    refuses, a type the hub does not serve), ForbiddenError (no read scope on the type)."""
+    found: dict[str, str] = {}
+
+    def resolve(reference: str, rtype: str, criteria: str, where: str) -> str:
+        if reference in found:
+            return found[reference]
+        said = f"{where} is the conditional reference '{reference[:200]}'"
+        if rtype not in SERVED:
+            raise BadRequestError(f"{said}, but this hub serves no {rtype} resources.",
+                                  expression=where)
+        service.check_type(subject, rtype, write=False)
+        if not parse_qsl(criteria, keep_blank_values=True):
+            raise BadRequestError(f"{said}, which has no search criteria.", expression=where)
+        try:
+            ids = service.visible_matches(session, subject, resource_type=rtype,
+                                          criteria=criteria)
+        except BadRequestError as err:
+            raise BadRequestError(f"{said}: {err.diagnostics}", expression=where) from err
+        if len(ids) != 1:
+            how = "matches no" if not ids else "matches more than one"
+            raise PreconditionFailedError(
+                f"{said}, which {how} {rtype} you may see; a conditional reference needs "
+                "exactly one match.", expression=where)
+        found[reference] = f"{rtype}/{ids[0]}"
+        return found[reference]
+
+    return resolve
+
+
+def _rewrite(node: Any, refs: dict[str, str], where: str, resolve: Resolve) -> Any:
+    """`node` with each reference to a fullUrl of the Bundle and each conditional reference
+    rewritten to `Type/id`; BadRequestError for a `urn:uuid:` that is no entry."""
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
+            here = f"{where}.{key}"
             if key == "reference" and isinstance(value, str):
                 if value in refs:
                     value = refs[value]
                 elif value.startswith("urn:uuid:"):
                     raise BadRequestError(
-                        f"{where} refers to {value}, which is no entry of this Bundle.",
-                        expression=where)
-            out[key] = _rewrite(value, refs, where)
+                        f"{here} refers to {value}, which is no entry of this Bundle.",
+                        expression=here)
+                elif (conditional := fhir_refs.conditional(value)) is not None:
+                    value = resolve(value, *conditional, here)
+            out[key] = _rewrite(value, refs, here, resolve)
         return out
     if isinstance(node, list):
-        return [_rewrite(v, refs, where) for v in node]
+        return [_rewrite(v, refs, f"{where}[{i}]", resolve) for i, v in enumerate(node)]
     return node
 
 
@@ -261,7 +309,8 @@ def _error_response(err: HubError) -> dict[str, Any]:
 def process(session: Session, subject: Subject, bundle: dict[str, Any],
             settings: BundleSettings) -> dict[str, Any]:
     """Run a transaction or batch Bundle; the transaction-response or batch-response Bundle.
-    A transaction raises the first write's HubError (naming the entry) and writes nothing."""
+    A transaction raises the first failed entry's HubError (naming the entry) and writes
+    nothing."""
     kind = bundle.get("type")
     if kind not in ("transaction", "batch"):
         raise BadRequestError(
@@ -274,6 +323,8 @@ def process(session: Session, subject: Subject, bundle: dict[str, Any],
 
 
 def _prefixed(err: HubError, index: int) -> HubError:
+    """`err` naming the entry; without its headers (an entry's `Allow`, say, is not about
+    POST /fhir)."""
     where = f"Bundle.entry[{index}]"
     issues = [Issue(i.diagnostics if i.diagnostics.startswith("Bundle.entry")
                     else f"{where}: {i.diagnostics}", i.code, i.severity,
@@ -281,6 +332,7 @@ def _prefixed(err: HubError, index: int) -> HubError:
               for i in err.issues]
     err.issues = issues
     err.diagnostics = issues[0].diagnostics
+    err.headers = {}
     return err
 
 
@@ -304,18 +356,20 @@ def _transaction(session: Session, subject: Subject, entries: list[_Entry],
         except HubError as err:
             raise _prefixed(err, e.index) from err
     refs = _resolve_ids(session, subject, entries)
+    resolve = _conditional_references(session, subject)
     for e in entries:
         if e.method in ("POST", "PUT"):
             touch(f"{_split_url(e.url)[0]}/{e.target_id}", e.index)
-            e.resource = _rewrite(e.resource, refs, f"Bundle.entry[{e.index}].resource")
+            try:
+                e.resource = _rewrite(e.resource, refs, f"Bundle.entry[{e.index}].resource",
+                                      resolve)
+            except HubError as err:
+                raise _prefixed(err, e.index) from err
     for e in sorted((x for x in entries if x.method != "DELETE"),
                     key=lambda x: (_ORDER[x.method], x.index)):
         try:
             response, resource = _run_entry(session, subject, e, settings)
-        except HubError as err:
-            if e.method == "GET":
-                results[e.index] = {"response": _error_response(err)}
-                continue
+        except HubError as err:  # a failed read too: all or nothing
             raise _prefixed(err, e.index) from err
         results[e.index] = {"response": response}
         if resource is not None and e.method == "GET":
@@ -330,6 +384,7 @@ def _transaction(session: Session, subject: Subject, entries: list[_Entry],
 def _batch(session: Session, subject: Subject, entries: list[_Entry],
            settings: BundleSettings) -> dict[str, Any]:
     out = []
+    resolve = _conditional_references(session, subject)
     for e in entries:
         try:
             with session.begin_nested():
@@ -340,7 +395,7 @@ def _batch(session: Session, subject: Subject, entries: list[_Entry],
                         refs = _resolve_ids(session, subject, [e])
                         # entries of a batch stand alone: no urn:uuid reference can resolve
                         e.resource = _rewrite(e.resource, refs,
-                                              f"Bundle.entry[{e.index}].resource")
+                                              f"Bundle.entry[{e.index}].resource", resolve)
                     response, resource = _run_entry(session, subject, e, settings)
             item: dict[str, Any] = {"response": response}
             if resource is not None and e.method == "GET":

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 
 from hub.auth.subject import Subject
 from hub.config import Settings
@@ -90,16 +91,23 @@ def test_foreign_client_gets_nothing(rtype: str, two_clients: tuple[TestClient, 
     assert after.status_code == 200
     assert after.json()["meta"]["versionId"] == "1"
 
-    # inside a transaction and a batch, reads of it fail like reads of nothing
-    for kind in ("transaction", "batch"):
-        r = foreign.post("/fhir", json={"resourceType": "Bundle", "type": kind, "entry": [
-            {"request": {"method": "GET", "url": f"{rtype}/{rid}"}},
-            {"request": {"method": "GET", "url": f"{rtype}?_id={rid}"}}]})
-        assert r.status_code == 200, r.text
-        first, second = r.json()["entry"]
-        assert first["response"]["status"] == "404"
-        assert "resource" not in first
-        assert second["resource"]["entry"] == []
+    # inside a transaction and a batch, reads of it fail like reads of nothing: a batch
+    # reports the 404 in its entry, a transaction fails whole with it
+    def reads(kind: str, some_id: str) -> Response:
+        return foreign.post("/fhir", json={"resourceType": "Bundle", "type": kind, "entry": [
+            {"request": {"method": "GET", "url": f"{rtype}?_id={some_id}"}},
+            {"request": {"method": "GET", "url": f"{rtype}/{some_id}"}}]})
+
+    r = reads("batch", rid)
+    assert r.status_code == 200, r.text
+    first, second = r.json()["entry"]
+    assert first["resource"]["entry"] == []
+    assert second["response"]["status"] == "404"
+    assert "resource" not in second
+    r, absent = reads("transaction", rid), reads("transaction", "never-existed")
+    assert (r.status_code, absent.status_code) == (404, 404), r.text
+    assert r.json()["issue"][0]["diagnostics"].replace(rid, "X") == (
+        absent.json()["issue"][0]["diagnostics"].replace("never-existed", "X"))
 
 
 @pytest.mark.parametrize("rtype", sorted(DIRECTORY))
@@ -120,6 +128,16 @@ def test_directory_is_readable_but_written_only_by_hub_org(
         assert created.status_code == 403, created.text
         assert "hub org" in created.json()["issue"][0]["diagnostics"]
     assert owner.get(url).json()["meta"]["versionId"] == "1"
+    # the CapabilityStatement declares no write a client is refused (CONTRACT 2: "lists
+    # exactly what works"); the control: a type clients write declares every write
+    declared = {r["type"]: r for r in owner.get("/fhir/metadata").json()["rest"][0]["resource"]}
+    writes = {"create", "update", "patch", "delete"}
+    flags = ("updateCreate", "conditionalCreate", "conditionalUpdate")
+    assert {i["code"] for i in declared[rtype]["interaction"]} == {
+        "read", "vread", "history-instance", "search-type"}
+    assert [declared[rtype][f] for f in flags] == [False, False, False]
+    assert writes <= {i["code"] for i in declared["Patient"]["interaction"]}
+    assert [declared["Patient"][f] for f in flags] == [True, True, True]
     with database.session(write=True) as s:
         again = service.update(s, Subject.hub_itself(), resource_type=rtype, resource_id=rid,
                                resource={**_sample(rtype), "id": rid, "name": "renamed"})

@@ -91,6 +91,29 @@ def test_read_only_type_cannot_be_created(client: TestClient) -> None:
     _outcome(client.post("/fhir/AuditEvent", json={"resourceType": "AuditEvent"}), 403)
 
 
+@pytest.mark.parametrize(("method", "url"), [
+    ("POST", "/fhir/Bundle"), ("POST", "/fhir/Provenance"), ("PUT", "/fhir/Bundle/x"),
+    ("PUT", "/fhir/Provenance?_id=x"), ("PATCH", "/fhir/Provenance/x"),
+    ("DELETE", "/fhir/Bundle/x")])
+def test_a_write_to_a_read_only_type_is_405_with_allow(client: TestClient, method: str,
+                                                         url: str) -> None:
+    """RFC 9110 15.5.6: a 405 names the methods the address serves; they do serve them."""
+    rtype = url.split("/")[2].split("?")[0]
+    r = client.request(method, url, json={"resourceType": rtype, "id": "x"})
+    _outcome(r, 405)
+    assert r.headers["allow"] == "GET"
+    assert client.get(f"/fhir/{rtype}").status_code == 200
+
+
+def test_a_read_only_type_in_a_transaction_is_405_without_allow(client: TestClient) -> None:
+    """The entry's 405 is the transaction's answer, but POST /fhir is no address to GET."""
+    r = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Provenance"},
+         "request": {"method": "POST", "url": "Provenance"}}]})
+    assert "Bundle.entry[0]" in _outcome(r, 405)["issue"][0]["diagnostics"]
+    assert "allow" not in r.headers
+
+
 def test_bad_search_value_is_400(client: TestClient) -> None:
     _outcome(client.get("/fhir/Encounter", params={"date": "yesterday"}), 400)
     _outcome(client.get("/fhir/Patient", params={"_count": "many"}), 400)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.factories import encounter, patient
@@ -119,6 +120,36 @@ def test_validate_reports_without_storing(client: TestClient) -> None:
     assert issue["severity"] == "error"
     assert issue["expression"] == ["Patient.identifier[0].value"]
     assert client.get("/fhir/Patient").json()["entry"] == []
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "PUT", "PATCH"])
+def test_validate_answers_post_only(client: TestClient, method: str) -> None:
+    """Not a read or a delete of a resource with the id "$validate" (404, or a 204 that
+    claims a deletion): 405 naming POST, which works."""
+    r = client.request(method, "/fhir/Patient/$validate")
+    assert r.status_code == 405, r.text
+    assert r.headers["allow"] == "POST"
+    assert r.json()["resourceType"] == "OperationOutcome"
+    assert client.post("/fhir/Patient/$validate", json=patient()).status_code == 200
+    # control: other ids are still read at the same place
+    assert client.get("/fhir/Patient/validate").status_code == 404
+
+
+@pytest.mark.parametrize("mode", [None, "full", "normal"])
+def test_metadata_modes_give_the_capability_statement(client: TestClient,
+                                                      mode: str | None) -> None:
+    r = client.get("/fhir/metadata", params={"mode": mode} if mode else {})
+    assert r.status_code == 200, r.text
+    assert r.json()["resourceType"] == "CapabilityStatement"
+
+
+@pytest.mark.parametrize("mode", ["terminology", "bogus"])
+def test_metadata_refuses_a_mode_it_does_not_serve(client: TestClient, mode: str) -> None:
+    r = client.get("/fhir/metadata", params={"mode": mode})
+    assert r.status_code == 400, r.text
+    said = r.json()["issue"][0]["diagnostics"]
+    assert r.json()["resourceType"] == "OperationOutcome"
+    assert ("no TerminologyCapabilities" if mode == "terminology" else "'bogus'") in said
 
 
 def test_metadata_lists_what_is_registered(client: TestClient) -> None:

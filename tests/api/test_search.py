@@ -7,6 +7,7 @@ from datetime import date
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 
 from hub.config import Settings
 from hub.db.engine import Database
@@ -132,6 +133,35 @@ def test_unknown_parameter_is_reported_not_silently_applied(client: TestClient) 
     outcome = [e for e in r["entry"] if e["search"]["mode"] == "outcome"]
     assert "shoe-size" in outcome[0]["resource"]["issue"][0]["diagnostics"]
     assert "shoe-size" not in r["link"][0]["url"]
+
+
+def test_post_search_takes_a_form_or_the_url_and_refuses_other_bodies(
+        client: TestClient) -> None:
+    kari = _post(client, patient(fnr(date(1969, 11, 13))))
+    ola = _post(client, patient(fnr(date(1980, 2, 1)), given="Ola"))
+    url = "/fhir/Patient/_search"
+
+    def found(r: Response) -> list[str]:
+        assert r.status_code == 200, r.text
+        return [e["resource"]["id"] for e in r.json()["entry"]
+                if e.get("search", {}).get("mode") == "match"]
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert found(client.post(url, content=f"_id={kari}", headers=form)) == [kari]
+    assert found(client.post(f"{url}?_id={ola}", content=b"", headers=form)) == [ola]
+    default = client.headers.pop("Content-Type")
+    try:  # no body and no Content-Type: the criteria are all in the URL
+        assert found(client.post(f"{url}?_id={ola}")) == [ola]
+        no_type = client.post(url, content=f"_id={kari}")
+    finally:
+        client.headers["Content-Type"] = default
+    for r in (no_type,
+              client.post(url, content='{"_id": "no-such-id"}',
+                          headers={"Content-Type": "application/json"}),
+              client.post(url, content="_id=no-such-id", headers={"Content-Type": "text/plain"})):
+        assert r.status_code == 415, r.text
+        assert r.json()["resourceType"] == "OperationOutcome"
+        assert "application/x-www-form-urlencoded" in r.json()["issue"][0]["diagnostics"]
 
 
 def test_include_follows_coordinator_references(client: TestClient) -> None:
