@@ -50,7 +50,7 @@ from hub.fhir import refs, vocab
 from hub.fhir.datetimes import parse
 from hub.fhir.refs import org_id
 from hub.messaging.handlers import Accepted, handles
-from hub.messaging.models import MessageRow
+from hub.messaging.models import DeliveryRow, MessageRow
 from hub.messaging.routing import decide_delivery
 from hub.scheduler import due
 from hub.scheduler.journal import Journal, auditor_for
@@ -324,12 +324,16 @@ def meet_follow_up(session: Session, accepted: Accepted) -> None:
     if found is None or accepted.patient_id is None:
         return
     encounter_ref, encounter = found
-    # The contact answers the discharge notices about this patient: it goes back to their
-    # senders under the legal basis reply.
+    # The contact answers the discharge notices about this patient that were sent to its
+    # sender: it goes back to their senders under the legal basis reply. A notice withheld
+    # from the sender (or never sent to it) is nothing it answers.
     accepted.replying_to.update(session.scalars(
-        select(MessageRow.sender_org).distinct().where(
-            MessageRow.event == "discharge-notice",
-            MessageRow.patient_ref == f"Patient/{accepted.patient_id}")))
+        select(MessageRow.sender_org).distinct()
+        .join(DeliveryRow, DeliveryRow.message_id == MessageRow.id)
+        .where(MessageRow.event == "discharge-notice",
+               MessageRow.patient_ref == f"Patient/{accepted.patient_id}",
+               DeliveryRow.receiver_org == accepted.sender_org,
+               DeliveryRow.status != "withheld")))
     at = _contact_time(encounter)
     if at is None:
         return
@@ -343,13 +347,6 @@ def meet_follow_up(session: Session, accepted: Accepted) -> None:
     met, same_day, late = [], 0, 0
     now = format_instant(utcnow())
     for row in rows:
-        if row.anchor_at is not None and \
-                at.astimezone(tz).date() <= row.anchor_at.astimezone(tz).date():
-            same_day += 1
-            continue
-        if at > row.due_at:
-            late += 1
-            continue
         rtype, _, task_id = row.target.partition("/")
         try:
             task = service.read(session, HUB, resource_type=rtype, resource_id=task_id).body
@@ -357,7 +354,16 @@ def meet_follow_up(session: Session, accepted: Accepted) -> None:
             task = None
         if task is not None and accepted.sender_org not in refs.org_ids(
                 [task.get("owner"), task.get("requester")]):
-            continue  # a check only the organisations it names close
+            # A check only the organisations it names close, and to any other the answer
+            # tells nothing of it (not even that the contact came too early or too late).
+            continue
+        if row.anchor_at is not None and \
+                at.astimezone(tz).date() <= row.anchor_at.astimezone(tz).date():
+            same_day += 1
+            continue
+        if at > row.due_at:
+            late += 1
+            continue
         if task is None or task.get("status") not in OPEN_STATUSES:
             due.close(row, "cancelled" if task is None or task.get("status") != "completed"
                       else "met")

@@ -16,7 +16,9 @@ from hub.delivery.content import message_bundle
 from hub.fhir.datetimes import parse
 from hub.fhir.validation import validate_message
 from hub.scheduler.sweep import sweep
+from tests.access_clients import other_client
 from tests.factories import fnr
+from tests.messaging.test_story import register_story_organizations
 from tests.scheduler.story import (
     accepted,
     checks,
@@ -237,6 +239,7 @@ def test_a_contact_the_day_after_meets_every_check(hub: Hub, database: Database,
 def test_a_contact_on_the_discharge_day_does_not_count(hub: Hub, database: Database,
                                                        settings: Settings) -> None:
     discharged = oslo(4, 10)
+    accepted(hub, consent())  # the municipality owns the checks it meets
     accepted(hub, discharge(discharged))
     answer = accepted(hub, contact(oslo(4, 22)))  # late evening, same day in Oslo
     assert "discharge day does not meet" in notes(answer)
@@ -306,3 +309,34 @@ def test_the_municipality_cannot_take_the_overdue_mark_off_an_open_check(
     r = municipality.put(f"/fhir/Task/{task['id']}", json={**erased, "status": "completed"})
     assert r.status_code == 200, r.text
     assert not overdue(r.json())
+
+
+def test_a_contact_from_an_organisation_the_discharge_was_not_sent_to_learns_nothing(
+        settings: Settings, database: Database) -> None:
+    """Klepp kommune, named in nothing, reports contacts with a person the centre discharged:
+    the answer neither carries the contact back to the centre as a reply (Klepp answers no
+    notice of its), nor says anything of the person's checks (too early, too late), and the
+    checks stay as they were."""
+    register_story_organizations(database, klepp=True)
+    with other_client(settings, database, "jaeren-dps") as dps, \
+            other_client(settings, database, "time-kommune") as time, \
+            other_client(settings, database, "klepp-kommune") as klepp:
+        hub = {"jaeren-dps": dps, "time-kommune": time, "klepp-kommune": klepp}
+        accepted(hub, consent())
+        accepted(hub, discharge(oslo(10, 10)))
+        said = []
+        for at in (oslo(10, 22), oslo(1, 12)):  # the discharge day; after two checks' due
+            message = contact(at)
+            message["entry"][0]["resource"]["sender"] = {"reference": "Organization/klepp-kommune"}
+            said.append(notes(accepted(hub, message)))
+        for words in said:
+            assert "Withheld from Organization/jaeren-dps" in words
+            assert "reply" not in words
+            assert "discharge day" not in words
+            assert "overdue" not in words
+            assert "meets" not in words
+        assert all(t["status"] == "requested" for t in follow_up_tasks(hub).values())
+        # control: Time kommune, which the notice went to, answers it and meets the check
+        words = notes(accepted(hub, contact(oslo(9, 12))))
+        assert "(legal basis reply)" in words
+        assert "meets the follow-up checks" in words
