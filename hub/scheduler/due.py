@@ -8,16 +8,31 @@ sweep claims and closes in the transaction of the effects.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hub.db.types import utcnow
+from hub.errors import InvalidResourceError
 from hub.scheduler.models import ScheduledCheckRow
 
 C = ScheduledCheckRow
+
+
+def counted_from(at: datetime, seconds: float, *, what: str, expression: str) -> datetime:
+    """`at` moved by `seconds` (negative: before it), for a due time counted from a time a
+    message gave. Raises InvalidResourceError (422 naming `expression`) when that falls
+    outside the calendar (a time near the year 1 or 9999), which is the sender's to correct,
+    not a fault to retry."""
+    try:
+        return at + timedelta(seconds=seconds)
+    except OverflowError:
+        raise InvalidResourceError(
+            f"{what} ({at.isoformat()}) is too near the end of the calendar: the hub's timed "
+            "check counted from it would fall outside the years 1 to 9999.",
+            expression=expression) from None
 
 
 def find(session: Session, kind: str, target: str) -> ScheduledCheckRow | None:

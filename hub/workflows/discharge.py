@@ -33,7 +33,7 @@ after the check was escalated still meets it (the Task completes, its overdue Fl
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -254,7 +254,8 @@ def schedule_follow_up(session: Session, accepted: Accepted) -> None:
         if existing is not None and existing.outcome != "cancelled":
             kept.append(f"{label} due {format_instant(existing.due_at)}")
             continue
-        due_at = discharged + timedelta(seconds=seconds)
+        due_at = due.counted_from(discharged, seconds, what="The discharge time",
+                                  expression="Encounter.period.end")
         body = _task(task_id, label, text, encounter=encounter_ref, patient_ref=patient_ref,
                      centre=centre, owner=owner, discharged=discharged, due_at=due_at,
                      plan=plan[0] if plan else None)

@@ -8,7 +8,6 @@ transaction, so a check is scheduled exactly when its message is accepted.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -63,7 +62,8 @@ def readiness_asked(session: Session, accepted: Accepted) -> None:
         if task.get("status") != "requested":
             continue
         start = readiness_start(task, accepted.message.received_at)
-        due_at = start + timedelta(seconds=accepted.settings.discharge_readiness_timeout)
+        due_at = due.counted_from(start, accepted.settings.discharge_readiness_timeout,
+                                  what="The question's time", expression="Task.authoredOn")
         due.schedule(session, kind=READINESS, target=ref, due_at=due_at,
                      patient_ref=f"Patient/{accepted.patient_id}" if accepted.patient_id
                      else None, recipients=[o for o in (requester_of(task), owner_of(task))
@@ -91,7 +91,9 @@ def meeting_planned(session: Session, accepted: Accepted) -> None:
                 *(o for o in (org_id(p.get("actor")) for p in appointment.get("participant", []))
                   if o)]
         due.schedule(session, kind=MEETING, target=ref,
-                     due_at=start - timedelta(seconds=accepted.settings.meeting_reminder),
+                     due_at=due.counted_from(start, -accepted.settings.meeting_reminder,
+                                             what="The meeting's start",
+                                             expression="Appointment.start"),
                      patient_ref=f"Patient/{accepted.patient_id}" if accepted.patient_id
                      else None, recipients=orgs, anchor_at=start, move=True)
 
@@ -106,6 +108,8 @@ def consent_recorded(session: Session, accepted: Accepted) -> None:
             due.cancel(session, kind=CONSENT, target=ref)
             continue
         due.schedule(session, kind=CONSENT, target=ref,
-                     due_at=end - timedelta(seconds=accepted.settings.consent_expiry_notice),
+                     due_at=due.counted_from(end, -accepted.settings.consent_expiry_notice,
+                                             what="The consent's end",
+                                             expression="Consent.provision.period.end"),
                      patient_ref=f"Patient/{accepted.patient_id}" if accepted.patient_id
                      else None, recipients=[holder], anchor_at=end, move=True)

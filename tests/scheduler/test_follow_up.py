@@ -18,7 +18,7 @@ from hub.fhir.validation import validate_message
 from hub.scheduler.sweep import sweep
 from tests.access_clients import other_client
 from tests.factories import fnr
-from tests.messaging.test_story import register_story_organizations
+from tests.messaging.test_story import post, register_story_organizations
 from tests.scheduler.story import (
     accepted,
     checks,
@@ -340,3 +340,20 @@ def test_a_contact_from_an_organisation_the_discharge_was_not_sent_to_learns_not
         words = notes(accepted(hub, contact(oslo(9, 12))))
         assert "(legal basis reply)" in words
         assert "meets the follow-up checks" in words
+
+
+def test_a_discharge_at_the_end_of_the_calendar_is_refused_not_failed(
+        hub: Hub, database: Database) -> None:
+    """The checks count from the discharge time; one they cannot count from (the year 9999)
+    is the sender's to correct: a 422 naming it, nothing kept, not a 500 to be retried."""
+    message = discharge(oslo(1, 14))
+    stay = message["entry"][1]["resource"]
+    stay["period"] = {"start": "9999-12-20T10:00:00Z", "end": "9999-12-31T10:00:00Z"}
+    r = post(hub, message)
+    assert r.status_code == 422, r.text
+    issue = r.json()["issue"][0]
+    assert "too near the end of the calendar" in issue["diagnostics"]
+    assert issue["expression"] == ["Encounter.period.end"]
+    assert checks(database, "follow-up") == []
+    assert follow_up_tasks(hub) == {}
+    assert post(hub, discharge(oslo(1, 14))).status_code == 200  # control

@@ -270,3 +270,16 @@ def test_an_invalid_answer_names_the_element(booked: Hub) -> None:
     issues = refused(booked, message)
     assert any("cmr-1" in i["diagnostics"] for i in issues)
     assert post(booked, answer()).status_code == 200  # the right one is still taken
+
+
+def test_a_meeting_at_the_start_of_the_calendar_is_refused_not_failed(
+        hub3: Hub) -> None:  # noqa: F811
+    """The reminder is due a day before the start; a start it cannot count back from is a
+    422 naming it, and nothing is kept."""
+    message = meeting()
+    resource(message, "Appointment").update(start="0001-01-01T08:00:00Z",
+                                            end="0001-01-01T09:00:00Z")
+    issues = refused(hub3, message)
+    assert any("too near the end of the calendar" in i["diagnostics"] for i in issues), issues
+    assert found(hub3, "jaeren-dps", "Appointment") == []
+    accepted(hub3, meeting())  # control
