@@ -99,7 +99,13 @@ async def get_subject(request: Request, db: DatabaseDep) -> Subject:
     user, no scopes: only what people may do, e.g. auditors reading AuditEvents).
     Raises UnauthorizedError (401, `WWW-Authenticate: Bearer`) when it is missing, unknown,
     expired, or its client is disabled. The subject is kept on request.state for the audit."""
-    header = request.headers.get("authorization", "").strip()
+    given = request.headers.getlist("authorization")
+    if len(given) > 1:  # which one would speak for the caller is anyone's guess
+        raise UnauthorizedError(
+            "This request carries the Authorization header more than once; send one bearer "
+            "token.", headers={"WWW-Authenticate": 'Bearer realm="carehub", '
+                                                   'error="invalid_request"'})
+    header = (given[0] if given else "").strip()
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if not header:

@@ -45,9 +45,9 @@ def parse_request(
     for name, value in pairs:
         refuse_control_characters(name, value)
         if name == "_count":
-            req.count = max(0, min(whole_number(name, value), max_count))
+            req.count = min(whole_number(name, value), max_count)
         elif name == "_offset":
-            req.offset = max(0, whole_number(name, value))
+            req.offset = whole_number(name, value)
         elif name == "_sort":
             req.sort.extend(v for v in value.split(",") if v)
         elif name == "_include":
@@ -91,7 +91,7 @@ def refuse_control_characters(name: str, value: str) -> None:
 
 
 def whole_number(name: str, value: str, *, most: int = MAX_OFFSET) -> int:
-    """`value` as a whole number of at most `most`; BadRequestError (400) naming `name`
+    """`value` as a whole number from 0 to `most`; BadRequestError (400) naming `name`
     otherwise (also for numbers beyond 64 bits, which no database column holds)."""
     text = value.strip()
     digits = text.removeprefix("-").removeprefix("+")
@@ -101,6 +101,9 @@ def whole_number(name: str, value: str, *, most: int = MAX_OFFSET) -> int:
     if len(digits) > len(str(most)) or int(text) > most:
         raise BadRequestError(f"{name} is too large ({len(digits)} digits); it must be at "
                               f"most {most}.", expression=name)
+    if int(text) < 0:
+        raise BadRequestError(f"{name} must not be negative ('{value[:40]}').",
+                              expression=name)
     return int(text)
 
 

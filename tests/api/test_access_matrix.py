@@ -186,3 +186,13 @@ def test_no_token_and_bad_token_are_401(client: TestClient) -> None:
         assert r.json()["resourceType"] == "OperationOutcome"
         assert r.headers["www-authenticate"].startswith("Bearer")
     assert client.get("/fhir/metadata", headers={"Authorization": ""}).status_code == 200
+
+
+def test_two_authorization_headers_are_401_whichever_comes_first(client: TestClient) -> None:
+    valid = client.headers["authorization"]
+    assert client.get("/fhir/Patient").status_code == 200  # control: the token alone
+    for pair in ([valid, "Bearer not-a-token"], ["Bearer not-a-token", valid], [valid, valid]):
+        r = client.get("/fhir/Patient", headers=[("Authorization", v) for v in pair])
+        assert r.status_code == 401, r.text
+        assert "more than once" in r.json()["issue"][0]["diagnostics"]
+        assert 'error="invalid_request"' in r.headers["www-authenticate"]

@@ -37,3 +37,13 @@ def test_escaped_commas_do_not_count_against_the_value_limit() -> None:
         parse_request("Patient", [("name", many + ",y")], default_count=1, max_count=1)
     escaped = "\\,".join(["x"] * (MAX_VALUES + 5))
     assert parse_request("Patient", [("name", escaped)], default_count=1, max_count=1).criteria
+
+
+@pytest.mark.parametrize("name", ["_count", "_offset"])
+def test_a_negative_count_or_offset_is_refused_not_taken_as_zero(name: str) -> None:
+    with pytest.raises(BadRequestError, match=f"{name} must not be negative"):
+        parse_request("Patient", [(name, "-1")], default_count=20, max_count=500)
+    # controls: zero and a positive number are taken as given
+    for value, expected in (("0", 0), ("7", 7)):
+        req = parse_request("Patient", [(name, value)], default_count=20, max_count=500)
+        assert getattr(req, name.removeprefix("_")) == expected
