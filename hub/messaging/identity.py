@@ -99,6 +99,11 @@ def place_entries(session: Session, hub: Subject, entries: list[dict[str, Any]],
                     expression=f"Bundle.entry[{index}].fullUrl")
             placements.append(Placement(index, rtype, rid, True, by_full_url=True))
             continue
+        if full_url.startswith(f"{fhir_base}/"):  # the hub's URL of something else
+            raise InvalidResourceError(
+                f"{where}: fullUrl {full_url} is the hub's address of something other than a "
+                f"{rtype}; an entry's hub fullUrl is {own_prefix}<id> (a new version of it), "
+                "else use urn:uuid:.", expression=f"Bundle.entry[{index}].fullUrl")
         pairs = _match_pairs(resource)
         if rtype == "Patient" and not pairs:
             raise InvalidResourceError(

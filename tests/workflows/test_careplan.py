@@ -268,3 +268,21 @@ def test_the_shared_examples_plan_is_an_individual_plan_and_the_follow_up_plan_i
     assert is_individual_plan(plan_of("02-care-plan-shared.json"))
     assert not is_individual_plan(plan_of("13-discharge-notice.json"))
 
+
+
+def test_the_hubs_full_url_of_another_type_is_refused(consented: Hub) -> None:
+    """A hub fullUrl names the resource the entry is a new version of: one naming a Patient
+    on a CarePlan entry is a mistake said as such, not ignored (a new plan made instead)."""
+    accepted(consented, plan())
+    [patient] = found(consented, "jaeren-dps", "Patient")
+    revised = plan(key="other-key")
+    index, entry = next((i, e) for i, e in enumerate(revised["entry"])
+                        if e["resource"]["resourceType"] == "CarePlan")
+    entry["fullUrl"] = f"http://testserver/fhir/Patient/{patient['id']}"
+    revised["entry"][0]["resource"]["focus"] = [{"reference": entry["fullUrl"]}]
+    issues = refused(consented, revised)
+    assert "is the hub's address of something other than a CarePlan" in issues[0]["diagnostics"]
+    assert issues[0]["expression"] == [f"Bundle.entry[{index}].fullUrl"]
+    assert len(found(consented, "jaeren-dps", "CarePlan")) == 1
+    assert found(consented, "jaeren-dps", "Patient")[0]["meta"]["versionId"] == (
+        patient["meta"]["versionId"])
