@@ -422,14 +422,27 @@ CSV_HEADER = ("time_utc", "recipient", "recipient_name", "event", "interaction",
               "audit_event")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP, CSV injection)."""
+
+
+def csv_cell(value: str) -> str:
+    """`value` as a CSV cell a spreadsheet shows as text: one starting like a formula gets a
+    single quote in front (OWASP); the FHIR Bundle export keeps the value as recorded."""
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+
+
 def as_csv(lines: Sequence[LogLine]) -> str:
-    """The log as CSV (one row per decision, newest first, times in UTC)."""
+    """The log as CSV (one row per decision, newest first, times in UTC); no cell starts
+    like a spreadsheet formula (names and reasons come from outside: usernames,
+    organisation names)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
     for ln in lines:
-        writer.writerow((ln.at.isoformat(), ln.recipient, ln.recipient_name, ln.event,
-                         ln.interaction, " ".join(ln.resource_types), ln.decision, ln.basis,
-                         ln.basis_version, ln.reason, ln.requested_by, ln.event_id))
+        writer.writerow([csv_cell(value) for value in (
+            ln.at.isoformat(), ln.recipient, ln.recipient_name, ln.event, ln.interaction,
+            " ".join(ln.resource_types), ln.decision, ln.basis, ln.basis_version, ln.reason,
+            ln.requested_by, ln.event_id)])
     return out.getvalue()
 

