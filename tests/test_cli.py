@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from hub.cli import app
@@ -88,3 +89,35 @@ def test_the_log_level_shows_the_hubs_lines_and_not_the_libraries_routine(
                           check=True, cwd=Path(__file__).resolve().parents[1])
     lines = [line.split(" ", 3)[3] for line in done.stderr.splitlines()]
     assert [line.split("[", 1)[0] + ":" + line.split("]:", 1)[1] for line in lines] == shown
+
+
+def _admin_texts(db_url: str) -> list[str]:
+    """The outcomeDesc of each admin record, oldest first."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            bodies = conn.execute(text("SELECT body FROM audit_records WHERE subtype = 'admin' "
+                                       "ORDER BY seq")).scalars().all()
+    finally:
+        engine.dispose()
+    return [json.loads(bytes(b))["outcomeDesc"] for b in bodies]
+
+
+def test_a_password_in_an_endpoint_url_is_not_written_into_the_trail(
+        cli: CliRunner, db_url: str) -> None:
+    """`org add --endpoint https://user:password@host/...` (a receiver wanting HTTP Basic):
+    the admin record names the URL without its userinfo; a URL without any is recorded
+    whole (the control)."""
+    _ok(cli.invoke(app, ["org", "add", "--id", "cred", "--name", "Cred kommune", "--kind",
+                         "municipality", "--identifier",
+                         "urn:oid:2.16.578.1.12.4.1.4.101|911111111", "--endpoint",
+                         "http://hubuser:S3cretPass@127.0.0.1:18131/demo/inbox/cred"]))
+    _ok(cli.invoke(app, ["org", "add", "--id", "plain", "--name", "Plain kommune", "--kind",
+                         "municipality", "--identifier",
+                         "urn:oid:2.16.578.1.12.4.1.4.101|922222222", "--endpoint",
+                         "https://ehr.plain.example/fhir/messages"]))
+    cred, plain = _admin_texts(db_url)[-2:]
+    assert "S3cretPass" not in cred
+    assert "hubuser" not in cred
+    assert "--endpoint http://***@127.0.0.1:18131/demo/inbox/cred" in cred
+    assert "--endpoint https://ehr.plain.example/fhir/messages" in plain

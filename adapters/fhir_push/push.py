@@ -9,6 +9,7 @@ replace with httpx.MockTransport) is the seam.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -16,6 +17,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from adapters.channels import Sent
+from hub.fhir.urls import without_credentials
 
 
 class FhirPush:
@@ -54,7 +56,14 @@ class FhirPush:
         return client
 
     def send(self, address: str, body: bytes, *, timeout: float) -> Sent:
-        """One POST; the outcome as a Sent."""
+        """One POST; the outcome as a Sent (its error names the address without userinfo:
+        it is kept as the delivery's last error, logged and shown)."""
+        sent = self._send(address, body, timeout=timeout)
+        if sent.error is None:
+            return sent
+        return dataclasses.replace(sent, error=without_credentials(sent.error))
+
+    def _send(self, address: str, body: bytes, *, timeout: float) -> Sent:
         try:
             response = self.client.post(address, content=body, timeout=timeout, headers={
                 "Content-Type": "application/fhir+json", "Accept": "application/fhir+json"})

@@ -81,6 +81,7 @@ from hub.delivery import content
 from hub.delivery.channel import push_channel
 from hub.delivery.scheduled import expect_ack
 from hub.fhir.jsonio import dumps_bytes
+from hub.fhir.urls import without_credentials
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.store.dates import format_instant
 
@@ -323,7 +324,7 @@ def _record(db: Database, settings: Settings, ready: _Ready, outcome: Sent,
             row.attempts += 1
             expect_ack(session, settings, row.id, at)
             _audit(session, auditor, row, session.get_one(MessageRow, row.message_id),
-                   f"Delivered by push to {ready.address}. {row.reason}")
+                   f"Delivered by push to {without_credentials(ready.address)}. {row.reason}")
             return "delivered"
         row = _still_ours(session, _Claim(ready.id, ready.lease))
         if row is None:

@@ -34,6 +34,7 @@ from hub.fhir.identifiers import (
     d_nummer_problem,
     fodselsnummer_problem,
 )
+from hub.fhir.urls import without_credentials
 from hub.store import query as search_mod
 from hub.store import service
 from hub.store.resources import StoredResource
@@ -355,14 +356,15 @@ def disclosure_log(session: Session, patient_id: str, filters: Filters, *,
         if filters.decision == "deny" and decision != "deny":
             continue
         basis = details.get("basis", "")
+        reason = without_credentials(details.get("reason", ""))  # also what older records hold
         types = tuple(sorted({r.split("/", 1)[0] for r in resources} - {"Bundle"}))
         lines.append(LogLine(
             row.seq, row.recorded_at, recipient, names.get(recipient, recipient),
             details.get("event", ""), details.get("interaction", ""),
             types or (("Bundle",) if resources else ()), tuple(resources), decision, basis,
             _version_at(timeline, basis, row.recorded_at) if basis.startswith("Consent/")
-            else "", details.get("reason", ""), _requested_by(body), str(body.get("id", "")),
-            readable(details.get("reason", ""), names)))
+            else "", reason, _requested_by(body), str(body.get("id", "")),
+            readable(reason, names)))
     return lines
 
 
