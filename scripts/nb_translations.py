@@ -136,6 +136,18 @@ NB = {
     "Partly": "Delvis", "Yes": "Ja", "Your consent": "Ditt samtykke",
     "The law allows it": "Loven gir adgang", "No consent or law allows it":
         "Verken samtykke eller lov gir adgang",
+    "They asked to read your records": "De ba om å lese opplysningene dine",
+    "They hold records about you, so they may see who you are":
+        "De har opplysninger om deg, og kan derfor se hvem du er",
+    "They take part in the task": "De er part i oppgaven",
+    "An answer to what they sent": "Et svar på noe de sendte",
+    "It was their own information": "Det var deres egne opplysninger",
+    "No basis was recorded": "Intet grunnlag er registrert",
+    "Holds records about the person": "Har opplysninger om personen",
+    "A party to the task": "Part i oppgaven",
+    "An answer to what the recipient sent": "Et svar på det mottakeren sendte",
+    "The recipient's own records": "Mottakerens egne opplysninger",
+    "No basis recorded": "Grunnlag ikke registrert",
     "Nothing about you has been shared with anyone through CareHub.":
         "Ingenting om deg er delt med noen gjennom CareHub.",
     "Your consents": "Dine samtykker",

@@ -308,7 +308,8 @@ def _basis_entity(decision: str, basis: str | None, reason: str,
                 "type": {"system": RESOURCE_TYPES, "code": "Consent", "display": "Consent"},
                 "role": dict(_SECURITY_RESOURCE), "detail": detail}
     entity: JSON = {"type": dict(_SYSTEM_OBJECT), "role": dict(_SECURITY_RESOURCE),
-                    "name": "legal basis" if basis else "no consent or legal basis",
+                    "name": "legal basis" if basis else (
+                        "no consent or legal basis" if decision == "deny" else "no basis recorded"),
                     "detail": detail}
     if basis:
         entity["what"] = {"identifier": {"system": LEGAL_BASIS, "value": basis}}

@@ -26,7 +26,8 @@ from hub.audit.models import AuditRecordRow
 from hub.audit.queries import read_body
 from hub.audit.verify import check_record
 from hub.auth.subject import Subject
-from hub.consent.gate import Gate
+from hub.consent.gate import HOLDS_RECORDS, REPLY, TASK_PARTY, Gate
+from hub.consent.policy import OWN_RECORDS
 from hub.errors import BadRequestError, GoneError, NotFoundError
 from hub.fhir.identifiers import (
     DNR_SYSTEM,
@@ -51,6 +52,17 @@ INTERACTIONS = {"read": N_("Read"), "vread": N_("Read an earlier version"),
 CONSENT_STATUSES = {"active": N_("in force"), "inactive": N_("withdrawn"),
                     "draft": N_("draft"), "proposed": N_("proposed"),
                     "rejected": N_("rejected"), "entered-in-error": N_("entered in error")}
+BASES = {HOLDS_RECORDS: N_("Holds records about the person"),
+         TASK_PARTY: N_("A party to the task"),
+         REPLY: N_("An answer to what the recipient sent"),
+         OWN_RECORDS: N_("The recipient's own records")}
+"""The bases that are rules of the hub (CONTRACT sections 3 and 5), not a Consent or a
+statutory code, in words for the auditor (the code is shown beside them)."""
+INNSYN_BASES = {HOLDS_RECORDS: N_("They hold records about you, so they may see who you are"),
+                TASK_PARTY: N_("They take part in the task"),
+                REPLY: N_("An answer to what they sent"),
+                OWN_RECORDS: N_("It was their own information")}
+"""The same, for the person's copy (innsyn)."""
 LIMIT = 1000
 """At most this many of a person's newest disclosure records are read for one page."""
 READS = frozenset({"read", "vread", "history-instance", "search-type", "operation",

@@ -22,7 +22,7 @@ from starlette.responses import RedirectResponse, Response
 from hub.db.types import utcnow
 from hub.errors import HubError
 from hub.ui import i18n
-from hub.ui.disclosures import CONSENT_STATUSES, INTERACTIONS
+from hub.ui.disclosures import BASES, CONSENT_STATUSES, INNSYN_BASES, INTERACTIONS
 from hub.ui.sessions import SignInRequiredError
 from hub.ui.transitions import EVENTS
 
@@ -60,7 +60,8 @@ def _capitalize_first(text: str) -> str:
 
 _ENV.filters.update(moment=_moment, day=_day, relative=_relative,
                     capitalize_first=_capitalize_first)
-_ENV.globals.update(events=EVENTS, interactions=INTERACTIONS, statuses=CONSENT_STATUSES)
+_ENV.globals.update(events=EVENTS, interactions=INTERACTIONS, statuses=CONSENT_STATUSES,
+                    bases=BASES, innsyn_bases=INNSYN_BASES)
 _TEMPLATES = Jinja2Templates(env=_ENV)
 
 

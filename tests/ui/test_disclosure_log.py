@@ -185,7 +185,7 @@ def test_the_innsyn_copy_is_in_bokmal_whatever_the_auditors_language(
     assert '<html lang="nb">' in page.text
     assert "Hvem har fått og lest hva om deg" in page.text
     assert "Ditt samtykke" in page.text
-    assert "Loven gir adgang" in page.text
+    assert "Et svar på noe de sendte" in page.text  # the basis `reply`, in words
     assert "Time kommune" in page.text
 
 
@@ -372,3 +372,44 @@ def test_no_csv_cell_starts_like_a_spreadsheet_formula(
 def test_a_csv_cell_is_quoted_only_when_it_starts_like_a_formula(value: str,
                                                                  cell: str) -> None:
     assert csv_cell(value) == cell
+
+
+def test_a_read_of_the_patient_by_an_organisation_holding_records_has_its_own_basis(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    """Time kommune holds records about Kari, so it may read her Patient (CONTRACT section
+    3): the record names the basis `holds-records`, the log and the CSV show it, and the
+    person's copy says why in words, not "neither consent nor law allows it" (which stays for
+    what was withheld). The consent-based lines keep "Your consent" (the control)."""
+    pid = _patient_id(database)
+    r = shared_story["time-kommune"].get(f"/fhir/Patient/{pid}")
+    assert r.status_code == 200
+    settle(database)  # the read's records wait in the read spool until moved
+    with database.session(write=False) as s:
+        bodies = [json.loads(bytes(b)) for b in s.scalars(select(AuditRecordRow.body).where(
+            AuditRecordRow.patient_ref == f"Patient/{pid}",
+            AuditRecordRow.subtype == "disclose"))]
+    found = []
+    for body in bodies:
+        [basis] = [e for e in body["entity"] if e["role"]["code"] == "13"]
+        details = {d["type"]: d["valueString"] for d in basis["detail"]}
+        if details.get("interaction") == "read":
+            found.append((details["decision"], details.get("basis"), basis["name"]))
+    assert found == [("permit", "holds-records", "legal basis")]
+    client = _auditor(browser)
+    page = client.get(f"/ui/audit/people/{pid}").text
+    reads = _rows(_section(page, "Reads by other organisations, newest first"))
+    assert "Holds records about the person ( holds-records )" in reads[0]
+    assert not any(" none " in f" {r} " for r in reads)
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/ui/audit/people/{pid}/log.csv").text)))
+    assert rows[0]["interaction"] == "read"
+    assert rows[0]["basis"] == "holds-records"
+    nb_page = _auditor(browser, lang="nb").get(f"/ui/audit/people/{pid}").text
+    assert "Har opplysninger om personen" in nb_page
+    innsyn = client.get(f"/ui/audit/people/{pid}/innsyn").text
+    [row] = [r for r in _rows(_section(innsyn, "Opplysninger om deg som ble delt eller holdt "
+                                               "tilbake"))
+             if "De leste opplysningene dine" in r][:1]
+    assert "De har opplysninger om deg, og kan derfor se hvem du er" in row
+    assert "Verken samtykke eller lov gir adgang" not in innsyn
+    assert "Ditt samtykke" in innsyn
+    assert "(reply)" not in innsyn  # a basis in words, not its code
