@@ -57,24 +57,14 @@ def _session(*, write: bool) -> Iterator[Session]:
         yield s
 
 
-def _operator() -> str:
-    """The OS user running the command: the agent of its audit record."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
-        return f"uid-{os.getuid()}"
-
-
 def _audit_admin(session: Session, text: str, target: str | None, *,
                  failed: bool = False) -> None:
-    from hub.audit.events import ADMIN, admin_event
+    from hub.audit.admin import record_admin
     from hub.audit.recorder import Auditor
     from hub.audit.signing import Signer
 
-    operator = _operator()
-    auditor = Auditor(Signer.from_file(get_settings().audit_key_file))
-    auditor.event(session, admin_event(operator, text, target, outcome="4" if failed else "0"),
-                  agent=f"Operator/{operator}", subtype=ADMIN)
+    record_admin(session, Auditor(Signer.from_file(get_settings().audit_key_file)), text,
+                 target, failed=failed)
 
 
 def _run(fn: Callable[[Session], T], *, write: bool = True, audit_text: str | None = None,
