@@ -148,6 +148,28 @@ NB = {
     "An answer to what the recipient sent": "Et svar på det mottakeren sendte",
     "The recipient's own records": "Mottakerens egne opplysninger",
     "No basis recorded": "Grunnlag ikke registrert",
+    "%(n)d of the newest %(m)d of this person's %(total)d records fail the check: they were "
+    "changed after they were written.":
+        "%(n)d av de nyeste %(m)d av personens %(total)d oppføringer består ikke kontrollen: "
+        "de er endret etter at de ble skrevet.",
+    "The newest %(m)d of this person's %(total)d disclosure records are intact: hash and "
+    "signature checked.":
+        "De nyeste %(m)d av personens %(total)d utleveringsoppføringer er uendret: hash og "
+        "signatur er kontrollert.",
+    "The older ones are not checked here: `hub audit verify` checks the whole trail.":
+        "De eldre er ikke kontrollert her: `hub audit verify` kontrollerer hele loggen.",
+    "Only the newest %(n)d matching records are shown below; older ones are left out (the "
+    "person has %(total)d disclosure records in all). The CSV and FHIR Bundle exports hold "
+    "every record.":
+        "Bare de nyeste %(n)d oppføringene som passer, vises nedenfor; eldre er utelatt "
+        "(personen har %(total)d utleveringsoppføringer i alt). CSV- og FHIR Bundle-eksporten "
+        "har alle oppføringene.",
+    "This copy shows only the newest %(n)d of the %(total)d entries about you; the older ones "
+    "are left out. Ask for them, and you will get them all.":
+        "Denne kopien viser bare de nyeste %(n)d av de %(total)d oppføringene om deg; de eldre "
+        "er utelatt. Spør etter dem, så får du alle.",
+    "The CSV export of the disclosure log holds every entry.":
+        "CSV-eksporten av utleveringsloggen har alle oppføringene.",
     "Nothing about you has been shared with anyone through CareHub.":
         "Ingenting om deg er delt med noen gjennom CareHub.",
     "Your consents": "Dine samtykker",

@@ -21,6 +21,7 @@ from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.fhir.identifiers import FNR_SYSTEM
 from hub.store import service
+from hub.ui import disclosures
 from hub.ui.disclosures import csv_cell
 from tests.audit.trail import settle
 from tests.ui.conftest import SHARED_FNR as FNR
@@ -413,3 +414,37 @@ def test_a_read_of_the_patient_by_an_organisation_holding_records_has_its_own_ba
     assert "Verken samtykke eller lov gir adgang" not in innsyn
     assert "Ditt samtykke" in innsyn
     assert "(reply)" not in innsyn  # a basis in words, not its code
+
+
+def test_a_cut_log_says_so_and_never_claims_all(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With more records than the page shows (LIMIT, here 5): the page and the innsyn copy
+    say that only the newest are shown and how many there are, the trail's state says "the
+    newest 5 of N", not "all 5"; the CSV holds every record. The control: under the limit,
+    no such notice and "All N"."""
+    pid = _patient_id(database)
+    client = _auditor(browser)
+    whole = client.get(f"/ui/audit/people/{pid}").text
+    assert "Only the newest" not in whole
+    assert re.search(r"All \d+ of this person's disclosure records are intact", whole)
+    total = len(list(csv.DictReader(io.StringIO(
+        client.get(f"/ui/audit/people/{pid}/log.csv").text))))
+    assert total > 5
+    monkeypatch.setattr(disclosures, "LIMIT", 5)
+    page = client.get(f"/ui/audit/people/{pid}").text
+    shown = (_rows(_section(page, "Messages about the person, newest first"))
+             + _rows(_section(page, "Reads by other organisations, newest first")))
+    assert len(shown) == 5
+    assert "Only the newest 5 matching records are shown below" in page
+    assert "The CSV and FHIR Bundle exports hold every record." in page
+    assert "All 5" not in page
+    assert re.search(r"The newest 5 of this person's \d+ disclosure records are intact", page)
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/ui/audit/people/{pid}/log.csv").text)))
+    assert len(rows) >= total  # the CSV is complete (the views above added their own reads)
+    innsyn = client.get(f"/ui/audit/people/{pid}/innsyn").text
+    assert "Denne kopien viser bare de nyeste 5 av de" in innsyn
+    # the filters narrow first, and the limit counts the lines that match
+    dps = client.get(f"/ui/audit/people/{pid}",
+                     params={"organization": "Organization/jaeren-dps"}).text
+    assert _rows(_section(dps, "Messages about the person, newest first"))
