@@ -27,7 +27,7 @@ from hub.db.engine import Database
 from hub.db.migrate import migrated_database
 from hub.delivery import service
 from hub.delivery.dispatcher import Dispatcher
-from hub.errors import HubError
+from hub.errors import DatabaseUnavailableError, HubError
 from hub.store.dates import format_instant
 
 deliveries_app = typer.Typer(help="Message deliveries: list, replay dead letters, dispatch.",
@@ -58,11 +58,11 @@ def _run(fn: Callable[[Session], T], *, write: bool, audit_text: str | None = No
                 record_admin(session, _auditor(), audit_text, None)
             return result
     except HubError as exc:
-        if audit_text is not None:
+        if audit_text is not None and not isinstance(exc, DatabaseUnavailableError):
             with _database() as database, database.session(write=True) as session:
                 record_admin(session, _auditor(),
                              f"{audit_text} (refused: {exc.diagnostics})", None, failed=True)
-        err.print(exc.diagnostics, markup=False, highlight=False)
+        err.print(exc.diagnostics, markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
