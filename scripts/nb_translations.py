@@ -98,6 +98,8 @@ NB = {
     "Give a fødselsnummer or D-nummer, or a name and a birth date.":
         "Oppgi fødselsnummer eller D-nummer, eller navn og fødselsdato.",
     "Give the birth date as a date.": "Oppgi fødselsdatoen som en dato.",
+    "Give the period as dates.": "Oppgi perioden som datoer.",
+    "Choose a decision from the list.": "Velg en avgjørelse fra listen.",
     "Home": "Hjem", "Welcome, %(name)s": "Velkommen, %(name)s", "You": "Deg",
     "Username": "Brukernavn", "Role": "Rolle", "(not registered)": "(ikke registrert)",
     "Who received or read what about a person":

@@ -181,9 +181,10 @@ class Filters:
             first = date.fromisoformat(since) if since else None
             last = date.fromisoformat(until) if until else None
         except ValueError:
-            raise BadRequestError("Give the period as dates.", expression="from") from None
+            raise BadRequestError(N_("Give the period as dates."), expression="from") from None
         if decision not in ("", "permit", "deny"):
-            raise BadRequestError("Choose a decision from the list.", expression="decision")
+            raise BadRequestError(N_("Choose a decision from the list."),
+                                  expression="decision")
         return cls(organization, first, last, decision)
 
 

@@ -58,8 +58,15 @@ def _capitalize_first(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _translated(text: str) -> str:
+    """A text that may carry what someone typed (an error's diagnostics), translated where
+    the catalogue has it, and escaped like any value: `_()` in a template marks its result
+    safe, so it is only for the templates' own texts."""
+    return str(i18n.gettext(text))
+
+
 _ENV.filters.update(moment=_moment, day=_day, relative=_relative,
-                    capitalize_first=_capitalize_first)
+                    capitalize_first=_capitalize_first, translated=_translated)
 _ENV.globals.update(events=EVENTS, interactions=INTERACTIONS, statuses=CONSENT_STATUSES,
                     bases=BASES, innsyn_bases=INNSYN_BASES)
 _TEMPLATES = Jinja2Templates(env=_ENV)

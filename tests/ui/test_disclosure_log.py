@@ -448,3 +448,19 @@ def test_a_cut_log_says_so_and_never_claims_all(
     dps = client.get(f"/ui/audit/people/{pid}",
                      params={"organization": "Organization/jaeren-dps"}).text
     assert _rows(_section(dps, "Messages about the person, newest first"))
+
+
+def test_a_bad_filter_is_refused_in_the_pages_language(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    """The error page says in bokmål what was wrong (not "Det går ikke Give the period as
+    dates."); in English, in English (the control)."""
+    pid = _patient_id(database)
+    nb = _auditor(browser, lang="nb").get(f"/ui/audit/people/{pid}", params={"from": "banana"})
+    assert nb.status_code == 400
+    assert "Oppgi perioden som datoer." in nb.text
+    assert "Give the period as dates." not in nb.text
+    nb = _auditor(browser, lang="nb").get(f"/ui/audit/people/{pid}",
+                                          params={"decision": "maybe"})
+    assert "Velg en avgjørelse fra listen." in nb.text
+    en = _auditor(browser).get(f"/ui/audit/people/{pid}", params={"from": "banana"})
+    assert "Give the period as dates." in en.text
