@@ -34,12 +34,16 @@ class Sent:
 
     `ok`: the receiver has it. Otherwise `fatal` says whether trying again can help (a
     refusal: no), `error` says what happened, for people, and `retry_after` (seconds) is the
-    receiver's own word on when to try again, if it gave one."""
+    receiver's own word on when to try again, if it gave one. `sent`: the message went to
+    the receiver, or may have (it answered with a refusal, or the answer was lost after the
+    request went out), so the attempt is a disclosure even though it failed; not when no
+    connection was made."""
 
     ok: bool
     fatal: bool = False
     error: str | None = None
     retry_after: float | None = None
+    sent: bool = False
 
 
 class OutboundChannel(Protocol):

@@ -2,8 +2,8 @@
 # Back up and restore CareHub: the database (PostgreSQL or SQLite) and the keys, with the
 # latest signed audit checkpoint as a witness copy.
 #
-#   deploy/backup.sh backup DIR      write DIR/carehub-<UTC time>/ (database dump, keys, env,
-#                                    checkpoint.json) and print its path
+#   deploy/backup.sh backup DIR      write DIR/carehub-<UTC time>/ (checkpoint.json first,
+#                                    then the database dump and keys) and print its path
 #   deploy/backup.sh restore BACKUP  restore a backup into the (empty) database of
 #                                    HUB_DATABASE_URL and the key file of HUB_AUDIT_KEY_FILE,
 #                                    then check the audit trail against the backup's checkpoint
@@ -90,6 +90,12 @@ backup() {
   dir="$root/carehub-$(date -u +%Y%m%dT%H%M%SZ)"
   umask 077
   mkdir -p "$dir/keys"
+  # The checkpoint first, the database after: the trail only grows, so the copy holds every
+  # record the checkpoint signed. Taken after the copy, a checkpoint the sealer signed in
+  # between would be newer than the data, and the restore's verify would call the copy's
+  # trail cut ("truncated tail").
+  "$HUB" audit checkpoint export > "$dir/checkpoint.json" 2>/dev/null \
+    || echo '{}' > "$dir/checkpoint.json"   # a trail not sealed yet has no checkpoint
   local data=database.dump
   if [[ $KIND == sqlite ]]; then
     sqlite_copy backup "$dir"; data="database.sqlite spool"
@@ -104,8 +110,6 @@ backup() {
     [[ -n ${f// } ]] || continue
     cp -p "$f" "$dir/keys/trusted-$i.pub.pem"; i=$((i + 1))
   done
-  "$HUB" audit checkpoint export > "$dir/checkpoint.json" 2>/dev/null \
-    || echo '{}' > "$dir/checkpoint.json"   # a trail not sealed yet has no checkpoint
   # shellcheck disable=SC2086 # $data: the database's file and, for SQLite, its spools
   (cd "$dir" && find $data keys checkpoint.json -type f -print0 | sort -z \
     | xargs -0 sha256sum > SHA256SUMS)
@@ -118,17 +122,18 @@ restore() {
   [[ $KIND == sqlite ]] && data=database.sqlite
   [[ -f $dir/$data && -f $dir/SHA256SUMS ]] || die "$dir is not a $KIND backup"
   (cd "$dir" && sha256sum --quiet -c SHA256SUMS) || die "$dir is damaged (checksums differ)"
+  # Every refusal before anything is written: a refused restore leaves the target as it was.
+  if [[ -e $HUB_AUDIT_KEY_FILE ]]; then
+    cmp -s "$dir/keys/audit-key.pem" "$HUB_AUDIT_KEY_FILE" \
+      || die "$HUB_AUDIT_KEY_FILE exists and differs from the backup's key; move it away first"
+  fi
+  umask 077   # the restored database and spools hold health data: the owner's alone
   if [[ $KIND == sqlite ]]; then
     sqlite_copy restore "$dir"
   else
     pg_restore --no-owner --exit-on-error --dbname="$PG_URL" "$dir/database.dump"
   fi
-  if [[ -e $HUB_AUDIT_KEY_FILE ]]; then
-    cmp -s "$dir/keys/audit-key.pem" "$HUB_AUDIT_KEY_FILE" \
-      || die "$HUB_AUDIT_KEY_FILE exists and differs from the backup's key; move it away first"
-  else
-    install -m 0600 "$dir/keys/audit-key.pem" "$HUB_AUDIT_KEY_FILE"
-  fi
+  [[ -e $HUB_AUDIT_KEY_FILE ]] || install -m 0600 "$dir/keys/audit-key.pem" "$HUB_AUDIT_KEY_FILE"
   local extra=() f
   for f in "$dir"/keys/trusted-*.pub.pem; do [[ -e $f ]] && extra+=(--public-key "$f"); done
   if [[ $(cat "$dir/checkpoint.json") != '{}' ]]; then

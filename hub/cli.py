@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,7 +29,7 @@ from hub.auth.subject import Subject
 from hub.config import Settings, configure_logging, get_settings, logging_config
 from hub.delivery.cli import deliveries_app
 from hub.demo.cli import demo_app
-from hub.errors import HubError
+from hub.errors import DatabaseUnavailableError, HubError
 
 app = typer.Typer(help="CareHub: FHIR message hub.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -57,24 +57,14 @@ def _session(*, write: bool) -> Iterator[Session]:
         yield s
 
 
-def _operator() -> str:
-    """The OS user running the command: the agent of its audit record."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
-        return f"uid-{os.getuid()}"
-
-
 def _audit_admin(session: Session, text: str, target: str | None, *,
                  failed: bool = False) -> None:
-    from hub.audit.events import ADMIN, admin_event
+    from hub.audit.admin import record_admin
     from hub.audit.recorder import Auditor
     from hub.audit.signing import Signer
 
-    operator = _operator()
-    auditor = Auditor(Signer.from_file(get_settings().audit_key_file))
-    auditor.event(session, admin_event(operator, text, target, outcome="4" if failed else "0"),
-                  agent=f"Operator/{operator}", subtype=ADMIN)
+    record_admin(session, Auditor(Signer.from_file(get_settings().audit_key_file)), text,
+                 target, failed=failed)
 
 
 def _run(fn: Callable[[Session], T], *, write: bool = True, audit_text: str | None = None,
@@ -92,7 +82,7 @@ def _run(fn: Callable[[Session], T], *, write: bool = True, audit_text: str | No
                 _audit_admin(session, audit_text, target)
             return result
     except HubError as exc:
-        if audit_text is not None:
+        if audit_text is not None and not isinstance(exc, DatabaseUnavailableError):
             target = audit_target if isinstance(audit_target, str) else None
             with _session(write=True) as session:
                 _audit_admin(session, f"{audit_text} (refused: {exc.diagnostics})", target,
@@ -423,13 +413,29 @@ def client_keygen(
 
     from joserfc.jwk import ECKey
 
+    def refuse(sentence: str) -> NoReturn:
+        typer.echo(f"error: {sentence}", err=True)
+        raise typer.Exit(1)
+
+    for path, what in ((key, "the key"), (jwks, "the JWKS")):
+        if path.exists():
+            refuse(f"{path} exists; choose another path for {what} or move it away.")
+        if not path.parent.is_dir():
+            refuse(f"{path.parent} is not a directory; {what} cannot be written there.")
     private = ECKey.generate_key("P-384", private=True)
     kid = kid or private.thumbprint()
     public = private.as_dict(private=False, kid=kid, use="sig", alg="ES384")
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private.as_pem(private=True))
-    jwks.write_text(json.dumps({"keys": [public]}, indent=2) + "\n", encoding="utf-8")
+    try:
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        refuse(f"cannot write the key to {key}: {exc.strerror}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(private.as_pem(private=True))
+        jwks.write_text(json.dumps({"keys": [public]}, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:  # nothing left behind: the retry must not find a key of no use
+        key.unlink(missing_ok=True)
+        refuse(f"cannot write {exc.filename or jwks}: {exc.strerror}; nothing was kept.")
     typer.echo(f"private key {key} (keep it on the client system), public JWKS {jwks}, "
                f"kid {kid}")
 

@@ -14,7 +14,8 @@ HubError                      -> OperationOutcome, status from the class
 ├── UnsupportedMediaTypeError 415
 ├── InvalidResourceError      422 well-formed but not valid (one or more issues)
 ├── AuditUnavailableError     503 the audit record of a read could not be committed
-└── BusyError                 503 the process holds as many writes as it takes (Retry-After)
+├── BusyError                 503 the process holds as many writes as it takes (Retry-After)
+└── DatabaseUnavailableError  503 the database cannot be reached or opened (the CLI's sentence)
 """
 
 from __future__ import annotations
@@ -150,6 +151,13 @@ class AuditUnavailableError(HubError):
 class BusyError(HubError):
     """503: the process already holds HUB_WRITE_BACKLOG write requests; nothing was done and
     the request may be sent again after its Retry-After."""
+
+    status, code = 503, "transient"
+
+
+class DatabaseUnavailableError(HubError):
+    """503: the database of HUB_DATABASE_URL cannot be reached or opened (hub.db.migrate, for
+    the command-line tools: one sentence instead of the driver's traceback)."""
 
     status, code = 503, "transient"
 

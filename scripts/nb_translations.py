@@ -98,6 +98,8 @@ NB = {
     "Give a fødselsnummer or D-nummer, or a name and a birth date.":
         "Oppgi fødselsnummer eller D-nummer, eller navn og fødselsdato.",
     "Give the birth date as a date.": "Oppgi fødselsdatoen som en dato.",
+    "Give the period as dates.": "Oppgi perioden som datoer.",
+    "Choose a decision from the list.": "Velg en avgjørelse fra listen.",
     "Home": "Hjem", "Welcome, %(name)s": "Velkommen, %(name)s", "You": "Deg",
     "Username": "Brukernavn", "Role": "Rolle", "(not registered)": "(ikke registrert)",
     "Who received or read what about a person":
@@ -136,6 +138,40 @@ NB = {
     "Partly": "Delvis", "Yes": "Ja", "Your consent": "Ditt samtykke",
     "The law allows it": "Loven gir adgang", "No consent or law allows it":
         "Verken samtykke eller lov gir adgang",
+    "They asked to read your records": "De ba om å lese opplysningene dine",
+    "They hold records about you, so they may see who you are":
+        "De har opplysninger om deg, og kan derfor se hvem du er",
+    "They take part in the task": "De er part i oppgaven",
+    "An answer to what they sent": "Et svar på noe de sendte",
+    "It was their own information": "Det var deres egne opplysninger",
+    "No basis was recorded": "Intet grunnlag er registrert",
+    "Holds records about the person": "Har opplysninger om personen",
+    "A party to the task": "Part i oppgaven",
+    "An answer to what the recipient sent": "Et svar på det mottakeren sendte",
+    "The recipient's own records": "Mottakerens egne opplysninger",
+    "No basis recorded": "Grunnlag ikke registrert",
+    "%(n)d of the newest %(m)d of this person's %(total)d records fail the check: they were "
+    "changed after they were written.":
+        "%(n)d av de nyeste %(m)d av personens %(total)d oppføringer består ikke kontrollen: "
+        "de er endret etter at de ble skrevet.",
+    "The newest %(m)d of this person's %(total)d disclosure records are intact: hash and "
+    "signature checked.":
+        "De nyeste %(m)d av personens %(total)d utleveringsoppføringer er uendret: hash og "
+        "signatur er kontrollert.",
+    "The older ones are not checked here: `hub audit verify` checks the whole trail.":
+        "De eldre er ikke kontrollert her: `hub audit verify` kontrollerer hele loggen.",
+    "Only the newest %(n)d matching records are shown below; older ones are left out (the "
+    "person has %(total)d disclosure records in all). The CSV and FHIR Bundle exports hold "
+    "every record.":
+        "Bare de nyeste %(n)d oppføringene som passer, vises nedenfor; eldre er utelatt "
+        "(personen har %(total)d utleveringsoppføringer i alt). CSV- og FHIR Bundle-eksporten "
+        "har alle oppføringene.",
+    "This copy shows only the newest %(n)d of the %(total)d entries about you; the older ones "
+    "are left out. Ask for them, and you will get them all.":
+        "Denne kopien viser bare de nyeste %(n)d av de %(total)d oppføringene om deg; de eldre "
+        "er utelatt. Spør etter dem, så får du alle.",
+    "The CSV export of the disclosure log holds every entry.":
+        "CSV-eksporten av utleveringsloggen har alle oppføringene.",
     "Nothing about you has been shared with anyone through CareHub.":
         "Ingenting om deg er delt med noen gjennom CareHub.",
     "Your consents": "Dine samtykker",

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from hub.cli import app
@@ -88,3 +89,84 @@ def test_the_log_level_shows_the_hubs_lines_and_not_the_libraries_routine(
                           check=True, cwd=Path(__file__).resolve().parents[1])
     lines = [line.split(" ", 3)[3] for line in done.stderr.splitlines()]
     assert [line.split("[", 1)[0] + ":" + line.split("]:", 1)[1] for line in lines] == shown
+
+
+def _admin_texts(db_url: str) -> list[str]:
+    """The outcomeDesc of each admin record, oldest first."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            bodies = conn.execute(text("SELECT body FROM audit_records WHERE subtype = 'admin' "
+                                       "ORDER BY seq")).scalars().all()
+    finally:
+        engine.dispose()
+    return [json.loads(bytes(b))["outcomeDesc"] for b in bodies]
+
+
+def test_a_password_in_an_endpoint_url_is_not_written_into_the_trail(
+        cli: CliRunner, db_url: str) -> None:
+    """`org add --endpoint https://user:password@host/...` (a receiver wanting HTTP Basic):
+    the admin record names the URL without its userinfo; a URL without any is recorded
+    whole (the control)."""
+    _ok(cli.invoke(app, ["org", "add", "--id", "cred", "--name", "Cred kommune", "--kind",
+                         "municipality", "--identifier",
+                         "urn:oid:2.16.578.1.12.4.1.4.101|911111111", "--endpoint",
+                         "http://hubuser:S3cretPass@127.0.0.1:18131/demo/inbox/cred"]))
+    _ok(cli.invoke(app, ["org", "add", "--id", "plain", "--name", "Plain kommune", "--kind",
+                         "municipality", "--identifier",
+                         "urn:oid:2.16.578.1.12.4.1.4.101|922222222", "--endpoint",
+                         "https://ehr.plain.example/fhir/messages"]))
+    cred, plain = _admin_texts(db_url)[-2:]
+    assert "S3cretPass" not in cred
+    assert "hubuser" not in cred
+    assert "--endpoint http://***@127.0.0.1:18131/demo/inbox/cred" in cred
+    assert "--endpoint https://ehr.plain.example/fhir/messages" in plain
+
+
+@pytest.mark.parametrize(("url", "args"), [
+    ("postgresql+psycopg://carehub:S3cretPw@127.0.0.1:1/carehub", ["org", "list"]),
+    ("postgresql+psycopg://carehub:S3cretPw@127.0.0.1:1/carehub", ["db", "upgrade"]),
+    ("sqlite:////nonexistent/dir/x.db", ["db", "upgrade"]),
+    ("sqlite:////nonexistent/dir/x.db", ["deliveries", "list"]),
+])
+def test_a_database_that_cannot_be_reached_is_one_sentence(
+        url: str, args: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Not the driver's traceback: one line naming the database (without its password) and
+    why, exit 1."""
+    monkeypatch.setenv("HUB_DATABASE_URL", url)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    assert "S3cretPw" not in result.output
+    assert "Cannot use the database" in lines[0]
+    assert ("Connection refused" if url.startswith("postgresql")
+            else "unable to open database file") in lines[0]
+
+
+def test_keygen_refuses_in_one_sentence_and_leaves_nothing_behind(
+        cli: CliRunner, tmp_path: Path) -> None:
+    """An existing key is not overwritten; a JWKS that cannot be written leaves no key
+    behind, so the corrected retry works (the control: it does)."""
+    (tmp_path / "k1.pem").write_text("mine\n")
+    taken = cli.invoke(app, ["client", "keygen", "--key", "k1.pem", "--jwks", "k1.json"])
+    assert taken.exit_code == 1
+    assert "Traceback" not in taken.output
+    assert "k1.pem exists" in taken.output
+    assert (tmp_path / "k1.pem").read_text() == "mine\n"
+    assert not (tmp_path / "k1.json").exists()
+    nowhere = cli.invoke(app, ["client", "keygen", "--key", "k2.pem",
+                               "--jwks", "/nonexistent/k2.json"])
+    assert nowhere.exit_code == 1
+    assert "Traceback" not in nowhere.output
+    assert len(nowhere.output.strip().splitlines()) == 1
+    assert not (tmp_path / "k2.pem").exists()
+    _ok(cli.invoke(app, ["client", "keygen", "--key", "k2.pem", "--jwks", "k2.json"]))
+    assert (tmp_path / "k2.pem").exists()
+    assert json.loads((tmp_path / "k2.json").read_text())["keys"]

@@ -9,6 +9,7 @@ replace with httpx.MockTransport) is the seam.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -16,6 +17,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from adapters.channels import Sent
+from hub.fhir.urls import without_credentials
 
 
 class FhirPush:
@@ -54,25 +56,34 @@ class FhirPush:
         return client
 
     def send(self, address: str, body: bytes, *, timeout: float) -> Sent:
-        """One POST; the outcome as a Sent."""
+        """One POST; the outcome as a Sent (its error names the address without userinfo:
+        it is kept as the delivery's last error, logged and shown)."""
+        sent = self._send(address, body, timeout=timeout)
+        if sent.error is None:
+            return sent
+        return dataclasses.replace(sent, error=without_credentials(sent.error))
+
+    def _send(self, address: str, body: bytes, *, timeout: float) -> Sent:
         try:
             response = self.client.post(address, content=body, timeout=timeout, headers={
                 "Content-Type": "application/fhir+json", "Accept": "application/fhir+json"})
         except httpx.TimeoutException as exc:
             return Sent(False, False, f"No answer within {timeout} s ({type(exc).__name__}) "
-                                      f"from {address}")
+                                      f"from {address}", sent=_may_have_sent(exc))
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:  # the Endpoint is wrong
             return Sent(False, True, f"Cannot post to {address}: {exc}")
         except httpx.HTTPError as exc:
-            return Sent(False, False, f"{type(exc).__name__} posting to {address}: {exc}")
+            return Sent(False, False, f"{type(exc).__name__} posting to {address}: {exc}",
+                        sent=_may_have_sent(exc))
         if 200 <= response.status_code < 300:
-            return Sent(True)
+            return Sent(True, sent=True)
         snippet = response.text[:300].strip()
         error = f"HTTP {response.status_code} from {address}" + (f": {snippet}" if snippet
                                                                  else "")
         if response.status_code == 429:
-            return Sent(False, False, error, retry_after(response.headers.get("retry-after")))
-        return Sent(False, not response.status_code >= 500, error)
+            return Sent(False, False, error, retry_after(response.headers.get("retry-after")),
+                        sent=True)
+        return Sent(False, not response.status_code >= 500, error, sent=True)
 
     def close(self) -> None:
         """Close the clients this channel made (not one the caller gave)."""
@@ -80,6 +91,13 @@ class FhirPush:
             made, self._made = self._made, []
         for client in made:
             client.close()
+
+
+def _may_have_sent(exc: httpx.HTTPError) -> bool:
+    """Whether the request may have reached the receiver before `exc`: not when no connection
+    was made (refused, unreachable, timed out connecting or waiting for the pool)."""
+    return not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                                httpx.InvalidURL, httpx.UnsupportedProtocol))
 
 
 def retry_after(value: str | None, at: datetime | None = None) -> float | None:

@@ -54,7 +54,8 @@ def _page_link(base: str, query: queries.AuditQuery, after: int) -> str:
 async def search(request: Request, db: DatabaseDep, settings: SettingsDep,
                  subject: SubjectDep) -> FhirResponse:
     """A searchset of AuditEvents (patient, date, agent, subtype, _count), oldest first; the
-    page's records whose body cannot be read are one OperationOutcome entry (mode outcome)."""
+    page's records whose body cannot be read are one OperationOutcome entry (mode outcome).
+    `_count=0`, `_total=accurate` and `_summary=count` give `total` (CONTRACT section 2)."""
     require_auditor(subject)
     pairs = list(request.query_params.multi_items())
     query = queries.parse_query(pairs, default_count=settings.page_size,
@@ -76,7 +77,7 @@ async def search(request: Request, db: DatabaseDep, settings: SettingsDep,
     if unreadable:  # matched by its columns, but there is no AuditEvent to show: say so
         entries.append({"resource": {"resourceType": "OperationOutcome", "issue": unreadable},
                         "search": {"mode": "outcome"}})
-    return FhirResponse(bundle("searchset", entries, links))
+    return FhirResponse(bundle("searchset", entries, links, page.total))
 
 
 @router.get("/AuditEvent/{event_id}")

@@ -54,7 +54,7 @@ _AUDIT_EVENT = {  # the audit trail (hub/api/auditevents.py): auditors only, not
          "definition": "http://hl7.org/fhir/SearchParameter/AuditEvent-subtype",
          "documentation": "read, vread, history-instance, search-type, create, update, "
                           "delete, transaction, batch, operation, disclose, login, token, "
-                          "admin"},
+                          "admin, delivery"},
     ],
 }
 _OPS = "http://carehub.example/fhir/OperationDefinition/"

@@ -13,7 +13,14 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 
 from hub.api import fhir
-from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_transaction, read_body
+from hub.api.deps import (
+    DatabaseDep,
+    SettingsDep,
+    SubjectDep,
+    audited_transaction,
+    get_auditor,
+    read_body,
+)
 from hub.api.responses import FhirResponse, bundle
 from hub.audit.recorder import Touched, touched_bodies
 from hub.delivery import service
@@ -161,6 +168,7 @@ async def replay(request: Request, db: DatabaseDep, settings: SettingsDep,
     done = await audited_transaction(
         request, db, subject,
         lambda s: [_replayed(d) for d in service.replay(
-            s, subject, delivery_ids=ids, message_header_id=message, sender_org=sender)],
+            s, subject, delivery_ids=ids, message_header_id=message, sender_org=sender,
+            auditor=get_auditor(request))],
         interaction="operation", operation="$replay", resource_type=None)
     return FhirResponse({"resourceType": "Parameters", "parameter": done})

@@ -24,6 +24,11 @@ Patterns 1.1):
   Services, shaped like IUA's Get Access Token).
 - Admin actions (`admin_event`): type DCM#110100 Application Activity, subtype the hub's
   `admin`, the operator as agent with role admin, the target as entity.
+- A delivery's course where it is not itself a disclosure (`delivery_event`): dead-lettered,
+  replayed. Type DCM#110100 Application Activity, subtype the hub's `delivery`, the hub as
+  source, the receiving organisation as destination, whoever replayed as a further agent; the
+  patient, the message Bundle and the delivery (object role Job, its state in `detail`) as
+  entities. (Each push that sent the message, taken or refused, is a Privacy Disclosure.)
 
 Every event's source observer is the hub (a Device displayed "CareHub").
 """
@@ -62,6 +67,7 @@ LEGAL_BASIS = f"{CAREHUB}/CodeSystem/legal-basis"
 CLIENT_ID_SYSTEM = f"{CAREHUB}/sid/client-id"
 USERNAME_SYSTEM = f"{CAREHUB}/sid/username"
 OS_USER_SYSTEM = f"{CAREHUB}/sid/os-user"
+DELIVERY_ID_SYSTEM = f"{CAREHUB}/sid/delivery-id"
 
 ACTION_OF: dict[str, str] = {
     "read": "R", "vread": "R", "history-instance": "R", "search-type": "E", "create": "C",
@@ -74,6 +80,7 @@ DISCLOSE = "disclose"
 LOGIN = "login"
 TOKEN = "token"
 ADMIN = "admin"
+DELIVERY = "delivery"
 
 HUB_DEVICE: JSON = {"type": "Device", "display": HUB_NAME}
 """The hub as a reference: source observer of every event, and the server agent."""
@@ -94,6 +101,7 @@ _PATIENT_ROLE = {"system": OBJECT_ROLE, "code": "1", "display": "Patient"}
 _DOMAIN_RESOURCE = {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"}
 _SECURITY_RESOURCE = {"system": OBJECT_ROLE, "code": "13", "display": "Security Resource"}
 _QUERY_ROLE = {"system": OBJECT_ROLE, "code": "24", "display": "Query"}
+_JOB_ROLE = {"system": OBJECT_ROLE, "code": "20", "display": "Job"}
 
 PATIENT_FIELDS = ("subject", "patient", "for", "beneficiary")
 """Where a resource names the patient it is about (the first that refers to a Patient)."""
@@ -308,7 +316,8 @@ def _basis_entity(decision: str, basis: str | None, reason: str,
                 "type": {"system": RESOURCE_TYPES, "code": "Consent", "display": "Consent"},
                 "role": dict(_SECURITY_RESOURCE), "detail": detail}
     entity: JSON = {"type": dict(_SYSTEM_OBJECT), "role": dict(_SECURITY_RESOURCE),
-                    "name": "legal basis" if basis else "no consent or legal basis",
+                    "name": "legal basis" if basis else (
+                        "no consent or legal basis" if decision == "deny" else "no basis recorded"),
                     "detail": detail}
     if basis:
         entity["what"] = {"identifier": {"system": LEGAL_BASIS, "value": basis}}
@@ -468,3 +477,39 @@ def _target(target: str) -> JSON:
     if value and kind[:1].isupper() and kind.isalpha():
         return {"reference": target}
     return {"identifier": {"value": target}}
+
+
+def delivery_event(*, delivery_id: int, recipient_org: str, patient_ref: str | None,
+                   message_ref: str, text: str, state: Sequence[tuple[str, str]],
+                   outcome: Outcome = "0", subject: Subject | None = None,
+                   base_url: str | None = None) -> JSON:
+    """A step in the course of delivery `delivery_id` of `message_ref` ("Bundle/<id>") to
+    `recipient_org` that discloses nothing by itself (dead-lettered: outcome 8; replayed:
+    outcome 0, `subject` the one who replayed). `state` is the delivery's state as detail
+    pairs (status, attempts, last-error, since), `text` the step in words."""
+    agents = [
+        {"type": {"coding": [dict(_SOURCE_ROLE)]}, "who": dict(HUB_DEVICE), "requestor": False,
+         **_network(base_url, "5")},
+        {"type": {"coding": [dict(_DESTINATION_ROLE)]}, "who": {"reference": recipient_org},
+         "requestor": False},
+    ]
+    if subject is not None and not subject.sees_everything:
+        agents.extend(subject_agents(subject, _AUTHOR, author=True))
+    entities = [patient_entity(patient_ref)] if patient_ref else []
+    entities.append(_data_entity(message_ref))
+    entities.append({"type": dict(_SYSTEM_OBJECT), "role": dict(_JOB_ROLE),
+                     "what": {"identifier": {"system": DELIVERY_ID_SYSTEM,
+                                             "value": str(delivery_id)}},
+                     "name": f"delivery {delivery_id}", "description": text,
+                     "detail": [{"type": kind, "valueString": value}
+                                for kind, value in state if value]})
+    return {
+        "resourceType": "AuditEvent",
+        "type": {"system": DCM, "code": "110100", "display": "Application Activity"},
+        "subtype": [{"system": HUB_SUBTYPE, "code": DELIVERY, "display": "message delivery"}],
+        "action": "E",
+        **_outcome(outcome, text),
+        "agent": agents,
+        "source": _source(),
+        "entity": entities,
+    }

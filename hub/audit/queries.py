@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from hub.audit.models import AuditRecordRow
@@ -27,7 +27,8 @@ from hub.fhir.validation import ID_RE
 from hub.store.dates import parse_range
 from hub.store.query import refuse_control_characters
 
-PARAMS = ("_id", "patient", "date", "agent", "subtype", "_count", "_after", "_format")
+PARAMS = ("_id", "patient", "date", "agent", "subtype", "_count", "_total", "_summary",
+          "_after", "_format")
 _DATE_PREFIXES = ("eq", "ge", "gt", "le", "lt")
 _R = AuditRecordRow
 
@@ -44,6 +45,7 @@ class AuditQuery:
     after: int = 0
     pairs: tuple[tuple[str, str], ...] = field(default=())  # as given, for paging links
     ids: tuple[tuple[str, ...], ...] = ()  # AuditEvent ids (`_id`)
+    total: bool = False  # `_total=accurate|estimate`, `_summary=count`: count the matches
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class AuditPage:
 
     lines: list[AuditLine]
     next_after: int | None
+    total: int | None = None  # every match, when the search asked for it (or `_count=0`)
 
 
 def patient_ref(value: str) -> str:
@@ -125,8 +128,8 @@ def _date(value: str) -> list[tuple[str, datetime]]:
 
 
 def _count(value: str, max_count: int) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise BadRequestError(f"_count={value}: give a whole number of at least 1.",
+    if not value.isdigit():
+        raise BadRequestError(f"_count={value}: give a whole number (0: only the total).",
                               expression="_count")
     return min(int(value), max_count)
 
@@ -137,6 +140,7 @@ def parse_query(pairs: Sequence[tuple[str, str]], *, default_count: int,
     (an auditor's typo must not silently widen the search) or a malformed value."""
     ids, patients, dates, agents, subtypes = [], [], [], [], []
     count, after = min(default_count, max_count), 0
+    total = summary = False
     for raw_name, value in pairs:
         refuse_control_characters(raw_name, value)
         name = raw_name.strip()
@@ -149,6 +153,16 @@ def parse_query(pairs: Sequence[tuple[str, str]], *, default_count: int,
             continue
         if name == "_count":
             count = _count(value.strip(), max_count)
+        elif name == "_total":
+            if value.strip() not in ("none", "estimate", "accurate"):
+                raise BadRequestError(f"_total={value}: give none, estimate or accurate.",
+                                      expression="_total")
+            total = value.strip() != "none"
+        elif name == "_summary":
+            if value.strip() not in ("count", "false"):
+                raise BadRequestError(f"_summary={value}: AuditEvent search supports "
+                                      "_summary=count (and false).", expression="_summary")
+            summary = value.strip() == "count"
         elif name == "_after":
             if not value.strip().isdigit():
                 raise BadRequestError(f"_after={value}: not a paging cursor.",
@@ -170,8 +184,10 @@ def parse_query(pairs: Sequence[tuple[str, str]], *, default_count: int,
         else:
             subtypes.append(tuple(v.rsplit("|", 1)[-1] for v in values))
     kept = tuple((k, v) for k, v in pairs if k not in ("_after", "_count", "_format"))
+    if summary:  # only the total, no entries
+        count, total = 0, True
     return AuditQuery(tuple(patients), tuple(dates), tuple(agents), tuple(subtypes), count,
-                      after, kept, tuple(ids))
+                      after, kept, tuple(ids), total or count == 0)
 
 
 def _agent_matches(value: str) -> ColumnElement[bool]:
@@ -200,16 +216,33 @@ def read_body(raw: bytes) -> tuple[dict[str, Any] | None, str]:
 
 
 def search(session: Session, query: AuditQuery) -> AuditPage:
-    """One page of the records matching `query`, oldest first. `_id` is an index search on
-    the event_id column, and the body decides, as for a read: a record whose column was
-    edited to one of the ids is left out (so a page may hold fewer than `count`)."""
-    stmt = select(_R)
-    for ids in query.ids:
-        stmt = stmt.where(_R.event_id.in_(ids))
+    """One page of the records matching `query`, oldest first, with the number of all the
+    matches when the query asks for it (`total`). `_id` is an index search on the event_id
+    column, and the body decides, as for a read: a record whose column was edited to one of
+    the ids is left out (so a page may hold fewer than `count`; the total counts by the
+    columns)."""
+    matching = _matching(query)
+    total = (int(session.scalar(select(func.count()).select_from(matching.subquery())) or 0)
+             if query.total else None)
+    if query.count == 0:
+        return AuditPage([], None, total)
+    stmt = matching
     if query.after:
         at = session.scalar(select(_R.recorded_at).where(_R.seq == query.after))
         stmt = stmt.where(_R.seq > query.after) if at is None else stmt.where(or_(
             _R.recorded_at > at, and_(_R.recorded_at == at, _R.seq > query.after)))
+    rows = list(session.scalars(stmt.order_by(_R.recorded_at, _R.seq).limit(query.count + 1)))
+    page = rows[:query.count]
+    lines = [line for line in map(_line, page) if all(line.id in ids for ids in query.ids)]
+    more = len(rows) > query.count
+    return AuditPage(lines, page[-1].seq if more and page else None, total)
+
+
+def _matching(query: AuditQuery) -> Select[AuditRecordRow]:
+    """The records `query` matches by their columns (whatever page)."""
+    stmt = select(_R)
+    for ids in query.ids:
+        stmt = stmt.where(_R.event_id.in_(ids))
     for patients in query.patients:
         stmt = stmt.where(_R.patient_ref.in_(patients))
     for op, at in query.dates:
@@ -220,11 +253,7 @@ def search(session: Session, query: AuditQuery) -> AuditPage:
         stmt = stmt.where(or_(*(_agent_matches(a) for a in agents)))
     for subtypes in query.subtypes:
         stmt = stmt.where(_R.subtype.in_(subtypes))
-    rows = list(session.scalars(stmt.order_by(_R.recorded_at, _R.seq).limit(query.count + 1)))
-    page = rows[:query.count]
-    lines = [line for line in map(_line, page) if all(line.id in ids for ids in query.ids)]
-    more = len(rows) > query.count
-    return AuditPage(lines, page[-1].seq if more and page else None)
+    return stmt
 
 
 def read(session: Session, event_id: str) -> AuditLine | None:

@@ -32,6 +32,7 @@ from hub.audit.signing import Signer
 from hub.db.direct import Direct
 from hub.db.types import utcnow
 from hub.fhir.strings import without_control, without_control_in
+from hub.fhir.urls import CREDENTIALS, without_credentials_in
 
 ACTIONS = frozenset({"C", "R", "U", "D", "E"})
 INDEX_EXTENSION = "http://carehub.example/fhir/StructureDefinition/audit-index"
@@ -173,6 +174,15 @@ def signed_rows(signer: Signer, entries: Sequence[Entry]) -> list[dict[str, Any]
         event_id, recorded = str(uuid.uuid4()), _instant(recorded_at)
         record = _record(event, event_id, recorded, entry.action, patient_ref, agent, subtype)
         body = canonical_json(record)
+        if CREDENTIALS.search(body):
+            # An Endpoint's address may carry a password (`https://user:password@host`): the
+            # trail is append-only and signed, so what it records names the URL without its
+            # userinfo, whoever built the event (an admin command's arguments, a delivery's
+            # reason, an error). A rare path: the check is one scan of the bytes.
+            event = without_credentials_in(event)
+            record = _record(event, event_id, recorded, entry.action, patient_ref, agent,
+                             subtype)
+            body = canonical_json(record)
         if _CONTROL_ESCAPE.search(body):
             # What a caller sent (a URL, a client_id) may hold a character no FHIR string may,
             # U+0000 among them, which PostgreSQL's text refuses: such a record was lost. It is

@@ -86,6 +86,9 @@ _HOLDS_RECORDS = select(T_REF.c.resource_pk).join(R, R.c.pk == T_REF.c.resource_
 DISCLOSURES = "disclosures"
 REPLY = "reply"
 TASK_PARTY = "task-party"
+HOLDS_RECORDS = "holds-records"
+"""The basis of a read of a Patient by an organisation that holds records about it (CONTRACT
+section 3): a permit of its own, neither a consent nor a statutory notice."""
 REPLY_TEXT = "an answer goes back to the organisation whose message it answers"
 PLAN_WITHOUT_CONSENT = ("The individual plan is shared only where the patient's consent to it "
                         "(a Consent with category individual-plan, recorded by the plan's "
@@ -356,7 +359,7 @@ class Gate:
         org = self.subject.organization_id
         assert org is not None
         if row.resource_type == "Patient" and self._holds_records(org, patient_id):
-            return Verdict("permit", None, f"{recipient} holds records about Patient/"
+            return Verdict("permit", HOLDS_RECORDS, f"{recipient} holds records about Patient/"
                                            f"{patient_id}, so it may read the Patient")
         if row.resource_type == "Task" and org in refs.org_ids(
                 [body.get("owner"), body.get("requester")]):

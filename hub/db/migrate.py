@@ -9,9 +9,11 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from hub.config import Settings
 from hub.db.engine import Database
+from hub.errors import DatabaseUnavailableError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x6361726568756221  # "carehub!": one advisory lock for schema changes
@@ -48,7 +50,19 @@ def migrated_database(settings: Settings) -> Iterator[Database]:
     command-line tools)."""
     database = Database.connect(settings)
     try:
-        upgrade(database.engine)
+        try:
+            upgrade(database.engine)
+        except (OperationalError, InterfaceError) as exc:
+            raise unavailable(database.engine, exc) from None
         yield database
     finally:
         database.dispose()
+
+
+def unavailable(engine: Engine, exc: DBAPIError) -> DatabaseUnavailableError:
+    """The error of a database that cannot be reached or opened, in one sentence naming it
+    (its URL without the password) and the driver's first line."""
+    url = engine.url.render_as_string(hide_password=True)
+    first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+    return DatabaseUnavailableError(f"Cannot use the database {url} (HUB_DATABASE_URL): "
+                                    f"{first}")

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from hub.audit.admin import record_admin
 from hub.audit.recorder import Auditor
 from hub.audit.signing import Signer
 from hub.auth.subject import Subject
@@ -26,7 +27,7 @@ from hub.db.engine import Database
 from hub.db.migrate import migrated_database
 from hub.delivery import service
 from hub.delivery.dispatcher import Dispatcher
-from hub.errors import HubError
+from hub.errors import DatabaseUnavailableError, HubError
 from hub.store.dates import format_instant
 
 deliveries_app = typer.Typer(help="Message deliveries: list, replay dead letters, dispatch.",
@@ -41,12 +42,27 @@ def _database() -> AbstractContextManager[Database]:
     return migrated_database(get_settings())
 
 
-def _run(fn: Callable[[Session], T], *, write: bool) -> T:
+def _auditor() -> Auditor:
+    settings = get_settings()
+    return Auditor(Signer.from_file(settings.audit_key_file), base_url=settings.fhir_base)
+
+
+def _run(fn: Callable[[Session], T], *, write: bool, audit_text: str | None = None) -> T:
+    """Run `fn` in one transaction; a HubError becomes its sentence and exit code 1. With
+    `audit_text` (an admin command), its admin record is written in the same transaction,
+    or, when `fn` is refused, as refused in a transaction of its own (as `hub org add`)."""
     try:
         with _database() as database, database.session(write=write) as session:
-            return fn(session)
+            result = fn(session)
+            if audit_text is not None:
+                record_admin(session, _auditor(), audit_text, None)
+            return result
     except HubError as exc:
-        err.print(exc.diagnostics, markup=False, highlight=False)
+        if audit_text is not None and not isinstance(exc, DatabaseUnavailableError):
+            with _database() as database, database.session(write=True) as session:
+                record_admin(session, _auditor(),
+                             f"{audit_text} (refused: {exc.diagnostics})", None, failed=True)
+        err.print(exc.diagnostics, markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -83,9 +99,12 @@ def replay_command(
     if not ids and not message:
         err.print("Name delivery ids or --message HEADER_ID.")
         raise typer.Exit(2)
+    text = "deliveries replay " + " ".join(
+        [*map(str, ids or ()), *(f"--{k} {v}" for k, v in (("message", message),
+                                                          ("sender", sender)) if v)])
     done = _run(lambda s: [d.id for d in service.replay(
-        s, HUB, delivery_ids=ids or (), message_header_id=message, sender_org=sender)],
-        write=True)
+        s, HUB, delivery_ids=ids or (), message_header_id=message, sender_org=sender,
+        auditor=_auditor())], write=True, audit_text=text)
     for delivery_id in done:
         out.print(delivery_id)
 

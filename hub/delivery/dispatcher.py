@@ -80,7 +80,9 @@ from hub.db.types import utcnow
 from hub.delivery import content
 from hub.delivery.channel import push_channel
 from hub.delivery.scheduled import expect_ack
+from hub.delivery.steps import record_step
 from hub.fhir.jsonio import dumps_bytes
+from hub.fhir.urls import without_credentials
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.store.dates import format_instant
 
@@ -323,7 +325,7 @@ def _record(db: Database, settings: Settings, ready: _Ready, outcome: Sent,
             row.attempts += 1
             expect_ack(session, settings, row.id, at)
             _audit(session, auditor, row, session.get_one(MessageRow, row.message_id),
-                   f"Delivered by push to {ready.address}. {row.reason}")
+                   f"Delivered by push to {without_credentials(ready.address)}. {row.reason}")
             return "delivered"
         row = _still_ours(session, _Claim(ready.id, ready.lease))
         if row is None:
@@ -332,6 +334,11 @@ def _record(db: Database, settings: Settings, ready: _Ready, outcome: Sent,
         row.last_error = outcome.error
         row.leased_until = None  # no longer under way
         deadline = row.created_at + timedelta(seconds=settings.delivery_max_age)
+        message = session.get_one(MessageRow, row.message_id)
+        if outcome.sent:  # the receiver was sent the message (or may have been): a disclosure
+            _audit(session, auditor, row, message,
+                   f"Pushed to {without_credentials(ready.address)} (attempt {row.attempts}), "
+                   f"not taken: {outcome.error}. {row.reason}")
         result: Result
         if outcome.fatal or at >= deadline:
             if not outcome.fatal:
@@ -339,6 +346,9 @@ def _record(db: Database, settings: Settings, ready: _Ready, outcome: Sent,
                                   "giving up)")
             row.status, row.next_attempt_at = "dead-letter", None
             result, then = "dead-letter", "dead-lettered"
+            record_step(session, auditor, row, message,
+                        f"Dead-lettered after {row.attempts} attempt(s): {row.last_error}",
+                        outcome="8")
         else:
             delay = (outcome.retry_after if outcome.retry_after is not None
                      else backoff(settings, row.attempts))

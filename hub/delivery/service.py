@@ -15,12 +15,15 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from hub.audit.events import agent_name
+from hub.audit.recorder import Auditor
 from hub.auth import scopes
 from hub.auth.subject import Subject
 from hub.config import Settings
 from hub.db.types import utcnow
 from hub.delivery import content
 from hub.delivery.scheduled import expect_ack
+from hub.delivery.steps import record_step
 from hub.errors import (
     BadRequestError,
     ConflictError,
@@ -182,12 +185,15 @@ def _may_replay(subject: Subject, message: MessageRow, delivery: DeliveryRow) ->
 
 def replay(session: Session, subject: Subject, *, delivery_ids: Iterable[int] = (),
            message_header_id: str | None = None, sender_org: str | None = None,
-           now: datetime | None = None) -> list[DeliveryRow]:
+           now: datetime | None = None, auditor: Auditor | None = None) -> list[DeliveryRow]:
     """Queue dead letters again: by delivery id, or every dead-lettered delivery of the
     message with this MessageHeader.id (`sender_org` narrows, as header ids are unique per
     sender only). Attempts start again from 0, and the delivery gets a fresh max-age window
     from now: its `created_at` becomes the replay time (the acceptance time stays in
-    messages.received_at). Consent is decided again before the next attempt, as always.
+    messages.received_at); `last_error` stays until the next attempt's outcome replaces it.
+    With `auditor`, each replayed delivery leaves a record of what it was before (status,
+    attempts, last error, since when), so the failure stays in the trail (hub.delivery.steps).
+    Consent is decided again before the next attempt, as always.
 
     Allowed to the hub itself (the CLI) and to coordinators of the sender or receiver
     organisation. Raises ForbiddenError (anyone else), NotFoundError (unknown, or not the
@@ -227,8 +233,13 @@ def replay(session: Session, subject: Subject, *, delivery_ids: Iterable[int] = 
     if not dead:
         raise ConflictError(f"The message {message_header_id} has no dead letters to replay.")
     at = now or utcnow()
+    messages = {d.id: m for d, m in visible}
     for d in dead:
-        d.status, d.attempts, d.last_error = "queued", 0, None
+        record_step(session, auditor, d, messages[d.id],
+                    f"Replayed by {agent_name(subject)}: queued again after {d.attempts} "
+                    f"attempt(s) since {format_instant(d.created_at)}, the last error "
+                    f"being: {d.last_error or 'none'}", subject=subject)
+        d.status, d.attempts = "queued", 0
         d.next_attempt_at, d.created_at = at, at
     session.flush()
     return dead

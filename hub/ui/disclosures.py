@@ -26,7 +26,8 @@ from hub.audit.models import AuditRecordRow
 from hub.audit.queries import read_body
 from hub.audit.verify import check_record
 from hub.auth.subject import Subject
-from hub.consent.gate import Gate
+from hub.consent.gate import HOLDS_RECORDS, REPLY, TASK_PARTY, Gate
+from hub.consent.policy import OWN_RECORDS
 from hub.errors import BadRequestError, GoneError, NotFoundError
 from hub.fhir.identifiers import (
     DNR_SYSTEM,
@@ -34,6 +35,7 @@ from hub.fhir.identifiers import (
     d_nummer_problem,
     fodselsnummer_problem,
 )
+from hub.fhir.urls import without_credentials
 from hub.store import query as search_mod
 from hub.store import service
 from hub.store.resources import StoredResource
@@ -50,8 +52,21 @@ INTERACTIONS = {"read": N_("Read"), "vread": N_("Read an earlier version"),
 CONSENT_STATUSES = {"active": N_("in force"), "inactive": N_("withdrawn"),
                     "draft": N_("draft"), "proposed": N_("proposed"),
                     "rejected": N_("rejected"), "entered-in-error": N_("entered in error")}
+BASES = {HOLDS_RECORDS: N_("Holds records about the person"),
+         TASK_PARTY: N_("A party to the task"),
+         REPLY: N_("An answer to what the recipient sent"),
+         OWN_RECORDS: N_("The recipient's own records")}
+"""The bases that are rules of the hub (CONTRACT sections 3 and 5), not a Consent or a
+statutory code, in words for the auditor (the code is shown beside them)."""
+INNSYN_BASES = {HOLDS_RECORDS: N_("They hold records about you, so they may see who you are"),
+                TASK_PARTY: N_("They take part in the task"),
+                REPLY: N_("An answer to what they sent"),
+                OWN_RECORDS: N_("It was their own information")}
+"""The same, for the person's copy (innsyn)."""
 LIMIT = 1000
-"""At most this many of a person's newest disclosure records are read for one page."""
+"""At most this many of a person's newest disclosure records (that match the filters) are
+shown on the log's page and in the innsyn copy, and checked for the trail's state; each says
+so when there are more. The CSV and the FHIR Bundle exports hold them all."""
 READS = frozenset({"read", "vread", "history-instance", "search-type", "operation",
                    "transaction", "batch", "create", "update"})
 """Interactions by which a recipient's own request was shown (or refused) the records: a
@@ -166,9 +181,10 @@ class Filters:
             first = date.fromisoformat(since) if since else None
             last = date.fromisoformat(until) if until else None
         except ValueError:
-            raise BadRequestError("Give the period as dates.", expression="from") from None
+            raise BadRequestError(N_("Give the period as dates."), expression="from") from None
         if decision not in ("", "permit", "deny"):
-            raise BadRequestError("Choose a decision from the list.", expression="decision")
+            raise BadRequestError(N_("Choose a decision from the list."),
+                                  expression="decision")
         return cls(organization, first, last, decision)
 
 
@@ -327,43 +343,71 @@ def _version_at(timeline: Sequence[ConsentVersion], ref: str, at: datetime) -> s
     return ""
 
 
+@dataclass(frozen=True)
+class Lines:
+    """The lines of the log that were read, and whether more match than were read."""
+
+    lines: list[LogLine]
+    cut: bool  # more records match: older ones were left out (at `limit`)
+    limit: int | None
+    total: int  # the person's disclosure records in all, whatever the filters
+
+
 def disclosure_log(session: Session, patient_id: str, filters: Filters, *,
                    names: Mapping[str, str], timeline: Sequence[ConsentVersion],
-                   zone: tzinfo) -> list[LogLine]:
-    """The person's disclosure decisions, newest first, narrowed by `filters` (at most the
-    newest LIMIT records are read; dates are calendar days in `zone`)."""
-    stmt = select(_R).where(_R.patient_ref == f"Patient/{patient_id}",
-                            _R.subtype == events.DISCLOSE)
+                   zone: tzinfo, limit: int | None = LIMIT) -> Lines:
+    """The person's disclosure decisions, newest first, narrowed by `filters` (dates are
+    calendar days in `zone`): the newest `limit` lines that match (None: all of them), and
+    whether older ones were left out."""
+    about = (_R.patient_ref == f"Patient/{patient_id}", _R.subtype == events.DISCLOSE)
+    total = int(session.scalar(select(func.count()).select_from(_R).where(*about)) or 0)
+    stmt = select(_R).where(*about)
     if filters.since is not None:
         start = datetime.combine(filters.since, datetime.min.time(), zone)
         stmt = stmt.where(_R.recorded_at >= start)
     if filters.until is not None:
         end = datetime.combine(filters.until, datetime.max.time(), zone)
         stmt = stmt.where(_R.recorded_at <= end)
-    lines = []
-    for row in session.scalars(stmt.order_by(_R.recorded_at.desc(), _R.seq.desc()).limit(LIMIT)):
-        body, why = read_body(bytes(row.body))
-        if body is None:  # changed after it was written: shown whatever the filters
-            lines.append(LogLine.of_unreadable(row.seq, row.recorded_at, why))
-            continue
-        details, resources, recipient = _details(body)
-        decision = details.get("decision", "deny")
-        if filters.organization and recipient != filters.organization:
-            continue
-        if filters.decision == "permit" and decision == "deny":
-            continue
-        if filters.decision == "deny" and decision != "deny":
-            continue
-        basis = details.get("basis", "")
-        types = tuple(sorted({r.split("/", 1)[0] for r in resources} - {"Bundle"}))
-        lines.append(LogLine(
-            row.seq, row.recorded_at, recipient, names.get(recipient, recipient),
-            details.get("event", ""), details.get("interaction", ""),
-            types or (("Bundle",) if resources else ()), tuple(resources), decision, basis,
-            _version_at(timeline, basis, row.recorded_at) if basis.startswith("Consent/")
-            else "", details.get("reason", ""), _requested_by(body), str(body.get("id", "")),
-            readable(details.get("reason", ""), names)))
-    return lines
+    lines: list[LogLine] = []
+    rows = session.scalars(stmt.order_by(_R.recorded_at.desc(), _R.seq.desc())
+                           .execution_options(yield_per=500))
+    try:
+        for row in rows:
+            line = _line(row, filters, names, timeline)
+            if line is None:
+                continue
+            if limit is not None and len(lines) >= limit:
+                return Lines(lines, True, limit, total)
+            lines.append(line)
+    finally:
+        rows.close()
+    return Lines(lines, False, limit, total)
+
+
+def _line(row: AuditRecordRow, filters: Filters, names: Mapping[str, str],
+          timeline: Sequence[ConsentVersion]) -> LogLine | None:
+    """The log line of one record, or None when the filters leave it out."""
+    body, why = read_body(bytes(row.body))
+    if body is None:  # changed after it was written: shown whatever the filters
+        return LogLine.of_unreadable(row.seq, row.recorded_at, why)
+    details, resources, recipient = _details(body)
+    decision = details.get("decision", "deny")
+    if filters.organization and recipient != filters.organization:
+        return None
+    if filters.decision == "permit" and decision == "deny":
+        return None
+    if filters.decision == "deny" and decision != "deny":
+        return None
+    basis = details.get("basis", "")
+    reason = without_credentials(details.get("reason", ""))  # also what older records hold
+    types = tuple(sorted({r.split("/", 1)[0] for r in resources} - {"Bundle"}))
+    return LogLine(
+        row.seq, row.recorded_at, recipient, names.get(recipient, recipient),
+        details.get("event", ""), details.get("interaction", ""),
+        types or (("Bundle",) if resources else ()), tuple(resources), decision, basis,
+        _version_at(timeline, basis, row.recorded_at) if basis.startswith("Consent/")
+        else "", reason, _requested_by(body), str(body.get("id", "")),
+        readable(reason, names))
 
 
 _REF = re.compile(r"\b(Organization|Consent)/([A-Za-z0-9\-.]{1,64})")
@@ -393,15 +437,22 @@ class TrailState:
     last_verified_ok: bool = False
     last_verified_intact: int = 0
     last_verified_reason: str = ""
+    total: int = 0  # the person's disclosure records in all (more than `checked`: cut)
+
+    @property
+    def cut(self) -> bool:
+        """Whether only the newest of the person's records were checked."""
+        return self.total > self.checked
 
 
 def trail_state(session: Session, patient_id: str, keys: Mapping[str, Ed25519PublicKey],
                 now: datetime) -> TrailState:
-    """Check now each of the person's disclosure records (hash, signature, search columns),
-    with the outcome of the last `hub audit verify` of the whole trail."""
+    """Check now the person's newest LIMIT disclosure records (hash, signature, search
+    columns), with the outcome of the last `hub audit verify` of the whole trail."""
     total = session.scalar(select(func.count()).select_from(_R)) or 0
-    rows = session.scalars(select(_R).where(_R.patient_ref == f"Patient/{patient_id}",
-                                            _R.subtype == events.DISCLOSE)
+    about = (_R.patient_ref == f"Patient/{patient_id}", _R.subtype == events.DISCLOSE)
+    theirs = int(session.scalar(select(func.count()).select_from(_R).where(*about)) or 0)
+    rows = session.scalars(select(_R).where(*about)
                            .order_by(_R.recorded_at.desc(), _R.seq.desc()).limit(LIMIT))
     checked, broken = 0, []
     for row in rows:
@@ -410,9 +461,9 @@ def trail_state(session: Session, patient_id: str, keys: Mapping[str, Ed25519Pub
             broken.append(row.seq)
     last = verifications.latest(session)
     if last is None:
-        return TrailState(int(total), checked, tuple(broken), now)
+        return TrailState(int(total), checked, tuple(broken), now, total=theirs)
     return TrailState(int(total), checked, tuple(broken), now, last.verified_at, last.ok,
-                      last.intact, last.reason)
+                      last.intact, last.reason, total=theirs)
 
 
 # --- exports -------------------------------------------------------------------------------
@@ -422,14 +473,27 @@ CSV_HEADER = ("time_utc", "recipient", "recipient_name", "event", "interaction",
               "audit_event")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP, CSV injection)."""
+
+
+def csv_cell(value: str) -> str:
+    """`value` as a CSV cell a spreadsheet shows as text: one starting like a formula gets a
+    single quote in front (OWASP); the FHIR Bundle export keeps the value as recorded."""
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+
+
 def as_csv(lines: Sequence[LogLine]) -> str:
-    """The log as CSV (one row per decision, newest first, times in UTC)."""
+    """The log as CSV (one row per decision, newest first, times in UTC); no cell starts
+    like a spreadsheet formula (names and reasons come from outside: usernames,
+    organisation names)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
     for ln in lines:
-        writer.writerow((ln.at.isoformat(), ln.recipient, ln.recipient_name, ln.event,
-                         ln.interaction, " ".join(ln.resource_types), ln.decision, ln.basis,
-                         ln.basis_version, ln.reason, ln.requested_by, ln.event_id))
+        writer.writerow([csv_cell(value) for value in (
+            ln.at.isoformat(), ln.recipient, ln.recipient_name, ln.event, ln.interaction,
+            " ".join(ln.resource_types), ln.decision, ln.basis, ln.basis_version, ln.reason,
+            ln.requested_by, ln.event_id)])
     return out.getvalue()
 

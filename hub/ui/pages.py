@@ -22,7 +22,7 @@ from starlette.responses import RedirectResponse, Response
 from hub.db.types import utcnow
 from hub.errors import HubError
 from hub.ui import i18n
-from hub.ui.disclosures import CONSENT_STATUSES, INTERACTIONS
+from hub.ui.disclosures import BASES, CONSENT_STATUSES, INNSYN_BASES, INTERACTIONS
 from hub.ui.sessions import SignInRequiredError
 from hub.ui.transitions import EVENTS
 
@@ -58,9 +58,17 @@ def _capitalize_first(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _translated(text: str) -> str:
+    """A text that may carry what someone typed (an error's diagnostics), translated where
+    the catalogue has it, and escaped like any value: `_()` in a template marks its result
+    safe, so it is only for the templates' own texts."""
+    return str(i18n.gettext(text))
+
+
 _ENV.filters.update(moment=_moment, day=_day, relative=_relative,
-                    capitalize_first=_capitalize_first)
-_ENV.globals.update(events=EVENTS, interactions=INTERACTIONS, statuses=CONSENT_STATUSES)
+                    capitalize_first=_capitalize_first, translated=_translated)
+_ENV.globals.update(events=EVENTS, interactions=INTERACTIONS, statuses=CONSENT_STATUSES,
+                    bases=BASES, innsyn_bases=INNSYN_BASES)
 _TEMPLATES = Jinja2Templates(env=_ENV)
 
 

@@ -69,19 +69,25 @@ async def find_person(request: Request, signed_in: SignedInDep, db: DatabaseDep)
 @dataclass(frozen=True)
 class _Log:
     person: disclosures.Person
-    lines: list[disclosures.LogLine]
+    read: disclosures.Lines
     timeline: list[disclosures.ConsentVersion]
     names: dict[str, str]
     state: disclosures.TrailState | None
 
+    @property
+    def lines(self) -> list[disclosures.LogLine]:
+        """The lines shown (the newest, when `read.cut`)."""
+        return self.read.lines
+
 
 def _load_log(request: Request, session: Session, patient_id: str,
-              filters: disclosures.Filters, language: Language, *, check: bool) -> _Log:
+              filters: disclosures.Filters, language: Language, *, check: bool,
+              limit: int | None) -> _Log:
     who = disclosures.read_person(session, patient_id)
     names = disclosures.organization_names(session)
     timeline = disclosures.consent_timeline(session, patient_id, names)
     lines = disclosures.disclosure_log(session, patient_id, filters, names=names,
-                                       timeline=timeline, zone=language.zone)
+                                       timeline=timeline, zone=language.zone, limit=limit)
     state = None
     if check:
         signer = get_auditor(request).signer
@@ -91,7 +97,8 @@ def _load_log(request: Request, session: Session, patient_id: str,
 
 
 async def _log(request: Request, signed_in: SignedIn, db: Any, patient_id: str, *,
-               check: bool, filtered: bool = True) -> tuple[_Log, dict[str, str]]:
+               check: bool, filtered: bool = True,
+               complete: bool = False) -> tuple[_Log, dict[str, str]]:
     subject = signed_in.subject
     require_auditor(subject)
     form = {k: request.query_params.get(k, "").strip()
@@ -103,7 +110,8 @@ async def _log(request: Request, signed_in: SignedIn, db: Any, patient_id: str, 
     await settle_reads(request)  # reads committed so far are in the log
     log = await audited_transaction(
         request, db, subject,
-        lambda s: _load_log(request, s, patient_id, filters, language, check=check),
+        lambda s: _load_log(request, s, patient_id, filters, language, check=check,
+                            limit=None if complete else disclosures.LIMIT),
         interaction="search-type", resource_type="AuditEvent",
         query=urlencode({"patient": f"Patient/{patient_id}", "subtype": "disclose",
                          **{k: v for k, v in form.items() if v}}),
@@ -127,8 +135,8 @@ async def disclosure_log(patient_id: str, request: Request, signed_in: SignedInD
 @router.get("/audit/people/{patient_id}/log.csv")
 async def disclosure_csv(patient_id: str, request: Request, signed_in: SignedInDep,
                          db: DatabaseDep) -> Response:
-    """The log (as filtered) as CSV."""
-    log, _ = await _log(request, signed_in, db, patient_id, check=False)
+    """The log (as filtered) as CSV: every matching record, not only the page's newest."""
+    log, _ = await _log(request, signed_in, db, patient_id, check=False, complete=True)
     return Response(disclosures.as_csv(log.lines), media_type="text/csv; charset=utf-8",
                     headers={**SECURITY_HEADERS, "Content-Disposition":
                              f'attachment; filename="disclosures-{patient_id}.csv"'})

@@ -20,6 +20,7 @@ from hub.api.deps import (
     SettingsDep,
     audited_transaction,
     client_address,
+    get_auditor,
     in_transaction,
     settle_reads,
 )
@@ -120,7 +121,8 @@ async def replay_delivery(delivery_id: int, request: Request, signed_in: SignedI
     subject = signed_in.subject
     await audited_transaction(
         request, db, subject,
-        lambda s: delivery_service.replay(s, subject, delivery_ids=[delivery_id]),
+        lambda s: delivery_service.replay(s, subject, delivery_ids=[delivery_id],
+                                          auditor=get_auditor(request)),
         interaction="operation", operation="$replay", resource_type=None,
         touched=lambda _s, done: Touched((), tuple(d.patient_ref for d in done
                                                    if d.patient_ref)))

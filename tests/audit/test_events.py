@@ -201,3 +201,19 @@ def test_token_and_admin_events() -> None:
     client = valid(admin_event("ops", "client add", "Client/abc"))
     assert client["entity"][0]["what"]["identifier"] == {"system": events.CLIENT_ID_SYSTEM,
                                                          "value": "abc"}
+
+
+def test_a_permit_without_a_basis_is_not_called_one_that_nothing_allows() -> None:
+    """Only a withheld disclosure without a basis is "no consent or legal basis"; a permit
+    without one says that its basis was not recorded; a basis code is a legal basis."""
+    def name(decision: str, basis: str | None) -> str:
+        event = events.disclosure_event(
+            recipient_org="Organization/time-kommune", patient_ref="Patient/p1",
+            resource_refs=["Patient/p1"], decision=decision, basis=basis, reason="why",
+            subject=None)
+        [entity] = [e for e in event["entity"] if e["role"]["code"] == "13"]
+        return str(entity["name"])
+
+    assert name("deny", None) == "no consent or legal basis"
+    assert name("permit", None) == "no basis recorded"
+    assert name("permit", "holds-records") == "legal basis"

@@ -156,9 +156,38 @@ def test_agent_subtype_and_paging(auditor: TestClient, database: Database,
     assert len(seen) == len(set(seen)) == 6  # 4 creates and 2 reads, each once
 
 
+def test_count_0_total_and_summary_count_give_the_total(
+        auditor: TestClient, story: dict[str, str]) -> None:
+    """CONTRACT section 2: `_count=0` answers no entries and no `next` link, `_total=accurate`
+    and `_summary=count` give `total`; with a patient, and without any filter. The control:
+    an ordinary search carries no total."""
+    creates = _events(auditor.get("/fhir/AuditEvent", params={"subtype": "create"}))
+    assert len(creates) == 4
+    for params in ({"subtype": "create", "_count": "0"},
+                   {"subtype": "create", "_summary": "count"},
+                   {"subtype": "create", "_total": "accurate", "_count": "1"}):
+        found = auditor.get("/fhir/AuditEvent", params=params)
+        assert found.status_code == 200, found.text
+        body = found.json()
+        assert body["total"] == 4, params
+        if params.get("_count") == "0" or "_summary" in params:
+            assert body["entry"] == []
+            assert not [ln for ln in body["link"] if ln["relation"] == "next"]
+        else:
+            assert len(body["entry"]) == 1
+            assert [ln for ln in body["link"] if ln["relation"] == "next"]
+    about_a = auditor.get("/fhir/AuditEvent", params={
+        "patient": f"Patient/{story['a']}", "subtype": "create", "_summary": "count"}).json()
+    assert about_a["total"] == 2  # the Patient and its Encounter
+    everything = auditor.get("/fhir/AuditEvent", params={"_count": "0"}).json()
+    assert everything["total"] > 4
+    assert "total" not in auditor.get("/fhir/AuditEvent", params={"subtype": "create"}).json()
+
+
 def test_bad_parameters_are_400(auditor: TestClient) -> None:
     for params in ({"patinet": "x"}, {"date": "yesterday"}, {"date": "ne2026-01-01"},
-                   {"_count": "0"}, {"patient": "Group/g"}):
+                   {"_count": "-1"}, {"_count": "some"}, {"patient": "Group/g"},
+                   {"_total": "maybe"}, {"_summary": "text"}):
         r = auditor.get("/fhir/AuditEvent", params=params)
         assert r.status_code == 400, params
         assert r.json()["resourceType"] == "OperationOutcome"
@@ -295,4 +324,5 @@ def test_the_capability_statement_lists_the_audit_search_as_it_is(client: TestCl
     rest = client.get("/fhir/metadata").json()["rest"][0]
     (audit,) = [r for r in rest["resource"] if r["type"] == "AuditEvent"]
     listed = {p["name"] for p in audit["searchParam"]}
-    assert listed == set(audit_queries.PARAMS) - {"_count", "_after", "_format"}
+    assert listed == set(audit_queries.PARAMS) - {"_count", "_total", "_summary", "_after",
+                                                  "_format"}

@@ -530,7 +530,7 @@ def _klepps_creates(database: Database, pid: str) -> list[tuple[str, bool]]:
     person, oldest first."""
     settle(database)
     with database.session(write=False) as s:
-        lines = disclosure_log(s, pid, Filters(), names={}, timeline=[], zone=UTC)
+        lines = disclosure_log(s, pid, Filters(), names={}, timeline=[], zone=UTC).lines
     return [(ln.decision, ln.is_read) for ln in reversed(lines)
             if ln.recipient == "Organization/klepp-kommune" and ln.interaction == "create"]
 

@@ -321,4 +321,4 @@ def test_replay_keeps_other_deliveries_and_times(database: Database, fast: Setti
         service.replay(s, Subject.hub_itself(), delivery_ids=[m.deliveries[TIME]], now=at)
     d = delivery(database, m.deliveries[TIME])
     assert (d.status, d.attempts, d.last_error, d.next_attempt_at, d.created_at) == (
-        "queued", 0, None, at, at)
+        "queued", 0, "HTTP 500", at, at)  # the last error stays until the next attempt

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
+from hub.audit.models import AuditRecordRow
 from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.delivery.cli import deliveries_app
@@ -149,6 +152,7 @@ def test_an_injected_transport_replaces_the_network(database: Database, fast: Se
 @pytest.fixture
 def cli(fast: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
     monkeypatch.setenv("HUB_DATABASE_URL", fast.database_url)
+    monkeypatch.setenv("HUB_AUDIT_KEY_FILE", fast.audit_key_file)  # the replay's records
     get_settings.cache_clear()
     yield CliRunner()
     get_settings.cache_clear()
@@ -184,3 +188,42 @@ def test_cli_lists_and_replays_dead_letters(
     bad = cli.invoke(deliveries_app, ["list", "--status", "lost"])
     assert bad.exit_code == 1
     assert cli.invoke(deliveries_app, ["replay"]).exit_code == 2
+
+
+def _admin_records(database: Database) -> list[tuple[str, str]]:
+    """(outcome, outcomeDesc) of each admin record, oldest first."""
+    with database.session(write=False) as s:
+        bodies = [json.loads(bytes(b)) for b in s.scalars(
+            select(AuditRecordRow.body).where(AuditRecordRow.subtype == "admin")
+            .order_by(AuditRecordRow.seq))]
+    return [(b["outcome"], b.get("outcomeDesc", "")) for b in bodies]
+
+
+def test_cli_replay_leaves_an_admin_record_done_or_refused(
+        cli: CliRunner, database: Database, fast: Settings, receiver: ReceiverFactory) -> None:
+    """`hub deliveries replay` is an admin command: recorded with the operator, done or
+    refused (as `hub org add`), and each replayed delivery keeps its history in the trail
+    (the same service the /ui button and $replay use)."""
+    r = receiver("time")
+    r.script.append(Reply(422))
+    add_org(database, "sender")
+    add_org(database, "time", r.url)
+    m = accept(database, fast, sender="sender", receivers=["time"],
+               patient_id=add_patient(database))
+    sweep(database, fast)
+    did = m.deliveries["time"]
+    assert _admin_records(database) == []
+    assert cli.invoke(deliveries_app, ["replay", str(did)]).exit_code == 0
+    assert _admin_records(database) == [("0", f"deliveries replay {did}")]
+    refused = cli.invoke(deliveries_app, ["replay", str(did)])  # queued now: not a dead letter
+    assert refused.exit_code == 1
+    unknown = cli.invoke(deliveries_app, ["replay", "--message", "nonexistent"])
+    assert unknown.exit_code == 1
+    later = _admin_records(database)[1:]
+    assert [outcome for outcome, _ in later] == ["4", "4"]
+    assert later[0][1].startswith(f"deliveries replay {did} (refused: Only dead letters")
+    assert later[1][1].startswith("deliveries replay --message nonexistent (refused: ")
+    with database.session(write=False) as s:
+        steps = [json.loads(bytes(b))["outcomeDesc"] for b in s.scalars(
+            select(AuditRecordRow.body).where(AuditRecordRow.subtype == "delivery"))]
+    assert any(t.startswith("Replayed by System/") and "HTTP 422" in t for t in steps)

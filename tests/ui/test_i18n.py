@@ -14,6 +14,7 @@ from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
 from hub.ui import i18n
+from hub.ui.pages import _ENV
 from tests.ui.conftest import Browser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +84,10 @@ def test_the_language_switch_goes_back_only_within_the_ui(browser: Browser) -> N
         assert answer.headers["location"] == "/ui"
     ignored = client.get("/ui/language", params={"lang": "xx"})
     assert "set-cookie" not in ignored.headers
+
+
+def test_a_translated_message_is_still_escaped() -> None:
+    """An error's diagnostics may carry what someone typed: the `translated` filter
+    translates it and leaves it to autoescape, where `_()` would mark it safe."""
+    page = _ENV.from_string("{{ m|translated }}").render(m="<script>alert(1)</script>")
+    assert page == "&lt;script&gt;alert(1)&lt;/script&gt;"

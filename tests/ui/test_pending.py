@@ -3,6 +3,7 @@ in what order, and replaying a dead letter."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -179,6 +180,11 @@ def test_a_dead_letter_is_replayed_with_the_forms_csrf_token(
     assert done.headers["location"] == f"/ui?replayed={delivery_id}#dead-letters"
     assert _status(database, delivery_id) == "queued"
     assert _replays(database) == before + 1
+    with database.session(write=False) as s:  # what it was before stays in the trail
+        steps = [json.loads(bytes(b))["outcomeDesc"] for b in s.scalars(
+            select(AuditRecordRow.body).where(AuditRecordRow.subtype == "delivery"))]
+    assert [t for t in steps if t.startswith("Replayed by User/koordinator.klepp: queued "
+                                             "again after 1 attempt(s)") and "HTTP 410" in t]
     after = client.get(done.headers["location"]).text
     assert "The message is queued again" in after
     assert f"Delivery {delivery_id}" not in after
