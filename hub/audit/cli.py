@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeR
 
 from hub.audit import verifications
 from hub.audit.checkpoint import Checkpoint, CheckpointError
+from hub.audit.models import AuditRecordRow
 from hub.audit.seal import Sealer, SealError, seal_all
 from hub.audit.signing import (
     AuditKeyError,
@@ -40,7 +41,7 @@ from hub.audit.tree import (
     inclusion_proof,
     latest_checkpoint,
 )
-from hub.audit.verify import verify
+from hub.audit.verify import check_record, verify
 from hub.config import get_settings
 from hub.db.engine import Database
 from hub.db.migrate import migrated_database
@@ -173,13 +174,28 @@ def verify_command(
 @audit_app.command("prove")
 def prove_command(
     record: int = typer.Argument(..., help="The record's id (audit_records.seq)"),
+    public_key: list[Path] = typer.Option(
+        [], "--public-key", exists=True, dir_okay=False,
+        help="PEM public key of another (e.g. an earlier) signing key; repeatable",
+    ),
 ) -> None:
-    """Print (JSON) the inclusion proof of a record against the latest checkpoint."""
+    """Print (JSON) the inclusion proof of a record against the latest checkpoint; exit 1
+    when the record is not what its leaf hash says (its body, its writer's signature or its
+    search columns changed): a proof of the leaf would not be a proof of what it now says."""
+    try:
+        keys = trusted_keys(public_key)
+    except AuditKeyError as exc:
+        raise _fail(str(exc)) from None
     with _database() as database, database.session(write=False) as s:
         try:
             proof = inclusion_proof(s, record)
         except TreeError as exc:
             raise _fail(str(exc)) from None
+        row = s.get(AuditRecordRow, record)
+        problem = check_record(row, keys) if row is not None else f"there is no record {record}"
+    if problem is not None:
+        raise _fail(f"{problem}: its leaf is in the tree, but not what the record says now, "
+                    "so no proof is given (run `hub audit verify`)")
     typer.echo(json.dumps(proof.to_json(), indent=2))
 
 
