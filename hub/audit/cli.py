@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
 
-from hub.audit import verifications
+from hub.audit import copies, verifications
 from hub.audit.checkpoint import Checkpoint, CheckpointError
 from hub.audit.models import AuditRecordRow
+from hub.audit.records import event_id_of
 from hub.audit.seal import Sealer, SealError, seal_all
 from hub.audit.signing import (
     AuditKeyError,
@@ -193,6 +194,9 @@ def prove_command(
             raise _fail(str(exc)) from None
         row = s.get(AuditRecordRow, record)
         problem = check_record(row, keys) if row is not None else f"there is no record {record}"
+        if problem is None and row is not None:
+            problem = copies.problem_of(s.connection(), row.seq, row.leaf_index,
+                                        event_id_of(bytes(row.body)))
     if problem is not None:
         raise _fail(f"{problem}: its leaf is in the tree, but not what the record says now, "
                     "so no proof is given (run `hub audit verify`)")

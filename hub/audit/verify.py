@@ -13,7 +13,11 @@ What it checks, and what each failure says:
   names the records it covers: reordered, or the node edited); records beyond the latest
   checkpoint's size, or missing below it (a truncated tail), are named;
 - the records not sealed yet: hash, signature and columns each (the sealer checks the same
-  before it seals them).
+  before it seals them);
+- that no two records hold one AuditEvent (copies.py): a byte copy of a genuine record,
+  inserted with another seq, passes every check of its own, since the writer's signature
+  covers the body (and the AuditEvent id in it) but not the seq. The copy is named where it
+  is, sealed (by its leaf, in tree order with the rest) or not.
 
 Verify needs no private key; Ed25519 is checked only for checkpoints and unsealed records,
 so it runs at hashing speed.
@@ -46,7 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Row, func, make_url, select
 from sqlalchemy.orm import Session
 
-from hub.audit import merkle
+from hub.audit import copies, merkle
 from hub.audit.checkpoint import Checkpoint
 from hub.audit.models import AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRow
 from hub.audit.records import (
@@ -498,8 +502,10 @@ def _checkpoints(source: SessionSource, keys: Mapping[str, Ed25519PublicKey],
     return roots
 
 
-def _unsealed(source: SessionSource, keys: Mapping[str, Ed25519PublicKey]) -> int:
-    """Check the records not sealed yet; their number. Raises _BrokenError."""
+def _unsealed(source: SessionSource, keys: Mapping[str, Ed25519PublicKey],
+              repeats: Mapping[int, str]) -> int:
+    """Check the records not sealed yet; their number. `repeats`: why each unsealed copy
+    of another record (by seq) is one. Raises _BrokenError."""
     n, last = 0, None
     while True:
         with _open(source) as s:
@@ -513,10 +519,47 @@ def _unsealed(source: SessionSource, keys: Mapping[str, Ed25519PublicKey]) -> in
             problem = record_signature_problem(row, keys) or columns_disagree(
                 row.seq, bytes(row.body), row.recorded_at, row.action, row.patient_ref,
                 row.agent, row.subtype, _event_id(row.event_id, bytes(row.body)))
+            problem = problem or repeats.get(row.seq)
             if problem is not None:
                 raise _BrokenError(f"{problem} (not sealed yet)", row.seq)
             n += 1
         last = rows[-1].seq
+
+
+@dataclass(frozen=True)
+class _Copies:
+    """The records that repeat another's AuditEvent (copies.py): the first sealed one by
+    tree position, and why each unsealed one is a copy, by seq."""
+
+    first_sealed: _BrokenError | None
+    unsealed: dict[int, str]
+
+    def before(self, broken: _BrokenError) -> _BrokenError:
+        """The first of `broken` and the first sealed copy, in tree order (a problem with
+        no position, in a checkpoint, comes first; at one position the record's own)."""
+        copy = self.first_sealed
+        if (copy is not None and copy.position is not None and broken.position is not None
+                and copy.position < broken.position):
+            return copy
+        return broken
+
+
+def _copies(source: SessionSource) -> _Copies:
+    """Look for records that repeat another record's AuditEvent (inserted copies, which
+    pass every check of their own: copies.py)."""
+    with _open(source) as s:
+        found = copies.repeated(s.connection())
+    first: _BrokenError | None = None
+    unsealed: dict[int, str] = {}
+    for event_id, held in found.items():
+        original = held[0]
+        for copy in held[1:]:
+            reason = copies.copy_reason(copy, original, event_id)
+            if copy.unsealed:
+                unsealed[copy.seq] = reason
+            elif first is None or first.position is None or copy.leaf_index < first.position:
+                first = _BrokenError(reason, copy.seq, copy.leaf_index)
+    return _Copies(first, unsealed)
 
 
 def verify(
@@ -543,13 +586,18 @@ def verify(
         size = max(roots, default=0)
         with _open(source) as s:
             total = int(s.scalar(select(func.count()).select_from(_R)) or 0)
+        repeats = _copies(source)
         walk = _Walk(source, public_keys, roots, progress, total, jobs, url)
         try:
             walked = walk.run()
-        except _BrokenError:
-            sealed = walk.checked
-            raise
+        except _BrokenError as broken:
+            first = repeats.before(broken)
+            sealed = walk.checked if first is broken else int(first.position or 0)
+            raise first from None
         sealed = walked
+        if repeats.first_sealed is not None and (repeats.first_sealed.position or 0) < walked:
+            sealed = int(repeats.first_sealed.position or 0)
+            raise repeats.first_sealed
         with _open(source) as s:  # one statement: what is sealed and signed at one moment
             top_leaf, top_checkpoint = s.execute(select(
                 select(func.max(_R.leaf_index)).scalar_subquery(),
@@ -569,7 +617,7 @@ def verify(
             raise _BrokenError(f"{missing} missing: the tree ends at leaf {walked - 1} but "
                                f"checkpoint {size} covers {size} records (truncated tail)",
                                None, walked)
-        unsealed = _unsealed(source, public_keys)
+        unsealed = _unsealed(source, public_keys, repeats.unsealed)
     except _BrokenError as broken:
         return VerifyResult(False, sealed, broken.seq, broken.reason, broken.position, sealed,
                             0, size)

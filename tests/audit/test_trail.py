@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Connection, text
 from sqlalchemy.event import listen as event_listen
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from hub.audit import merkle
+from hub.audit import copies, merkle
 from hub.audit import queries as audit_queries
 from hub.audit import verify as verify_module
 from hub.audit.checkpoint import Checkpoint
@@ -532,15 +533,20 @@ def test_edited_search_column(sealed: Database, signer: Signer, column: str,
 @pytest.mark.parametrize("sealed_too", [True, False])
 def test_edited_event_id_column(database: Database, signer: Signer, sealed_too: bool) -> None:
     """The event_id column (what GET /fhir/AuditEvent/{id} finds a record by) repeats the
-    body's id like the search columns do: pointed at another record's id, sealed or not, it
-    is caught; the untouched trail verifies (the control)."""
+    body's id like the search columns do: pointed at another record's id the database
+    refuses it (the column is unique), and pointed at an id no record holds, sealed or not,
+    it is caught; the untouched trail verifies (the control)."""
     fill(database, signer, 5)
     if sealed_too:
         seal(database, signer)
     assert check(database, signer).ok
+    with pytest.raises(IntegrityError):
+        tamper(database, lambda c: c.execute(text(
+            "UPDATE audit_records SET event_id = (SELECT event_id FROM audit_records "
+            "WHERE seq = 4) WHERE seq = 3")))
     tamper(database, lambda c: c.execute(text(
-        "UPDATE audit_records SET event_id = (SELECT event_id FROM audit_records "
-        "WHERE seq = 4) WHERE seq = 3")))
+        "UPDATE audit_records SET event_id = :e WHERE seq = 3"),
+        {"e": "0c8f4e2a-0000-4000-8000-000000000000"}))
     result = check(database, signer)
     assert result.first_broken_seq == 3
     assert result.reason.startswith("record 3 was edited: its event_id differs from its body")
@@ -691,6 +697,103 @@ def test_inserted_unsealed_record_is_named_and_never_sealed(
         assert conn.execute(text("SELECT leaf_index FROM audit_records WHERE seq = :s"),
                             {"s": forged[0]}).scalar() is None
     assert "unknown key" in check(sealed, signer).reason
+
+
+def copy_record(conn: Connection, seq: int, *, event_id: bool = False,
+                leaf_index: int | None = None) -> int:
+    """Insert a byte copy of record `seq` (body, hash, signature, columns) with a new seq,
+    as someone with database access would replay a genuine record; its seq."""
+    new = int(conn.execute(text("SELECT max(seq) + 1 FROM audit_records")).scalar_one())
+    conn.execute(text(
+        "INSERT INTO audit_records (seq, recorded_at, patient_ref, agent, action, subtype, "
+        "body, prev_hash, hash, signature, key_id, leaf_hash, leaf_index, event_id) "
+        f"SELECT :n, recorded_at, patient_ref, agent, action, subtype, body, prev_hash, hash, "
+        f"signature, key_id, leaf_hash, :i, {'event_id' if event_id else 'NULL'} "
+        "FROM audit_records WHERE seq = :s"), {"n": new, "i": leaf_index, "s": seq})
+    return new
+
+
+def test_a_copy_of_a_genuine_record_inserted_is_named_and_never_sealed(
+    sealed: Database, signer: Signer
+) -> None:
+    """A byte copy of a genuine record passes every check of its own (its signature covers
+    its body, not its seq): the database refuses it with its event_id (unique), and one
+    slipped in without it is named by verify as a copy of the record it repeats, and
+    stops the sealer there (a genuine record after it is not sealed either), as any record
+    that fails its checks does; the untouched trail verifies (the control)."""
+    assert check(sealed, signer).ok
+    with pytest.raises(IntegrityError):
+        tamper(sealed, lambda c: copy_record(c, 5, event_id=True))
+    copied: list[int] = []
+    tamper(sealed, lambda c: copied.append(copy_record(c, 5)))
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.count) == (False, copied[0], N)
+    assert result.reason == (f"record {copied[0]} is a copy of record 5 (the same AuditEvent, "
+                             f"{body_event_id(sealed, 5)}, sealed at leaf 4): inserted into "
+                             "the trail (not sealed yet)")
+    fill(sealed, signer, 1, first=50)
+    report = seal(sealed, signer)
+    assert (report.sealed, report.tree_size) == (0, N)
+    assert report.blocked is not None
+    assert report.blocked.startswith(f"record {copied[0]} is a copy of record 5")
+    with sealed.engine.connect() as conn:  # neither the copy nor what follows got a leaf
+        assert conn.execute(text("SELECT count(*) FROM audit_records WHERE leaf_index IS NULL")
+                            ).scalar() == 2
+        assert conn.execute(text("SELECT event_id FROM audit_records WHERE seq = :s"),
+                            {"s": copied[0]}).scalar() is None  # the sealer left it empty
+    assert check(sealed, signer).first_broken_seq == copied[0]
+
+
+def test_two_unsealed_records_of_one_auditevent_are_named_as_such(
+    database: Database, signer: Signer
+) -> None:
+    """Both unsealed: which is the original cannot be told from the records, so verify says
+    what it found; the sealer seals the first and stops at the second."""
+    fill(database, signer, 3)
+    copied: list[int] = []
+    tamper(database, lambda c: copied.append(copy_record(c, 2)))
+    result = check(database, signer)
+    assert (result.ok, result.first_broken_seq) == (False, copied[0])
+    assert result.reason == (f"records 2 and {copied[0]} hold the same AuditEvent "
+                             f"({body_event_id(database, 2)}), which the hub writes once: one "
+                             "of them is a copy inserted into the trail (not sealed yet)")
+    report = seal(database, signer)
+    assert (report.sealed, report.tree_size) == (3, 3)
+    assert report.blocked is not None
+    assert report.blocked.startswith(f"records 2 and {copied[0]} hold the same AuditEvent")
+    assert check(database, signer).reason.startswith(  # now the sealed one is the original
+        f"record {copied[0]} is a copy of record 2 (the same AuditEvent")
+
+
+def test_a_copy_sealed_before_the_event_id_was_unique_is_named_at_its_leaf(
+    sealed: Database, signer: Signer
+) -> None:
+    """A trail sealed by a sealer that did not look for copies (before session 22) holds
+    the copy under a genuinely signed checkpoint: verify names it at its leaf, after the
+    intact records before it."""
+    def seal_a_copy(conn: Connection) -> None:
+        conn.execute(text("DROP INDEX ix_audit_records_event"))
+        copied.append(copy_record(conn, 3, event_id=True, leaf_index=N))
+        rebuild_nodes(conn)
+        cp = Checkpoint.sign(signer, N + 1, merkle.root_of(leaf_hashes(conn)),
+                             datetime.now(UTC))
+        conn.execute(text("INSERT INTO audit_checkpoints (tree_size, root_hash, signed_at, "
+                          "key_id, signature) VALUES (:n, :r, :t, :k, :s)"),
+                     {"n": cp.tree_size, "r": cp.root_hash, "t": cp.signed_at.replace(
+                         tzinfo=None) if sealed.dialect == "sqlite" else cp.signed_at,
+                      "k": cp.key_id, "s": cp.signature})
+
+    copied: list[int] = []
+    tamper(sealed, seal_a_copy)
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.position, result.count) == (
+        False, copied[0], N, N)
+    assert result.reason == (f"record {copied[0]} is a copy of record 3 (the same AuditEvent, "
+                             f"{body_event_id(sealed, 3)}, sealed at leaf 2): inserted into "
+                             "the trail")
+    with sealed.engine.connect() as conn:  # what `hub audit prove` refuses it with
+        assert copies.problem_of(conn, copied[0], N, body_event_id(sealed, 3)) == result.reason
+        assert copies.problem_of(conn, 3, 2, body_event_id(sealed, 3)) is None
 
 
 def test_reordered_records(sealed: Database, signer: Signer) -> None:
