@@ -10,7 +10,8 @@ What it checks, and what each failure says:
   (else records were edited and rehashed, inserted, deleted or reordered; the records of that
   checkpoint are then checked one by one against their writers' signatures to name the first
   broken one), and every stored node equals the recomputed one (a stored node that differs
-  names the records it covers: reordered, or the node edited); records beyond the latest
+  names the record out of place under it, or says the node itself was edited: `_mismatch`);
+  records beyond the latest
   checkpoint's size, or missing below it (a truncated tail), are named;
 - the records not sealed yet: hash, signature and columns each (the sealer checks the same
   before it seals them);
@@ -299,8 +300,62 @@ def _compare_levels(cursor: Any, start: int, levels: list[list[bytes]], seqs: li
         return None
     last, level, index = min(bad)
     node_start = index << level
-    what = "is missing" if _stored_node(cursor, level, index) is None else "does not match them"
-    return (last, _node_reason(node_start, last, what), seqs[node_start - start], node_start)
+    node = _stored_node(cursor, level, index)
+    if node is None:
+        return (last, _node_reason(node_start, last, "is missing"), seqs[node_start - start],
+                node_start)
+    return (last, *_mismatch(cursor, start, levels, seqs, level, index, node))
+
+
+def _mismatch(cursor: Any, start: int, levels: list[list[bytes]], seqs: list[int], level: int,
+              index: int, stored: bytes) -> tuple[str, int | None, int]:
+    """What a stored node that differs from the one rebuilt from its records says, as
+    (reason, seq, position); the lowest such node of its stretch (`_compare_levels`), so
+    the stored nodes below it equal the rebuilt ones.
+
+    Over two leaves the node tells which of them is not the record sealed there: the stored
+    node is H(left, x) or H(x, right) for the leaf hash x of a record of this chunk, sealed
+    there and now at another leaf (it moved, and the record at the leaf moved in). A node
+    higher up whose children the records give, or one whose parent the records give, was
+    edited itself: no record is broken. Else it says what it found."""
+    first, last = index << level, ((index + 1) << level) - 1
+    digests = levels[0]
+    parent = _stored_node(cursor, level + 1, index >> 1) if level + 1 < len(levels) else None
+    if parent is not None and index >> 1 < len(levels[level + 1]) \
+            and levels[level + 1][index >> 1] == parent:
+        return (f"the stored tree node over leaves {first} to {last} was edited: the records "
+                f"under it give the stored node above it (leaves {(index >> 1) << (level + 1)} "
+                f"to {(((index >> 1) + 1) << (level + 1)) - 1})", None, first)
+    if level > 1:
+        return (f"the stored tree node over leaves {first} to {last} was edited: the records "
+                "under it give the stored nodes below it", None, first)
+    left, right = first - start, last - start
+    if sha256(b"\x01" + digests[right] + digests[left]).digest() == stored:  # the two swapped
+        return (_moved_reason(seqs[left], first, seqs[right], last), seqs[left], first)
+    for offset in range(len(digests)):
+        if offset in (left, right):
+            continue
+        if sha256(b"\x01" + digests[left] + digests[offset]).digest() == stored:
+            return (_moved_reason(seqs[right], last, seqs[offset], start + offset),
+                    seqs[right], last)
+        if sha256(b"\x01" + digests[offset] + digests[right]).digest() == stored:
+            return (_moved_reason(seqs[left], first, seqs[offset], start + offset),
+                    seqs[left], first)
+    return (_undecided(first, last, seqs[left], seqs[right]), seqs[left], first)
+
+
+_UNDECIDED = "are not both the ones sealed there"
+
+
+def _undecided(first: int, last: int, left: int, right: int) -> str:
+    return (f"the records at leaves {first} and {last} (records {left} and {right}) "
+            f"{_UNDECIDED}, or the stored node over them was edited: records were reordered "
+            "or moved")
+
+
+def _moved_reason(seq: int, leaf: int, sealed_seq: int, now: int) -> str:
+    return (f"record {seq} is at leaf {leaf}, where record {sealed_seq} was sealed (now at "
+            f"leaf {now}): records were reordered or moved")
 
 
 def _stored_node(cursor: Any, level: int, index: int) -> bytes | None:
@@ -381,6 +436,10 @@ class _Walk:
                 break
             self._check_root(size, self.high.root_over(chunk.partial_roots[size]))
         if node is not None:
+            if node[2] is not None:  # records under it named: one edited and rehashed first?
+                self._signatures(node[3], node[0] + 1)
+            if _UNDECIDED in node[1]:  # what was sealed there may be in another chunk
+                self._moved_far(node[3], node[0])
             raise _BrokenError(*node[1:])
         self.checked = start + walked
         if chunk.leaf_problem is not None:
@@ -412,14 +471,17 @@ class _Walk:
                 for level, index, digest in made:  # lowest first: the first ends first
                     stored = _stored_node(cursor, level, index)
                     if stored != digest:
-                        first = index << level
+                        first, last = index << level, ((index + 1) << level) - 1
+                        if stored is not None:  # its children, checked before, hold
+                            raise _BrokenError(
+                                f"the stored tree node over leaves {first} to {last} was "
+                                "edited: the records under it give the stored nodes below "
+                                "it", None, first)
                         cursor.execute("SELECT seq FROM audit_records WHERE leaf_index = "
                                        f"{int(first)}")
                         row = cursor.fetchone()
-                        what = "is missing" if stored is None else "does not match them"
-                        raise _BrokenError(
-                            _node_reason(first, ((index + 1) << level) - 1, what),
-                            None if row is None else int(row[0]), first)
+                        raise _BrokenError(_node_reason(first, last, "is missing"),
+                                           None if row is None else int(row[0]), first)
             finally:
                 cursor.close()
 
@@ -435,9 +497,9 @@ class _Walk:
             raise _BrokenError(_gap_reason(expected, row.seq, int(row.leaf_index or 0)),
                                None, expected)
 
-    def _localise(self, start: int, end: int) -> None:
-        """The records of leaves [start, end) do not give their checkpoint's root: name the
-        first whose signature fails, else say what is left."""
+    def _signatures(self, start: int, end: int) -> list[AnyRow]:
+        """Raise for the first record of leaves [start, end) whose writer's signature fails
+        (a record edited and rehashed); the records, when none does."""
         with _open(self.source) as s:
             rows = s.execute(select(_R.seq, _R.leaf_index, _R.body, _R.leaf_hash, *_SIGNED)
                              .where(_R.leaf_index >= start, _R.leaf_index < end)
@@ -446,6 +508,45 @@ class _Walk:
             problem = record_signature_problem(row, self.keys)
             if problem is not None:
                 raise _BrokenError(problem, row.seq, row.leaf_index)
+        return list(rows)
+
+    def _moved_far(self, first: int, last: int) -> None:
+        """The two records at leaves `first` and `last` do not give their stored node, and no
+        record of their chunk fits in either's place (a chunk ends above them): raise saying
+        that the node was edited if they give the stored node above it, else look through
+        every sealed leaf for the one sealed there (`_mismatch`) and raise naming the record
+        that moved in."""
+        with _open(self.source) as s:
+            stored = s.scalar(select(_N.hash).where(_N.level == 1, _N.idx == first >> 1))
+            rows = s.execute(select(_R.seq, _R.leaf_index, _R.leaf_hash)
+                             .where(_R.leaf_index.is_not(None))).all()
+            index = first >> 1
+            sibling = s.scalar(select(_N.hash).where(_N.level == 1, _N.idx == index ^ 1))
+            parent = s.scalar(select(_N.hash).where(_N.level == 2, _N.idx == index >> 1))
+        at = {int(r.leaf_index): r for r in rows}
+        if stored is None or first not in at or last not in at:
+            return
+        stored = bytes(stored)
+        left, right = bytes.fromhex(at[first].leaf_hash), bytes.fromhex(at[last].leaf_hash)
+        made = sha256(b"\x01" + left + right).digest()
+        if sibling is not None and parent is not None and bytes(parent) == sha256(
+                b"\x01" + (bytes(sibling) + made if index & 1 else made + bytes(sibling))
+        ).digest():
+            raise _BrokenError(f"the stored tree node over leaves {first} to {last} was edited: "
+                               "the records under it give the stored node above it", None, first)
+        for row in rows:
+            leaf = bytes.fromhex(row.leaf_hash)
+            if sha256(b"\x01" + left + leaf).digest() == stored:
+                raise _BrokenError(_moved_reason(at[last].seq, last, row.seq, row.leaf_index),
+                                   at[last].seq, last)
+            if sha256(b"\x01" + leaf + right).digest() == stored:
+                raise _BrokenError(_moved_reason(at[first].seq, first, row.seq,
+                                                 row.leaf_index), at[first].seq, first)
+
+    def _localise(self, start: int, end: int) -> None:
+        """The records of leaves [start, end) do not give their checkpoint's root: name the
+        first whose signature fails, else say what is left."""
+        rows = self._signatures(start, end)
         raise _BrokenError(f"the records at leaves {start} to {end - 1} do not give checkpoint "
                       f"{end}'s root: records were inserted, deleted, reordered or moved "
                       "among them", rows[0].seq if rows else None, start)

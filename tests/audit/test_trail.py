@@ -474,7 +474,7 @@ def test_edited_body_with_its_leaf_hash_recomputed_fails_the_stored_tree(
                                                                   b'"outcome":"8"'), rehash=True))
     result = check(sealed, signer)
     assert (result.ok, result.first_broken_seq, result.position) == (False, 5, 4)
-    assert "stored tree node over leaves 4 to 5 does not match" in result.reason
+    assert result.reason.startswith("record 5 has a bad signature")  # its node told where
 
 
 def test_edited_body_with_the_whole_tree_recomputed_fails_the_checkpoint_and_signature(
@@ -810,6 +810,51 @@ def test_reordered_records(sealed: Database, signer: Signer) -> None:
     result = check(sealed, signer)
     assert (result.ok, result.position) == (False, 0)
     assert "do not give checkpoint 4's root" in result.reason
+
+
+def move_leaves(conn: Connection, *moves: tuple[int, int]) -> None:
+    """Give the record at each leaf `a` leaf `b` ((a, b) pairs, all at once)."""
+    for a, _ in moves:
+        conn.execute(text("UPDATE audit_records SET leaf_index = :t WHERE leaf_index = :a"),
+                     {"t": -1 - a, "a": a})
+    for a, b in moves:
+        conn.execute(text("UPDATE audit_records SET leaf_index = :b WHERE leaf_index = :t"),
+                     {"b": b, "t": -1 - a})
+
+
+@pytest.mark.parametrize(("moves", "named", "at", "sealed_there", "now"), [
+    # neighbours across two nodes swapped: the first of them in tree order is named
+    (((3, 4), (4, 3)), 5, 3, 4, 4),
+    # record 3 moved to leaf 8 and record 9 to leaf 2: record 9 is named at leaf 2
+    (((2, 8), (8, 2)), 9, 2, 3, 8),
+    # the two records under one node swapped: the first, record 2 now at leaf 0, is named
+    (((1, 0), (0, 1)), 2, 0, 1, 1),
+], ids=["adjacent", "far", "within a node"])
+def test_a_reordered_trail_names_the_record_moved(
+    sealed: Database, signer: Signer, moves: tuple[tuple[int, int], ...], named: int, at: int,
+    sealed_there: int, now: int
+) -> None:
+    """A stored node over two leaves tells which of them holds a record that is not the
+    one sealed there (the node is the hash of the other and the leaf of a record now
+    elsewhere): that record is named, not an intact neighbour under the same node; the
+    untouched trail verifies (the control)."""
+    assert check(sealed, signer).ok
+    tamper(sealed, lambda c: move_leaves(c, *moves))
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.position) == (False, named, at)
+    assert result.reason == (f"record {named} is at leaf {at}, where record {sealed_there} was "
+                             f"sealed (now at leaf {now}): records were reordered or moved")
+
+
+def test_an_edited_node_names_no_record(sealed: Database, signer: Signer) -> None:
+    """A stored node edited while the records under it are as sealed: verify says so and
+    names the leaves, not a record (none is broken)."""
+    tamper(sealed, lambda c: c.execute(text(
+        "UPDATE audit_tree_nodes SET hash = :h WHERE level = 1 AND idx = 3"), {"h": b"x" * 32}))
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.position) == (False, None, 6)
+    assert result.reason.startswith("the stored tree node over leaves 6 to 7 was edited: the "
+                                    "records under it give the stored node")
 
 
 def test_sealed_records_beyond_the_latest_checkpoint(sealed: Database, signer: Signer) -> None:
