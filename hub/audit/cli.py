@@ -126,6 +126,11 @@ def verify_command(
         min(2, os.cpu_count() or 1), "--jobs", min=1,
         help="Worker processes that check chunks of the tree side by side (a large trail)",
     ),
+    signatures: bool = typer.Option(
+        False, "--signatures",
+        help="Also check every sealed record's writer's signature (Ed25519), as the "
+             "disclosure log does; several times slower",
+    ),
 ) -> None:
     """Check every record, the tree and the checkpoints' signatures; exit 1 naming the first
     broken record."""
@@ -137,7 +142,7 @@ def verify_command(
     with _database() as database:
         with _Bar() as bar:
             result = verify(lambda: database.session(write=False), keys, witnessed=witnessed,
-                            progress=bar, jobs=jobs,
+                            progress=bar, jobs=jobs, signatures=signatures,
                             url=database.engine.url.render_as_string(hide_password=False))
         reads = ReadAudit(database)  # only looks: it appends nothing
         try:

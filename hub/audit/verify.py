@@ -21,7 +21,15 @@ What it checks, and what each failure says:
   is, sealed (by its leaf, in tree order with the rest) or not.
 
 Verify needs no private key; Ed25519 is checked only for checkpoints and unsealed records,
-so it runs at hashing speed.
+so it runs at hashing speed. A sealed record's writer's signature is redundant once the
+signed checkpoints cover its body, but the disclosure log (`check_record`) checks it, so an
+edit of a sealed record's `key_id` or `signature` columns must not pass here as intact
+(session 22, finding D12): each sealed record's key_id must name a trusted key (a set
+lookup), and `signatures=True` (`hub audit verify --signatures`) checks every sealed record's
+signature with `record_signature_problem`, the function `check_record` uses. That is one
+Ed25519 verification a record, 60-120 microseconds on the 2-core machine against about 11
+for everything else, so it is not the default: checking it at hashing speed needs the
+checkpoints to sign a digest of the signatures they cover (not done yet).
 
 How: the tree is cut into chunks of 2**CHUNK_LEVEL leaves, each a complete subtree, so each
 chunk is checked on its own (`_check_chunk`, one query for its records straight from the
@@ -78,7 +86,7 @@ _COLUMNS = (_R.seq, _R.leaf_index, _R.body, _R.leaf_hash, _R.recorded_at, _R.act
             _R.patient_ref, _R.agent, _R.subtype, _R.event_id)
 _SIGNED = (_R.signature, _R.key_id, _R.prev_hash, _R.hash)
 _WALKED = ("seq, leaf_index, {body}, leaf_hash, recorded_at, action, patient_ref, agent, "
-           "subtype, event_id")  # the order of _check_chunk's loop variables
+           "subtype, event_id, key_id")  # the order of _check_chunk's loop variables
 _SQLITE_BODY = "CAST(body AS BLOB)"
 """The body as the bytes SQLite holds, also when an edit in SQL left TEXT that is not UTF-8
 (the driver would fail to decode it): hub.db.types.ExactBytes, at the driver."""
@@ -189,12 +197,13 @@ def _levels(digests: list[bytes]) -> list[list[bytes]]:
     return levels
 
 
-def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence[int]
-                 ) -> _Chunk:
+def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence[int],
+                 key_ids: frozenset[str]) -> _Chunk:
     """Check the sealed records at leaves [start, end) of the chunk [start, start + length)
     (length a power of two, start a multiple of it; end short of it at the tree's tail)
-    with a DBAPI cursor: positions, hashes, columns, the stored nodes within, and for each
-    checkpoint size in `sizes` the hash of its frontier's part inside the chunk."""
+    with a DBAPI cursor: positions, hashes, columns, that each record's key_id names one of
+    `key_ids`, the stored nodes within, and for each checkpoint size in `sizes` the hash of
+    its frontier's part inside the chunk."""
     column = _SQLITE_BODY if isinstance(cursor, sqlite3.Cursor) else "body"
     cursor.execute(f"SELECT {_WALKED.format(body=column)} FROM audit_records "
                    f"WHERE leaf_index >= {int(start)} AND leaf_index < {int(end)} "
@@ -211,7 +220,7 @@ def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence
     extension, recorded_key, action_key = _ONCE
     expected = start
     for seq, leaf_index, body, leaf_hash, recorded_at, action, patient_ref, agent, subtype, \
-            event_id in rows:
+            event_id, key_id in rows:
         if leaf_index != expected:
             leaf_problem = (_gap_reason(expected, seq, leaf_index), None, expected)
             break
@@ -221,6 +230,10 @@ def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence
         if digest.hex() != leaf_hash:
             leaf_problem = (f"record {seq} was edited: its content does not match its hash",
                             seq, expected)
+            break
+        if key_id not in key_ids:  # as record_signature_problem says it
+            leaf_problem = (f"record {seq} is signed by an unknown key ({key_id})", seq,
+                            expected)
             break
         index = indexes.get((patient_ref, agent, subtype))
         if index is None:
@@ -376,8 +389,9 @@ class _Walk:
 
     def __init__(self, source: SessionSource, keys: Mapping[str, Ed25519PublicKey],
                  roots: Mapping[int, str], progress: Progress | None, total: int,
-                 jobs: int = 1, url: str | None = None) -> None:
+                 jobs: int = 1, url: str | None = None, signatures: bool = False) -> None:
         self.source, self.keys, self.roots = source, keys, roots
+        self.signatures = signatures
         self.size = max(roots, default=0)  # the walk stops at the largest checkpoint
         self.progress, self.total = progress, total
         self.jobs, self.url = jobs, url
@@ -385,13 +399,14 @@ class _Walk:
         self.checked = 0
         self.last_checkpoint = 0  # the size of the last checkpoint the walk has matched
 
-    def _spans(self) -> list[tuple[int, int, int, list[int]]]:
-        chunk, sizes = 1 << CHUNK_LEVEL, sorted(self.roots)
+    def _spans(self) -> list[tuple[int, int, int, list[int], frozenset[str]]]:
+        chunk, sizes, key_ids = 1 << CHUNK_LEVEL, sorted(self.roots), frozenset(self.keys)
         return [(start, chunk, min(start + chunk, self.size),
-                 [n for n in sizes if start < n <= start + chunk])
+                 [n for n in sizes if start < n <= start + chunk], key_ids)
                 for start in range(0, self.size, chunk)]
 
-    def _results(self, spans: list[tuple[int, int, int, list[int]]]) -> Iterator[_Chunk]:
+    def _results(self, spans: list[tuple[int, int, int, list[int], frozenset[str]]]
+                 ) -> Iterator[_Chunk]:
         url = self.url
         if (self.jobs > 1 and url is not None and _shareable(url) and len(spans) > 1
                 and self.size > PROCESSES_ABOVE):
@@ -402,13 +417,13 @@ class _Walk:
                 finally:
                     pool.shutdown(cancel_futures=True)
             return
-        for start, length, end, sizes in spans:
+        for start, length, end, sizes, key_ids in spans:
             with _open(self.source) as s:
                 # At the driver: SQLAlchemy's rows and type processing would cost more than
                 # all the checks (raw SQLite text for recorded_at: see instant_text).
                 cursor = s.connection().connection.cursor()
                 try:
-                    yield _check_chunk(cursor, start, length, end, sizes)
+                    yield _check_chunk(cursor, start, length, end, sizes, key_ids)
                 finally:
                     cursor.close()
 
@@ -431,6 +446,12 @@ class _Walk:
         start, walked = chunk.start, chunk.walked
         end = min(start + (1 << CHUNK_LEVEL), self.size)
         node = chunk.node_problem
+        if self.signatures:  # the records found whole, before anything broken in the chunk
+            try:
+                self._signatures(start, node[3] if node is not None else start + walked)
+            except _BrokenError as broken:
+                self.checked = int(broken.position or start)  # those before it are intact
+                raise
         for size in sorted(chunk.partial_roots):
             if node is not None and node[0] < size:
                 break
@@ -570,12 +591,13 @@ def _worker_open(url: str) -> None:
     _WORKER["connection"] = create_engine(url, poolclass=NullPool).raw_connection()
 
 
-def _worker_chunk(start: int, length: int, end: int, sizes: list[int]) -> _Chunk:
+def _worker_chunk(start: int, length: int, end: int, sizes: list[int],
+                  key_ids: frozenset[str]) -> _Chunk:
     """`_check_chunk` in a worker process."""
     connection = _WORKER["connection"]
     cursor = connection.cursor()
     try:
-        return _check_chunk(cursor, start, length, end, sizes)
+        return _check_chunk(cursor, start, length, end, sizes, key_ids)
     finally:
         cursor.close()
         connection.rollback()  # each chunk in a short read transaction of its own
@@ -671,6 +693,7 @@ def verify(
     progress: Progress | None = None,
     jobs: int = 1,
     url: str | None = None,
+    signatures: bool = False,
 ) -> VerifyResult:
     """Check the whole trail (see the module docstring) with `public_keys` (key_id -> key).
 
@@ -680,7 +703,9 @@ def verify(
     database's `url`, a tree of more than PROCESSES_ABOVE leaves is checked chunk by chunk in
     that many worker processes, each reading committed data on its own connection (so not with a
     session whose changes are uncommitted). `progress(checked, total)` is called after each
-    chunk."""
+    chunk. Each sealed record's key_id must name one of `public_keys`; with `signatures`
+    its writer's Ed25519 signature is checked too, as `check_record` (the disclosure log)
+    checks a record (see the module docstring for what that costs)."""
     sealed = unsealed = size = 0
     try:
         roots = _checkpoints(source, public_keys, witnessed)
@@ -688,7 +713,7 @@ def verify(
         with _open(source) as s:
             total = int(s.scalar(select(func.count()).select_from(_R)) or 0)
         repeats = _copies(source)
-        walk = _Walk(source, public_keys, roots, progress, total, jobs, url)
+        walk = _Walk(source, public_keys, roots, progress, total, jobs, url, signatures)
         try:
             walked = walk.run()
         except _BrokenError as broken:

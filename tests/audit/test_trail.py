@@ -27,6 +27,7 @@ from hub.audit import copies, merkle
 from hub.audit import queries as audit_queries
 from hub.audit import verify as verify_module
 from hub.audit.checkpoint import Checkpoint
+from hub.audit.models import AuditRecordRow
 from hub.audit.queries import AuditQuery, search
 from hub.audit.records import (
     INDEX_EXTENSION,
@@ -50,7 +51,7 @@ from hub.audit.tree import (
     inclusion_proof,
     latest_checkpoint,
 )
-from hub.audit.verify import VerifyResult, verify
+from hub.audit.verify import VerifyResult, check_record, verify
 from hub.db.direct import PIPELINE_FROM
 from hub.db.engine import Database
 from tests.plans import sqlite_plan, statements_of
@@ -530,6 +531,45 @@ def test_edited_search_column(sealed: Database, signer: Signer, column: str,
     assert result.reason == f"record 3 was edited: its {column} differs from its body"
 
 
+def disclosure_log_check(database: Database, seq: int, *keys: Signer) -> str | None:
+    """What the disclosure log's check of one record (check_record) says of it."""
+    with database.session(write=False) as s:
+        row = s.get(AuditRecordRow, seq)
+        assert row is not None
+        return check_record(row, {k.key_id: k.public_key for k in keys})
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    ("key_id = 'deadbeef'", "record 3 is signed by an unknown key (deadbeef)"),
+    ("signature = (SELECT signature FROM audit_records WHERE seq = 4)",
+     "record 3 has a bad signature"),
+    ("key_id = :other", "record 3 has a bad signature"),
+], ids=["unknown key", "another record's signature", "another trusted key"])
+def test_edited_signature_columns_of_a_sealed_record(
+    sealed: Database, signer: Signer, attacker: Signer, edit: str, reason: str
+) -> None:
+    """A sealed record's writer's signature, edited or pointed at another key, is caught as
+    the disclosure log catches it, with the one check it uses (record_signature_problem):
+    an unknown key_id by every verify (a lookup), a signature that does not hold by
+    `verify --signatures` (one Ed25519 check a record, so not the default); the untouched
+    trail verifies both ways (the control)."""
+    assert check(sealed, signer, attacker).ok
+    assert verify(lambda: sealed.session(write=False), {signer.key_id: signer.public_key},
+                  signatures=True).ok
+    tamper(sealed, lambda c: c.execute(text(f"UPDATE audit_records SET {edit} WHERE seq = 3"),
+                                       {"other": attacker.key_id}))
+    full = verify(lambda: sealed.session(write=False),
+                  {k.key_id: k.public_key for k in (signer, attacker)}, signatures=True)
+    assert (full.ok, full.first_broken_seq, full.position, full.count) == (False, 3, 2, 2)
+    assert full.reason.startswith(reason)
+    assert full.reason == disclosure_log_check(sealed, 3, signer, attacker)  # one check
+    quick = check(sealed, signer, attacker)
+    if "unknown key" in reason:
+        assert (quick.ok, quick.first_broken_seq, quick.reason) == (False, 3, full.reason)
+    else:  # the writer's signature of a sealed record is read only with --signatures
+        assert quick.ok
+
+
 @pytest.mark.parametrize("sealed_too", [True, False])
 def test_edited_event_id_column(database: Database, signer: Signer, sealed_too: bool) -> None:
     """The event_id column (what GET /fhir/AuditEvent/{id} finds a record by) repeats the
@@ -887,7 +927,12 @@ def test_records_of_an_earlier_key_seal_and_verify_with_its_public_key(
     assert check(database, signer, old).ok
     assert seal(database, signer).blocked is not None  # unknown to the sealer
     assert seal_all(database, signer, keys={old.key_id: old.public_key}).sealed == 3
-    assert check(database, signer).ok  # sealed: the checkpoints, signed by the new key, hold
+    # sealed, the records still name the old key: verify needs it, as the disclosure log
+    # does (until session 22 verify passed them without it, and the log called them changed)
+    result = check(database, signer)
+    assert (result.ok, result.first_broken_seq) == (False, 1)
+    assert result.reason == f"record 1 is signed by an unknown key ({old.key_id})"
+    assert check(database, signer, old).ok
 
 
 # --- proofs ----------------------------------------------------------------------------------
