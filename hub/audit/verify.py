@@ -11,8 +11,8 @@ What it checks, and what each failure says:
   checkpoint are then checked one by one against their writers' signatures to name the first
   broken one), and every stored node equals the recomputed one (a stored node that differs
   names the record out of place under it, or says the node itself was edited: `_mismatch`);
-  records beyond the latest
-  checkpoint's size, or missing below it (a truncated tail), are named;
+  records beyond the latest checkpoint's size, or missing below it (a truncated tail), are
+  named;
 - the records not sealed yet: hash, signature and columns each (the sealer checks the same
   before it seals them);
 - that no two records hold one AuditEvent (copies.py): a byte copy of a genuine record,
@@ -457,8 +457,8 @@ class _Walk:
                 break
             self._check_root(size, self.high.root_over(chunk.partial_roots[size]))
         if node is not None:
-            if node[2] is not None:  # records under it named: one edited and rehashed first?
-                self._signatures(node[3], node[0] + 1)
+            if node[2] is not None and node[0] == node[3] + 1:  # over two records: one of
+                self._signatures(node[3], node[0] + 1)  # them edited and rehashed?
             if _UNDECIDED in node[1]:  # what was sealed there may be in another chunk
                 self._moved_far(node[3], node[0])
             raise _BrokenError(*node[1:])
@@ -537,32 +537,35 @@ class _Walk:
         that the node was edited if they give the stored node above it, else look through
         every sealed leaf for the one sealed there (`_mismatch`) and raise naming the record
         that moved in."""
+        index = first >> 1
         with _open(self.source) as s:
-            stored = s.scalar(select(_N.hash).where(_N.level == 1, _N.idx == first >> 1))
-            rows = s.execute(select(_R.seq, _R.leaf_index, _R.leaf_hash)
-                             .where(_R.leaf_index.is_not(None))).all()
-            index = first >> 1
+            stored = s.scalar(select(_N.hash).where(_N.level == 1, _N.idx == index))
             sibling = s.scalar(select(_N.hash).where(_N.level == 1, _N.idx == index ^ 1))
             parent = s.scalar(select(_N.hash).where(_N.level == 2, _N.idx == index >> 1))
-        at = {int(r.leaf_index): r for r in rows}
-        if stored is None or first not in at or last not in at:
-            return
-        stored = bytes(stored)
-        left, right = bytes.fromhex(at[first].leaf_hash), bytes.fromhex(at[last].leaf_hash)
-        made = sha256(b"\x01" + left + right).digest()
-        if sibling is not None and parent is not None and bytes(parent) == sha256(
-                b"\x01" + (bytes(sibling) + made if index & 1 else made + bytes(sibling))
-        ).digest():
-            raise _BrokenError(f"the stored tree node over leaves {first} to {last} was edited: "
-                               "the records under it give the stored node above it", None, first)
-        for row in rows:
-            leaf = bytes.fromhex(row.leaf_hash)
-            if sha256(b"\x01" + left + leaf).digest() == stored:
-                raise _BrokenError(_moved_reason(at[last].seq, last, row.seq, row.leaf_index),
-                                   at[last].seq, last)
-            if sha256(b"\x01" + leaf + right).digest() == stored:
-                raise _BrokenError(_moved_reason(at[first].seq, first, row.seq,
-                                                 row.leaf_index), at[first].seq, first)
+            at = {int(r.leaf_index): r for r in s.execute(
+                select(_R.seq, _R.leaf_index, _R.leaf_hash)
+                .where(_R.leaf_index.in_((first, last))))}
+            if stored is None or first not in at or last not in at:
+                return
+            stored = bytes(stored)
+            left, right = bytes.fromhex(at[first].leaf_hash), bytes.fromhex(at[last].leaf_hash)
+            made = sha256(b"\x01" + left + right).digest()
+            if sibling is not None and parent is not None and bytes(parent) == sha256(
+                    b"\x01" + (bytes(sibling) + made if index & 1 else made + bytes(sibling))
+            ).digest():
+                raise _BrokenError(f"the stored tree node over leaves {first} to {last} was "
+                                   "edited: the records under it give the stored node above it",
+                                   None, first)
+            for row in s.execute(select(_R.seq, _R.leaf_index, _R.leaf_hash)
+                                 .where(_R.leaf_index.is_not(None))
+                                 .execution_options(yield_per=BATCH_SIZE)):
+                leaf = bytes.fromhex(row.leaf_hash)
+                if sha256(b"\x01" + left + leaf).digest() == stored:
+                    raise _BrokenError(_moved_reason(at[last].seq, last, row.seq,
+                                                     row.leaf_index), at[last].seq, last)
+                if sha256(b"\x01" + leaf + right).digest() == stored:
+                    raise _BrokenError(_moved_reason(at[first].seq, first, row.seq,
+                                                     row.leaf_index), at[first].seq, first)
 
     def _localise(self, start: int, end: int) -> None:
         """The records of leaves [start, end) do not give their checkpoint's root: name the
