@@ -201,8 +201,10 @@ def fill_event_ids(db: Database, limit: int = SEAL_BATCH) -> int:
         # migration 0015): a copy of a record, slipped in without one; verify and the
         # sealer know it by its body.
         wanted = sorted({e for e in bodies.values() if e is not None})
-        taken = set(s.connection().execute(
-            select(_R.event_id).where(_R.event_id.in_(wanted))).scalars()) if wanted else set()
+        taken: set[str | None] = set()
+        for start in range(0, len(wanted), 1000):  # an SQLite before 3.32 binds 999 at most
+            taken.update(s.connection().execute(select(_R.event_id).where(
+                _R.event_id.in_(wanted[start:start + 1000]))).scalars())
     filled = []
     for seq, eid in bodies.items():
         if eid is not None and eid not in taken:
