@@ -20,8 +20,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
 
-from hub.audit import verifications
+from hub.audit import copies, verifications
 from hub.audit.checkpoint import Checkpoint, CheckpointError
+from hub.audit.models import AuditRecordRow
+from hub.audit.records import event_id_of
 from hub.audit.seal import Sealer, SealError, seal_all
 from hub.audit.signing import (
     AuditKeyError,
@@ -40,7 +42,7 @@ from hub.audit.tree import (
     inclusion_proof,
     latest_checkpoint,
 )
-from hub.audit.verify import verify
+from hub.audit.verify import check_record, verify
 from hub.config import get_settings
 from hub.db.engine import Database
 from hub.db.migrate import migrated_database
@@ -124,6 +126,11 @@ def verify_command(
         min(2, os.cpu_count() or 1), "--jobs", min=1,
         help="Worker processes that check chunks of the tree side by side (a large trail)",
     ),
+    signatures: bool = typer.Option(
+        False, "--signatures",
+        help="Also check every sealed record's writer's signature (Ed25519), as the "
+             "disclosure log does; several times slower",
+    ),
 ) -> None:
     """Check every record, the tree and the checkpoints' signatures; exit 1 naming the first
     broken record."""
@@ -135,7 +142,7 @@ def verify_command(
     with _database() as database:
         with _Bar() as bar:
             result = verify(lambda: database.session(write=False), keys, witnessed=witnessed,
-                            progress=bar, jobs=jobs,
+                            progress=bar, jobs=jobs, signatures=signatures,
                             url=database.engine.url.render_as_string(hide_password=False))
         reads = ReadAudit(database)  # only looks: it appends nothing
         try:
@@ -173,13 +180,31 @@ def verify_command(
 @audit_app.command("prove")
 def prove_command(
     record: int = typer.Argument(..., help="The record's id (audit_records.seq)"),
+    public_key: list[Path] = typer.Option(
+        [], "--public-key", exists=True, dir_okay=False,
+        help="PEM public key of another (e.g. an earlier) signing key; repeatable",
+    ),
 ) -> None:
-    """Print (JSON) the inclusion proof of a record against the latest checkpoint."""
+    """Print (JSON) the inclusion proof of a record against the latest checkpoint; exit 1
+    when the record is not what its leaf hash says (its body, its writer's signature or its
+    search columns changed): a proof of the leaf would not be a proof of what it now says."""
+    try:
+        keys = trusted_keys(public_key)
+    except AuditKeyError as exc:
+        raise _fail(str(exc)) from None
     with _database() as database, database.session(write=False) as s:
         try:
             proof = inclusion_proof(s, record)
         except TreeError as exc:
             raise _fail(str(exc)) from None
+        row = s.get(AuditRecordRow, record)
+        problem = check_record(row, keys) if row is not None else f"there is no record {record}"
+        if problem is None and row is not None:
+            problem = copies.problem_of(s.connection(), row.seq, row.leaf_index,
+                                        event_id_of(bytes(row.body)))
+    if problem is not None:
+        raise _fail(f"{problem}: its leaf is in the tree, but not what the record says now, "
+                    "so no proof is given (run `hub audit verify`)")
     typer.echo(json.dumps(proof.to_json(), indent=2))
 
 

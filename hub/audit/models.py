@@ -61,6 +61,7 @@ class AuditRecordRow(Base):
     # the search columns it repeats the signed body, and verify checks that it does. NULL
     # until the sealer fills it for a record of an older hub process (not an edit: nothing
     # the record says is changed), and where migration 0014 found a body that is no JSON.
+    # Unique: the body's id is what binds a signed record to being written once (copies.py).
     event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # legacy chain
     hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # legacy chain
@@ -70,7 +71,8 @@ class AuditRecordRow(Base):
         Index("ix_audit_records_patient", "patient_ref", "recorded_at"),
         Index("ix_audit_records_recorded", "recorded_at"),
         Index("ix_audit_records_leaf", "leaf_index", unique=True),
-        Index("ix_audit_records_event", "event_id"),
+        # One record an AuditEvent (migration 0015): a copy of a signed record is refused.
+        Index("ix_audit_records_event", "event_id", unique=True),
         # What the sealer looks for: only unsealed rows, so it costs with what is waiting.
         Index("ix_audit_records_unsealed", "seq", sqlite_where=UNSEALED,
               postgresql_where=UNSEALED),

@@ -5,9 +5,11 @@ seal`) may run on one database, and each record is sealed exactly once:
 
 1. Read (no lock): the unsealed records, oldest id first, at most `limit`. Each is checked
    before it may enter the tree: its leaf hash is SHA-256(0x00 || body) and its signature is
-   by a trusted audit key (a legacy record from the hash chain: its link and signature). The
-   pass stops at the first record that fails, which then stays unsealed and makes `hub audit
-   verify` fail naming it: rows slipped into the table without the key are never sealed.
+   by a trusted audit key (a legacy record from the hash chain: its link and signature), and
+   no other record, sealed or with a lower id, holds its AuditEvent (copies.py: a byte copy
+   of a genuine record passes the checks of its own). The pass stops at the first record
+   that fails, which then stays unsealed and makes `hub audit verify` fail naming it: rows
+   slipped into the table without the key, and copies of genuine ones, are never sealed.
 2. Seal, in one write transaction that only sealers contend for (`pg_try_advisory_xact_lock`
    on PostgreSQL, so a second sealer skips the pass instead of waiting; SQLite's writer is
    exclusive anyway): read the latest checkpoint; if it moved since step 1 another sealer
@@ -36,10 +38,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Row, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from hub.audit import merkle
+from hub.audit import copies, merkle
 from hub.audit.checkpoint import Checkpoint
 from hub.audit.models import GENESIS_HASH, AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRow
-from hub.audit.records import event_id_of, leaf_hex, link_hash
+from hub.audit.records import event_id_of, id_bytes, leaf_hex, link_hash
 from hub.audit.signing import Signer, verify_signature
 from hub.audit.spool import Batch, ReadAudit
 from hub.audit.tree import fetch_nodes, latest_checkpoint
@@ -141,17 +143,43 @@ def _read(db: Database, keys: Mapping[str, Ed25519PublicKey], limit: int
         size = latest.tree_size if latest is not None else 0
         rows = s.execute(
             select(_R.seq, _R.body, _R.leaf_hash, _R.signature, _R.key_id, _R.prev_hash,
-                   _R.hash)
+                   _R.hash, _R.event_id)
             .where(_R.leaf_index.is_(None)).order_by(_R.seq).limit(limit)).all()
         prev_legacy = _legacy_prev(s, size) if rows and rows[0].prev_hash is not None else None
+        event_ids = {row.seq: _body_event_id(row.event_id, bytes(row.body)) for row in rows}
+        held = copies.holders(s.connection(), [e for e in event_ids.values() if e is not None]
+                              ) if rows else {}
     out: list[_Candidate] = []
     for row in rows:
         problem, leaf = _check(row, keys, prev_legacy)
+        if problem is None:
+            problem = _repeats(row.seq, event_ids[row.seq], held)
         if problem is not None:
             return size, out, problem
         prev_legacy = row.hash if row.prev_hash is not None else None
         out.append(_Candidate(row.seq, leaf))
     return size, out, None
+
+
+def _body_event_id(column: str | None, body: bytes) -> str | None:
+    """The AuditEvent id in `body` (what its signature covers): the event_id column where
+    the body holds it, else read from the body."""
+    if column is not None and id_bytes(column) in body:
+        return column
+    return event_id_of(body)
+
+
+def _repeats(seq: int, event_id: str | None, held: dict[str, list[copies.Holder]]
+             ) -> str | None:
+    """Why unsealed record `seq` may not be sealed as a copy of another record's AuditEvent
+    (one sealed, or unsealed with a lower seq: sealed first, it is the original); None if it
+    is the first to hold it."""
+    if event_id is None:
+        return None
+    others = held.get(event_id, [])
+    if not others or others[0].seq == seq:
+        return None
+    return copies.copy_reason(copies.Holder.of(seq, None), others[0], event_id)
 
 
 _FILL_EVENT_ID = (update(_T).where(_T.c.seq == bindparam("b_seq"), _T.c.event_id.is_(None))
@@ -167,9 +195,21 @@ def fill_event_ids(db: Database, limit: int = SEAL_BATCH) -> int:
     transaction is taken."""
     with db.session(write=False) as s:
         rows = s.execute(select(_R.seq, _R.body).where(_R.event_id.is_(None))
-                         .limit(limit)).all()
-    filled = [{"b_seq": seq, "b_event": eid} for seq, body in rows
-              if (eid := event_id_of(bytes(body))) is not None]
+                         .order_by(_R.seq).limit(limit)).all()
+        bodies = {seq: event_id_of(bytes(body)) for seq, body in rows}
+        # An id another record holds in its column already stays out (the column is unique,
+        # migration 0015): a copy of a record, slipped in without one; verify and the
+        # sealer know it by its body.
+        wanted = sorted({e for e in bodies.values() if e is not None})
+        taken: set[str | None] = set()
+        for start in range(0, len(wanted), 1000):  # an SQLite before 3.32 binds 999 at most
+            taken.update(s.connection().execute(select(_R.event_id).where(
+                _R.event_id.in_(wanted[start:start + 1000]))).scalars())
+    filled = []
+    for seq, eid in bodies.items():
+        if eid is not None and eid not in taken:
+            taken.add(eid)
+            filled.append({"b_seq": seq, "b_event": eid})
     if filled:
         with db.session(write=True) as s:
             s.connection().execute(_FILL_EVENT_ID, filled)

@@ -46,7 +46,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +67,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from hub.audit.models import AuditSpoolMarkRow
+from hub.audit import copies
+from hub.audit.models import AuditRecordRow, AuditSpoolMarkRow
 from hub.audit.records import (
     Entry,
     columns_agree,
@@ -303,12 +304,13 @@ class ReadAudit:
         turn = _try_flock(os.path.join(self.dir, "movers.lock"), wait=True)
         assert turn is not None
         batches: list[Batch] = []
+        seen: set[str] = set()  # AuditEvent ids of the spools' records read so far
         try:
             for spool in self._spool_files():
                 if not spool.known():
                     continue
                 gone = None if spool is self.own else _try_flock(f"{spool.path}.owner")
-                batches.append(self._waiting(spool, limit, gone, keys))
+                batches.append(self._waiting(spool, limit, gone, keys, seen))
             yield batches
             for batch in batches:
                 self._drop_moved(batch)
@@ -319,7 +321,7 @@ class ReadAudit:
             os.close(turn)
 
     def _waiting(self, spool: _SpoolFile, limit: int, gone: int | None,
-                 keys: Mapping[str, Ed25519PublicKey] | None) -> Batch:
+                 keys: Mapping[str, Ed25519PublicKey] | None, seen: set[str]) -> Batch:
         with self.db.session(write=False) as s:
             done = self._moved_through(s, spool.spool_id)
         with spool.db.session(write=False) as s:
@@ -329,12 +331,22 @@ class ReadAudit:
         batch = Batch(spool, list(rows[:limit]), len(rows) > limit, oldest, gone, done)
         batch.event_ids = {row.id: event_id_of(bytes(row.body)) for row in batch.rows}
         if keys is not None:
+            held = self._held(batch.event_ids.values())
             for row in batch.rows:
-                batch.problem = _problem(row, keys)
+                batch.problem = _problem(row, keys) or _copy_problem(
+                    row.id, batch.event_ids[row.id], held, seen)
                 if batch.problem is not None:
                     break
                 batch.sealable += 1
         return batch
+
+    def _held(self, event_ids: Iterable[str | None]) -> dict[str, list[copies.Holder]]:
+        """The trail's records holding any of `event_ids`."""
+        wanted = [e for e in event_ids if e is not None]
+        if not wanted:
+            return {}
+        with self.db.session(write=False) as s:
+            return copies.holders(s.connection(), wanted)
 
     def move_in(self, session: Session, batches: Sequence[Batch],
                 leaf_index: Callable[[Any], int | None] | None = None) -> int:
@@ -345,6 +357,16 @@ class ReadAudit:
         it was spooled with), or None (unsealed; the default for all), called in the order
         the records go in."""
         moved = 0
+        # The AuditEvent ids held already, in the trail or earlier in this move: a spool
+        # record that repeats one (a copy put into a spool file) goes in without its
+        # event_id, which is unique, so that the move does not fail on it; verify and the
+        # sealer know it by its body (copies.py), and a sealer's `moving` did not pass it.
+        wanted = sorted({e for b in batches for e in b.event_ids.values() if e is not None})
+        taken: set[str] = set()
+        for start in range(0, len(wanted), 1000):
+            taken.update(e for e in session.execute(select(AuditRecordRow.event_id).where(
+                AuditRecordRow.event_id.in_(wanted[start:start + 1000]))).scalars()
+                if e is not None)
         for batch in batches:
             done = self._moved_through(session, batch.spool.spool_id)
             todo = [r for r in batch.rows if r.id > done]
@@ -354,7 +376,10 @@ class ReadAudit:
             rows = []
             for r in todo:
                 row = {c: getattr(r, c) for c in _COLUMNS}
-                row["event_id"] = batch.event_ids[r.id]
+                event_id = batch.event_ids[r.id]
+                row["event_id"] = event_id if event_id not in taken else None
+                if event_id is not None:
+                    taken.add(event_id)
                 row["leaf_index"] = leaf_index(r) if leaf_index is not None else None
                 rows.append(row)
             store_rows(session, rows)
@@ -394,17 +419,24 @@ class ReadAudit:
         leaf hash, search columns or signature (by one of `keys`) is wrong. What `hub audit
         verify` reports beside the trail (a spool record is in no tree yet)."""
         waiting, problem = 0, None
+        seen: set[str] = set()
         for spool in self._spool_files():
             if not spool.known():
                 continue
             with self.db.session(write=False) as s:
                 done = self._moved_through(s, spool.spool_id)
             with spool.db.session(write=False) as s:
-                for row in s.execute(select(_SPOOL).where(_SPOOL.c.id > done)
-                                     .order_by(_SPOOL.c.id)):
-                    waiting += 1
-                    if problem is None:
-                        problem = _problem(row, keys)
+                rows = s.execute(select(_SPOOL).where(_SPOOL.c.id > done)
+                                 .order_by(_SPOOL.c.id)).all()
+            waiting += len(rows)
+            if problem is not None or not rows:
+                continue
+            ids = {row.id: event_id_of(bytes(row.body)) for row in rows}
+            held = self._held(ids.values())
+            for row in rows:
+                problem = _problem(row, keys) or _copy_problem(row.id, ids[row.id], held, seen)
+                if problem is not None:
+                    break
         return SpoolState(waiting, problem)
 
     def close(self) -> None:
@@ -486,6 +518,22 @@ class _GroupCommitter:
             self._stopped = True
             self._cv.notify()
         self._thread.join(self.spool.busy_timeout + 30)
+
+
+def _copy_problem(spool_id: int, event_id: str | None, held: Mapping[str, list[copies.Holder]],
+                  seen: set[str]) -> str | None:
+    """Why a spool record repeats an AuditEvent the trail (`held`) or an earlier spool
+    record (`seen`, which this adds its id to) holds already; None if it is the first."""
+    if event_id is None:
+        return None
+    if event_id in held:
+        return (f"spool record {spool_id} is a copy of record {held[event_id][0].seq} (the "
+                f"same AuditEvent, {event_id}): inserted into the spool")
+    if event_id in seen:
+        return (f"spool record {spool_id} repeats an AuditEvent ({event_id}) an earlier "
+                "spool record holds: a copy inserted into the spool")
+    seen.add(event_id)
+    return None
 
 
 def _problem(row: Any, keys: Mapping[str, Ed25519PublicKey]) -> str | None:

@@ -10,13 +10,26 @@ What it checks, and what each failure says:
   (else records were edited and rehashed, inserted, deleted or reordered; the records of that
   checkpoint are then checked one by one against their writers' signatures to name the first
   broken one), and every stored node equals the recomputed one (a stored node that differs
-  names the records it covers: reordered, or the node edited); records beyond the latest
-  checkpoint's size, or missing below it (a truncated tail), are named;
+  names the record out of place under it, or says the node itself was edited: `_mismatch`);
+  records beyond the latest checkpoint's size, or missing below it (a truncated tail), are
+  named;
 - the records not sealed yet: hash, signature and columns each (the sealer checks the same
-  before it seals them).
+  before it seals them);
+- that no two records hold one AuditEvent (copies.py): a byte copy of a genuine record,
+  inserted with another seq, passes every check of its own, since the writer's signature
+  covers the body (and the AuditEvent id in it) but not the seq. The copy is named where it
+  is, sealed (by its leaf, in tree order with the rest) or not.
 
 Verify needs no private key; Ed25519 is checked only for checkpoints and unsealed records,
-so it runs at hashing speed.
+so it runs at hashing speed. A sealed record's writer's signature is redundant once the
+signed checkpoints cover its body, but the disclosure log (`check_record`) checks it, so an
+edit of a sealed record's `key_id` or `signature` columns must not pass here as intact
+(session 22, finding D12): each sealed record's key_id must name a trusted key (a set
+lookup), and `signatures=True` (`hub audit verify --signatures`) checks every sealed record's
+signature with `record_signature_problem`, the function `check_record` uses. That is one
+Ed25519 verification a record, 60-120 microseconds on the 2-core machine against about 11
+for everything else, so it is not the default: checking it at hashing speed needs the
+checkpoints to sign a digest of the signatures they cover (not done yet).
 
 How: the tree is cut into chunks of 2**CHUNK_LEVEL leaves, each a complete subtree, so each
 chunk is checked on its own (`_check_chunk`, one query for its records straight from the
@@ -46,7 +59,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Row, func, make_url, select
 from sqlalchemy.orm import Session
 
-from hub.audit import merkle
+from hub.audit import copies, merkle
 from hub.audit.checkpoint import Checkpoint
 from hub.audit.models import AuditCheckpointRow, AuditRecordRow, AuditTreeNodeRow
 from hub.audit.records import (
@@ -73,7 +86,7 @@ _COLUMNS = (_R.seq, _R.leaf_index, _R.body, _R.leaf_hash, _R.recorded_at, _R.act
             _R.patient_ref, _R.agent, _R.subtype, _R.event_id)
 _SIGNED = (_R.signature, _R.key_id, _R.prev_hash, _R.hash)
 _WALKED = ("seq, leaf_index, {body}, leaf_hash, recorded_at, action, patient_ref, agent, "
-           "subtype, event_id")  # the order of _check_chunk's loop variables
+           "subtype, event_id, key_id")  # the order of _check_chunk's loop variables
 _SQLITE_BODY = "CAST(body AS BLOB)"
 """The body as the bytes SQLite holds, also when an edit in SQL left TEXT that is not UTF-8
 (the driver would fail to decode it): hub.db.types.ExactBytes, at the driver."""
@@ -184,12 +197,13 @@ def _levels(digests: list[bytes]) -> list[list[bytes]]:
     return levels
 
 
-def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence[int]
-                 ) -> _Chunk:
+def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence[int],
+                 key_ids: frozenset[str]) -> _Chunk:
     """Check the sealed records at leaves [start, end) of the chunk [start, start + length)
     (length a power of two, start a multiple of it; end short of it at the tree's tail)
-    with a DBAPI cursor: positions, hashes, columns, the stored nodes within, and for each
-    checkpoint size in `sizes` the hash of its frontier's part inside the chunk."""
+    with a DBAPI cursor: positions, hashes, columns, that each record's key_id names one of
+    `key_ids`, the stored nodes within, and for each checkpoint size in `sizes` the hash of
+    its frontier's part inside the chunk."""
     column = _SQLITE_BODY if isinstance(cursor, sqlite3.Cursor) else "body"
     cursor.execute(f"SELECT {_WALKED.format(body=column)} FROM audit_records "
                    f"WHERE leaf_index >= {int(start)} AND leaf_index < {int(end)} "
@@ -206,7 +220,7 @@ def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence
     extension, recorded_key, action_key = _ONCE
     expected = start
     for seq, leaf_index, body, leaf_hash, recorded_at, action, patient_ref, agent, subtype, \
-            event_id in rows:
+            event_id, key_id in rows:
         if leaf_index != expected:
             leaf_problem = (_gap_reason(expected, seq, leaf_index), None, expected)
             break
@@ -216,6 +230,10 @@ def _check_chunk(cursor: Any, start: int, length: int, end: int, sizes: Sequence
         if digest.hex() != leaf_hash:
             leaf_problem = (f"record {seq} was edited: its content does not match its hash",
                             seq, expected)
+            break
+        if key_id not in key_ids:  # as record_signature_problem says it
+            leaf_problem = (f"record {seq} is signed by an unknown key ({key_id})", seq,
+                            expected)
             break
         index = indexes.get((patient_ref, agent, subtype))
         if index is None:
@@ -295,8 +313,62 @@ def _compare_levels(cursor: Any, start: int, levels: list[list[bytes]], seqs: li
         return None
     last, level, index = min(bad)
     node_start = index << level
-    what = "is missing" if _stored_node(cursor, level, index) is None else "does not match them"
-    return (last, _node_reason(node_start, last, what), seqs[node_start - start], node_start)
+    node = _stored_node(cursor, level, index)
+    if node is None:
+        return (last, _node_reason(node_start, last, "is missing"), seqs[node_start - start],
+                node_start)
+    return (last, *_mismatch(cursor, start, levels, seqs, level, index, node))
+
+
+def _mismatch(cursor: Any, start: int, levels: list[list[bytes]], seqs: list[int], level: int,
+              index: int, stored: bytes) -> tuple[str, int | None, int]:
+    """What a stored node that differs from the one rebuilt from its records says, as
+    (reason, seq, position); the lowest such node of its stretch (`_compare_levels`), so
+    the stored nodes below it equal the rebuilt ones.
+
+    Over two leaves the node tells which of them is not the record sealed there: the stored
+    node is H(left, x) or H(x, right) for the leaf hash x of a record of this chunk, sealed
+    there and now at another leaf (it moved, and the record at the leaf moved in). A node
+    higher up whose children the records give, or one whose parent the records give, was
+    edited itself: no record is broken. Else it says what it found."""
+    first, last = index << level, ((index + 1) << level) - 1
+    digests = levels[0]
+    parent = _stored_node(cursor, level + 1, index >> 1) if level + 1 < len(levels) else None
+    if parent is not None and index >> 1 < len(levels[level + 1]) \
+            and levels[level + 1][index >> 1] == parent:
+        return (f"the stored tree node over leaves {first} to {last} was edited: the records "
+                f"under it give the stored node above it (leaves {(index >> 1) << (level + 1)} "
+                f"to {(((index >> 1) + 1) << (level + 1)) - 1})", None, first)
+    if level > 1:
+        return (f"the stored tree node over leaves {first} to {last} was edited: the records "
+                "under it give the stored nodes below it", None, first)
+    left, right = first - start, last - start
+    if sha256(b"\x01" + digests[right] + digests[left]).digest() == stored:  # the two swapped
+        return (_moved_reason(seqs[left], first, seqs[right], last), seqs[left], first)
+    for offset in range(len(digests)):
+        if offset in (left, right):
+            continue
+        if sha256(b"\x01" + digests[left] + digests[offset]).digest() == stored:
+            return (_moved_reason(seqs[right], last, seqs[offset], start + offset),
+                    seqs[right], last)
+        if sha256(b"\x01" + digests[offset] + digests[right]).digest() == stored:
+            return (_moved_reason(seqs[left], first, seqs[offset], start + offset),
+                    seqs[left], first)
+    return (_undecided(first, last, seqs[left], seqs[right]), seqs[left], first)
+
+
+_UNDECIDED = "are not both the ones sealed there"
+
+
+def _undecided(first: int, last: int, left: int, right: int) -> str:
+    return (f"the records at leaves {first} and {last} (records {left} and {right}) "
+            f"{_UNDECIDED}, or the stored node over them was edited: records were reordered "
+            "or moved")
+
+
+def _moved_reason(seq: int, leaf: int, sealed_seq: int, now: int) -> str:
+    return (f"record {seq} is at leaf {leaf}, where record {sealed_seq} was sealed (now at "
+            f"leaf {now}): records were reordered or moved")
 
 
 def _stored_node(cursor: Any, level: int, index: int) -> bytes | None:
@@ -317,8 +389,9 @@ class _Walk:
 
     def __init__(self, source: SessionSource, keys: Mapping[str, Ed25519PublicKey],
                  roots: Mapping[int, str], progress: Progress | None, total: int,
-                 jobs: int = 1, url: str | None = None) -> None:
+                 jobs: int = 1, url: str | None = None, signatures: bool = False) -> None:
         self.source, self.keys, self.roots = source, keys, roots
+        self.signatures = signatures
         self.size = max(roots, default=0)  # the walk stops at the largest checkpoint
         self.progress, self.total = progress, total
         self.jobs, self.url = jobs, url
@@ -326,13 +399,14 @@ class _Walk:
         self.checked = 0
         self.last_checkpoint = 0  # the size of the last checkpoint the walk has matched
 
-    def _spans(self) -> list[tuple[int, int, int, list[int]]]:
-        chunk, sizes = 1 << CHUNK_LEVEL, sorted(self.roots)
+    def _spans(self) -> list[tuple[int, int, int, list[int], frozenset[str]]]:
+        chunk, sizes, key_ids = 1 << CHUNK_LEVEL, sorted(self.roots), frozenset(self.keys)
         return [(start, chunk, min(start + chunk, self.size),
-                 [n for n in sizes if start < n <= start + chunk])
+                 [n for n in sizes if start < n <= start + chunk], key_ids)
                 for start in range(0, self.size, chunk)]
 
-    def _results(self, spans: list[tuple[int, int, int, list[int]]]) -> Iterator[_Chunk]:
+    def _results(self, spans: list[tuple[int, int, int, list[int], frozenset[str]]]
+                 ) -> Iterator[_Chunk]:
         url = self.url
         if (self.jobs > 1 and url is not None and _shareable(url) and len(spans) > 1
                 and self.size > PROCESSES_ABOVE):
@@ -343,13 +417,13 @@ class _Walk:
                 finally:
                     pool.shutdown(cancel_futures=True)
             return
-        for start, length, end, sizes in spans:
+        for start, length, end, sizes, key_ids in spans:
             with _open(self.source) as s:
                 # At the driver: SQLAlchemy's rows and type processing would cost more than
                 # all the checks (raw SQLite text for recorded_at: see instant_text).
                 cursor = s.connection().connection.cursor()
                 try:
-                    yield _check_chunk(cursor, start, length, end, sizes)
+                    yield _check_chunk(cursor, start, length, end, sizes, key_ids)
                 finally:
                     cursor.close()
 
@@ -372,11 +446,21 @@ class _Walk:
         start, walked = chunk.start, chunk.walked
         end = min(start + (1 << CHUNK_LEVEL), self.size)
         node = chunk.node_problem
+        if self.signatures:  # the records found whole, before anything broken in the chunk
+            try:
+                self._signatures(start, node[3] if node is not None else start + walked)
+            except _BrokenError as broken:
+                self.checked = int(broken.position or start)  # those before it are intact
+                raise
         for size in sorted(chunk.partial_roots):
             if node is not None and node[0] < size:
                 break
             self._check_root(size, self.high.root_over(chunk.partial_roots[size]))
         if node is not None:
+            if node[2] is not None and node[0] == node[3] + 1:  # over two records: one of
+                self._signatures(node[3], node[0] + 1)  # them edited and rehashed?
+            if _UNDECIDED in node[1]:  # what was sealed there may be in another chunk
+                self._moved_far(node[3], node[0])
             raise _BrokenError(*node[1:])
         self.checked = start + walked
         if chunk.leaf_problem is not None:
@@ -408,14 +492,17 @@ class _Walk:
                 for level, index, digest in made:  # lowest first: the first ends first
                     stored = _stored_node(cursor, level, index)
                     if stored != digest:
-                        first = index << level
+                        first, last = index << level, ((index + 1) << level) - 1
+                        if stored is not None:  # its children, checked before, hold
+                            raise _BrokenError(
+                                f"the stored tree node over leaves {first} to {last} was "
+                                "edited: the records under it give the stored nodes below "
+                                "it", None, first)
                         cursor.execute("SELECT seq FROM audit_records WHERE leaf_index = "
                                        f"{int(first)}")
                         row = cursor.fetchone()
-                        what = "is missing" if stored is None else "does not match them"
-                        raise _BrokenError(
-                            _node_reason(first, ((index + 1) << level) - 1, what),
-                            None if row is None else int(row[0]), first)
+                        raise _BrokenError(_node_reason(first, last, "is missing"),
+                                           None if row is None else int(row[0]), first)
             finally:
                 cursor.close()
 
@@ -431,9 +518,9 @@ class _Walk:
             raise _BrokenError(_gap_reason(expected, row.seq, int(row.leaf_index or 0)),
                                None, expected)
 
-    def _localise(self, start: int, end: int) -> None:
-        """The records of leaves [start, end) do not give their checkpoint's root: name the
-        first whose signature fails, else say what is left."""
+    def _signatures(self, start: int, end: int) -> list[AnyRow]:
+        """Raise for the first record of leaves [start, end) whose writer's signature fails
+        (a record edited and rehashed); the records, when none does."""
         with _open(self.source) as s:
             rows = s.execute(select(_R.seq, _R.leaf_index, _R.body, _R.leaf_hash, *_SIGNED)
                              .where(_R.leaf_index >= start, _R.leaf_index < end)
@@ -442,6 +529,48 @@ class _Walk:
             problem = record_signature_problem(row, self.keys)
             if problem is not None:
                 raise _BrokenError(problem, row.seq, row.leaf_index)
+        return list(rows)
+
+    def _moved_far(self, first: int, last: int) -> None:
+        """The two records at leaves `first` and `last` do not give their stored node, and no
+        record of their chunk fits in either's place (a chunk ends above them): raise saying
+        that the node was edited if they give the stored node above it, else look through
+        every sealed leaf for the one sealed there (`_mismatch`) and raise naming the record
+        that moved in."""
+        index = first >> 1
+        with _open(self.source) as s:
+            stored = s.scalar(select(_N.hash).where(_N.level == 1, _N.idx == index))
+            sibling = s.scalar(select(_N.hash).where(_N.level == 1, _N.idx == index ^ 1))
+            parent = s.scalar(select(_N.hash).where(_N.level == 2, _N.idx == index >> 1))
+            at = {int(r.leaf_index): r for r in s.execute(
+                select(_R.seq, _R.leaf_index, _R.leaf_hash)
+                .where(_R.leaf_index.in_((first, last))))}
+            if stored is None or first not in at or last not in at:
+                return
+            stored = bytes(stored)
+            left, right = bytes.fromhex(at[first].leaf_hash), bytes.fromhex(at[last].leaf_hash)
+            made = sha256(b"\x01" + left + right).digest()
+            if sibling is not None and parent is not None and bytes(parent) == sha256(
+                    b"\x01" + (bytes(sibling) + made if index & 1 else made + bytes(sibling))
+            ).digest():
+                raise _BrokenError(f"the stored tree node over leaves {first} to {last} was "
+                                   "edited: the records under it give the stored node above it",
+                                   None, first)
+            for row in s.execute(select(_R.seq, _R.leaf_index, _R.leaf_hash)
+                                 .where(_R.leaf_index.is_not(None))
+                                 .execution_options(yield_per=BATCH_SIZE)):
+                leaf = bytes.fromhex(row.leaf_hash)
+                if sha256(b"\x01" + left + leaf).digest() == stored:
+                    raise _BrokenError(_moved_reason(at[last].seq, last, row.seq,
+                                                     row.leaf_index), at[last].seq, last)
+                if sha256(b"\x01" + leaf + right).digest() == stored:
+                    raise _BrokenError(_moved_reason(at[first].seq, first, row.seq,
+                                                     row.leaf_index), at[first].seq, first)
+
+    def _localise(self, start: int, end: int) -> None:
+        """The records of leaves [start, end) do not give their checkpoint's root: name the
+        first whose signature fails, else say what is left."""
+        rows = self._signatures(start, end)
         raise _BrokenError(f"the records at leaves {start} to {end - 1} do not give checkpoint "
                       f"{end}'s root: records were inserted, deleted, reordered or moved "
                       "among them", rows[0].seq if rows else None, start)
@@ -465,12 +594,13 @@ def _worker_open(url: str) -> None:
     _WORKER["connection"] = create_engine(url, poolclass=NullPool).raw_connection()
 
 
-def _worker_chunk(start: int, length: int, end: int, sizes: list[int]) -> _Chunk:
+def _worker_chunk(start: int, length: int, end: int, sizes: list[int],
+                  key_ids: frozenset[str]) -> _Chunk:
     """`_check_chunk` in a worker process."""
     connection = _WORKER["connection"]
     cursor = connection.cursor()
     try:
-        return _check_chunk(cursor, start, length, end, sizes)
+        return _check_chunk(cursor, start, length, end, sizes, key_ids)
     finally:
         cursor.close()
         connection.rollback()  # each chunk in a short read transaction of its own
@@ -498,8 +628,10 @@ def _checkpoints(source: SessionSource, keys: Mapping[str, Ed25519PublicKey],
     return roots
 
 
-def _unsealed(source: SessionSource, keys: Mapping[str, Ed25519PublicKey]) -> int:
-    """Check the records not sealed yet; their number. Raises _BrokenError."""
+def _unsealed(source: SessionSource, keys: Mapping[str, Ed25519PublicKey],
+              repeats: Mapping[int, str]) -> int:
+    """Check the records not sealed yet; their number. `repeats`: why each unsealed copy
+    of another record (by seq) is one. Raises _BrokenError."""
     n, last = 0, None
     while True:
         with _open(source) as s:
@@ -513,10 +645,47 @@ def _unsealed(source: SessionSource, keys: Mapping[str, Ed25519PublicKey]) -> in
             problem = record_signature_problem(row, keys) or columns_disagree(
                 row.seq, bytes(row.body), row.recorded_at, row.action, row.patient_ref,
                 row.agent, row.subtype, _event_id(row.event_id, bytes(row.body)))
+            problem = problem or repeats.get(row.seq)
             if problem is not None:
                 raise _BrokenError(f"{problem} (not sealed yet)", row.seq)
             n += 1
         last = rows[-1].seq
+
+
+@dataclass(frozen=True)
+class _Copies:
+    """The records that repeat another's AuditEvent (copies.py): the first sealed one by
+    tree position, and why each unsealed one is a copy, by seq."""
+
+    first_sealed: _BrokenError | None
+    unsealed: dict[int, str]
+
+    def before(self, broken: _BrokenError) -> _BrokenError:
+        """The first of `broken` and the first sealed copy, in tree order (a problem with
+        no position, in a checkpoint, comes first; at one position the record's own)."""
+        copy = self.first_sealed
+        if (copy is not None and copy.position is not None and broken.position is not None
+                and copy.position < broken.position):
+            return copy
+        return broken
+
+
+def _copies(source: SessionSource) -> _Copies:
+    """Look for records that repeat another record's AuditEvent (inserted copies, which
+    pass every check of their own: copies.py)."""
+    with _open(source) as s:
+        found = copies.repeated(s.connection())
+    first: _BrokenError | None = None
+    unsealed: dict[int, str] = {}
+    for event_id, held in found.items():
+        original = held[0]
+        for copy in held[1:]:
+            reason = copies.copy_reason(copy, original, event_id)
+            if copy.unsealed:
+                unsealed[copy.seq] = reason
+            elif first is None or first.position is None or copy.leaf_index < first.position:
+                first = _BrokenError(reason, copy.seq, copy.leaf_index)
+    return _Copies(first, unsealed)
 
 
 def verify(
@@ -527,6 +696,7 @@ def verify(
     progress: Progress | None = None,
     jobs: int = 1,
     url: str | None = None,
+    signatures: bool = False,
 ) -> VerifyResult:
     """Check the whole trail (see the module docstring) with `public_keys` (key_id -> key).
 
@@ -536,20 +706,27 @@ def verify(
     database's `url`, a tree of more than PROCESSES_ABOVE leaves is checked chunk by chunk in
     that many worker processes, each reading committed data on its own connection (so not with a
     session whose changes are uncommitted). `progress(checked, total)` is called after each
-    chunk."""
+    chunk. Each sealed record's key_id must name one of `public_keys`; with `signatures`
+    its writer's Ed25519 signature is checked too, as `check_record` (the disclosure log)
+    checks a record (see the module docstring for what that costs)."""
     sealed = unsealed = size = 0
     try:
         roots = _checkpoints(source, public_keys, witnessed)
         size = max(roots, default=0)
         with _open(source) as s:
             total = int(s.scalar(select(func.count()).select_from(_R)) or 0)
-        walk = _Walk(source, public_keys, roots, progress, total, jobs, url)
+        repeats = _copies(source)
+        walk = _Walk(source, public_keys, roots, progress, total, jobs, url, signatures)
         try:
             walked = walk.run()
-        except _BrokenError:
-            sealed = walk.checked
-            raise
+        except _BrokenError as broken:
+            first = repeats.before(broken)
+            sealed = walk.checked if first is broken else int(first.position or 0)
+            raise first from None
         sealed = walked
+        if repeats.first_sealed is not None and (repeats.first_sealed.position or 0) < walked:
+            sealed = int(repeats.first_sealed.position or 0)
+            raise repeats.first_sealed
         with _open(source) as s:  # one statement: what is sealed and signed at one moment
             top_leaf, top_checkpoint = s.execute(select(
                 select(func.max(_R.leaf_index)).scalar_subquery(),
@@ -569,7 +746,7 @@ def verify(
             raise _BrokenError(f"{missing} missing: the tree ends at leaf {walked - 1} but "
                                f"checkpoint {size} covers {size} records (truncated tail)",
                                None, walked)
-        unsealed = _unsealed(source, public_keys)
+        unsealed = _unsealed(source, public_keys, repeats.unsealed)
     except _BrokenError as broken:
         return VerifyResult(False, sealed, broken.seq, broken.reason, broken.position, sealed,
                             0, size)

@@ -97,6 +97,33 @@ def test_seal_prove_export_and_consistency(database: Database, key_path: Path,
     assert CliRunner().invoke(audit_app, ["consistency", "6"]).exit_code == 1  # no such one
 
 
+def test_prove_refuses_a_record_whose_body_was_edited(database: Database,
+                                                      key_path: Path) -> None:
+    """A proof is of the stored leaf hash: for a record edited since (its body, or its
+    writer's signature), prove says so and exits 1 instead of handing out a proof of what
+    the record no longer says; a genuine record proves (the control)."""
+    fill(database, Signer.from_file(key_path), 5)
+    assert CliRunner().invoke(audit_app, ["seal", "--once"]).exit_code == 0
+    genuine = CliRunner().invoke(audit_app, ["prove", "3"])
+    assert genuine.exit_code == 0, genuine.output
+    assert json.loads(genuine.stdout)["record"] == 3
+    with database.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_records SET body = :b WHERE seq = 3"), {"b": bytes(
+            conn.execute(text("SELECT body FROM audit_records WHERE seq = 3")).scalar_one()
+        ).replace(b"Patient/3", b"Patient/4")})
+        conn.execute(text("UPDATE audit_records SET signature = (SELECT signature FROM "
+                          "audit_records WHERE seq = 5) WHERE seq = 4"))
+    edited = CliRunner().invoke(audit_app, ["prove", "3"])
+    assert edited.exit_code == 1
+    assert edited.stdout == ""
+    assert "record 3 was edited: its content does not match its hash" in edited.stderr
+    assert "no proof is given" in edited.stderr
+    resigned = CliRunner().invoke(audit_app, ["prove", "4"])
+    assert resigned.exit_code == 1
+    assert "record 4 has a bad signature" in resigned.stderr
+    assert CliRunner().invoke(audit_app, ["prove", "2"]).exit_code == 0
+
+
 def test_verify_with_an_earlier_key_given_as_public_key(
     database: Database, key_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

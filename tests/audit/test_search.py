@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from hub.audit import queries as audit_queries
 from hub.db.engine import Database
@@ -96,6 +97,19 @@ def test_bodies_are_the_signed_events_and_read_by_id(auditor: TestClient, databa
                        ).status_code == 404
 
 
+def point_event_id(database: Database, seq: int, event_id: str) -> None:
+    """Edit record `seq`'s event_id column to `event_id`, another record's: the database
+    refuses it (unique, migration 0015), so the unique index is dropped first, as someone
+    with database access could."""
+    edit = text("UPDATE audit_records SET event_id = :e WHERE seq = :s")
+    with pytest.raises(IntegrityError), database.engine.begin() as conn:
+        conn.execute(edit, {"e": event_id, "s": seq})
+    with database.engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_audit_records_event"))
+        conn.execute(text("CREATE INDEX ix_audit_records_event ON audit_records (event_id)"))
+        conn.execute(edit, {"e": event_id, "s": seq})
+
+
 def test_read_by_id_finds_the_record_by_its_body_not_by_an_edited_column(
         auditor: TestClient, database: Database, story: dict[str, str]) -> None:
     """GET /fhir/AuditEvent/{id} finds the record through the event_id column, and the body
@@ -107,9 +121,7 @@ def test_read_by_id_finds_the_record_by_its_body_not_by_an_edited_column(
         one = auditor.get(f"/fhir/AuditEvent/{event['id']}")
         assert (one.status_code, one.json()) == (200, event)
     seq = next(r.seq for r in since(database, 0) if r.event["id"] == first["id"])
-    with database.engine.begin() as conn:
-        conn.execute(text("UPDATE audit_records SET event_id = :e WHERE seq = :s"),
-                     {"e": second["id"], "s": seq})
+    point_event_id(database, seq, second["id"])
     one = auditor.get(f"/fhir/AuditEvent/{second['id']}")
     assert (one.status_code, one.json()) == (200, second)
     assert auditor.get(f"/fhir/AuditEvent/{first['id']}").status_code == 404
@@ -310,9 +322,7 @@ def test_search_by_id_goes_by_the_body_and_combines_with_the_rest(
     assert "_id" in r.json()["issue"][0]["diagnostics"]
     # an event_id edited in SQL to another record's id: that id still finds only its record
     seq = next(r.seq for r in since(database, 0) if r.event["id"] == first["id"])
-    with database.engine.begin() as conn:
-        conn.execute(text("UPDATE audit_records SET event_id = :e WHERE seq = :s"),
-                     {"e": second["id"], "s": seq})
+    point_event_id(database, seq, second["id"])
     assert by(("_id", second["id"])) == [second]
     assert by(("_id", first["id"])) == []  # hidden by its edited column, as from a read
     # found through the column (second) and its body's id (first) is asked for too

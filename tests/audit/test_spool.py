@@ -371,3 +371,51 @@ def test_a_spool_record_that_fails_its_checks_goes_in_unsealed_and_stops_the_sea
     finally:
         owner.close()
         sealer.close()
+
+
+def test_a_copy_put_into_the_spool_is_moved_in_unsealed_and_stops_the_seal(
+        database: Database, tmp_path: Path) -> None:
+    """A byte copy of a trail record put into a spool file passes the checks of its own (its
+    signature covers its body only): the move takes it in without its event_id (unique)
+    instead of failing on it, unsealed, and the sealer stops there, naming it, as verify
+    does; the spool's own records before it are sealed (the control)."""
+    if database.dialect != "sqlite":
+        pytest.skip("the spool is SQLite's")
+    signer = Signer.from_file(tmp_path / "key.pem")
+    owner, sealer = ReadAudit(database), ReadAudit(database)
+    event = {"resourceType": "AuditEvent", "action": "R"}
+    try:
+        with database.session(write=True) as s:
+            append_all(s, signer, [Entry(event, "Patient/p", "Client/write", "R", "read")])
+        assert seal_once(database, signer) == SealReport(1, 1)
+        for r in range(2):
+            owner.append(signer, [Entry(event, "Patient/p", f"Client/read-{r}", "R", "read")])
+        assert owner.path is not None
+        with database.engine.connect() as main:
+            original = main.execute(text(
+                "SELECT recorded_at, patient_ref, agent, action, subtype, body, leaf_hash, "
+                "signature, key_id FROM audit_records WHERE seq = 1")).one()
+        with sqlite3.connect(owner.path) as conn:
+            conn.execute("INSERT INTO audit_spool (recorded_at, patient_ref, agent, action, "
+                         "subtype, body, leaf_hash, signature, key_id) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", tuple(original))
+            copied = conn.execute("SELECT max(id) FROM audit_spool").fetchone()[0]
+        keys = {signer.key_id: signer.public_key}
+        assert sealer.check(keys).problem == (
+            f"spool record {copied} is a copy of record 1 (the same AuditEvent, "
+            f"{_read_records(database)[0][2]}): inserted into the spool")
+        report = seal_once(database, signer, reads=sealer)
+        assert report is not None
+        assert (report.sealed, report.tree_size, report.moved) == (2, 3, 3)
+        assert report.blocked is not None
+        assert report.blocked.startswith(f"spool record {copied} is a copy of record 1")
+        with database.session(write=False) as s:
+            moved = s.execute(select(AuditRecordRow.seq, AuditRecordRow.event_id)
+                              .where(AuditRecordRow.leaf_index.is_(None))).one()
+        assert moved.event_id is None
+        result = check(database, signer)
+        assert (result.ok, result.first_broken_seq) == (False, moved.seq)
+        assert result.reason.startswith(f"record {moved.seq} is a copy of record 1")
+    finally:
+        owner.close()
+        sealer.close()

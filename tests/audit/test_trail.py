@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Connection, text
 from sqlalchemy.event import listen as event_listen
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from hub.audit import merkle
+from hub.audit import copies, merkle
 from hub.audit import queries as audit_queries
 from hub.audit import verify as verify_module
 from hub.audit.checkpoint import Checkpoint
+from hub.audit.models import AuditRecordRow
 from hub.audit.queries import AuditQuery, search
 from hub.audit.records import (
     INDEX_EXTENSION,
@@ -49,7 +51,7 @@ from hub.audit.tree import (
     inclusion_proof,
     latest_checkpoint,
 )
-from hub.audit.verify import VerifyResult, verify
+from hub.audit.verify import VerifyResult, check_record, verify
 from hub.db.direct import PIPELINE_FROM
 from hub.db.engine import Database
 from tests.plans import sqlite_plan, statements_of
@@ -473,7 +475,7 @@ def test_edited_body_with_its_leaf_hash_recomputed_fails_the_stored_tree(
                                                                   b'"outcome":"8"'), rehash=True))
     result = check(sealed, signer)
     assert (result.ok, result.first_broken_seq, result.position) == (False, 5, 4)
-    assert "stored tree node over leaves 4 to 5 does not match" in result.reason
+    assert result.reason.startswith("record 5 has a bad signature")  # its node told where
 
 
 def test_edited_body_with_the_whole_tree_recomputed_fails_the_checkpoint_and_signature(
@@ -529,18 +531,62 @@ def test_edited_search_column(sealed: Database, signer: Signer, column: str,
     assert result.reason == f"record 3 was edited: its {column} differs from its body"
 
 
+def disclosure_log_check(database: Database, seq: int, *keys: Signer) -> str | None:
+    """What the disclosure log's check of one record (check_record) says of it."""
+    with database.session(write=False) as s:
+        row = s.get(AuditRecordRow, seq)
+        assert row is not None
+        return check_record(row, {k.key_id: k.public_key for k in keys})
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    ("key_id = 'deadbeef'", "record 3 is signed by an unknown key (deadbeef)"),
+    ("signature = (SELECT signature FROM audit_records WHERE seq = 4)",
+     "record 3 has a bad signature"),
+    ("key_id = :other", "record 3 has a bad signature"),
+], ids=["unknown key", "another record's signature", "another trusted key"])
+def test_edited_signature_columns_of_a_sealed_record(
+    sealed: Database, signer: Signer, attacker: Signer, edit: str, reason: str
+) -> None:
+    """A sealed record's writer's signature, edited or pointed at another key, is caught as
+    the disclosure log catches it, with the one check it uses (record_signature_problem):
+    an unknown key_id by every verify (a lookup), a signature that does not hold by
+    `verify --signatures` (one Ed25519 check a record, so not the default); the untouched
+    trail verifies both ways (the control)."""
+    assert check(sealed, signer, attacker).ok
+    assert verify(lambda: sealed.session(write=False), {signer.key_id: signer.public_key},
+                  signatures=True).ok
+    tamper(sealed, lambda c: c.execute(text(f"UPDATE audit_records SET {edit} WHERE seq = 3"),
+                                       {"other": attacker.key_id}))
+    full = verify(lambda: sealed.session(write=False),
+                  {k.key_id: k.public_key for k in (signer, attacker)}, signatures=True)
+    assert (full.ok, full.first_broken_seq, full.position, full.count) == (False, 3, 2, 2)
+    assert full.reason.startswith(reason)
+    assert full.reason == disclosure_log_check(sealed, 3, signer, attacker)  # one check
+    quick = check(sealed, signer, attacker)
+    if "unknown key" in reason:
+        assert (quick.ok, quick.first_broken_seq, quick.reason) == (False, 3, full.reason)
+    else:  # the writer's signature of a sealed record is read only with --signatures
+        assert quick.ok
+
+
 @pytest.mark.parametrize("sealed_too", [True, False])
 def test_edited_event_id_column(database: Database, signer: Signer, sealed_too: bool) -> None:
     """The event_id column (what GET /fhir/AuditEvent/{id} finds a record by) repeats the
-    body's id like the search columns do: pointed at another record's id, sealed or not, it
-    is caught; the untouched trail verifies (the control)."""
+    body's id like the search columns do: pointed at another record's id the database
+    refuses it (the column is unique), and pointed at an id no record holds, sealed or not,
+    it is caught; the untouched trail verifies (the control)."""
     fill(database, signer, 5)
     if sealed_too:
         seal(database, signer)
     assert check(database, signer).ok
+    with pytest.raises(IntegrityError):
+        tamper(database, lambda c: c.execute(text(
+            "UPDATE audit_records SET event_id = (SELECT event_id FROM audit_records "
+            "WHERE seq = 4) WHERE seq = 3")))
     tamper(database, lambda c: c.execute(text(
-        "UPDATE audit_records SET event_id = (SELECT event_id FROM audit_records "
-        "WHERE seq = 4) WHERE seq = 3")))
+        "UPDATE audit_records SET event_id = :e WHERE seq = 3"),
+        {"e": "0c8f4e2a-0000-4000-8000-000000000000"}))
     result = check(database, signer)
     assert result.first_broken_seq == 3
     assert result.reason.startswith("record 3 was edited: its event_id differs from its body")
@@ -693,6 +739,103 @@ def test_inserted_unsealed_record_is_named_and_never_sealed(
     assert "unknown key" in check(sealed, signer).reason
 
 
+def copy_record(conn: Connection, seq: int, *, event_id: bool = False,
+                leaf_index: int | None = None) -> int:
+    """Insert a byte copy of record `seq` (body, hash, signature, columns) with a new seq,
+    as someone with database access would replay a genuine record; its seq."""
+    new = int(conn.execute(text("SELECT max(seq) + 1 FROM audit_records")).scalar_one())
+    conn.execute(text(
+        "INSERT INTO audit_records (seq, recorded_at, patient_ref, agent, action, subtype, "
+        "body, prev_hash, hash, signature, key_id, leaf_hash, leaf_index, event_id) "
+        f"SELECT :n, recorded_at, patient_ref, agent, action, subtype, body, prev_hash, hash, "
+        f"signature, key_id, leaf_hash, :i, {'event_id' if event_id else 'NULL'} "
+        "FROM audit_records WHERE seq = :s"), {"n": new, "i": leaf_index, "s": seq})
+    return new
+
+
+def test_a_copy_of_a_genuine_record_inserted_is_named_and_never_sealed(
+    sealed: Database, signer: Signer
+) -> None:
+    """A byte copy of a genuine record passes every check of its own (its signature covers
+    its body, not its seq): the database refuses it with its event_id (unique), and one
+    slipped in without it is named by verify as a copy of the record it repeats, and
+    stops the sealer there (a genuine record after it is not sealed either), as any record
+    that fails its checks does; the untouched trail verifies (the control)."""
+    assert check(sealed, signer).ok
+    with pytest.raises(IntegrityError):
+        tamper(sealed, lambda c: copy_record(c, 5, event_id=True))
+    copied: list[int] = []
+    tamper(sealed, lambda c: copied.append(copy_record(c, 5)))
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.count) == (False, copied[0], N)
+    assert result.reason == (f"record {copied[0]} is a copy of record 5 (the same AuditEvent, "
+                             f"{body_event_id(sealed, 5)}, sealed at leaf 4): inserted into "
+                             "the trail (not sealed yet)")
+    fill(sealed, signer, 1, first=50)
+    report = seal(sealed, signer)
+    assert (report.sealed, report.tree_size) == (0, N)
+    assert report.blocked is not None
+    assert report.blocked.startswith(f"record {copied[0]} is a copy of record 5")
+    with sealed.engine.connect() as conn:  # neither the copy nor what follows got a leaf
+        assert conn.execute(text("SELECT count(*) FROM audit_records WHERE leaf_index IS NULL")
+                            ).scalar() == 2
+        assert conn.execute(text("SELECT event_id FROM audit_records WHERE seq = :s"),
+                            {"s": copied[0]}).scalar() is None  # the sealer left it empty
+    assert check(sealed, signer).first_broken_seq == copied[0]
+
+
+def test_two_unsealed_records_of_one_auditevent_are_named_as_such(
+    database: Database, signer: Signer
+) -> None:
+    """Both unsealed: which is the original cannot be told from the records, so verify says
+    what it found; the sealer seals the first and stops at the second."""
+    fill(database, signer, 3)
+    copied: list[int] = []
+    tamper(database, lambda c: copied.append(copy_record(c, 2)))
+    result = check(database, signer)
+    assert (result.ok, result.first_broken_seq) == (False, copied[0])
+    assert result.reason == (f"records 2 and {copied[0]} hold the same AuditEvent "
+                             f"({body_event_id(database, 2)}), which the hub writes once: one "
+                             "of them is a copy inserted into the trail (not sealed yet)")
+    report = seal(database, signer)
+    assert (report.sealed, report.tree_size) == (3, 3)
+    assert report.blocked is not None
+    assert report.blocked.startswith(f"records 2 and {copied[0]} hold the same AuditEvent")
+    assert check(database, signer).reason.startswith(  # now the sealed one is the original
+        f"record {copied[0]} is a copy of record 2 (the same AuditEvent")
+
+
+def test_a_copy_sealed_before_the_event_id_was_unique_is_named_at_its_leaf(
+    sealed: Database, signer: Signer
+) -> None:
+    """A trail sealed by a sealer that did not look for copies (before session 22) holds
+    the copy under a genuinely signed checkpoint: verify names it at its leaf, after the
+    intact records before it."""
+    def seal_a_copy(conn: Connection) -> None:
+        conn.execute(text("DROP INDEX ix_audit_records_event"))
+        copied.append(copy_record(conn, 3, event_id=True, leaf_index=N))
+        rebuild_nodes(conn)
+        cp = Checkpoint.sign(signer, N + 1, merkle.root_of(leaf_hashes(conn)),
+                             datetime.now(UTC))
+        conn.execute(text("INSERT INTO audit_checkpoints (tree_size, root_hash, signed_at, "
+                          "key_id, signature) VALUES (:n, :r, :t, :k, :s)"),
+                     {"n": cp.tree_size, "r": cp.root_hash, "t": cp.signed_at.replace(
+                         tzinfo=None) if sealed.dialect == "sqlite" else cp.signed_at,
+                      "k": cp.key_id, "s": cp.signature})
+
+    copied: list[int] = []
+    tamper(sealed, seal_a_copy)
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.position, result.count) == (
+        False, copied[0], N, N)
+    assert result.reason == (f"record {copied[0]} is a copy of record 3 (the same AuditEvent, "
+                             f"{body_event_id(sealed, 3)}, sealed at leaf 2): inserted into "
+                             "the trail")
+    with sealed.engine.connect() as conn:  # what `hub audit prove` refuses it with
+        assert copies.problem_of(conn, copied[0], N, body_event_id(sealed, 3)) == result.reason
+        assert copies.problem_of(conn, 3, 2, body_event_id(sealed, 3)) is None
+
+
 def test_reordered_records(sealed: Database, signer: Signer) -> None:
     def swap(conn: Connection) -> None:
         conn.execute(text("UPDATE audit_records SET leaf_index = -1 WHERE leaf_index = 2"))
@@ -707,6 +850,51 @@ def test_reordered_records(sealed: Database, signer: Signer) -> None:
     result = check(sealed, signer)
     assert (result.ok, result.position) == (False, 0)
     assert "do not give checkpoint 4's root" in result.reason
+
+
+def move_leaves(conn: Connection, *moves: tuple[int, int]) -> None:
+    """Give the record at each leaf `a` leaf `b` ((a, b) pairs, all at once)."""
+    for a, _ in moves:
+        conn.execute(text("UPDATE audit_records SET leaf_index = :t WHERE leaf_index = :a"),
+                     {"t": -1 - a, "a": a})
+    for a, b in moves:
+        conn.execute(text("UPDATE audit_records SET leaf_index = :b WHERE leaf_index = :t"),
+                     {"b": b, "t": -1 - a})
+
+
+@pytest.mark.parametrize(("moves", "named", "at", "sealed_there", "now"), [
+    # neighbours across two nodes swapped: the first of them in tree order is named
+    (((3, 4), (4, 3)), 5, 3, 4, 4),
+    # record 3 moved to leaf 8 and record 9 to leaf 2: record 9 is named at leaf 2
+    (((2, 8), (8, 2)), 9, 2, 3, 8),
+    # the two records under one node swapped: the first, record 2 now at leaf 0, is named
+    (((1, 0), (0, 1)), 2, 0, 1, 1),
+], ids=["adjacent", "far", "within a node"])
+def test_a_reordered_trail_names_the_record_moved(
+    sealed: Database, signer: Signer, moves: tuple[tuple[int, int], ...], named: int, at: int,
+    sealed_there: int, now: int
+) -> None:
+    """A stored node over two leaves tells which of them holds a record that is not the
+    one sealed there (the node is the hash of the other and the leaf of a record now
+    elsewhere): that record is named, not an intact neighbour under the same node; the
+    untouched trail verifies (the control)."""
+    assert check(sealed, signer).ok
+    tamper(sealed, lambda c: move_leaves(c, *moves))
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.position) == (False, named, at)
+    assert result.reason == (f"record {named} is at leaf {at}, where record {sealed_there} was "
+                             f"sealed (now at leaf {now}): records were reordered or moved")
+
+
+def test_an_edited_node_names_no_record(sealed: Database, signer: Signer) -> None:
+    """A stored node edited while the records under it are as sealed: verify says so and
+    names the leaves, not a record (none is broken)."""
+    tamper(sealed, lambda c: c.execute(text(
+        "UPDATE audit_tree_nodes SET hash = :h WHERE level = 1 AND idx = 3"), {"h": b"x" * 32}))
+    result = check(sealed, signer)
+    assert (result.ok, result.first_broken_seq, result.position) == (False, None, 6)
+    assert result.reason.startswith("the stored tree node over leaves 6 to 7 was edited: the "
+                                    "records under it give the stored node")
 
 
 def test_sealed_records_beyond_the_latest_checkpoint(sealed: Database, signer: Signer) -> None:
@@ -739,7 +927,12 @@ def test_records_of_an_earlier_key_seal_and_verify_with_its_public_key(
     assert check(database, signer, old).ok
     assert seal(database, signer).blocked is not None  # unknown to the sealer
     assert seal_all(database, signer, keys={old.key_id: old.public_key}).sealed == 3
-    assert check(database, signer).ok  # sealed: the checkpoints, signed by the new key, hold
+    # sealed, the records still name the old key: verify needs it, as the disclosure log
+    # does (until session 22 verify passed them without it, and the log called them changed)
+    result = check(database, signer)
+    assert (result.ok, result.first_broken_seq) == (False, 1)
+    assert result.reason == f"record 1 is signed by an unknown key ({old.key_id})"
+    assert check(database, signer, old).ok
 
 
 # --- proofs ----------------------------------------------------------------------------------

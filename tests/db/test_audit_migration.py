@@ -150,3 +150,37 @@ def test_0014_gives_the_records_written_before_it_their_event_ids(
     result = verify(lambda: database.session(write=False), _keys(signer))
     assert (result.ok, result.first_broken_seq) == (False, 2)
     assert "does not match its hash" in result.reason
+
+
+def test_0015_makes_event_ids_unique_on_a_trail_that_holds_a_copy_already(
+    database: Database, signer: Signer
+) -> None:
+    """Migration 0015 makes audit_records.event_id unique. A trail holding a copy inserted
+    before it (possible then) still migrates: the original keeps its event_id and reads by
+    it, the copy's column is emptied (nothing signed changes), and verify names the copy;
+    the records of an untouched trail keep their ids (the control)."""
+    fill(database, signer, 4)
+    seal_all(database, signer)
+    _to(database, "0014")
+    with database.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO audit_records (seq, recorded_at, patient_ref, agent, action, subtype, "
+            "body, signature, key_id, leaf_hash, event_id) SELECT 9, recorded_at, patient_ref, "
+            "agent, action, subtype, body, signature, key_id, leaf_hash, event_id "
+            "FROM audit_records WHERE seq = 2"))
+    upgrade(database.engine)
+    with database.engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT seq, event_id FROM audit_records")).all())
+        original = str(json.loads(bytes(conn.execute(text(
+            "SELECT body FROM audit_records WHERE seq = 2")).scalar_one()))["id"])
+    assert rows[2] == original
+    assert rows[9] is None
+    assert all(rows[seq] is not None for seq in (1, 3, 4))
+    with database.session(write=False) as s:
+        line = audit_queries.read(s, original)
+        assert line is not None
+        assert line.seq == 2
+    result = verify(lambda: database.session(write=False), _keys(signer))
+    assert (result.ok, result.first_broken_seq, result.count) == (False, 9, 4)
+    assert result.reason.startswith("record 9 is a copy of record 2 (the same AuditEvent")
+    assert seal_all(database, signer).blocked is not None  # and it is never sealed
