@@ -401,7 +401,7 @@ async def history(resource_type: str, resource_id: str, request: Request, db: Da
             item["resource"] = v.body
         item["request"] = {"method": v.method, "url": (
             resource_type if v.method == "POST" else v.relative_url)}
-        item["response"] = {"status": "201" if v.method == "POST" else (
+        item["response"] = {"status": "201" if v.method == "POST" or v.version_id == 1 else (
             "204" if v.method == "DELETE" else "200"), "etag": v.etag,
             "lastModified": v.last_modified}
         entries.append(item)

@@ -125,6 +125,8 @@ class New:
     subject: Subject
     resource: dict[str, Any]
     resource_id: str
+    method: str = "POST"
+    """POST, or PUT for an update that creates (its history says what the client sent)."""
 
 
 def _insert_all(session: Session, items: Sequence[New]) -> list[tuple[int, StoredResource]]:
@@ -134,17 +136,17 @@ def _insert_all(session: Session, items: Sequence[New]) -> list[tuple[int, Store
     bodies = [_with_meta(it.resource, it.resource_id, 1, at) for it in items]
     pks = repo.insert_resources(session, [
         repo.NewResource(body["resourceType"], it.resource_id, encode_body(body), at,
-                         isolation.owner_of_new(it.subject))
+                         isolation.owner_of_new(it.subject), it.method)
         for it, body in zip(items, bodies, strict=True)])
     repo.insert_index(session, [(pk, body["resourceType"], extract(body))
                                 for pk, body in zip(pks, bodies, strict=True)])
-    return [(pk, StoredResource(body["resourceType"], body["id"], 1, at, body, "POST"))
-            for pk, body in zip(pks, bodies, strict=True)]
+    return [(pk, StoredResource(body["resourceType"], body["id"], 1, at, body, it.method))
+            for pk, body, it in zip(pks, bodies, items, strict=True)]
 
 
 def _insert(session: Session, subject: Subject, resource: dict[str, Any],
-            rid: str) -> tuple[int, StoredResource]:
-    return _insert_all(session, [New(subject, resource, rid)])[0]
+            rid: str, method: str = "POST") -> tuple[int, StoredResource]:
+    return _insert_all(session, [New(subject, resource, rid, method)])[0]
 
 
 def create_many(session: Session, items: Sequence[New]) -> list[StoredResource]:
@@ -434,7 +436,7 @@ def update(
                     f"{resource_type}/{resource_id} does not exist, so If-Match cannot hold.")
             try:
                 with session.begin_nested():
-                    _, stored = _insert(session, subject, resource, resource_id)
+                    _, stored = _insert(session, subject, resource, resource_id, "PUT")
                 return WriteResult(stored, created=True)
             except IntegrityError:
                 continue  # created concurrently; update it instead
