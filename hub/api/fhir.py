@@ -51,6 +51,7 @@ from hub.fhir.subset import subset
 from hub.fhir.validation import is_known_profile, validate_message, validate_resource
 from hub.store import query as search_mod
 from hub.store import service, transaction
+from hub.store.history import parse_history
 from hub.store.resources import WriteResult
 from hub.workflows import tasks
 
@@ -380,19 +381,21 @@ async def delete(resource_type: str, resource_id: str, request: Request, db: Dat
 @router.get("/{resource_type}/{resource_id}/_history")
 async def history(resource_type: str, resource_id: str, request: Request, db: DatabaseDep,
                   settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
-    """Instance history, newest first."""
+    """Instance history, newest first; `_since`, `_at`, `_count` and paging as
+    hub.store.history takes them (400 for any other parameter)."""
     pairs = list(request.query_params.multi_items())
-    req = search_mod.parse_request(resource_type, pairs, default_count=settings.page_size,
-                                   max_count=settings.max_page_size)
+    req = parse_history(pairs, default_count=settings.page_size,
+                        max_count=settings.max_page_size)
     versions, more = await audited_transaction(request, db, subject, lambda s: service.history(
         s, subject, resource_type=resource_type, resource_id=resource_id, count=req.count,
-        offset=req.offset), interaction="history-instance", resource_type=resource_type,
+        offset=req.offset, since=req.since, at=req.at), interaction="history-instance",
+        resource_type=resource_type,
         touched=lambda _s, found: Touched((f"{resource_type}/{resource_id}",))
         + touched_bodies(v.body for v in found[0]), reads_only=True)
     base = settings.fhir_base
     path = f"{base}/{resource_type}/{resource_id}/_history"
     links = [("self", page_link(path, pairs, req.offset, req.count))]
-    if more:
+    if more and req.count:
         links.append(("next", page_link(path, pairs, req.offset + req.count, req.count)))
     entries = []
     for v in versions:

@@ -50,6 +50,7 @@ from hub.fhir.jsonio import canonical_bytes
 from hub.fhir.structure import is_resource_type
 from hub.fhir.validation import ID_RE, validate_resource
 from hub.store import chains, visibility
+from hub.store import history as history_mod
 from hub.store import query as query_mod
 from hub.store import repository as repo
 from hub.store import search as search_mod
@@ -546,9 +547,13 @@ def vread(session: Session, subject: Subject, *, resource_type: str, resource_id
 
 
 def history(session: Session, subject: Subject, *, resource_type: str, resource_id: str,
-            count: int, offset: int) -> tuple[list[StoredResource], bool]:
-    """The versions of Type/id the subject may see, newest first, and whether more follow.
-    Each version is judged on its own; paging counts only those. NotFoundError when none."""
+            count: int, offset: int, since: datetime | None = None,
+            at: tuple[datetime, datetime] | None = None) -> tuple[list[StoredResource], bool]:
+    """The versions of Type/id the subject may see and `since` and `at` keep (instant
+    history's `_since` and `_at`, hub.store.history),
+    newest first, and whether more follow. Each version is judged on its own; paging counts
+    only those. NotFoundError when the subject may see none at all (a time that keeps none
+    is an empty page)."""
     check_type(subject, resource_type, write=False)
     current = repo.get_current(session, resource_type, resource_id)
     if current is None:
@@ -559,10 +564,15 @@ def history(session: Session, subject: Subject, *, resource_type: str, resource_
                if _version_visible(session, gate, current, r, older=rows[i + 1:i + 2])]
     if not visible:
         raise NotFoundError(f"{resource_type}/{resource_id} is not known here.")
-    page = visible[offset:offset + count]
+    # a version is current until the next one is made, whoever may see that one
+    made = [r.last_updated_at for r in rows]
+    newer = {r.version_id: made[i - 1] if i else None for i, r in enumerate(rows)}
+    kept = [r for r in visible
+            if history_mod.in_time(r.last_updated_at, newer[r.version_id], since=since, at=at)]
+    page = kept[offset:offset + count]
     versions = [StoredResource.from_row(resource_type, resource_id, r.version_id,
                                         r.last_updated_at, r.body, r.method) for r in page]
-    return versions, len(visible) > offset + count
+    return versions, len(kept) > offset + count
 
 
 _MAX_VERSIONS = 10_000  # history reads them all to judge each; no real resource has more
