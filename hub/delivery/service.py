@@ -126,23 +126,13 @@ def pull(session: Session, subject: Subject, settings: Settings, *, since: datet
     becomes `withheld`, an earlier one is no longer handed out; redactions apply. What is
     handed out and still `queued` (or dead-lettered by push) becomes `delivered`.
     Only a client of the receiver itself pulls (the hub may name `receiver_org`)."""
-    org = receiver_org or subject.organization_id
-    if org is None or (subject.kind != "system" and org != subject.organization_id):
-        raise ForbiddenError("A receiver pulls only its own messages "
-                             f"(message.receiver=Organization/{subject.organization_id}).")
-    scopes.require(subject, "Bundle", "read")
+    org = _puller(subject, receiver_org)
     out: list[tuple[DeliveryRow, dict[str, Any]]] = []
     cursor = since
     at = utcnow()
     while len(out) < count:
         want = count - len(out)
-        query = (select(D, M).join(M, M.id == D.message_id)
-                 .where(D.receiver_org == org, D.published_at.is_not(None),
-                        D.status != "withheld")
-                 .order_by(D.published_at).limit(want))
-        if cursor is not None:
-            query = query.where(D.published_at > cursor)
-        batch = session.execute(query).all()
+        batch = _published(session, org, after=cursor, limit=want)
         for row, message in batch:
             assert row.published_at is not None
             cursor = row.published_at
@@ -168,6 +158,51 @@ def pull(session: Session, subject: Subject, settings: Settings, *, since: datet
         if len(batch) < want:
             break
     return out
+
+
+def pull_total(session: Session, subject: Subject, settings: Settings, *,
+               since: datetime | None, receiver_org: str | None = None) -> int:
+    """How many messages `pull` from `since` on would hand out, were it asked for them all
+    now: each delivery decided again as `pull` decides it, those it would withhold not
+    counted (no trace of what is hidden). Changes nothing: a count marks no delivery
+    delivered or withheld. Raises as `pull`."""
+    org = _puller(subject, receiver_org)
+    total, cursor = 0, since
+    while True:
+        batch = _published(session, org, after=cursor, limit=_TOTAL_BATCH)
+        for row, message in batch:
+            cursor = row.published_at
+            bundle = content.message_bundle(session, message)
+            verdict = content.verdict_now(session, settings, message, row, bundle)
+            total += verdict.decision != "deny"
+        if len(batch) < _TOTAL_BATCH:
+            return total
+
+
+_TOTAL_BATCH = 500
+
+
+def _puller(subject: Subject, receiver_org: str | None) -> str:
+    """The organisation whose messages `subject` pulls; ForbiddenError for anyone else's."""
+    org = receiver_org or subject.organization_id
+    if org is None or (subject.kind != "system" and org != subject.organization_id):
+        raise ForbiddenError("A receiver pulls only its own messages "
+                             f"(message.receiver=Organization/{subject.organization_id}).")
+    scopes.require(subject, "Bundle", "read")
+    return org
+
+
+def _published(session: Session, org: str, *, after: datetime | None,
+               limit: int) -> Sequence[Any]:
+    """(delivery, message) rows published to `org` after `after`, not withheld, oldest
+    first, at most `limit`."""
+    query = (select(D, M).join(M, M.id == D.message_id)
+             .where(D.receiver_org == org, D.published_at.is_not(None),
+                    D.status != "withheld")
+             .order_by(D.published_at).limit(limit))
+    if after is not None:
+        query = query.where(D.published_at > after)
+    return session.execute(query).all()
 
 
 # --- dead letters ----------------------------------------------------------------------------

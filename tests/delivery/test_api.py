@@ -176,6 +176,87 @@ def test_pull_decides_again_and_redacts(
     assert delivery(database, redacted.deliveries[TIME]).status == "delivered"
 
 
+def _statuses(database: Database) -> dict[int, tuple[str, str | None]]:
+    return {d.id: (d.status, d.decision) for d in deliveries(database)}
+
+
+@pytest.mark.parametrize("ask", [{"_summary": "count"}, {"_count": "0"},
+                                 {"_count": "0", "_total": "accurate", "_format": "json"}])
+def test_a_count_of_the_pull_hands_out_and_marks_nothing(
+        api: TestClient, auth: Auth, database: Database, fast: Settings,
+        ask: dict[str, str]) -> None:
+    """CONTRACT 2: `_count=0` and `_summary=count` give `total`, no entries, no next link
+    (findings B 7); a count is no delivery."""
+    add_org(database, SENDER)
+    add_org(database, TIME)
+    for n in (1, 2, 3):
+        accept(database, fast, sender=SENDER, receivers=[TIME], patient_id=add_patient(database, n))
+    sweep(database, fast)
+    before = _statuses(database)
+    assert all(status != "delivered" for status, _ in before.values())
+    page = _pull(api, auth(TIME), **{"message.receiver": f"Organization/{TIME}", **ask})
+    assert page["total"] == 3
+    assert page.get("entry", []) == []
+    assert _next(page) is None
+    assert _statuses(database) == before
+    # control: the pull itself still hands them out and marks them delivered
+    page = _pull(api, auth(TIME), **{"message.receiver": f"Organization/{TIME}"})
+    assert len(page["entry"]) == 3
+    assert "total" not in page
+    assert all(d.status == "delivered" for d in deliveries(database))
+
+
+def test_total_accurate_counts_what_the_pull_would_hand_out(
+        api: TestClient, auth: Auth, database: Database, fast: Settings) -> None:
+    add_org(database, SENDER)
+    add_org(database, TIME)
+    p = add_patient(database)
+    cid = add_consent(database, p, TIME)
+    sent = [accept(database, fast, sender=SENDER, receivers=[TIME], patient_id=p,
+                   event="follow-up-contact") for _ in range(3)]
+    sweep(database, fast)
+    me = auth(TIME)
+    page = _pull(api, me, **{"message.receiver": f"Organization/{TIME}", "_count": "2",
+                             "_total": "accurate", "_format": "application/fhir+json",
+                             "_pretty": "true"})
+    assert page["total"] == 3
+    assert _header_ids(page) == [s.header_id for s in sent[:2]]
+    nxt = _next(page)
+    assert nxt is not None
+    assert "_total=accurate" in nxt
+    assert "_format=" in nxt
+    assert [delivery(database, s.deliveries[TIME]).status for s in sent] == [
+        "delivered", "delivered", "queued"]
+    # what the pull would now withhold is not counted, and a count does not withhold it
+    revoke_consent(database, cid, p, TIME)
+    count = _pull(api, me, **{"message.receiver": f"Organization/{TIME}", "_summary": "count"})
+    assert count["total"] == 0
+    assert delivery(database, sent[2].deliveries[TIME]).status == "queued"
+    assert _pull(api, me, nxt)["entry"] == []
+    assert delivery(database, sent[2].deliveries[TIME]).status == "withheld"
+
+
+@pytest.mark.parametrize(("params", "status"), [
+    ({"_summary": "true"}, 400), ({"_total": "some"}, 400), ({"_elements": "id"}, 400),
+    ({"_count": "-1"}, 400), ({"_format": "xml"}, 406)])
+def test_the_pull_refuses_what_it_does_not_take(
+        api: TestClient, auth: Auth, database: Database, fast: Settings,
+        params: dict[str, str], status: int) -> None:
+    add_org(database, SENDER)
+    add_org(database, TIME)
+    accept(database, fast, sender=SENDER, receivers=[TIME], patient_id=add_patient(database))
+    sweep(database, fast)
+    r = api.get(PULL, params={"message.receiver": f"Organization/{TIME}", **params},
+                headers=auth(TIME))
+    assert r.status_code == status, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"
+    assert all(d.status != "delivered" for d in deliveries(database))
+    # control: the pull as asked rightly hands the message out
+    page = _pull(api, auth(TIME), **{"message.receiver": f"Organization/{TIME}",
+                                     "_format": "json", "_summary": "false"})
+    assert len(page["entry"]) == 1
+
+
 def _parts(parameters: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     for p in parameters["parameter"]:
