@@ -131,7 +131,7 @@ def capability_statement(base: str, version: str, *, token_url: str) -> dict[str
             "updateCreate": written,
             "conditionalCreate": written,
             "conditionalUpdate": written,
-            "conditionalDelete": "not-supported",
+            "conditionalDelete": "single" if written else "not-supported",
             "searchParam": [*_COMMON_SEARCH, *params, _HAS],
         }
         if rtype in DIRECTORY_TYPES:

@@ -378,6 +378,25 @@ async def delete(resource_type: str, resource_id: str, request: Request, db: Dat
     return Response(status_code=204, headers=headers)
 
 
+@router.delete("/{resource_type}")
+async def conditional_delete(resource_type: str, request: Request, db: DatabaseDep,
+                             subject: SubjectDep) -> Response:
+    """Conditional delete (`DELETE /fhir/Type?criteria`, single): the one match the caller
+    may see is deleted as DELETE deletes it, none deletes nothing (204 both), several are a
+    412; no criteria a 400."""
+    service.check_type(subject, resource_type, write=True)
+    pairs = [(k, v) for k, v in request.query_params.multi_items() if k not in _NOT_CRITERIA]
+    criteria = urlencode(pairs)
+    rid, stored = await audited_transaction(
+        request, db, subject, lambda s: service.conditional_delete(
+            s, subject, resource_type=resource_type, criteria=criteria),
+        interaction="delete", resource_type=resource_type, query=criteria,
+        touched=lambda s, gone: touched_deleted(s, gone[1], resource_type=resource_type,
+                                                resource_id=gone[0]) if gone[0] else Touched())
+    headers = {"ETag": stored.etag} if stored else {}
+    return Response(status_code=204, headers=headers)
+
+
 @router.get("/{resource_type}/{resource_id}/_history")
 async def history(resource_type: str, resource_id: str, request: Request, db: DatabaseDep,
                   settings: SettingsDep, subject: SubjectDep) -> FhirResponse:

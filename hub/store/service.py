@@ -497,6 +497,32 @@ def delete_resource(
     raise PreconditionFailedError(f"{resource_type}/{resource_id} is changing too fast; retry.")
 
 
+def conditional_delete(session: Session, subject: Subject, *, resource_type: str,
+                       criteria: str) -> tuple[str | None, StoredResource | None]:
+    """Conditional delete in single mode (`DELETE Type?criteria`, R4 http.html#cdelete), by
+    REST or as a transaction or batch entry: the one current match among what `subject` may
+    see is deleted as `delete_resource` deletes it (another organisation's is a 403); none
+    deletes nothing. (The match's id or None, the deletion or None.) Only what the caller
+    may see is matched, so the answer never depends on a record hidden from it. Raises
+    BadRequestError (no or unknown criteria), PreconditionFailedError (several matches),
+    ForbiddenError."""
+    check_type(subject, resource_type, write=True)
+    if not parse_qsl(criteria.lstrip("?"), keep_blank_values=True):
+        raise BadRequestError(f"A conditional delete (DELETE /fhir/{resource_type}?...) needs "
+                              "search criteria; to delete one resource, DELETE "
+                              f"/fhir/{resource_type}/<id>.")
+    matches = visible_matches(session, subject, resource_type=resource_type,
+                              criteria=_normalise_criteria(criteria))
+    if len(matches) > 1:
+        raise PreconditionFailedError(
+            f"The criteria '{criteria[:200]}' match more than one {resource_type}; a "
+            "conditional delete deletes one; be more specific.")
+    if not matches:
+        return None, None
+    return matches[0], delete_resource(session, subject, resource_type=resource_type,
+                                       resource_id=matches[0])
+
+
 def _require_current(session: Session, subject: Subject, resource_type: str,
                      resource_id: str) -> repo.Current:
     current = repo.get_current(session, resource_type, resource_id)

@@ -274,15 +274,15 @@ def _response(status: int, stored: StoredResource | None) -> dict[str, Any]:
 def _run_delete(session: Session, subject: Subject, e: _Entry,
                 touch: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     rtype, rid, query = _split_url(e.url)
-    ids = [rid] if rid else [c.logical_id for c in service.match(
-        session, subject, resource_type=rtype, criteria=query or "", limit=2)]
-    if len(ids) > 1:
-        raise PreconditionFailedError(
-            f"'{e.url}' matches more than one resource; conditional delete takes one.")
-    for one in ids:
+    if rid:
         if touch:
-            touch(f"{rtype}/{one}", e.index)
-        service.delete_resource(session, subject, resource_type=rtype, resource_id=one)
+            touch(f"{rtype}/{rid}", e.index)
+        service.delete_resource(session, subject, resource_type=rtype, resource_id=rid)
+    else:  # as DELETE /fhir/Type?criteria does it
+        rid, _ = service.conditional_delete(session, subject, resource_type=rtype,
+                                            criteria=query or "")
+        if touch and rid:
+            touch(f"{rtype}/{rid}", e.index)
     return _response(204, None)
 
 

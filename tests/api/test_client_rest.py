@@ -110,7 +110,7 @@ def test_unsupported_methods_are_405_with_allow(client: TestClient) -> None:
             ("DELETE", "/fhir", {"POST"}),
             ("POST", "/fhir/.well-known/smart-configuration", {"GET"}),
             ("POST", "/fhir/metadata", {"GET"}),
-            ("DELETE", "/fhir/Patient", {"GET", "POST", "PUT"}),
+            ("DELETE", f"/fhir/Patient/{pid}/_history", {"GET"}),
             ("POST", f"/fhir/Patient/{pid}/_history", {"GET"})):
         r = client.request(method, url, json={"resourceType": "Patient"})
         assert r.status_code == 405, (method, url, r.text)
