@@ -15,13 +15,18 @@ from sqlalchemy.orm import Session
 
 from hub.api import fhir
 from hub.api.deps import DatabaseDep, SettingsDep, SubjectDep, audited_transaction, read_body
-from hub.api.responses import FhirResponse, bundle
+from hub.api.responses import FhirResponse, bundle, resource_response
 from hub.audit.recorder import Touched, touched_bodies
+from hub.auth.subject import Subject
+from hub.config import Settings
 from hub.delivery import service
-from hub.errors import BadRequestError, ForbiddenError
+from hub.errors import BadRequestError, ForbiddenError, NotFoundError
 from hub.messaging.models import DeliveryRow
+from hub.store import service as store
 from hub.store.dates import format_instant, parse_range
+from hub.store.history import in_time, parse_history
 from hub.store.query import whole_number
+from hub.store.resources import StoredResource
 
 router = APIRouter(prefix="/fhir")
 
@@ -158,6 +163,84 @@ async def bundles(request: Request, db: DatabaseDep, settings: SettingsDep,
         for _, b in found]
     return FhirResponse(bundle("searchset", entries, links,
                                total=total if wants_total else None))
+
+
+def _delivered(s: Session, subject: Subject, settings: Settings, bundle_id: str,
+               version_id: str | None = None) -> StoredResource:
+    """Bundle/`bundle_id` (at `version_id`) as the store gives it to `subject`, else as the
+    pull handed it to `subject`'s organisation (its fullUrl names it; version 1 only)."""
+    try:
+        if version_id is None:
+            return store.read(s, subject, resource_type="Bundle", resource_id=bundle_id)
+        return store.vread(s, subject, resource_type="Bundle", resource_id=bundle_id,
+                           version_id=version_id)
+    except NotFoundError:
+        if version_id not in (None, "1"):
+            raise
+        row, body = service.delivered_bundle(s, subject, settings, bundle_id=bundle_id)
+        assert row.published_at is not None
+        return StoredResource("Bundle", bundle_id, 1, row.published_at, body, "POST")
+
+
+def _touched(stored: StoredResource) -> Touched:
+    """As the pull audits a message: the Bundle and what its entries are about."""
+    body = stored.body or {}
+    return Touched((f"Bundle/{stored.id}",)) + touched_bodies(
+        e.get("resource") for e in body.get("entry", []) if isinstance(e, dict))
+
+
+@router.get("/Bundle/{resource_id}")
+async def read_bundle(resource_id: str, request: Request, db: DatabaseDep,
+                      settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+    """Read of a Bundle: a message delivered to the caller's organisation reads as the pull
+    gave it (at the fullUrl the pull names); anything else as the store reads it."""
+    stored = await audited_transaction(
+        request, db, subject, lambda s: _delivered(s, subject, settings, resource_id),
+        interaction="read", resource_type="Bundle", touched=lambda _s, got: _touched(got),
+        reads_only=True)
+    return resource_response(stored, base=settings.fhir_base)
+
+
+@router.get("/Bundle/{resource_id}/_history/{version_id}")
+async def vread_bundle(resource_id: str, version_id: str, request: Request, db: DatabaseDep,
+                       settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+    """Vread of a Bundle, as `read_bundle` reads it (a delivered message has version 1)."""
+    if not version_id.isdigit() or len(version_id) > 18:
+        raise NotFoundError(f"Bundle/{resource_id} has no version '{version_id[:40]}'.")
+    stored = await audited_transaction(
+        request, db, subject,
+        lambda s: _delivered(s, subject, settings, resource_id, version_id),
+        interaction="vread", resource_type="Bundle", touched=lambda _s, got: _touched(got),
+        reads_only=True)
+    return resource_response(stored, base=settings.fhir_base)
+
+
+@router.get("/Bundle/{resource_id}/_history")
+async def bundle_history(resource_id: str, request: Request, db: DatabaseDep,
+                         settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
+    """Instance history of a Bundle: a message delivered to the caller's organisation has
+    the one version the pull gave it; anything else as the store has it."""
+    pairs = list(request.query_params.multi_items())
+    req = parse_history(pairs, default_count=settings.page_size,
+                        max_count=settings.max_page_size)
+
+    def versions(s: Session) -> tuple[list[StoredResource], bool]:
+        try:
+            return store.history(s, subject, resource_type="Bundle", resource_id=resource_id,
+                                 count=req.count, offset=req.offset, since=req.since,
+                                 at=req.at)
+        except NotFoundError:
+            one = _delivered(s, subject, settings, resource_id)
+        kept = [one] if in_time(one.last_updated_at, None, since=req.since, at=req.at) else []
+        return kept[req.offset:req.offset + req.count], len(kept) > req.offset + req.count
+
+    found, more = await audited_transaction(
+        request, db, subject, versions, interaction="history-instance",
+        resource_type="Bundle", reads_only=True,
+        touched=lambda _s, got: Touched((f"Bundle/{resource_id}",)) + sum(
+            (_touched(v) for v in got[0] if v.body is not None), Touched()))
+    return FhirResponse(fhir.history_bundle(found, more, req, pairs, base=settings.fhir_base,
+                                            relative_url=f"Bundle/{resource_id}"))
 
 
 def _replay_request(body: dict[str, Any]) -> tuple[list[int], str | None, str | None]:

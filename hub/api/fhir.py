@@ -51,8 +51,8 @@ from hub.fhir.subset import subset
 from hub.fhir.validation import is_known_profile, validate_message, validate_resource
 from hub.store import query as search_mod
 from hub.store import service, transaction
-from hub.store.history import parse_history
-from hub.store.resources import WriteResult
+from hub.store.history import HistoryRequest, parse_history
+from hub.store.resources import StoredResource, WriteResult
 from hub.workflows import tasks
 
 router = APIRouter(prefix="/fhir")
@@ -411,8 +411,16 @@ async def history(resource_type: str, resource_id: str, request: Request, db: Da
         resource_type=resource_type,
         touched=lambda _s, found: Touched((f"{resource_type}/{resource_id}",))
         + touched_bodies(v.body for v in found[0]), reads_only=True)
-    base = settings.fhir_base
-    path = f"{base}/{resource_type}/{resource_id}/_history"
+    return FhirResponse(history_bundle(versions, more, req, pairs, base=settings.fhir_base,
+                                       relative_url=f"{resource_type}/{resource_id}"))
+
+
+def history_bundle(versions: list[StoredResource], more: bool, req: HistoryRequest,
+                   pairs: list[tuple[str, str]], *, base: str,
+                   relative_url: str) -> dict[str, Any]:
+    """The history Bundle of one page of an instance's versions, with its paging links."""
+    resource_type = relative_url.split("/")[0]
+    path = f"{base}/{relative_url}/_history"
     links = [("self", page_link(path, pairs, req.offset, req.count))]
     if more and req.count:
         links.append(("next", page_link(path, pairs, req.offset + req.count, req.count)))
@@ -427,7 +435,7 @@ async def history(resource_type: str, resource_id: str, request: Request, db: Da
             "204" if v.method == "DELETE" else "200"), "etag": v.etag,
             "lastModified": v.last_modified}
         entries.append(item)
-    return FhirResponse(bundle("history", entries, links))
+    return bundle("history", entries, links)
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from hub.auth import scopes
 from hub.auth.subject import Subject
 from hub.config import Settings
+from hub.consent.policy import Verdict
 from hub.db.types import utcnow
 from hub.delivery import content
 from hub.delivery.scheduled import expect_ack
@@ -151,13 +152,48 @@ def pull(session: Session, subject: Subject, settings: Settings, *, since: datet
                                              next_attempt_at=None))
             if handed.rowcount:  # type: ignore[attr-defined]
                 expect_ack(session, settings, row.id, at)
-            body = content.redacted(bundle, verdict)
-            body = {**body, "meta": {**(body.get("meta") or {}),
-                                     "lastUpdated": format_instant(row.published_at)}}
-            out.append((row, body))
+            out.append((row, _as_handed_out(row, bundle, verdict)))
         if len(batch) < want:
             break
     return out
+
+
+def _as_handed_out(row: DeliveryRow, bundle: dict[str, Any],
+                   verdict: Verdict) -> dict[str, Any]:
+    """The message Bundle as its receiver gets it (redacted, minimum necessary) with
+    meta.lastUpdated = when it was published to it."""
+    assert row.published_at is not None
+    body = content.redacted(bundle, verdict)
+    return {**body, "meta": {**(body.get("meta") or {}),
+                             "lastUpdated": format_instant(row.published_at)}}
+
+
+def delivered_bundle(session: Session, subject: Subject, settings: Settings, *,
+                     bundle_id: str) -> tuple[DeliveryRow, dict[str, Any]]:
+    """Bundle/`bundle_id` as the pull hands it to `subject`'s organisation: a message
+    published to it and not withheld, decided again now (the decision logged for the audit
+    trail as the pull logs it), redacted as the pull redacts it. A read changes nothing:
+    it marks nothing delivered or withheld. NotFoundError for anything else, the same
+    whether the message does not exist, is another's or is now denied (no trace of what is
+    hidden); ForbiddenError without Bundle read scope."""
+    scopes.require(subject, "Bundle", "read")
+    gone = NotFoundError(f"Bundle/{bundle_id[:64]} is not known here.")
+    if subject.organization_id is None:
+        raise gone
+    found = session.execute(
+        select(D, M).join(M, M.id == D.message_id)
+        .where(M.bundle_id == bundle_id, D.receiver_org == subject.organization_id,
+               D.published_at.is_not(None), D.status != "withheld")
+        .order_by(D.published_at).limit(1)).first()
+    if found is None:
+        raise gone
+    row, message = found
+    bundle = content.message_bundle(session, message)
+    verdict = content.verdict_now(session, settings, message, row, bundle)
+    content.log_disclosure(session, row, message, verdict)
+    if verdict.decision == "deny":
+        raise gone
+    return row, _as_handed_out(row, bundle, verdict)
 
 
 def pull_total(session: Session, subject: Subject, settings: Settings, *,

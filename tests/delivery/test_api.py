@@ -16,8 +16,9 @@ from hub.db.engine import Database
 from hub.delivery import service
 from hub.delivery.dispatcher import sweep
 from hub.errors import InvalidResourceError, NotFoundError
-from hub.messaging.models import DeliveryRow
+from hub.messaging.models import DeliveryRow, MessageRow
 from hub.store.dates import format_instant
+from tests.audit.trail import mark, since
 from tests.delivery.conftest import Auth, ReceiverFactory, sweep_until
 from tests.delivery.factory import (
     accept,
@@ -403,3 +404,63 @@ def test_replay_keeps_other_deliveries_and_times(database: Database, fast: Setti
     d = delivery(database, m.deliveries[TIME])
     assert (d.status, d.attempts, d.last_error, d.next_attempt_at, d.created_at) == (
         "queued", 0, None, at, at)
+
+
+def test_a_receiver_reads_a_pulled_message_at_its_full_url(
+        api: TestClient, auth: Auth, database: Database, fast: Settings) -> None:
+    """The pull's fullUrl names Bundle/<id>: the receiver reads (and vreads, and has the
+    history of) exactly what the pull gave it, minimum necessary applied, audited as the pull
+    is (findings B 6). Nobody else reads it, and a read hands out and marks nothing."""
+    add_org(database, SENDER)
+    add_org(database, TIME)
+    add_org(database, KLEPP)
+    accept(database, fast, sender=SENDER, receivers=[TIME], patient_id=add_patient(database))
+    sweep(database, fast)
+    me = auth(TIME)
+    (pulled,) = _pull(api, me, **{"message.receiver": f"Organization/{TIME}"})["entry"]
+    url = pulled["fullUrl"].removeprefix("http://testserver")
+    before = mark(database)
+    r = api.get(url, headers=me)
+    assert r.status_code == 200, r.text
+    assert r.json() == pulled["resource"]
+    assert r.headers["etag"] == 'W/"1"'
+    reads = [x for x in since(database, before) if x.subtype == "read"]
+    assert [x.outcome for x in reads] == ["0"]
+    assert url.removeprefix("/fhir/") in " ".join(reads[0].entity_refs())
+    assert "disclose" in [x.subtype for x in since(database, before)]  # the decision too
+    vread = api.get(f"{url}/_history/1", headers=me)
+    assert vread.status_code == 200, vread.text
+    assert vread.json() == pulled["resource"]
+    assert api.get(f"{url}/_history/2", headers=me).status_code == 404
+    history = api.get(f"{url}/_history", headers=me)
+    assert history.status_code == 200, history.text
+    assert [e["resource"] for e in history.json()["entry"]] == [pulled["resource"]]
+    # not for another organisation, nor for an id that is no message to the receiver
+    assert api.get(url, headers=auth(KLEPP)).status_code == 404
+    assert api.get(f"{url}/_history/1", headers=auth(KLEPP)).status_code == 404
+    assert api.get("/fhir/Bundle/no-such-message", headers=me).status_code == 404
+
+
+def test_a_message_not_handed_out_is_not_read(
+        api: TestClient, auth: Auth, database: Database, fast: Settings) -> None:
+    """Not yet published, or denied now: 404, and the read withholds or delivers nothing.
+    Control: once published (and permitted), it reads."""
+    add_org(database, SENDER)
+    add_org(database, TIME)
+    p = add_patient(database)
+    cid = add_consent(database, p, TIME)
+    sent = accept(database, fast, sender=SENDER, receivers=[TIME], patient_id=p,
+                  event="follow-up-contact")
+    me = auth(TIME)
+    with database.session(write=False) as session:
+        bundle_id = session.get_one(MessageRow, delivery(
+            database, sent.deliveries[TIME]).message_id).bundle_id
+    assert api.get(f"/fhir/Bundle/{bundle_id}", headers=me).status_code == 404
+    sweep(database, fast)
+    before = delivery(database, sent.deliveries[TIME]).status
+    assert before != "delivered"
+    assert api.get(f"/fhir/Bundle/{bundle_id}", headers=me).status_code == 200
+    assert delivery(database, sent.deliveries[TIME]).status == before
+    revoke_consent(database, cid, p, TIME)
+    assert api.get(f"/fhir/Bundle/{bundle_id}", headers=me).status_code == 404
+    assert delivery(database, sent.deliveries[TIME]).status == before
