@@ -175,7 +175,7 @@ _INSERT_RESOURCES_PG = Direct(text(
     "o text) RETURNING pk, resource_type, logical_id, last_updated_at, body), "
     "v AS (INSERT INTO resource_versions (resource_pk, version_id, last_updated_at, method, "
     "body) SELECT r.pk, 1, r.last_updated_at, m.m, r.body FROM r JOIN "
-    "json_to_recordset(CAST(:rows AS json)) AS m(t text, i text, m text) "
+    "json_to_recordset(CAST(:methods AS json)) AS m(t text, i text, m text) "
     "ON m.t = r.resource_type AND m.i = r.logical_id) "
     "SELECT pk, resource_type, logical_id FROM r"))
 
@@ -193,8 +193,9 @@ def insert_resources(session: Session, new: Sequence[NewResource]) -> list[int]:
     if conn.dialect.name == "postgresql":
         returned = _INSERT_RESOURCES_PG.rows(conn, {"rows": orjson.dumps([
             {"t": n.resource_type, "i": n.logical_id, "a": _utc(n.at, conn.dialect),
-             "b": base64.b64encode(n.body).decode("ascii"), "o": n.owner_org, "m": n.method}
-            for n in new]).decode()})
+             "b": base64.b64encode(n.body).decode("ascii"), "o": n.owner_org}
+            for n in new]).decode(), "methods": orjson.dumps([
+                {"t": n.resource_type, "i": n.logical_id, "m": n.method} for n in new]).decode()})
         pk_of = {(rtype, rid): pk for pk, rtype, rid in returned}
         return [pk_of[(n.resource_type, n.logical_id)] for n in new]
     rows = [{"resource_type": n.resource_type, "logical_id": n.logical_id, "version_id": 1,
