@@ -131,12 +131,19 @@ def capability_statement(base: str, version: str, *, token_url: str) -> dict[str
             "updateCreate": written,
             "conditionalCreate": written,
             "conditionalUpdate": written,
-            "conditionalDelete": "not-supported",
+            "conditionalDelete": "single" if written else "not-supported",
             "searchParam": [*_COMMON_SEARCH, *params, _HAS],
         }
         if rtype in DIRECTORY_TYPES:
             res["documentation"] = ("The hub's directory: read and searched by every client, "
                                     "written only with the `hub org` commands.")
+        if rtype == "Bundle":
+            res["documentation"] = (
+                "Stored messages. A receiver pulls its messages with "
+                "GET /fhir/Bundle?message.receiver=Organization/<own id> (_lastUpdated=gt..., "
+                "_count) and reads, vreads (version 1) and has the history of each at the "
+                "fullUrl the pull names, with the same content: redacted and trimmed to the "
+                "minimum necessary as the pull gives it.")
         if rtype in _INCLUDES:
             res["searchInclude"] = _INCLUDES[rtype]
         if rtype not in READ_ONLY:

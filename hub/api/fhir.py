@@ -51,7 +51,8 @@ from hub.fhir.subset import subset
 from hub.fhir.validation import is_known_profile, validate_message, validate_resource
 from hub.store import query as search_mod
 from hub.store import service, transaction
-from hub.store.resources import WriteResult
+from hub.store.history import HistoryRequest, parse_history
+from hub.store.resources import StoredResource, WriteResult
 from hub.workflows import tasks
 
 router = APIRouter(prefix="/fhir")
@@ -377,22 +378,51 @@ async def delete(resource_type: str, resource_id: str, request: Request, db: Dat
     return Response(status_code=204, headers=headers)
 
 
+@router.delete("/{resource_type}")
+async def conditional_delete(resource_type: str, request: Request, db: DatabaseDep,
+                             subject: SubjectDep) -> Response:
+    """Conditional delete (`DELETE /fhir/Type?criteria`, single): the one match the caller
+    may see is deleted as DELETE deletes it, none deletes nothing (204 both), several are a
+    412; no criteria a 400."""
+    service.check_type(subject, resource_type, write=True)
+    pairs = [(k, v) for k, v in request.query_params.multi_items() if k not in _NOT_CRITERIA]
+    criteria = urlencode(pairs)
+    rid, stored = await audited_transaction(
+        request, db, subject, lambda s: service.conditional_delete(
+            s, subject, resource_type=resource_type, criteria=criteria),
+        interaction="delete", resource_type=resource_type, query=criteria,
+        touched=lambda s, gone: touched_deleted(s, gone[1], resource_type=resource_type,
+                                                resource_id=gone[0]) if gone[0] else Touched())
+    headers = {"ETag": stored.etag} if stored else {}
+    return Response(status_code=204, headers=headers)
+
+
 @router.get("/{resource_type}/{resource_id}/_history")
 async def history(resource_type: str, resource_id: str, request: Request, db: DatabaseDep,
                   settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
-    """Instance history, newest first."""
+    """Instance history, newest first; `_since`, `_at`, `_count` and paging as
+    hub.store.history takes them (400 for any other parameter)."""
     pairs = list(request.query_params.multi_items())
-    req = search_mod.parse_request(resource_type, pairs, default_count=settings.page_size,
-                                   max_count=settings.max_page_size)
+    req = parse_history(pairs, default_count=settings.page_size,
+                        max_count=settings.max_page_size)
     versions, more = await audited_transaction(request, db, subject, lambda s: service.history(
         s, subject, resource_type=resource_type, resource_id=resource_id, count=req.count,
-        offset=req.offset), interaction="history-instance", resource_type=resource_type,
+        offset=req.offset, since=req.since, at=req.at), interaction="history-instance",
+        resource_type=resource_type,
         touched=lambda _s, found: Touched((f"{resource_type}/{resource_id}",))
         + touched_bodies(v.body for v in found[0]), reads_only=True)
-    base = settings.fhir_base
-    path = f"{base}/{resource_type}/{resource_id}/_history"
+    return FhirResponse(history_bundle(versions, more, req, pairs, base=settings.fhir_base,
+                                       relative_url=f"{resource_type}/{resource_id}"))
+
+
+def history_bundle(versions: list[StoredResource], more: bool, req: HistoryRequest,
+                   pairs: list[tuple[str, str]], *, base: str,
+                   relative_url: str) -> dict[str, Any]:
+    """The history Bundle of one page of an instance's versions, with its paging links."""
+    resource_type = relative_url.split("/")[0]
+    path = f"{base}/{relative_url}/_history"
     links = [("self", page_link(path, pairs, req.offset, req.count))]
-    if more:
+    if more and req.count:
         links.append(("next", page_link(path, pairs, req.offset + req.count, req.count)))
     entries = []
     for v in versions:
@@ -401,11 +431,11 @@ async def history(resource_type: str, resource_id: str, request: Request, db: Da
             item["resource"] = v.body
         item["request"] = {"method": v.method, "url": (
             resource_type if v.method == "POST" else v.relative_url)}
-        item["response"] = {"status": "201" if v.method == "POST" else (
+        item["response"] = {"status": "201" if v.method == "POST" or v.version_id == 1 else (
             "204" if v.method == "DELETE" else "200"), "etag": v.etag,
             "lastModified": v.last_modified}
         entries.append(item)
-    return FhirResponse(bundle("history", entries, links))
+    return bundle("history", entries, links)
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")

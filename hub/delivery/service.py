@@ -20,6 +20,7 @@ from hub.audit.recorder import Auditor
 from hub.auth import scopes
 from hub.auth.subject import Subject
 from hub.config import Settings
+from hub.consent.policy import Verdict
 from hub.db.types import utcnow
 from hub.delivery import content
 from hub.delivery.scheduled import expect_ack
@@ -129,23 +130,13 @@ def pull(session: Session, subject: Subject, settings: Settings, *, since: datet
     becomes `withheld`, an earlier one is no longer handed out; redactions apply. What is
     handed out and still `queued` (or dead-lettered by push) becomes `delivered`.
     Only a client of the receiver itself pulls (the hub may name `receiver_org`)."""
-    org = receiver_org or subject.organization_id
-    if org is None or (subject.kind != "system" and org != subject.organization_id):
-        raise ForbiddenError("A receiver pulls only its own messages "
-                             f"(message.receiver=Organization/{subject.organization_id}).")
-    scopes.require(subject, "Bundle", "read")
+    org = _puller(subject, receiver_org)
     out: list[tuple[DeliveryRow, dict[str, Any]]] = []
     cursor = since
     at = utcnow()
     while len(out) < count:
         want = count - len(out)
-        query = (select(D, M).join(M, M.id == D.message_id)
-                 .where(D.receiver_org == org, D.published_at.is_not(None),
-                        D.status != "withheld")
-                 .order_by(D.published_at).limit(want))
-        if cursor is not None:
-            query = query.where(D.published_at > cursor)
-        batch = session.execute(query).all()
+        batch = _published(session, org, after=cursor, limit=want)
         for row, message in batch:
             assert row.published_at is not None
             cursor = row.published_at
@@ -164,13 +155,93 @@ def pull(session: Session, subject: Subject, settings: Settings, *, since: datet
                                              next_attempt_at=None))
             if handed.rowcount:  # type: ignore[attr-defined]
                 expect_ack(session, settings, row.id, at)
-            body = content.redacted(bundle, verdict)
-            body = {**body, "meta": {**(body.get("meta") or {}),
-                                     "lastUpdated": format_instant(row.published_at)}}
-            out.append((row, body))
+            out.append((row, _as_handed_out(row, bundle, verdict)))
         if len(batch) < want:
             break
     return out
+
+
+def _as_handed_out(row: DeliveryRow, bundle: dict[str, Any],
+                   verdict: Verdict) -> dict[str, Any]:
+    """The message Bundle as its receiver gets it (redacted, minimum necessary) with
+    meta.lastUpdated = when it was published to it."""
+    assert row.published_at is not None
+    body = content.redacted(bundle, verdict)
+    return {**body, "meta": {**(body.get("meta") or {}),
+                             "lastUpdated": format_instant(row.published_at)}}
+
+
+def delivered_bundle(session: Session, subject: Subject, settings: Settings, *,
+                     bundle_id: str) -> tuple[DeliveryRow, dict[str, Any]]:
+    """Bundle/`bundle_id` as the pull hands it to `subject`'s organisation: a message
+    published to it and not withheld, decided again now (the decision logged for the audit
+    trail as the pull logs it), redacted as the pull redacts it. A read changes nothing:
+    it marks nothing delivered or withheld. NotFoundError for anything else, the same
+    whether the message does not exist, is another's or is now denied (no trace of what is
+    hidden); ForbiddenError without Bundle read scope."""
+    scopes.require(subject, "Bundle", "read")
+    gone = NotFoundError(f"Bundle/{bundle_id[:64]} is not known here.")
+    if subject.organization_id is None:
+        raise gone
+    found = session.execute(
+        select(D, M).join(M, M.id == D.message_id)
+        .where(M.bundle_id == bundle_id, D.receiver_org == subject.organization_id,
+               D.published_at.is_not(None), D.status != "withheld")
+        .order_by(D.published_at).limit(1)).first()
+    if found is None:
+        raise gone
+    row, message = found
+    bundle = content.message_bundle(session, message)
+    verdict = content.verdict_now(session, settings, message, row, bundle)
+    content.log_disclosure(session, row, message, verdict)
+    if verdict.decision == "deny":
+        raise gone
+    return row, _as_handed_out(row, bundle, verdict)
+
+
+def pull_total(session: Session, subject: Subject, settings: Settings, *,
+               since: datetime | None, receiver_org: str | None = None) -> int:
+    """How many messages `pull` from `since` on would hand out, were it asked for them all
+    now: each delivery decided again as `pull` decides it, those it would withhold not
+    counted (no trace of what is hidden). Changes nothing: a count marks no delivery
+    delivered or withheld. Raises as `pull`."""
+    org = _puller(subject, receiver_org)
+    total, cursor = 0, since
+    while True:
+        batch = _published(session, org, after=cursor, limit=_TOTAL_BATCH)
+        for row, message in batch:
+            cursor = row.published_at
+            bundle = content.message_bundle(session, message)
+            verdict = content.verdict_now(session, settings, message, row, bundle)
+            total += verdict.decision != "deny"
+        if len(batch) < _TOTAL_BATCH:
+            return total
+
+
+_TOTAL_BATCH = 500
+
+
+def _puller(subject: Subject, receiver_org: str | None) -> str:
+    """The organisation whose messages `subject` pulls; ForbiddenError for anyone else's."""
+    org = receiver_org or subject.organization_id
+    if org is None or (subject.kind != "system" and org != subject.organization_id):
+        raise ForbiddenError("A receiver pulls only its own messages "
+                             f"(message.receiver=Organization/{subject.organization_id}).")
+    scopes.require(subject, "Bundle", "read")
+    return org
+
+
+def _published(session: Session, org: str, *, after: datetime | None,
+               limit: int) -> Sequence[Any]:
+    """(delivery, message) rows published to `org` after `after`, not withheld, oldest
+    first, at most `limit`."""
+    query = (select(D, M).join(M, M.id == D.message_id)
+             .where(D.receiver_org == org, D.published_at.is_not(None),
+                    D.status != "withheld")
+             .order_by(D.published_at).limit(limit))
+    if after is not None:
+        query = query.where(D.published_at > after)
+    return session.execute(query).all()
 
 
 # --- dead letters ----------------------------------------------------------------------------

@@ -157,6 +157,8 @@ class NewResource:
     body: bytes
     at: datetime
     owner_org: str | None
+    method: str = "POST"
+    """How version 1 came about, as its history entry says it: POST, or PUT (update-as-create)."""
 
 
 _INSERT_RESOURCES = Direct(insert(R).returning(R.c.pk))
@@ -172,7 +174,9 @@ _INSERT_RESOURCES_PG = Direct(text(
     "FROM json_to_recordset(CAST(:rows AS json)) AS n(t text, i text, a timestamptz, b text, "
     "o text) RETURNING pk, resource_type, logical_id, last_updated_at, body), "
     "v AS (INSERT INTO resource_versions (resource_pk, version_id, last_updated_at, method, "
-    "body) SELECT pk, 1, last_updated_at, 'POST', body FROM r) "
+    "body) SELECT r.pk, 1, r.last_updated_at, m.m, r.body FROM r JOIN "
+    "json_to_recordset(CAST(:methods AS json)) AS m(t text, i text, m text) "
+    "ON m.t = r.resource_type AND m.i = r.logical_id) "
     "SELECT pk, resource_type, logical_id FROM r"))
 
 
@@ -190,7 +194,8 @@ def insert_resources(session: Session, new: Sequence[NewResource]) -> list[int]:
         returned = _INSERT_RESOURCES_PG.rows(conn, {"rows": orjson.dumps([
             {"t": n.resource_type, "i": n.logical_id, "a": _utc(n.at, conn.dialect),
              "b": base64.b64encode(n.body).decode("ascii"), "o": n.owner_org}
-            for n in new]).decode()})
+            for n in new]).decode(), "methods": orjson.dumps([
+                {"t": n.resource_type, "i": n.logical_id, "m": n.method} for n in new]).decode()})
         pk_of = {(rtype, rid): pk for pk, rtype, rid in returned}
         return [pk_of[(n.resource_type, n.logical_id)] for n in new]
     rows = [{"resource_type": n.resource_type, "logical_id": n.logical_id, "version_id": 1,
@@ -198,7 +203,7 @@ def insert_resources(session: Session, new: Sequence[NewResource]) -> list[int]:
              "owner_org": n.owner_org} for n in new]
     pks = [pk for (pk,) in _INSERT_RESOURCES.rows_many(conn, rows)]
     _INSERT_VERSION.run_many(conn, [
-        {"resource_pk": pk, "version_id": 1, "last_updated_at": n.at, "method": "POST",
+        {"resource_pk": pk, "version_id": 1, "last_updated_at": n.at, "method": n.method,
          "body": n.body} for pk, n in zip(pks, new, strict=True)])
     return pks
 

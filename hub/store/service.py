@@ -50,6 +50,7 @@ from hub.fhir.jsonio import canonical_bytes
 from hub.fhir.structure import is_resource_type
 from hub.fhir.validation import ID_RE, validate_resource
 from hub.store import chains, visibility
+from hub.store import history as history_mod
 from hub.store import query as query_mod
 from hub.store import repository as repo
 from hub.store import search as search_mod
@@ -125,6 +126,8 @@ class New:
     subject: Subject
     resource: dict[str, Any]
     resource_id: str
+    method: str = "POST"
+    """POST, or PUT for an update that creates (its history says what the client sent)."""
 
 
 def _insert_all(session: Session, items: Sequence[New]) -> list[tuple[int, StoredResource]]:
@@ -134,17 +137,17 @@ def _insert_all(session: Session, items: Sequence[New]) -> list[tuple[int, Store
     bodies = [_with_meta(it.resource, it.resource_id, 1, at) for it in items]
     pks = repo.insert_resources(session, [
         repo.NewResource(body["resourceType"], it.resource_id, encode_body(body), at,
-                         isolation.owner_of_new(it.subject))
+                         isolation.owner_of_new(it.subject), it.method)
         for it, body in zip(items, bodies, strict=True)])
     repo.insert_index(session, [(pk, body["resourceType"], extract(body))
                                 for pk, body in zip(pks, bodies, strict=True)])
-    return [(pk, StoredResource(body["resourceType"], body["id"], 1, at, body, "POST"))
-            for pk, body in zip(pks, bodies, strict=True)]
+    return [(pk, StoredResource(body["resourceType"], body["id"], 1, at, body, it.method))
+            for pk, body, it in zip(pks, bodies, items, strict=True)]
 
 
 def _insert(session: Session, subject: Subject, resource: dict[str, Any],
-            rid: str) -> tuple[int, StoredResource]:
-    return _insert_all(session, [New(subject, resource, rid)])[0]
+            rid: str, method: str = "POST") -> tuple[int, StoredResource]:
+    return _insert_all(session, [New(subject, resource, rid, method)])[0]
 
 
 def create_many(session: Session, items: Sequence[New]) -> list[StoredResource]:
@@ -434,7 +437,7 @@ def update(
                     f"{resource_type}/{resource_id} does not exist, so If-Match cannot hold.")
             try:
                 with session.begin_nested():
-                    _, stored = _insert(session, subject, resource, resource_id)
+                    _, stored = _insert(session, subject, resource, resource_id, "PUT")
                 return WriteResult(stored, created=True)
             except IntegrityError:
                 continue  # created concurrently; update it instead
@@ -494,6 +497,32 @@ def delete_resource(
     raise PreconditionFailedError(f"{resource_type}/{resource_id} is changing too fast; retry.")
 
 
+def conditional_delete(session: Session, subject: Subject, *, resource_type: str,
+                       criteria: str) -> tuple[str | None, StoredResource | None]:
+    """Conditional delete in single mode (`DELETE Type?criteria`, R4 http.html#cdelete), by
+    REST or as a transaction or batch entry: the one current match among what `subject` may
+    see is deleted as `delete_resource` deletes it (another organisation's is a 403); none
+    deletes nothing. (The match's id or None, the deletion or None.) Only what the caller
+    may see is matched, so the answer never depends on a record hidden from it. Raises
+    BadRequestError (no or unknown criteria), PreconditionFailedError (several matches),
+    ForbiddenError."""
+    check_type(subject, resource_type, write=True)
+    if not parse_qsl(criteria.lstrip("?"), keep_blank_values=True):
+        raise BadRequestError(f"A conditional delete (DELETE /fhir/{resource_type}?...) needs "
+                              "search criteria; to delete one resource, DELETE "
+                              f"/fhir/{resource_type}/<id>.")
+    matches = visible_matches(session, subject, resource_type=resource_type,
+                              criteria=_normalise_criteria(criteria))
+    if len(matches) > 1:
+        raise PreconditionFailedError(
+            f"The criteria '{criteria[:200]}' match more than one {resource_type}; a "
+            "conditional delete deletes one; be more specific.")
+    if not matches:
+        return None, None
+    return matches[0], delete_resource(session, subject, resource_type=resource_type,
+                                       resource_id=matches[0])
+
+
 def _require_current(session: Session, subject: Subject, resource_type: str,
                      resource_id: str) -> repo.Current:
     current = repo.get_current(session, resource_type, resource_id)
@@ -544,9 +573,13 @@ def vread(session: Session, subject: Subject, *, resource_type: str, resource_id
 
 
 def history(session: Session, subject: Subject, *, resource_type: str, resource_id: str,
-            count: int, offset: int) -> tuple[list[StoredResource], bool]:
-    """The versions of Type/id the subject may see, newest first, and whether more follow.
-    Each version is judged on its own; paging counts only those. NotFoundError when none."""
+            count: int, offset: int, since: datetime | None = None,
+            at: tuple[datetime, datetime] | None = None) -> tuple[list[StoredResource], bool]:
+    """The versions of Type/id the subject may see and `since` and `at` keep (instant
+    history's `_since` and `_at`, hub.store.history),
+    newest first, and whether more follow. Each version is judged on its own; paging counts
+    only those. NotFoundError when the subject may see none at all (a time that keeps none
+    is an empty page)."""
     check_type(subject, resource_type, write=False)
     current = repo.get_current(session, resource_type, resource_id)
     if current is None:
@@ -557,10 +590,15 @@ def history(session: Session, subject: Subject, *, resource_type: str, resource_
                if _version_visible(session, gate, current, r, older=rows[i + 1:i + 2])]
     if not visible:
         raise NotFoundError(f"{resource_type}/{resource_id} is not known here.")
-    page = visible[offset:offset + count]
+    # a version is current until the next one is made, whoever may see that one
+    made = [r.last_updated_at for r in rows]
+    newer = {r.version_id: made[i - 1] if i else None for i, r in enumerate(rows)}
+    kept = [r for r in visible
+            if history_mod.in_time(r.last_updated_at, newer[r.version_id], since=since, at=at)]
+    page = kept[offset:offset + count]
     versions = [StoredResource.from_row(resource_type, resource_id, r.version_id,
                                         r.last_updated_at, r.body, r.method) for r in page]
-    return versions, len(visible) > offset + count
+    return versions, len(kept) > offset + count
 
 
 _MAX_VERSIONS = 10_000  # history reads them all to judge each; no real resource has more

@@ -26,6 +26,7 @@ from hub.errors import (
     BadRequestError,
     ConflictError,
     HubError,
+    InvalidResourceError,
     Issue,
     PreconditionFailedError,
     operation_outcome,
@@ -88,7 +89,30 @@ def _entries(bundle: dict[str, Any]) -> list[_Entry]:
                 raise BadRequestError(f"{where}.{name} holds the control character {found}; "
                                       f"{RULE}.", expression=f"{where}.{name}")
         out.append(_Entry(i, method, url, resource, request, full_url))
+    _check_full_urls_unique(out)
     return out
+
+
+def _check_full_urls_unique(entries: list[_Entry]) -> None:
+    """R4 bdl-7: a fullUrl names one entry. In a transaction or batch the fullUrl is what
+    references resolve to, so two entries under one fullUrl are refused whatever their
+    meta.versionId (as a message's are, hub.fhir.profiles); InvalidResourceError naming both."""
+    first: dict[str, int] = {}
+    issues = []
+    for e in entries:
+        if not isinstance(e.full_url, str) or not e.full_url:
+            continue
+        if e.full_url in first:
+            where = f"Bundle.entry[{e.index}].fullUrl"
+            issues.append(Issue(
+                f"{where} {e.full_url[:200]} is also the fullUrl of "
+                f"Bundle.entry[{first[e.full_url]}]; each entry has its own (FHIR bdl-7), or "
+                "a reference to it could not tell which entry it means.",
+                "invalid", "error", where))
+        else:
+            first[e.full_url] = e.index
+    if issues:
+        raise InvalidResourceError(issues[0].diagnostics, issues=issues)
 
 
 def _split_url(url: str) -> tuple[str, str | None, str | None]:
@@ -250,15 +274,15 @@ def _response(status: int, stored: StoredResource | None) -> dict[str, Any]:
 def _run_delete(session: Session, subject: Subject, e: _Entry,
                 touch: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     rtype, rid, query = _split_url(e.url)
-    ids = [rid] if rid else [c.logical_id for c in service.match(
-        session, subject, resource_type=rtype, criteria=query or "", limit=2)]
-    if len(ids) > 1:
-        raise PreconditionFailedError(
-            f"'{e.url}' matches more than one resource; conditional delete takes one.")
-    for one in ids:
+    if rid:
         if touch:
-            touch(f"{rtype}/{one}", e.index)
-        service.delete_resource(session, subject, resource_type=rtype, resource_id=one)
+            touch(f"{rtype}/{rid}", e.index)
+        service.delete_resource(session, subject, resource_type=rtype, resource_id=rid)
+    else:  # as DELETE /fhir/Type?criteria does it
+        rid, _ = service.conditional_delete(session, subject, resource_type=rtype,
+                                            criteria=query or "")
+        if touch and rid:
+            touch(f"{rtype}/{rid}", e.index)
     return _response(204, None)
 
 

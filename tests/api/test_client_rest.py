@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from hub.fhir import jsonio
 from tests.factories import fnr, patient
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
@@ -109,7 +110,7 @@ def test_unsupported_methods_are_405_with_allow(client: TestClient) -> None:
             ("DELETE", "/fhir", {"POST"}),
             ("POST", "/fhir/.well-known/smart-configuration", {"GET"}),
             ("POST", "/fhir/metadata", {"GET"}),
-            ("DELETE", "/fhir/Patient", {"GET", "POST", "PUT"}),
+            ("DELETE", f"/fhir/Patient/{pid}/_history", {"GET"}),
             ("POST", f"/fhir/Patient/{pid}/_history", {"GET"})):
         r = client.request(method, url, json={"resourceType": "Patient"})
         assert r.status_code == 405, (method, url, r.text)
@@ -145,6 +146,31 @@ def test_xml_is_not_acceptable(client: TestClient) -> None:
                          ("/fhir/Patient", {"Accept": "text/html,application/xml;q=0.9,*/*;q=0.8"}),
                          ("/fhir/Patient?_format=application/fhir%2Bjson", {})):
         assert client.get(url, headers=headers).status_code == 200, url
+
+
+def test_a_fhir_version_other_than_r4_is_refused(client: TestClient) -> None:
+    """R4 http.html 3.1.0.1.9: the fhirVersion MIME parameter names the version asked for or
+    sent; this hub has R4 only (findings B 13)."""
+    json_type = "application/fhir+json"
+    for url, headers in (("/fhir/Patient", {"Accept": f"{json_type}; fhirVersion=3.0"}),
+                         ("/fhir/Patient", {"Accept": f"{json_type};fhirVersion=5.0"}),
+                         ("/fhir/Patient?_format=application/fhir%2Bjson;fhirVersion=3.0", {})):
+        r = client.get(url, headers=headers)
+        assert r.status_code == 406, (url, headers, r.text)
+        assert "fhirVersion=" in r.json()["issue"][0]["diagnostics"]
+    r = client.post("/fhir/Patient", content=jsonio.dumps_bytes(patient(fnr())),
+                    headers={"Content-Type": f"{json_type}; fhirVersion=1.0"})
+    assert r.status_code == 415, r.text
+    assert "fhirVersion=1.0" in r.json()["issue"][0]["diagnostics"]
+    assert client.get("/fhir/Patient").json()["entry"] == []
+    # control: R4 named, or no version, works as before
+    for version in ("4.0", "4.0.1"):
+        for url, headers in (("/fhir/Patient", {"Accept": f"{json_type}; fhirVersion={version}"}),
+                             (f"/fhir/Patient?_format=json;fhirVersion={version}", {})):
+            assert client.get(url, headers=headers).status_code == 200, (url, headers)
+    r = client.post("/fhir/Patient", content=jsonio.dumps_bytes(patient(fnr())),
+                    headers={"Content-Type": f"{json_type}; fhirVersion=4.0"})
+    assert r.status_code == 201, r.text
 
 
 def test_the_capability_statement_says_how_to_authenticate(client: TestClient) -> None:

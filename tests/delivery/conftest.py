@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from hub.api import delivery as delivery_api
 from hub.app import create_app
 from hub.config import Settings
 from hub.db.engine import Database
@@ -69,12 +68,9 @@ def wait_for(done: Callable[[], bool], *, within: float = 15.0, what: str = "it"
 
 @pytest.fixture
 def api(fast: Settings, database: Database) -> Iterator[TestClient]:
-    """The hub app (no dispatcher inside; the tests sweep) with the delivery routes, and no
+    """The hub app (no dispatcher inside; the tests sweep), and no
     credentials: pass `headers=auth(...)`."""
     app = create_app(fast)
-    if not any(getattr(r, "path", None) == "/fhir/$delivery-status" for r in app.routes):
-        # until hub/app.py includes hub.api.delivery's router (before the generic /fhir one)
-        app.router.routes[0:0] = delivery_api.router.routes
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 

@@ -16,8 +16,9 @@ from hub.db.engine import Database
 from hub.delivery import service
 from hub.delivery.dispatcher import sweep
 from hub.errors import InvalidResourceError, NotFoundError
-from hub.messaging.models import DeliveryRow
+from hub.messaging.models import DeliveryRow, MessageRow
 from hub.store.dates import format_instant
+from tests.audit.trail import mark, since
 from tests.delivery.conftest import Auth, ReceiverFactory, sweep_until
 from tests.delivery.factory import (
     accept,
@@ -176,6 +177,87 @@ def test_pull_decides_again_and_redacts(
     assert delivery(database, redacted.deliveries[TIME]).status == "delivered"
 
 
+def _statuses(database: Database) -> dict[int, tuple[str, str | None]]:
+    return {d.id: (d.status, d.decision) for d in deliveries(database)}
+
+
+@pytest.mark.parametrize("ask", [{"_summary": "count"}, {"_count": "0"},
+                                 {"_count": "0", "_total": "accurate", "_format": "json"}])
+def test_a_count_of_the_pull_hands_out_and_marks_nothing(
+        api: TestClient, auth: Auth, database: Database, fast: Settings,
+        ask: dict[str, str]) -> None:
+    """CONTRACT 2: `_count=0` and `_summary=count` give `total`, no entries, no next link
+    (findings B 7); a count is no delivery."""
+    add_org(database, SENDER)
+    add_org(database, TIME)
+    for n in (1, 2, 3):
+        accept(database, fast, sender=SENDER, receivers=[TIME], patient_id=add_patient(database, n))
+    sweep(database, fast)
+    before = _statuses(database)
+    assert all(status != "delivered" for status, _ in before.values())
+    page = _pull(api, auth(TIME), **{"message.receiver": f"Organization/{TIME}", **ask})
+    assert page["total"] == 3
+    assert page.get("entry", []) == []
+    assert _next(page) is None
+    assert _statuses(database) == before
+    # control: the pull itself still hands them out and marks them delivered
+    page = _pull(api, auth(TIME), **{"message.receiver": f"Organization/{TIME}"})
+    assert len(page["entry"]) == 3
+    assert "total" not in page
+    assert all(d.status == "delivered" for d in deliveries(database))
+
+
+def test_total_accurate_counts_what_the_pull_would_hand_out(
+        api: TestClient, auth: Auth, database: Database, fast: Settings) -> None:
+    add_org(database, SENDER)
+    add_org(database, TIME)
+    p = add_patient(database)
+    cid = add_consent(database, p, TIME)
+    sent = [accept(database, fast, sender=SENDER, receivers=[TIME], patient_id=p,
+                   event="follow-up-contact") for _ in range(3)]
+    sweep(database, fast)
+    me = auth(TIME)
+    page = _pull(api, me, **{"message.receiver": f"Organization/{TIME}", "_count": "2",
+                             "_total": "accurate", "_format": "application/fhir+json",
+                             "_pretty": "true"})
+    assert page["total"] == 3
+    assert _header_ids(page) == [s.header_id for s in sent[:2]]
+    nxt = _next(page)
+    assert nxt is not None
+    assert "_total=accurate" in nxt
+    assert "_format=" in nxt
+    assert [delivery(database, s.deliveries[TIME]).status for s in sent] == [
+        "delivered", "delivered", "queued"]
+    # what the pull would now withhold is not counted, and a count does not withhold it
+    revoke_consent(database, cid, p, TIME)
+    count = _pull(api, me, **{"message.receiver": f"Organization/{TIME}", "_summary": "count"})
+    assert count["total"] == 0
+    assert delivery(database, sent[2].deliveries[TIME]).status == "queued"
+    assert _pull(api, me, nxt)["entry"] == []
+    assert delivery(database, sent[2].deliveries[TIME]).status == "withheld"
+
+
+@pytest.mark.parametrize(("params", "status"), [
+    ({"_summary": "true"}, 400), ({"_total": "some"}, 400), ({"_elements": "id"}, 400),
+    ({"_count": "-1"}, 400), ({"_format": "xml"}, 406)])
+def test_the_pull_refuses_what_it_does_not_take(
+        api: TestClient, auth: Auth, database: Database, fast: Settings,
+        params: dict[str, str], status: int) -> None:
+    add_org(database, SENDER)
+    add_org(database, TIME)
+    accept(database, fast, sender=SENDER, receivers=[TIME], patient_id=add_patient(database))
+    sweep(database, fast)
+    r = api.get(PULL, params={"message.receiver": f"Organization/{TIME}", **params},
+                headers=auth(TIME))
+    assert r.status_code == status, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"
+    assert all(d.status != "delivered" for d in deliveries(database))
+    # control: the pull as asked rightly hands the message out
+    page = _pull(api, auth(TIME), **{"message.receiver": f"Organization/{TIME}",
+                                     "_format": "json", "_summary": "false"})
+    assert len(page["entry"]) == 1
+
+
 def _parts(parameters: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     for p in parameters["parameter"]:
@@ -322,3 +404,63 @@ def test_replay_keeps_other_deliveries_and_times(database: Database, fast: Setti
     d = delivery(database, m.deliveries[TIME])
     assert (d.status, d.attempts, d.last_error, d.next_attempt_at, d.created_at) == (
         "queued", 0, "HTTP 500", at, at)  # the last error stays until the next attempt
+
+
+def test_a_receiver_reads_a_pulled_message_at_its_full_url(
+        api: TestClient, auth: Auth, database: Database, fast: Settings) -> None:
+    """The pull's fullUrl names Bundle/<id>: the receiver reads (and vreads, and has the
+    history of) exactly what the pull gave it, minimum necessary applied, audited as the pull
+    is (findings B 6). Nobody else reads it, and a read hands out and marks nothing."""
+    add_org(database, SENDER)
+    add_org(database, TIME)
+    add_org(database, KLEPP)
+    accept(database, fast, sender=SENDER, receivers=[TIME], patient_id=add_patient(database))
+    sweep(database, fast)
+    me = auth(TIME)
+    (pulled,) = _pull(api, me, **{"message.receiver": f"Organization/{TIME}"})["entry"]
+    url = pulled["fullUrl"].removeprefix("http://testserver")
+    before = mark(database)
+    r = api.get(url, headers=me)
+    assert r.status_code == 200, r.text
+    assert r.json() == pulled["resource"]
+    assert r.headers["etag"] == 'W/"1"'
+    reads = [x for x in since(database, before) if x.subtype == "read"]
+    assert [x.outcome for x in reads] == ["0"]
+    assert url.removeprefix("/fhir/") in " ".join(reads[0].entity_refs())
+    assert "disclose" in [x.subtype for x in since(database, before)]  # the decision too
+    vread = api.get(f"{url}/_history/1", headers=me)
+    assert vread.status_code == 200, vread.text
+    assert vread.json() == pulled["resource"]
+    assert api.get(f"{url}/_history/2", headers=me).status_code == 404
+    history = api.get(f"{url}/_history", headers=me)
+    assert history.status_code == 200, history.text
+    assert [e["resource"] for e in history.json()["entry"]] == [pulled["resource"]]
+    # not for another organisation, nor for an id that is no message to the receiver
+    assert api.get(url, headers=auth(KLEPP)).status_code == 404
+    assert api.get(f"{url}/_history/1", headers=auth(KLEPP)).status_code == 404
+    assert api.get("/fhir/Bundle/no-such-message", headers=me).status_code == 404
+
+
+def test_a_message_not_handed_out_is_not_read(
+        api: TestClient, auth: Auth, database: Database, fast: Settings) -> None:
+    """Not yet published, or denied now: 404, and the read withholds or delivers nothing.
+    Control: once published (and permitted), it reads."""
+    add_org(database, SENDER)
+    add_org(database, TIME)
+    p = add_patient(database)
+    cid = add_consent(database, p, TIME)
+    sent = accept(database, fast, sender=SENDER, receivers=[TIME], patient_id=p,
+                  event="follow-up-contact")
+    me = auth(TIME)
+    with database.session(write=False) as session:
+        bundle_id = session.get_one(MessageRow, delivery(
+            database, sent.deliveries[TIME]).message_id).bundle_id
+    assert api.get(f"/fhir/Bundle/{bundle_id}", headers=me).status_code == 404
+    sweep(database, fast)
+    before = delivery(database, sent.deliveries[TIME]).status
+    assert before != "delivered"
+    assert api.get(f"/fhir/Bundle/{bundle_id}", headers=me).status_code == 200
+    assert delivery(database, sent.deliveries[TIME]).status == before
+    revoke_consent(database, cid, p, TIME)
+    assert api.get(f"/fhir/Bundle/{bundle_id}", headers=me).status_code == 404
+    assert delivery(database, sent.deliveries[TIME]).status == before

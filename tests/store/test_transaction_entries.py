@@ -222,3 +222,26 @@ def test_a_failed_read_in_a_batch_is_reported_in_its_entry(client: TestClient) -
     assert "Patient/no-such-xyz" in _issues_text(failed["response"]["outcome"])
     assert [p["id"] for p in _matches(client, "Patient")] == [
         _id_from_location(written, "Patient")]
+
+
+# Two entries under one fullUrl (findings C 9, FHIR bdl-7) ----------------------------------
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_two_entries_under_one_full_url_are_refused_and_nothing_is_kept(
+        client: TestClient, kind: str) -> None:
+    pid = _new_patient(client, "Twice")
+    one = "urn:uuid:3f1c1d6e-8a34-4c7b-9b9e-1f0a3c5d7e09"
+    r = _send(client, _bundle(kind, _post(_flag(f"Patient/{pid}"), one),
+                              _post(_flag(f"Patient/{pid}"), one)))
+    assert r.status_code == 422, r.text
+    text = _issues_text(r.json())
+    assert "Bundle.entry[1].fullUrl" in text
+    assert "Bundle.entry[0]" in text
+    assert one in text
+    assert _matches(client, "Flag") == []
+    # control: the same entries under their own fullUrls are both written
+    r = _send(client, _bundle(kind, _post(_flag(f"Patient/{pid}"), one),
+                              _post(_flag(f"Patient/{pid}"), P_URN)))
+    assert r.status_code == 200, r.text
+    assert [_status(e) for e in r.json()["entry"]] == [201, 201]
+    assert len(_matches(client, "Flag")) == 2
