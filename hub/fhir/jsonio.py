@@ -177,8 +177,9 @@ def _dumps_bytes(data: Any, *, sort_keys: bool) -> bytes:
         try:
             return text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate (quoted into a diagnostic): escaped
-            return simplejson.dumps(data, use_decimal=True, separators=(",", ":"),
-                                    sort_keys=sort_keys).encode("ascii")
+            escaped: str = simplejson.dumps(data, use_decimal=True, separators=(",", ":"),
+                                            sort_keys=sort_keys)
+            return escaped.encode("ascii")
 
 
 def dumps(data: Any) -> str:

@@ -107,7 +107,6 @@ def _control_issues(node: Any, at: str) -> list[Issue]:
 # A model's fields, as JSON name -> (kind, list?); kind is a FHIR primitive JSON kind
 # ("string", "boolean", "integer", "decimal"), "element" (a `_name` primitive extension),
 # "resource" (any resource: contained, Bundle.entry.resource), or the model of a complex type.
-_Field = tuple["str | type[Any]", bool]
 _JSON_KIND = {"string": "a JSON string", "boolean": "JSON true or false",
               "integer": "a JSON number without a fraction", "decimal": "a JSON number"}
 
@@ -160,7 +159,7 @@ def _field_of(annotation: Any) -> tuple[str | type[Any], str, bool] | None:
 
 
 @cache
-def _shape(model: type[Any]) -> dict[str, tuple[str | type[Any], str, bool]]:
+def _shape(model: Any) -> dict[str, tuple[str | type[Any], str, bool]]:
     fields = {}
     for name, field in model.model_fields.items():
         found = _field_of(field.annotation)
@@ -197,7 +196,7 @@ def _primitive_issue(kind: str, name: str, value: Any, at: str) -> Issue | None:
                  f"{_JSON_KIND[kind]}.", "structure", "error", at)
 
 
-def _shape_walk(model: type[Any], node: dict[str, Any], at: str, issues: list[Issue]) -> None:
+def _shape_walk(model: Any, node: dict[str, Any], at: str, issues: list[Issue]) -> None:
     fields = _shape(model)
     for key, value in node.items():
         field = fields.get(key)
@@ -252,7 +251,7 @@ def _shape_item(kind: str | type[Any], name: str, value: Any, at: str,
         if model is not None:
             _shape_walk(model, value, at, issues)
         return
-    _shape_walk(_element_model() if kind == "element" else kind, value, at, issues)
+    _shape_walk(_element_model() if isinstance(kind, str) else kind, value, at, issues)
 
 
 @cache
@@ -269,7 +268,7 @@ def shape_issues(resource: dict[str, Any]) -> list[Issue]:
     if model is None:
         return []
     issues: list[Issue] = []
-    _shape_walk(model, resource, rtype, issues)  # type: ignore[arg-type]
+    _shape_walk(model, resource, rtype, issues)
     return issues
 
 
