@@ -182,7 +182,7 @@ def _primitive_issue(kind: str, name: str, value: Any, at: str) -> Issue | None:
     ok = (isinstance(value, str) if kind == "string"
           else value is True or value is False if kind == "boolean"
           else type(value) is int if kind == "integer"
-          else type(value) in (int, Decimal))
+          else type(value) in (int, Decimal, float))
     if ok:
         if value == "":
             return Issue(f"{at}: is an empty string; a FHIR {name} is never empty (leave the "
