@@ -264,8 +264,7 @@ def shape_issues(resource: dict[str, Any]) -> list[Issue]:
     """What R4's JSON rules forbid that the models let through: null, empty arrays, objects
     and strings, and primitives in the wrong JSON type; [] when there is none."""
     rtype = resource.get("resourceType")
-    model = _model(rtype) if isinstance(rtype, str) else None
-    if model is None:
+    if not isinstance(rtype, str) or (model := _model(rtype)) is None:
         return []
     issues: list[Issue] = []
     _shape_walk(model, resource, rtype, issues)
