@@ -59,3 +59,16 @@ def test_a_transaction_entry_breaking_r4_json_is_refused_and_stores_nothing(
     r = client.post("/fhir", json=bundle("1969-11-13"))  # control
     assert r.status_code == 200, r.text
     assert len(_patients(client)) == 1
+
+
+def test_a_patch_making_a_value_null_is_422_and_changes_nothing(client: TestClient) -> None:
+    made = client.post("/fhir/Patient", json=patient(NUMBER)).json()
+    patch = {"Content-Type": "application/json-patch+json"}
+
+    def replace(value: Any) -> Any:
+        return client.patch(f"/fhir/Patient/{made['id']}", headers=patch,
+                            json=[{"op": "replace", "path": "/birthDate", "value": value}])
+
+    assert "Patient.birthDate: is null" in _diagnostics(replace(None), 422)
+    assert client.get(f"/fhir/Patient/{made['id']}").json()["meta"]["versionId"] == "1"
+    assert replace("1969-11-14").status_code == 200  # control
