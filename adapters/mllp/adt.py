@@ -120,6 +120,9 @@ def read_header(payload: bytes) -> Header:
     text = first.decode("iso-8859-1")
     if not text.startswith("MSH") or len(text) < 8:
         raise AdtError("MSH", SEGMENT_ERROR, "The message does not begin with an MSH segment.")
+    problem = _encoding_problem(text[3], text[4:].split(text[3], 1)[0])
+    if problem:
+        raise AdtError(*problem)
     try:
         msh = hl7.parse(text).segment("MSH")
     except Exception as exc:  # the library raises plain errors on malformed MSH
@@ -150,6 +153,26 @@ def read_header(payload: bytes) -> Header:
     return header
 
 
+def _encoding_problem(field_sep: str, chars: str) -> tuple[str, str, str] | None:
+    """Where, the ERR-3 code and what is wrong with MSH-1 and MSH-2 (component, repetition,
+    escape and subcomponent separators, and v2.7's truncation character); None when they can
+    be read (the parser's own refusal of them named nothing)."""
+    shown = "".join(c if c.isprintable() else "?" for c in chars[:10])
+    rule = ("MSH-2 (encoding characters) must be four distinct characters, none of them the "
+            f"field separator '{field_sep if field_sep.isprintable() else '?'}' nor a letter "
+            "or digit; usually ^~\\&")
+    if field_sep.isalnum() or not field_sep.isprintable():
+        return ("MSH-1", DATA_TYPE_ERROR, "MSH-1 (field separator) must be a printable "
+                "character that is not a letter or digit, usually |.")
+    if not 4 <= len(chars) <= 5:
+        return "MSH-2", DATA_TYPE_ERROR, f"{rule}; it is '{shown}' ({len(chars)} characters)."
+    if len(set(chars)) != len(chars) or field_sep in chars:
+        return "MSH-2", DATA_TYPE_ERROR, f"{rule}; '{shown}' repeats a character."
+    if any(c.isalnum() or not c.isprintable() for c in chars):
+        return "MSH-2", DATA_TYPE_ERROR, f"{rule}; '{shown}' holds one that is not."
+    return None
+
+
 def _component(field: str, n: int, sep: str) -> str:
     parts = field.split(sep)
     return parts[n - 1].strip() if len(parts) >= n else ""
@@ -171,6 +194,13 @@ def parse(payload: bytes, header: Header, zone: ZoneInfo) -> Adt:
             shown = seg_id[:20] + ("..." if len(seg_id) > 20 else "")
             raise AdtError(f"segment {n}", SEGMENT_ERROR,
                           f"Segment {n} ('{shown}') is not an HL7 segment.")
+        if seg_id == "MSH" and n > 1:
+            # A frame holds one message (MLLP); the parser would read the second message's
+            # segments as the first's, and its content would be lost behind an AA.
+            raise AdtError(f"segment {n}", SEGMENT_ERROR,
+                          f"Segment {n} is a second MSH: this frame holds more than one "
+                          "message, and a frame holds one. Nothing in it was taken; send "
+                          "each message in its own frame.")
     pid = _segment(message, "PID")
     pv1 = _segment(message, "PV1") if header.trigger != "A08" else _maybe(message, "PV1")
     person = _person(message, pid, zone)

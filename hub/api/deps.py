@@ -459,6 +459,14 @@ async def read_json_patch(request: Request, settings: Settings) -> list[JSONDict
 
 
 async def _read_bytes(request: Request, settings: Settings) -> bytes:
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        # RFC 9110 15.5.16: a Content-Encoding the server does not support is a 415 (it was
+        # read as the raw bytes, "not UTF-8 text"); the hub decodes none, so no body can
+        # inflate past the size limit.
+        raise UnsupportedMediaTypeError(
+            f"The body is sent with Content-Encoding '{coding[:40]}', which the hub does not "
+            "decode; send it unencoded.", headers={"Accept-Encoding": "identity"})
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from hub.api.deps import audit_failure
 from hub.api.responses import FhirResponse
@@ -20,6 +21,9 @@ log = logging.getLogger("hub.api")
 
 RETRY_AFTER = 5
 """Seconds a client is asked to wait before sending again while the database is away."""
+
+CLIENT_CLOSED = 499
+"""The status recorded for a request whose client left before sending its body."""
 
 _HTTP_TEXT = {404: "There is nothing at this address.",
               405: "This method is not supported at this address."}
@@ -58,6 +62,17 @@ def install(app: FastAPI, *, pages: tuple[str, PageMaker] | None = None) -> None
         code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
         return FhirResponse(operation_outcome([Issue(text, code)]),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # A client that closes the connection before its body is read (a timeout, mostly)
+        # is no failure of the hub: one line, no incident, no traceback; and no answer, as
+        # no one is there to read it (499, nginx's "client closed request", for the record).
+        log.info("client closed the connection during %s %s before sending its whole body; "
+                 "nothing was done", request.method, request.url.path)
+        await audit_failure(request, CLIENT_CLOSED, "The client closed the connection before "
+                            "sending the whole request; nothing was changed.")
+        return Response(status_code=CLIENT_CLOSED)
 
     async def _database_away(request: Request, exc: Exception) -> FhirResponse:
         # PostgreSQL restarting or failing over, a connection cut, a lock or statement

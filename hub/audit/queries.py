@@ -164,8 +164,12 @@ def parse_query(pairs: Sequence[tuple[str, str]], *, default_count: int,
                                       "_summary=count (and false).", expression="_summary")
             summary = value.strip() == "count"
         elif name == "_after":
-            if not value.strip().isdigit():
-                raise BadRequestError(f"_after={value}: not a paging cursor.",
+            cursor = value.strip()
+            # ASCII only ("²".isdigit() holds), and within the seq column's 64 bits: the
+            # driver refused a larger one with a 500
+            if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19 \
+                    or int(cursor) > 2**63 - 1:
+                raise BadRequestError(f"_after={value[:40]}: not a paging cursor.",
                                       expression="_after")
             after = int(value.strip())
         elif not values:

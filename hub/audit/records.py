@@ -173,24 +173,29 @@ def signed_rows(signer: Signer, entries: Sequence[Entry]) -> list[dict[str, Any]
                                               entry.subtype)
         event_id, recorded = str(uuid.uuid4()), _instant(recorded_at)
         record = _record(event, event_id, recorded, entry.action, patient_ref, agent, subtype)
-        body = canonical_json(record)
+        try:
+            body = canonical_json(record)
+            unwritable = _CONTROL_ESCAPE.search(body) is not None
+        except orjson.JSONEncodeError:  # a lone surrogate, which UTF-8 cannot hold
+            unwritable = True
+        if unwritable:
+            # What a caller sent (a URL, a client_id) may hold a character no FHIR string may,
+            # U+0000 among them, which PostgreSQL's text refuses, or a lone surrogate, which
+            # no UTF-8 can: such a record was lost. It is recorded with U+FFFD in its place,
+            # in the body and its columns alike (verify compares them). A rare path: the check
+            # is one scan of the bytes.
+            event = without_control_in(event)
+            patient_ref = None if patient_ref is None else without_control(patient_ref)
+            agent, subtype = without_control(agent), without_control(subtype)
+            record = _record(event, event_id, recorded, entry.action, patient_ref, agent,
+                             subtype)
+            body = canonical_json(record)
         if CREDENTIALS.search(body):
             # An Endpoint's address may carry a password (`https://user:password@host`): the
             # trail is append-only and signed, so what it records names the URL without its
             # userinfo, whoever built the event (an admin command's arguments, a delivery's
             # reason, an error). A rare path: the check is one scan of the bytes.
             event = without_credentials_in(event)
-            record = _record(event, event_id, recorded, entry.action, patient_ref, agent,
-                             subtype)
-            body = canonical_json(record)
-        if _CONTROL_ESCAPE.search(body):
-            # What a caller sent (a URL, a client_id) may hold a character no FHIR string may,
-            # U+0000 among them, which PostgreSQL's text refuses: such a record was lost. It is
-            # recorded with U+FFFD in its place, in the body and its columns alike (verify
-            # compares them). A rare path: the check is one scan of the bytes.
-            event = without_control_in(event)
-            patient_ref = None if patient_ref is None else without_control(patient_ref)
-            agent, subtype = without_control(agent), without_control(subtype)
             record = _record(event, event_id, recorded, entry.action, patient_ref, agent,
                              subtype)
             body = canonical_json(record)

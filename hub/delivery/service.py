@@ -274,6 +274,9 @@ def replay(session: Session, subject: Subject, *, delivery_ids: Iterable[int] = 
         raise ForbiddenError("Dead letters are replayed by coordinators of the sender or "
                              "receiver (and by the hub's CLI).")
     ids = sorted(set(delivery_ids))
+    beyond = [i for i in ids if not -2**63 <= i < 2**63]  # no column holds one: none is known
+    if beyond:
+        raise NotFoundError(f"No delivery {', '.join(map(str, beyond))} is known to you.")
     if not ids and not message_header_id:
         raise BadRequestError("Name the deliveries to replay, or the message (its "
                               "MessageHeader.id).")

@@ -3,11 +3,14 @@
 `loads` is the one place request JSON is parsed (FHIR bodies, client assertions). It refuses,
 as BadRequestError (400) with a plain reason, what a parser would choke on later or a client
 could not have meant: an object naming one key twice, nesting deeper than MAX_DEPTH, and
-numbers longer than MAX_NUMBER_CHARS (FHIR integers are 32-bit, decimals 18 digits).
+numbers longer than MAX_NUMBER_CHARS (FHIR integers are 32-bit, decimals 18 digits), and a
+string holding a lone surrogate (`"\\ud800"`: valid JSON text that encodes no character, so
+R4 cannot hold it, nor can anything that writes it back out as UTF-8).
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +18,8 @@ import orjson
 import simplejson
 
 from hub.errors import BadRequestError
+from hub.fhir.strings import SURROGATE as _SURROGATE
+from hub.fhir.strings import without_control
 
 JSONDict = dict[str, Any]
 
@@ -23,6 +28,32 @@ MAX_DEPTH = 100
 with nested items stays far below this)."""
 MAX_NUMBER_CHARS = 40
 """Longest number accepted, in characters."""
+
+
+# A \uD800-\uDFFF escape. Only a lone one is refused: a pair is one character (an emoji).
+# An escaped backslash before "ud8.." also matches; then the parsed strings are only looked at.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _surrogate_at(node: Any, at: str) -> str | None:
+    """The path (`Bundle.entry[0].fullUrl`) of the first string or key under `node` holding a
+    lone surrogate; None when there is none."""
+    if type(node) is str:
+        return at if _SURROGATE.search(node) else None
+    if type(node) is dict:
+        for key, value in node.items():
+            if _SURROGATE.search(key):
+                return f"{at}.{without_control(key)[:100]}"
+            found = _surrogate_at(value, f"{at}.{key[:100]}")
+            if found is not None:
+                return found
+    elif type(node) is list:
+        for n, value in enumerate(node):
+            found = _surrogate_at(value, f"{at}[{n}]")
+            if found is not None:
+                return found
+    return None
 
 
 class _RefusedError(ValueError):
@@ -97,6 +128,16 @@ def loads(raw: bytes | str, *, what: str = "The request body") -> Any:
         raise BadRequestError(f"{what} is not acceptable JSON: {exc}.") from None
     if _too_deep(raw, data):
         raise too_deep
+    escape = _SURROGATE_ESCAPE_BYTES if isinstance(raw, bytes) else _SURROGATE_ESCAPE
+    if escape.search(raw) is not None:  # type: ignore[arg-type]
+        rtype = data.get("resourceType") if type(data) is dict else None
+        root = rtype if type(rtype) is str and rtype.isalnum() else "$"
+        where = _surrogate_at(data, root)
+        if where is not None:
+            raise BadRequestError(
+                f"{what} holds a lone surrogate escape (\\uD800-\\uDFFF without its pair) in "
+                f"{where}; it encodes no Unicode character, so no FHIR string may hold it.",
+                expression=where)
     return data
 
 
@@ -133,7 +174,12 @@ def _dumps_bytes(data: Any, *, sort_keys: bool) -> bytes:
     except orjson.JSONEncodeError:
         text: str = simplejson.dumps(data, use_decimal=True, ensure_ascii=False,
                                      separators=(",", ":"), sort_keys=sort_keys)
-        return text.encode("utf-8")
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (quoted into a diagnostic): escaped
+            escaped: str = simplejson.dumps(data, use_decimal=True, separators=(",", ":"),
+                                            sort_keys=sort_keys)
+            return escaped.encode("ascii")
 
 
 def dumps(data: Any) -> str:

@@ -469,10 +469,9 @@ def _binding(run: _Run, element: _Element, value: Any, suffix: str) -> None:
     if isinstance(value, str):
         ok = any(code == value for _, code in allowed)
     elif isinstance(value, dict) and isinstance(value.get("coding"), list):
-        ok = any(isinstance(c, dict) and (c.get("system"), c.get("code")) in allowed
-                 for c in value["coding"])
+        ok = any(_coded_in(c, allowed) for c in value["coding"])
     elif isinstance(value, dict):
-        ok = (value.get("system"), value.get("code")) in allowed
+        ok = _coded_in(value, allowed)
     else:
         ok = False
     if not ok:
@@ -480,6 +479,16 @@ def _binding(run: _Run, element: _Element, value: Any, suffix: str) -> None:
         systems = ", ".join(sorted({system for system, _ in allowed}))
         run.add(suffix, f"{name} must be a code of {systems} ({codes}) {run.purpose}; it is "
                         f"{_describe(value)}.", "code-invalid")
+
+
+def _coded_in(coding: Any, allowed: frozenset[tuple[str, str]]) -> bool:
+    """Whether `coding` is a Coding whose system and code are among `allowed`; a system or
+    code of the wrong JSON type (a list: unhashable) is in no value set."""
+    if not isinstance(coding, dict):
+        return False
+    system, code = coding.get("system"), coding.get("code")
+    return isinstance(system, str | None) and isinstance(code, str | None) \
+        and (system, code) in allowed
 
 
 @cache
@@ -584,7 +593,8 @@ def patient_aliases(bundle: JSON) -> dict[str, str]:
     shared examples 08 to 12 do); the hub matches people by fødselsnummer, so such a
     reference can only mean the Patient the message is about."""
     entries = bundle.get("entry") or []
-    urls = {e.get("fullUrl") for e in entries if isinstance(e, dict)}
+    urls = {e["fullUrl"] for e in entries if isinstance(e, dict)
+            and isinstance(e.get("fullUrl"), str)}
     patients = [str(entries[i].get("fullUrl")) for i, resource in message_resources(bundle)
                 if resource["resourceType"] == "Patient"]
     if len(patients) != 1:

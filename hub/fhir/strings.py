@@ -16,6 +16,12 @@ from typing import Any
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 """One character a FHIR string may not hold."""
 
+SURROGATE = re.compile("[\ud800-\udfff]")
+"""A lone surrogate: JSON's `"\\ud800"` escape gives a Python string one, which encodes no
+character and cannot be written as UTF-8 (hub.fhir.jsonio refuses it in request bodies)."""
+
+_UNRECORDABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
 RULE = "FHIR strings hold none below U+0020 but tab, line feed and carriage return"
 """The rule in words, for the diagnostics that refuse such a character."""
 
@@ -27,9 +33,9 @@ def forbidden_character(text: str) -> str | None:
 
 
 def without_control(text: str) -> str:
-    """`text` with each character a FHIR string may not hold replaced by U+FFFD, for
-    recording and looking up what a caller sent (nothing stored holds one)."""
-    return CONTROL.sub("\ufffd", text)
+    """`text` with each character a FHIR string may not hold (lone surrogates too) replaced by
+    U+FFFD, for recording and looking up what a caller sent (nothing stored holds one)."""
+    return _UNRECORDABLE.sub("\ufffd", text)
 
 
 def without_control_in(node: Any) -> Any:

@@ -9,12 +9,23 @@ the resource. The models only judge; what the hub stores is the JSON it received
 come not from the models (their code lists are R4B's, some cut short) but from R4's own
 StructureDefinitions and ValueSets, as a table derived from the official package
 (fhir_profiles/r4/).
+
+The models run in pydantic's lax mode, which turns `null` into "absent", a number into a
+dateTime (a Unix time) and `true` into 1 (strict mode changes none of that for the FHIR
+types), so `shape_issues` first walks the JSON against the models' field types and refuses
+what R4's JSON rules forbid (http://hl7.org/fhir/R4/json.html): null (except in an array of
+primitives whose `_name` array carries their extensions), empty arrays, objects and strings,
+and a primitive in the wrong JSON type (a dateTime, code or id is a string, a boolean true or
+false, an integer a number without a fraction, a decimal a number).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import typing
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -92,6 +103,174 @@ def _control_issues(node: Any, at: str) -> list[Issue]:
     return []
 
 
+# --- JSON shape: what the lax models let through ---------------------------------------------
+# A model's fields, as JSON name -> (kind, list?); kind is a FHIR primitive JSON kind
+# ("string", "boolean", "integer", "decimal"), "element" (a `_name` primitive extension),
+# "resource" (any resource: contained, Bundle.entry.resource), or the model of a complex type.
+_JSON_KIND = {"string": "a JSON string", "boolean": "JSON true or false",
+              "integer": "a JSON number without a fraction", "decimal": "a JSON number"}
+
+
+def _shown(value: Any) -> str:
+    if value is True or value is False:
+        return "true" if value else "false"
+    return f"'{value[:40]}'" if isinstance(value, str) else str(value)[:40]
+
+
+def _fhir_name(marker: Any) -> str:
+    name = type(marker).__name__
+    return {"Xhtml": "xhtml"}.get(name, name[:1].lower() + name[1:])
+
+
+def _field_of(annotation: Any) -> tuple[str | type[Any], str, bool] | None:
+    """(kind, FHIR type name, list?) of a model field's annotation; None for what the walk
+    does not judge."""
+    many = False
+    while True:
+        origin = typing.get_origin(annotation)
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            if len(args) != 1:
+                return None  # (str | list[str]: fhir_comments)
+            annotation = args[0]
+        elif origin is list:
+            many, annotation = True, args[0]
+        else:
+            break
+    if annotation is bool:
+        return "boolean", "boolean", many
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *markers = typing.get_args(annotation)
+        name = _fhir_name(markers[-1]) if markers else "string"
+        if base is int:
+            return "integer", name, many
+        if base is Decimal:
+            return "decimal", name, many
+        return "string", name, many
+    target = getattr(annotation, "_model_klass", None)
+    if not isinstance(target, str):
+        return None
+    module, _, cls_name = target.rpartition(".")
+    if cls_name == "Resource":
+        return "resource", "Resource", many
+    if cls_name == "FHIRPrimitiveExtension":
+        return "element", "Element", many
+    return getattr(importlib.import_module(module), cls_name), cls_name, many
+
+
+@cache
+def _shape(model: Any) -> dict[str, tuple[str | type[Any], str, bool]]:
+    fields = {}
+    for name, field in model.model_fields.items():
+        found = _field_of(field.annotation)
+        if found is not None:
+            fields[str(field.alias or name)] = found
+    return fields
+
+
+def _json_kind(value: Any) -> str:
+    if value is True or value is False:
+        return "boolean"
+    if isinstance(value, int | Decimal | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _primitive_issue(kind: str, name: str, value: Any, at: str) -> Issue | None:
+    ok = (isinstance(value, str) if kind == "string"
+          else value is True or value is False if kind == "boolean"
+          else type(value) is int if kind == "integer"
+          else type(value) in (int, Decimal, float))
+    if ok:
+        if value == "":
+            return Issue(f"{at}: is an empty string; a FHIR {name} is never empty (leave the "
+                         "element out).", "structure", "error", at)
+        return None
+    what = _json_kind(value)
+    if kind == "integer" and isinstance(value, Decimal):
+        what = "number with a fraction or exponent"
+    shown = f" ({_shown(value)})" if what not in ("array", "object") else ""
+    return Issue(f"{at}: is a JSON {what}{shown}; a FHIR {name} is "
+                 f"{_JSON_KIND[kind]}.", "structure", "error", at)
+
+
+def _shape_walk(model: Any, node: dict[str, Any], at: str, issues: list[Issue]) -> None:
+    fields = _shape(model)
+    for key, value in node.items():
+        field = fields.get(key)
+        if field is None:
+            continue  # not an element of the model (its own error) or fhir_comments
+        kind, name, many = field
+        where = f"{at}.{key}"
+        if value is None:
+            issues.append(Issue(f"{where}: is null; FHIR JSON leaves out an element that has "
+                                "no value.", "structure", "error", where))
+            continue
+        if not many:
+            _shape_item(kind, name, value, where, issues)
+            continue
+        if type(value) is not list:
+            continue  # one where an array is wanted: the model says so
+        if not value:
+            issues.append(Issue(f"{where}: is an empty array; FHIR JSON leaves out an element "
+                                "that has no value.", "structure", "error", where))
+            continue
+        # null holds the place of a primitive that has only extensions, or of the extensions
+        # of a primitive that has none: in an array with a `_name` (or `name`) array beside it
+        twin = node.get(key[1:] if key.startswith("_") else f"_{key}")
+        nulls_ok = (kind == "element" or isinstance(kind, str) and kind != "resource") \
+            and type(twin) is list
+        for n, item in enumerate(value):
+            if item is None:
+                if not nulls_ok:
+                    issues.append(Issue(f"{where}[{n}]: is null; FHIR JSON has null only in an "
+                                        "array of primitives with extensions.", "structure",
+                                        "error", f"{where}[{n}]"))
+                continue
+            _shape_item(kind, name, item, f"{where}[{n}]", issues)
+
+
+def _shape_item(kind: str | type[Any], name: str, value: Any, at: str,
+                issues: list[Issue]) -> None:
+    if isinstance(kind, str) and kind not in ("element", "resource"):
+        found = _primitive_issue(kind, name, value, at)
+        if found is not None:
+            issues.append(found)
+        return
+    if type(value) is not dict:
+        return  # the model says what it wants instead
+    if not value:
+        issues.append(Issue(f"{at}: is an empty object; FHIR JSON leaves out an element that "
+                            "has no value.", "structure", "error", at))
+        return
+    if kind == "resource":
+        rtype = value.get("resourceType")
+        model = _model(rtype) if isinstance(rtype, str) else None
+        if model is not None:
+            _shape_walk(model, value, at, issues)
+        return
+    _shape_walk(_element_model() if isinstance(kind, str) else kind, value, at, issues)
+
+
+@cache
+def _element_model() -> type[Any]:
+    from fhir.resources.R4B.fhirprimitiveextension import FHIRPrimitiveExtension
+    return FHIRPrimitiveExtension
+
+
+def shape_issues(resource: dict[str, Any]) -> list[Issue]:
+    """What R4's JSON rules forbid that the models let through: null, empty arrays, objects
+    and strings, and primitives in the wrong JSON type; [] when there is none."""
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str) or (model := _model(rtype)) is None:
+        return []
+    issues: list[Issue] = []
+    _shape_walk(model, resource, rtype, issues)
+    return issues
+
+
 def _location(resource_type: str, loc: tuple[int | str, ...]) -> str:
     path = resource_type
     for part in loc:
@@ -115,19 +294,26 @@ def structure_issues(resource: dict[str, Any]) -> list[Issue]:
         return [Issue(f"'{rtype}' is not a FHIR resource type.", "structure", "error",
                       "resourceType")]
     issues = _control_issues(resource, rtype) if _has_control(resource) else []
+    issues.extend(shape_issues(resource))
+    named = {i.expression for i in issues}
     data = _strip_primitive_extension_values(resource)
     try:
         model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
             where = _location(rtype, tuple(err.get("loc", ())))
+            if where in named:
+                continue  # the JSON shape already says what is wrong there
             template = _MESSAGES.get(err.get("type", ""))
             text = template.format(type=rtype) if template else str(err.get("msg", "is invalid"))
             text = text.rstrip(".")
             issues.append(Issue(f"{where}: {text}.", "structure", "error", where))
         return issues
-    except (ValueError, TypeError) as exc:
-        issues.append(Issue(f"{rtype}: {exc}", "structure", "error", rtype))
+    except (ValueError, TypeError, AttributeError) as exc:
+        # A validator that fails on a wrong JSON type (an url's on a number: AttributeError)
+        # instead of reporting it; the shape walk has named such an element already.
+        if not named:
+            issues.append(Issue(f"{rtype}: {exc}", "structure", "error", rtype))
     return issues
 
 

@@ -383,10 +383,12 @@ def _response(settings: Settings, header: dict[str, Any], event: str,
                for n in notes]
     issues += [{"severity": "warning", "code": "business-rule", "diagnostics": w}
                for w in warnings]
+    source = header.get("source")  # validated; still, never a 500 while answering
+    endpoint = source.get("endpoint") if isinstance(source, dict) else None
     response_header = {
         "resourceType": "MessageHeader", "id": str(uuid.uuid4()),
         "eventCoding": {"system": EVENT_SYSTEM, "code": event},
-        "destination": [{"endpoint": header.get("source", {}).get("endpoint", "unknown"),
+        "destination": [{"endpoint": endpoint if isinstance(endpoint, str) else "unknown",
                          "receiver": header.get("sender")}],
         "source": {"name": "CareHub", "endpoint": settings.fhir_base},
         "response": {"identifier": header["id"], "code": "ok",

@@ -17,6 +17,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from starlette.requests import ClientDisconnect
 from starlette.responses import RedirectResponse, Response
 
 from hub.db.types import utcnow
@@ -120,6 +121,8 @@ class UIRoute(APIRoute):
                 response = error_page(request, exc.status, exc.diagnostics)
             except RequestValidationError:
                 response = error_page(request, 400, "The request is malformed.")
+            except ClientDisconnect:
+                raise  # no one to answer: the app's handler logs it, not as an incident
             except Exception:
                 incident = uuid.uuid4()
                 log.exception("incident %s on %s %s", incident, request.method,

@@ -1143,3 +1143,18 @@ def test_canonical_json_writes_the_json_modules_bytes_for_the_hubs_events(
     assert json.dumps(f"client {kept}", ensure_ascii=False)[1:-1] in body
     assert "\\u0000" not in body
     assert "\\u001f" not in body
+
+
+def test_a_lone_surrogate_in_what_is_recorded_becomes_u_fffd_and_verifies(
+        database: Database, signer: Signer) -> None:
+    """What a caller sent may reach a record holding a lone surrogate, which UTF-8 cannot
+    hold: the record is written with U+FFFD in its place (it was lost, a 500)."""
+    with database.session(write=True) as s:
+        append(s, signer, {"resourceType": "AuditEvent", "outcomeDesc": "'x\ud800'"},
+               patient_ref="Patient/a\udc00", agent="Client/t", action="E", subtype="read")
+    with database.engine.connect() as conn:
+        row = conn.execute(text("SELECT * FROM audit_records")).one()
+    assert json.loads(row.body)["outcomeDesc"] == "'x\ufffd'"
+    assert row.patient_ref == "Patient/a\ufffd"
+    result = check(database, signer)
+    assert result.ok, result.reason

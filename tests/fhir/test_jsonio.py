@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import simplejson
 
+from hub.errors import BadRequestError
 from hub.fhir import jsonio
 from hub.store.service import Wanted  # a dataclass
 from tests.conftest import SHARED
@@ -54,3 +55,25 @@ def test_decimals_stay_as_written_and_what_cannot_be_written_fails_alike() -> No
             jsonio.dumps_bytes(bad)
         with pytest.raises(TypeError):
             _simplejson(bad, sort_keys=False)
+
+
+def test_a_lone_surrogate_escape_is_refused_naming_where_and_a_pair_is_kept() -> None:
+    with pytest.raises(BadRequestError, match="surrogate") as caught:
+        jsonio.loads(b'{"resourceType":"Bundle","entry":[{"fullUrl":"urn:uuid:a\\udfff"}]}')
+    assert caught.value.expression == "Bundle.entry[0].fullUrl"
+    with pytest.raises(BadRequestError, match="surrogate"):
+        jsonio.loads('["\\ud800"]')  # text as well as bytes
+    with pytest.raises(BadRequestError, match="surrogate") as caught:
+        jsonio.loads(b'{"a\\ud800b": 1}')  # a key
+    assert "\ud800" not in caught.value.diagnostics
+    # controls: a pair is one character; an escaped backslash before "ud800" is no escape
+    assert jsonio.loads(b'{"a":"\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+    assert jsonio.loads(b'{"a":"\\\\ud800"}') == {"a": "\\ud800"}
+
+
+def test_what_holds_a_lone_surrogate_is_still_written_escaped() -> None:
+    """A diagnostic quoting what escaped the parser's check can always be written."""
+    data = {"diagnostics": "'x\ud800' \u00f8", "n": 2 ** 70}
+    raw = jsonio.dumps_bytes(data)
+    assert raw == b'{"diagnostics":"\'x\\ud800\' \\u00f8","n":1180591620717411303424}'
+    assert simplejson.loads(raw) == data
