@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import types
 import typing
 from dataclasses import dataclass
 from decimal import Decimal
@@ -129,7 +130,7 @@ def _field_of(annotation: Any) -> tuple[str | type[Any], str, bool] | None:
     while True:
         origin = typing.get_origin(annotation)
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if origin in (typing.Union, types.UnionType):
             if len(args) != 1:
                 return None  # (str | list[str]: fhir_comments)
             annotation = args[0]
