@@ -743,14 +743,15 @@ def copy_record(conn: Connection, seq: int, *, event_id: bool = False,
                 leaf_index: int | None = None) -> int:
     """Insert a byte copy of record `seq` (body, hash, signature, columns) with a new seq,
     as someone with database access would replay a genuine record; its seq."""
-    new = int(conn.execute(text("SELECT max(seq) + 1 FROM audit_records")).scalar_one())
-    conn.execute(text(
-        "INSERT INTO audit_records (seq, recorded_at, patient_ref, agent, action, subtype, "
+    # the seq the database gives (its sequence on PostgreSQL, which a seq chosen here would
+    # leave behind for the next genuine record to collide with)
+    return int(conn.execute(text(
+        "INSERT INTO audit_records (recorded_at, patient_ref, agent, action, subtype, "
         "body, prev_hash, hash, signature, key_id, leaf_hash, leaf_index, event_id) "
-        f"SELECT :n, recorded_at, patient_ref, agent, action, subtype, body, prev_hash, hash, "
+        f"SELECT recorded_at, patient_ref, agent, action, subtype, body, prev_hash, hash, "
         f"signature, key_id, leaf_hash, :i, {'event_id' if event_id else 'NULL'} "
-        "FROM audit_records WHERE seq = :s"), {"n": new, "i": leaf_index, "s": seq})
-    return new
+        "FROM audit_records WHERE seq = :s RETURNING seq"), {"i": leaf_index, "s": seq}
+    ).scalar_one())
 
 
 def test_a_copy_of_a_genuine_record_inserted_is_named_and_never_sealed(

@@ -40,16 +40,20 @@ class _RollbackError(Exception):
     """Leave nothing of one example behind."""
 
 
-def _actors(orgs: list[str]) -> list[dict[str, Any]]:
-    return [{"role": IRCP, "reference": {"reference": f"Organization/{o}"}} for o in orgs]
+def _actors(orgs: list[str]) -> dict[str, Any]:
+    """A provision's `actor` naming `orgs`; none at all for no organisation (FHIR JSON has
+    no empty arrays)."""
+    if not orgs:
+        return {}
+    return {"actor": [{"role": IRCP, "reference": {"reference": f"Organization/{o}"}}
+                      for o in orgs]}
 
 
 @st.composite
 def consents(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(["permit", "deny"]))
-    provision: dict[str, Any] = {"type": kind,
-                                 "actor": _actors(draw(st.lists(st.sampled_from(
-                                     [TIME, KLEPP, CENTRE]), max_size=2, unique=True)))}
+    provision: dict[str, Any] = {"type": kind, **_actors(draw(st.lists(st.sampled_from(
+        [TIME, KLEPP, CENTRE]), max_size=2, unique=True)))}
     period = PERIODS[draw(st.sampled_from(sorted(PERIODS)))]
     if period:
         provision["period"] = period
@@ -58,7 +62,7 @@ def consents(draw: st.DrawFn) -> dict[str, Any]:
                               for t in draw(st.lists(st.sampled_from(TYPES), min_size=1,
                                                      max_size=3, unique=True))]
     if kind == "permit" and draw(st.booleans()):
-        nested: dict[str, Any] = {"type": "deny", "actor": _actors(draw(st.lists(
+        nested: dict[str, Any] = {"type": "deny", **_actors(draw(st.lists(
             st.sampled_from([TIME, KLEPP]), max_size=1)))}
         if draw(st.booleans()):
             nested["class"] = [{"system": "http://hl7.org/fhir/resource-types",
