@@ -164,7 +164,8 @@ def test_an_auditor_finds_the_person_and_sees_each_recipient_and_basis(
     # to the centre on the legal basis reply
     assert any("Time kommune" in r and "Samtykke (versjon 1)" in r
                and "Innleggelsesmelding" in r for r in rows), rows
-    assert any("Jæren DPS" in r and "Hjemmel: reply" in r for r in rows), rows
+    assert any("Jæren DPS" in r and "Et svar på det mottakeren sendte (reply)" in r
+               for r in rows), rows
     assert any("Jæren DPS" in r and "Svar på møteinnkalling" in r for r in rows), rows
     b.check("disclosure-log-nb")
     # the basis links to the consent's version in the timeline
