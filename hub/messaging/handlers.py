@@ -21,7 +21,7 @@ from hub.consent.gate import REPLY, MessageQuestion, decision_item, log_decision
 from hub.consent.policy import PLAN_CONSENT_MISSING
 from hub.db.types import utcnow
 from hub.errors import InvalidResourceError
-from hub.fhir.vocab import EVENTS
+from hub.fhir.vocab import EVENTS, is_individual_plan
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.messaging.outbound import content_owner
 from hub.messaging.routing import decide_delivery
@@ -55,6 +55,19 @@ class Accepted:
         index = self.entries.get(ref)
         base = f"Bundle.entry[{index}].resource" if index is not None else ref.split("/", 1)[0]
         return f"{base}.{path}" if path else base
+
+    def question(self, receiver: str) -> MessageQuestion:
+        """The routing question of this message going to Organization/`receiver`: what
+        routing asks (hub/messaging/intake.py) and what a flow asks before it tells that
+        organisation something the message says."""
+        return MessageQuestion(
+            event=self.event, sender_org=self.sender_org, patient_id=self.patient_id,
+            content_types=frozenset(r.split("/", 1)[0] for r in self.stored) | {"MessageHeader"},
+            receiver_org=receiver,
+            consent=next((body for ref, body in self.stored.items()
+                          if ref in self.focus and ref.startswith("Consent/")), None),
+            individual_plan=any(is_individual_plan(body) for body in self.stored.values()),
+            replying_to=frozenset(self.replying_to))
 
 
 Handler = Callable[[Session, Accepted], None]

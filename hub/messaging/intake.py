@@ -32,7 +32,6 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from hub.auth import isolation, scopes
 from hub.auth.subject import Subject
 from hub.config import Settings
-from hub.consent.gate import MessageQuestion
 from hub.db.direct import Direct
 from hub.db.types import utcnow
 from hub.errors import (
@@ -277,7 +276,6 @@ def _accept(session: Session, settings: Settings, bundle: dict[str, Any],
     _remember_full_urls(session, own)
     focus = [refs.get(str(f.get("reference")), str(f.get("reference")))
              for f in header.get("focus", []) if isinstance(f, dict)]
-    content_types = frozenset(ref.split("/", 1)[0] for ref in stored)
     patient_id = message.patient_ref.split("/", 1)[1] if message.patient_ref else None
     # Handlers get the row as an ORM object, as if loaded: what they change is flushed.
     make_transient_to_detached(message)
@@ -286,7 +284,7 @@ def _accept(session: Session, settings: Settings, bundle: dict[str, Any],
                         entries={f"{p.resource_type}/{p.resource_id}": p.index
                                  for p in placements}, unchanged=frozenset(unchanged))
     run_handlers(session, accepted)
-    destinations = _route(session, settings, accepted, header, content_types, stored)
+    destinations = _route(session, settings, accepted, header)
     response = _response(settings, header, event, destinations, accepted.notes,
                          accepted.warnings)
     _RESPONSE.run(session.connection(), {
@@ -330,13 +328,9 @@ def _remember_full_urls(session: Session, own: dict[str, str]) -> None:
         _INSERT_FULL_URLS[conn.dialect.name].run_many(conn, rows)
 
 
-def _route(session: Session, settings: Settings, accepted: Accepted, header: dict[str, Any],
-           content_types: frozenset[str], stored: dict[str, dict[str, Any]]
+def _route(session: Session, settings: Settings, accepted: Accepted, header: dict[str, Any]
            ) -> list[tuple[str, bool, str]]:
     """One delivery per destination; (receiver, queued?, why) for the response."""
-    consent = next((body for ref, body in stored.items()
-                    if ref in accepted.focus and ref.startswith("Consent/")), None)
-    individual_plan = any(vocab.is_individual_plan(body) for body in stored.values())
     out = []
     receivers = _receivers(header.get("destination", []))
     for receiver in receivers:
@@ -345,14 +339,10 @@ def _route(session: Session, settings: Settings, accepted: Accepted, header: dic
             raise InvalidResourceError(
                 f"The destination Organization/{receiver} is not registered with the hub.",
                 expression="Bundle.entry[0].resource.destination")
-        question = MessageQuestion(
-            event=accepted.event, sender_org=accepted.sender_org,
-            patient_id=accepted.patient_id, content_types=content_types | {"MessageHeader"},
-            receiver_org=receiver, consent=consent, individual_plan=individual_plan,
-            replying_to=frozenset(accepted.replying_to))
         verdict = queue_delivery(session, settings, message_id=accepted.message.id,
-                                 question=question, patient_ref=accepted.message.patient_ref,
-                                 resources=sorted(stored))
+                                 question=accepted.question(receiver),
+                                 patient_ref=accepted.message.patient_ref,
+                                 resources=sorted(accepted.stored))
         queued = verdict.decision != "deny"
         out.append((receiver, queued, verdict.reason))
     return out

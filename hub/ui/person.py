@@ -24,7 +24,8 @@ from hub.store.dates import parse_range
 from hub.store.resources import StoredResource
 from hub.ui.disclosures import Person, person_of
 from hub.ui.i18n import N_
-from hub.ui.transitions import OVERDUE, TASK_CODE, MeetingLine, meeting_lines, reading_subject
+from hub.ui.transitions import TASK_CODE, MeetingLine, meeting_lines, reading_subject
+from hub.workflows.followup import is_overdue
 
 Body = Mapping[str, Any]
 LIMIT = 200
@@ -205,10 +206,8 @@ def _consent(body: Body, orgs: Mapping[str, str]) -> ConsentLine:
 
 def _task(body: Body, orgs: Mapping[str, str], who: str) -> TaskLine:
     period = (body.get("restriction") or {}).get("period") or {}
-    codes = {(c.get("system"), c.get("code")) for c in
-             (body.get("businessStatus") or {}).get("coding", [])}
     reason = str((body.get("statusReason") or {}).get("text") or "")
     return TaskLine(_at(period.get("start")), _at(period.get("end")),
                     TASK_STATES.get(str(body.get("status")), str(body.get("status"))),
-                    OVERDUE in codes, reason or str(body.get("description") or ""),
+                    is_overdue(body), reason or str(body.get("description") or ""),
                     orgs.get(_ref(body.get(who)), ""))

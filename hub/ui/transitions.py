@@ -26,10 +26,8 @@ from hub.store import service
 from hub.store.dates import parse_range
 from hub.store.resources import StoredResource
 from hub.ui.i18n import N_
+from hub.workflows.followup import TASK_CODE, is_overdue
 
-CS = "http://carehub.example/fhir/CodeSystem/"
-TASK_CODE = f"{CS}task-code"
-OVERDUE = (f"{CS}task-business-status", "overdue")
 OPEN_STATUSES = "draft,requested,received,accepted,ready,in-progress,on-hold"
 LIMIT = 200
 """At most this many of each kind are read for the page."""
@@ -339,7 +337,7 @@ def pending_transitions(session: Session, subject: Subject, *,
     lines = []
     for t in checks:
         due = when(((t.get("restriction") or {}).get("period") or {}).get("end"), now)
-        overdue = OVERDUE in _codes(t.get("businessStatus"))
+        overdue = is_overdue(t)
         lines.append(FollowUpLine(names.patient(_ref(t.get("for"))), due, overdue,
                                   names.org(_ref(t.get("owner"))),
                                   str(t.get("description") or FOLLOW_UP_CHECK)))

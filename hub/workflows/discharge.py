@@ -43,10 +43,9 @@ from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
 from hub.config import Settings
-from hub.consent.gate import MessageQuestion
 from hub.db.types import utcnow
 from hub.errors import HubError, InvalidResourceError
-from hub.fhir import refs, vocab
+from hub.fhir import refs
 from hub.fhir.datetimes import parse
 from hub.fhir.refs import org_id
 from hub.messaging.handlers import Accepted, handles
@@ -199,12 +198,7 @@ def _made_before(session: Session, centre: str, encounter_ref: str) -> dict[str,
 def _withheld_from(session: Session, accepted: Accepted, org: str) -> str | None:
     """Why the discharge-notice may not go to Organization/`org` (the routing decision of
     hub.consent.gate, asked as routing asks it); None when it may."""
-    verdict = decide_delivery(session, accepted.settings, MessageQuestion(
-        event=accepted.event, sender_org=accepted.sender_org, patient_id=accepted.patient_id,
-        content_types=frozenset(r.split("/", 1)[0] for r in accepted.stored) | {"MessageHeader"},
-        receiver_org=org,
-        individual_plan=any(vocab.is_individual_plan(b) for b in accepted.stored.values()),
-        replying_to=frozenset(accepted.replying_to)))
+    verdict = decide_delivery(session, accepted.settings, accepted.question(org))
     return verdict.reason if verdict.decision == "deny" else None
 
 

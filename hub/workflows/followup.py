@@ -32,6 +32,15 @@ OVERDUE = {"coding": [{"system": BUSINESS_STATUS, "code": "overdue",
                        "display": "Overdue"}]}
 
 
+def is_overdue(task: Any) -> bool:
+    """Whether a Task body carries the hub's overdue mark (businessStatus OVERDUE)."""
+    status = task.get("businessStatus") if isinstance(task, dict) else None
+    codings = status.get("coding") if isinstance(status, dict) else None
+    return isinstance(codings, list) and any(
+        isinstance(c, dict) and c.get("system") == BUSINESS_STATUS and c.get("code") == "overdue"
+        for c in codings)
+
+
 def writer(org: str | None) -> Subject:
     """The hub writing on behalf of `org`: what it makes belongs to that organisation (the
     centre), which reads and changes it like its own; others read it as consent permits."""

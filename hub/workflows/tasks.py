@@ -23,7 +23,7 @@ from hub.fhir.vocab import EVENTS
 from hub.messaging.handlers import Accepted, handles
 from hub.store import service
 from hub.store.query import SearchRequest
-from hub.workflows.followup import BUSINESS_STATUS
+from hub.workflows.followup import is_overdue
 from hub.workflows.stored import requesters
 
 HUB = Subject.hub_itself()
@@ -178,7 +178,7 @@ def check_status_change(previous: dict[str, Any] | None, new: dict[str, Any], *,
             raise InvalidResourceError(
                 f"{name} cannot go from {old} to {status}; from {old} it can become "
                 f"{', '.join(sorted(allowed))}.", expression=f"{where}.status")
-    if _overdue(previous) != _overdue(new) and status not in FINAL:
+    if is_overdue(previous) != is_overdue(new) and status not in FINAL:
         raise InvalidResourceError(
             f"{name}: businessStatus overdue is the hub's mark of a follow-up check that fell "
             "due unmet; no organisation sets or removes it. It goes when the check is met "
@@ -195,13 +195,6 @@ def check_status_change(previous: dict[str, Any] | None, new: dict[str, Any], *,
             f"comes from Organization/{actor}. (The requester sets requested and cancelled; "
             "the owner accepted, rejected, in-progress and completed.)",
             expression=f"{where}.status")
-
-
-def _overdue(task: dict[str, Any] | None) -> bool:
-    status = (task or {}).get("businessStatus")
-    codings = status.get("coding") if isinstance(status, dict) else None
-    return any(isinstance(c, dict) and c.get("system") == BUSINESS_STATUS
-               and c.get("code") == "overdue" for c in codings or [])
 
 
 @handles(*EVENTS, first=True)
