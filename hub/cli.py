@@ -538,5 +538,22 @@ def user_enable(username: str = typer.Argument(..., help="Sign-in name")) -> Non
     typer.echo(f"enabled user {username}")
 
 
+def main() -> None:
+    """The `hub` command: the commands above, with a database that cannot be reached or
+    opened told in one line and exit code 1, whichever command met it (those of `_run` say so
+    themselves; `hub audit` and `hub deliveries` open the database on their own)."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    try:
+        app()
+    except DatabaseUnavailableError as exc:
+        typer.echo(f"error: {exc.diagnostics}", err=True)
+        sys.exit(1)
+    except (OperationalError, InterfaceError) as exc:  # lost on the way, after opening
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        typer.echo(f"error: the database failed: {first}", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -128,6 +128,8 @@ def test_a_password_in_an_endpoint_url_is_not_written_into_the_trail(
     ("postgresql+psycopg://carehub:S3cretPw@127.0.0.1:1/carehub", ["db", "upgrade"]),
     ("sqlite:////nonexistent/dir/x.db", ["db", "upgrade"]),
     ("sqlite:////nonexistent/dir/x.db", ["deliveries", "list"]),
+    ("postgresql+psycopg://carehub:S3cretPw@127.0.0.1:1/carehub", ["audit", "verify"]),
+    ("sqlite:////nonexistent/dir/x.db", ["audit", "prove", "1"]),
 ])
 def test_a_database_that_cannot_be_reached_is_one_sentence(
         url: str, args: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

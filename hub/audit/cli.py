@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -47,14 +48,23 @@ from hub.config import get_settings
 from hub.db.engine import Database
 from hub.db.migrate import migrated_database
 from hub.db.types import utcnow
+from hub.errors import DatabaseUnavailableError
 
 audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
 PROGRESS_ABOVE = 10_000  # records; smaller trails verify in a blink
 
 
-def _database() -> AbstractContextManager[Database]:
-    return migrated_database(get_settings())
+@contextmanager
+def _database() -> Iterator[Database]:
+    """The trail's database; one that cannot be reached or opened is one line, exit 1."""
+    try:
+        with migrated_database(get_settings()) as database:
+            yield database
+    except DatabaseUnavailableError as exc:
+        Console(stderr=True).print(f"error: {exc.diagnostics}", markup=False,
+                                   highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 class _Bar:
