@@ -24,8 +24,8 @@ from hub.store.dates import parse_range
 from hub.store.resources import StoredResource
 from hub.ui.disclosures import Person, person_of
 from hub.ui.i18n import N_
-from hub.ui.transitions import TASK_CODE, MeetingLine, meeting_lines, reading_subject
-from hub.workflows.followup import is_overdue
+from hub.ui.transitions import MeetingLine, meeting_lines, reading_subject
+from hub.workflows.followup import TASK_CODE, is_overdue
 
 Body = Mapping[str, Any]
 LIMIT = 200
