@@ -23,6 +23,7 @@ from hub.api import (
     workflows,
 )
 from hub.api.formats import check_format
+from hub.api.heads import HeadAsGet
 from hub.api.inputs import check_url
 from hub.api.turns import write_turns
 from hub.audit.recorder import Auditor
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                   docs_url="/docs", redoc_url=None,
                   dependencies=[Depends(check_format), Depends(check_url)])
     app.state.settings = settings
+    app.add_middleware(HeadAsGet)
     exception_handlers.install(app, pages=("/ui", address_error_page))
     openapi.install(app)
     app.include_router(auth.router)  # before fhir: its catch-all would take .well-known

@@ -105,6 +105,8 @@ async def unknown(request: Request) -> FhirResponse:
                 if pattern.match(here)]
     fewest = min((groups for groups, _ in matching), default=0)  # the most specific routes
     allowed = set().union(*(methods for groups, methods in matching if groups == fewest))
+    if "GET" in allowed:
+        allowed.add("HEAD")  # answered as GET (hub/api/heads.py)
     allowed.discard(request.method)
     if allowed:
         allow = ", ".join(sorted(allowed))
