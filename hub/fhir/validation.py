@@ -32,11 +32,28 @@ def validate_resource(resource: dict[str, Any], *, profile: str | None = None) -
         Issue(f"{where}: {reason}", "value", "error", where)
         for where, reason in identifier_problems(resource)
     )
-    if rtype != "Bundle":  # a transaction's entries may hold them; whatever runs it resolves
-        issues.extend(_conditional_references(resource, str(rtype)))
+    if rtype != "Bundle" and _any_conditional(resource):  # a transaction's entries may
+        issues.extend(_conditional_references(resource, str(rtype)))  # hold them: it resolves
     if profile is not None:
         issues = _merged(issues, validate_against(resource, profile))
     return issues
+
+
+def _any_conditional(node: Any) -> bool:
+    """Whether a conditional reference is anywhere in `node` (a walk that builds no paths:
+    the paths are made only for a resource that has one)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            for key, value in item.items():
+                if key == "reference" and refs.conditional(value) is not None:
+                    return True
+                if type(value) is dict or type(value) is list:
+                    stack.append(value)
+        elif type(item) is list:
+            stack.extend(v for v in item if type(v) is dict or type(v) is list)
+    return False
 
 
 def _conditional_references(node: Any, where: str) -> list[Issue]:
