@@ -142,6 +142,11 @@ async def transaction_or_batch(request: Request, db: DatabaseDep, settings: Sett
     return FhirResponse(result)
 
 
+def _prefer(request: Request) -> str:
+    """Every Prefer header of the request, as one list (RFC 7240 allows several)."""
+    return ",".join(request.headers.getlist("prefer"))
+
+
 def _check_body_type(body: dict[str, Any], resource_type: str) -> None:
     if body["resourceType"] != resource_type:
         raise BadRequestError(
@@ -253,7 +258,7 @@ async def create(resource_type: str, request: Request, db: DatabaseDep, settings
         interaction="create", resource_type=resource_type,
         touched=lambda _s, written: touched_stored(written.stored))
     return resource_response(result.stored, status=201 if result.created else 200,
-                             base=settings.fhir_base, prefer=request.headers.get("prefer"),
+                             base=settings.fhir_base, prefer=_prefer(request),
                              location=True, withheld=None if result.readable
                              else service.kept_person_issue(result.stored))
 
@@ -308,7 +313,7 @@ async def update(resource_type: str, resource_id: str, request: Request, db: Dat
         request, db, subject, write, interaction="update", resource_type=resource_type,
         touched=lambda _s, written: touched_stored(written.stored))
     return resource_response(result.stored, status=201 if result.created else 200,
-                             base=settings.fhir_base, prefer=request.headers.get("prefer"),
+                             base=settings.fhir_base, prefer=_prefer(request),
                              location=result.created)
 
 
@@ -338,7 +343,7 @@ async def conditional_update(resource_type: str, request: Request, db: DatabaseD
         request, db, subject, write, interaction="update", resource_type=resource_type,
         query=criteria, touched=lambda _s, written: touched_stored(written.stored))
     return resource_response(result.stored, status=201 if result.created else 200,
-                             base=settings.fhir_base, prefer=request.headers.get("prefer"),
+                             base=settings.fhir_base, prefer=_prefer(request),
                              location=result.created)
 
 
@@ -364,7 +369,7 @@ async def patch(resource_type: str, resource_id: str, request: Request, db: Data
         request, db, subject, write, interaction="update", resource_type=resource_type,
         touched=lambda _s, written: touched_stored(written.stored))
     return resource_response(result.stored, base=settings.fhir_base,
-                             prefer=request.headers.get("prefer"))
+                             prefer=_prefer(request))
 
 
 @router.delete("/{resource_type}/{resource_id}")

@@ -41,9 +41,31 @@ def resource_response(stored: StoredResource, *, status: int = 200, base: str,
     if location:
         headers["Location"] = f"{base}/{stored.relative_url}/_history/{stored.version_id}"
     body: Any = stored.body if withheld is None else operation_outcome([withheld])
-    if prefer and "return=minimal" in prefer:
+    wanted = preferred_return(prefer)
+    if wanted == "minimal":
         body = None
+    elif wanted == "OperationOutcome" and withheld is None:
+        done = (f"Created {stored.relative_url} as version {stored.version_id}."
+                if status == 201 else f"{stored.relative_url} is at version {stored.version_id}.")
+        body = operation_outcome([Issue(done, "informational", "information")])
+    if wanted is not None:
+        headers["Preference-Applied"] = f"return={wanted}"
     return FhirResponse(body, status_code=status, headers=headers)
+
+
+RETURNS = {"minimal": "minimal", "representation": "representation",
+           "operationoutcome": "OperationOutcome"}
+
+
+def preferred_return(prefer: str | None) -> str | None:
+    """What the Prefer header asks a write to answer with (FHIR R4 http.html#ops): `minimal`
+    (no body), `representation` (the resource, the default) or `OperationOutcome`; None when
+    it asks for none of them. As RFC 7240 says, the first `return` named counts."""
+    for preference in (prefer or "").split(","):
+        token, _, value = preference.split(";")[0].partition("=")
+        if token.strip().lower() == "return":
+            return RETURNS.get(value.strip().strip('"').lower())
+    return None
 
 
 def entry(stored: StoredResource, base: str, mode: str | None = None) -> dict[str, Any]:

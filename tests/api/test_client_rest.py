@@ -249,3 +249,39 @@ def test_json_patch_updates_or_says_why_not(client: TestClient) -> None:
     # the hub's own records are as read-only to PATCH as to PUT
     assert client.patch("/fhir/CodeSystem/task-code", json=[], headers=patch_headers) \
         .status_code == 405
+
+
+def test_prefer_return_chooses_what_a_write_answers(client: TestClient) -> None:
+    """FHIR R4 http.html#ops: `return=minimal` no body, `return=OperationOutcome` an outcome
+    saying what was done, `return=representation` (and no Prefer) the resource; the choice is
+    named in Preference-Applied. What is stored is the same either way."""
+    body = patient(fnr(date(1981, 3, 4)))
+    made = client.post("/fhir/Patient", json=body, headers={"Prefer": "return=OperationOutcome"})
+    assert made.status_code == 201, made.text
+    outcome = made.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    pid = made.headers["location"].split("/Patient/")[1].split("/")[0]
+    assert outcome["issue"][0]["severity"] == "information"
+    assert outcome["issue"][0]["diagnostics"] == f"Created Patient/{pid} as version 1."
+    assert made.headers["preference-applied"] == "return=OperationOutcome"
+    assert made.headers["etag"] == 'W/"1"'
+    updated = client.put(f"/fhir/Patient/{pid}", json={**body, "id": pid, "gender": "female"},
+                         headers={"Prefer": "handling=lenient, return=minimal"})
+    assert updated.status_code == 200
+    assert updated.content == b""
+    assert updated.headers["preference-applied"] == "return=minimal"
+    again = client.put(f"/fhir/Patient/{pid}", json={**body, "id": pid, "gender": "male"},
+                       headers={"Prefer": "return=representation"})
+    assert again.json()["gender"] == "male"
+    assert again.json()["meta"]["versionId"] == "3"
+    plain = client.put(f"/fhir/Patient/{pid}", json={**body, "id": pid, "gender": "other"})
+    assert plain.json()["resourceType"] == "Patient"  # the default: the resource
+    assert "preference-applied" not in plain.headers
+    # the first `return` counts (RFC 7240); an unknown value is ignored
+    two = client.put(f"/fhir/Patient/{pid}", json={**body, "id": pid, "gender": "unknown"},
+                     headers=[("Prefer", "return=OperationOutcome"), ("Prefer", "return=minimal")])
+    assert two.json()["issue"][0]["diagnostics"] == f"Patient/{pid} is at version 5."
+    odd = client.put(f"/fhir/Patient/{pid}", json={**body, "id": pid, "gender": "female"},
+                     headers={"Prefer": "return=everything"})
+    assert odd.json()["resourceType"] == "Patient"
+    assert client.get(f"/fhir/Patient/{pid}").json()["meta"]["versionId"] == "6"
