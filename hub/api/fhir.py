@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -38,9 +39,13 @@ from hub.audit.recorder import (
     touched_deleted,
     touched_stored,
 )
+from hub.auth.subject import Subject
 from hub.auth.tokens import token_url
+from hub.consent.gate import DISCLOSURES
 from hub.errors import (
     BadRequestError,
+    GoneError,
+    HubError,
     Issue,
     MethodNotAllowedError,
     NotFoundError,
@@ -154,43 +159,146 @@ def _check_body_type(body: dict[str, Any], resource_type: str) -> None:
             expression="resourceType")
 
 
+VALIDATE_MODES = ("create", "update", "delete", "profile")
+"""R4's ResourceValidationMode: besides checking the resource, whether it could be created,
+could replace the current version, or the current version could be deleted, by the caller."""
+
+
+async def _validate_input(request: Request, settings: SettingsDep, *, body_needed: bool
+                          ) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """(resource, profile, mode) of a $validate call: the resource is the body or the
+    Parameters' `resource`; `profile` and `mode` come from the query or the Parameters."""
+    profile = request.query_params.get("profile")
+    mode = request.query_params.get("mode")
+    if not body_needed and not (await request.body()).strip():
+        body = None
+    else:
+        body = await read_body(request, settings)
+    if body is not None and body["resourceType"] == "Parameters":  # it may wrap the resource
+        params = [p for p in body.get("parameter", []) if isinstance(p, dict)]
+        profile = profile or next((str(p.get("valueUri") or p.get("valueCanonical"))
+                                   for p in params if p.get("name") == "profile"
+                                   and (p.get("valueUri") or p.get("valueCanonical"))), None)
+        mode = mode or next((str(p["valueCode"]) for p in params
+                             if p.get("name") == "mode" and p.get("valueCode")), None)
+        body = next((p["resource"] for p in params
+                     if p.get("name") == "resource" and isinstance(p.get("resource"), dict)),
+                    None if not body_needed else body)
+    if mode is not None and mode not in VALIDATE_MODES:
+        raise BadRequestError(f"mode '{mode[:40]}' is not one of {', '.join(VALIDATE_MODES)}.",
+                              expression="mode")
+    if profile is not None and not is_known_profile(profile):
+        raise BadRequestError(f"{profile} is not a profile this hub knows; "
+                              "GET /fhir/StructureDefinition lists them.", expression="profile")
+    return body, profile, mode
+
+
+def _as_if(s: Session, write: Callable[[], object], issues: list[Issue]) -> None:
+    """Run `write` (the REST write itself, through the store service) in a savepoint that is
+    always rolled back, adding why it was refused to `issues`: $validate's create, update and
+    delete modes ask the rules of the real write, not a copy of them. Not found is raised."""
+    decided = len(s.info.get(DISCLOSURES, ()))
+    savepoint = s.begin_nested()
+    try:
+        write()
+    except (NotFoundError, GoneError):
+        raise
+    except HubError as refused:
+        issues.extend(refused.issues)
+    finally:
+        if savepoint.is_active:
+            savepoint.rollback()
+    # the decisions of a write that never happened disclose nothing
+    del s.info.get(DISCLOSURES, [])[decided:]
+
+
+def _validated(issues: list[Issue], what: str, *, mode: str | None) -> FhirResponse:
+    """The outcome: the issues, and `what` was found when there are none (or, when a mode was
+    asked, none that is an error: the answer to the mode's question)."""
+    if not issues or (mode not in (None, "profile")
+                      and not any(i.severity in ("error", "fatal") for i in issues)):
+        issues = [*issues, Issue(what, "informational", "information")]
+    return FhirResponse(operation_outcome(issues))
+
+
 @router.post("/{resource_type}/$validate")
 async def validate(resource_type: str, request: Request, db: DatabaseDep,
                    settings: SettingsDep, subject: SubjectDep) -> FhirResponse:
     """Check a resource without storing it; always an OperationOutcome. `profile` (query or
     Parameters) checks it against one of the hub's profiles too; a message Bundle is checked
-    as $process-message would (warnings included)."""
+    as $process-message would (warnings included). `mode=create` also asks whether the
+    caller could create it (ownership, scopes: the create itself, rolled back)."""
     service.check_type(subject, resource_type, write=False)
-    body = await read_body(request, settings)
-    profile = request.query_params.get("profile")
-    if body["resourceType"] == "Parameters":  # $validate may wrap the resource
-        params = [p for p in body.get("parameter", []) if isinstance(p, dict)]
-        profile = profile or next((str(p.get("valueUri") or p.get("valueCanonical"))
-                                   for p in params if p.get("name") == "profile"
-                                   and (p.get("valueUri") or p.get("valueCanonical"))), None)
-        body = next((p["resource"] for p in params
-                     if p.get("name") == "resource" and isinstance(p.get("resource"), dict)),
-                    body)
+    body, profile, mode = await _validate_input(request, settings, body_needed=True)
+    assert body is not None
+    if mode in ("update", "delete"):
+        raise BadRequestError(f"mode {mode} validates against a stored resource: POST "
+                              f"/fhir/{resource_type}/{{id}}/$validate.", expression="mode")
     _check_body_type(body, resource_type)
-    if profile is not None and not is_known_profile(profile):
-        raise BadRequestError(f"{profile} is not a profile this hub knows; "
-                              "GET /fhir/StructureDefinition lists them.", expression="profile")
     as_message = resource_type == "Bundle" and body.get("type") == "message" and profile is None
+
+    def check(s: Session) -> list[Issue]:
+        issues = (validate_message(body, warnings=True) if as_message
+                  else validate_resource(body, profile=profile))
+        if mode == "create" and not any(i.severity in ("error", "fatal") for i in issues):
+            _as_if(s, lambda: service.create(s, subject, resource=dict(body)), issues)
+        return issues
+
     issues = await audited_transaction(
-        request, db, subject,
-        lambda _s: validate_message(body, warnings=True) if as_message
-        else validate_resource(body, profile=profile), interaction="operation",
-        operation="$validate", resource_type=resource_type,
-        touched=lambda _s, _issues: touched_bodies([body]))
-    if not issues:
-        issues = [Issue(f"The {resource_type} is valid.", "informational", "information")]
-    return FhirResponse(operation_outcome(issues))
+        request, db, subject, check, interaction="operation", operation="$validate",
+        resource_type=resource_type, touched=lambda _s, _issues: touched_bodies([body]))
+    return _validated(issues, f"The {resource_type} is valid" + (
+        "; you may create it." if mode == "create" else "."), mode=mode)
+
+
+@router.post("/{resource_type}/{resource_id}/$validate")
+async def validate_instance(resource_type: str, resource_id: str, request: Request,
+                            db: DatabaseDep, settings: SettingsDep,
+                            subject: SubjectDep) -> FhirResponse:
+    """$validate against a stored resource the caller may read (404 as a read otherwise):
+    `mode=update` (the default here) checks the body and whether it could replace the current
+    version; `mode=delete` (no body needed) whether the caller could delete it. Each runs the
+    REST write itself in a savepoint that is rolled back: nothing is stored."""
+    service.check_type(subject, resource_type, write=False)
+    body, profile, mode = await _validate_input(request, settings, body_needed=False)
+    mode = mode or "update"
+    if mode == "create":
+        raise BadRequestError(f"mode create validates a new resource: POST "
+                              f"/fhir/{resource_type}/$validate.", expression="mode")
+    if body is None and mode != "delete":
+        raise BadRequestError(f"mode {mode} validates a resource: send it as the body.")
+    if body is not None:
+        _check_body_type(body, resource_type)
+
+    def check(s: Session) -> list[Issue]:
+        current = service.read(s, subject, resource_type=resource_type, resource_id=resource_id)
+        issues = validate_resource(body, profile=profile) if body is not None else []
+        if any(i.severity in ("error", "fatal") for i in issues):
+            return issues
+        if mode == "delete":
+            _as_if(s, lambda: _delete(s, subject, resource_type, resource_id), issues)
+        elif mode == "update":
+            assert body is not None
+            _as_if(s, lambda: _update(s, subject, resource_type, resource_id, dict(body),
+                                      current.etag), issues)
+        return issues
+
+    issues = await audited_transaction(
+        request, db, subject, check, interaction="operation", operation="$validate",
+        resource_type=resource_type,
+        touched=lambda _s, _issues: Touched((f"{resource_type}/{resource_id}",), ()))
+    said = {"update": f"The {resource_type} is valid; it may replace {resource_type}/"
+                      f"{resource_id}.",
+            "delete": f"You may delete {resource_type}/{resource_id}.",
+            "profile": f"The {resource_type} is valid."}
+    return _validated(issues, said[mode], mode=mode)
 
 
 # $validate answers POST only: the other methods would be taken for a read or delete of the
 # id "$validate" by the generic routes below.
-router.add_api_route("/{resource_type}/$validate", unknown,
-                     methods=[m for m in _ANY_METHOD if m != "POST"], include_in_schema=False)
+for _path in ("/{resource_type}/$validate", "/{resource_type}/{resource_id}/$validate"):
+    router.add_api_route(_path, unknown, methods=[m for m in _ANY_METHOD if m != "POST"],
+                         include_in_schema=False)
 
 
 @router.get("/{resource_type}")
@@ -303,18 +411,30 @@ async def update(resource_type: str, resource_id: str, request: Request, db: Dat
     _check_body_type(body, resource_type)
     if_match = request.headers.get("if-match")
 
-    def write(s: Session) -> WriteResult:
-        if resource_type == "Task":  # a Task's status belongs to its parties' roles
-            tasks.check_rest_update(s, subject, resource_id=resource_id, resource=body)
-        return service.update(s, subject, resource_type=resource_type,
-                              resource_id=resource_id, resource=body, if_match=if_match)
-
     result = await audited_transaction(
-        request, db, subject, write, interaction="update", resource_type=resource_type,
+        request, db, subject,
+        lambda s: _update(s, subject, resource_type, resource_id, body, if_match),
+        interaction="update", resource_type=resource_type,
         touched=lambda _s, written: touched_stored(written.stored))
     return resource_response(result.stored, status=201 if result.created else 200,
                              base=settings.fhir_base, prefer=_prefer(request),
                              location=result.created)
+
+
+def _update(s: Session, subject: Subject, resource_type: str, resource_id: str,
+            body: dict[str, Any], if_match: str | None) -> WriteResult:
+    """The REST update (PUT and $validate mode=update)."""
+    if resource_type == "Task":  # a Task's status belongs to its parties' roles
+        tasks.check_rest_update(s, subject, resource_id=resource_id, resource=body)
+    return service.update(s, subject, resource_type=resource_type, resource_id=resource_id,
+                          resource=body, if_match=if_match)
+
+
+def _delete(s: Session, subject: Subject, resource_type: str, resource_id: str
+            ) -> StoredResource | None:
+    """The REST delete (DELETE and $validate mode=delete)."""
+    return service.delete_resource(s, subject, resource_type=resource_type,
+                                   resource_id=resource_id)
 
 
 @router.put("/{resource_type}")
@@ -376,8 +496,8 @@ async def patch(resource_type: str, resource_id: str, request: Request, db: Data
 async def delete(resource_type: str, resource_id: str, request: Request, db: DatabaseDep,
                  subject: SubjectDep) -> Response:
     """Delete: a new empty version; reading it then gives 410."""
-    stored = await audited_transaction(request, db, subject, lambda s: service.delete_resource(
-        s, subject, resource_type=resource_type, resource_id=resource_id),
+    stored = await audited_transaction(
+        request, db, subject, lambda s: _delete(s, subject, resource_type, resource_id),
         interaction="delete", resource_type=resource_type,
         touched=lambda s, gone: touched_deleted(s, gone, resource_type=resource_type,
                                                 resource_id=resource_id))
