@@ -336,6 +336,22 @@ def org_add(
     typer.echo(new_id)
 
 
+@org_app.command("endpoint")
+def org_endpoint(
+    org_id: str = typer.Argument(..., help="Organisation id"),
+    url: str = typer.Argument(..., help="URL the hub pushes messages to; user:password@ in it "
+                                        "(HTTP Basic) is kept apart from the directory"),
+) -> None:
+    """Set (or change) where the hub pushes an organisation's messages."""
+    from hub.fhir.urls import without_credentials
+    from hub.orgs.service import set_endpoint
+
+    endpoint_id = _run(lambda s: set_endpoint(s, HUB, org_id, url),
+                       audit_text=f"org endpoint {org_id} {url}",
+                       audit_target=f"Organization/{org_id}")
+    typer.echo(f"Endpoint/{endpoint_id} -> {without_credentials(url)}")
+
+
 @org_app.command("list")
 def org_list() -> None:
     """List organisations."""

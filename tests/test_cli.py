@@ -123,6 +123,38 @@ def test_a_password_in_an_endpoint_url_is_not_written_into_the_trail(
     assert "--endpoint https://ehr.plain.example/fhir/messages" in plain
 
 
+def test_org_endpoint_sets_the_address_and_keeps_the_password_apart(
+        cli: CliRunner, db_url: str) -> None:
+    """`hub org endpoint ORG URL`: the Endpoint gets the address without its userinfo, the
+    command and its admin record show `***` for it; an unknown organisation is one line."""
+    _ok(cli.invoke(app, ["org", "add", "--id", "moved", "--name", "Moved kommune", "--kind",
+                         "municipality", "--identifier",
+                         "urn:oid:2.16.578.1.12.4.1.4.101|933333333"]))
+    done = cli.invoke(app, ["org", "endpoint", "moved",
+                            "https://hubuser:S3cretPass@ehr.moved.example/fhir/messages"])
+    _ok(done)
+    assert done.output.strip() == ("Endpoint/moved-msg -> "
+                                   "https://***@ehr.moved.example/fhir/messages")
+    listed = cli.invoke(app, ["org", "list"])
+    assert "S3cretPass" not in listed.output
+    assert "S3cretPass" not in _admin_texts(db_url)[-1]
+    assert "org endpoint moved https://***@ehr.moved.example" in _admin_texts(db_url)[-1]
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            address = json.loads(bytes(conn.execute(text(
+                "SELECT body FROM resources WHERE resource_type = 'Endpoint' "
+                "AND logical_id = 'moved-msg'")).scalar_one()))["address"]
+            kept = conn.execute(text("SELECT userinfo FROM endpoint_credentials")).all()
+    finally:
+        engine.dispose()
+    assert address == "https://ehr.moved.example/fhir/messages"
+    assert kept == [("hubuser:S3cretPass",)]
+    nowhere = cli.invoke(app, ["org", "endpoint", "no-such", "https://x.example/"])
+    assert nowhere.exit_code == 1
+    assert len(nowhere.output.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(("url", "args"), [
     ("postgresql+psycopg://carehub:S3cretPw@127.0.0.1:1/carehub", ["org", "list"]),
     ("postgresql+psycopg://carehub:S3cretPw@127.0.0.1:1/carehub", ["db", "upgrade"]),

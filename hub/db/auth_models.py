@@ -78,3 +78,14 @@ class WebSessionRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     __table_args__ = (Index("ix_web_sessions_user", "user_id"),)
+
+
+class EndpointCredentialRow(Base):
+    """The HTTP credentials (userinfo, `user:password`) the push sends to one Endpoint's
+    address. Kept apart from the Endpoint resource, which every client reads as the
+    directory; only the dispatcher puts them back into the address it posts to."""
+
+    __tablename__ = "endpoint_credentials"
+    endpoint_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    userinfo: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -20,6 +20,7 @@ from hub.fhir import vocab
 from hub.messaging.models import DeliveryRow, MessageRow
 from hub.messaging.outbound import content_owner
 from hub.messaging.routing import decide_delivery
+from hub.orgs.service import push_address
 from hub.store import service
 
 HUB = Subject.hub_itself()
@@ -140,7 +141,8 @@ def log_disclosure(session: Session, delivery: DeliveryRow, message: MessageRow,
 
 
 def endpoint_address(session: Session, org_id: str) -> str | None:
-    """The address of the organisation's active hl7-fhir-msg Endpoint, or None (pull only)."""
+    """The address of the organisation's active hl7-fhir-msg Endpoint, with the credentials
+    kept for it (hub/orgs/service.py), or None (pull only)."""
     try:
         org = service.read(session, HUB, resource_type="Organization", resource_id=org_id).body
     except HubError:
@@ -158,5 +160,5 @@ def endpoint_address(session: Session, org_id: str) -> str | None:
         conn = endpoint.get("connectionType") or {}
         if (endpoint.get("status") == "active" and conn.get("code") == HL7_FHIR_MSG
                 and isinstance(endpoint.get("address"), str) and endpoint["address"]):
-            return str(endpoint["address"])
+            return push_address(session, eid, str(endpoint["address"]))
     return None

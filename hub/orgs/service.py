@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.orm import Session
 
 from hub.auth.subject import Subject
+from hub.db.auth_models import EndpointCredentialRow
+from hub.db.types import utcnow
 from hub.errors import BadRequestError, ConflictError
+from hub.fhir.urls import without_credentials
 from hub.store import query as search_mod
 from hub.store import service
 from hub.store.resources import StoredResource
@@ -64,25 +67,73 @@ def add_organization(
                               "display": _KIND_DISPLAY[kind]}]}],
     }
     if endpoint:
-        if not re.match(r"^https?://", endpoint):
-            raise BadRequestError(f"--endpoint must be an http(s) URL, not '{endpoint}'.")
-        endpoint_id = f"{org_id}-msg"
-        service.update(session, subject, resource_type="Endpoint", resource_id=endpoint_id,
-                       resource={
-                           "resourceType": "Endpoint", "id": endpoint_id, "status": "active",
-                           "connectionType": {
-                               "system": "http://terminology.hl7.org/CodeSystem/"
-                                         "endpoint-connection-type",
-                               "code": "hl7-fhir-msg"},
-                           "name": f"{name}: FHIR messaging",
-                           "managingOrganization": {"reference": f"Organization/{org_id}"},
-                           "payloadType": [{"text": "FHIR message Bundle"}],
-                           "payloadMimeType": ["application/fhir+json"],
-                           "address": endpoint})
+        endpoint_id = _put_endpoint(session, subject, org_id, name, endpoint)
         org["endpoint"] = [{"reference": f"Endpoint/{endpoint_id}"}]
     service.update(session, subject, resource_type="Organization", resource_id=org_id,
                    resource=org)
     return org_id
+
+
+def _put_endpoint(session: Session, subject: Subject, org_id: str, name: str,
+                  url: str) -> str:
+    """Write the organisation's messaging Endpoint at `url` (a new version when it has one);
+    its id. Userinfo in `url` (HTTP Basic for the receiver) is kept apart from the Endpoint
+    (`endpoint_credentials`), which every client reads as the directory; an address without
+    userinfo removes credentials kept before."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequestError(f"--endpoint must be an http(s) URL, not "
+                              f"'{without_credentials(url)}'.")
+    userinfo, at, host = parts.netloc.rpartition("@")
+    address = urlunsplit(parts._replace(netloc=host)) if at else url
+    endpoint_id = f"{org_id}-msg"
+    service.update(session, subject, resource_type="Endpoint", resource_id=endpoint_id,
+                   resource={
+                       "resourceType": "Endpoint", "id": endpoint_id, "status": "active",
+                       "connectionType": {
+                           "system": "http://terminology.hl7.org/CodeSystem/"
+                                     "endpoint-connection-type",
+                           "code": "hl7-fhir-msg"},
+                       "name": f"{name}: FHIR messaging",
+                       "managingOrganization": {"reference": f"Organization/{org_id}"},
+                       "payloadType": [{"text": "FHIR message Bundle"}],
+                       "payloadMimeType": ["application/fhir+json"],
+                       "address": address})
+    kept = session.get(EndpointCredentialRow, endpoint_id)
+    if at and kept is not None:
+        kept.userinfo, kept.updated_at = userinfo, utcnow()
+    elif at:
+        session.add(EndpointCredentialRow(endpoint_id=endpoint_id, userinfo=userinfo,
+                                          updated_at=utcnow()))
+    elif kept is not None:
+        session.delete(kept)
+    session.flush()
+    return endpoint_id
+
+
+def set_endpoint(session: Session, subject: Subject, org_id: str, url: str) -> str:
+    """Give a registered organisation a (new) messaging Endpoint address; the Endpoint id.
+    Raises NotFoundError (no such organisation), BadRequestError (not an http(s) URL)."""
+    org = service.read(session, subject, resource_type="Organization", resource_id=org_id)
+    assert org.body is not None
+    endpoint_id = _put_endpoint(session, subject, org_id, str(org.body.get("name") or org_id),
+                                url)
+    ref = {"reference": f"Endpoint/{endpoint_id}"}
+    if ref not in (org.body.get("endpoint") or []):
+        service.update(session, subject, resource_type="Organization", resource_id=org_id,
+                       resource={**org.body, "endpoint": [*(org.body.get("endpoint") or []),
+                                                          ref]})
+    return endpoint_id
+
+
+def push_address(session: Session, endpoint_id: str, address: str) -> str:
+    """The address the push posts to: the Endpoint's `address` with the credentials kept
+    for it (if any) as its userinfo. Only the dispatcher asks this."""
+    kept = session.get(EndpointCredentialRow, endpoint_id)
+    if kept is None:
+        return address
+    parts = urlsplit(address)
+    return urlunsplit(parts._replace(netloc=f"{kept.userinfo}@{parts.netloc.rpartition('@')[2]}"))
 
 
 def list_organizations(session: Session, subject: Subject) -> list[StoredResource]:

@@ -43,6 +43,7 @@ class Got:
     bundle: dict[str, Any]
     at: float  # time.monotonic()
     content_type: str
+    authorization: str | None = None  # the Authorization header, if any
 
 
 def free_port() -> int:
@@ -95,7 +96,8 @@ class Receiver:
                 bundle = json.loads(raw)
                 header_id = bundle["entry"][0]["resource"]["id"]
                 got = Got(header_id, bundle, time.monotonic(),
-                          self.headers.get("content-type", ""))
+                          self.headers.get("content-type", ""),
+                          self.headers.get("authorization"))
                 with receiver._lock:
                     receiver.requests.append(got)
                     reply = receiver.script.popleft() if receiver.script else None

@@ -3,25 +3,32 @@ refused), each dead letter and each replay, and never a password from an Endpoin
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import timedelta
 from typing import Any
 
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from hub.app import create_app
 from hub.audit.models import AuditRecordRow
 from hub.audit.recorder import Auditor
 from hub.audit.signing import Signer
 from hub.auth.subject import Subject
 from hub.config import Settings
+from hub.db.auth_models import EndpointCredentialRow
 from hub.db.engine import Database
 from hub.delivery import service
 from hub.delivery.dispatcher import sweep
+from hub.orgs.service import set_endpoint
+from tests.auth_helpers import register_and_token
 from tests.delivery.conftest import ReceiverFactory
 from tests.delivery.factory import accept, add_org, add_patient, delivery
 from tests.delivery.receivers import Reply
 
 SENDER = "sender"
+HUB = Subject.hub_itself()
 
 
 def _auditor(settings: Settings) -> Auditor:
@@ -65,6 +72,35 @@ def test_a_password_in_the_endpoint_url_is_kept_out_of_the_trail_and_the_last_er
     assert "S3cretPass" not in trail
     assert "hubuser" not in trail
     assert f"Delivered by push to {_with_userinfo(r.url, '***')}." in trail
+
+
+def test_endpoint_credentials_are_kept_apart_from_the_directory(
+        database: Database, fast: Settings, receiver: ReceiverFactory,
+        settings: Settings) -> None:
+    """`hub org add --endpoint https://user:password@host/...`: every client reads the
+    Endpoint as the directory, and it holds the address without the userinfo; the push still
+    sends HTTP Basic. `hub org endpoint` with an address without userinfo drops them."""
+    r = receiver("cred")
+    add_org(database, SENDER)
+    add_org(database, "cred", _with_userinfo(r.url, "hubuser:S3cretPass"))
+    with TestClient(create_app(settings)) as c:
+        c.headers["Authorization"] = "Bearer " + register_and_token(c, database,
+                                                                    org_id="time-kommune")
+        shown = c.get("/fhir/Endpoint/cred-msg")
+        assert shown.status_code == 200
+        assert shown.json()["address"] == r.url
+        assert "S3cretPass" not in c.get("/fhir/Endpoint/cred-msg/_history").text
+    accept(database, fast, sender=SENDER, receivers=["cred"], patient_id=add_patient(database))
+    assert sweep(database, fast, auditor=_auditor(fast)).delivered == 1
+    basic = "Basic " + base64.b64encode(b"hubuser:S3cretPass").decode()
+    assert [g.authorization for g in r.requests] == [basic]
+    with database.session(write=True) as s:  # a new address, without credentials
+        set_endpoint(s, HUB, "cred", r.url)
+    accept(database, fast, sender=SENDER, receivers=["cred"], patient_id=add_patient(database))
+    assert sweep(database, fast, auditor=_auditor(fast)).delivered == 1
+    assert [g.authorization for g in r.requests] == [basic, None]
+    with database.session(write=False) as s:
+        assert s.scalars(select(EndpointCredentialRow)).all() == []
 
 
 def test_an_endpoint_url_without_credentials_is_named_whole(
