@@ -14,8 +14,10 @@ re-check, pull, `$disclosure-check` and `$consent-trail` all ask it. The rules i
 - The individual plan needs more: a Consent of the patient, recorded by the plan's author,
   that carries category individual-plan and permits the receiver. Missing, the plan is
   withheld with `withheld_for` set, so that recording the consent later releases it.
-- A Patient is visible to an organisation that holds records about it; a Task to the
-  organisations it names as owner and requester (the parties that set its status).
+- A Patient is visible to an organisation that holds records about it: without the person's
+  consent, its identity only (HOLDER_ELEMENTS, `view`), and a search finds it only by those
+  (HOLDER_SEARCH). A Task is visible to the organisations it names as owner and requester
+  (the parties that set its status).
 - A Consent is visible to its custodian and to the organisations its permit provisions name,
   never to one it names only to deny.
 - Messages: a consent-changed goes where its Consent is visible; a reply goes back to whom it
@@ -46,6 +48,7 @@ from sqlalchemy.orm import Session
 from hub.auth import scopes
 from hub.auth.isolation import DIRECTORY_TYPES
 from hub.auth.subject import Subject
+from hub.consent import minimum
 from hub.consent.policy import (
     DEFAULT_LEGAL_BASES,
     OWN_RECORDS,
@@ -89,6 +92,15 @@ TASK_PARTY = "task-party"
 HOLDS_RECORDS = "holds-records"
 """The basis of a read of a Patient by an organisation that holds records about it (CONTRACT
 section 3): a permit of its own, neither a consent nor a statutory notice."""
+HOLDER_ELEMENTS = frozenset({"identifier", "name", "gender", "birthDate"})
+"""What an organisation that holds records about a person, and has no consent of theirs,
+sees of their Patient: who the records are about, not where they live or how to reach them
+(minimum necessary, CONTRACT section 5). The rest is left out, marked SUBSETTED."""
+HOLDER_SEARCH = frozenset({"_id", "_lastUpdated", "identifier", "name", "family", "given",
+                           "gender", "birthdate"})
+"""The Patient search parameters on those elements: a search by any other (an address, a
+phone number, a chain through the Patient) finds a Patient only where consent permits,
+or the match would tell what the holder may not see."""
 REPLY_TEXT = "an answer goes back to the organisation whose message it answers"
 PLAN_WITHOUT_CONSENT = ("The individual plan is shared only where the patient's consent to it "
                         "(a Consent with category individual-plan, recorded by the plan's "
@@ -279,10 +291,13 @@ class Gate:
             return mine
         return and_(mine, R.c.resource_type.in_(sorted(t for t in SERVED if self._scoped(t))))
 
-    def allows(self, rows: Sequence[Current]) -> list[bool]:
+    def allows(self, rows: Sequence[Current], searched: Iterable[str] = ()) -> list[bool]:
         """For each row, whether the subject may see its current version; logs each
         cross-organisation decision. The patients of the rows are read from the index at
-        once (a search page), not from each body."""
+        once (a search page), not from each body. `searched`: the search parameters that
+        matched the rows (a Patient seen only as its records' holder matches none but
+        HOLDER_SEARCH)."""
+        holder = not set(searched) - HOLDER_SEARCH
         if self.subject.sees_everything:
             return [self._scoped(r.resource_type) for r in rows]
         foreign = [r.pk for r in rows if not self._own_or_directory(r)
@@ -296,7 +311,7 @@ class Gate:
                                                    patients.get(row.pk, set())).decision
                            != "deny")
             else:
-                out.append(self.can_see_version(row, None))
+                out.append(self.can_see_version(row, None, holder=holder))
         return out
 
     def _patients_of(self, pks: list[int]) -> dict[int, set[str]]:
@@ -314,9 +329,12 @@ class Gate:
         """Whether the subject may see this row's current version."""
         return self.can_see_version(row, None)
 
-    def can_see_version(self, row: Current, body: Mapping[str, Any] | None) -> bool:
+    def can_see_version(self, row: Current, body: Mapping[str, Any] | None, *,
+                        holder: bool = True) -> bool:
         """Whether the subject may see one version of `row`'s resource: `body`, or the
-        current version when None (a resource deleted now shows others nothing)."""
+        current version when None (a resource deleted now shows others nothing). `holder`:
+        whether holding records about a Patient counts (not for a search by what the
+        holder does not see: HOLDER_SEARCH)."""
         if not self._scoped(row.resource_type):
             return False
         if self.subject.sees_everything or self._own_or_directory(row):
@@ -325,10 +343,26 @@ class Gate:
             body = decode_body(row.body) if row.body is not None else None
             if body is None:  # deleted now: judged by nothing it says
                 return False
-        return self.record_verdict(row, body).decision != "deny"
+        return self.record_verdict(row, body, holder=holder).decision != "deny"
+
+    def view(self, row: Current, body: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`body` (a version of `row` the subject may see) as the subject is shown it: a
+        Patient it sees only as the holder of records about it, without consent, has its
+        identity alone (HOLDER_ELEMENTS); everything else as stored."""
+        if (body is None or row.resource_type != "Patient" or self.subject.sees_everything
+                or self._own_or_directory(row) or self.recipient is None):
+            return body
+        if self._consented(row.logical_id, row, self.recipient).decision != "deny":
+            return body
+        return minimum.trim_resource(body, {"Patient": HOLDER_ELEMENTS})
+
+    def _consented(self, patient_id: str, row: Current, recipient: str) -> Verdict:
+        return decide(self.consents_by(patient_id, row.owner_org), DisclosureRequest(
+            recipient=recipient, resource_types=frozenset({row.resource_type}),
+            purpose=self.purpose, now=self.now))
 
     def record_verdict(self, row: Current, body: Mapping[str, Any],
-                       patients: set[str] | None = None) -> Verdict:
+                       patients: set[str] | None = None, *, holder: bool = True) -> Verdict:
         """May the subject's organisation see `body`, a version of another organisation's
         resource `row` (about `patients`, read from `body` when not given)? Logged for the
         audit trail."""
@@ -348,27 +382,28 @@ class Gate:
                                          "patient: not disclosable.")
         verdict = Verdict("permit", None, "")
         for patient_id in sorted(patients):
-            verdict = self._record_verdict(patient_id, row, body, recipient)
+            verdict = self._record_verdict(patient_id, row, body, recipient, holder=holder)
             self._log(recipient, f"Patient/{patient_id}", ref, verdict)
             if verdict.decision == "deny":
                 return verdict
         return verdict
 
     def _record_verdict(self, patient_id: str, row: Current, body: Mapping[str, Any],
-                        recipient: str) -> Verdict:
+                        recipient: str, *, holder: bool = True) -> Verdict:
         org = self.subject.organization_id
         assert org is not None
-        if row.resource_type == "Patient" and self._holds_records(org, patient_id):
-            return Verdict("permit", HOLDS_RECORDS, f"{recipient} holds records about Patient/"
-                                           f"{patient_id}, so it may read the Patient")
         if row.resource_type == "Task" and org in refs.org_ids(
                 [body.get("owner"), body.get("requester")]):
             return Verdict("permit", TASK_PARTY, f"{recipient} is named in {row.resource_type}/"
                                                  f"{row.logical_id} as its owner or requester: "
                                                  "a party to the task, which sets its status")
-        verdict = decide(self.consents_by(patient_id, row.owner_org), DisclosureRequest(
-            recipient=recipient, resource_types=frozenset({row.resource_type}),
-            purpose=self.purpose, now=self.now))
+        verdict = self._consented(patient_id, row, recipient)
+        if (verdict.decision == "deny" and row.resource_type == "Patient" and holder
+                and self._holds_records(org, patient_id)):
+            # Its identity only (view): the consent, where there is one, shows it all.
+            return Verdict("permit", HOLDS_RECORDS, f"{recipient} holds records about Patient/"
+                                                    f"{patient_id}, so it may see who they are "
+                                                    "(their identity, nothing more)")
         if verdict.decision != "deny" and vocab.is_individual_plan(body):
             plan = self._plan_verdict(patient_id, row.owner_org, recipient)
             if plan.decision == "deny":

@@ -187,6 +187,9 @@ def run(session: Session, req: SearchRequest, visibility: Visibility) -> SearchP
     may see (CONTRACT section 5: no trace of the hidden), so a page walks the pre-filtered
     rows from the start; `_count=0` asks no page at all."""
     query, ignored = build_query(req, visibility.clause(), chains.Links(session, visibility))
+    # what the rows were found by: a match must not tell what the caller may not see of them
+    searched = {name.partition(":")[0] for name, _ in req.criteria} | {
+        key.lstrip("-") for key in req.sort}
     ordered = query.order_by(*_order_by(req))
     wanted = req.offset + req.count + 1  # visible rows up to one past this page
     seen: list[Current] = []
@@ -197,18 +200,20 @@ def run(session: Session, req: SearchRequest, visibility: Visibility) -> SearchP
         exhausted = len(pks) < batch
         position += len(pks)
         rows = get_current_by_pk(session, pks)
-        seen.extend(row for row, ok in zip(rows, visibility.allows(rows), strict=True) if ok)
+        seen.extend(row for row, ok in zip(rows, visibility.allows(rows, searched), strict=True)
+                    if ok)
     page = seen[req.offset:req.offset + req.count]
     next_offset = req.offset + req.count if len(seen) > req.offset + req.count else None
-    total = _count(session, query, visibility) if req.total else None
+    total = _count(session, query, visibility, searched) if req.total else None
     return SearchPage(page, _includes(session, req, [r.pk for r in page], visibility),
                       next_offset, total, ignored)
 
 
-def _count(session: Session, query: Select[Any], visibility: Visibility) -> int:
+def _count(session: Session, query: Select[Any], visibility: Visibility,
+           searched: set[str]) -> int:
     total = 0
     for chunk in _chunks(list(session.execute(query.order_by(R.c.pk)).scalars()), 500):
-        total += sum(visibility.allows(get_current_by_pk(session, chunk)))
+        total += sum(visibility.allows(get_current_by_pk(session, chunk), searched))
     return total
 
 

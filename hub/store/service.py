@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
@@ -112,6 +112,13 @@ def _same_content(current: repo.Current, resource: dict[str, Any]) -> bool:
     if current.deleted or current.body is None:
         return False
     return _content(decode_body(current.body)) == _content(resource)
+
+
+def _shown(gate: visibility.Visibility, row: repo.Current,
+           stored: StoredResource) -> StoredResource:
+    """`stored` (a version of `row` the gate's subject may see) as the subject is shown it."""
+    body = gate.view(row, stored.body)
+    return stored if body is stored.body else replace(stored, body=body)
 
 
 def _stored(current: repo.Current) -> StoredResource:
@@ -237,8 +244,10 @@ def _linked_person(session: Session, subject: Subject,
     kept = kept_person_of(session, subject, resource)
     if kept is None:
         return None
-    return WriteResult(_stored(kept), created=False, unchanged=True,
-                       readable=visibility.of(session, subject).can_see(kept))
+    gate = visibility.of(session, subject)
+    readable = gate.can_see(kept)
+    return WriteResult(_shown(gate, kept, _stored(kept)) if readable else _stored(kept),
+                       created=False, unchanged=True, readable=readable)
 
 
 def _normalise_criteria(criteria: str) -> str:
@@ -523,23 +532,19 @@ def conditional_delete(session: Session, subject: Subject, *, resource_type: str
                                        resource_id=matches[0])
 
 
-def _require_current(session: Session, subject: Subject, resource_type: str,
-                     resource_id: str) -> repo.Current:
-    current = repo.get_current(session, resource_type, resource_id)
-    if current is None or not visibility.of(session, subject).can_see(current):
-        raise NotFoundError(f"{resource_type}/{resource_id} is not known here.")
-    return current
-
-
 def read(session: Session, subject: Subject, *, resource_type: str,
          resource_id: str) -> StoredResource:
-    """The current version of Type/id. Raises NotFoundError, GoneError (deleted)."""
+    """The current version of Type/id, as the subject is shown it. Raises NotFoundError,
+    GoneError (deleted)."""
     check_type(subject, resource_type, write=False)
-    current = _require_current(session, subject, resource_type, resource_id)
+    current = repo.get_current(session, resource_type, resource_id)
+    gate = visibility.of(session, subject)
+    if current is None or not gate.can_see(current):
+        raise NotFoundError(f"{resource_type}/{resource_id} is not known here.")
     if current.deleted:
         raise GoneError(f"{resource_type}/{resource_id} was deleted.",
                         headers={"ETag": f'W/"{current.version_id}"'})
-    return _stored(current)
+    return _shown(gate, current, _stored(current))
 
 
 def exists(session: Session, subject: Subject, *, resource_type: str, resource_id: str) -> bool:
@@ -568,8 +573,8 @@ def vread(session: Session, subject: Subject, *, resource_type: str, resource_id
         raise missing
     if row.body is None:
         raise GoneError(f"Version {version_id} of {resource_type}/{resource_id} is its deletion.")
-    return StoredResource.from_row(resource_type, resource_id, row.version_id,
-                                   row.last_updated_at, row.body, row.method)
+    return _shown(gate, current, StoredResource.from_row(
+        resource_type, resource_id, row.version_id, row.last_updated_at, row.body, row.method))
 
 
 def history(session: Session, subject: Subject, *, resource_type: str, resource_id: str,
@@ -596,8 +601,9 @@ def history(session: Session, subject: Subject, *, resource_type: str, resource_
     kept = [r for r in visible
             if history_mod.in_time(r.last_updated_at, newer[r.version_id], since=since, at=at)]
     page = kept[offset:offset + count]
-    versions = [StoredResource.from_row(resource_type, resource_id, r.version_id,
-                                        r.last_updated_at, r.body, r.method) for r in page]
+    versions = [_shown(gate, current, StoredResource.from_row(
+        resource_type, resource_id, r.version_id, r.last_updated_at, r.body, r.method))
+        for r in page]
     return versions, len(kept) > offset + count
 
 
@@ -623,8 +629,10 @@ def search(session: Session, subject: Subject, *,
                                                        search_mod.SearchPage]:
     """Matches and included resources of one search page."""
     check_type(subject, request.resource_type, write=False)
-    page = search_mod.run(session, request, visibility.of(session, subject))
-    return ([_stored(c) for c in page.matches], [_stored(c) for c in page.included], page)
+    gate = visibility.of(session, subject)
+    page = search_mod.run(session, request, gate)
+    return ([_shown(gate, c, _stored(c)) for c in page.matches],
+            [_shown(gate, c, _stored(c)) for c in page.included], page)
 
 
 def _identifier_query(with_system: bool) -> Select[Any]:
@@ -656,7 +664,8 @@ def find_by_identifier(session: Session, subject: Subject, *, system: str | None
     if clause is not None:
         query = query.where(clause)
     rows = repo.current_rows(session, query, params)
-    return [_stored(r) for r, ok in zip(rows, gate.allows(rows), strict=True) if ok]
+    return [_shown(gate, r, _stored(r))
+            for r, ok in zip(rows, gate.allows(rows, ("identifier",)), strict=True) if ok]
 
 
 _TOKENS = repo.INDEX_TABLES[0]
@@ -759,7 +768,8 @@ def find_by_identifiers(session: Session, subject: Subject,
         rows = [tuple(r) for r in conn.execute(query, {
             "types": types, **{f"v{i}": v for i, v in enumerate(values)}})]
     currents = [repo.Current(*row[:-2]) for row in rows]
-    seen = {c.pk for c, ok in zip(currents, gate.allows(currents), strict=True) if ok}
+    seen = {c.pk for c, ok in zip(currents, gate.allows(currents, ("identifier",)), strict=True)
+            if ok}
     out: list[list[StoredResource]] = []
     for w in wanted:
         pks: dict[int, repo.Current] = {}
@@ -767,7 +777,7 @@ def find_by_identifiers(session: Session, subject: Subject,
             if (current.pk in seen and row[-1] == w.value and row[-2] == w.system
                     and current.resource_type in w.resource_types):
                 pks[current.pk] = current
-        out.append([_stored(c) for c in pks.values()])
+        out.append([_shown(gate, c, _stored(c)) for c in pks.values()])
     return out
 
 

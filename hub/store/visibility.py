@@ -7,7 +7,7 @@ that refuses instead of showing everything.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement
@@ -27,14 +27,19 @@ class Visibility(Protocol):
         """A filter on `resources` that admits only rows the subject may see without a
         decision per row (never more than allowed; None: every row)."""
 
-    def allows(self, rows: Sequence[Current]) -> list[bool]:
-        """For each row, whether its current version may be seen."""
+    def allows(self, rows: Sequence[Current], searched: Iterable[str] = ()) -> list[bool]:
+        """For each row, whether its current version may be seen (`searched`: by a search
+        on these parameters, which must not tell what the subject may not see)."""
 
     def can_see(self, row: Current) -> bool:
         """Whether the row's current version may be seen."""
 
     def can_see_version(self, row: Current, body: Mapping[str, Any] | None) -> bool:
         """Whether one version (`body`; None: the current one) may be seen."""
+
+    def view(self, row: Current, body: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A version the subject may see (`body`) as it is shown to the subject: the
+        elements it may not see left out."""
 
 
 Factory = Callable[[Session, Subject], Visibility]

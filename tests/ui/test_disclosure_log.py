@@ -23,6 +23,7 @@ from hub.fhir.identifiers import FNR_SYSTEM
 from hub.store import service
 from hub.ui import disclosures
 from hub.ui.disclosures import csv_cell
+from tests.access_clients import other_client
 from tests.audit.trail import settle
 from tests.ui.conftest import SHARED_FNR as FNR
 from tests.ui.conftest import Browser, make_user, sign_in
@@ -376,14 +377,27 @@ def test_a_csv_cell_is_quoted_only_when_it_starts_like_a_formula(value: str,
 
 
 def test_a_read_of_the_patient_by_an_organisation_holding_records_has_its_own_basis(
-        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
-    """Time kommune holds records about Kari, so it may read her Patient (CONTRACT section
-    3): the record names the basis `holds-records`, the log and the CSV show it, and the
-    person's copy says why in words, not "neither consent nor law allows it" (which stays for
-    what was withheld). The consent-based lines keep "Your consent" (the control)."""
+        shared_story: dict[str, TestClient], database: Database, browser: Browser,
+        settings: Settings) -> None:
+    """Klepp kommune holds a record about Kari (its own Flag) and has no consent of hers, so
+    it may see who she is (CONTRACT section 3), her identity only: the record names the basis
+    `holds-records`, the log and the CSV show it, and the person's copy says why in words,
+    not "neither consent nor law allows it" (which stays for what was withheld). Time
+    kommune, which holds records too and has her consent, reads her whole Patient on the
+    consent (the control), and the consent-based lines keep "Your consent"."""
     pid = _patient_id(database)
-    r = shared_story["time-kommune"].get(f"/fhir/Patient/{pid}")
+    time = shared_story["time-kommune"].get(f"/fhir/Patient/{pid}")
+    assert time.status_code == 200
+    assert "address" in time.json()  # on her consent: all of it
+    with other_client(settings, database, "klepp-kommune") as klepp:
+        flag = klepp.post("/fhir/Flag", json={
+            "resourceType": "Flag", "status": "active", "code": {"text": "Home visits"},
+            "subject": {"reference": f"Patient/{pid}"}})
+        assert flag.status_code == 201, flag.text
+        r = klepp.get(f"/fhir/Patient/{pid}")
     assert r.status_code == 200
+    assert set(r.json()) <= {"resourceType", "id", "meta", "identifier", "name", "gender",
+                             "birthDate"}
     settle(database)  # the read's records wait in the read spool until moved
     with database.session(write=False) as s:
         bodies = [json.loads(bytes(b)) for b in s.scalars(select(AuditRecordRow.body).where(
@@ -394,8 +408,14 @@ def test_a_read_of_the_patient_by_an_organisation_holding_records_has_its_own_ba
         [basis] = [e for e in body["entity"] if e["role"]["code"] == "13"]
         details = {d["type"]: d["valueString"] for d in basis["detail"]}
         if details.get("interaction") == "read":
-            found.append((details["decision"], details.get("basis"), basis["name"]))
-    assert found == [("permit", "holds-records", "legal basis")]
+            [recipient] = [a["who"]["reference"] for a in body["agent"]
+                           if a["who"].get("reference", "").startswith("Organization/")][:1]
+            found.append((recipient, details["decision"], details.get("basis"),
+                          basis.get("name")))
+    assert found[-1] == ("Organization/klepp-kommune", "permit", "holds-records",
+                         "legal basis")
+    assert found[-2][:2] == ("Organization/time-kommune", "permit")
+    assert str(found[-2][2]).startswith("Consent/")
     client = _auditor(browser)
     page = client.get(f"/ui/audit/people/{pid}").text
     reads = _rows(_section(page, "Reads by other organisations, newest first"))
