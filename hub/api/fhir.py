@@ -29,6 +29,7 @@ from hub.api.responses import (
     entry,
     handling_strict,
     page_link,
+    preferred_return,
     resource_response,
 )
 from hub.audit.events import Interaction
@@ -138,7 +139,8 @@ async def transaction_or_batch(request: Request, db: DatabaseDep, settings: Sett
         raise BadRequestError(f"POST /fhir takes a Bundle, not a {body['resourceType']}.",
                               expression="resourceType")
     opts = transaction.BundleSettings(settings.page_size, settings.max_page_size,
-                                      strict=handling_strict(request.headers.getlist("prefer")))
+                                      strict=handling_strict(request.headers.getlist("prefer")),
+                                      returns=preferred_return(_prefer(request)))
     kind: Interaction = "batch" if body.get("type") == "batch" else "transaction"
     result = await audited_transaction(
         request, db, subject, lambda s: transaction.process(s, subject, body, opts),

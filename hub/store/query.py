@@ -17,7 +17,9 @@ MAX_OFFSET = 2**31 - 1
 """Largest `_offset` (and any paging number) accepted."""
 
 RESULT_PARAMS = {"_count", "_offset", "_sort", "_include", "_total", "_format", "_summary",
-                 "_elements", "_totalMethod"}
+                 "_elements", "_totalMethod", "_pretty"}
+"""Controls of the result, not criteria (`_format` and `_pretty` are the API's: JSON, as
+compact as always, whatever `_pretty` asks)."""
 
 
 @dataclass

@@ -64,6 +64,10 @@ class BundleSettings:
     max_page_size: int
     strict: bool = False
     """`Prefer: handling=strict`: a search entry's unsupported parameter fails the entry."""
+    returns: str | None = None
+    """`Prefer: return=`: what a write entry's answer carries besides its response:
+    `representation` the resource, `OperationOutcome` an outcome saying what was stored,
+    `minimal` or None nothing (a read's resource is always there)."""
 
 
 def _entries(bundle: dict[str, Any]) -> list[_Entry]:
@@ -326,6 +330,21 @@ def _run_entry(session: Session, subject: Subject, e: _Entry,
     return _response(200, None), searchset
 
 
+def _result(e: _Entry, response: dict[str, Any], resource: dict[str, Any] | None,
+            settings: BundleSettings) -> dict[str, Any]:
+    """A response entry: a read's resource; a write's as `Prefer: return=` asks."""
+    item: dict[str, Any] = {"response": response}
+    if resource is not None and (e.method == "GET" or settings.returns == "representation"):
+        item["resource"] = resource
+    elif (settings.returns == "OperationOutcome" and e.method in ("POST", "PUT")
+          and "outcome" not in response and "location" in response):
+        where = response["location"].split("/_history/")
+        said = (f"Created {where[0]} as version {where[1]}." if response["status"] == "201 Created"
+                else f"{where[0]} is at version {where[1]}.")
+        response["outcome"] = operation_outcome([Issue(said, "informational", "information")])
+    return item
+
+
 def _error_response(err: HubError) -> dict[str, Any]:
     return {"status": str(err.status), "outcome": err.outcome()}
 
@@ -395,9 +414,7 @@ def _transaction(session: Session, subject: Subject, entries: list[_Entry],
             response, resource = _run_entry(session, subject, e, settings)
         except HubError as err:  # a failed read too: all or nothing
             raise _prefixed(err, e.index) from err
-        results[e.index] = {"response": response}
-        if resource is not None and e.method == "GET":
-            results[e.index]["resource"] = resource
+        results[e.index] = _result(e, response, resource, settings)
         if e.full_url:
             results[e.index]["fullUrl"] = e.full_url
     return {"resourceType": "Bundle", "type": "transaction-response",
@@ -421,10 +438,7 @@ def _batch(session: Session, subject: Subject, entries: list[_Entry],
                         e.resource = _rewrite(e.resource, refs,
                                               f"Bundle.entry[{e.index}].resource", resolve)
                     response, resource = _run_entry(session, subject, e, settings)
-            item: dict[str, Any] = {"response": response}
-            if resource is not None and e.method == "GET":
-                item["resource"] = resource
-            out.append(item)
+            out.append(_result(e, response, resource, settings))
         except HubError as err:
             out.append({"response": _error_response(_prefixed(err, e.index))})
     return {"resourceType": "Bundle", "type": "batch-response",

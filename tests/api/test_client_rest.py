@@ -285,3 +285,38 @@ def test_prefer_return_chooses_what_a_write_answers(client: TestClient) -> None:
                      headers={"Prefer": "return=everything"})
     assert odd.json()["resourceType"] == "Patient"
     assert client.get(f"/fhir/Patient/{pid}").json()["meta"]["versionId"] == "6"
+
+
+def test_prefer_return_in_a_transaction_and_a_batch(client: TestClient) -> None:
+    """`Prefer: return=representation` puts each written resource in its response entry,
+    `return=OperationOutcome` an outcome naming what was stored, and without it a write's
+    entry has its response alone; a read's resource is there either way."""
+    def bundle(kind: str, number: str) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": kind, "entry": [
+            {"request": {"method": "POST", "url": "Patient"}, "resource": patient(number)}]}
+
+    plain = client.post("/fhir", json=bundle("transaction", fnr(date(1971, 1, 1)))).json()
+    assert set(plain["entry"][0]) == {"response"}
+    shown = client.post("/fhir", json=bundle("transaction", fnr(date(1972, 1, 1))),
+                        headers={"Prefer": "return=representation"}).json()
+    entry = shown["entry"][0]
+    assert entry["resource"]["resourceType"] == "Patient"
+    assert entry["response"]["location"] == (f"Patient/{entry['resource']['id']}/_history/1")
+    told = client.post("/fhir", json=bundle("batch", fnr(date(1973, 1, 1))),
+                       headers={"Prefer": "return=OperationOutcome"}).json()
+    entry = told["entry"][0]
+    assert "resource" not in entry
+    pid = entry["response"]["location"].split("/")[1]
+    assert entry["response"]["outcome"]["issue"][0]["diagnostics"] == (
+        f"Created Patient/{pid} as version 1.")
+
+
+def test_pretty_is_a_control_not_a_criterion(client: TestClient) -> None:
+    """`_pretty` is accepted as `_format` is, also under `Prefer: handling=strict`, which
+    still refuses a parameter the hub does not know."""
+    _three_patients(client)
+    strict = {"Prefer": "handling=strict"}
+    r = client.get("/fhir/Patient?_pretty=true", headers=strict)
+    assert r.status_code == 200, r.text
+    assert len([e for e in r.json()["entry"] if e["search"]["mode"] == "match"]) == 3
+    assert client.get("/fhir/Patient?_fooo=true", headers=strict).status_code == 400
