@@ -96,11 +96,13 @@ HOLDER_ELEMENTS = frozenset({"identifier", "name", "gender", "birthDate"})
 """What an organisation that holds records about a person, and has no consent of theirs,
 sees of their Patient: who the records are about, not where they live or how to reach them
 (minimum necessary, CONTRACT section 5). The rest is left out, marked SUBSETTED."""
-HOLDER_SEARCH = frozenset({"_id", "_lastUpdated", "identifier", "name", "family", "given",
-                           "gender", "birthdate"})
-"""The Patient search parameters on those elements: a search by any other (an address, a
-phone number, a chain through the Patient) finds a Patient only where consent permits,
-or the match would tell what the holder may not see."""
+HOLDER_SEARCH = frozenset({"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source",
+                           "identifier", "name", "family", "given", "gender", "birthdate",
+                           "_has"})
+"""The Patient search parameters on what the holder sees (those elements and meta; `_has`
+asks what refers to the Patient, judged on its own): a search by any other (an address, a
+phone number, a chain through the Patient) finds a Patient only where consent permits, or
+the match would tell what the holder may not see."""
 REPLY_TEXT = "an answer goes back to the organisation whose message it answers"
 PLAN_WITHOUT_CONSENT = ("The individual plan is shared only where the patient's consent to it "
                         "(a Consent with category individual-plan, recorded by the plan's "
