@@ -206,6 +206,29 @@ def test_a_changed_record_shows_in_the_state_of_the_trail(
     assert "fail the check" in _section(page, "State of the audit trail")
 
 
+def test_a_copied_record_shows_in_the_state_of_the_trail(
+        shared_story: dict[str, TestClient], database: Database, browser: Browser) -> None:
+    """A byte copy of one of the person's genuine records, inserted with a new seq and an
+    empty event_id (as whoever drops the unique index can), passes every check of its own;
+    the state of the trail still names it, as `hub audit verify` does. The control: before
+    the copy, the state is clean."""
+    pid = _patient_id(database)
+    section = _section(_auditor(browser).get(f"/ui/audit/people/{pid}").text,
+                       "State of the audit trail")
+    assert "fail the check" not in section
+    with database.session(write=True) as s:
+        original = s.scalars(select(AuditRecordRow).where(
+            AuditRecordRow.patient_ref == f"Patient/{pid}",
+            AuditRecordRow.subtype == "disclose").order_by(AuditRecordRow.seq.desc())
+            .limit(1)).one()
+        columns = {c.key: getattr(original, c.key) for c in AuditRecordRow.__table__.columns
+                   if c.key not in ("seq", "leaf_index", "event_id")}
+        s.add(AuditRecordRow(**columns, event_id=None))
+    page = _auditor(browser).get(f"/ui/audit/people/{pid}").text
+    assert "1 of this person's" in _section(page, "State of the audit trail")
+    assert "copied into the trail" in _section(page, "State of the audit trail")
+
+
 def test_each_disclosure_record_names_the_event_that_led_to_it(
         shared_story: dict[str, TestClient], database: Database) -> None:
     with database.session(write=False) as s:
