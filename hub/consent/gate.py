@@ -99,6 +99,8 @@ sees of their Patient: who the records are about, not where they live or how to 
 HOLDER_SEARCH = frozenset({"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source",
                            "identifier", "name", "family", "given", "gender", "birthdate",
                            "_has"})
+# An `_include` from such a Patient follows what the holder does not see (its general
+# practitioner, its managing organisation): searched as `_include:<param>`, none is in it.
 """The Patient search parameters on what the holder sees (those elements and meta; `_has`
 asks what refers to the Patient, judged on its own): a search by any other (an address, a
 phone number, a chain through the Patient) finds a Patient only where consent permits, or

@@ -189,7 +189,8 @@ def run(session: Session, req: SearchRequest, visibility: Visibility) -> SearchP
     query, ignored = build_query(req, visibility.clause(), chains.Links(session, visibility))
     # what the rows were found by: a match must not tell what the caller may not see of them
     searched = {name.partition(":")[0] for name, _ in req.criteria} | {
-        key.lstrip("-") for key in req.sort}
+        key.lstrip("-") for key in req.sort} | {
+        f"_include:{inc.split(':')[1] if ':' in inc else inc}" for inc in req.include}
     ordered = query.order_by(*_order_by(req))
     wanted = req.offset + req.count + 1  # visible rows up to one past this page
     seen: list[Current] = []

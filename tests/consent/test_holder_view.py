@@ -43,7 +43,8 @@ def _matches(client: TestClient, query: str) -> list[dict[str, Any]]:
 def test_a_holder_without_consent_sees_the_identity_only(settings: Settings,
                                                           database: Database) -> None:
     number = fnr()
-    kari = patient(number, telecom=[PHONE])
+    kari = patient(number, telecom=[PHONE],
+                   generalPractitioner=[{"reference": "Organization/klepp-kommune"}])
     with other_client(settings, database, "jaeren-dps") as centre, \
             other_client(settings, database, "klepp-kommune") as klepp, \
             other_client(settings, database, "time-kommune") as time:
@@ -90,6 +91,10 @@ def test_a_holder_without_consent_sees_the_identity_only(settings: Settings,
             assert r.status_code == 200, (query, r.text)
             assert _matches(klepp, query) == [], query
             assert r.json().get("total", 0) == 0, query
+        # nor does it follow a reference the holder does not see (Kari's GP office, an
+        # Organization of the directory, would show up as an _include)
+        assert _matches(klepp, "Patient?_include=Patient:general-practitioner") == []
+        assert _matches(klepp, "Patient?_include=*") == []
         assert _matches(klepp, f"Flag?patient.identifier={number}") != []  # by identity: yes
 
         # The controls: the owner, and Time once Kari's consent permits it, see it all and
@@ -103,5 +108,6 @@ def test_a_holder_without_consent_sees_the_identity_only(settings: Settings,
         _whole(found)
         [found] = _matches(centre, "Patient?phone=%2B4791234567")
         _whole(found)
+        assert len(_matches(centre, "Patient?_include=Patient:general-practitioner")) == 2
         # Klepp still sees her identity only: Kari's consent names Time, not Klepp
         _identity_only(klepp.get(f"/fhir/Patient/{pid}").json())
