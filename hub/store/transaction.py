@@ -34,6 +34,7 @@ from hub.errors import (
 from hub.fhir import refs as fhir_refs
 from hub.fhir.identifiers import person_numbers
 from hub.fhir.strings import RULE, forbidden_character
+from hub.fhir.subset import subset
 from hub.store import query as search_mod
 from hub.store import service
 from hub.store.dates import format_instant
@@ -323,10 +324,22 @@ def _run_entry(session: Session, subject: Subject, e: _Entry,
     request = search_mod.parse_request(rtype, pairs, default_count=settings.page_size,
                                        max_count=settings.max_page_size)
     request.strict = settings.strict
-    matches, included, _ = service.search(session, subject, request=request)
-    searchset = {"resourceType": "Bundle", "type": "searchset",
-                 "entry": [{"resource": m.body, "search": {"mode": "match"}} for m in matches]
-                 + [{"resource": m.body, "search": {"mode": "include"}} for m in included]}
+    matches, included, page = service.search(session, subject, request=request)
+    found = ([{"resource": m.body, "search": {"mode": "match"}} for m in matches]
+             + [{"resource": m.body, "search": {"mode": "include"}} for m in included])
+    if request.elements or request.summary not in (None, "false", "count"):
+        for item in found:  # as the REST search trims them (marked SUBSETTED)
+            item["resource"] = subset(item["resource"], summary=request.summary,
+                                      elements=request.elements)
+    if page.ignored:  # said, as the REST search says it, never dropped in silence
+        found.append({"resource": operation_outcome([Issue(
+            f"Ignored search parameters this hub does not support on {rtype}: "
+            f"{', '.join(page.ignored)}.", "not-supported", "warning")]),
+            "search": {"mode": "outcome"}})
+    searchset: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if page.total is not None:
+        searchset["total"] = page.total
+    searchset["entry"] = found
     return _response(200, None), searchset
 
 

@@ -320,3 +320,22 @@ def test_pretty_is_a_control_not_a_criterion(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     assert len([e for e in r.json()["entry"] if e["search"]["mode"] == "match"]) == 3
     assert client.get("/fhir/Patient?_fooo=true", headers=strict).status_code == 400
+
+
+def test_a_search_in_a_batch_answers_as_the_rest_search_does(client: TestClient) -> None:
+    """A batch's search entry: an unsupported parameter is reported in an outcome entry (as
+    the REST search reports it), `_elements` trims (SUBSETTED) and `_total` counts; before,
+    the parameter was dropped in silence and the controls ignored."""
+    _three_patients(client)
+    r = client.post("/fhir", json={"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient?_fooo=1&_elements=gender&_total=accurate"
+                                             "&_count=2"}}]})
+    assert r.status_code == 200, r.text
+    searchset = r.json()["entry"][0]["resource"]
+    assert searchset["total"] == 3
+    matches = [e["resource"] for e in searchset["entry"] if e["search"]["mode"] == "match"]
+    assert len(matches) == 2
+    assert all("name" not in m and m["gender"] == "female" for m in matches)
+    assert all(any(t["code"] == "SUBSETTED" for t in m["meta"]["tag"]) for m in matches)
+    [outcome] = [e["resource"] for e in searchset["entry"] if e["search"]["mode"] == "outcome"]
+    assert "_fooo" in outcome["issue"][0]["diagnostics"]
