@@ -325,12 +325,17 @@ def _run_entry(session: Session, subject: Subject, e: _Entry,
                                        max_count=settings.max_page_size)
     request.strict = settings.strict
     matches, included, page = service.search(session, subject, request=request)
-    found = ([{"resource": m.body, "search": {"mode": "match"}} for m in matches]
-             + [{"resource": m.body, "search": {"mode": "include"}} for m in included])
-    if request.elements or request.summary not in (None, "false", "count"):
-        for item in found:  # as the REST search trims them (marked SUBSETTED)
-            item["resource"] = subset(item["resource"], summary=request.summary,
-                                      elements=request.elements)
+    trim = bool(request.elements) or request.summary not in (None, "false", "count")
+
+    def shown(body: dict[str, Any] | None) -> dict[str, Any] | None:
+        """As the REST search shows it (trimmed, marked SUBSETTED, where asked)."""
+        if not trim or body is None:
+            return body
+        return subset(body, summary=request.summary, elements=request.elements)
+
+    found: list[dict[str, Any]] = (
+        [{"resource": shown(m.body), "search": {"mode": "match"}} for m in matches]
+        + [{"resource": shown(m.body), "search": {"mode": "include"}} for m in included])
     if page.ignored:  # said, as the REST search says it, never dropped in silence
         found.append({"resource": operation_outcome([Issue(
             f"Ignored search parameters this hub does not support on {rtype}: "
