@@ -49,9 +49,10 @@ class Links:
         self.session = session
         self.visibility = visibility
         self.name = ""  # the criterion being built, for messages
-        # the parameter the rows being judged matched by (None: a link of a chain, which
-        # tells what the resource points at)
-        self.searched: str | None = None
+        # what the rows being judged are searched by: the parameter they matched, and the
+        # reference of theirs the criterion follows (None: a link of a chain, which tells
+        # what the resource points at)
+        self.searched: tuple[str, ...] | None = None
 
     def visible(self, candidates: ColumnElement[bool]) -> ColumnElement[bool]:
         """A condition on `resources`: the rows `candidates` (a condition on `resources`)
@@ -67,7 +68,7 @@ class Links:
         judged: list[int] = []
         for i in range(0, len(pks), _CHUNK):
             rows = get_current_by_pk(self.session, pks[i:i + _CHUNK])
-            found_by = ("",) if self.searched is None else (self.searched,)
+            found_by = ("",) if self.searched is None else self.searched
             judged += [r.pk for r, ok in zip(rows, self.visibility.allows(rows, found_by),
                                              strict=True) if ok]
             if len(judged) > MAX_JUDGED:  # all visible to the caller: this reveals nothing
@@ -124,7 +125,7 @@ def chained(links: Links, resource_type: str, name: str,
         return None
     # Inside out: the resources at the end of the chain the caller may see, then at each
     # link the ones it may see that point at those.
-    links.searched = last
+    links.searched = (last,)
     visible = links.visible(_matching(*found, values, name))
     links.searched = None
     for depth in range(len(steps) - 1, -1, -1):
@@ -164,7 +165,10 @@ def reverse(links: Links, resource_type: str, name: str, values: Sequence[str],
         if found is None:
             return None
         candidates = _matching(*found, values, name)
-    links.searched = rest if ":" not in rest and "." not in rest else None
+    # The matching resources tell what their `ref` points at: judged as searched by it too
+    # (a Patient seen only as its records' holder tells nothing of its references).
+    links.searched = ((rest, f"_include:{ref}") if ":" not in rest and "." not in rest
+                      else None)
     # From the matching resources to their references (by resource), not from every
     # reference of the type: so no condition on T_REF.resource_type (implied by the pks).
     referring = select(T_REF.c.target_id).where(

@@ -95,6 +95,10 @@ def test_a_holder_without_consent_sees_the_identity_only(settings: Settings,
         # Organization of the directory, would show up as an _include)
         assert _matches(klepp, "Patient?_include=Patient:general-practitioner") == []
         assert _matches(klepp, "Patient?_include=*") == []
+        # ... nor from the other side: which Organization her Patient names as GP
+        by_her = f"Organization?_has:Patient:general-practitioner:identifier={number}"
+        assert _matches(klepp, by_her) == []
+        assert _matches(klepp, "Organization?_has:Patient:general-practitioner:name=Kari") == []
         assert _matches(klepp, f"Flag?patient.identifier={number}") != []  # by identity: yes
 
         # The controls: the owner, and Time once Kari's consent permits it, see it all and
@@ -109,5 +113,7 @@ def test_a_holder_without_consent_sees_the_identity_only(settings: Settings,
         [found] = _matches(centre, "Patient?phone=%2B4791234567")
         _whole(found)
         assert len(_matches(centre, "Patient?_include=Patient:general-practitioner")) == 2
+        assert [o["id"] for o in _matches(centre, by_her)] == ["klepp-kommune"]
+        assert [o["id"] for o in _matches(time, by_her)] == ["klepp-kommune"]
         # Klepp still sees her identity only: Kari's consent names Time, not Klepp
         _identity_only(klepp.get(f"/fhir/Patient/{pid}").json())
