@@ -30,6 +30,7 @@ from hub.config import Settings, configure_logging, get_settings, logging_config
 from hub.delivery.cli import deliveries_app
 from hub.demo.cli import demo_app
 from hub.errors import DatabaseUnavailableError, HubError
+from hub.fhir.urls import shown_url
 
 app = typer.Typer(help="CareHub: FHIR message hub.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -328,7 +329,8 @@ def org_add(
     from hub.orgs.service import add_organization
 
     text = "org add " + _args(id=org_id, name=name, kind=kind,
-                              identifier=" --identifier ".join(identifier), endpoint=endpoint)
+                              identifier=" --identifier ".join(identifier),
+                              endpoint=shown_url(endpoint) if endpoint else None)
     new_id = _run(lambda s: add_organization(s, HUB, name=name, kind=kind,
                                              identifier=identifier[0], endpoint=endpoint,
                                              org_id=org_id, more_identifiers=identifier[1:]),
@@ -343,13 +345,12 @@ def org_endpoint(
                                         "(HTTP Basic) is kept apart from the directory"),
 ) -> None:
     """Set (or change) where the hub pushes an organisation's messages."""
-    from hub.fhir.urls import without_credentials
     from hub.orgs.service import set_endpoint
 
     endpoint_id = _run(lambda s: set_endpoint(s, HUB, org_id, url),
-                       audit_text=f"org endpoint {org_id} {url}",
+                       audit_text=f"org endpoint {org_id} {shown_url(url)}",
                        audit_target=f"Organization/{org_id}")
-    typer.echo(f"Endpoint/{endpoint_id} -> {without_credentials(url)}")
+    typer.echo(f"Endpoint/{endpoint_id} -> {shown_url(url)}")
 
 
 @org_app.command("list")

@@ -150,6 +150,14 @@ def test_org_endpoint_sets_the_address_and_keeps_the_password_apart(
         engine.dispose()
     assert address == "https://ehr.moved.example/fhir/messages"
     assert kept == [("hubuser:S3cretPass",)]
+    # a password with an unencoded '/' would end the host early: refused, shown nowhere
+    slash = cli.invoke(app, ["org", "endpoint", "moved",
+                             "https://hubuser:Xy/Z9pw@ehr.moved.example/fhir/messages"])
+    assert slash.exit_code == 1
+    assert "Z9pw" not in slash.output
+    assert "percent-encoded" in slash.output
+    assert not any("Z9pw" in t for t in _admin_texts(db_url))
+    assert "(refused:" in _admin_texts(db_url)[-1]
     nowhere = cli.invoke(app, ["org", "endpoint", "no-such", "https://x.example/"])
     assert nowhere.exit_code == 1
     assert len(nowhere.output.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ from hub.auth.subject import Subject
 from hub.db.auth_models import EndpointCredentialRow
 from hub.db.types import utcnow
 from hub.errors import BadRequestError, ConflictError
-from hub.fhir.urls import without_credentials
+from hub.fhir.urls import shown_url, url_problem
 from hub.store import query as search_mod
 from hub.store import service
 from hub.store.resources import StoredResource
@@ -80,10 +80,10 @@ def _put_endpoint(session: Session, subject: Subject, org_id: str, name: str,
     its id. Userinfo in `url` (HTTP Basic for the receiver) is kept apart from the Endpoint
     (`endpoint_credentials`), which every client reads as the directory; an address without
     userinfo removes credentials kept before."""
+    problem = url_problem(url)
+    if problem is not None:
+        raise BadRequestError(f"The endpoint {shown_url(url)} is refused: {problem}.")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequestError(f"--endpoint must be an http(s) URL, not "
-                              f"'{without_credentials(url)}'.")
     userinfo, at, host = parts.netloc.rpartition("@")
     address = urlunsplit(parts._replace(netloc=host)) if at else url
     endpoint_id = f"{org_id}-msg"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.fhir.urls import without_credentials, without_credentials_in
+from hub.fhir.urls import shown_url, url_problem, without_credentials, without_credentials_in
 
 
 @pytest.mark.parametrize(("text", "shown"), [
@@ -31,3 +31,33 @@ def test_every_string_value_of_json_is_cleaned() -> None:
     assert without_credentials_in(event) == {
         "outcomeDesc": "to http://***@h/x", "entity": [{"detail": [
             {"type": "reason", "valueString": "http://***@h/x"}]}], "n": 3}
+
+
+@pytest.mark.parametrize("url", [
+    "https://solauser:Xy/Z9pw@sola.example.test/fhir/msg",  # '/' in the password
+    "https://solauser:Xy?Z9pw@sola.example.test/fhir/msg",
+    "https://solauser:Xy#Z9pw@sola.example.test/fhir/msg",
+    "https://sola.example.test:99999/fhir/msg",
+    "https://sola.example.test/fhir/msg?x=1@2",
+    "ftp://sola.example.test/fhir/msg",
+    "not a url",
+])
+def test_a_url_whose_parts_cannot_be_told_apart_is_refused_and_shown_without_them(
+        url: str) -> None:
+    """Probe E (session 23): a password holding an unencoded '/', '?' or '#' ended the
+    authority early, so `hub org endpoint` stored it in the public Endpoint address and the
+    trail. Such a URL is refused, and shown as its scheme alone."""
+    assert url_problem(url) is not None
+    assert "Z9pw" not in shown_url(url)
+    assert "sola" not in shown_url(url)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://solauser:Xy%2FZ9pw@sola.example.test/fhir/msg",
+     "https://***@sola.example.test/fhir/msg"),
+    ("https://u:p@ss@h.example/x", "https://***@h.example/x"),
+    ("http://127.0.0.1:8080/demo/inbox/x", "http://127.0.0.1:8080/demo/inbox/x"),
+])
+def test_a_url_the_hub_takes_is_shown_without_its_userinfo(url: str, shown: str) -> None:
+    assert url_problem(url) is None
+    assert shown_url(url) == shown
