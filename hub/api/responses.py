@@ -36,10 +36,14 @@ def resource_response(stored: StoredResource, *, status: int = 200, base: str,
                       prefer: str | None = None, location: bool = False,
                       withheld: Issue | None = None) -> FhirResponse:
     """A single resource with ETag, Last-Modified and (after a write) Location. `withheld`:
-    the caller may not read `stored`, so the body is this OperationOutcome instead."""
-    headers = {"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated_at)}
-    if location:
-        headers["Location"] = f"{base}/{stored.relative_url}/_history/{stored.version_id}"
+    the caller may not read `stored`, so the body is this OperationOutcome instead, and the
+    headers name the resource alone: its version and when it last changed are not told."""
+    if withheld is not None:
+        headers = {"Location": f"{base}/{stored.relative_url}"} if location else {}
+    else:
+        headers = {"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated_at)}
+        if location:
+            headers["Location"] = f"{base}/{stored.relative_url}/_history/{stored.version_id}"
     body: Any = stored.body if withheld is None else operation_outcome([withheld])
     wanted = preferred_return(prefer)
     if wanted == "minimal":

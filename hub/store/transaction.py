@@ -304,10 +304,12 @@ def _run_entry(session: Session, subject: Subject, e: _Entry,
                 f"ifNoneExist '{e.request.get('ifNoneExist')}' matches {rtype}/"
                 f"{result.stored.id}, written earlier in this same transaction; give the two "
                 "entries the same criteria or send them in separate requests.")
-        response = _response(201 if result.created else 200, result.stored)
-        if not result.readable:
-            response["outcome"] = operation_outcome([service.kept_person_issue(result.stored)])
+        if not result.readable:  # the person's Patient, named; not its version or time
+            response = {"status": _STATUS_TEXT[200], "location": result.stored.relative_url,
+                        "outcome": operation_outcome([service.kept_person_issue(
+                            result.stored)])}
             return response, None
+        response = _response(201 if result.created else 200, result.stored)
         return response, result.stored.body
     if e.method == "PUT":
         assert e.resource is not None
