@@ -195,14 +195,15 @@ async def _validate_input(request: Request, settings: SettingsDep, *, body_neede
     return body, profile, mode
 
 
-def _as_if(s: Session, write: Callable[[], object], issues: list[Issue]) -> None:
+def _as_if(s: Session, write: Callable[[], object], issues: list[Issue]) -> object:
     """Run `write` (the REST write itself, through the store service) in a savepoint that is
     always rolled back, adding why it was refused to `issues`: $validate's create, update and
     delete modes ask the rules of the real write, not a copy of them. Not found is raised."""
     decided = len(s.info.get(DISCLOSURES, ()))
     savepoint = s.begin_nested()
+    done: object = None
     try:
-        write()
+        done = write()
     except (NotFoundError, GoneError):
         raise
     except HubError as refused:
@@ -212,6 +213,7 @@ def _as_if(s: Session, write: Callable[[], object], issues: list[Issue]) -> None
             savepoint.rollback()
     # the decisions of a write that never happened disclose nothing
     del s.info.get(DISCLOSURES, [])[decided:]
+    return done
 
 
 def _validated(issues: list[Issue], what: str, *, mode: str | None) -> FhirResponse:
@@ -239,18 +241,27 @@ async def validate(resource_type: str, request: Request, db: DatabaseDep,
     _check_body_type(body, resource_type)
     as_message = resource_type == "Bundle" and body.get("type") == "message" and profile is None
 
+    said = [f"The {resource_type} is valid" + ("; you may create it." if mode == "create"
+                                                else ".")]
+
     def check(s: Session) -> list[Issue]:
         issues = (validate_message(body, warnings=True) if as_message
                   else validate_resource(body, profile=profile))
         if mode == "create" and not any(i.severity in ("error", "fatal") for i in issues):
-            _as_if(s, lambda: service.create(s, subject, resource=dict(body)), issues)
+            done = _as_if(s, lambda: service.create(s, subject, resource=dict(body)), issues)
+            if isinstance(done, WriteResult) and not done.created:  # a person the hub keeps
+                if done.readable:
+                    said[0] = (f"The {resource_type} is valid; a create would write nothing: "
+                               f"the hub keeps this person as {done.stored.relative_url}.")
+                else:  # what the create itself would say, and no more
+                    said[0] = f"The {resource_type} is valid; a create would write nothing."
+                    issues.append(service.kept_person_issue(done.stored))
         return issues
 
     issues = await audited_transaction(
         request, db, subject, check, interaction="operation", operation="$validate",
         resource_type=resource_type, touched=lambda _s, _issues: touched_bodies([body]))
-    return _validated(issues, f"The {resource_type} is valid" + (
-        "; you may create it." if mode == "create" else "."), mode=mode)
+    return _validated(issues, said[0], mode=mode)
 
 
 @router.post("/{resource_type}/{resource_id}/$validate")
@@ -296,9 +307,10 @@ async def validate_instance(resource_type: str, resource_id: str, request: Reque
     return _validated(issues, said[mode], mode=mode)
 
 
-# $validate answers POST only: the other methods would be taken for a read or delete of the
-# id "$validate" by the generic routes below.
-for _path in ("/{resource_type}/$validate", "/{resource_type}/{resource_id}/$validate"):
+# $validate and _search answer POST only: the other methods would be taken for a read or
+# delete of the id "$validate" or "_search" by the generic routes below.
+for _path in ("/{resource_type}/$validate", "/{resource_type}/{resource_id}/$validate",
+              "/{resource_type}/_search"):
     router.add_api_route(_path, unknown, methods=[m for m in _ANY_METHOD if m != "POST"],
                          include_in_schema=False)
 

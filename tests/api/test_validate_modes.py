@@ -105,6 +105,34 @@ def test_mode_update_and_delete_answer_what_the_write_does(settings: Settings,
         assert time.put(f"/fhir/Task/{tid}", json=accepted).status_code == 200
 
 
+def test_mode_create_of_a_person_the_hub_keeps_says_it_would_write_nothing(
+        settings: Settings, database: Database) -> None:
+    """Probe E (session 23): a Patient with a fødselsnummer the hub keeps is not created but
+    linked (CONTRACT section 3); $validate mode=create said "you may create it". It now
+    says what the create says: nothing would be written, naming the Patient as the create
+    names it, and no more."""
+    number = fnr()
+    with other_client(settings, database, "jaeren-dps") as centre, \
+            other_client(settings, database, "klepp-kommune") as klepp:
+        pid = centre.post("/fhir/Patient", json=patient(number)).json()["id"]
+        worst, text = _said(klepp.post("/fhir/Patient/$validate?mode=create",
+                                       json=patient(number)))
+        assert worst == "information"
+        assert "you may create it" not in text
+        assert "would write nothing" in text
+        created = klepp.post("/fhir/Patient", json=patient(number))
+        assert created.status_code == 200  # the create itself: linked, nothing written
+        assert created.json()["issue"][0]["diagnostics"] in text
+        worst, text = _said(centre.post("/fhir/Patient/$validate?mode=create",
+                                        json=patient(number)))
+        assert text == (f"The Patient is valid; a create would write nothing: the hub keeps "
+                        f"this person as Patient/{pid}.")
+        # control: a new person may be created
+        assert _said(klepp.post("/fhir/Patient/$validate?mode=create",
+                                json=patient(fnr(start=7))))[1] == (
+            "The Patient is valid; you may create it.")
+
+
 def test_modes_in_the_wrong_place_are_400(client: TestClient) -> None:
     pid = client.post("/fhir/Patient", json=patient(fnr())).json()["id"]
     assert client.post("/fhir/Patient/$validate?mode=update", json=patient()).status_code == 400
@@ -117,3 +145,7 @@ def test_modes_in_the_wrong_place_are_400(client: TestClient) -> None:
     r = client.get(f"/fhir/Patient/{pid}/$validate")
     assert r.status_code == 405
     assert r.headers["allow"] == "POST"
+    for method in ("GET", "HEAD", "DELETE", "PUT"):  # _search too (probe E, F4)
+        r = client.request(method, "/fhir/Patient/_search")
+        assert r.status_code == 405, (method, r.text)
+        assert r.headers["allow"] == "POST"
