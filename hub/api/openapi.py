@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from hub.store.types import SERVED
+from hub.store.types import READ_ONLY, SERVED
 
 FHIR_JSON = "application/fhir+json"
 _RESOURCE = {"type": "object", "required": ["resourceType"],
@@ -102,6 +102,11 @@ def _complete(schema: dict[str, Any]) -> dict[str, Any]:
                 if param.get("name") == "resource_type" and param.get("in") == "path":
                     param["schema"] = {"type": "string", "pattern": "^[A-Z][A-Za-z]{1,63}$",
                                        "examples": sorted(SERVED)}
+                    if method in ("put", "patch", "delete") or (
+                            method == "post" and path == "/fhir/{resource_type}"):
+                        # the read-only types answer these 405 (Allow: GET, HEAD)
+                        param["schema"]["not"] = {"enum": sorted(READ_ONLY)}
+                        param["schema"]["examples"] = sorted(SERVED - READ_ONLY)
             if method == "patch":
                 op["requestBody"] = {"required": True, "content": {
                     "application/json-patch+json": {"schema": _JSON_PATCH}}}
