@@ -359,11 +359,8 @@ async def _search(resource_type: str, pairs: list[tuple[str, str]], request: Req
         for item in entries:
             item["resource"] = subset(item["resource"], summary=req.summary,
                                       elements=req.elements)
-    if page.ignored:
-        entries.append({"resource": operation_outcome([Issue(
-            f"Ignored search parameters this hub does not support on {resource_type}: "
-            f"{', '.join(page.ignored)}.", "not-supported", "warning")]),
-            "search": {"mode": "outcome"}})
+    if (said := page.ignored_entry(resource_type)) is not None:
+        entries.append(said)
     return FhirResponse(bundle("searchset", entries, links, page.total))
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from hub.errors import BadRequestError
+from hub.errors import BadRequestError, Issue, operation_outcome
 from hub.store import chains
 from hub.store.query import SearchRequest, split_escaped, unescape
 from hub.store.repository import INDEX_TABLES, Current, R, get_current_by_pk
@@ -45,6 +45,16 @@ class SearchPage:
     def has_next(self) -> bool:
         """Whether another page follows."""
         return self.next_offset is not None
+
+    def ignored_entry(self, resource_type: str) -> dict[str, Any] | None:
+        """The searchset entry (search mode outcome) that says which parameters were
+        ignored; None when none was. REST and a batch's search both carry it."""
+        if not self.ignored:
+            return None
+        return {"resource": operation_outcome([Issue(
+            f"Ignored search parameters this hub does not support on {resource_type}: "
+            f"{', '.join(self.ignored)}.", "not-supported", "warning")]),
+            "search": {"mode": "outcome"}}
 
 
 MODIFIERS = {"token": ("not",), "string": ("exact", "contains")}

@@ -338,11 +338,8 @@ def _run_entry(session: Session, subject: Subject, e: _Entry,
     found: list[dict[str, Any]] = (
         [{"resource": shown(m.body), "search": {"mode": "match"}} for m in matches]
         + [{"resource": shown(m.body), "search": {"mode": "include"}} for m in included])
-    if page.ignored:  # said, as the REST search says it, never dropped in silence
-        found.append({"resource": operation_outcome([Issue(
-            f"Ignored search parameters this hub does not support on {rtype}: "
-            f"{', '.join(page.ignored)}.", "not-supported", "warning")]),
-            "search": {"mode": "outcome"}})
+    if (said := page.ignored_entry(rtype)) is not None:  # as REST says it, never in silence
+        found.append(said)
     searchset: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:
         searchset["total"] = page.total
