@@ -31,7 +31,8 @@ log = logging.getLogger("hub.ui")
 
 SECURITY_HEADERS = {
     "Content-Security-Policy":
-        "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'; object-src 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",

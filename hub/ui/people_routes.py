@@ -25,13 +25,23 @@ from hub.audit.recorder import Touched
 from hub.auth.subject import Subject
 from hub.consent.trail import consent_trail
 from hub.db.types import utcnow
-from hub.errors import BadRequestError, ForbiddenError
+from hub.errors import BadRequestError, ForbiddenError, NotFoundError
+from hub.fhir.validation import ID_RE
 from hub.ui import disclosures, person
 from hub.ui.i18n import Language
 from hub.ui.pages import SECURITY_HEADERS, UIRoute, language_of, render
 from hub.ui.sessions import SignedIn, SignedInDep
 
 router = APIRouter(prefix="/ui", route_class=UIRoute, include_in_schema=False)
+
+
+def _person_id(patient_id: str) -> str:
+    """`patient_id` from the URL, when it can be a Patient's id; else the page is a 404. A
+    comma would make the pages' `_id` searches an OR of two people (probe F, session 23),
+    and a quote would end the CSV's file name."""
+    if not ID_RE.match(patient_id):
+        raise NotFoundError("No person is kept under this id.")
+    return patient_id
 
 
 def _patient(patient_id: str) -> Touched:
@@ -101,6 +111,7 @@ async def _log(request: Request, signed_in: SignedIn, db: Any, patient_id: str, 
                complete: bool = False) -> tuple[_Log, dict[str, str]]:
     subject = signed_in.subject
     require_auditor(subject)
+    patient_id = _person_id(patient_id)
     form = {k: request.query_params.get(k, "").strip()
             for k in ("organization", "from", "to", "decision")}
     filters = (disclosures.Filters.parse(form["organization"], form["from"], form["to"],
@@ -149,6 +160,7 @@ async def disclosure_bundle(patient_id: str, request: Request, signed_in: Signed
     same as GET /fhir/Patient/{id}/$consent-trail)."""
     subject = signed_in.subject
     require_auditor(subject)
+    patient_id = _person_id(patient_id)
     await settle_reads(request)  # reads committed so far are in the log
     bundle = await audited_transaction(
         request, db, subject,
@@ -184,6 +196,7 @@ async def person_page(patient_id: str, request: Request, signed_in: SignedInDep,
     subject = signed_in.subject
     if signed_in.role != "coordinator" or not signed_in.organization_id:
         raise ForbiddenError("The person's page is for coordinators of an organisation.")
+    patient_id = _person_id(patient_id)
     now = utcnow()
     page = await audited_transaction(
         request, db, subject,

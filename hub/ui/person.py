@@ -117,8 +117,8 @@ def person_page(session: Session, subject: Subject, *, patient_id: str,
     not shown to them (no consent to share with their organisation, nothing it sent)."""
     reader = reading_subject(subject)
     found = _search(session, reader, "Patient", [("_id", patient_id)])
-    if not found or found[0].body is None:
-        return None
+    if len(found) != 1 or found[0].id != patient_id or found[0].body is None:
+        return None  # one person, the one asked for
     patient_ref = f"Patient/{patient_id}"
     orgs = {f"Organization/{o.id}": str((o.body or {}).get("name") or o.id)
             for o in _search(session, reader, "Organization", [])}

@@ -234,8 +234,11 @@ async def audit(request: Request, signed_in: SignedInDep, db: DatabaseDep,
 
 
 @router.get("/language")
-async def choose_language(request: Request) -> Response:
-    """Remember the chosen language in a cookie (a year) and go back to the page."""
+async def choose_language(request: Request, settings: SettingsDep) -> Response:
+    """Remember the chosen language in a cookie (a year) and go back to the page. A link, not
+    a form with a CSRF token, knowingly: it changes only how pages are worded for this
+    browser, nothing of the hub's (probe F, session 23, asked). Secure over TLS, as the
+    session's cookies are."""
     lang = request.query_params.get("lang", "")
     back = request.query_params.get("back", "/ui")
     if not back.startswith("/ui") or back.startswith("//"):
@@ -243,5 +246,5 @@ async def choose_language(request: Request) -> Response:
     response = RedirectResponse(back, status_code=303)
     if lang in i18n.LANGUAGES:
         response.set_cookie(i18n.COOKIE, lang, max_age=365 * 24 * 3600, path="/ui",
-                            httponly=True, samesite="lax")
+                            httponly=True, samesite="lax", secure=is_https(request, settings))
     return response

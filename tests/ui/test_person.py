@@ -105,3 +105,52 @@ def test_only_coordinators_have_a_persons_page(
     make_user(database, "revisor", role="auditor")
     kari = _patient_id(database, KARI.fnr)
     assert _page(browser, "revisor", kari).status_code == 403
+
+
+def test_what_another_organisation_wrote_is_text_on_the_pages_never_markup(
+        told: dict[str, Any], database: Database, browser: Browser,
+        settings: Any) -> None:
+    """Probe F (session 23): the centre's Task description and CarePlan title reached Time's
+    coordinator pages as raw HTML (a `<base>` element could re-point the pages' forms), and
+    a `%` in them made the pages a 500: the templates passed them through `_()`, which marks
+    its result safe and formats with `%`. They are text now, shown as written."""
+    from tests.access_clients import other_client  # noqa: PLC0415
+
+    kari = _patient_id(database, KARI.fnr)
+    said = '<b id="inj">INJ</b> <base href="https://evil.example/"> 100% of the list'
+    check = {"resourceType": "Task", "status": "requested", "intent": "order",
+             "code": {"coding": [{"system": "http://carehub.example/fhir/CodeSystem/task-code",
+                                  "code": "follow-up-check"}]},
+             "description": said, "for": {"reference": f"Patient/{kari}"},
+             "requester": {"reference": "Organization/jaeren-dps"},
+             "owner": {"reference": "Organization/time-kommune"},
+             "restriction": {"period": {"end": "2026-12-20T09:00:00+01:00"}}}
+    plan = {"resourceType": "CarePlan", "status": "active", "intent": "plan", "title": said,
+            "subject": {"reference": f"Patient/{kari}"},
+            "author": {"reference": "Organization/jaeren-dps"}}
+    with other_client(settings, database, "jaeren-dps") as dps:
+        assert dps.post("/fhir/Task", json=check).status_code == 201
+        assert dps.post("/fhir/CarePlan", json=plan).status_code == 201
+    client = browser()
+    assert sign_in(client, "koordinator.time").status_code == 303
+    for page in (client.get("/ui"), client.get(f"/ui/people/{kari}")):
+        assert page.status_code == 200, page.text[:300]
+        assert '<b id="inj">' not in page.text
+        assert "<base" not in page.text
+        assert "&lt;b id=&#34;inj&#34;&gt;INJ&lt;/b&gt;" in page.text
+        assert "100% of the list" in page.text
+
+
+def test_one_person_a_page(told: dict[str, Any], database: Database,
+                           browser: Browser) -> None:
+    """Probe F (session 23): /ui/people/A,B showed A's name over B's plan and meetings (the
+    page's `_id` searches took the comma as an OR), and its record named no real patient.
+    An id that cannot be a Patient's is a 404; the control: each alone is shown."""
+    kari = _patient_id(database, KARI.fnr)
+    ingrid = _patient_id(database, INGRID.fnr)
+    client = browser()
+    assert sign_in(client, "koordinator.time").status_code == 303
+    assert client.get(f"/ui/people/{kari}").status_code == 200
+    assert client.get(f"/ui/people/{ingrid}").status_code == 200
+    for both in (f"{ingrid},{kari}", f"{kari},{ingrid}", f'{kari}"x'):
+        assert client.get(f"/ui/people/{both}").status_code == 404, both

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -247,8 +248,11 @@ def test_every_ui_answer_carries_the_security_headers(database: Database,
     for answer in answers:
         for name, value in SECURITY_HEADERS.items():
             assert answer.headers[name] == value, (answer.request.url, name)
+    # base-uri and form-action do not fall back to default-src (CSP 3): without them text
+    # injected into a page could re-point its forms (probe F, session 23)
     assert SECURITY_HEADERS["Content-Security-Policy"] == (
-        "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'; object-src 'none'")
 
 
 def test_a_form_that_is_not_a_web_form_is_refused(browser: Browser) -> None:
@@ -295,3 +299,25 @@ def test_an_address_under_ui_that_nothing_answers_is_an_html_page(browser: Brows
         assert outcome.status_code == 404, address
         assert outcome.headers["content-type"].startswith("application/fhir+json"), address
         assert outcome.json()["resourceType"] == "OperationOutcome"
+
+
+def test_templates_translate_only_their_own_texts_with_underscore() -> None:
+    """`_()` marks its result safe HTML and formats it with `%`: on a value (what an
+    organisation sent) it let markup through and made a `%` a 500 (probe F, session 23).
+    Values go through the `translated` filter, which escapes them; `_()` takes literals."""
+    from pathlib import Path  # noqa: PLC0415
+
+    folder = Path(__file__).resolve().parents[2] / "hub" / "ui" / "templates"
+    found = [f"{page.name}: {m.group(0)}" for page in sorted(folder.glob("*.html"))
+             for m in re.finditer(r"(?<![\w.])_\(\s*[^\s\"']", page.read_text())]
+    assert found == []
+
+
+def test_the_language_cookie_is_secure_over_tls(browser: Browser) -> None:
+    """As the session's cookies are (probe F, session 23); plain HTTP, the control, not."""
+    over_tls = browser(https=True).get("/ui/language?lang=nb&back=/ui")
+    assert over_tls.status_code == 303
+    assert "secure" in over_tls.headers["set-cookie"].lower()
+    plain = browser().get("/ui/language?lang=nb&back=/ui")
+    assert "carehub_lang=nb" in plain.headers["set-cookie"]
+    assert "secure" not in plain.headers["set-cookie"].lower()
