@@ -99,12 +99,12 @@ sees of their Patient: who the records are about, not where they live or how to 
 HOLDER_SEARCH = frozenset({"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source",
                            "identifier", "name", "family", "given", "gender", "birthdate",
                            "_has"})
-# An `_include` from such a Patient follows what the holder does not see (its general
-# practitioner, its managing organisation): searched as `_include:<param>`, none is in it.
 """The Patient search parameters on what the holder sees (those elements and meta; `_has`
 asks what refers to the Patient, judged on its own): a search by any other (an address, a
 phone number, a chain through the Patient) finds a Patient only where consent permits, or
-the match would tell what the holder may not see."""
+the match would tell what the holder may not see. An `_include` from such a Patient, or a
+`_has` from the side of the Patient that refers, follows a reference the holder does not
+see: searched as `_include:<param>` (hub/store/search.py, chains.py), none is in it."""
 REPLY_TEXT = "an answer goes back to the organisation whose message it answers"
 PLAN_WITHOUT_CONSENT = ("The individual plan is shared only where the patient's consent to it "
                         "(a Consent with category individual-plan, recorded by the plan's "
