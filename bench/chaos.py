@@ -29,8 +29,9 @@ Chaos, one event every `--gap` seconds while the load runs: SIGKILL api-1, the d
 the scheduler and the sealer in turn (each started again `--pause` s later), Time kommune's
 receiver closes its port for `--down` s, PostgreSQL is stopped with `-m immediate` and
 started again, Time kommune's receiver answers 503 for `--down` s, and Jæren DPS's receiver
-hangs for `--down` s (takes nothing, answers nothing, holds each connection until the hub
-gives up after HUB_DELIVERY_TIMEOUT); the load goes on until those attempts have timed out.
+hangs for `--down` s, or until it has held a POST, within HANG_WAIT s more (takes nothing,
+answers nothing, holds each connection until the hub gives up after HUB_DELIVERY_TIMEOUT);
+the load goes on until those attempts have timed out.
 As the hang starts, Time kommune (a client of its own) answers the last meeting invitation
 accepted (example 05): a reply, which the hub delivers to the centre, so a delivery to the
 hanging receiver falls due whatever notices happen to be due to it then.
@@ -119,6 +120,7 @@ FIRST_CONTACT = timedelta(hours=72)  # HUB_FOLLOW_UP_FIRST_CONTACT's default
 TIMEOUT = 10.0  # HUB_DELIVERY_TIMEOUT's default: how long the hub waits for a receiver
 LEASE = 2 * TIMEOUT + 1  # seconds a delivery is leased
 HOLD = 30.0  # at most this long a hanging receiver holds a connection
+HANG_WAIT = 20.0  # a hang lasts at most this much past `--down` waiting to hold a POST
 HANGS = "hangs (takes nothing, answers nothing)"
 HELD_UP = 6.0
 """Seconds without an arrival at Time kommune while Jæren DPS's receiver hangs (and its held
@@ -739,6 +741,14 @@ def chaos(layout: Layout, receivers: dict[str, Receiver], load: Load,
         receivers[org].down(mode)
         if meanwhile is not None:
             e.note = meanwhile()
+        if mode == "hang":
+            # A hang tests something only once it holds a POST. Under load the answer posted
+            # meanwhile can take most of `down` to be accepted, and its delivery falls due
+            # after that (a CI run on a busy machine held none in 4 s): hang on until one is
+            # held, within HANG_WAIT more seconds.
+            give_up = e.start + args.down + HANG_WAIT
+            while not receivers[org].held and time.time() < give_up:
+                time.sleep(0.1)
         time.sleep(max(0.0, e.start + args.down - time.time()))
         receivers[org].up()
         e.end = time.time()
