@@ -561,14 +561,15 @@ def main() -> None:
     themselves; `hub audit` and `hub deliveries` open the database on their own)."""
     from sqlalchemy.exc import InterfaceError, OperationalError
 
+    from hub.db.migrate import driver_says
+
     try:
         app()
     except DatabaseUnavailableError as exc:
         typer.echo(f"error: {exc.diagnostics}", err=True)
         sys.exit(1)
     except (OperationalError, InterfaceError) as exc:  # lost on the way, after opening
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        typer.echo(f"error: the database failed: {first}", err=True)
+        typer.echo(f"error: the database failed: {driver_says(exc)}", err=True)
         sys.exit(1)
 
 

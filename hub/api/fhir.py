@@ -241,27 +241,27 @@ async def validate(resource_type: str, request: Request, db: DatabaseDep,
     _check_body_type(body, resource_type)
     as_message = resource_type == "Bundle" and body.get("type") == "message" and profile is None
 
-    said = [f"The {resource_type} is valid" + ("; you may create it." if mode == "create"
-                                                else ".")]
-
-    def check(s: Session) -> list[Issue]:
+    def check(s: Session) -> tuple[list[Issue], str]:
+        """The issues, and what a valid resource is told."""
         issues = (validate_message(body, warnings=True) if as_message
                   else validate_resource(body, profile=profile))
+        said = f"The {resource_type} is valid" + ("; you may create it." if mode == "create"
+                                                  else ".")
         if mode == "create" and not any(i.severity in ("error", "fatal") for i in issues):
             done = _as_if(s, lambda: service.create(s, subject, resource=dict(body)), issues)
             if isinstance(done, WriteResult) and not done.created:  # a person the hub keeps
                 if done.readable:
-                    said[0] = (f"The {resource_type} is valid; a create would write nothing: "
-                               f"the hub keeps this person as {done.stored.relative_url}.")
+                    said = (f"The {resource_type} is valid; a create would write nothing: the "
+                            f"hub keeps this person as {done.stored.relative_url}.")
                 else:  # what the create itself would say, and no more
-                    said[0] = f"The {resource_type} is valid; a create would write nothing."
+                    said = f"The {resource_type} is valid; a create would write nothing."
                     issues.append(service.kept_person_issue(done.stored))
-        return issues
+        return issues, said
 
-    issues = await audited_transaction(
+    issues, said = await audited_transaction(
         request, db, subject, check, interaction="operation", operation="$validate",
-        resource_type=resource_type, touched=lambda _s, _issues: touched_bodies([body]))
-    return _validated(issues, said[0], mode=mode)
+        resource_type=resource_type, touched=lambda _s, _done: touched_bodies([body]))
+    return _validated(issues, said, mode=mode)
 
 
 @router.post("/{resource_type}/{resource_id}/$validate")

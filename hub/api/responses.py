@@ -49,9 +49,8 @@ def resource_response(stored: StoredResource, *, status: int = 200, base: str,
     if wanted == "minimal":
         body = None
     elif wanted == "OperationOutcome" and withheld is None:
-        done = (f"Created {stored.relative_url} as version {stored.version_id}."
-                if status == 201 else f"{stored.relative_url} is at version {stored.version_id}.")
-        body = operation_outcome([Issue(done, "informational", "information")])
+        body = operation_outcome([Issue(stored.stored_text(created=status == 201),
+                                        "informational", "information")])
     if wanted is not None:
         headers["Preference-Applied"] = f"return={wanted}"
     return FhirResponse(body, status_code=status, headers=headers)

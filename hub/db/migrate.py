@@ -63,6 +63,10 @@ def unavailable(engine: Engine, exc: DBAPIError) -> DatabaseUnavailableError:
     """The error of a database that cannot be reached or opened, in one sentence naming it
     (its URL without the password) and the driver's first line."""
     url = engine.url.render_as_string(hide_password=True)
-    first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
     return DatabaseUnavailableError(f"Cannot use the database {url} (HUB_DATABASE_URL): "
-                                    f"{first}")
+                                    f"{driver_says(exc)}")
+
+
+def driver_says(exc: DBAPIError) -> str:
+    """The first line of what the database driver said (at most 300 characters)."""
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:300]

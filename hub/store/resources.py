@@ -36,6 +36,11 @@ class StoredResource:
         """Type/id."""
         return f"{self.resource_type}/{self.id}"
 
+    def stored_text(self, *, created: bool) -> str:
+        """What a write of this version did, in words (`Prefer: return=OperationOutcome`)."""
+        return (f"Created {self.relative_url} as version {self.version_id}." if created
+                else f"{self.relative_url} is at version {self.version_id}.")
+
     @classmethod
     def from_row(
         cls,

@@ -38,7 +38,7 @@ from hub.fhir.subset import subset
 from hub.store import query as search_mod
 from hub.store import service
 from hub.store.dates import format_instant
-from hub.store.resources import StoredResource
+from hub.store.resources import StoredResource, WriteResult
 from hub.store.types import SERVED
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -309,15 +309,14 @@ def _run_entry(session: Session, subject: Subject, e: _Entry,
                         "outcome": operation_outcome([service.kept_person_issue(
                             result.stored)])}
             return response, None
-        response = _response(201 if result.created else 200, result.stored)
-        return response, result.stored.body
+        return _written(result, settings), result.stored.body
     if e.method == "PUT":
         assert e.resource is not None
         assert e.target_id is not None
         body = {**e.resource, "id": e.target_id}
         result = service.update(session, subject, resource_type=rtype, resource_id=e.target_id,
                                 resource=body, if_match=e.request.get("ifMatch"))
-        return _response(201 if result.created else 200, result.stored), result.stored.body
+        return _written(result, settings), result.stored.body
     # GET
     if rid:
         stored = service.read(session, subject, resource_type=rtype, resource_id=rid)
@@ -347,18 +346,23 @@ def _run_entry(session: Session, subject: Subject, e: _Entry,
     return _response(200, None), searchset
 
 
+def _written(result: WriteResult, settings: BundleSettings) -> dict[str, Any]:
+    """A write entry's response; with `Prefer: return=OperationOutcome`, saying what it
+    stored."""
+    response = _response(201 if result.created else 200, result.stored)
+    if settings.returns == "OperationOutcome":
+        response["outcome"] = operation_outcome([Issue(
+            result.stored.stored_text(created=result.created), "informational", "information")])
+    return response
+
+
 def _result(e: _Entry, response: dict[str, Any], resource: dict[str, Any] | None,
             settings: BundleSettings) -> dict[str, Any]:
-    """A response entry: a read's resource; a write's as `Prefer: return=` asks."""
+    """A response entry: a read's resource; a write's where `Prefer: return=representation`
+    asks for it."""
     item: dict[str, Any] = {"response": response}
     if resource is not None and (e.method == "GET" or settings.returns == "representation"):
         item["resource"] = resource
-    elif (settings.returns == "OperationOutcome" and e.method in ("POST", "PUT")
-          and "outcome" not in response and "location" in response):
-        where = response["location"].split("/_history/")
-        said = (f"Created {where[0]} as version {where[1]}." if response["status"] == "201 Created"
-                else f"{where[0]} is at version {where[1]}.")
-        response["outcome"] = operation_outcome([Issue(said, "informational", "information")])
     return item
 
 

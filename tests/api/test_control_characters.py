@@ -22,26 +22,14 @@ from hub.config import Settings
 from hub.db.engine import Database
 from hub.errors import BadRequestError
 from hub.messaging.models import MessageRow
+from tests.api.outcomes import outcome as _outcome
+from tests.api.outcomes import patients as _patients
 from tests.audit.trail import check_chain, mark, since
 from tests.auth_helpers import FORM, token_form
 from tests.factories import patient
 from tests.messaging.test_story import EXAMPLES, hub, load, post  # noqa: F401 (fixture)
 
 NUMBER = "13116900216"
-
-
-def _outcome(r: Any, status: int, *needles: str) -> str:
-    assert r.status_code == status, r.text[:500]
-    body = r.json()
-    assert body["resourceType"] == "OperationOutcome"
-    text = " ".join(i["diagnostics"] for i in body["issue"])
-    for needle in needles:
-        assert needle in text, text
-    return text
-
-
-def _patients(client: TestClient) -> list[dict[str, Any]]:
-    return [e["resource"] for e in client.get("/fhir/Patient").json().get("entry", [])]
 
 
 @pytest.mark.parametrize(("where", "value", "code"), [

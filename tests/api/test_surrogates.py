@@ -16,6 +16,8 @@ from sqlalchemy import func, select
 from hub.config import Settings
 from hub.db.engine import Database
 from hub.messaging.models import MessageRow
+from tests.api.outcomes import outcome as _outcome
+from tests.api.outcomes import patients as _patients
 from tests.audit.trail import check_chain, mark, since
 from tests.factories import patient
 from tests.messaging.test_story import EXAMPLES, hub, load, post  # noqa: F401 (fixture)
@@ -26,20 +28,6 @@ JSON = {"Content-Type": "application/fhir+json"}
 
 def _raw(body: Any) -> bytes:
     return json.dumps(body).encode()  # ensure_ascii: the surrogate goes out as the escape
-
-
-def _outcome(r: Any, status: int, *needles: str) -> str:
-    assert r.status_code == status, r.text[:500]
-    body = r.json()
-    assert body["resourceType"] == "OperationOutcome"
-    text = " ".join(i["diagnostics"] for i in body["issue"])
-    for needle in needles:
-        assert needle in text, text
-    return text
-
-
-def _patients(client: TestClient) -> list[dict[str, Any]]:
-    return [e["resource"] for e in client.get("/fhir/Patient").json().get("entry", [])]
 
 
 def _messages(database: Database) -> int:

@@ -4,6 +4,7 @@ consent gate as the coordinator's organisation, and every view audited."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 from hub.audit.models import AuditRecordRow
 from hub.auth.subject import Subject
 from hub.db.engine import Database
+from hub.db.types import utcnow
 from hub.demo.scenario import INGRID, KARI
 from hub.fhir.identifiers import FNR_SYSTEM
 from hub.store import service
@@ -124,7 +126,7 @@ def test_what_another_organisation_wrote_is_text_on_the_pages_never_markup(
              "description": said, "for": {"reference": f"Patient/{kari}"},
              "requester": {"reference": "Organization/jaeren-dps"},
              "owner": {"reference": "Organization/time-kommune"},
-             "restriction": {"period": {"end": "2026-12-20T09:00:00+01:00"}}}
+             "restriction": {"period": {"end": (utcnow() + timedelta(days=14)).isoformat()}}}
     plan = {"resourceType": "CarePlan", "status": "active", "intent": "plan", "title": said,
             "subject": {"reference": f"Patient/{kari}"},
             "author": {"reference": "Organization/jaeren-dps"}}
